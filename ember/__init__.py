@@ -1,0 +1,251 @@
+"""Ember: a complete, readable machine-learning system with PyTorch's API.
+
+``import ember as torch`` runs ordinary PyTorch tensor code: tensors record the computational
+graph, ``backward()`` differentiates through it, and every layer of the stack lives in its own
+sub-package (see the README for the tour).
+
+Example:
+    >>> import ember as torch
+    >>> x1 = torch.tensor(2.0, requires_grad=True)
+    >>> x2 = torch.tensor(5.0, requires_grad=True)
+    >>> y = torch.log(x1) + x1 * x2 - torch.sin(x2)
+    >>> y.backward()
+    >>> round(x1.grad.item(), 4), round(x2.grad.item(), 4)
+    (5.5, 1.7163)
+"""
+
+from __future__ import annotations
+
+from ember import _methods  # noqa: F401 - binds the Tensor methods and operators
+from ember import autograd, backends, cuda, random  # noqa: F401
+from ember._device import device
+from ember._dtype import (
+    bool_ as bool,
+    dtype,
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    promote_types,
+    uint8,
+)
+from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from ember.ops.convert import to as _to  # noqa: F401
+from ember.ops.creation import (
+    arange,
+    as_tensor,
+    asarray,
+    bernoulli,
+    empty,
+    empty_like,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    logspace,
+    multinomial,
+    normal,
+    ones,
+    ones_like,
+    poisson,
+    rand,
+    rand_like,
+    randint,
+    randint_like,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from ember.ops.elementwise import *  # noqa: F403 - the elementwise namespace is public API
+from ember.ops.elementwise import abs, pow, round  # noqa: A004 - PyTorch's names
+from ember.ops.index import (
+    argsort,
+    argwhere,
+    bincount,
+    bucketize,
+    gather,
+    index_add,
+    index_copy,
+    index_fill,
+    index_put,
+    index_select,
+    kthvalue,
+    masked_fill,
+    masked_scatter,
+    masked_select,
+    median,
+    msort,
+    nonzero,
+    scatter,
+    scatter_add,
+    scatter_reduce,
+    searchsorted,
+    sort,
+    take,
+    take_along_dim,
+    topk,
+    unique,
+)
+from ember.ops.linalg import (
+    addmm,
+    addmv,
+    baddbmm,
+    bmm,
+    dot,
+    einsum,
+    ger,
+    inner,
+    matmul,
+    mm,
+    mv,
+    outer,
+    tensordot,
+    vdot,
+)
+from ember.ops.movement import (
+    adjoint,
+    atleast_1d,
+    atleast_2d,
+    broadcast_shapes,
+    broadcast_tensors,
+    broadcast_to,
+    cat,
+    chunk,
+    clone,
+    concat,
+    concatenate,
+    diag,
+    diag_embed,
+    diagonal,
+    flatten,
+    flip,
+    fliplr,
+    flipud,
+    hstack,
+    movedim,
+    moveaxis,
+    narrow,
+    permute,
+    repeat_interleave,
+    reshape,
+    roll,
+    select,
+    split,
+    squeeze,
+    stack,
+    swapaxes,
+    swapdims,
+    t,
+    tensor_split,
+    tile,
+    trace,
+    transpose,
+    tril,
+    triu,
+    unbind,
+    unflatten,
+    unsqueeze,
+    vstack,
+)
+from ember.ops.reduce import (
+    all,
+    amax,
+    amin,
+    aminmax,
+    any,
+    argmax,
+    argmin,
+    count_nonzero,
+    cummax,
+    cumprod,
+    cumsum,
+    logsumexp,
+    max,
+    mean,
+    min,
+    nanmean,
+    nansum,
+    norm,
+    prod,
+    std,
+    std_mean,
+    sum,
+    var,
+    var_mean,
+)
+from ember.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from ember.tensor import Size, Tensor
+
+__version__ = "0.1.0"
+
+# PyTorch's dtype aliases.
+float = float32  # noqa: A001
+double = float64
+half = float16
+long = int64
+int = int32  # noqa: A001
+short = int16
+bool_ = bool
+FloatTensor = DoubleTensor = LongTensor = Tensor
+strided = "strided"
+contiguous_format = preserve_format = "contiguous_format"
+
+
+def is_tensor(obj):
+    """True when ``obj`` is an Ember tensor."""
+    return isinstance(obj, Tensor)
+
+
+def numel(input: Tensor):
+    return input.numel()
+
+
+def is_floating_point(input: Tensor):
+    return input.is_floating_point()
+
+
+def set_default_dtype(d) -> None:
+    """Make ``d`` (float32 or float64) the dtype of Python floats and float factories."""
+    from ember import _dtype
+
+    d = _dtype.to_dtype(d)
+    if not d.is_floating_point:
+        raise TypeError(f"only floating-point types are supported as the default type (got {d})")
+    _dtype.defaults.float = d
+
+
+def get_default_dtype():
+    from ember import _dtype
+
+    return _dtype.defaults.float
+
+
+def result_type(tensor1, tensor2):
+    from ember import _dtype
+
+    return _dtype.result_type(tensor1, tensor2)
+
+
+def can_cast(from_, to):
+    return from_.category <= to.category
+
+
+def set_num_threads(n: int) -> None:
+    """Limit the threads BLAS uses (threadpoolctl when installed)."""
+    from ember import _threads
+
+    _threads.set_num_threads(n)
+
+
+def get_num_threads():
+    from ember import _threads
+
+    return _threads.get_num_threads()
+

@@ -1,0 +1,133 @@
+"""The backward engine: iterative, deterministic reverse-mode traversal of the graph.
+
+``run_backward`` orders the nodes reachable from the roots with an explicit-stack depth-first
+search (no recursion, so a 10,000-op chain is fine), then visits them in reverse topological
+order, calling each node's gradient rule once all gradients for its output have arrived.
+Gradients are summed per edge; leaves receive theirs in ``.grad`` (``backward``) or in the
+result list (``autograd.grad``).
+"""
+
+from __future__ import annotations
+
+from ember.autograd import grad_mode
+from ember.autograd.node import Node
+
+
+def _topological_order(roots: list) -> list:
+    """Nodes reachable from ``roots``, each after every node that feeds gradient into it."""
+    order: list = []
+    seen: set = set()
+    for root in roots:
+        if not isinstance(root, Node) or id(root) in seen:
+            continue
+        seen.add(id(root))
+        stack = [(root, iter(root.edges))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if isinstance(child, Node) and id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append((child, iter(child.edges)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    order.reverse()
+    return order
+
+
+def _accumulate(buffers: dict, key, grad) -> None:
+    prev = buffers.get(key)
+    buffers[key] = grad if prev is None else prev + grad
+
+
+def _run_tensor_hooks(hooks, grad):
+    for hook in hooks:
+        new = hook(grad)
+        if new is not None:
+            grad = new
+    return grad
+
+
+def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capture=None):
+    """Propagate ``root_grads`` from ``roots`` (edges: nodes or leaf tensors) through the graph.
+
+    With ``capture`` (a list of edges) the gradients reaching those edges are returned instead
+    of being accumulated into leaves' ``.grad``; gradients of nodes that cannot reach a
+    captured edge are not computed.
+    """
+    buffers: dict = {}
+    for root, g in zip(roots, root_grads):
+        _accumulate(buffers, id(root), g)
+    order = _topological_order(roots)
+    leaves: dict = {}
+    for root in roots:
+        if not isinstance(root, Node):
+            leaves[id(root)] = root
+
+    needed = None
+    captured = {}
+    if capture is not None:
+        wanted = {id(e) for e in capture if e is not None}
+        needed = set()
+        for node in reversed(order):  # children first: a node is needed if an edge leads to a wanted one
+            for e in node.edges:
+                if e is not None and (id(e) in wanted or id(e) in needed):
+                    needed.add(id(node))
+                    break
+
+    prev_mode = grad_mode.state.enabled
+    grad_mode.state.enabled = create_graph
+    try:
+        for node in order:
+            grad = buffers.pop(id(node), None)
+            if grad is None:
+                continue
+            if node.out_hooks:
+                grad = _run_tensor_hooks(node.out_hooks, grad)
+            if node.retained is not None:
+                t = node.retained()
+                if t is not None:
+                    t._grad = grad if create_graph else grad.detach()
+            if capture is not None:
+                if id(node) in wanted:
+                    captured[id(node)] = grad
+                if id(node) not in needed:
+                    continue
+            node.check_saved()
+            grads = node.backward(grad)
+            if not retain_graph and node.saves_values:
+                node.freed = True
+            for edge, g in zip(node.edges, grads):
+                if edge is None or g is None:
+                    continue
+                _accumulate(buffers, id(edge), g)
+                if not isinstance(edge, Node):
+                    leaves[id(edge)] = edge
+    finally:
+        grad_mode.state.enabled = prev_mode
+
+    if capture is not None:
+        for key, leaf in leaves.items():
+            if key in buffers and key in wanted:
+                g = buffers[key]
+                if leaf._hooks:
+                    g = _run_tensor_hooks(leaf._hooks, g)
+                captured[key] = g
+        return [captured.get(id(e)) if e is not None else None for e in capture]
+
+    for key, leaf in leaves.items():
+        g = buffers.get(key)
+        if g is None:
+            continue
+        if leaf._hooks:
+            g = _run_tensor_hooks(leaf._hooks, g)
+        if not create_graph:
+            g = g.detach()
+        if leaf._grad is None:
+            # A fresh gradient may share memory with another buffer (e.g. an expand of the same
+            # array); own it so later in-place accumulation never writes through a view.
+            leaf._grad = g if create_graph else g._owned()
+        else:
+            leaf._grad = leaf._grad + g if create_graph else leaf._grad._accumulate_(g)
+    return None

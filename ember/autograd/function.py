@@ -1,0 +1,180 @@
+"""User-defined differentiable ops: ``ember.autograd.Function``, as in PyTorch.
+
+Example:
+    >>> import ember
+    >>> class Square(ember.autograd.Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         ctx.save_for_backward(x)
+    ...         return x * x
+    ...     @staticmethod
+    ...     def backward(ctx, grad):
+    ...         (x,) = ctx.saved_tensors
+    ...         return 2 * x * grad
+    >>> x = ember.tensor([3.0], requires_grad=True)
+    >>> Square.apply(x).backward()
+    >>> x.grad
+    tensor([6.])
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ember.autograd import grad_mode
+from ember.autograd.node import Node
+
+
+class FunctionCtx(Node):
+    """The ``ctx`` of a custom Function: a graph node that also carries user state."""
+
+    saves_values = True
+
+    def __init__(self):
+        super().__init__()
+        self.to_save = ()
+        self.needs_input_grad = ()
+        self.non_differentiable = set()
+        self.materialize_grads = True
+        self.function = None
+        self.n_outputs = 1
+        self.dirty = ()
+
+    def save_for_backward(self, *tensors) -> None:
+        """Keep tensors for ``backward``; an in-place change to them afterwards is an error."""
+        self.to_save = tensors
+        self.save_versions(*(t for t in tensors if t is not None))
+
+    @property
+    def saved_tensors(self) -> tuple:
+        self.check_saved()
+        return self.to_save
+
+    def mark_non_differentiable(self, *tensors) -> None:
+        self.non_differentiable.update(id(t) for t in tensors)
+
+    def mark_dirty(self, *tensors) -> None:
+        self.dirty = tensors
+
+    def set_materialize_grads(self, value: bool) -> None:
+        self.materialize_grads = value
+
+    def name(self) -> str:
+        return f"{self.function.__name__}Backward" if self.function else "FunctionBackward"
+
+    def backward(self, grad):
+        from ember.ops.creation import zeros_like
+
+        grads = grad.grads if isinstance(grad, _MultiGrad) else [grad]
+        if self.materialize_grads:
+            grads = [zeros_like(o) if g is None else g for g, o in zip(grads, self.output_likes)]
+        result = self.function.backward(self, *grads)
+        if not isinstance(result, tuple):
+            result = (result,)
+        if len(result) < len(self.edges):
+            raise RuntimeError(
+                f"function {self.name()} returned an incorrect number of gradients "
+                f"(expected {len(self.edges)}, got {len(result)})"
+            )
+        return result[: len(self.edges)]
+
+
+class _MultiGrad:
+    """Gradients of several outputs of one Function, summed slot by slot as they arrive."""
+
+    __slots__ = ("grads",)
+
+    def __init__(self, grads):
+        self.grads = grads
+
+    def __add__(self, other: "_MultiGrad") -> "_MultiGrad":
+        merged = []
+        for a, b in zip(self.grads, other.grads):
+            merged.append(b if a is None else a if b is None else a + b)
+        return _MultiGrad(merged)
+
+    def detach(self):
+        return self
+
+
+class _Select(Node):
+    """Routes the gradient of output ``index`` of a multi-output Function to its node."""
+
+    __slots__ = ("index", "count")
+    saves_values = False
+
+    def name(self) -> str:
+        return "SelectOutputBackward"
+
+    def backward(self, grad):
+        grads = [None] * self.count
+        grads[self.index] = grad
+        return (_MultiGrad(grads),)
+
+
+class _FunctionMeta(type):
+    pass
+
+
+class Function(metaclass=_FunctionMeta):
+    """Base class for ops with a hand-written gradient: define ``forward`` and ``backward``."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("subclasses of Function must define forward")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("subclasses of Function must define backward")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from ember.ops._base import edge
+        from ember.tensor import Tensor
+
+        ctx = FunctionCtx()
+        ctx.function = cls
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
+        with grad_mode.no_grad():
+            outputs = cls.forward(ctx, *args, **kwargs)
+        single = not isinstance(outputs, tuple)
+        outs = (outputs,) if single else outputs
+        record = grad_mode.state.enabled and any(ctx.needs_input_grad)
+        wrapped = []
+        for o in outs:
+            if isinstance(o, Tensor) and any(o is a for a in args):
+                o = o.view_as(o) if id(o) not in ctx.non_differentiable else o
+                o = o.detach() if not record else o
+            wrapped.append(o)
+        if not record:
+            return wrapped[0] if single else tuple(wrapped)
+        ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+        ctx.edges = tuple(edge(a) if isinstance(a, Tensor) else None for a in args)
+        ctx.output_likes = tuple(o.detach() if isinstance(o, Tensor) else None for o in wrapped)
+        ctx.n_outputs = len(wrapped)
+        tensor_outs = [i for i, o in enumerate(wrapped) if isinstance(o, Tensor)]
+        for i in tensor_outs:
+            o = wrapped[i]
+            if id(outs[i]) in ctx.non_differentiable or o._data.dtype.kind != "f":
+                continue
+            if single:
+                o._node = ctx
+            else:
+                sel = _Select()
+                sel.index, sel.count = i, len(wrapped)
+                sel.inputs = (None,)
+                sel.edges = (ctx,)
+                o._node = sel
+            o._requires_grad = True
+        return wrapped[0] if single else tuple(wrapped)
+
+
+def once_differentiable(fn):
+    """Decorator for ``backward``: run it without recording (it won't be differentiated again)."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx, *args):
+        with grad_mode.no_grad():
+            return fn(ctx, *args)
+
+    return wrapper

@@ -1,0 +1,101 @@
+"""Whether ops record the graph: ``no_grad``, ``enable_grad``, ``set_grad_enabled``.
+
+The switch is one module-level flag read by every op on its hot path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+class _State:
+    enabled = True
+
+
+state = _State()
+
+
+def is_grad_enabled() -> bool:
+    """True when ops record the graph for autograd."""
+    return state.enabled
+
+
+class _GradModeContext:
+    """Base of the grad-mode managers; usable as ``with`` block and as a decorator."""
+
+    _target: bool
+
+    def __enter__(self):
+        self._prev = state.enabled
+        state.enabled = self._target
+        return self
+
+    def __exit__(self, *exc):
+        state.enabled = self._prev
+        return False
+
+    def _fresh(self):
+        return self.__class__()
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self._fresh():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(_GradModeContext):
+    """Ops inside do not record the graph.
+
+    Example:
+        >>> import ember
+        >>> x = ember.ones(2, requires_grad=True)
+        >>> with ember.no_grad():
+        ...     y = x * 2
+        >>> y.requires_grad
+        False
+    """
+
+    _target = False
+
+
+class enable_grad(_GradModeContext):
+    """Ops inside record the graph, even within ``no_grad``."""
+
+    _target = True
+
+
+class set_grad_enabled(_GradModeContext):
+    """Switch graph recording on or off; takes effect at once, and as a context manager restores."""
+
+    def __init__(self, mode: bool):
+        self._target = bool(mode)
+        self._prev = state.enabled
+        state.enabled = self._target
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        state.enabled = self._prev
+        return False
+
+    def _fresh(self):
+        return set_grad_enabled(self._target)
+
+    def __call__(self, fn):
+        state.enabled = self._prev  # used as a decorator: change nothing until the call
+        return super().__call__(fn)
+
+
+class inference_mode(no_grad):
+    """Like ``no_grad`` (Ember has no separate inference tensors)."""
+
+    def __init__(self, mode: bool = True):
+        self._mode = mode
+        self._target = not mode
+
+    def _fresh(self):
+        return inference_mode(self._mode)

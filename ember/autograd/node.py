@@ -1,0 +1,102 @@
+"""Node: one recorded op application, a vertex of the backward graph.
+
+Every primitive op is a ``Node`` subclass. Calling an op in grad mode makes an instance that keeps
+``inputs`` (the argument tensors, for gradient rules) and ``edges`` (where each input's gradient
+goes: the producing node, or the leaf tensor itself, or ``None``). Edges are captured when the
+op runs, so a later in-place op that gives a tensor new history cannot re-route old gradients.
+
+``backward(grad)`` is written in Tensor ops, so running it in grad mode records the backward graph
+itself (``create_graph=True`` and higher-order gradients).
+"""
+
+from __future__ import annotations
+
+
+class Node:
+    """Base class of backward-graph vertices (``Tensor.grad_fn``)."""
+
+    __slots__ = ("inputs", "edges", "saved_versions", "freed", "out_hooks", "retained", "__weakref__")
+
+    #: True when ``backward`` reads input or output values, so a freed graph can't be re-run.
+    saves_values = True
+
+    def __init__(self):
+        self.saved_versions = None
+        self.freed = False
+        self.out_hooks = None
+        self.retained = None
+
+    def backward(self, grad):  # pragma: no cover - every op defines it
+        raise NotImplementedError(f"{type(self).__name__} has no gradient rule")
+
+    # ----- what autograd users see -----
+    def name(self) -> str:
+        return type(self).__name__ + "Backward0"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    @property
+    def next_functions(self) -> tuple:
+        """``((node_or_AccumulateGrad, 0), ...)`` for each input, as in PyTorch."""
+        out = []
+        for e in self.edges:
+            if e is None or isinstance(e, Node):
+                out.append((e, 0))
+            else:
+                out.append((AccumulateGrad(e), 0))
+        return tuple(out)
+
+    def register_hook(self, fn):
+        """Run ``fn(grad)`` on the gradient of this node's output; a returned tensor replaces it."""
+        if self.out_hooks is None:
+            self.out_hooks = []
+        self.out_hooks.append(fn)
+        return _RemovableHandle(self.out_hooks, fn)
+
+    # ----- saved-value bookkeeping -----
+    def save_versions(self, *tensors) -> None:
+        """Remember the version of tensors whose values backward reads (in-place check)."""
+        self.saved_versions = tuple((t, t._version) for t in tensors)
+
+    def check_saved(self) -> None:
+        if self.freed:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved tensors "
+                "after they have already been freed). Saved intermediate values of the graph are freed "
+                "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+                "backward through the graph a second time or if you need to access saved tensors after "
+                f"calling backward. (node: {self.name()})"
+            )
+        if self.saved_versions:
+            for t, v in self.saved_versions:
+                if t._version != v:
+                    raise RuntimeError(
+                        "one of the variables needed for gradient computation has been modified by an "
+                        f"inplace operation: [{t.dtype} {list(t.shape)}], which is an input of "
+                        f"{self.name()}, is at version {t._version}; expected version {v} instead."
+                    )
+
+
+class AccumulateGrad:
+    """The node PyTorch shows for a leaf: its gradient is accumulated into ``variable.grad``."""
+
+    def __init__(self, variable):
+        self.variable = variable
+        self.next_functions = ()
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    def __repr__(self) -> str:
+        return f"<AccumulateGrad object at {hex(id(self))}>"
+
+
+class _RemovableHandle:
+    def __init__(self, hooks: list, fn):
+        self._hooks = hooks
+        self._fn = fn
+
+    def remove(self) -> None:
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)

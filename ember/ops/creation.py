@@ -1,0 +1,369 @@
+"""Tensor factories: ``tensor``, ``zeros``, ``arange``, ``randn``, ... with PyTorch's signatures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember import _dtype
+from ember._device import CPU, to_device
+from ember.ops._base import Tensor, _wrap
+from ember.random import numpy_generator
+
+
+def _finish(arr, dtype, device, requires_grad: bool) -> Tensor:
+    """Place a host array on ``device`` with ``dtype`` and set ``requires_grad``."""
+    dev = to_device(device)
+    if dtype is not None:
+        npd = _dtype.to_dtype(dtype).np
+        if arr.dtype != npd:
+            arr = arr.astype(npd)
+    if dev is not CPU:
+        arr = dev.backend.asarray(arr)
+    t = _wrap(arr, dev)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _infer_array(data) -> np.ndarray:
+    """NumPy array from Python data, with PyTorch's dtype inference for Python numbers."""
+    if isinstance(data, Tensor):
+        return data._device.backend.to_host(data._data).copy()
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise TypeError(f"can't convert np.ndarray of type {data.dtype} to an ember tensor")
+        return data.copy()
+    if isinstance(data, (list, tuple)) and _contains_tensor(data):
+        data = _tensors_to_lists(data)
+    arr = np.asarray(data)
+    if arr.dtype == object:
+        raise ValueError(f"expected a sequence of equal-length sequences of numbers, got ragged or mixed data: {str(data)[:80]}")
+    if arr.dtype.kind == "f" and not isinstance(data, np.generic):
+        arr = arr.astype(_dtype.defaults.float.np)
+    elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "biuf":
+        raise TypeError(f"Could not infer dtype of {type(data).__name__}")
+    return arr
+
+
+def _contains_tensor(data) -> bool:
+    for x in data:
+        if isinstance(x, Tensor):
+            return True
+        if isinstance(x, (list, tuple)) and _contains_tensor(x):
+            return True
+    return False
+
+
+def _tensors_to_lists(data):
+    if isinstance(data, Tensor):
+        return data.tolist()
+    if isinstance(data, (list, tuple)):
+        return [_tensors_to_lists(x) for x in data]
+    return data
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad: bool = False, pin_memory: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (nested lists, numbers, NumPy arrays).
+
+    Python floats give the default float dtype (float32), ints give int64, bools give bool.
+
+    Example:
+        >>> import ember
+        >>> ember.tensor([[1, 2], [3, 4]], dtype=ember.float32)
+        tensor([[1., 2.],
+                [3., 4.]])
+    """
+    return _finish(_infer_array(data), dtype, device, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """Like ``tensor``, but shares memory with a NumPy array or tensor when no conversion is needed."""
+    if isinstance(data, Tensor):
+        if (dtype is None or _dtype.to_dtype(dtype) is data.dtype) and (device is None or to_device(device) == data.device):
+            return data
+        return data.to(device=device, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        return _finish(data, dtype, device, False)
+    return tensor(data, dtype=dtype, device=device)
+
+
+def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=False) -> Tensor:
+    t = as_tensor(obj, dtype=dtype, device=device)
+    if copy:
+        t = t.clone()
+    if requires_grad:
+        t.requires_grad_()
+    return t
+
+
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``ndarray`` (writes show through both ways)."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    _dtype.from_numpy_dtype(ndarray.dtype)
+    return _wrap(ndarray)
+
+
+def _size(size) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    out = []
+    for s in size:
+        if isinstance(s, Tensor):
+            s = int(s.item())
+        if not isinstance(s, (int, np.integer)):
+            raise TypeError(f"size must be a sequence of ints, but got an element of type {type(s).__name__}")
+        if s < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _float_np(dtype):
+    d = _dtype.to_dtype(dtype) if dtype is not None else _dtype.defaults.float
+    return d.np
+
+
+def _filled(size, value, dtype, device, requires_grad, out=None) -> Tensor:
+    shape = _size(size)
+    if dtype is None:
+        npd = _dtype.scalar_dtype(value).np if not isinstance(value, Tensor) else value._data.dtype
+    else:
+        npd = _dtype.to_dtype(dtype).np
+    dev = to_device(device)
+    xp = dev.backend.xp
+    arr = xp.full(shape, value, dtype=npd) if value != 0 else xp.zeros(shape, dtype=npd)
+    t = _wrap(arr, dev)
+    if requires_grad:
+        t.requires_grad = True
+    if out is not None:
+        out._data = arr
+        return out
+    return t
+
+
+def zeros(*size, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
+    """A tensor of zeros (default float dtype)."""
+    return _filled(size, 0, dtype or _dtype.defaults.float, device, requires_grad, out)
+
+
+def ones(*size, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
+    """A tensor of ones (default float dtype)."""
+    return _filled(size, 1, dtype or _dtype.defaults.float, device, requires_grad, out)
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor filled with ``fill_value``; its dtype follows the value when not given."""
+    return _filled((size,) if isinstance(size, int) else (tuple(size),), fill_value, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
+    """An uninitialized tensor (Ember zero-fills it: reading garbage is never useful)."""
+    return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _like(input, dtype, device):
+    return (dtype or input.dtype), (device if device is not None else input.device)
+
+
+def zeros_like(input, *, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
+    dt, dev = _like(input, dtype, device)
+    return zeros(input._data.shape, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def ones_like(input, *, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
+    dt, dev = _like(input, dtype, device)
+    return ones(input._data.shape, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
+    dt, dev = _like(input, dtype, device)
+    return full(input._data.shape, fill_value, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def empty_like(input, *, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
+    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Values from ``start`` (default 0) up to but excluding ``end``, ``step`` apart.
+
+    Integer arguments give int64; any float argument gives the default float dtype.
+    """
+    if end is None:
+        start, end = 0, start
+    vals = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    start, end, step = vals
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(
+            f"arange: upper bound and larger bound inconsistent with step sign (start={start}, end={end}, step={step})"
+        )
+    if dtype is None:
+        dtype = _dtype.int64 if all(isinstance(v, int) for v in vals) else _dtype.defaults.float
+    d = _dtype.to_dtype(dtype)
+    n = max(0, math.ceil((end - start) / step))
+    arr = (start + np.arange(n, dtype=np.float64 if d.is_floating_point else np.int64) * step).astype(d.np)
+    return _finish(arr, None, device, requires_grad)
+
+
+def range_(start, end, step=1, *, dtype=None, device=None) -> Tensor:
+    return arange(start, end + step / 2 if step > 0 else end - abs(step) / 2, step, dtype=dtype or _dtype.defaults.float, device=device)
+
+
+def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    arr = np.linspace(float(start), float(end), int(steps)).astype(_float_np(dtype))
+    return _finish(arr, None, device, requires_grad)
+
+
+def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    arr = np.logspace(float(start), float(end), int(steps), base=base).astype(_float_np(dtype))
+    return _finish(arr, None, device, requires_grad)
+
+
+def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """The identity matrix (``n`` x ``m``)."""
+    arr = np.eye(n, m if m is not None else n, dtype=_float_np(dtype) if dtype is None else _dtype.to_dtype(dtype).np)
+    return _finish(arr, None, device, requires_grad)
+
+
+# --------------------------------------------------------------------------- random
+def rand(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Uniform samples in [0, 1)."""
+    npd = _float_np(dtype)
+    g = numpy_generator(generator)
+    arr = g.random(_size(size), dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    return _finish(arr, None, device, requires_grad)
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Standard normal samples."""
+    npd = _float_np(dtype)
+    g = numpy_generator(generator)
+    arr = g.standard_normal(_size(size), dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    return _finish(arr, None, device, requires_grad)
+
+
+def rand_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dt, dev = _like(input, dtype, device)
+    return rand(input._data.shape, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def randn_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dt, dev = _like(input, dtype, device)
+    return randn(input._data.shape, dtype=dt, device=dev, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Integers uniform in [low, high) (``randint(high, size)`` as in PyTorch)."""
+    if size is None:
+        if isinstance(high, (tuple, list)):
+            low, high, size = 0, low, high
+        else:
+            raise TypeError("randint() missing required argument 'size'")
+    elif high is None:
+        low, high = 0, low
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    g = numpy_generator(generator)
+    arr = g.integers(low, high, size=_size((size,) if isinstance(size, int) else tuple(size)), dtype=np.int64)
+    return _finish(arr, dtype, device, requires_grad)
+
+
+def randint_like(input, low=0, high=None, *, dtype=None, device=None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    dt, dev = _like(input, dtype, device)
+    return randint(low, high, input._data.shape, dtype=dt, device=dev)
+
+
+def randperm(n: int, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A random permutation of 0..n-1 (int64)."""
+    arr = numpy_generator(generator).permutation(int(n)).astype(np.int64)
+    return _finish(arr, dtype, device, requires_grad)
+
+
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Normal samples; ``mean`` and ``std`` may be tensors (broadcast) or numbers with ``size``."""
+    g = numpy_generator(generator)
+    if isinstance(mean, Tensor) or isinstance(std, Tensor):
+        m = mean._data if isinstance(mean, Tensor) else mean
+        s = std._data if isinstance(std, Tensor) else std
+        if isinstance(s, np.ndarray) and (s < 0).any() or not isinstance(s, np.ndarray) and s < 0:
+            raise RuntimeError("normal expects all elements of std >= 0.0")
+        like = mean if isinstance(mean, Tensor) else std
+        shape = np.broadcast_shapes(np.shape(m), np.shape(s))
+        arr = (m + s * g.standard_normal(shape)).astype(like._data.dtype)
+        return _finish(arr, dtype, like.device, requires_grad)
+    if std < 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
+    if size is None:
+        raise TypeError("normal() with float mean and std needs a size")
+    npd = _float_np(dtype)
+    arr = (mean + std * g.standard_normal(_size((size,) if isinstance(size, int) else tuple(size)))).astype(npd)
+    return _finish(arr, None, device, requires_grad)
+
+
+def bernoulli(input, p=None, *, generator=None) -> Tensor:
+    """Samples 1 with probability ``input`` (or ``p``), else 0, in input's dtype."""
+    probs = input._data if p is None else np.full(input._data.shape, p)
+    if (probs < 0).any() or (probs > 1).any():
+        raise RuntimeError("bernoulli: all probabilities must be in [0, 1]")
+    arr = (numpy_generator(generator).random(probs.shape) < probs).astype(input._data.dtype)
+    return _wrap(arr, input._device)
+
+
+def poisson(input, generator=None) -> Tensor:
+    return _wrap(numpy_generator(generator).poisson(input._data).astype(input._data.dtype), input._device)
+
+
+def multinomial(input, num_samples: int, replacement: bool = False, *, generator=None) -> Tensor:
+    """Sample category indices from rows of non-negative weights (1-D or 2-D input)."""
+    p = input._data.astype(np.float64)
+    if p.ndim not in (1, 2):
+        raise RuntimeError(f"prob_dist must be 1 or 2 dim, got {p.ndim}")
+    if (p < 0).any() or not np.isfinite(p).all():
+        raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
+    rows = p.reshape(-1, p.shape[-1])
+    sums = rows.sum(-1)
+    if (sums <= 0).any():
+        raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+    n_cat = rows.shape[-1]
+    if not replacement and num_samples > n_cat:
+        raise RuntimeError(
+            f"multinomial: cannot sample n_sample > prob_dist.size(-1) samples without replacement "
+            f"({num_samples} > {n_cat})"
+        )
+    g = numpy_generator(generator)
+    out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
+    for r, (row, s) in enumerate(zip(rows, sums)):
+        if replacement:
+            cdf = np.cumsum(row / s)
+            cdf[-1] = 1.0
+            out[r] = np.searchsorted(cdf, g.random(num_samples), side="right")
+        else:
+            # Gumbel top-k: sampling without replacement in one vectorized step.
+            with np.errstate(divide="ignore"):
+                keys = np.log(row) - np.log(-np.log(g.random(n_cat)))
+            out[r] = np.argsort(-keys, kind="stable")[:num_samples]
+    return _wrap(out.reshape(p.shape[:-1] + (num_samples,)), input._device)
+
+
+# --------------------------------------------------------------------------- Tensor(...) constructor
+def _tensor_init(self: Tensor, args, dtype, device, requires_grad) -> None:
+    """``ember.Tensor(data)`` or ``ember.Tensor(*sizes)``: default float dtype, as torch.Tensor."""
+    if len(args) == 1 and not isinstance(args[0], int):
+        src = tensor(args[0], dtype=dtype or _dtype.defaults.float, device=device)
+    else:
+        src = zeros(*args, dtype=dtype, device=device)
+    self._data = src._data
+    if src._device is not CPU:
+        self._device = src._device
+    if requires_grad:
+        self.requires_grad = True

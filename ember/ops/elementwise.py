@@ -1,0 +1,911 @@
+"""Elementwise primitives: unary math and broadcasting binary arithmetic, with gradient rules.
+
+Each primitive is a Node subclass whose ``backward`` is written in Tensor ops. The public
+functions (``add``, ``exp``, ...) compute the NumPy result at once (eager) and record the node
+only when some input requires grad. Binary ops take a Tensor and a Tensor or Python number and
+follow PyTorch's broadcasting and type promotion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember import _dtype
+from ember.autograd.node import Node
+from ember.ops._base import CPU, Tensor, edge, float_data, grad_state
+
+_FLOAT_KINDS = "f"
+
+
+# --------------------------------------------------------------------------- binary machinery
+def _broadcast_error(op: str, a, b) -> RuntimeError:
+    sa = list(a.shape) if hasattr(a, "shape") else []
+    sb = list(b.shape) if hasattr(b, "shape") else []
+    # Find the first mismatching dimension from the right, as PyTorch reports it.
+    for i in range(1, max(len(sa), len(sb)) + 1):
+        x = sa[-i] if i <= len(sa) else 1
+        y = sb[-i] if i <= len(sb) else 1
+        if x != y and x != 1 and y != 1:
+            dim = max(len(sa), len(sb)) - i
+            return RuntimeError(
+                f"{op}: The size of tensor a ({x}) must match the size of tensor b ({y}) at "
+                f"non-singleton dimension {dim} (shapes {sa} and {sb})"
+            )
+    return RuntimeError(f"{op}: shapes {sa} and {sb} cannot be broadcast together")
+
+
+def _operands(a, b, op: str, float_result: bool = False):
+    """Arrays of ``a`` and ``b`` cast to the promoted dtype; either may be a Python number."""
+    if isinstance(a, Tensor):
+        ad = a._data
+        device = a._device
+        if isinstance(b, Tensor):
+            bd = b._data
+            if b._device is not device and b._device != device and bd.ndim:
+                raise RuntimeError(
+                    f"{op}: Expected all tensors to be on the same device, but found at least two "
+                    f"devices, {device} and {b._device}!"
+                )
+            if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind == "f"):
+                return ad, bd, device
+        elif isinstance(b, (int, float)) and ad.dtype.kind == "f" and not float_result:
+            return ad, b, device
+        else:
+            if not isinstance(b, (int, float, bool, np.generic)):
+                raise TypeError(f"{op}(): unsupported operand type {type(b).__name__}")
+            bd = b
+    else:
+        if not isinstance(a, (int, float, bool, np.generic)):
+            raise TypeError(f"{op}(): unsupported operand type {type(a).__name__}")
+        ad = a
+        bd = b._data
+        device = b._device
+    rt = _dtype.result_type(a, b)
+    if float_result and rt.category != _dtype._FLOAT:
+        rt = _dtype.defaults.float
+    npd = rt.np
+    if isinstance(ad, np.ndarray) or hasattr(ad, "dtype") and not isinstance(ad, np.generic):
+        if ad.dtype != npd:
+            ad = ad.astype(npd)
+    else:
+        ad = device.backend.xp.asarray(ad, dtype=npd) if device is not CPU else np.asarray(ad, dtype=npd)
+    if isinstance(bd, np.ndarray) or hasattr(bd, "dtype") and not isinstance(bd, np.generic):
+        if bd.dtype != npd:
+            bd = bd.astype(npd)
+    else:
+        bd = device.backend.xp.asarray(bd, dtype=npd) if device is not CPU else np.asarray(bd, dtype=npd)
+    return ad, bd, device
+
+
+def _binary(node_cls, ufunc, a, b, op: str, float_result: bool = False):
+    ad, bd, device = _operands(a, b, op, float_result)
+    try:
+        out = ufunc(ad, bd)
+    except ValueError:
+        raise _broadcast_error(op, ad, bd) from None
+    t = Tensor.__new__(Tensor)
+    t._data = out
+    if device is not CPU:
+        t._device = device
+    if grad_state.enabled and (
+        (isinstance(a, Tensor) and a._requires_grad) or (isinstance(b, Tensor) and b._requires_grad)
+    ):
+        node = node_cls()
+        node.inputs = (a, b)
+        node.edges = (edge(a), edge(b))
+        t._node = node
+        t._requires_grad = True
+    return t
+
+
+def _is_t(x) -> bool:
+    return isinstance(x, Tensor)
+
+
+def sum_to(g: Tensor, x) -> Tensor | None:
+    """Reduce a broadcast gradient back to the shape of ``x`` (None for non-tensor ``x``)."""
+    if not isinstance(x, Tensor):
+        return None
+    if not x._requires_grad:
+        return None
+    shape = x._data.shape
+    gshape = g._data.shape
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, s in enumerate(shape) if s == 1 and gshape[i + lead] != 1
+    )
+    from ember.ops.movement import reshape
+    from ember.ops.reduce import sum as _sum
+
+    if axes:
+        g = _sum(g, dim=axes, keepdim=True)
+    return reshape(g, shape) if g._data.shape != shape else g
+
+
+# --------------------------------------------------------------------------- binary primitives
+class Add(Node):
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        a, b = self.inputs
+        return sum_to(g, a), sum_to(g, b)
+
+
+class Sub(Node):
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        a, b = self.inputs
+        return sum_to(g, a), (sum_to(-g, b) if _is_t(b) and b._requires_grad else None)
+
+
+class Mul(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = sum_to(g * b, a) if _is_t(a) and a._requires_grad else None
+        gb = sum_to(g * a, b) if _is_t(b) and b._requires_grad else None
+        return ga, gb
+
+
+class Div(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = sum_to(g / b, a) if _is_t(a) and a._requires_grad else None
+        gb = sum_to(-g * a / (b * b), b) if _is_t(b) and b._requires_grad else None
+        return ga, gb
+
+
+class Pow(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = gb = None
+        if _is_t(a) and a._requires_grad:
+            if _is_t(b):
+                ga = where(b == 0, 0.0, g * b * pow(a, b - 1))
+            elif b == 0:
+                ga = g * 0.0
+            else:
+                ga = g * b * pow(a, b - 1)
+            ga = sum_to(ga, a)
+        if _is_t(b) and b._requires_grad:
+            if _is_t(a):
+                mask = (a == 0) & (b >= 0)
+                gb = where(mask, 0.0, g * pow(a, b) * log(a))
+            else:
+                gb = g * pow(a, b) * math.log(a) if a != 0 else g * 0.0
+            gb = sum_to(gb, b)
+        return ga, gb
+
+
+class Maximum(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        # Ties split the gradient evenly, as PyTorch does.
+        wa = (a > b).to(g.dtype) + (a == b).to(g.dtype) * 0.5
+        return sum_to(g * wa, a), sum_to(g * (1.0 - wa), b)
+
+
+class Minimum(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        wa = (a < b).to(g.dtype) + (a == b).to(g.dtype) * 0.5
+        return sum_to(g * wa, a), sum_to(g * (1.0 - wa), b)
+
+
+class Atan2(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        denom = a * a + b * b
+        return sum_to(g * b / denom, a), sum_to(-g * a / denom, b)
+
+
+class Remainder(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        gb = None
+        if _is_t(b) and b._requires_grad:
+            gb = sum_to(-g * floor_divide(a, b), b)
+        return sum_to(g, a), gb
+
+
+class Fmod(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        a, b = self.inputs
+        gb = None
+        if _is_t(b) and b._requires_grad:
+            gb = sum_to(-g * trunc(a / b), b)
+        return sum_to(g, a), gb
+
+
+def add(input, other, *, alpha=1, out=None) -> Tensor:
+    """``input + alpha * other`` with broadcasting.
+
+    Example:
+        >>> import ember
+        >>> ember.add(ember.tensor([1, 2]), 3)
+        tensor([4, 5])
+    """
+    if alpha != 1:
+        other = mul(other, alpha)
+    return _maybe_out(_binary(Add, np.add, input, other, "add"), out)
+
+
+def sub(input, other, *, alpha=1, out=None) -> Tensor:
+    """``input - alpha * other`` with broadcasting."""
+    if _dtype_of(input) is _dtype.bool_ and _dtype_of(other) is _dtype.bool_:
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. "
+            "Use the `^` or `logical_xor()` operator instead."
+        )
+    if alpha != 1:
+        other = mul(other, alpha)
+    return _maybe_out(_binary(Sub, np.subtract, input, other, "sub"), out)
+
+
+def rsub(input, other, *, alpha=1) -> Tensor:
+    return sub(other, input, alpha=alpha)
+
+
+def mul(input, other, *, out=None) -> Tensor:
+    """Elementwise product with broadcasting."""
+    if _dtype_of(input) is _dtype.bool_ and _dtype_of(other) is _dtype.bool_:
+        return _maybe_out(_binary(Mul, np.logical_and, input, other, "mul"), out)
+    return _maybe_out(_binary(Mul, np.multiply, input, other, "mul"), out)
+
+
+def div(input, other, *, rounding_mode=None, out=None) -> Tensor:
+    """True division (``rounding_mode=None``), or ``'trunc'`` / ``'floor'`` rounding."""
+    if rounding_mode is None:
+        res = _binary(Div, np.true_divide, input, other, "div", float_result=True)
+    elif rounding_mode == "floor":
+        res = floor_divide(input, other)
+    elif rounding_mode == "trunc":
+        res = _nograd_binary(_trunc_div, input, other, "div")
+    else:
+        raise ValueError(
+            f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{rounding_mode}'"
+        )
+    return _maybe_out(res, out)
+
+
+def _trunc_div(a, b):
+    if a.dtype.kind == "f":
+        return np.trunc(a / b).astype(a.dtype)
+    q = np.floor_divide(a, b)
+    fix = (q < 0) & (q * b != a)
+    return q + fix
+
+
+def true_divide(input, other) -> Tensor:
+    return div(input, other)
+
+
+def pow(input, exponent, *, out=None) -> Tensor:
+    """``input ** exponent`` elementwise; ``exponent`` may be a tensor or a number."""
+    if isinstance(input, Tensor) and input._data.dtype.kind in "iub" and isinstance(exponent, int) and exponent < 0:
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    return _maybe_out(_binary(Pow, np.power, input, exponent, "pow"), out)
+
+
+def maximum(input, other) -> Tensor:
+    return _binary(Maximum, np.maximum, input, other, "maximum")
+
+
+def minimum(input, other) -> Tensor:
+    return _binary(Minimum, np.minimum, input, other, "minimum")
+
+
+def atan2(input, other) -> Tensor:
+    return _binary(Atan2, np.arctan2, input, other, "atan2", float_result=True)
+
+
+arctan2 = atan2
+
+
+def remainder(input, other) -> Tensor:
+    """Python-style modulus (sign of the divisor)."""
+    return _binary(Remainder, np.remainder, input, other, "remainder")
+
+
+def fmod(input, other) -> Tensor:
+    """C-style modulus (sign of the dividend)."""
+    return _binary(Fmod, np.fmod, input, other, "fmod")
+
+
+def floor_divide(input, other) -> Tensor:
+    return _nograd_binary(np.floor_divide, input, other, "floor_divide")
+
+
+def _dtype_of(x):
+    return x.dtype if isinstance(x, Tensor) else None
+
+
+def _maybe_out(res: Tensor, out):
+    if out is None:
+        return res
+    out.copy_(res)
+    return out
+
+
+# --------------------------------------------------------------------------- non-differentiable binary
+def _nograd_binary(fn, a, b, op: str, out_dtype=None) -> Tensor:
+    ad, bd, device = _operands(a, b, op)
+    try:
+        res = fn(ad, bd)
+    except ValueError:
+        raise _broadcast_error(op, ad, bd) from None
+    t = Tensor.__new__(Tensor)
+    t._data = res
+    if device is not CPU:
+        t._device = device
+    return t
+
+
+def eq(input, other) -> Tensor:
+    return _nograd_binary(np.equal, input, other, "eq")
+
+
+def ne(input, other) -> Tensor:
+    return _nograd_binary(np.not_equal, input, other, "ne")
+
+
+def lt(input, other) -> Tensor:
+    return _nograd_binary(np.less, input, other, "lt")
+
+
+def le(input, other) -> Tensor:
+    return _nograd_binary(np.less_equal, input, other, "le")
+
+
+def gt(input, other) -> Tensor:
+    return _nograd_binary(np.greater, input, other, "gt")
+
+
+def ge(input, other) -> Tensor:
+    return _nograd_binary(np.greater_equal, input, other, "ge")
+
+
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def logical_and(input, other) -> Tensor:
+    return _nograd_binary(np.logical_and, input, other, "logical_and")
+
+
+def logical_or(input, other) -> Tensor:
+    return _nograd_binary(np.logical_or, input, other, "logical_or")
+
+
+def logical_xor(input, other) -> Tensor:
+    return _nograd_binary(np.logical_xor, input, other, "logical_xor")
+
+
+def _bitwise(fn, name):
+    def op(input, other) -> Tensor:
+        for x in (input, other):
+            if isinstance(x, Tensor) and x._data.dtype.kind == "f":
+                raise RuntimeError(f'"{name}_cpu" not implemented for \'{x.dtype.name.capitalize()}\'')
+        return _nograd_binary(fn, input, other, name)
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} of integer or bool tensors."
+    return op
+
+
+bitwise_and = _bitwise(np.bitwise_and, "bitwise_and")
+bitwise_or = _bitwise(np.bitwise_or, "bitwise_or")
+bitwise_xor = _bitwise(np.bitwise_xor, "bitwise_xor")
+
+
+def equal(input: Tensor, other: Tensor) -> bool:
+    """True when both tensors have the same shape and elements."""
+    return input._data.shape == other._data.shape and bool((input._data == other._data).all())
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    return bool(np.allclose(input._data, other._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> Tensor:
+    od = other._data if isinstance(other, Tensor) else other
+    return Tensor._from(np.isclose(input._data, od, rtol=rtol, atol=atol, equal_nan=equal_nan), input)
+
+
+# --------------------------------------------------------------------------- unary machinery
+def _unary(node_cls, fn, x: Tensor, *, keep_int: bool = False, save_out: bool = False) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn.__name__}(): argument 'input' must be Tensor, not {type(x).__name__}")
+    d = x._data
+    out = fn(d if keep_int or d.dtype.kind == "f" else float_data(x))
+    t = Tensor.__new__(Tensor)
+    t._data = out
+    if x._device is not CPU:
+        t._device = x._device
+    if x._requires_grad and grad_state.enabled:
+        node = node_cls()
+        node.inputs = (x,)
+        node.edges = (edge(x),)
+        if save_out:
+            # Keep the output array, not the Tensor: a tensor-node-tensor cycle would delay
+            # freeing memory until the garbage collector runs.
+            node.out = out
+            t._vc = [0]
+            node.out_vc = t._vc
+        t._node = node
+        t._requires_grad = True
+    return t
+
+
+class _UnaryOut(Node):
+    """A unary op whose gradient reads its own output (kept as an array)."""
+
+    __slots__ = ("out", "out_vc")
+
+    def output(self) -> Tensor:
+        if self.out_vc[0] != 0:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: the output of {self.name()} is at version {self.out_vc[0]}; expected version 0 instead."
+            )
+        t = Tensor.__new__(Tensor)
+        t._data = self.out
+        dev = self.inputs[0]._device
+        if dev is not CPU:
+            t._device = dev
+        if grad_state.enabled:  # create_graph: the output's history is this very node
+            t._node = self
+            t._requires_grad = True
+        return t
+
+
+class Neg(Node):
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        return (-g,)
+
+
+class Exp(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * self.output(),)
+
+
+class Log(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g / self.inputs[0],)
+
+
+class Log1p(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g / (self.inputs[0] + 1),)
+
+
+class Expm1(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * (self.output() + 1),)
+
+
+class Sqrt(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g / (2 * self.output()),)
+
+
+class Rsqrt(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        o = self.output()
+        return (g * (-0.5) * o * o * o,)
+
+
+class Reciprocal(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        o = self.output()
+        return (-g * o * o,)
+
+
+class Sin(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * cos(self.inputs[0]),)
+
+
+class Cos(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (-g * sin(self.inputs[0]),)
+
+
+class Tan(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        o = self.output()
+        return (g * (1 + o * o),)
+
+
+class Tanh(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        o = self.output()
+        return (g * (1 - o * o),)
+
+
+class Sigmoid(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        o = self.output()
+        return (g * o * (1 - o),)
+
+
+class Relu(_UnaryOut):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * (self.output() > 0),)
+
+
+class Abs(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * sign(self.inputs[0]),)
+
+
+class Asin(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (g * rsqrt(1 - x * x),)
+
+
+class Acos(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (-g * rsqrt(1 - x * x),)
+
+
+class Atan(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (g / (1 + x * x),)
+
+
+class Sinh(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * cosh(self.inputs[0]),)
+
+
+class Cosh(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        return (g * sinh(self.inputs[0]),)
+
+
+class Asinh(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (g * rsqrt(x * x + 1),)
+
+
+class Acosh(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (g * rsqrt(x * x - 1),)
+
+
+class Atanh(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (g / (1 - x * x),)
+
+
+class Erf(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return (g * (2.0 / math.sqrt(math.pi)) * exp(-(x * x)),)
+
+
+class ZeroGrad(Node):
+    """Piecewise-constant ops (floor, round, sign, ...): the gradient is zero almost everywhere."""
+
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        return (g * 0.0,)
+
+
+def _erf_array(x):
+    """erf on an array: SciPy's when installed, else a vectorized ``math.erf`` (exact, slower)."""
+    try:
+        from scipy.special import erf as _scipy_erf
+    except ImportError:
+        return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
+    return _scipy_erf(x).astype(x.dtype, copy=False)
+
+
+def _relu_array(x):
+    return np.maximum(x, 0) if x.dtype.kind != "b" else x.copy()
+
+
+def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, doc=""):
+    def op(input, *, out=None):
+        res = _unary(node_cls, fn, input, keep_int=keep_int, save_out=save_out)
+        return _maybe_out(res, out)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc or f"Elementwise ``{name}``; integer inputs give the default float dtype."
+    return op
+
+
+neg = _make_unary("neg", Neg, np.negative, keep_int=True, doc="Elementwise ``-input``.")
+negative = neg
+exp = _make_unary("exp", Exp, np.exp, save_out=True)
+log = _make_unary("log", Log, np.log)
+log1p = _make_unary("log1p", Log1p, np.log1p)
+expm1 = _make_unary("expm1", Expm1, np.expm1, save_out=True)
+sqrt = _make_unary("sqrt", Sqrt, np.sqrt, save_out=True)
+rsqrt = _make_unary("rsqrt", Rsqrt, lambda a: 1 / np.sqrt(a), save_out=True)
+reciprocal = _make_unary("reciprocal", Reciprocal, np.reciprocal, save_out=True)
+sin = _make_unary("sin", Sin, np.sin)
+cos = _make_unary("cos", Cos, np.cos)
+tan = _make_unary("tan", Tan, np.tan, save_out=True)
+tanh = _make_unary("tanh", Tanh, np.tanh, save_out=True)
+asin = _make_unary("asin", Asin, np.arcsin)
+acos = _make_unary("acos", Acos, np.arccos)
+atan = _make_unary("atan", Atan, np.arctan)
+sinh = _make_unary("sinh", Sinh, np.sinh)
+cosh = _make_unary("cosh", Cosh, np.cosh)
+asinh = _make_unary("asinh", Asinh, np.arcsinh)
+acosh = _make_unary("acosh", Acosh, np.arccosh)
+atanh = _make_unary("atanh", Atanh, np.arctanh)
+arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+erf = _make_unary("erf", Erf, _erf_array)
+relu = _make_unary("relu", Relu, _relu_array, keep_int=True, save_out=True, doc="``max(input, 0)`` elementwise.")
+abs = _make_unary("abs", Abs, np.abs, keep_int=True, doc="Elementwise absolute value.")
+absolute = abs
+sign = _make_unary("sign", ZeroGrad, np.sign, keep_int=True, doc="-1, 0 or 1 by the sign of each element.")
+sgn = sign
+floor = _make_unary("floor", ZeroGrad, np.floor, keep_int=True)
+ceil = _make_unary("ceil", ZeroGrad, np.ceil, keep_int=True)
+trunc = _make_unary("trunc", ZeroGrad, np.trunc, keep_int=True)
+fix = trunc
+
+
+def _sigmoid_array(x):
+    # exp of a negative argument only, so large |x| neither overflows nor loses precision.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+sigmoid = _make_unary("sigmoid", Sigmoid, _sigmoid_array, save_out=True, doc="``1 / (1 + exp(-input))``.")
+
+
+def round(input, *, decimals: int = 0) -> Tensor:
+    """Round half to even, as PyTorch does."""
+    return _unary(ZeroGrad, lambda a: np.round(a, decimals), input, keep_int=True)
+
+
+def frac(input) -> Tensor:
+    return input - trunc(input)
+
+
+def square(input) -> Tensor:
+    return mul(input, input)
+
+
+def log2(input) -> Tensor:
+    return log(input) * (1.0 / math.log(2.0))
+
+
+def log10(input) -> Tensor:
+    return log(input) * (1.0 / math.log(10.0))
+
+
+def exp2(input) -> Tensor:
+    return pow(2.0, input)
+
+
+def logical_not(input) -> Tensor:
+    return Tensor._from(np.logical_not(input._data), input)
+
+
+def bitwise_not(input) -> Tensor:
+    if input._data.dtype.kind == "f":
+        raise RuntimeError("bitwise_not is only supported for integer and boolean tensors")
+    return Tensor._from(np.invert(input._data), input)
+
+
+def isnan(input) -> Tensor:
+    return Tensor._from(np.isnan(input._data), input)
+
+
+def isinf(input) -> Tensor:
+    return Tensor._from(np.isinf(input._data), input)
+
+
+def isfinite(input) -> Tensor:
+    return Tensor._from(np.isfinite(input._data), input)
+
+
+def signbit(input) -> Tensor:
+    return Tensor._from(np.signbit(input._data), input)
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None) -> Tensor:
+    bad = isnan(input) | isinf(input)
+    fixed = Tensor._from(np.nan_to_num(input._data, nan=nan, posinf=posinf, neginf=neginf), input)
+    return where(bad, fixed, input)
+
+
+# --------------------------------------------------------------------------- where / clamp
+class Where(Node):
+    __slots__ = ("cond",)
+    saves_values = False
+
+    def backward(self, g):
+        _, a, b = self.inputs
+        zero = 0.0
+        ga = sum_to(where(self.cond, g, zero), a) if _is_t(a) and a._requires_grad else None
+        gb = sum_to(where(self.cond, zero, g), b) if _is_t(b) and b._requires_grad else None
+        return None, ga, gb
+
+
+def where(condition, input=None, other=None) -> Tensor:
+    """Elements of ``input`` where ``condition`` holds, else of ``other`` (broadcasting).
+
+    With only ``condition``, returns ``nonzero(condition, as_tuple=True)``.
+    """
+    if input is None and other is None:
+        from ember.ops.index import nonzero
+
+        return nonzero(condition, as_tuple=True)
+    cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        if isinstance(condition, Tensor) and cond.dtype.kind != "b":
+            raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype {condition.dtype}")
+    ad, bd, device = _operands(input, other, "where")
+    try:
+        out = np.where(cond, ad, bd)
+    except ValueError:
+        raise RuntimeError(
+            f"where: shapes of condition {list(cond.shape)}, input {list(np.shape(ad))} and other "
+            f"{list(np.shape(bd))} cannot be broadcast together"
+        ) from None
+    t = Tensor.__new__(Tensor)
+    t._data = out
+    if device is not CPU:
+        t._device = device
+    if grad_state.enabled and ((_is_t(input) and input._requires_grad) or (_is_t(other) and other._requires_grad)):
+        node = Where()
+        node.cond = condition if isinstance(condition, Tensor) else Tensor._from(cond, t)
+        node.inputs = (None, input, other)
+        node.edges = (None, edge(input), edge(other))
+        t._node = node
+        t._requires_grad = True
+    return t
+
+
+class Clamp(Node):
+    __slots__ = ("lo", "hi")
+
+    def backward(self, g):
+        x = self.inputs[0]
+        d = x._data
+        mask = np.ones(d.shape, dtype=bool)
+        if self.lo is not None:
+            mask &= d >= self.lo
+        if self.hi is not None:
+            mask &= d <= self.hi
+        return (g * Tensor._from(mask, x),)
+
+
+def clamp(input, min=None, max=None, *, out=None) -> Tensor:
+    """Limit every element to ``[min, max]``; either bound may be None or a tensor."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        res = input
+        if min is not None:
+            res = maximum(res, min)
+        if max is not None:
+            res = minimum(res, max)
+        return _maybe_out(res, out)
+    d = input._data
+    rt = _dtype.result_type(input, *(v for v in (min, max) if v is not None))
+    if rt.np != d.dtype:
+        d = d.astype(rt.np)
+    res = np.clip(d, min, max)
+    if max is not None and min is not None and min > max:
+        res = np.full_like(d, max)
+    t = Tensor.__new__(Tensor)
+    t._data = res
+    if input._device is not CPU:
+        t._device = input._device
+    if input._requires_grad and grad_state.enabled:
+        node = Clamp()
+        node.inputs = (input,)
+        node.edges = (edge(input),)
+        node.lo, node.hi = min, max
+        t._node = node
+        t._requires_grad = True
+    return _maybe_out(t, out)
+
+
+clip = clamp
+
+
+def clamp_min(input, min) -> Tensor:
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max) -> Tensor:
+    return clamp(input, max=max)
+
+
+def lerp(input, end, weight) -> Tensor:
+    return input + weight * (end - input)
+
+
+def addcmul(input, tensor1, tensor2, *, value=1) -> Tensor:
+    return input + value * tensor1 * tensor2
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1) -> Tensor:
+    return input + value * tensor1 / tensor2

@@ -1,0 +1,593 @@
+"""Indexing: ``x[key]``, gather/scatter, index_select/index_add, masked_fill, sort/topk, nonzero.
+
+Reading with basic keys (ints, slices, None, Ellipsis) gives a view; any tensor or list in the
+key makes it advanced indexing, which copies. Gradients of reads scatter back with ``add.at`` so
+repeated indices accumulate, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import namedtuple
+
+import numpy as np
+
+from ember import _dtype
+from ember.autograd.node import Node
+from ember.ops._base import Tensor, _wrap_dim, check_tensor, edge, grad_state, record
+
+_INDEX_HELP = (
+    "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
+)
+
+
+# --------------------------------------------------------------------------- keys
+def _convert_key(key, shape) -> tuple[tuple, bool]:
+    """Turn a PyTorch index into a NumPy one; returns (key, is_basic)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    out = []
+    basic = True
+    for k in key:
+        if k is None or k is Ellipsis or isinstance(k, slice):
+            if isinstance(k, slice):
+                k = _check_slice(k)
+            out.append(k)
+        elif isinstance(k, bool):
+            out.append(np.asarray(k))
+            basic = False
+        elif isinstance(k, (int, np.integer)):
+            out.append(int(k))
+        elif isinstance(k, Tensor):
+            d = k._device.backend.to_host(k._data) if k._device.type != "cpu" else k._data
+            if d.dtype.kind == "f":
+                raise IndexError(f"tensors used as indices must be long, int, byte or bool tensors (got {k.dtype})")
+            if d.dtype == np.uint8:
+                d = d.astype(bool)
+            out.append(d)
+            basic = False
+        elif isinstance(k, (list, np.ndarray)):
+            arr = np.asarray(k)
+            if arr.dtype.kind == "f":
+                raise IndexError(f"{_INDEX_HELP} (got a list of floats)")
+            if arr.dtype == object:
+                raise IndexError(f"{_INDEX_HELP} (got a ragged or mixed list)")
+            out.append(arr if arr.size or arr.dtype.kind in "ib" else arr.astype(np.int64))
+            basic = False
+        else:
+            raise IndexError(f"{_INDEX_HELP} (got {type(k).__name__})")
+    _check_bounds(out, shape)
+    return tuple(out), basic
+
+
+def _check_slice(k: slice) -> slice:
+    parts = []
+    for v in (k.start, k.stop, k.step):
+        if isinstance(v, Tensor):
+            v = int(v.item())
+        parts.append(v)
+    if parts[2] is not None and parts[2] <= 0:
+        raise ValueError("step must be greater than zero")
+    return slice(*parts)
+
+
+def _check_bounds(key, shape) -> None:
+    """Raise PyTorch's IndexError for integer indices out of range and too many indices."""
+    n_real = builtins.sum(
+        1 if not (k is None or k is Ellipsis) and not (isinstance(k, np.ndarray) and k.dtype == bool) else
+        (k.ndim if isinstance(k, np.ndarray) else 0)
+        for k in key
+    )
+    if n_real > len(shape):
+        raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
+    dim = 0
+    for pos, k in enumerate(key):
+        if k is Ellipsis:
+            rest = builtins.sum(
+                (k2.ndim if isinstance(k2, np.ndarray) and k2.dtype == bool else 1)
+                for k2 in key[pos + 1 :]
+                if k2 is not None and k2 is not Ellipsis
+            )
+            dim = len(shape) - rest
+            continue
+        if k is None:
+            continue
+        if isinstance(k, int):
+            size = shape[dim]
+            if k >= size or k < -size:
+                raise IndexError(f"index {k} is out of bounds for dimension {dim} with size {size}")
+        elif isinstance(k, np.ndarray) and k.dtype != bool and k.size:
+            size = shape[dim]
+            hi, lo = int(k.max()), int(k.min())
+            if hi >= size or lo < -size:
+                bad = hi if hi >= size else lo
+                raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+        elif isinstance(k, np.ndarray) and k.dtype == bool:
+            for j, s in enumerate(k.shape):
+                if dim + j < len(shape) and s != shape[dim + j]:
+                    raise IndexError(
+                        f"The shape of the mask {list(k.shape)} at index {j} does not match the shape of "
+                        f"the indexed tensor {list(shape)} at index {dim + j}"
+                    )
+            dim += k.ndim
+            continue
+        dim += 1
+
+
+# --------------------------------------------------------------------------- reading
+class Index(Node):
+    __slots__ = ("key", "basic")
+    saves_values = False
+
+    def backward(self, g):
+        return (index_put_zeros(g, self.inputs[0]._data.shape, self.key, self.basic),)
+
+
+def getitem(input: Tensor, key) -> Tensor:
+    """``input[key]`` with PyTorch's indexing rules."""
+    d = input._data
+    nkey, basic = _convert_key(key, d.shape)
+    out = d[nkey]
+    if basic:
+        from ember.ops.movement import _make_view
+
+        if not isinstance(out, np.ndarray) and not hasattr(out, "__cuda_array_interface__"):
+            out = d[nkey + (Ellipsis,)]  # a 0-d view rather than a NumPy scalar
+        return _make_view(out, input, Index, getitem, (key,), key=nkey, basic=True)
+    return record(Index, out, (input,), input._device, key=nkey, basic=False)
+
+
+class IndexPutZeros(Node):
+    """``zeros(shape)[key] += g``: the gradient of a read; its own gradient is the read."""
+
+    __slots__ = ("key", "basic")
+    saves_values = False
+
+    def backward(self, g):
+        return (Tensor._from(g._data[self.key], g) if not grad_state.enabled else getitem_raw(g, self.key),)
+
+
+def getitem_raw(x: Tensor, nkey) -> Tensor:
+    return record(Index, x._data[nkey], (x,), x._device, key=nkey, basic=False)
+
+
+def index_put_zeros(g: Tensor, shape, key, basic: bool = False) -> Tensor:
+    xp = g._device.backend.xp
+    out = xp.zeros(shape, dtype=g._data.dtype)
+    if basic:
+        out[key] = g._data
+    else:
+        g._device.backend.scatter_add(out, key, g._data)
+    return record(IndexPutZeros, out, (g,), g._device, key=key, basic=basic)
+
+
+# --------------------------------------------------------------------------- writing
+class IndexPut(Node):
+    __slots__ = ("key", "accumulate")
+    saves_values = False
+
+    def backward(self, g):
+        x, v = self.inputs
+        gx = gv = None
+        if isinstance(x, Tensor) and x._requires_grad:
+            gx = g if self.accumulate else index_put(g, self.key, 0.0, _converted=True)
+        if isinstance(v, Tensor) and v._requires_grad:
+            from ember.ops.elementwise import sum_to
+
+            gv = sum_to(getitem_raw(g, self.key), v)
+        return gx, gv
+
+
+def index_put(input: Tensor, indices, values, accumulate: bool = False, *, _converted: bool = False) -> Tensor:
+    """Out-of-place ``input[indices] = values`` (``+=`` with ``accumulate``)."""
+    d = input._data
+    key = indices if _converted else _convert_key(indices if isinstance(indices, tuple) else tuple(indices), d.shape)[0]
+    vd = values._data if isinstance(values, Tensor) else values
+    if isinstance(vd, np.ndarray) and vd.dtype != d.dtype:
+        vd = vd.astype(d.dtype)
+    out = d.copy()
+    try:
+        if accumulate:
+            input._device.backend.scatter_add(out, key, vd)
+        else:
+            out[key] = vd
+    except ValueError as exc:
+        raise RuntimeError(
+            f"index_put: shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast "
+            f"to indexing result ({exc})"
+        ) from None
+    return record(IndexPut, out, (input, values), input._device, key=key, accumulate=accumulate)
+
+
+def setitem(input: Tensor, key, value) -> None:
+    """``input[key] = value`` in place (recorded in the graph when gradients flow)."""
+    from ember.ops.inplace import apply_inplace
+
+    d = input._data
+    nkey, _ = _convert_key(key, d.shape)
+    if isinstance(value, Tensor) and value._data.dtype.kind == "f" and d.dtype.kind in "biu" and value._data.ndim:
+        raise RuntimeError(f"Index put requires the source and destination dtypes match, got {input.dtype} for the destination and {value.dtype} for the source.")
+
+    def write(x):
+        return index_put(x, nkey, value, _converted=True)
+
+    def raw(xd):
+        vd = value._data if isinstance(value, Tensor) else value
+        try:
+            xd[nkey] = vd
+        except ValueError:
+            raise RuntimeError(
+                f"shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast to indexing "
+                f"result of shape {list(np.shape(xd[nkey]))}"
+            ) from None
+
+    apply_inplace(input, write, (value,), raw=raw, op="setitem")
+
+
+# --------------------------------------------------------------------------- gather / scatter
+def _full_index(index: np.ndarray, axis: int) -> tuple:
+    """NumPy fancy index addressing ``out[..., index[i,j,k], ...]`` along ``axis``."""
+    grids = np.indices(index.shape, sparse=True)
+    key = list(grids)
+    key[axis] = index
+    return tuple(key)
+
+
+def _check_gather(op, input, dim, index, src=None):
+    check_tensor(index, op, "index")
+    if index._data.dtype != np.int64 and index._data.dtype.kind not in "i":
+        raise RuntimeError(f"{op}(): Expected dtype int64 for index")
+    nd = builtins.max(input._data.ndim, 1)
+    axis = _wrap_dim(dim, nd, op)
+    if index._data.ndim != input._data.ndim and index._data.size:
+        raise RuntimeError(
+            f"Index tensor must have the same number of dimensions as {'input' if src is None else 'self'} tensor"
+        )
+    for k in range(index._data.ndim):
+        if k != axis and index._data.shape[k] > input._data.shape[k]:
+            raise RuntimeError(
+                f"Size does not match at dimension {k} expected index {list(index.shape)} to be smaller "
+                f"than self {list(input.shape)} apart from dimension {axis}"
+            )
+    idx = index._data
+    if idx.size:
+        size = input._data.shape[axis] if input._data.ndim else 1
+        if idx.max() >= size or idx.min() < -size:
+            raise RuntimeError(f"{op}(): index {int(idx.max() if idx.max() >= size else idx.min())} is out of bounds for dimension {axis} with size {size}")
+    return axis
+
+
+class Gather(Node):
+    __slots__ = ("axis", "index")
+    saves_values = False
+
+    def backward(self, g):
+        x = self.inputs[0]
+        from ember.ops.creation import zeros_like
+
+        return (scatter_add(zeros_like(x, dtype=g.dtype), self.axis, self.index, g),)
+
+
+def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:
+    """``out[i][j] = input[index[i][j]][j]`` (for dim 0), as in PyTorch."""
+    axis = _check_gather("gather", input, dim, index)
+    out = input._data[_full_index(index._data, axis)]
+    return record(Gather, out, (input,), input._device, axis=axis, index=index)
+
+
+def take_along_dim(input, indices, dim=None) -> Tensor:
+    if dim is None:
+        return gather(input.reshape(-1), 0, indices.reshape(-1))
+    return gather(input, dim, indices)
+
+
+def take(input, index) -> Tensor:
+    return getitem(input.reshape(-1), index)
+
+
+class Scatter(Node):
+    __slots__ = ("axis", "index")
+    saves_values = False
+
+    def backward(self, g):
+        x, src = self.inputs
+        gx = scatter(g, self.axis, self.index, 0.0) if isinstance(x, Tensor) and x._requires_grad else None
+        gs = gather(g, self.axis, self.index) if isinstance(src, Tensor) and src._requires_grad else None
+        return gx, gs
+
+
+def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Tensor:
+    """Out-of-place ``out[index[i][j]][j] = src[i][j]`` (dim 0); ``src`` may be a number."""
+    if src is None:
+        src = value
+    if reduce is not None:
+        if reduce == "add":
+            return scatter_add(input, dim, index, src)
+        raise RuntimeError(f"scatter(): reduce '{reduce}' is not supported by Ember (use scatter_reduce)")
+    axis = _check_gather("scatter", input, dim, index, src)
+    idx = index._data
+    out = input._data.copy()
+    key = _full_index(idx, axis)
+    if isinstance(src, Tensor):
+        sd = src._data[tuple(slice(0, s) for s in idx.shape)]
+        out[key] = sd.astype(out.dtype, copy=False)
+    else:
+        out[key] = src
+    return record(Scatter, out, (input, src), input._device, axis=axis, index=index)
+
+
+class ScatterAdd(Node):
+    __slots__ = ("axis", "index")
+    saves_values = False
+
+    def backward(self, g):
+        x, src = self.inputs
+        gs = gather(g, self.axis, self.index) if isinstance(src, Tensor) and src._requires_grad else None
+        return (g if x._requires_grad else None), gs
+
+
+def scatter_add(input, dim: int, index, src) -> Tensor:
+    """Out-of-place ``out[index[i][j]][j] += src[i][j]`` with repeated indices summed."""
+    axis = _check_gather("scatter_add", input, dim, index, src)
+    idx = index._data
+    out = input._data.copy()
+    sd = src._data[tuple(slice(0, s) for s in idx.shape)]
+    input._device.backend.scatter_add(out, _full_index(idx, axis), sd.astype(out.dtype, copy=False))
+    return record(ScatterAdd, out, (input, src), input._device, axis=axis, index=index)
+
+
+def scatter_reduce(input, dim, index, src, reduce: str, *, include_self: bool = True) -> Tensor:
+    if reduce == "sum":
+        return scatter_add(input, dim, index, src)
+    raise RuntimeError(f"scatter_reduce(): reduce '{reduce}' is not supported by Ember yet (only 'sum')")
+
+
+# --------------------------------------------------------------------------- index_select / index_add
+def _check_index_vector(op, index, size, axis):
+    check_tensor(index, op, "index")
+    idx = index._data
+    if idx.ndim > 1:
+        raise IndexError(f"{op}(): Index is supposed to be a vector")
+    if idx.dtype.kind not in "iu":
+        raise IndexError(f"{op}(): Expected dtype int32/int64 for index")
+    if idx.size and (idx.max() >= size or idx.min() < -size):
+        bad = int(idx.max()) if idx.max() >= size else int(idx.min())
+        raise IndexError(f"{op}(): index {bad} out of range for tensor of size {size} at dimension {axis}")
+    return idx.reshape(-1)
+
+
+class IndexSelect(Node):
+    __slots__ = ("axis", "index")
+    saves_values = False
+
+    def backward(self, g):
+        from ember.ops.creation import zeros_like
+
+        return (index_add(zeros_like(self.inputs[0], dtype=g.dtype), self.axis, self.index, g),)
+
+
+def index_select(input, dim: int, index) -> Tensor:
+    """The slices ``index`` of ``dim``, in order (a copy)."""
+    axis = _wrap_dim(dim, builtins.max(input._data.ndim, 1), "index_select")
+    shape = input._data.shape or (1,)
+    idx = _check_index_vector("index_select", index, shape[axis], axis)
+    out = input._data.take(idx, axis=axis) if input._data.ndim else input._data.reshape(1).take(idx)
+    return record(IndexSelect, out, (input,), input._device, axis=axis, index=index)
+
+
+class IndexAdd(Node):
+    __slots__ = ("axis", "index", "alpha")
+    saves_values = False
+
+    def backward(self, g):
+        x, src = self.inputs
+        gs = None
+        if isinstance(src, Tensor) and src._requires_grad:
+            gs = index_select(g, self.axis, self.index)
+            if self.alpha != 1:
+                gs = gs * self.alpha
+        return (g if x._requires_grad else None), gs
+
+
+def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:
+    """Out-of-place ``out.index_select(dim, index) += alpha * source`` (repeats accumulate)."""
+    axis = _wrap_dim(dim, builtins.max(input._data.ndim, 1), "index_add")
+    idx = _check_index_vector("index_add", index, input._data.shape[axis], axis)
+    sd = source._data
+    expect = list(input._data.shape)
+    expect[axis] = idx.size
+    if list(sd.shape) != expect:
+        raise RuntimeError(
+            f"index_add_(): source shape {list(sd.shape)} does not match the self shape {list(input.shape)} "
+            f"with dimension {axis} replaced by the index length {idx.size}"
+        )
+    out = input._data.copy()
+    if alpha != 1:
+        sd = sd * alpha
+    key = (slice(None),) * axis + (idx,)
+    input._device.backend.scatter_add(out, key, sd.astype(out.dtype, copy=False))
+    return record(IndexAdd, out, (input, source), input._device, axis=axis, index=index, alpha=alpha)
+
+
+def index_copy(input, dim, index, source) -> Tensor:
+    axis = _wrap_dim(dim, input._data.ndim, "index_copy")
+    key = (slice(None),) * axis + (index,)
+    return index_put(input, key, source)
+
+
+def index_fill(input, dim, index, value) -> Tensor:
+    axis = _wrap_dim(dim, input._data.ndim, "index_fill")
+    return index_put(input, (slice(None),) * axis + (index,), value)
+
+
+# --------------------------------------------------------------------------- masks
+def masked_fill(input, mask, value) -> Tensor:
+    """Replace elements where ``mask`` is True by ``value`` (a number or 0-d tensor)."""
+    from ember.ops.elementwise import where
+
+    check_tensor(mask, "masked_fill", "mask")
+    if mask._data.dtype != np.bool_:
+        raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {mask.dtype}")
+    if isinstance(value, Tensor):
+        if value._data.ndim:
+            raise RuntimeError(
+                f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with {value._data.ndim} dimension(s)."
+            )
+        if not value._requires_grad:
+            value = value.item()
+    try:
+        np.broadcast_shapes(mask._data.shape, input._data.shape)
+    except ValueError:
+        raise RuntimeError(
+            f"masked_fill: The size of the mask {list(mask.shape)} must be broadcastable to the input "
+            f"{list(input.shape)}"
+        ) from None
+    if not isinstance(value, Tensor):
+        value = _dtype.scalar_dtype(value) and value
+        if input._data.dtype.kind in "iub" and isinstance(value, float):
+            value = Tensor._from(np.asarray(value, dtype=input._data.dtype), input)
+    res = where(mask, value, input)
+    if res._data.shape != input._data.shape:
+        raise RuntimeError(
+            f"masked_fill: mask {list(mask.shape)} broadcasts the input {list(input.shape)} to a larger shape"
+        )
+    return res if res._data.dtype == input._data.dtype else res.to(input.dtype)
+
+
+def masked_select(input, mask) -> Tensor:
+    shape = np.broadcast_shapes(input._data.shape, mask._data.shape)
+    from ember.ops.movement import expand
+
+    return getitem(expand(input, shape), expand(mask, shape))
+
+
+def masked_scatter(input, mask, source) -> Tensor:
+    n = int(mask._data.sum())
+    return index_put(input, (mask,), source.reshape(-1)[:n])
+
+
+# --------------------------------------------------------------------------- sorting / selection
+sort_result = namedtuple("sort", ["values", "indices"])
+topk_result = namedtuple("topk", ["values", "indices"])
+
+
+def _argsort(d, axis, descending, stable=True):
+    if d.dtype == np.bool_:
+        d = d.astype(np.int8)
+    if descending:
+        if d.dtype.kind == "u":
+            d = d.astype(np.int64)
+        return np.argsort(-d, axis=axis, kind="stable")
+    return np.argsort(d, axis=axis, kind="stable")
+
+
+def argsort(input, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+    d = input._data
+    if d.ndim == 0:
+        return Tensor._from(np.zeros((), dtype=np.int64), input)
+    axis = _wrap_dim(dim, d.ndim, "argsort")
+    return Tensor._from(_argsort(d, axis, descending).astype(np.int64), input)
+
+
+def sort(input, dim: int = -1, descending: bool = False, stable: bool = False):
+    """Sorted values along ``dim`` and the indices that sort (stable)."""
+    idx = argsort(input, dim, descending)
+    if input._data.ndim == 0:
+        return sort_result(input.clone(), idx)
+    return sort_result(gather(input, dim, idx), idx)
+
+
+def msort(input) -> Tensor:
+    return sort(input, 0).values
+
+
+def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
+    """The ``k`` largest (or smallest) elements along ``dim`` and their indices."""
+    d = input._data
+    axis = _wrap_dim(dim, builtins.max(d.ndim, 1), "topk")
+    size = d.shape[axis] if d.ndim else 1
+    if k < 0 or k > size:
+        raise RuntimeError(f"selected index k out of range (k={k}, size {size} along dim {axis})")
+    if d.ndim == 0:
+        return topk_result(input.clone(), Tensor._from(np.zeros((), dtype=np.int64), input))
+    if k < size // 8 and size > 64:
+        # Partition first: O(n) selection, then sort only the k survivors.
+        part = np.argpartition(-d if largest else d, k - 1, axis=axis)
+        cand = np.take(part, np.arange(k), axis=axis)
+        vals = np.take_along_axis(d, cand, axis)
+        order = _argsort(vals, axis, largest)
+        idx = np.take_along_axis(cand, order, axis)
+    else:
+        idx = np.take(_argsort(d, axis, largest), np.arange(k), axis=axis)
+    it = Tensor._from(idx.astype(np.int64), input)
+    return topk_result(gather(input, axis, it), it)
+
+
+def kthvalue(input, k: int, dim: int = -1, keepdim: bool = False):
+    vals, idx = sort(input, dim)
+    axis = _wrap_dim(dim, input._data.ndim, "kthvalue")
+    from ember.ops.movement import narrow, squeeze
+
+    v, i = narrow(vals, axis, k - 1, 1), narrow(idx, axis, k - 1, 1)
+    if not keepdim:
+        v, i = squeeze(v, axis), squeeze(i, axis)
+    return namedtuple("kthvalue", ["values", "indices"])(v, i)
+
+
+def median(input, dim=None, keepdim: bool = False):
+    if dim is None:
+        flat = input.reshape(-1)
+        n = flat._data.size
+        return sort(flat).values[(n - 1) // 2]
+    n = input._data.shape[_wrap_dim(dim, input._data.ndim, "median")]
+    return kthvalue(input, (n - 1) // 2 + 1, dim, keepdim)
+
+
+def nonzero(input, *, as_tuple: bool = False):
+    """Indices of the non-zero elements: an (n, ndim) int64 tensor, or one tensor per dim."""
+    d = input._data
+    if as_tuple:
+        if d.ndim == 0:
+            return (Tensor._from(np.zeros(int(bool(d)), dtype=np.int64), input),)
+        return tuple(Tensor._from(i.astype(np.int64), input) for i in np.nonzero(d))
+    return Tensor._from(np.argwhere(d).astype(np.int64), input)
+
+
+def argwhere(input) -> Tensor:
+    return nonzero(input)
+
+
+def unique(input, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):
+    d = input._data
+    res = np.unique(d, return_inverse=return_inverse, return_counts=return_counts, axis=dim)
+    if not (return_inverse or return_counts):
+        return Tensor._from(res, input)
+    out = [Tensor._from(res[0], input)]
+    if return_inverse:
+        out.append(Tensor._from(res[1].reshape(d.shape if dim is None else -1).astype(np.int64), input))
+    if return_counts:
+        out.append(Tensor._from(res[-1].astype(np.int64), input))
+    return tuple(out)
+
+
+def bincount(input, weights=None, minlength: int = 0) -> Tensor:
+    w = weights._data if weights is not None else None
+    return Tensor._from(np.bincount(input._data, w, minlength), input)
+
+
+def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> Tensor:
+    side = side or ("right" if right else "left")
+    v = input._data if isinstance(input, Tensor) else np.asarray(input)
+    s = sorted_sequence._data
+    if s.ndim == 1:
+        out = np.searchsorted(s, v, side=side)
+    else:
+        out = np.stack([np.searchsorted(a, b, side=side) for a, b in zip(s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))]).reshape(v.shape)
+    return Tensor._from(np.asarray(out, dtype=np.int64), sorted_sequence)
+
+
+def bucketize(input, boundaries, *, right: bool = False) -> Tensor:
+    return searchsorted(boundaries, input, right=right)
+
+
+_ = edge

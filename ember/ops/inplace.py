@@ -1,0 +1,284 @@
+"""In-place ops (``add_``, ``x[i] = v``, ``zero_``, ...): explicit ops in the graph.
+
+An in-place op writes into the tensor's memory (so views see the change) and bumps the version
+counter that saved-tensor checks read. When gradients flow, the op is recorded as its
+out-of-place twin applied to a snapshot of the old value, and the tensor takes the new node as
+its history. On a view, the base's history becomes ``CopySlices`` (the old base with the view's
+region replaced), and the view is re-derived from the new base, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember import _dtype
+from ember.autograd.node import Node
+from ember.ops import elementwise as ew
+from ember.ops._base import CPU, Tensor, edge, grad_state
+from ember.ops.movement import replay_view
+
+
+class CopySlices(Node):
+    """Gradient of writing a new value into a view of ``base``."""
+
+    __slots__ = ("view",)
+    saves_values = False
+
+    def backward(self, g):
+        base_old, src = self.inputs
+        mask = np.zeros(g._data.shape, dtype=bool)
+        region = replay_view(self.view, Tensor._from(mask, g))
+        region._data[...] = True
+        region_mask = Tensor._from(mask, g)
+        g_base = ew.where(region_mask, 0.0, g) if base_old._requires_grad else None
+        g_src = replay_view(self.view, g) if src._requires_grad else None
+        return g_base, g_src
+
+
+def _check_leaf(self: Tensor) -> None:
+    if not grad_state.enabled:
+        return
+    if self._node is None and self._requires_grad:
+        if self._base is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    base = self._base
+    if base is not None and base._node is None and base._requires_grad:
+        raise RuntimeError(
+            "a view of a leaf Variable that requires grad is being used in an in-place operation."
+        )
+
+
+def _check_cast(self: Tensor, result_dtype, op: str) -> None:
+    mine = self._data.dtype
+    if result_dtype == mine:
+        return
+    rd = _dtype.from_numpy_dtype(result_dtype)
+    md = _dtype.from_numpy_dtype(mine)
+    if rd.category > md.category:
+        raise RuntimeError(
+            f"{op}: result type {rd.name.capitalize()} can't be cast to the desired output type {md.name.capitalize()}"
+        )
+
+
+def _snapshot(self: Tensor) -> Tensor:
+    """The current value and history of ``self`` as a separate tensor (old value for the graph)."""
+    snap = Tensor.__new__(Tensor)
+    snap._data = self._data.copy()
+    if self._device is not CPU:
+        snap._device = self._device
+    snap._node = self._node
+    snap._requires_grad = self._requires_grad
+    return snap
+
+
+def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> Tensor:
+    """Run ``fn(old) -> new`` as an in-place update of ``self``.
+
+    ``raw(array)``, when given, performs the write directly on the array; it is used when no
+    gradient is recorded (the common case: optimizer updates under ``no_grad``).
+    """
+    _check_leaf(self)
+    recording = grad_state.enabled and (
+        self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)
+    )
+    if not recording:
+        if raw is not None:
+            raw(self._data)
+        else:
+            res = fn(self)
+            _write(self, res, op)
+        self._bump_version()
+        return self
+    res = fn(_snapshot(self))
+    _write(self, res, op)
+    self._bump_version()
+    if self._base is None:
+        self._node = res._node
+        self._requires_grad = res._requires_grad
+        return self
+    base = self._base
+    base_old = Tensor.__new__(Tensor)
+    base_old._data = base._data
+    base_old._node = base._node
+    base_old._requires_grad = base._requires_grad
+    node = CopySlices()
+    node.inputs = (base_old, res)
+    node.edges = (edge(base_old), edge(res))
+    node.view = self
+    base._node = node
+    base._requires_grad = True
+    self._node = replay_view(self, base)._node
+    self._requires_grad = True
+    return self
+
+
+def _write(self: Tensor, res: Tensor, op: str) -> None:
+    rd = res._data
+    if rd.shape != self._data.shape:
+        try:
+            rd = np.broadcast_to(rd, self._data.shape)
+        except ValueError:
+            raise RuntimeError(
+                f"{op}: output with shape {list(self._data.shape)} doesn't match the broadcast shape {list(rd.shape)}"
+            ) from None
+    _check_cast(self, rd.dtype, op)
+    if rd is not self._data:
+        self._data[...] = rd
+
+
+# --------------------------------------------------------------------------- arithmetic
+def _other_array(self: Tensor, other, op: str):
+    if isinstance(other, Tensor):
+        od = other._data
+        if od.shape != self._data.shape:
+            try:
+                shape = np.broadcast_shapes(od.shape, self._data.shape)
+            except ValueError:
+                raise ew._broadcast_error(op, self._data, od) from None
+            if shape != self._data.shape:
+                raise RuntimeError(
+                    f"{op}: output with shape {list(self._data.shape)} doesn't match the broadcast shape {list(shape)}"
+                )
+        rt = _dtype.result_type(self, other).np
+    else:
+        od = other
+        rt = _dtype.result_type(self, other).np
+    return od, rt
+
+
+def _ufunc_inplace(ufunc, fn, op: str, float_result: bool = False):
+    def method(self, other, *, alpha=1):
+        if alpha != 1:
+            other = other * alpha
+
+        def raw(arr):
+            od, rt = _other_array(self, other, op)
+            if float_result and np.dtype(rt).kind != "f":
+                rt = _dtype.defaults.float.np
+            _check_cast(self, np.dtype(rt), op)
+            ufunc(arr, od, out=arr, casting="unsafe")
+
+        return apply_inplace(self, lambda x: fn(x, other), (other,), raw=raw, op=op)
+
+    method.__name__ = op
+    method.__doc__ = f"In-place ``{fn.__name__}``; returns self."
+    return method
+
+
+add_ = _ufunc_inplace(np.add, ew.add, "add_")
+sub_ = _ufunc_inplace(np.subtract, ew.sub, "sub_")
+mul_ = _ufunc_inplace(np.multiply, ew.mul, "mul_")
+div_ = _ufunc_inplace(np.true_divide, ew.div, "div_", float_result=True)
+pow_ = _ufunc_inplace(np.power, ew.pow, "pow_")
+
+
+def _generic_inplace(fn, op: str):
+    def method(self, *args, **kwargs):
+        tensors = tuple(a for a in args if isinstance(a, Tensor))
+        return apply_inplace(self, lambda x: fn(x, *args, **kwargs), tensors, op=op)
+
+    method.__name__ = op
+    method.__doc__ = f"In-place ``{getattr(fn, '__name__', op)}``; returns self."
+    return method
+
+
+def zero_(self: Tensor) -> Tensor:
+    """Fill with zeros in place."""
+
+    def raw(arr):
+        arr[...] = 0
+
+    return apply_inplace(self, lambda x: x * 0, (), raw=raw, op="zero_")
+
+
+def fill_(self: Tensor, value) -> Tensor:
+    """Fill with ``value`` (a number or 0-d tensor) in place."""
+    if isinstance(value, Tensor) and value._data.ndim:
+        raise RuntimeError(
+            f"fill_ only supports 0-dimension value tensor but got tensor with {value._data.ndim} dimensions."
+        )
+
+    def raw(arr):
+        arr[...] = value._data if isinstance(value, Tensor) else value
+
+    def fn(x):
+        from ember.ops.creation import zeros_like
+
+        return zeros_like(x) + value
+
+    return apply_inplace(self, fn, (value,), raw=raw, op="fill_")
+
+
+def copy_(self: Tensor, src, non_blocking: bool = False) -> Tensor:
+    """Copy ``src`` (broadcast, cast to self's dtype) into self."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"copy_(): argument 'src' must be Tensor, not {type(src).__name__}")
+    try:
+        np.broadcast_to(np.empty(src._data.shape, dtype=bool), self._data.shape)
+    except ValueError:
+        raise RuntimeError(
+            f"copy_: the source shape {list(src.shape)} cannot be broadcast to the destination shape {list(self.shape)}"
+        ) from None
+
+    def raw(arr):
+        sd = src._data
+        if src._device is not self._device:
+            sd = self._device.backend.asarray(src._device.backend.to_host(sd))
+        arr[...] = sd
+
+    def fn(x):
+        from ember.ops.movement import expand
+
+        s = src.to(self.dtype) if src._data.dtype != self._data.dtype else src
+        return expand(s, self._data.shape) + x * 0
+
+    return apply_inplace(self, fn, (src,), raw=raw, op="copy_")
+
+
+def setitem_method(self: Tensor, key, value) -> None:
+    from ember.ops.index import setitem
+
+    setitem(self, key, value)
+
+
+# --------------------------------------------------------------------------- random fills (nn.init)
+def _random_fill(sample):
+    def method(self, *args, generator=None, **kwargs):
+        from ember.random import numpy_generator
+
+        def raw(arr):
+            vals = sample(numpy_generator(generator), arr.shape, *args, **kwargs)
+            arr[...] = self._device.backend.asarray(vals) if self._device is not CPU else vals
+
+        _check_leaf_for_init(self)
+        raw(self._data)
+        self._bump_version()
+        return self
+
+    return method
+
+
+def _check_leaf_for_init(self: Tensor) -> None:
+    if grad_state.enabled and self._requires_grad:
+        raise RuntimeError(
+            "a leaf Variable that requires grad is being used in an in-place operation (wrap random "
+            "initialization in ember.no_grad())."
+        )
+
+
+uniform_ = _random_fill(lambda g, shape, a=0.0, b=1.0: g.uniform(a, b, shape))
+normal_ = _random_fill(lambda g, shape, mean=0.0, std=1.0: g.normal(mean, std, shape))
+bernoulli_ = _random_fill(lambda g, shape, p=0.5: g.random(shape) < p)
+exponential_ = _random_fill(lambda g, shape, lambd=1.0: g.exponential(1.0 / lambd, shape))
+
+
+def _random_ints(g, shape, low=0, high=None):
+    if high is None:  # random_(to) samples [0, to)
+        low, high = 0, (low if low else 2**24)
+    return g.integers(low, high, shape)
+
+
+random_ = _random_fill(_random_ints)
+geometric_ = _random_fill(lambda g, shape, p: g.geometric(p, shape))
+log_normal_ = _random_fill(lambda g, shape, mean=1.0, std=2.0: g.lognormal(mean, std, shape))
+cauchy_ = _random_fill(lambda g, shape, median=0.0, sigma=1.0: median + sigma * g.standard_cauchy(shape))

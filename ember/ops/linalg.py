@@ -1,0 +1,262 @@
+"""Matrix products: ``matmul`` (with PyTorch's 1-D and batch-broadcast rules), ``einsum`` and friends.
+
+``matmul`` calls NumPy's, which hands 2-D and batched products to BLAS; its gradient is two more
+matmuls. ``einsum``'s gradient for each operand is another einsum (plus a diagonal embedding when
+an operand repeats a subscript).
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+from ember.autograd.node import Node
+from ember.ops._base import Tensor, check_tensor, record
+
+
+class Matmul(Node):
+    __slots__ = ()
+
+    def backward(self, g):
+        from ember.ops.elementwise import sum_to
+        from ember.ops.movement import reshape, unsqueeze
+
+        a, b = self.inputs
+        a2 = unsqueeze(a, 0) if a._data.ndim == 1 else a
+        b2 = unsqueeze(b, -1) if b._data.ndim == 1 else b
+        g2 = g
+        if a._data.ndim == 1:
+            g2 = unsqueeze(g2, -2)
+        if b._data.ndim == 1:
+            g2 = unsqueeze(g2, -1)
+        ga = gb = None
+        if a._requires_grad:
+            ga = matmul(g2, b2.mT)
+            ga = reshape(sum_to(ga, a2), a._data.shape) if ga._data.shape != a._data.shape else ga
+        if b._requires_grad:
+            gb = matmul(a2.mT, g2)
+            gb = reshape(sum_to(gb, b2), b._data.shape) if gb._data.shape != b._data.shape else gb
+        return ga, gb
+
+
+def _matmul_error(a, b, op):
+    sa, sb = list(a._data.shape), list(b._data.shape)
+    if a._data.ndim == 2 and b._data.ndim == 2:
+        return RuntimeError(
+            f"{op}: mat1 and mat2 shapes cannot be multiplied ({sa[0]}x{sa[1]} and {sb[0]}x{sb[1]})"
+        )
+    return RuntimeError(f"{op}: shapes {sa} and {sb} cannot be multiplied")
+
+
+def matmul(input, other, *, out=None) -> Tensor:
+    """Matrix product with broadcasting over batch dims (``input @ other``).
+
+    Example:
+        >>> import ember
+        >>> (ember.ones(2, 3) @ ember.ones(3, 4)).shape
+        ember.Size([2, 4])
+    """
+    check_tensor(input, "matmul")
+    check_tensor(other, "matmul", "other")
+    ad, bd = input._data, other._data
+    if ad.ndim == 0 or bd.ndim == 0:
+        raise RuntimeError(
+            f"both arguments to matmul need to be at least 1D, but they are {ad.ndim}D and {bd.ndim}D"
+        )
+    if ad.dtype != bd.dtype:
+        raise RuntimeError(
+            f"expected m1 and m2 to have the same dtype, but got: {input.dtype} != {other.dtype}"
+        )
+    if ad.shape[-1] != bd.shape[-2 if bd.ndim > 1 else 0]:
+        raise _matmul_error(input, other, "matmul")
+    try:
+        res = np.matmul(ad, bd)
+    except ValueError:
+        raise _matmul_error(input, other, "matmul") from None
+    t = record(Matmul, res if isinstance(res, np.ndarray) or input._device.type != "cpu" else np.asarray(res), (input, other), input._device)
+    if out is not None:
+        out.copy_(t)
+        return out
+    return t
+
+
+def mm(input, mat2) -> Tensor:
+    """2-D matrix product."""
+    if input._data.ndim != 2 or mat2._data.ndim != 2:
+        raise RuntimeError(f"mm: expected 2D tensors, got {input._data.ndim}D and {mat2._data.ndim}D")
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2) -> Tensor:
+    """Batched matrix product of (b, n, m) and (b, m, p) tensors."""
+    if input._data.ndim != 3 or mat2._data.ndim != 3:
+        raise RuntimeError(f"batch1 must be a 3D tensor (got {input._data.ndim}D and {mat2._data.ndim}D)")
+    if input._data.shape[0] != mat2._data.shape[0]:
+        raise RuntimeError(
+            f"bmm: batch sizes differ: {list(input.shape)} and {list(mat2.shape)}"
+        )
+    if input._data.shape[2] != mat2._data.shape[1]:
+        raise RuntimeError(
+            f"Expected size for first two dimensions of batch2 tensor to be: [{input._data.shape[0]}, "
+            f"{input._data.shape[2]}] but got: [{mat2._data.shape[0]}, {mat2._data.shape[1]}]."
+        )
+    return matmul(input, mat2)
+
+
+def mv(input, vec) -> Tensor:
+    if input._data.ndim != 2 or vec._data.ndim != 1:
+        raise RuntimeError("vector + matrix @ vector expected, got wrong dims for mv")
+    return matmul(input, vec)
+
+
+def dot(input, other) -> Tensor:
+    """Inner product of two 1-D tensors."""
+    if input._data.ndim != 1 or other._data.ndim != 1:
+        raise RuntimeError(
+            f"1D tensors expected, but got {input._data.ndim}D and {other._data.ndim}D tensors"
+        )
+    if input._data.shape != other._data.shape:
+        raise RuntimeError(
+            f"inconsistent tensor size, expected tensor [{input._data.shape[0]}] and src "
+            f"[{other._data.shape[0]}] to have the same number of elements, but got "
+            f"{input._data.shape[0]} and {other._data.shape[0]} elements respectively"
+        )
+    return matmul(input, other)
+
+
+vdot = inner = dot
+
+
+def outer(input, vec2) -> Tensor:
+    return input.reshape(-1, 1) * vec2.reshape(1, -1)
+
+
+ger = outer
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    prod = mm(mat1, mat2)
+    if alpha != 1:
+        prod = prod * alpha
+    return prod + (input if beta == 1 else input * beta)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    prod = bmm(batch1, batch2)
+    if alpha != 1:
+        prod = prod * alpha
+    return prod + (input if beta == 1 else input * beta)
+
+
+def addmv(input, mat, vec, *, beta=1, alpha=1) -> Tensor:
+    return input * beta + mv(mat, vec) * alpha
+
+
+def tensordot(a, b, dims=2) -> Tensor:
+    if isinstance(dims, int):
+        da = list(range(a._data.ndim - dims, a._data.ndim))
+        db = list(range(dims))
+    else:
+        da, db = ([d] if isinstance(d, int) else list(d) for d in dims)
+    letters = iter(string.ascii_letters)
+    sa = [next(letters) for _ in range(a._data.ndim)]
+    sb = [next(letters) for _ in range(b._data.ndim)]
+    for i, j in zip(da, db):
+        sb[j] = sa[i]
+    out = [c for i, c in enumerate(sa) if i not in da] + [c for j, c in enumerate(sb) if j not in db]
+    return einsum(f"{''.join(sa)},{''.join(sb)}->{''.join(out)}", a, b)
+
+
+# --------------------------------------------------------------------------- einsum
+def _parse_einsum(equation: str, shapes) -> tuple[list[str], str]:
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise RuntimeError(
+            f"einsum(): {len(terms)} operand subscripts were given but {len(shapes)} operands were provided"
+        )
+    used = set(c for c in eq if c.isalpha())
+    spare = [c for c in string.ascii_letters if c not in used]
+    ell_n = max((len(s) - (len(t) - 3) for t, s in zip(terms, shapes) if "..." in t), default=0)
+    ell = "".join(spare[:ell_n])
+    subs = []
+    for t, s in zip(terms, shapes):
+        if "..." in t:
+            k = len(s) - (len(t) - 3)
+            t = t.replace("...", ell[ell_n - k :] if k else "")
+        if len(t) != len(s):
+            raise RuntimeError(
+                f"einsum(): the number of subscripts in the equation ({len(t)}) does not match the number "
+                f"of dimensions ({len(s)}) for operand {len(subs)}"
+            )
+        subs.append(t)
+    if arrow:
+        out = rhs.replace("...", ell)
+    else:
+        counts: dict = {}
+        for t in subs:
+            for c in t:
+                counts[c] = counts.get(c, 0) + 1
+        out = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
+    sizes: dict = {}
+    for t, s in zip(subs, shapes):
+        for c, n in zip(t, s):
+            if sizes.setdefault(c, n) != n and n != 1 and sizes[c] != 1:
+                raise RuntimeError(
+                    f"einsum(): operands do not broadcast with remapped shapes (original->remapped): "
+                    f"subscript '{c}' has size {sizes[c]} and {n}"
+                )
+    return subs, out
+
+
+class Einsum(Node):
+    __slots__ = ("subs", "out")
+
+    def backward(self, g):
+        from ember.ops.index import index_put_zeros
+        from ember.ops.movement import expand, reshape
+
+        grads = []
+        for i, x in enumerate(self.inputs):
+            if not x._requires_grad:
+                grads.append(None)
+                continue
+            target = self.subs[i]
+            others = [(s, t) for j, (s, t) in enumerate(zip(self.subs, self.inputs)) if j != i]
+            unique = "".join(dict.fromkeys(target))
+            avail = "".join(c for c in unique if c in self.out or any(c in s for s, _ in others))
+            eq = ",".join([self.out] + [s for s, _ in others]) + "->" + avail
+            t = einsum(eq, g, *[t for _, t in others])
+            sizes = dict(zip(target, x._data.shape))
+            if avail != unique:  # letters summed only inside this operand: broadcast back
+                t = reshape(t, [t._data.shape[avail.index(c)] if c in avail else 1 for c in unique])
+                t = expand(t, [sizes[c] for c in unique])
+            if unique != target:  # a repeated subscript: write onto the diagonal
+                grid = np.indices([sizes[c] for c in unique], sparse=True)
+                key = tuple(grid[unique.index(c)] for c in target)
+                t = index_put_zeros(t, x._data.shape, key)
+            grads.append(t)
+        return tuple(grads)
+
+
+def einsum(equation: str, *operands) -> Tensor:
+    """Einstein summation, as ``torch.einsum`` (operands may also be passed as one list).
+
+    Example:
+        >>> import ember
+        >>> ember.einsum("ij,jk->ik", ember.ones(2, 3), ember.ones(3, 4)).shape
+        ember.Size([2, 4])
+    """
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    for i, x in enumerate(operands):
+        check_tensor(x, "einsum", f"operands[{i}]")
+    subs, out = _parse_einsum(equation, [x._data.shape for x in operands])
+    eq = ",".join(subs) + "->" + out
+    try:
+        res = np.einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
+    except ValueError as exc:
+        raise RuntimeError(f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})") from None
+    return record(Einsum, np.asarray(res), tuple(operands), operands[0]._device, subs=subs, out=out)

@@ -1,0 +1,669 @@
+"""Shape and movement ops: views (reshape, permute, expand, ...), cat/stack, flip, roll, tril.
+
+View ops return tensors that share memory with their input, as in PyTorch. Each view remembers
+how it was made from its parent (``_view_of``: parent, function, arguments), so that an in-place
+op on a view can re-derive the view from an updated base (see ``ember/ops/inplace.py``).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from ember.autograd.node import Node
+from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
+
+
+# --------------------------------------------------------------------------- view bookkeeping
+def _is_view(out, d) -> bool:
+    b = out.base
+    return b is not None and (b is d or (d.base is not None and b is d.base))
+
+
+def _make_view(out, x: Tensor, node_cls, fn, args, **attrs) -> Tensor:
+    """Wrap ``out`` (a NumPy view of ``x``'s data) as a view tensor of ``x``."""
+    t = Tensor.__new__(Tensor)
+    t._data = out
+    dev = x._device
+    if dev is not CPU:
+        t._device = dev
+    t._base = x if x._base is None else x._base
+    t._view_of = (x, fn, args)
+    if x._vc is not None:
+        t._vc = x._vc
+    if x._requires_grad and grad_state.enabled:
+        node = node_cls()
+        node.inputs = (x,)
+        node.edges = (edge(x),)
+        for k, v in attrs.items():
+            setattr(node, k, v)
+        t._node = node
+        t._requires_grad = True
+    return t
+
+
+Tensor._view_of = None
+
+
+def replay_view(view: Tensor, new_base: Tensor) -> Tensor:
+    """Apply to ``new_base`` the chain of view ops that made ``view`` from its base."""
+    chain = []
+    t = view
+    while t._view_of is not None and t is not view._base:
+        parent, fn, args = t._view_of
+        chain.append((fn, args))
+        t = parent
+    out = new_base
+    for fn, args in reversed(chain):
+        out = fn(out, *args)
+    return out
+
+
+def _shape_arg(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    elif len(shape) == 1 and isinstance(shape[0], Tensor):
+        shape = tuple(shape[0].tolist())
+    return tuple(int(s) for s in shape)
+
+
+def _infer_shape(shape: tuple, numel: int, op: str) -> tuple:
+    neg = [i for i, s in enumerate(shape) if s == -1]
+    if len(neg) > 1:
+        raise RuntimeError(f"{op}: only one dimension can be inferred")
+    for s in shape:
+        if s < -1:
+            raise RuntimeError(f"{op}: invalid shape dimension {s}")
+    known = 1
+    for s in shape:
+        if s != -1:
+            known *= s
+    if neg:
+        if known == 0 or numel % known:
+            raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    elif known != numel:
+        raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")
+    return shape
+
+
+# --------------------------------------------------------------------------- reshape family
+class Reshape(Node):
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        return (reshape(g, self.inputs[0]._data.shape),)
+
+
+def reshape(input, *shape) -> Tensor:
+    """The same elements in a new shape; a view when the memory layout allows, else a copy.
+
+    Example:
+        >>> import ember
+        >>> ember.arange(6).reshape(2, 3).shape
+        ember.Size([2, 3])
+    """
+    d = input._data
+    shape = _infer_shape(_shape_arg(shape), d.size, "reshape")
+    if shape == d.shape:
+        return _make_view(d.view(), input, Reshape, reshape, (shape,))
+    out = d.reshape(shape)
+    if _is_view(out, d):
+        return _make_view(out, input, Reshape, reshape, (shape,))
+    return record(Reshape, out, (input,), input._device)
+
+
+def view(input, *shape) -> Tensor:
+    """Like reshape, but always a view: raises when the strides don't allow one.
+
+    ``x.view(dtype)`` reinterprets the bytes as another dtype of the same size.
+    """
+    from ember import _dtype
+
+    if len(shape) == 1 and isinstance(shape[0], _dtype.dtype):
+        target = shape[0]
+        if target.itemsize != input._data.itemsize:
+            raise RuntimeError("view(dtype): only dtypes of the same element size are supported")
+        return Tensor._from(input._data.view(target.np), input)
+    d = input._data
+    shape = _infer_shape(_shape_arg(shape), d.size, "view")
+    try:
+        out = np.reshape(d, shape, copy=False) if input._device is CPU else d.reshape(shape)
+    except ValueError:
+        raise RuntimeError(
+            "view size is not compatible with input tensor's size and stride (at least one dimension "
+            f"spans across two contiguous subspaces): input shape {list(d.shape)}, strides "
+            f"{list(input.stride())}, requested {list(shape)}. Use .reshape(...) instead."
+        ) from None
+    return _make_view(out, input, Reshape, view, (shape,))
+
+
+def view_as(input, other) -> Tensor:
+    return view(input, other._data.shape)
+
+
+def reshape_as(input, other) -> Tensor:
+    return reshape(input, other._data.shape)
+
+
+def flatten(input, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dims ``start_dim..end_dim`` into one."""
+    shape = input._data.shape
+    if not shape:
+        return reshape(input, (1,))
+    s = _wrap_dim(start_dim, len(shape), "flatten")
+    e = _wrap_dim(end_dim, len(shape), "flatten")
+    if s > e:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    n = 1
+    for k in shape[s : e + 1]:
+        n *= k
+    return reshape(input, shape[:s] + (n,) + shape[e + 1 :])
+
+
+def unflatten(input, dim: int, sizes) -> Tensor:
+    """Split one dim into ``sizes`` (one entry may be -1)."""
+    shape = input._data.shape
+    d = _wrap_dim(dim, len(shape), "unflatten")
+    sizes = _infer_shape(tuple(sizes), shape[d], "unflatten")
+    return view(input, shape[:d] + sizes + shape[d + 1 :]) if input.is_contiguous() else reshape(input, shape[:d] + sizes + shape[d + 1 :])
+
+
+def squeeze(input, dim=None) -> Tensor:
+    """Remove dims of size 1 (all, or those in ``dim``)."""
+    shape = input._data.shape
+    if dim is None:
+        new = tuple(s for s in shape if s != 1)
+    else:
+        axes = wrap_dims(dim, len(shape), "squeeze") if shape else ()
+        new = tuple(s for i, s in enumerate(shape) if not (i in axes and s == 1))
+    return reshape(input, new) if new != shape else _make_view(input._data.view(), input, Reshape, reshape, (new,))
+
+
+def unsqueeze(input, dim: int) -> Tensor:
+    """Insert a dim of size 1 at ``dim``."""
+    shape = input._data.shape
+    d = _wrap_dim(dim, len(shape) + 1, "unsqueeze")
+    return reshape(input, shape[:d] + (1,) + shape[d:])
+
+
+# --------------------------------------------------------------------------- permutations
+class Permute(Node):
+    __slots__ = ("dims",)
+    saves_values = False
+
+    def backward(self, g):
+        inv = [0] * len(self.dims)
+        for i, p in enumerate(self.dims):
+            inv[p] = i
+        return (permute(g, inv),)
+
+
+def permute(input, *dims) -> Tensor:
+    """Reorder dims (a view)."""
+    d = input._data
+    dims = _shape_arg(dims)
+    if len(dims) != d.ndim:
+        raise RuntimeError(
+            f"permute(sparse_coo): number of dimensions in the tensor input does not match the length "
+            f"of the desired ordering of dimensions i.e. input.dim() = {d.ndim} is not equal to len(dims) = {len(dims)}"
+        )
+    dims = tuple(_wrap_dim(p, d.ndim, "permute") for p in dims)
+    if len(set(dims)) != len(dims):
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    return _make_view(d.transpose(dims), input, Permute, permute, (dims,), dims=dims)
+
+
+def transpose(input, dim0: int, dim1: int) -> Tensor:
+    """Swap two dims (a view)."""
+    n = input._data.ndim
+    if n == 0:
+        return _make_view(input._data.view(), input, Reshape, reshape, ((),))
+    a, b = _wrap_dim(dim0, n, "transpose"), _wrap_dim(dim1, n, "transpose")
+    dims = list(range(n))
+    dims[a], dims[b] = dims[b], dims[a]
+    return permute(input, dims)
+
+
+swapaxes = swapdims = transpose
+
+
+def t(input) -> Tensor:
+    """Transpose a matrix (tensors of at most 2 dims)."""
+    if input._data.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
+    return transpose(input, 0, 1) if input._data.ndim == 2 else _make_view(input._data.view(), input, Reshape, reshape, (input._data.shape,))
+
+
+def adjoint(input) -> Tensor:
+    return transpose(input, -2, -1)
+
+
+def movedim(input, source, destination) -> Tensor:
+    n = input._data.ndim
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    src = [_wrap_dim(s, n, "movedim") for s in src]
+    dst = [_wrap_dim(s, n, "movedim") for s in dst]
+    order = [i for i in range(n) if i not in src]
+    for s, dd in sorted(zip(dst, src)):
+        order.insert(s, dd)
+    return permute(input, order)
+
+
+moveaxis = movedim
+
+
+# --------------------------------------------------------------------------- expand / repeat
+class Expand(Node):
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        from ember.ops.elementwise import sum_to
+
+        return (sum_to(g, self.inputs[0]),)
+
+
+def expand(input, *sizes) -> Tensor:
+    """Broadcast size-1 dims to ``sizes`` without copying (-1 keeps a dim)."""
+    d = input._data
+    sizes = _shape_arg(sizes)
+    if len(sizes) < d.ndim:
+        raise RuntimeError(
+            f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to the "
+            f"number of dimensions in the tensor ({d.ndim})"
+        )
+    lead = len(sizes) - d.ndim
+    target = []
+    for i, s in enumerate(sizes):
+        cur = d.shape[i - lead] if i >= lead else None
+        if s == -1:
+            if cur is None:
+                raise RuntimeError("expand: -1 is not allowed in a leading, non-existing dimension")
+            s = cur
+        elif cur is not None and cur != s and cur != 1:
+            raise RuntimeError(
+                f"The expanded size of the tensor ({s}) must match the existing size ({cur}) at "
+                f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: {list(d.shape)}"
+            )
+        target.append(s)
+    target = tuple(target)
+    if target == d.shape:
+        return _make_view(d.view(), input, Reshape, reshape, (target,))
+    out = np.broadcast_to(d, target) if input._device is CPU else input._device.backend.xp.broadcast_to(d, target)
+    return _make_view(out, input, Expand, expand, (target,))
+
+
+def expand_as(input, other) -> Tensor:
+    return expand(input, other._data.shape)
+
+
+def broadcast_to(input, shape) -> Tensor:
+    return expand(input, shape)
+
+
+def broadcast_tensors(*tensors):
+    shape = np.broadcast_shapes(*(x._data.shape for x in tensors))
+    return tuple(expand(x, shape) for x in tensors)
+
+
+def broadcast_shapes(*shapes):
+    from ember.tensor import Size
+
+    return Size(np.broadcast_shapes(*shapes))
+
+
+def repeat(input, *sizes) -> Tensor:
+    """Tile the tensor ``sizes[i]`` times along each dim (a copy)."""
+    sizes = _shape_arg(sizes)
+    d = input._data
+    if len(sizes) < d.ndim:
+        raise RuntimeError(
+            "Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor"
+        )
+    x = reshape(input, (1,) * (len(sizes) - d.ndim) + d.shape)
+    # Interleave a new axis of size r before each dim, expand it, and merge: no Python loops.
+    shape = x._data.shape
+    inter = []
+    for s in shape:
+        inter += [1, s]
+    big = []
+    for r, s in zip(sizes, shape):
+        big += [r, s]
+    y = expand(reshape(x, inter), big)
+    return reshape(contiguous(y), tuple(r * s for r, s in zip(sizes, shape)))
+
+
+def tile(input, dims) -> Tensor:
+    dims = tuple(dims)
+    if len(dims) < input._data.ndim:
+        dims = (1,) * (input._data.ndim - len(dims)) + dims
+    return repeat(input, dims)
+
+
+def repeat_interleave(input, repeats, dim=None) -> Tensor:
+    from ember.ops.index import index_select
+
+    if dim is None:
+        input = flatten(input)
+        dim = 0
+    n = input._data.shape[dim]
+    reps = repeats._data if isinstance(repeats, Tensor) else np.full(n, repeats)
+    idx = np.repeat(np.arange(n), reps)
+    return index_select(input, dim, Tensor._from(idx.astype(np.int64), input))
+
+
+# --------------------------------------------------------------------------- copies
+class Copy(Node):
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        return (g,)
+
+
+def contiguous(input, memory_format=None) -> Tensor:
+    """Self if already C-contiguous, else a contiguous copy."""
+    d = input._data
+    if d.flags.c_contiguous:
+        return input
+    return record(Copy, np.ascontiguousarray(d) if input._device is CPU else d.copy(), (input,), input._device)
+
+
+def clone(input, *, memory_format=None) -> Tensor:
+    """A copy with its own memory; gradients flow back to ``input``."""
+    return record(Copy, input._data.copy(), (input,), input._device)
+
+
+# --------------------------------------------------------------------------- slicing helpers
+def narrow(input, dim: int, start: int, length: int) -> Tensor:
+    """The slice ``start:start+length`` of ``dim`` (a view)."""
+    n = input._data.ndim
+    d = _wrap_dim(dim, n, "narrow")
+    size = input._data.shape[d]
+    if isinstance(start, Tensor):
+        start = int(start.item())
+    if start < 0:
+        start += size
+    if start < 0 or start + length > size or length < 0:
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
+    key = (slice(None),) * d + (slice(start, start + length),)
+    return input[key]
+
+
+def select(input, dim: int, index: int) -> Tensor:
+    n = input._data.ndim
+    d = _wrap_dim(dim, n, "select")
+    return input[(slice(None),) * d + (index,)]
+
+
+def split(tensor, split_size_or_sections, dim: int = 0):
+    """Split into chunks of a given size, or into the given list of sizes (views)."""
+    n = tensor._data.ndim
+    d = _wrap_dim(dim, n, "split")
+    size = tensor._data.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        if step <= 0 and size:
+            raise RuntimeError(f"split expects split_size be non-negative, but got split_size={step}")
+        bounds = list(range(0, size, step)) if size else [0]
+        sizes = [builtins.min(step, size - b) for b in bounds]
+    else:
+        sizes = [int(s) for s in split_size_or_sections]
+        if builtins.sum(sizes) != size:
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes to sum exactly to {size} (input tensor's size at "
+                f"dimension {d}), but got split_sizes={sizes}"
+            )
+    out, start = [], 0
+    for s in sizes:
+        out.append(narrow(tensor, d, start, s))
+        start += s
+    return tuple(out)
+
+
+def chunk(input, chunks: int, dim: int = 0):
+    """Split into ``chunks`` nearly equal pieces (the last may be smaller)."""
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    size = input._data.shape[_wrap_dim(dim, input._data.ndim, "chunk")]
+    step = -(-size // chunks) if size else 1
+    return split(input, builtins.max(step, 1), dim)
+
+
+def tensor_split(input, indices_or_sections, dim: int = 0):
+    d = _wrap_dim(dim, input._data.ndim, "tensor_split")
+    size = input._data.shape[d]
+    if isinstance(indices_or_sections, int):
+        n = indices_or_sections
+        q, r = divmod(size, n)
+        sizes = [q + 1] * r + [q] * (n - r)
+    else:
+        idx = [0] + list(indices_or_sections) + [size]
+        sizes = [builtins.max(0, builtins.min(b, size) - builtins.min(a, size)) for a, b in zip(idx, idx[1:])]
+    return split(input, sizes, d)
+
+
+def unbind(input, dim: int = 0):
+    """All slices along ``dim`` as a tuple of views."""
+    d = _wrap_dim(dim, input._data.ndim, "unbind")
+    return tuple(select(input, d, i) for i in range(input._data.shape[d]))
+
+
+# --------------------------------------------------------------------------- joining
+class Cat(Node):
+    __slots__ = ("axis", "sizes")
+    saves_values = False
+
+    def backward(self, g):
+        pieces = split(g, self.sizes, self.axis)
+        return tuple(p if isinstance(x, Tensor) and x._requires_grad else None for p, x in zip(pieces, self.inputs))
+
+
+def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
+    """Join tensors along an existing dim.
+
+    Example:
+        >>> import ember
+        >>> ember.cat([ember.zeros(1, 2), ember.ones(1, 2)]).shape
+        ember.Size([2, 2])
+    """
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+    for i, x in enumerate(tensors):
+        check_tensor(x, "cat", f"tensors[{i}]")
+    # PyTorch skips 1-D empty tensors (legacy behaviour) when joining.
+    parts = [x for x in tensors if not (x._data.ndim == 1 and x._data.size == 0)] or tensors[:1]
+    ref = parts[0]._data
+    axis = _wrap_dim(dim, ref.ndim, "cat")
+    from ember import _dtype
+
+    rt = _dtype.result_type(*parts)
+    for i, x in enumerate(parts):
+        s = x._data.shape
+        if len(s) != ref.ndim:
+            raise RuntimeError(
+                f"torch.cat(): Tensors must have same number of dimensions: got {ref.ndim} and {len(s)}"
+            )
+        for k in range(ref.ndim):
+            if k != axis and s[k] != ref.shape[k]:
+                raise RuntimeError(
+                    f"torch.cat(): Sizes of tensors must match except in dimension {axis}. Expected size "
+                    f"{ref.shape[k]} but got size {s[k]} for tensor number {i} in the list."
+                )
+    dev = parts[0]._device
+    xp = dev.backend.xp
+    arrays = [x._data if x._data.dtype == rt.np else x._data.astype(rt.np) for x in parts]
+    res = record(Cat, xp.concatenate(arrays, axis=axis), tuple(parts), dev, axis=axis,
+                 sizes=[x._data.shape[axis] for x in parts])
+    if out is not None:
+        out.copy_(res)
+        return out
+    return res
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim: int = 0, *, out=None) -> Tensor:
+    """Join tensors along a new dim."""
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    shape = tensors[0]._data.shape
+    for i, x in enumerate(tensors):
+        if x._data.shape != shape:
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {list(shape)} at entry 0 and "
+                f"{list(x._data.shape)} at entry {i}"
+            )
+    d = _wrap_dim(dim, len(shape) + 1, "stack")
+    return cat([unsqueeze(x, d) for x in tensors], d, out=out)
+
+
+def hstack(tensors) -> Tensor:
+    tensors = [atleast_1d(x) for x in tensors]
+    return cat(tensors, 0 if tensors[0]._data.ndim == 1 else 1)
+
+
+def vstack(tensors) -> Tensor:
+    return cat([atleast_2d(x) for x in tensors], 0)
+
+
+def atleast_1d(x) -> Tensor:
+    return reshape(x, (1,)) if x._data.ndim == 0 else x
+
+
+def atleast_2d(x) -> Tensor:
+    x = atleast_1d(x)
+    return unsqueeze(x, 0) if x._data.ndim == 1 else x
+
+
+# --------------------------------------------------------------------------- flip / roll / tril
+class Flip(Node):
+    __slots__ = ("axes",)
+    saves_values = False
+
+    def backward(self, g):
+        return (flip(g, self.axes),)
+
+
+def flip(input, dims) -> Tensor:
+    """Reverse the order of elements along ``dims`` (a copy, as in PyTorch)."""
+    if isinstance(dims, int):
+        dims = (dims,)
+    axes = wrap_dims(dims, input._data.ndim, "flip")
+    out = np.flip(input._data, axes).copy() if input._device is CPU else input._device.backend.xp.flip(input._data, axes).copy()
+    return record(Flip, out, (input,), input._device, axes=axes)
+
+
+def fliplr(input) -> Tensor:
+    return flip(input, (1,))
+
+
+def flipud(input) -> Tensor:
+    return flip(input, (0,))
+
+
+class Roll(Node):
+    __slots__ = ("shifts", "axes")
+    saves_values = False
+
+    def backward(self, g):
+        return (roll(g, tuple(-s for s in self.shifts), self.axes),)
+
+
+def roll(input, shifts, dims=None) -> Tensor:
+    """Shift elements cyclically along ``dims`` (the flattened tensor when None)."""
+    if dims is None:
+        flat = roll(flatten(input), shifts, 0)
+        return reshape(flat, input._data.shape)
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+    axes = tuple(_wrap_dim(d, input._data.ndim, "roll") for d in dims)
+    out = np.roll(input._data, shifts, axes)
+    return record(Roll, out, (input,), input._device, shifts=shifts, axes=axes)
+
+
+class TriMask(Node):
+    __slots__ = ("k", "upper")
+    saves_values = False
+
+    def backward(self, g):
+        return ((triu if self.upper else tril)(g, self.k),)
+
+
+def tril(input, diagonal: int = 0) -> Tensor:
+    """Zero the elements above the ``diagonal``-th diagonal of the last two dims."""
+    if input._data.ndim < 2:
+        raise RuntimeError("tril: input tensor must have at least 2 dimensions")
+    return record(TriMask, np.tril(input._data, diagonal), (input,), input._device, k=diagonal, upper=False)
+
+
+def triu(input, diagonal: int = 0) -> Tensor:
+    """Zero the elements below the ``diagonal``-th diagonal of the last two dims."""
+    if input._data.ndim < 2:
+        raise RuntimeError("triu: input tensor must have at least 2 dimensions")
+    return record(TriMask, np.triu(input._data, diagonal), (input,), input._device, k=diagonal, upper=True)
+
+
+class Diagonal(Node):
+    __slots__ = ("offset", "d1", "d2")
+    saves_values = False
+
+    def backward(self, g):
+        x = self.inputs[0]
+        shape = x._data.shape
+        idx = _diag_index(shape, self.offset, self.d1, self.d2)
+        from ember.ops.index import index_put_zeros
+
+        # NumPy puts the indexed (diagonal) dim first unless the two index arrays are adjacent.
+        pos = builtins.min(self.d1, self.d2) if builtins.abs(self.d1 - self.d2) == 1 else 0
+        return (index_put_zeros(movedim(g, -1, pos), shape, idx),)
+
+
+def _diag_index(shape, offset, d1, d2):
+    n = builtins.max(0, builtins.min(shape[d1] - builtins.max(-offset, 0), shape[d2] - builtins.max(offset, 0)))
+    i = np.arange(n) + builtins.max(-offset, 0)
+    j = np.arange(n) + builtins.max(offset, 0)
+    key = [slice(None)] * len(shape)
+    key[d1] = i
+    key[d2] = j
+    return key
+
+
+def diagonal(input, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+    """The diagonal of the (dim1, dim2) planes, as a new last dim."""
+    n = input._data.ndim
+    a, b = _wrap_dim(dim1, n, "diagonal"), _wrap_dim(dim2, n, "diagonal")
+    out = np.diagonal(input._data, offset, a, b).copy()
+    return record(Diagonal, out, (input,), input._device, offset=offset, d1=a, d2=b)
+
+
+def diag(input, diagonal: int = 0) -> Tensor:
+    """A 1-D input becomes a diagonal matrix; a 2-D input gives its diagonal."""
+    if input._data.ndim == 1:
+        n = input._data.shape[0] + builtins.abs(diagonal)
+        from ember.ops.index import index_put_zeros
+
+        key = _diag_index((n, n), diagonal, 0, 1)
+        return index_put_zeros(input, (n, n), key)
+    return globals()["diagonal"](input, diagonal)
+
+
+def diag_embed(input, offset=0, dim1=-2, dim2=-1) -> Tensor:
+    if (offset, dim1, dim2) != (0, -2, -1):
+        raise RuntimeError("diag_embed: only the default offset and dims are supported")
+    n = input._data.shape[-1]
+    eye = Tensor._from(np.eye(n, dtype=input._data.dtype), input)
+    return unsqueeze(input, -1) * eye
+
+
+def trace(input) -> Tensor:
+    return diagonal(input).sum()

@@ -1,0 +1,406 @@
+"""Tensor: one node of the computational graph.
+
+A Tensor holds a backend array (``_data``), and, when it was produced by an op in grad mode, the
+op's record (``_node``: a :class:`~ember.autograd.node.Node` with the op's inputs). Leaves made by
+the user with ``requires_grad=True`` have no node and collect ``.grad``.
+
+The arithmetic and movement methods (``x + y``, ``x.sum()``, ``x.view(...)``) are the functions of
+``ember.ops`` bound onto this class in ``ember/_methods.py``; this file keeps what is particular to
+the Tensor object: attributes, autograd entry points, conversion and printing.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from ember import _dtype
+from ember._device import CPU
+from ember.autograd import grad_mode
+
+_BY_NP = _dtype._BY_NP
+
+
+class Size(tuple):
+    """The shape of a tensor: a tuple that prints like ``ember.Size([2, 3])``.
+
+    Example:
+        >>> import ember
+        >>> ember.zeros(2, 3).shape
+        ember.Size([2, 3])
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ember.Size({list(self)})"
+
+    def numel(self) -> int:
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+class Tensor:
+    """A multi-dimensional array that records the ops applied to it.
+
+    Construct tensors with :func:`ember.tensor` and the other factories; ``ember.Tensor(data)``
+    also works and gives the default float dtype, as in PyTorch.
+
+    Example:
+        >>> import ember
+        >>> x = ember.tensor([1.0, 2.0], requires_grad=True)
+        >>> (x * x).sum().backward()
+        >>> x.grad
+        tensor([2., 4.])
+    """
+
+    # Class-level defaults keep tensor creation cheap: an op sets only _data (and, in grad mode,
+    # _node and _requires_grad).
+    _node = None
+    _requires_grad = False
+    _grad = None
+    _vc = None  # version counter [int], shared with views; made on the first in-place write
+    _base = None  # the tensor this one is a view of
+    _view_fn = None  # re-applies the view to a new base (in-place ops on views)
+    _hooks = None
+    _device = CPU
+    __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
+
+    def __init__(self, *args, dtype=None, device=None, requires_grad: bool = False):
+        from ember.ops.creation import _tensor_init
+
+        _tensor_init(self, args, dtype, device, requires_grad)
+
+    # ----- basic attributes -----
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None):
+        """The shape, or one dimension's length."""
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[_wrap_dim(dim, self._data.ndim, "size")]
+
+    @property
+    def dtype(self) -> _dtype.dtype:
+        return _BY_NP[self._data.dtype]
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._device.type == "cuda"
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    ndimension = dim
+
+    def numel(self) -> int:
+        return self._data.size
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self._data.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self._data.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self._data.nbytes
+
+    def stride(self, dim: int | None = None):
+        strides = tuple(s // self._data.itemsize for s in self._data.strides)
+        return strides if dim is None else strides[_wrap_dim(dim, self._data.ndim, "stride")]
+
+    def is_contiguous(self, memory_format=None) -> bool:
+        return self._data.flags.c_contiguous
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
+
+    def is_complex(self) -> bool:
+        return False
+
+    def data_ptr(self) -> int:
+        return self._data.__array_interface__["data"][0] if self._device is CPU else int(self._data.data.ptr)
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # ----- autograd -----
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if self._node is not None and not value:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use a "
+                "computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if value and self._data.dtype.kind != "f":
+            raise RuntimeError(
+                f"only Tensors of floating point dtype can require gradients (got {self.dtype})"
+            )
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Set ``requires_grad`` in place and return self."""
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got {type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise RuntimeError(
+                    f"assigned grad has data of a different size: {list(value.shape)} vs {list(self.shape)}"
+                )
+        self._grad = value
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def _version(self) -> int:
+        vc = self._vc
+        return 0 if vc is None else vc[0]
+
+    def _bump_version(self) -> None:
+        vc = self._vc
+        if vc is None:
+            base = self._base
+            if base is not None and base._vc is not None:
+                vc = base._vc
+            else:
+                vc = [0]
+                if base is not None:
+                    base._vc = vc
+            self._vc = vc
+        vc[0] += 1
+
+    def backward(self, gradient=None, retain_graph=None, create_graph: bool = False, inputs=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``gradient`` is required unless self has one element; ``retain_graph`` (default:
+        ``create_graph``) keeps the saved values for another backward; ``create_graph`` records
+        the backward pass so its gradients can be differentiated again.
+        """
+        from ember.autograd import backward
+
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this non-leaf tensor after backward."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._node is not None:
+            self._node.retained = weakref.ref(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        node = self._node
+        return node is not None and node.retained is not None and node.retained() is self
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces it.
+
+        Example:
+            >>> import ember
+            >>> x = ember.ones(2, requires_grad=True)
+            >>> h = x.register_hook(lambda g: g * 10)
+            >>> x.sum().backward()
+            >>> x.grad
+            tensor([10., 10.])
+        """
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._node is not None:
+            return self._node.register_hook(hook)
+        if self._hooks is None:
+            self._hooks = []
+        from ember.autograd.node import _RemovableHandle
+
+        self._hooks.append(hook)
+        return _RemovableHandle(self._hooks, hook)
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this one's data, cut from the graph."""
+        out = Tensor.__new__(Tensor)
+        out._data = self._data
+        out._device = self._device
+        out._base = self if self._base is None else self._base
+        out._vc = self._shared_vc()
+        return out
+
+    def detach_(self) -> "Tensor":
+        self._node = None
+        self._requires_grad = False
+        return self
+
+    @property
+    def data(self) -> "Tensor":
+        return self.detach()
+
+    @data.setter
+    def data(self, value: "Tensor") -> None:
+        self._data = value._data
+
+    def _shared_vc(self) -> list:
+        """This tensor's version counter, made on demand, shared with its base."""
+        if self._vc is None:
+            base = self._base
+            if base is not None:
+                if base._vc is None:
+                    base._vc = [0]
+                self._vc = base._vc
+            else:
+                self._vc = [0]
+        return self._vc
+
+    def _owned(self) -> "Tensor":
+        """Self if it owns its memory, else a copy (used for freshly accumulated gradients)."""
+        d = self._data
+        if d.base is None and d.flags.c_contiguous and d.flags.writeable:
+            return self
+        return _wrap(d.copy(), self._device)
+
+    def _accumulate_(self, other: "Tensor") -> "Tensor":
+        if other._data.shape == self._data.shape and other._data.dtype == self._data.dtype:
+            np.add(self._data, other._data, out=self._data)
+            return self
+        return self + other
+
+    # ----- conversion -----
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        """The data as a NumPy array sharing memory (CPU tensors)."""
+        if self._requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if self._device is not CPU:
+            if not force:
+                raise TypeError(
+                    f"can't convert {self._device.type} device type tensor to numpy. "
+                    "Use Tensor.cpu() to copy the tensor to host memory first."
+                )
+            return self._device.backend.to_host(self._data)
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self._device.backend.to_host(self._data)
+        return arr if dtype is None else arr.astype(dtype)
+
+    def item(self):
+        """The single value of a one-element tensor as a Python number."""
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
+            )
+        return self._data.reshape(-1)[0].item()
+
+    def tolist(self):
+        return self._device.backend.to_host(self._data).tolist()
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"Boolean value of Tensor with {'no' if self._data.size == 0 else 'more than one'} "
+                "value is ambiguous"
+            )
+        return bool(self._data.reshape(-1)[0])
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __index__(self) -> int:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __repr__(self) -> str:
+        from ember._repr import tensor_repr
+
+        return tensor_repr(self)
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        if self._data.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return repr(self)
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild, (self._device.backend.to_host(self._data).copy(), self._requires_grad))
+
+    def __deepcopy__(self, memo):
+        out = _wrap(self._data.copy(), self._device)
+        out._requires_grad = self._requires_grad
+        if self._grad is not None:
+            out._grad = _wrap(self._grad._data.copy(), self._device)
+        memo[id(self)] = out
+        return out
+
+
+def _rebuild(array, requires_grad):
+    t = _wrap(array)
+    t._requires_grad = requires_grad
+    return t
+
+
+def _wrap(data, device=CPU) -> Tensor:
+    """A new graph-less tensor around a backend array."""
+    t = Tensor.__new__(Tensor)
+    t._data = data
+    if device is not CPU:
+        t._device = device
+    return t
+
+
+def _wrap_dim(dim: int, ndim: int, op: str = "") -> int:
+    """Turn a possibly negative dim into an index, raising IndexError as PyTorch does."""
+    lo = -ndim if ndim else -1
+    hi = ndim - 1 if ndim else 0
+    if not isinstance(dim, int):
+        dim = int(dim)
+    if dim < lo or dim > hi:
+        raise IndexError(
+            f"{op + ': ' if op else ''}Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
+        )
+    return dim % ndim if ndim else 0
+
+
+_ = grad_mode  # the op layer reads grad_mode.state; imported here so the package loads in order
