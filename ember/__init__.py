@@ -16,11 +16,18 @@ Example:
 
 from __future__ import annotations
 
-from ember import _methods  # noqa: F401 - binds the Tensor methods and operators
-from ember import autograd, backends, cuda, random  # noqa: F401
+from ember import (  # noqa: F401
+    _methods,  # noqa: F401 - binds the Tensor methods and operators
+    autograd,
+    backends,
+    cuda,
+    random,
+)
 from ember._device import device
 from ember._dtype import (
     bool_ as bool,
+)
+from ember._dtype import (
     dtype,
     float16,
     float32,
@@ -129,8 +136,8 @@ from ember.ops.movement import (
     fliplr,
     flipud,
     hstack,
-    movedim,
     moveaxis,
+    movedim,
     narrow,
     permute,
     repeat_interleave,
@@ -248,4 +255,3 @@ def get_num_threads():
     from ember import _threads
 
     return _threads.get_num_threads()
-

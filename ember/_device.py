@@ -40,8 +40,10 @@ class device:
     def __eq__(self, other) -> bool:
         if isinstance(other, str):
             other = device(other)
-        return isinstance(other, device) and self.type == other.type and (
-            self.index == other.index or self.index is None or other.index is None
+        return (
+            isinstance(other, device)
+            and self.type == other.type
+            and (self.index == other.index or self.index is None or other.index is None)
         )
 
     def __hash__(self) -> int:

@@ -41,7 +41,7 @@ class dtype:
     def __reduce__(self):
         return (_lookup_name, (self.name,))
 
-    def to_real(self) -> "dtype":
+    def to_real(self) -> dtype:
         return self
 
 

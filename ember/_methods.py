@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.ops import convert, creation, elementwise as ew, index, inplace, linalg, movement, reduce
+from ember.ops import convert, creation, index, inplace, linalg, movement, reduce
+from ember.ops import elementwise as ew
 from ember.tensor import Tensor
 
 # Methods that are the function of the same name with the tensor as first argument.
@@ -179,6 +180,6 @@ def _apply_(self, fn):
 
 
 Tensor.apply_ = _apply_
-Tensor.map_ = lambda self, other, fn: _set_data(self, creation.tensor(
-    [fn(a, b) for a, b in zip(self.tolist(), other.tolist())], dtype=self.dtype
-))
+Tensor.map_ = lambda self, other, fn: _set_data(
+    self, creation.tensor([fn(a, b) for a, b in zip(self.tolist(), other.tolist())], dtype=self.dtype)
+)

@@ -26,7 +26,7 @@ class Generator:
         self._seed = 67280421310721  # PyTorch's default seed, for familiarity
         self.np = np.random.Generator(np.random.PCG64(self._seed))
 
-    def manual_seed(self, seed: int) -> "Generator":
+    def manual_seed(self, seed: int) -> Generator:
         seed = int(seed)
         if seed < 0:
             seed += 1 << 64
@@ -49,7 +49,7 @@ class Generator:
         raw = json.dumps({"seed": self._seed, "state": self.np.bit_generator.state}).encode()
         return tensor(list(raw), dtype="uint8")
 
-    def set_state(self, state) -> "Generator":
+    def set_state(self, state) -> Generator:
         data = json.loads(bytes(state.tolist()).decode())
         self._seed = data["seed"]
         bg = np.random.PCG64()

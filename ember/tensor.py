@@ -160,12 +160,10 @@ class Tensor:
                 "var_no_grad = var.detach()."
             )
         if value and self._data.dtype.kind != "f":
-            raise RuntimeError(
-                f"only Tensors of floating point dtype can require gradients (got {self.dtype})"
-            )
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients (got {self.dtype})")
         self._requires_grad = bool(value)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` in place and return self."""
         self.requires_grad = requires_grad
         return self
@@ -256,7 +254,7 @@ class Tensor:
         self._hooks.append(hook)
         return _RemovableHandle(self._hooks, hook)
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """A tensor sharing this one's data, cut from the graph."""
         out = Tensor.__new__(Tensor)
         out._data = self._data
@@ -265,17 +263,17 @@ class Tensor:
         out._vc = self._shared_vc()
         return out
 
-    def detach_(self) -> "Tensor":
+    def detach_(self) -> Tensor:
         self._node = None
         self._requires_grad = False
         return self
 
     @property
-    def data(self) -> "Tensor":
+    def data(self) -> Tensor:
         return self.detach()
 
     @data.setter
-    def data(self, value: "Tensor") -> None:
+    def data(self, value: Tensor) -> None:
         self._data = value._data
 
     def _shared_vc(self) -> list:
@@ -290,14 +288,14 @@ class Tensor:
                 self._vc = [0]
         return self._vc
 
-    def _owned(self) -> "Tensor":
+    def _owned(self) -> Tensor:
         """Self if it owns its memory, else a copy (used for freshly accumulated gradients)."""
         d = self._data
         if d.base is None and d.flags.c_contiguous and d.flags.writeable:
             return self
         return _wrap(d.copy(), self._device)
 
-    def _accumulate_(self, other: "Tensor") -> "Tensor":
+    def _accumulate_(self, other: Tensor) -> Tensor:
         if other._data.shape == self._data.shape and other._data.dtype == self._data.dtype:
             np.add(self._data, other._data, out=self._data)
             return self
@@ -324,9 +322,7 @@ class Tensor:
     def item(self):
         """The single value of a one-element tensor as a Python number."""
         if self._data.size != 1:
-            raise RuntimeError(
-                f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
-            )
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
         return self._data.reshape(-1)[0].item()
 
     def tolist(self):
@@ -335,8 +331,7 @@ class Tensor:
     def __bool__(self) -> bool:
         if self._data.size != 1:
             raise RuntimeError(
-                f"Boolean value of Tensor with {'no' if self._data.size == 0 else 'more than one'} "
-                "value is ambiguous"
+                f"Boolean value of Tensor with {'no' if self._data.size == 0 else 'more than one'} value is ambiguous"
             )
         return bool(self._data.reshape(-1)[0])
 

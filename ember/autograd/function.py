@@ -87,7 +87,7 @@ class _MultiGrad:
     def __init__(self, grads):
         self.grads = grads
 
-    def __add__(self, other: "_MultiGrad") -> "_MultiGrad":
+    def __add__(self, other: _MultiGrad) -> _MultiGrad:
         merged = []
         for a, b in zip(self.grads, other.grads):
             merged.append(b if a is None else a if b is None else a + b)

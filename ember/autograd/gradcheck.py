@@ -73,8 +73,9 @@ def _analytical_jacobian(func, inputs, diff_idx):
     return jac
 
 
-def gradcheck(func, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              raise_exception: bool = True, **_ignored) -> bool:
+def gradcheck(
+    func, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, raise_exception: bool = True, **_ignored
+) -> bool:
     """Compare analytical gradients of ``func`` at ``inputs`` with finite differences.
 
     Inputs that require grad should be float64 for the default tolerances to be meaningful.
@@ -91,7 +92,8 @@ def gradcheck(func, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: floa
 
             warnings.warn(
                 f"Input #{i} requires gradient and is not a double precision floating point; "
-                "gradcheck may fail from round-off", stacklevel=2,
+                "gradcheck may fail from round-off",
+                stacklevel=2,
             )
     num = _numerical_jacobian(func, inputs, diff_idx, eps)
     ana = _analytical_jacobian(func, inputs, diff_idx)
@@ -109,8 +111,17 @@ def gradcheck(func, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: floa
     return True
 
 
-def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: float = 1e-5,
-                  rtol: float = 1e-3, raise_exception: bool = True, **_ignored) -> bool:
+def gradgradcheck(
+    func,
+    inputs,
+    grad_outputs=None,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+    **_ignored,
+) -> bool:
     """Check second derivatives: gradcheck of the vector-Jacobian product of ``func``."""
     from ember.autograd import grad
     from ember.ops.creation import randn
@@ -120,9 +131,7 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: f
     diff_idx = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x._requires_grad]
     outs = _outputs(func, inputs)
     if grad_outputs is None:
-        grad_outputs = tuple(
-            randn(o.shape, dtype=o.dtype, requires_grad=True) for o in outs
-        )
+        grad_outputs = tuple(randn(o.shape, dtype=o.dtype, requires_grad=True) for o in outs)
     grad_outputs = _tuple(grad_outputs)
     n_in = len(inputs)
 
@@ -130,8 +139,13 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps: float = 1e-6, atol: f
         xs, gos = args[:n_in], args[n_in:]
         outs = _outputs(func, xs)
         pairs = [(o, g) for o, g in zip(outs, gos) if o._requires_grad]
-        got = grad([o for o, _ in pairs], [xs[i] for i in diff_idx], [g for _, g in pairs],
-                   create_graph=True, allow_unused=True)
+        got = grad(
+            [o for o, _ in pairs],
+            [xs[i] for i in diff_idx],
+            [g for _, g in pairs],
+            create_graph=True,
+            allow_unused=True,
+        )
         return tuple(g for g in got if g is not None)
 
     return gradcheck(vjp, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol, raise_exception=raise_exception)

@@ -10,8 +10,20 @@ from ember.autograd.grad_mode import state as grad_state
 from ember.tensor import Tensor, _wrap, _wrap_dim
 
 __all__ = [
-    "Tensor", "_wrap", "_wrap_dim", "grad_state", "edge", "needs_grad", "record",
-    "to_tensor", "float_data", "wrap_dims", "CPU", "np", "default_float_np", "check_tensor",
+    "Tensor",
+    "_wrap",
+    "_wrap_dim",
+    "grad_state",
+    "edge",
+    "needs_grad",
+    "record",
+    "to_tensor",
+    "float_data",
+    "wrap_dims",
+    "CPU",
+    "np",
+    "default_float_np",
+    "check_tensor",
 ]
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ember import _dtype
-from ember._device import CPU, device as _device_cls, to_device
+from ember._device import CPU, to_device
+from ember._device import device as _device_cls
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, record
 
@@ -30,7 +31,11 @@ def _convert(x: Tensor, dt, dev, copy: bool) -> Tensor:
         return Tensor._from(data, x)
     arr = x._data
     if not same_dev:
-        arr = x._device.backend.to_host(arr) if dev is CPU or dev.type == "cpu" else dev.backend.asarray(x._device.backend.to_host(arr))
+        arr = (
+            x._device.backend.to_host(arr)
+            if dev is CPU or dev.type == "cpu"
+            else dev.backend.asarray(x._device.backend.to_host(arr))
+        )
     if dt is not None and arr.dtype != dt.np:
         arr = arr.astype(dt.np)
     elif arr is x._data:
@@ -93,7 +98,12 @@ def cpu(self: Tensor) -> Tensor:
 
 
 def cuda(self: Tensor, device=None, non_blocking: bool = False) -> Tensor:
-    return _convert(self, None, to_device("cuda" if device is None else device if not isinstance(device, int) else f"cuda:{device}"), False)
+    return _convert(
+        self,
+        None,
+        to_device("cuda" if device is None else device if not isinstance(device, int) else f"cuda:{device}"),
+        False,
+    )
 
 
 def type_as(self: Tensor, other: Tensor) -> Tensor:
@@ -103,7 +113,16 @@ def type_as(self: Tensor, other: Tensor) -> Tensor:
 def type_(self: Tensor, dtype=None):
     """With no argument, the type name (``'ember.FloatTensor'``); else ``to(dtype)``."""
     if dtype is None:
-        names = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long", "int32": "Int",
-                 "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+        names = {
+            "float32": "Float",
+            "float64": "Double",
+            "float16": "Half",
+            "int64": "Long",
+            "int32": "Int",
+            "int16": "Short",
+            "int8": "Char",
+            "uint8": "Byte",
+            "bool": "Bool",
+        }
         return f"ember.{names[self.dtype.name]}Tensor"
     return _convert(self, _dtype.to_dtype(dtype), None, False)

@@ -39,7 +39,9 @@ def _infer_array(data) -> np.ndarray:
         data = _tensors_to_lists(data)
     arr = np.asarray(data)
     if arr.dtype == object:
-        raise ValueError(f"expected a sequence of equal-length sequences of numbers, got ragged or mixed data: {str(data)[:80]}")
+        raise ValueError(
+            f"expected a sequence of equal-length sequences of numbers, got ragged or mixed data: {str(data)[:80]}"
+        )
     if arr.dtype.kind == "f" and not isinstance(data, np.generic):
         arr = arr.astype(_dtype.defaults.float.np)
     elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
@@ -83,7 +85,9 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False, pin_me
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     """Like ``tensor``, but shares memory with a NumPy array or tensor when no conversion is needed."""
     if isinstance(data, Tensor):
-        if (dtype is None or _dtype.to_dtype(dtype) is data.dtype) and (device is None or to_device(device) == data.device):
+        if (dtype is None or _dtype.to_dtype(dtype) is data.dtype) and (
+            device is None or to_device(device) == data.device
+        ):
             return data
         return data.to(device=device, dtype=dtype)
     if isinstance(data, np.ndarray):
@@ -213,7 +217,13 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: b
 
 
 def range_(start, end, step=1, *, dtype=None, device=None) -> Tensor:
-    return arange(start, end + step / 2 if step > 0 else end - abs(step) / 2, step, dtype=dtype or _dtype.defaults.float, device=device)
+    return arange(
+        start,
+        end + step / 2 if step > 0 else end - abs(step) / 2,
+        step,
+        dtype=dtype or _dtype.defaults.float,
+        device=device,
+    )
 
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -222,7 +232,9 @@ def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad: 
     return _finish(arr, None, device, requires_grad)
 
 
-def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def logspace(
+    start, end, steps: int, base: float = 10.0, *, dtype=None, device=None, requires_grad: bool = False
+) -> Tensor:
     arr = np.logspace(float(start), float(end), int(steps), base=base).astype(_float_np(dtype))
     return _finish(arr, None, device, requires_grad)
 

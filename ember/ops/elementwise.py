@@ -115,9 +115,7 @@ def sum_to(g: Tensor, x) -> Tensor | None:
     if gshape == shape:
         return g
     lead = len(gshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        i + lead for i, s in enumerate(shape) if s == 1 and gshape[i + lead] != 1
-    )
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and gshape[i + lead] != 1)
     from ember.ops.movement import reshape
     from ember.ops.reduce import sum as _sum
 
@@ -406,7 +404,7 @@ def _bitwise(fn, name):
     def op(input, other) -> Tensor:
         for x in (input, other):
             if isinstance(x, Tensor) and x._data.dtype.kind == "f":
-                raise RuntimeError(f'"{name}_cpu" not implemented for \'{x.dtype.name.capitalize()}\'')
+                raise RuntimeError(f"\"{name}_cpu\" not implemented for '{x.dtype.name.capitalize()}'")
         return _nograd_binary(fn, input, other, name)
 
     op.__name__ = name
@@ -819,7 +817,9 @@ def where(condition, input=None, other=None) -> Tensor:
     cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         if isinstance(condition, Tensor) and cond.dtype.kind != "b":
-            raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype {condition.dtype}")
+            raise RuntimeError(
+                f"where expected condition to be a boolean tensor, but got a tensor with dtype {condition.dtype}"
+            )
     ad, bd, device = _operands(input, other, "where")
     try:
         out = np.where(cond, ad, bd)

@@ -16,9 +16,7 @@ from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, edge, grad_state, record
 
-_INDEX_HELP = (
-    "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
-)
+_INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
 
 
 # --------------------------------------------------------------------------- keys
@@ -74,8 +72,9 @@ def _check_slice(k: slice) -> slice:
 def _check_bounds(key, shape) -> None:
     """Raise PyTorch's IndexError for integer indices out of range and too many indices."""
     n_real = builtins.sum(
-        1 if not (k is None or k is Ellipsis) and not (isinstance(k, np.ndarray) and k.dtype == bool) else
-        (k.ndim if isinstance(k, np.ndarray) else 0)
+        1
+        if not (k is None or k is Ellipsis) and not (isinstance(k, np.ndarray) and k.dtype == bool)
+        else (k.ndim if isinstance(k, np.ndarray) else 0)
         for k in key
     )
     if n_real > len(shape):
@@ -206,7 +205,9 @@ def setitem(input: Tensor, key, value) -> None:
     d = input._data
     nkey, _ = _convert_key(key, d.shape)
     if isinstance(value, Tensor) and value._data.dtype.kind == "f" and d.dtype.kind in "biu" and value._data.ndim:
-        raise RuntimeError(f"Index put requires the source and destination dtypes match, got {input.dtype} for the destination and {value.dtype} for the source.")
+        raise RuntimeError(
+            f"Index put requires the source and destination dtypes match, got {input.dtype} for the destination and {value.dtype} for the source."
+        )
 
     def write(x):
         return index_put(x, nkey, value, _converted=True)
@@ -253,7 +254,9 @@ def _check_gather(op, input, dim, index, src=None):
     if idx.size:
         size = input._data.shape[axis] if input._data.ndim else 1
         if idx.max() >= size or idx.min() < -size:
-            raise RuntimeError(f"{op}(): index {int(idx.max() if idx.max() >= size else idx.min())} is out of bounds for dimension {axis} with size {size}")
+            raise RuntimeError(
+                f"{op}(): index {int(idx.max() if idx.max() >= size else idx.min())} is out of bounds for dimension {axis} with size {size}"
+            )
     return axis
 
 
@@ -582,7 +585,9 @@ def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> T
     if s.ndim == 1:
         out = np.searchsorted(s, v, side=side)
     else:
-        out = np.stack([np.searchsorted(a, b, side=side) for a, b in zip(s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))]).reshape(v.shape)
+        out = np.stack(
+            [np.searchsorted(a, b, side=side) for a, b in zip(s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))]
+        ).reshape(v.shape)
     return Tensor._from(np.asarray(out, dtype=np.int64), sorted_sequence)
 
 

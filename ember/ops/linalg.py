@@ -43,9 +43,7 @@ class Matmul(Node):
 def _matmul_error(a, b, op):
     sa, sb = list(a._data.shape), list(b._data.shape)
     if a._data.ndim == 2 and b._data.ndim == 2:
-        return RuntimeError(
-            f"{op}: mat1 and mat2 shapes cannot be multiplied ({sa[0]}x{sa[1]} and {sb[0]}x{sb[1]})"
-        )
+        return RuntimeError(f"{op}: mat1 and mat2 shapes cannot be multiplied ({sa[0]}x{sa[1]} and {sb[0]}x{sb[1]})")
     return RuntimeError(f"{op}: shapes {sa} and {sb} cannot be multiplied")
 
 
@@ -61,20 +59,21 @@ def matmul(input, other, *, out=None) -> Tensor:
     check_tensor(other, "matmul", "other")
     ad, bd = input._data, other._data
     if ad.ndim == 0 or bd.ndim == 0:
-        raise RuntimeError(
-            f"both arguments to matmul need to be at least 1D, but they are {ad.ndim}D and {bd.ndim}D"
-        )
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {ad.ndim}D and {bd.ndim}D")
     if ad.dtype != bd.dtype:
-        raise RuntimeError(
-            f"expected m1 and m2 to have the same dtype, but got: {input.dtype} != {other.dtype}"
-        )
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {input.dtype} != {other.dtype}")
     if ad.shape[-1] != bd.shape[-2 if bd.ndim > 1 else 0]:
         raise _matmul_error(input, other, "matmul")
     try:
         res = np.matmul(ad, bd)
     except ValueError:
         raise _matmul_error(input, other, "matmul") from None
-    t = record(Matmul, res if isinstance(res, np.ndarray) or input._device.type != "cpu" else np.asarray(res), (input, other), input._device)
+    t = record(
+        Matmul,
+        res if isinstance(res, np.ndarray) or input._device.type != "cpu" else np.asarray(res),
+        (input, other),
+        input._device,
+    )
     if out is not None:
         out.copy_(t)
         return out
@@ -93,9 +92,7 @@ def bmm(input, mat2) -> Tensor:
     if input._data.ndim != 3 or mat2._data.ndim != 3:
         raise RuntimeError(f"batch1 must be a 3D tensor (got {input._data.ndim}D and {mat2._data.ndim}D)")
     if input._data.shape[0] != mat2._data.shape[0]:
-        raise RuntimeError(
-            f"bmm: batch sizes differ: {list(input.shape)} and {list(mat2.shape)}"
-        )
+        raise RuntimeError(f"bmm: batch sizes differ: {list(input.shape)} and {list(mat2.shape)}")
     if input._data.shape[2] != mat2._data.shape[1]:
         raise RuntimeError(
             f"Expected size for first two dimensions of batch2 tensor to be: [{input._data.shape[0]}, "
@@ -113,9 +110,7 @@ def mv(input, vec) -> Tensor:
 def dot(input, other) -> Tensor:
     """Inner product of two 1-D tensors."""
     if input._data.ndim != 1 or other._data.ndim != 1:
-        raise RuntimeError(
-            f"1D tensors expected, but got {input._data.ndim}D and {other._data.ndim}D tensors"
-        )
+        raise RuntimeError(f"1D tensors expected, but got {input._data.ndim}D and {other._data.ndim}D tensors")
     if input._data.shape != other._data.shape:
         raise RuntimeError(
             f"inconsistent tensor size, expected tensor [{input._data.shape[0]}] and src "
@@ -258,5 +253,7 @@ def einsum(equation: str, *operands) -> Tensor:
     try:
         res = np.einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
     except ValueError as exc:
-        raise RuntimeError(f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})") from None
+        raise RuntimeError(
+            f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})"
+        ) from None
     return record(Einsum, np.asarray(res), tuple(operands), operands[0]._device, subs=subs, out=out)

@@ -168,7 +168,11 @@ def unflatten(input, dim: int, sizes) -> Tensor:
     shape = input._data.shape
     d = _wrap_dim(dim, len(shape), "unflatten")
     sizes = _infer_shape(tuple(sizes), shape[d], "unflatten")
-    return view(input, shape[:d] + sizes + shape[d + 1 :]) if input.is_contiguous() else reshape(input, shape[:d] + sizes + shape[d + 1 :])
+    return (
+        view(input, shape[:d] + sizes + shape[d + 1 :])
+        if input.is_contiguous()
+        else reshape(input, shape[:d] + sizes + shape[d + 1 :])
+    )
 
 
 def squeeze(input, dim=None) -> Tensor:
@@ -234,7 +238,11 @@ def t(input) -> Tensor:
     """Transpose a matrix (tensors of at most 2 dims)."""
     if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
-    return transpose(input, 0, 1) if input._data.ndim == 2 else _make_view(input._data.view(), input, Reshape, reshape, (input._data.shape,))
+    return (
+        transpose(input, 0, 1)
+        if input._data.ndim == 2
+        else _make_view(input._data.view(), input, Reshape, reshape, (input._data.shape,))
+    )
 
 
 def adjoint(input) -> Tensor:
@@ -321,9 +329,7 @@ def repeat(input, *sizes) -> Tensor:
     sizes = _shape_arg(sizes)
     d = input._data
     if len(sizes) < d.ndim:
-        raise RuntimeError(
-            "Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor"
-        )
+        raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor")
     x = reshape(input, (1,) * (len(sizes) - d.ndim) + d.shape)
     # Interleave a new axis of size r before each dim, expand it, and merge: no Python loops.
     shape = x._data.shape
@@ -486,9 +492,7 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
     for i, x in enumerate(parts):
         s = x._data.shape
         if len(s) != ref.ndim:
-            raise RuntimeError(
-                f"torch.cat(): Tensors must have same number of dimensions: got {ref.ndim} and {len(s)}"
-            )
+            raise RuntimeError(f"torch.cat(): Tensors must have same number of dimensions: got {ref.ndim} and {len(s)}")
         for k in range(ref.ndim):
             if k != axis and s[k] != ref.shape[k]:
                 raise RuntimeError(
@@ -498,8 +502,9 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
     dev = parts[0]._device
     xp = dev.backend.xp
     arrays = [x._data if x._data.dtype == rt.np else x._data.astype(rt.np) for x in parts]
-    res = record(Cat, xp.concatenate(arrays, axis=axis), tuple(parts), dev, axis=axis,
-                 sizes=[x._data.shape[axis] for x in parts])
+    res = record(
+        Cat, xp.concatenate(arrays, axis=axis), tuple(parts), dev, axis=axis, sizes=[x._data.shape[axis] for x in parts]
+    )
     if out is not None:
         out.copy_(res)
         return out
@@ -557,7 +562,11 @@ def flip(input, dims) -> Tensor:
     if isinstance(dims, int):
         dims = (dims,)
     axes = wrap_dims(dims, input._data.ndim, "flip")
-    out = np.flip(input._data, axes).copy() if input._device is CPU else input._device.backend.xp.flip(input._data, axes).copy()
+    out = (
+        np.flip(input._data, axes).copy()
+        if input._device is CPU
+        else input._device.backend.xp.flip(input._data, axes).copy()
+    )
     return record(Flip, out, (input,), input._device, axes=axes)
 
 

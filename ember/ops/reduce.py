@@ -88,7 +88,11 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
             f"complex dtype. Got: {input.dtype.name.capitalize()}"
         )
     d = input._data
-    axes = wrap_dims(dim, d.ndim, "mean") if dim is not None and not (isinstance(dim, (list, tuple)) and not dim) else tuple(range(d.ndim))
+    axes = (
+        wrap_dims(dim, d.ndim, "mean")
+        if dim is not None and not (isinstance(dim, (list, tuple)) and not dim)
+        else tuple(range(d.ndim))
+    )
     n = 1
     for a in axes:
         n *= d.shape[a]
@@ -193,9 +197,7 @@ class AmaxAmin(Node):
 def _check_nonempty(d, axes, op):
     for a in axes:
         if d.shape[a] == 0:
-            raise IndexError(
-                f"{op}(): Expected reduction dim {a} to have non-zero size."
-            )
+            raise IndexError(f"{op}(): Expected reduction dim {a} to have non-zero size.")
     if d.size == 0 and not axes:
         raise RuntimeError(f"{op}(): Expected reduction dim to be specified for input.numel() == 0.")
 
@@ -336,7 +338,9 @@ def vector_norm(input, ord=2, dim=None, keepdim: bool = False) -> Tensor:
 
     check_tensor(input, "norm")
     if input._data.dtype.kind != "f":
-        raise RuntimeError(f"linalg.vector_norm: Expected a floating point tensor as input. Got {input.dtype.name.capitalize()}")
+        raise RuntimeError(
+            f"linalg.vector_norm: Expected a floating point tensor as input. Got {input.dtype.name.capitalize()}"
+        )
     d = input._data
     axes = wrap_dims(dim, d.ndim, "norm")
     if ord == 2:
@@ -438,4 +442,3 @@ def cummax(input, dim: int):
     idx = np.maximum.accumulate(np.where(d == vals, ar, 0), axis=axis).astype(np.int64)
     it = Tensor._from(idx, input)
     return values_indices(gather(input, axis, it), it)
-
