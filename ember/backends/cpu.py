@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.backends import _malloc
+
 xp = np
 name = "cpu"
+
+
+def tune_allocator(enabled: bool = True) -> bool:
+    """Reuse freed large buffers instead of fresh pages per op (see ``_malloc``); on by default."""
+    return _malloc.tune(enabled)
+
+
+tune_allocator(True)
 
 
 def is_available() -> bool:

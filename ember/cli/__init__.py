@@ -1,0 +1,1 @@
+"""Ember's command line: ``ember demo | train | generate | bench | graph``."""
