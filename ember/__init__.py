@@ -255,3 +255,6 @@ def get_num_threads():
     from ember import _threads
 
     return _threads.get_num_threads()
+
+# Sub-packages of the higher layers, available as attributes like torch.optim.
+from ember import optim, profiler  # noqa: E402
