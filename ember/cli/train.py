@@ -51,9 +51,9 @@ def load_data(recipe: Recipe, args):
 
         train = CharTextDataset(args.text, block_size=recipe.block_size, split="train")
         val = CharTextDataset(args.text, block_size=recipe.block_size, split="val")
-        tr = TextBatches(train.tokens, recipe.batch_size, recipe.block_size, recipe.steps_per_epoch)
-        te = TextBatches(val.tokens, recipe.batch_size, recipe.block_size, recipe.eval_batches)
-        return tr, te, {"vocab": train.vocab.itos, "vocab_size": len(train.vocab.itos)}
+        tr = TextBatches(train.data.numpy(), recipe.batch_size, recipe.block_size, recipe.steps_per_epoch)
+        te = TextBatches(val.data.numpy(), recipe.batch_size, recipe.block_size, recipe.eval_batches)
+        return tr, te, {"vocab": train.itos, "vocab_size": train.vocab_size}
     raise ValueError(f"unknown dataset '{recipe.dataset}'")
 
 
