@@ -1,0 +1,320 @@
+"""Convolutions: ``conv1d`` and ``conv2d`` as fused primitives (im2col + one GEMM).
+
+Forward pads the input once, takes every kernel window as a strided view (no copy, no loop over
+pixels), copies it into a ``(N, groups, C/groups*kh*kw, Ho*Wo)`` column matrix and multiplies it
+by the weight viewed as ``(groups, O/groups, C/groups*kh*kw)``: the result is already laid out as
+``(N, O, Ho, Wo)``. Groups are a batch dimension of that one matmul.
+
+Backward is three primitives that are closed under differentiation, so double backward works:
+
+* ``Conv2dInputGrad(g, w)``: ``W^T g`` as columns, then col2im (a loop over the kh*kw kernel
+  offsets, each one vectorized strided add); its gradient is ``conv2d`` and ``Conv2dWeightGrad``.
+* ``Conv2dWeightGrad(x, g)``: one GEMM of ``g`` with the columns of ``x`` (reused from the forward
+  when available); its gradient is ``Conv2dInputGrad`` and ``conv2d``.
+* the bias gradient is a plain sum.
+
+``conv1d`` is ``conv2d`` on a height-1 image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ember.autograd.node import Node
+from ember.ops._base import Tensor, check_tensor, grad_state, record
+
+__all__ = ["conv1d", "conv2d"]
+
+
+class _Geom:
+    """Static parameters of one convolution: stride, padding (top, bottom, left, right), dilation, groups."""
+
+    __slots__ = ("stride", "pad", "dilation", "groups")
+
+    def __init__(self, stride, pad, dilation, groups):
+        self.stride = stride
+        self.pad = pad
+        self.dilation = dilation
+        self.groups = groups
+
+
+def _tuple(v, n: int, name: str, op: str) -> tuple:
+    if isinstance(v, (int, np.integer)):
+        return (int(v),) * n
+    v = tuple(int(e) for e in v)
+    if len(v) == 1:
+        return v * n
+    if len(v) != n:
+        raise RuntimeError(f"{op}: expected {name} to be a single integer value or a list of {n} values")
+    return v
+
+
+def _out_size(size: int, pad_total: int, k: int, s: int, d: int) -> int:
+    return (size + pad_total - d * (k - 1) - 1) // s + 1
+
+
+def _pad_array(x: np.ndarray, pad: tuple, value=0) -> np.ndarray:
+    pt, pb, pl, pr = pad
+    if not (pt or pb or pl or pr):
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + pt + pb, w + pl + pr), value, dtype=x.dtype)
+    out[:, :, pt : pt + h, pl : pl + w] = x
+    return out
+
+
+def _windows(xp: np.ndarray, kh: int, kw: int, ho: int, wo: int, geom: _Geom) -> np.ndarray:
+    """Read-only strided view ``(N, C, kh, kw, Ho, Wo)`` of every kernel window of the padded input."""
+    n, c = xp.shape[:2]
+    s_n, s_c, s_h, s_w = xp.strides
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    return as_strided(xp, (n, c, kh, kw, ho, wo), (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
+
+
+def _im2col(x: np.ndarray, kh: int, kw: int, ho: int, wo: int, geom: _Geom) -> np.ndarray:
+    """Columns ``(groups, C/groups*kh*kw, N*Ho*Wo)``, contiguous (the one copy of the forward).
+
+    Batch and pixels share the column axis so that each group is a single large GEMM.
+    """
+    n, c = x.shape[:2]
+    g = geom.groups
+    win = _windows(_pad_array(x, geom.pad), kh, kw, ho, wo, geom)
+    return win.transpose(1, 2, 3, 0, 4, 5).reshape(g, (c // g) * kh * kw, n * ho * wo)
+
+
+def _grad_rows(gd: np.ndarray, groups: int) -> np.ndarray:
+    """The output gradient as ``(groups, N*Ho*Wo, O/groups)`` (a view of one NHWC copy)."""
+    n, o, ho, wo = gd.shape
+    gt = np.ascontiguousarray(gd.transpose(0, 2, 3, 1)).reshape(n * ho * wo, groups, o // groups)
+    return gt.transpose(1, 0, 2)
+
+
+# --------------------------------------------------------------------------- array kernels
+def _conv_forward(xd, wd, geom: _Geom):
+    n, c, h, w = xd.shape
+    o, _, kh, kw = wd.shape
+    g = geom.groups
+    pt, pb, pl, pr = geom.pad
+    ho = _out_size(h, pt + pb, kh, geom.stride[0], geom.dilation[0])
+    wo = _out_size(w, pl + pr, kw, geom.stride[1], geom.dilation[1])
+    cols = _im2col(xd, kh, kw, ho, wo, geom)
+    out = np.matmul(wd.reshape(g, o // g, -1), cols)  # (g, O/g, N*Ho*Wo)
+    out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+    return out, cols
+
+
+def _input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
+    """col2im of ``W^T g``: per kernel offset one (grouped) GEMM and one strided add.
+
+    The accumulator is NHWC so that every strided add runs over long contiguous rows.
+    """
+    n, o, ho, wo = gd.shape
+    _, cg, kh, kw = wd.shape
+    _, c, h, w = x_shape
+    g = geom.groups
+    pt, pb, pl, pr = geom.pad
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    if rows is None:
+        rows = _grad_rows(gd, g)
+    wt = wd.reshape(g, o // g, cg, kh, kw)
+    acc = np.zeros((n, h + pt + pb, w + pl + pr, g, cg), dtype=gd.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            part = np.matmul(rows, wt[:, :, :, i, j])  # (g, N*Ho*Wo, Cg)
+            part = part.transpose(1, 0, 2).reshape(n, ho, wo, g, cg)
+            hs, ws = i * dh, j * dw
+            acc[:, hs : hs + sh * (ho - 1) + 1 : sh, ws : ws + sw * (wo - 1) + 1 : sw] += part
+    acc = acc[:, pt : pt + h, pl : pl + w].reshape(n, h, w, c)
+    return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
+
+
+def _weight_grad(xd, gd, w_shape, geom: _Geom, cols=None, rows=None):
+    n, o, ho, wo = gd.shape
+    _, cg, kh, kw = w_shape
+    g = geom.groups
+    if cols is None:
+        cols = _im2col(xd, kh, kw, ho, wo, geom)
+    if rows is None:
+        rows = _grad_rows(gd, g)
+    gw = np.matmul(rows.transpose(0, 2, 1), cols.transpose(0, 2, 1))  # (g, O/g, K)
+    return gw.reshape(w_shape)
+
+
+# --------------------------------------------------------------------------- primitives
+class Conv2d(Node):
+    __slots__ = ("geom", "cols")
+
+    def backward(self, g):
+        x, w = self.inputs[0], self.inputs[1]
+        gx = gw = gb = None
+        # The NHWC copy of g serves both GEMMs.
+        rows = _grad_rows(g._data, self.geom.groups) if x._requires_grad and w._requires_grad else None
+        if x._requires_grad:
+            gx = conv2d_input_grad(g, w, x._data.shape, self.geom, rows=rows)
+        if w._requires_grad:
+            gw = conv2d_weight_grad(x, g, w._data.shape, self.geom, cols=self.cols, rows=rows)
+        self.cols = None
+        if len(self.inputs) == 3:
+            if self.inputs[2]._requires_grad:
+                gb = g.sum((0, 2, 3))
+            return gx, gw, gb
+        return gx, gw
+
+
+class Conv2dInputGrad(Node):
+    """``W^T g`` scattered back to the input shape; linear in both ``g`` and ``w``."""
+
+    __slots__ = ("geom", "x_shape")
+
+    def backward(self, gg):
+        g, w = self.inputs
+        dg = _conv2d_raw(gg, w, None, self.geom) if g._requires_grad else None
+        dw = conv2d_weight_grad(gg, g, w._data.shape, self.geom) if w._requires_grad else None
+        return dg, dw
+
+
+class Conv2dWeightGrad(Node):
+    """Correlation of the input with the output gradient; linear in both ``x`` and ``g``."""
+
+    __slots__ = ("geom", "w_shape")
+
+    def backward(self, ggw):
+        x, g = self.inputs
+        dx = conv2d_input_grad(g, ggw, x._data.shape, self.geom) if x._requires_grad else None
+        dg = _conv2d_raw(x, ggw, None, self.geom) if g._requires_grad else None
+        return dx, dg
+
+
+def conv2d_input_grad(g: Tensor, w: Tensor, x_shape: tuple, geom: _Geom, rows=None) -> Tensor:
+    out = _input_grad(g._data, w._data, tuple(x_shape), geom, rows)
+    return record(Conv2dInputGrad, out, (g, w), g._device, geom=geom, x_shape=tuple(x_shape))
+
+
+def conv2d_weight_grad(x: Tensor, g: Tensor, w_shape: tuple, geom: _Geom, cols=None, rows=None) -> Tensor:
+    out = _weight_grad(x._data, g._data, tuple(w_shape), geom, cols, rows)
+    return record(Conv2dWeightGrad, out, (x, g), g._device, geom=geom, w_shape=tuple(w_shape))
+
+
+def _conv2d_raw(x: Tensor, w: Tensor, b, geom: _Geom) -> Tensor:
+    out, cols = _conv_forward(x._data, w._data, geom)
+    if b is not None:
+        out += b._data.reshape(1, -1, 1, 1)
+    inputs = (x, w) if b is None else (x, w, b)
+    t = record(Conv2d, out, inputs, x._device, geom=geom, cols=None)
+    node = t._node
+    if node is not None:
+        # Keep the columns for the weight gradient only when one will be asked for (and only in
+        # first-order mode: the cached array is not part of any graph).
+        if w._requires_grad and grad_state.enabled:
+            node.cols = cols
+        node.save_versions(*inputs)
+    return t
+
+
+# --------------------------------------------------------------------------- public API
+def _same_padding(k: tuple, d: tuple) -> tuple:
+    pads = []
+    for ki, di in zip(k, d):
+        total = di * (ki - 1)
+        pads.extend([total // 2, total - total // 2])
+    return tuple(pads)
+
+
+def _check_conv(op, x, w, b, groups, nd):
+    check_tensor(x, op)
+    check_tensor(w, op, "weight")
+    if w._data.ndim != nd + 2:
+        raise RuntimeError(f"{op}: expected weight to be {nd + 2}-D, but got {w._data.ndim}-D weight {list(w.shape)}")
+    if x._data.ndim not in (nd + 1, nd + 2):
+        raise RuntimeError(
+            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {op}, but got input of size: "
+            f"{list(x.shape)}"
+        )
+    if x._data.dtype != w._data.dtype:
+        raise RuntimeError(f"{op}: Input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
+    if x._data.dtype.kind != "f":
+        raise RuntimeError(f"{op}: expected a floating point input, got {x.dtype}")
+    if b is not None:
+        check_tensor(b, op, "bias")
+        if b._data.dtype != x._data.dtype:
+            raise RuntimeError(f"{op}: Input type ({x.dtype}) and bias type ({b.dtype}) should be the same")
+        if b._data.shape != (w._data.shape[0],):
+            raise RuntimeError(f"{op}: expected bias of shape [{w._data.shape[0]}], got {list(b.shape)}")
+    if groups < 1:
+        raise RuntimeError(f"{op}: non-positive groups is not supported")
+    o = w._data.shape[0]
+    if o % groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at dimension 0")
+    c = x._data.shape[-nd - 1]
+    if c != w._data.shape[1] * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(w.shape)}, expected input{list(x.shape)} to have "
+            f"{w._data.shape[1] * groups} channels, but got {c} channels instead"
+        )
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation) over ``(N, C, H, W)`` or ``(C, H, W)`` input, as in PyTorch.
+
+    ``padding`` is an int, a pair, or the strings ``'valid'`` (no padding) and ``'same'`` (output as
+    large as the input; stride 1 only, extra padding goes to the bottom/right as in PyTorch).
+
+    Example:
+        >>> import ember
+        >>> import ember.nn.functional as F
+        >>> F.conv2d(ember.ones(1, 2, 5, 5), ember.ones(4, 2, 3, 3), padding=1).shape
+        ember.Size([1, 4, 5, 5])
+    """
+    _check_conv("conv2d", input, weight, bias, groups, 2)
+    stride = _tuple(stride, 2, "stride", "conv2d")
+    dilation = _tuple(dilation, 2, "dilation", "conv2d")
+    kh, kw = weight._data.shape[2:]
+    if isinstance(padding, str):
+        if padding == "valid":
+            pad = (0, 0, 0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            pad = _same_padding((kh, kw), dilation)
+        else:
+            raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
+    else:
+        ph, pw = _tuple(padding, 2, "padding", "conv2d")
+        if ph < 0 or pw < 0:
+            raise RuntimeError("conv2d: negative padding is not supported")
+        pad = (ph, ph, pw, pw)
+    if min(stride) < 1:
+        raise RuntimeError("conv2d: non-positive stride is not supported")
+    if min(dilation) < 1:
+        raise RuntimeError("conv2d: dilation should be greater than zero")
+    unbatched = input._data.ndim == 3
+    x = input.unsqueeze(0) if unbatched else input
+    h, w = x._data.shape[2:]
+    hp, wp = h + pad[0] + pad[1], w + pad[2] + pad[3]
+    if hp < dilation[0] * (kh - 1) + 1 or wp < dilation[1] * (kw - 1) + 1:
+        raise RuntimeError(
+            f"conv2d: Calculated padded input size per channel: ({hp} x {wp}). Kernel size: "
+            f"({dilation[0] * (kh - 1) + 1} x {dilation[1] * (kw - 1) + 1}). Kernel size can't be greater than "
+            "actual input size"
+        )
+    out = _conv2d_raw(x, weight, bias, _Geom(stride, pad, dilation, int(groups)))
+    return out.squeeze(0) if unbatched else out
+
+
+def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution over ``(N, C, L)`` or ``(C, L)`` input (``conv2d`` on a height-1 image).
+
+    Example:
+        >>> import ember
+        >>> import ember.nn.functional as F
+        >>> F.conv1d(ember.ones(1, 2, 8), ember.ones(3, 2, 3), padding="same").shape
+        ember.Size([1, 3, 8])
+    """
+    _check_conv("conv1d", input, weight, bias, groups, 1)
+    (s,) = _tuple(stride, 1, "stride", "conv1d")
+    (d,) = _tuple(dilation, 1, "dilation", "conv1d")
+    pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding", "conv1d")[0])
+    x = input.unsqueeze(-2)
+    out = conv2d(x, weight.unsqueeze(2), bias, (1, s), pad, (1, d), groups)
+    return out.squeeze(-2)

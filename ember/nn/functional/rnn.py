@@ -1,0 +1,360 @@
+"""Recurrent cells as fused primitives, and the sequence loop shared by RNN / LSTM / GRU.
+
+One time step is one graph node. The input projection ``x W_ih^T + b_ih`` of a whole sequence is
+a single matmul done before the loop; each step then adds ``h W_hh^T + b_hh`` and applies the
+gate nonlinearities on arrays. Its backward is written on arrays too (one GEMM for the hidden
+gradient, one for ``W_hh``), so a long sequence costs one node per step forward and backward.
+The LSTM step's input and output are ``[h | c]`` concatenated, so a step has a single output and
+the next step reads both states from it. Double backward recomputes the step with ember ops.
+
+The Python loop runs over time steps only; the engine is iterative, so a 1000-step sequence
+backpropagates without recursion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.autograd.node import Node
+from ember.ops._base import Tensor, _wrap, grad_state, record
+
+__all__ = ["lstm_step", "gru_step", "rnn_step", "recurrent_sequence", "rnn_sequence"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # The tanh form never overflows and is a single pass over the array.
+    return np.tanh(x * 0.5) * 0.5 + 0.5
+
+
+def _hidden_gates(h: np.ndarray, w_hh: np.ndarray, b_hh) -> np.ndarray:
+    gh = h @ w_hh.T
+    if b_hh is not None:
+        gh += b_hh
+    return gh
+
+
+class _Step(Node):
+    """Common parts: inputs are ``(gi, state, w_hh[, b_hh])``; subclasses give the array math."""
+
+    __slots__ = ("saved",)
+
+    def backward(self, g):
+        if grad_state.enabled:
+            return self._composite_backward(g)
+        gi, state, w_hh = self.inputs[:3]
+        has_b = len(self.inputs) == 4
+        dgi, dgh, dstate = self.grads(g._data)  # gate gradients w.r.t. input and hidden projections
+        h = self.hidden(state._data)
+        dh = dgh @ w_hh._data
+        dstate = dh if dstate is None else self.join(dh, dstate)
+        out = [
+            _wrap(dgi, gi._device) if gi._requires_grad else None,
+            _wrap(dstate, state._device) if state._requires_grad else None,
+            _wrap(dgh.T @ h, w_hh._device) if w_hh._requires_grad else None,
+        ]
+        if has_b:
+            b = self.inputs[3]
+            out.append(_wrap(dgh.sum(0), b._device) if b._requires_grad else None)
+        self.saved = None
+        return tuple(out)
+
+    def _composite_backward(self, g):
+        from ember.autograd import grad
+
+        inputs = tuple(t.view_as(t) for t in self.inputs)
+        b = inputs[3] if len(inputs) == 4 else None
+        out = self.composite(inputs[0], inputs[1], inputs[2], b)
+        wanted = [t for t in inputs if t._requires_grad]
+        grads = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
+        return tuple(next(grads) if t._requires_grad else None for t in inputs)
+
+    @staticmethod
+    def hidden(state):
+        return state
+
+    @staticmethod
+    def join(dh, dstate):
+        return dh + dstate
+
+
+# --------------------------------------------------------------------------- LSTM
+class LSTMStep(_Step):
+    __slots__ = ()
+
+    @staticmethod
+    def hidden(state):
+        return state[:, : state.shape[1] // 2]
+
+    @staticmethod
+    def join(dh, dc):
+        return np.concatenate([dh, dc], axis=1)
+
+    def grads(self, g):
+        i, f, gg, o, c_prev, tc = self.saved
+        hsz = i.shape[1]
+        dh, dc = g[:, :hsz], g[:, hsz:]
+        dc = dc + dh * o * (1 - tc * tc)
+        do = dh * tc
+        dgates = np.concatenate(
+            [dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg), do * o * (1 - o)], axis=1
+        )
+        return dgates, dgates, dc * f
+
+    @staticmethod
+    def composite(gi, hc, w_hh, b_hh):
+        from ember.ops.movement import cat
+
+        hsz = hc.shape[1] // 2
+        h, c = hc[:, :hsz], hc[:, hsz:]
+        gates = gi + h @ w_hh.t()
+        if b_hh is not None:
+            gates = gates + b_hh
+        i, f, g, o = gates.chunk(4, 1)
+        c2 = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        return cat([o.sigmoid() * c2.tanh(), c2], 1)
+
+
+def _lstm_arrays(gi, hcd, w_hh, b_hh):
+    hsz = hcd.shape[1] // 2
+    h, c = hcd[:, :hsz], hcd[:, hsz:]
+    gates = gi + _hidden_gates(h, w_hh, b_hh)
+    sig = _sigmoid(gates)
+    i, f, o = sig[:, :hsz], sig[:, hsz : 2 * hsz], sig[:, 3 * hsz :]
+    g = np.tanh(gates[:, 2 * hsz : 3 * hsz])
+    c2 = f * c + i * g
+    tc = np.tanh(c2)
+    return np.concatenate([o * tc, c2], axis=1), (i, f, g, o, c, tc)
+
+
+def lstm_step(gi: Tensor, hc: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
+    """One LSTM step: ``gi = x W_ih^T + b_ih`` (B, 4H), ``hc = [h | c]`` (B, 2H) -> new ``[h | c]``."""
+    out, saved = _lstm_arrays(gi._data, hc._data, w_hh._data, None if b_hh is None else b_hh._data)
+    inputs = (gi, hc, w_hh) if b_hh is None else (gi, hc, w_hh, b_hh)
+    return record(LSTMStep, out, inputs, gi._device, saved=saved)
+
+
+# --------------------------------------------------------------------------- GRU
+class GRUStep(_Step):
+    __slots__ = ()
+
+    def grads(self, dh2):
+        r, z, n, gh_n, h = self.saved
+        dz = dh2 * (h - n)
+        dn = dh2 * (1 - z) * (1 - n * n)
+        dr = dn * gh_n * r * (1 - r)
+        dz = dz * z * (1 - z)
+        dgi = np.concatenate([dr, dz, dn], axis=1)
+        dgh = np.concatenate([dr, dz, dn * r], axis=1)
+        return dgi, dgh, dh2 * z
+
+    @staticmethod
+    def composite(gi, h, w_hh, b_hh):
+        gh = h @ w_hh.t()
+        if b_hh is not None:
+            gh = gh + b_hh
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r = (i_r + h_r).sigmoid()
+        z = (i_z + h_z).sigmoid()
+        n = (i_n + r * h_n).tanh()
+        return (1 - z) * n + z * h
+
+
+def _gru_arrays(gid, hd, w_hh, b_hh):
+    hsz = hd.shape[1]
+    gh = _hidden_gates(hd, w_hh, b_hh)
+    rz = _sigmoid(gid[:, : 2 * hsz] + gh[:, : 2 * hsz])
+    r, z = rz[:, :hsz], rz[:, hsz:]
+    gh_n = gh[:, 2 * hsz :]
+    n = np.tanh(gid[:, 2 * hsz :] + r * gh_n)
+    return (1 - z) * n + z * hd, (r, z, n, gh_n, hd)
+
+
+def gru_step(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
+    """One GRU step (gates r, z, n as PyTorch): ``gi = x W_ih^T + b_ih`` (B, 3H), ``h`` (B, H)."""
+    out, saved = _gru_arrays(gi._data, h._data, w_hh._data, None if b_hh is None else b_hh._data)
+    inputs = (gi, h, w_hh) if b_hh is None else (gi, h, w_hh, b_hh)
+    return record(GRUStep, out, inputs, gi._device, saved=saved)
+
+
+# --------------------------------------------------------------------------- Elman RNN
+class RNNStep(_Step):
+    __slots__ = ("relu",)
+
+    def grads(self, dh2):
+        (h2,) = self.saved
+        dpre = dh2 * (h2 > 0) if self.relu else dh2 * (1 - h2 * h2)
+        return dpre, dpre, None
+
+    def composite(self, gi, h, w_hh, b_hh):
+        pre = gi + h @ w_hh.t()
+        if b_hh is not None:
+            pre = pre + b_hh
+        return pre.relu() if self.relu else pre.tanh()
+
+
+def _rnn_arrays(gid, hd, w_hh, b_hh, relu):
+    pre = gid + _hidden_gates(hd, w_hh, b_hh)
+    out = np.maximum(pre, 0) if relu else np.tanh(pre)
+    return out, (out,)
+
+
+def rnn_step(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None, nonlinearity: str = "tanh") -> Tensor:
+    """One Elman RNN step: ``act(gi + h W_hh^T + b_hh)`` with ``act`` tanh or relu."""
+    relu = nonlinearity == "relu"
+    out, saved = _rnn_arrays(gi._data, h._data, w_hh._data, None if b_hh is None else b_hh._data, relu)
+    inputs = (gi, h, w_hh) if b_hh is None else (gi, h, w_hh, b_hh)
+    return record(RNNStep, out, inputs, gi._device, saved=saved, relu=relu)
+
+
+# --------------------------------------------------------------------------- whole-sequence primitive
+_KINDS = {"LSTM": (LSTMStep, _lstm_arrays), "GRU": (GRUStep, _gru_arrays), "RNN": (RNNStep, _rnn_arrays)}
+
+
+class RecurrentSequence(Node):
+    """One direction of one layer over all time steps: ``(gi_all (T, B, G), state0, w_hh[, b_hh])``
+    -> states ``(T, B, S)`` (``[h | c]`` for LSTM). Backward is backpropagation through time on
+    arrays, reusing the step classes' gate-gradient formulas; slicing per-step inputs out of
+    ``gi_all`` in the graph would cost a full-size zero gradient per step."""
+
+    __slots__ = ("kind", "reverse", "relu", "saved", "prev")
+
+    def backward(self, g):
+        if grad_state.enabled:
+            return self._composite_backward(g)
+        gi_all, state0, w_hh = self.inputs[:3]
+        step_cls = _KINDS[self.kind][0]
+        helper = step_cls.__new__(step_cls)
+        if self.kind == "RNN":
+            helper.relu = self.relu
+        wd, gd = w_hh._data, g._data
+        dgi_all = np.empty_like(gi_all._data)
+        dw = np.zeros_like(wd)
+        db = np.zeros(wd.shape[0], dtype=wd.dtype)
+        carry = None
+        steps = gd.shape[0]
+        for t in range(steps) if self.reverse else range(steps - 1, -1, -1):
+            g_t = gd[t] if carry is None else gd[t] + carry
+            helper.saved = self.saved[t]
+            dgi, dgh, direct = helper.grads(g_t)
+            dgi_all[t] = dgi
+            dw += dgh.T @ step_cls.hidden(self.prev[t])
+            db += dgh.sum(0)
+            dh = dgh @ wd
+            carry = dh if direct is None else step_cls.join(dh, direct)
+        out = [
+            _wrap(dgi_all, gi_all._device) if gi_all._requires_grad else None,
+            _wrap(carry, state0._device) if state0._requires_grad else None,
+            _wrap(dw, w_hh._device) if w_hh._requires_grad else None,
+        ]
+        if len(self.inputs) == 4:
+            out.append(_wrap(db, w_hh._device) if self.inputs[3]._requires_grad else None)
+        return tuple(out)
+
+    def _composite_backward(self, g):
+        from ember.autograd import grad
+
+        inputs = tuple(t.view_as(t) for t in self.inputs)
+        out = _sequence_by_steps(self.kind, self.reverse, self.relu, *inputs)
+        wanted = [t for t in inputs if t._requires_grad]
+        grads = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
+        return tuple(next(grads) if t._requires_grad else None for t in inputs)
+
+
+def _sequence_by_steps(kind, reverse, relu, gi_all, state, w_hh, b_hh=None):
+    """The same sequence as one recorded node per step (used for double backward)."""
+    from ember.ops.movement import stack
+
+    gis = gi_all.unbind(0)
+    seq = [None] * len(gis)
+    for t in range(len(gis) - 1, -1, -1) if reverse else range(len(gis)):
+        if kind == "LSTM":
+            state = lstm_step(gis[t], state, w_hh, b_hh)
+        elif kind == "GRU":
+            state = gru_step(gis[t], state, w_hh, b_hh)
+        else:
+            state = rnn_step(gis[t], state, w_hh, b_hh, "relu" if relu else "tanh")
+        seq[t] = state
+    return stack(seq, 0)
+
+
+def recurrent_sequence(
+    kind: str, gi_all: Tensor, state0: Tensor, w_hh: Tensor, b_hh, reverse: bool = False, relu: bool = False
+) -> Tensor:
+    """All states ``(T, B, S)`` of one recurrent direction given the projected inputs ``gi_all``."""
+    fwd = _KINDS[kind][1]
+    gd, wd = gi_all._data, w_hh._data
+    bd = None if b_hh is None else b_hh._data
+    steps = gd.shape[0]
+    state = state0._data
+    out = np.empty((steps,) + state.shape, dtype=state.dtype)
+    saved, prev = [None] * steps, [None] * steps
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        prev[t] = state
+        state, saved[t] = fwd(gd[t], state, wd, bd, relu) if kind == "RNN" else fwd(gd[t], state, wd, bd)
+        out[t] = state
+    inputs = (gi_all, state0, w_hh) if b_hh is None else (gi_all, state0, w_hh, b_hh)
+    t = record(RecurrentSequence, out, inputs, gi_all._device, kind=kind, reverse=reverse, relu=relu)
+    if t._node is not None:
+        t._node.saved, t._node.prev = saved, prev
+        t._node.save_versions(*inputs)
+    return t
+
+
+# --------------------------------------------------------------------------- sequences
+def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
+    """``x W_ih^T + b_ih`` for every time step at once: (T, B, I) -> (T, B, G)."""
+    out = x @ w_ih.t()
+    return out if b_ih is None else out + b_ih
+
+
+def rnn_sequence(
+    mode: str,
+    x: Tensor,
+    hx,
+    weights: list,
+    num_layers: int,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+    nonlinearity: str = "tanh",
+):
+    """Run a (multi-layer, optionally bidirectional) RNN over a time-major ``(T, B, I)`` input.
+
+    ``weights[layer * dirs + d]`` is ``(w_ih, w_hh, b_ih, b_hh)`` (biases may be None); ``hx`` is
+    ``(L*dirs, B, H)`` (LSTM: a pair ``(h0, c0)``). Returns ``(output (T, B, dirs*H), h_n)`` with
+    ``h_n`` a pair ``(h_n, c_n)`` for LSTM.
+    """
+    from ember.ops.movement import cat, stack
+
+    dirs = 2 if bidirectional else 1
+    steps = x.shape[0]
+    lstm = mode == "LSTM"
+    h0, c0 = hx if lstm else (hx, None)
+    finals_h, finals_c = [], []
+    layer_in = x
+    for layer in range(num_layers):
+        outs = []
+        for d in range(dirs):
+            w_ih, w_hh, b_ih, b_hh = weights[layer * dirs + d]
+            hsz = w_hh.shape[1]
+            gi_all = _project(layer_in, w_ih, b_ih)
+            state = cat([h0[layer * dirs + d], c0[layer * dirs + d]], 1) if lstm else h0[layer * dirs + d]
+            out = recurrent_sequence(mode, gi_all, state, w_hh, b_hh, reverse=d == 1, relu=nonlinearity == "relu")
+            state = out[0] if d == 1 else out[steps - 1]
+            if lstm:
+                finals_h.append(state[:, :hsz])
+                finals_c.append(state[:, hsz:])
+                out = out[:, :, :hsz]
+            else:
+                finals_h.append(state)
+            outs.append(out)
+        layer_in = outs[0] if dirs == 1 else cat(outs, 2)
+        if dropout > 0 and training and layer < num_layers - 1:
+            from ember.nn.functional import dropout as _dropout
+
+            layer_in = _dropout(layer_in, dropout, True)
+    h_n = stack(finals_h, 0)
+    if lstm:
+        return layer_in, (h_n, stack(finals_c, 0))
+    return layer_in, h_n
