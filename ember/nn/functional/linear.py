@@ -1,0 +1,414 @@
+"""Linear maps, lookups and tensor utilities of ``nn.functional``: ``linear``, ``bilinear``,
+``embedding``, ``dropout`` (and 1d/2d/3d), ``pad``, ``one_hot``, ``normalize``,
+``cosine_similarity``, ``pairwise_distance``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.autograd.grad_mode import no_grad
+from ember.autograd.node import Node
+from ember.ops import elementwise as ew
+from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
+from ember.ops.linalg import matmul
+
+__all__ = [
+    "linear",
+    "bilinear",
+    "embedding",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "alpha_dropout",
+    "pad",
+    "one_hot",
+    "normalize",
+    "cosine_similarity",
+    "pairwise_distance",
+]
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias``.
+
+    Example:
+        >>> import ember
+        >>> ember.nn.functional.linear(ember.ones(2, 3), ember.ones(4, 3)).shape
+        ember.Size([2, 4])
+    """
+    check_tensor(input, "linear")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[-1]:
+        rows = input.numel() // input.shape[-1] if input.ndim else 1
+        raise RuntimeError(
+            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{input.shape[-1] if input.ndim else 1} and "
+            f"{weight.shape[-1]}x{weight.shape[0] if weight.ndim > 1 else 1})"
+        )
+    if input.ndim == 1 and weight.ndim == 2:
+        # Through a 2-D product: the vector-matrix gradient path of matmul is not relied on.
+        out = matmul(input.unsqueeze(0), weight.mT).squeeze(0)
+    else:
+        out = matmul(input, weight.mT if weight.ndim > 1 else weight)
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``y_k = x1 @ W_k @ x2 + b_k`` with ``weight`` of shape (out, in1, in2)."""
+    # (..., 1, 1, in1) @ (out, in1, in2) -> (..., out, 1, in2), then contract in2 with input2.
+    left = matmul(input1.unsqueeze(-2).unsqueeze(-2), weight).squeeze(-2)
+    out = (left * input2.unsqueeze(-2)).sum(-1)
+    return out + bias if bias is not None else out
+
+
+# --------------------------------------------------------------------------- embedding
+class Embedding(Node):
+    """Row lookup; the gradient scatter-adds rows, skipping ``padding_idx``."""
+
+    __slots__ = ("index", "padding_idx", "scale_grad_by_freq")
+    saves_values = False
+
+    def backward(self, g):
+        w = self.inputs[0]
+        idx = self.index.reshape(-1)
+        dim = w._data.shape[1]
+        if grad_state.enabled:
+            return (self._backward_graph(g, w, idx, dim),)
+        rows = g._data.reshape(-1, dim)
+        if self.scale_grad_by_freq:
+            counts = np.bincount(idx, minlength=w._data.shape[0])
+            rows = rows / counts[idx][:, None]
+        out = np.zeros(w._data.shape, dtype=g._data.dtype)
+        if g._device.type == "cpu" and idx.size:
+            # Sort + reduceat is much faster than an unbuffered scatter-add for big batches.
+            order = np.argsort(idx, kind="stable")
+            sidx = idx[order]
+            starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+            out[sidx[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+        elif idx.size:
+            g._device.backend.scatter_add(out, idx, rows)
+        if self.padding_idx is not None:
+            out[self.padding_idx] = 0
+        return (Tensor._from(out, g),)
+
+    def _backward_graph(self, g, w, idx, dim):
+        from ember.ops.creation import tensor, zeros
+        from ember.ops.index import index_add
+
+        rows = g.reshape(-1, dim)
+        if self.scale_grad_by_freq:
+            counts = np.bincount(idx, minlength=w._data.shape[0])
+            rows = rows / Tensor._from(counts[idx][:, None].astype(g._data.dtype), g)
+        out = index_add(zeros(w._data.shape, dtype=g.dtype), 0, tensor(idx), rows)
+        if self.padding_idx is not None:
+            mask = np.ones((w._data.shape[0], 1), dtype=g._data.dtype)
+            mask[self.padding_idx] = 0
+            out = out * Tensor._from(mask, g)
+        return out
+
+
+def _embedding_renorm_(weight: Tensor, idx: np.ndarray, max_norm: float, norm_type: float) -> None:
+    rows = np.unique(idx)
+    with no_grad():
+        w = weight._data
+        norms = np.linalg.norm(w[rows].astype(np.float64), ord=norm_type, axis=1)
+        scale = np.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
+        w[rows] = (w[rows] * scale[:, None]).astype(w.dtype)
+        weight._bump_version()
+
+
+def embedding(
+    input: Tensor,
+    weight: Tensor,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
+    """Rows of ``weight`` picked by the integer ``input``; output shape ``input.shape + (dim,)``.
+
+    ``padding_idx`` rows get no gradient; ``max_norm`` renormalizes the looked-up rows of
+    ``weight`` in place, as PyTorch does. ``sparse=True`` still produces a dense gradient.
+
+    Example:
+        >>> import ember
+        >>> w = ember.arange(6.0).reshape(3, 2)
+        >>> ember.nn.functional.embedding(ember.tensor([2, 0]), w)
+        tensor([[4., 5.],
+                [0., 1.]])
+    """
+    check_tensor(input, "embedding")
+    if input._data.dtype.kind not in "iu":
+        raise RuntimeError(
+            "Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int; "
+            f"but got {input.type()} instead (while checking arguments for embedding)"
+        )
+    if weight.ndim != 2:
+        raise RuntimeError("'weight' must be 2-D")
+    num = weight.shape[0]
+    if padding_idx is not None:
+        if padding_idx > 0 and padding_idx >= num:
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        if padding_idx < 0:
+            if padding_idx < -num:
+                raise AssertionError("Padding_idx must be within num_embeddings")
+            padding_idx = num + padding_idx
+    idx = input._device.backend.to_host(input._data).astype(np.int64, copy=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= num):
+        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+        raise IndexError(f"index {bad} is out of bounds for dimension 0 with size {num}")
+    if max_norm is not None:
+        _embedding_renorm_(weight, idx, max_norm, norm_type)
+    out = weight._data.take(input._data, axis=0)
+    return record(
+        Embedding,
+        out,
+        (weight,),
+        weight._device,
+        index=idx,
+        padding_idx=padding_idx,
+        scale_grad_by_freq=scale_grad_by_freq,
+    )
+
+
+# --------------------------------------------------------------------------- dropout
+def _check_p(p: float) -> None:
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _dropout_mask(input: Tensor, p: float, shape) -> Tensor:
+    from ember.random import numpy_generator
+
+    keep = numpy_generator(None).random(shape) >= p
+    scale = np.asarray(0.0 if p == 1.0 else 1.0 / (1.0 - p), dtype=input._data.dtype)
+    mask = keep.astype(input._data.dtype) * scale
+    if input._device.type != "cpu":
+        mask = input._device.backend.asarray(mask)
+    return Tensor._from(mask, input)
+
+
+def _apply_mask(input: Tensor, mask: Tensor, inplace: bool) -> Tensor:
+    if inplace:
+        return input.mul_(mask)
+    return input * mask
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (training only).
+
+    Example:
+        >>> import ember
+        >>> x = ember.ones(4)
+        >>> ember.nn.functional.dropout(x, 0.5, training=False) is x
+        True
+    """
+    _check_p(p)
+    if not training or p == 0.0:
+        return input
+    return _apply_mask(input, _dropout_mask(input, p, input._data.shape), inplace)
+
+
+def _feature_dropout(input: Tensor, p: float, training: bool, inplace: bool, batched_ndim: int, name: str) -> Tensor:
+    _check_p(p)
+    if input.ndim not in (batched_ndim - 1, batched_ndim):
+        raise RuntimeError(
+            f"{name}: Expected {batched_ndim - 1}D or {batched_ndim}D input, but received a {input.ndim}D input."
+        )
+    if not training or p == 0.0:
+        return input
+    lead = 2 if input.ndim == batched_ndim else 1
+    shape = tuple(input.shape[:lead]) + (1,) * (input.ndim - lead)
+    return _apply_mask(input, _dropout_mask(input, p, shape), inplace)
+
+
+def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero whole channels of (N, C, L) or (C, L) inputs."""
+    return _feature_dropout(input, p, training, inplace, 3, "dropout1d")
+
+
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero whole channels of (N, C, H, W) or (C, H, W) inputs."""
+    return _feature_dropout(input, p, training, inplace, 4, "dropout2d")
+
+
+def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    return _feature_dropout(input, p, training, inplace, 5, "dropout3d")
+
+
+def alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace: bool = False) -> Tensor:
+    """Dropout that keeps SELU's self-normalizing mean and variance."""
+    _check_p(p)
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    from ember.random import numpy_generator
+
+    alpha_p = -1.7580993408473766
+    keep = numpy_generator(None).random(input._data.shape) >= p
+    a = ((1 - p) * (1 + p * alpha_p**2)) ** -0.5
+    b = -a * alpha_p * p
+    keep_t = Tensor._from(keep.astype(input._data.dtype), input)
+    return (input * keep_t + alpha_p * (1.0 - keep_t)) * a + b
+
+
+# --------------------------------------------------------------------------- pad
+class ConstantPad(Node):
+    """Gradient of padding with a constant: the interior slice of the upstream gradient."""
+
+    __slots__ = ("key",)
+    saves_values = False
+
+    def backward(self, g):
+        return (g[self.key],)
+
+
+def _reflect_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    pos = np.arange(-lo, n + hi)
+    if mode == "replicate":
+        return np.clip(pos, 0, n - 1)
+    if mode == "circular":
+        return pos % n
+    period = 2 * (n - 1)  # reflect
+    if period == 0:
+        return np.zeros_like(pos)
+    pos = np.abs(pos) % period
+    return np.where(pos >= n, period - pos, pos)
+
+
+def pad(input: Tensor, pad, mode: str = "constant", value: float | None = None) -> Tensor:
+    """Pad the last ``len(pad) // 2`` dims; ``pad`` lists (left, right) pairs from the last dim.
+
+    Modes: ``'constant'`` (negative sizes crop), ``'reflect'``, ``'replicate'``, ``'circular'``.
+
+    Example:
+        >>> import ember
+        >>> ember.nn.functional.pad(ember.tensor([[1.0, 2.0]]), (1, 1), mode="replicate")
+        tensor([[1., 1., 2., 2.]])
+    """
+    check_tensor(input, "pad")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise RuntimeError("Padding length must be divisible by 2")
+    if len(pad) // 2 > input.ndim:
+        raise RuntimeError(
+            f"Padding length should be less than or equal to two times the input dimension but got padding "
+            f"length {len(pad)} and input of dimension {input.ndim}"
+        )
+    pairs = [(pad[2 * i], pad[2 * i + 1]) for i in range(len(pad) // 2)]  # pairs[i] pads dim -1-i
+    if mode == "constant":
+        return _constant_pad(input, pairs, 0.0 if value is None else value)
+    if mode not in ("reflect", "replicate", "circular"):
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    if value is not None and value != 0:
+        raise ValueError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    out = input
+    for i, (lo, hi) in enumerate(pairs):
+        dim = input.ndim - 1 - i
+        n = input.shape[dim]
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise RuntimeError(
+                f"Argument #4: Padding size should be less than the corresponding input dimension, but got: "
+                f"padding ({lo}, {hi}) at dimension {dim} of input {list(input.shape)}"
+            )
+        if mode == "circular" and (lo > n or hi > n):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        if lo == 0 and hi == 0:
+            continue
+        from ember.ops.creation import tensor
+        from ember.ops.index import index_select
+
+        out = index_select(out, dim, tensor(_reflect_index(n, lo, hi, mode)))
+    return out
+
+
+def _constant_pad(input: Tensor, pairs, value) -> Tensor:
+    nd = input.ndim
+    crop = [slice(None)] * nd
+    widths = [(0, 0)] * nd
+    for i, (lo, hi) in enumerate(pairs):
+        dim = nd - 1 - i
+        n = input.shape[dim]
+        start = -lo if lo < 0 else 0
+        stop = n + hi if hi < 0 else n
+        if stop - start + max(lo, 0) + max(hi, 0) < 0:
+            raise RuntimeError(
+                f"The input size {n}, plus negative padding {lo} and {hi} resulted in a negative output size, "
+                f"which is invalid. Check dimension {dim} of your input."
+            )
+        crop[dim] = slice(start, max(stop, start))
+        widths[dim] = (max(lo, 0), max(hi, 0))
+    x = input[tuple(crop)] if any(s != slice(None) for s in crop) else input
+    if all(w == (0, 0) for w in widths):
+        return x if x is not input else input.clone()
+    out = np.pad(x._data, widths, mode="constant", constant_values=value)
+    key = tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, x._data.shape))
+    return record(ConstantPad, out, (x,), x._device, key=key)
+
+
+# --------------------------------------------------------------------------- misc
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """Integer labels to int64 one-hot vectors (``num_classes=-1``: ``max + 1``).
+
+    Example:
+        >>> import ember
+        >>> ember.nn.functional.one_hot(ember.tensor([0, 2]))
+        tensor([[1, 0, 0],
+                [0, 0, 1]])
+    """
+    check_tensor(tensor, "one_hot")
+    if tensor._data.dtype.kind not in "iu":
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    d = tensor._device.backend.to_host(tensor._data)
+    if num_classes == -1:
+        if d.size == 0:
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        num_classes = int(d.max()) + 1
+    if d.size:
+        if d.min() < 0:
+            raise RuntimeError("Class values must be non-negative.")
+        if d.max() >= num_classes:
+            raise RuntimeError("Class values must be smaller than num_classes.")
+    out = (d[..., None] == np.arange(num_classes)).astype(np.int64)
+    return Tensor._from(tensor._device.backend.asarray(out) if tensor._device.type != "cpu" else out, tensor)
+
+
+def _norm(x: Tensor, p: float, dim: int) -> Tensor:
+    """``x.norm(p, dim, keepdim=True)``; the 2-norm is spelled out with a zero gradient at zero."""
+    if p != 2:
+        return x.norm(p, dim, keepdim=True)
+    sq = (x * x).sum(dim, keepdim=True)
+    pos = sq > 0
+    return ew.where(pos, ew.sqrt(ew.where(pos, sq, 1.0)), 0.0)
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> Tensor:
+    """``input / max(||input||_p, eps)`` along ``dim``.
+
+    Example:
+        >>> import ember
+        >>> ember.nn.functional.normalize(ember.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+    """
+    return input / ew.clamp_min(_norm(input, p, dim), eps).expand_as(input)
+
+
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """Cosine of the angle between ``x1`` and ``x2`` along ``dim`` (broadcasting)."""
+    from ember.ops.movement import broadcast_tensors
+
+    a, b = broadcast_tensors(x1, x2)
+    dim = _wrap_dim(dim, a.ndim, "cosine_similarity")
+    na = ew.clamp_min(_norm(a, 2, dim), eps)
+    nb = ew.clamp_min(_norm(b, 2, dim), eps)
+    return ((a / na) * (b / nb)).sum(dim)
+
+
+def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False) -> Tensor:
+    """``||x1 - x2 + eps||_p`` over the last dim."""
+    out = _norm(x1 - x2 + eps, p, -1)
+    return out if keepdim else out.squeeze(-1)

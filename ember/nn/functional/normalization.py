@@ -1,0 +1,260 @@
+"""Normalization: fused ``layer_norm``; ``group_norm``, ``rms_norm``, ``batch_norm`` and
+``local_response_norm`` as compositions of primitives.
+
+``layer_norm`` is a hot path in transformers, so it is one primitive: the forward keeps the
+normalized input and ``1/std`` as arrays, and the plain backward is three NumPy expressions. Under
+``create_graph=True`` the backward is the same formula in Tensor ops over a re-recorded forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.autograd.grad_mode import no_grad
+from ember.autograd.node import Node
+from ember.ops import elementwise as ew
+from ember.ops._base import Tensor, check_tensor, grad_state, record
+
+__all__ = ["layer_norm", "group_norm", "rms_norm", "batch_norm", "instance_norm", "local_response_norm"]
+
+
+def _normalized_shape(normalized_shape) -> tuple:
+    if isinstance(normalized_shape, int):
+        return (normalized_shape,)
+    return tuple(int(s) for s in normalized_shape)
+
+
+def _check_norm_shape(input: Tensor, shape: tuple, op: str) -> None:
+    k = len(shape)
+    if k == 0 or tuple(input.shape[input.ndim - k :]) != shape or input.ndim < k:
+        raise RuntimeError(
+            f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], "
+            f"but got input of size{list(input.shape)}"
+        )
+
+
+class LayerNorm(Node):
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last ``k`` dims."""
+
+    __slots__ = ("axes", "eps", "xhat", "rstd")
+
+    def backward(self, g):
+        x, w, b = self.inputs
+        lead = tuple(range(x._data.ndim - len(self.axes)))
+        if grad_state.enabled:
+            return _layer_norm_backward_graph(g, x, w, b, self.axes, self.eps, lead)
+        xhat, rstd = self.xhat, self.rstd
+        gd = g._data
+        gw = gb = gx = None
+        if w is not None and w._requires_grad:
+            gw = Tensor._from((gd * xhat).sum(axis=lead), g)
+        if b is not None and b._requires_grad:
+            gb = Tensor._from(gd.sum(axis=lead), g)
+        if x._requires_grad:
+            gxhat = gd * w._data if w is not None else gd
+            a = gxhat.mean(axis=self.axes, keepdims=True)
+            c = (gxhat * xhat).mean(axis=self.axes, keepdims=True)
+            gxhat = gxhat - a
+            gxhat -= xhat * c
+            gxhat *= rstd
+            gx = Tensor._from(gxhat.astype(x._data.dtype, copy=False), g)
+        return gx, gw, gb
+
+
+def _layer_norm_backward_graph(g, x, w, b, axes, eps, lead):
+    mean = x.mean(axes, keepdim=True)
+    xc = x - mean
+    rstd = ew.rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
+    xhat = xc * rstd
+    gw = (g * xhat).sum(lead) if w is not None and w._requires_grad else None
+    gb = g.sum(lead) if b is not None and b._requires_grad else None
+    gx = None
+    if x._requires_grad:
+        gxhat = g * w if w is not None else g
+        gx = rstd * (gxhat - gxhat.mean(axes, keepdim=True) - xhat * (gxhat * xhat).mean(axes, keepdim=True))
+    return gx, gw, gb
+
+
+def layer_norm(
+    input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
+    """Normalize over the trailing ``normalized_shape`` dims, then scale and shift.
+
+    Example:
+        >>> import ember
+        >>> y = ember.nn.functional.layer_norm(ember.tensor([[1.0, 3.0]]), (2,))
+        >>> y
+        tensor([[-1.0000,  1.0000]])
+    """
+    check_tensor(input, "layer_norm")
+    shape = _normalized_shape(normalized_shape)
+    _check_norm_shape(input, shape, "layer_norm")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != shape:
+            raise RuntimeError(
+                f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "
+                f"{list(p.shape)} and normalized_shape = {list(shape)}"
+            )
+    d = input._data
+    if d.dtype.kind != "f":
+        raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
+    axes = tuple(range(d.ndim - len(shape), d.ndim))
+    mean = d.mean(axis=axes, keepdims=True)
+    xc = d - mean
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    var += eps
+    rstd = 1.0 / np.sqrt(var)
+    xhat = xc
+    xhat *= rstd
+    out = xhat
+    if weight is not None or bias is not None:
+        out = xhat * weight._data if weight is not None else xhat.copy()
+        if bias is not None:
+            out += bias._data
+    t = record(LayerNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps)
+    node = t._node
+    if node is not None:
+        node.xhat = xhat
+        node.rstd = rstd
+        node.save_versions(*(v for v in (input, weight) if v is not None))
+        if out is xhat:  # the output array is the saved one: copy it so in-place edits can't corrupt it
+            t._data = xhat.copy()
+    return t
+
+
+def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
+    """``x / sqrt(mean(x**2) + eps) * weight`` over the trailing dims; ``eps=None`` is the dtype's eps.
+
+    Example:
+        >>> import ember
+        >>> ember.nn.functional.rms_norm(ember.tensor([[3.0, 4.0]]), (2,))
+        tensor([[0.8485, 1.1314]])
+    """
+    check_tensor(input, "rms_norm")
+    shape = _normalized_shape(normalized_shape)
+    _check_norm_shape(input, shape, "rms_norm")
+    if eps is None:
+        eps = float(np.finfo(input._data.dtype).eps)
+    axes = tuple(range(input.ndim - len(shape), input.ndim))
+    out = input * ew.rsqrt((input * input).mean(axes, keepdim=True) + eps)
+    if weight is not None:
+        out = out * weight
+    return out
+
+
+def group_norm(
+    input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
+    """Normalize over groups of channels (dim 1) and the spatial dims, then per-channel affine."""
+    check_tensor(input, "group_norm")
+    if input.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
+    n, c = input.shape[0], input.shape[1]
+    if c % num_groups:
+        raise RuntimeError(
+            f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+            f"{list(input.shape)} and num_groups={num_groups}"
+        )
+    grouped = input.reshape(n, num_groups, -1)
+    mean = grouped.mean(-1, keepdim=True)
+    xc = grouped - mean
+    rstd = ew.rsqrt((xc * xc).mean(-1, keepdim=True) + eps)
+    out = (xc * rstd).reshape(input.shape)
+    bshape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(bshape)
+    if bias is not None:
+        out = out + bias.reshape(bshape)
+    return out
+
+
+def _update_running(running: Tensor, new: Tensor, momentum: float) -> None:
+    with no_grad():
+        running.mul_(1.0 - momentum).add_(new.detach().to(running.dtype) * momentum)
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalization over all dims except 1 (channels).
+
+    In training the batch statistics normalize the input and, when running buffers are given,
+    update them in place: ``running = (1 - momentum) * running + momentum * batch_stat``, with the
+    unbiased batch variance, as in PyTorch. Otherwise the running statistics are used.
+    """
+    check_tensor(input, "batch_norm")
+    if input.ndim < 2:
+        raise ValueError(f"expected 2D or 3D input (got {input.ndim}D input)")
+    c = input.shape[1]
+    axes = (0,) + tuple(range(2, input.ndim))
+    bshape = (1, c) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.numel() // c
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        mean = input.mean(axes, keepdim=True)
+        xc = input - mean
+        var = (xc * xc).mean(axes, keepdim=True)
+        out = xc * ew.rsqrt(var + eps)
+        if running_mean is not None:
+            _update_running(running_mean, mean.reshape(c), momentum)
+        if running_var is not None:
+            _update_running(running_var, var.reshape(c) * (count / (count - 1)), momentum)
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+        rm = running_mean.reshape(bshape)
+        rv = running_var.reshape(bshape)
+        out = (input - rm) * ew.rsqrt(rv + eps)
+    if weight is not None:
+        out = out * weight.reshape(bshape)
+    if bias is not None:
+        out = out + bias.reshape(bshape)
+    if out.dtype != input.dtype:
+        out = out.to(input.dtype)
+    return out
+
+
+def instance_norm(
+    input: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalize each (sample, channel) over its spatial dims."""
+    if not use_input_stats:
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    axes = tuple(range(2, input.ndim))
+    mean = input.mean(axes, keepdim=True)
+    xc = input - mean
+    out = xc * ew.rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
+    bshape = (1, input.shape[1]) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(bshape)
+    if bias is not None:
+        out = out + bias.reshape(bshape)
+    return out
+
+
+def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:
+    """Normalize each channel by the energy of its ``size`` neighbouring channels."""
+    from ember.nn.functional.linear import pad
+
+    sq = input * input
+    c = input.shape[1]
+    padded = pad(sq, (0, 0) * (input.ndim - 2) + (size // 2, (size - 1) // 2))
+    acc = padded.narrow(1, 0, c)
+    for i in range(1, size):
+        acc = acc + padded.narrow(1, i, c)
+    return input / (k + alpha / size * acc) ** beta
