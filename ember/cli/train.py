@@ -139,8 +139,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
     ember.save(state, path)
 
 
-def _state(model, opt, sched, recipe, model_kwargs, meta, position, history, args) -> dict:
+def _state(model, opt, sched, recipe, model_kwargs, meta, position, history, args, progress=None) -> dict:
     return {
+        "progress": progress or {},
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
@@ -213,6 +214,7 @@ def train(args) -> dict:
     sched = build_scheduler(opt, recipe, total_steps)
     history = {"epochs": [], "steps": []}
     start_epoch, skip = 0, 0
+    resumed_progress: dict = {}
     if resume_path is not None:
         state = ember.load(resume_path)
         model.load_state_dict(state["model"])
@@ -221,17 +223,24 @@ def train(args) -> dict:
         ember.set_rng_state(state["rng"])
         history = state["history"]
         start_epoch, skip = state["epoch"], state["step_in_epoch"]
+        resumed_progress = state.get("progress", {})
         print(f"resumed from {resume_path} at epoch {start_epoch + 1}, step {skip}")
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training {recipe.model} ({n_params:,} parameters) on {recipe.dataset} for {recipe.epochs} epochs")
     position = (start_epoch, skip)
+    progress: dict = {}
     try:
         for epoch in range(start_epoch, recipe.epochs):
             model.train()
             t0 = time.perf_counter()
-            seen, correct, loss_sum, steps = 0, 0, 0.0, 0
             first = skip if epoch == start_epoch else 0
+            # Running sums of the epoch so far: restored on resume, so the epoch's figures cover
+            # the steps before the interruption too.
+            progress = dict(resumed_progress) if first else {}
+            seen, correct = progress.get("seen", 0), progress.get("correct", 0)
+            loss_sum, steps = progress.get("loss_sum", 0.0), progress.get("steps", 0)
+            t0 -= progress.get("elapsed", 0.0)
             bar = tqdm(
                 train_b.epoch(args.seed, epoch, skip=first),
                 total=len(train_b),
@@ -256,6 +265,13 @@ def train(args) -> dict:
                 if right is not None:
                     correct += right
                 position = (epoch, i + 1)
+                progress = {
+                    "seen": seen,
+                    "correct": correct,
+                    "loss_sum": loss_sum,
+                    "steps": steps,
+                    "elapsed": time.perf_counter() - t0,
+                }
                 rate = seen / (time.perf_counter() - t0)
                 post = {"loss": f"{loss_sum / steps:.4f}", "samples/s": f"{rate:.0f}"}
                 if right is not None:
@@ -263,7 +279,8 @@ def train(args) -> dict:
                 bar.set_postfix(post, refresh=False)
                 if args.checkpoint_every and (i + 1) % args.checkpoint_every == 0:
                     save_checkpoint(
-                        out / CHECKPOINT, _state(model, opt, sched, recipe, model_kwargs, meta, position, history, args)
+                        out / CHECKPOINT,
+                        _state(model, opt, sched, recipe, model_kwargs, meta, position, history, args, progress),
                     )
             bar.close()
             elapsed = time.perf_counter() - t0
@@ -290,9 +307,8 @@ def train(args) -> dict:
                 msg += f", test accuracy {ev['accuracy']:.4f}"
             print(msg + f" ({elapsed:.0f}s)")
     except KeyboardInterrupt:
-        save_checkpoint(
-            out / CHECKPOINT, _state(model, opt, sched, recipe, model_kwargs, meta, position, history, args)
-        )
+        state = _state(model, opt, sched, recipe, model_kwargs, meta, position, history, args, progress)
+        save_checkpoint(out / CHECKPOINT, state)
         print(
             f"\ninterrupted: checkpoint saved at epoch {position[0] + 1}, step {position[1]}; "
             f"continue with: ember train --model {args.model} --out {out} --resume"
