@@ -1,5 +1,5 @@
-"""Normalization: fused ``layer_norm``; ``group_norm``, ``rms_norm``, ``batch_norm`` and
-``local_response_norm`` as compositions of primitives.
+"""Normalization: fused ``layer_norm`` and training-mode ``batch_norm``; ``group_norm``,
+``rms_norm`` and ``local_response_norm`` as compositions of primitives.
 
 ``layer_norm`` is a hot path in transformers, so it is one primitive: the forward keeps the
 normalized input and ``1/std`` as arrays, and the plain backward is three NumPy expressions. Under
@@ -173,6 +173,74 @@ def _update_running(running: Tensor, new: Tensor, momentum: float) -> None:
         running.mul_(1.0 - momentum).add_(new.detach().to(running.dtype) * momentum)
 
 
+class BatchNorm(Node):
+    """Training-mode batch norm over all dims but the channels (dim 1), with batch statistics."""
+
+    __slots__ = ("axes", "eps", "xhat", "rstd", "bshape")
+
+    def backward(self, g):
+        x, w, b = self.inputs
+        if grad_state.enabled:
+            return _batch_norm_backward_graph(g, x, w, b, self.axes, self.eps, self.bshape)
+        xhat, rstd, axes = self.xhat, self.rstd, self.axes
+        gd = g._data
+        gw = gb = gx = None
+        if w is not None and w._requires_grad:
+            n, c = gd.shape[:2]
+            gw = Tensor._from(np.einsum("ncl,ncl->c", gd.reshape(n, c, -1), xhat.reshape(n, c, -1)), g)
+        if b is not None and b._requires_grad:
+            gb = Tensor._from(gd.sum(axis=axes), g)
+        if x._requires_grad:
+            gxhat = gd * w._data.reshape(self.bshape) if w is not None else gd
+            a = gxhat.mean(axis=axes, keepdims=True)
+            c = (gxhat * xhat).mean(axis=axes, keepdims=True)
+            gxhat = gxhat - a
+            gxhat -= xhat * c
+            gxhat *= rstd
+            gx = Tensor._from(gxhat.astype(x._data.dtype, copy=False), g)
+        return gx, gw, gb
+
+
+def _batch_norm_backward_graph(g, x, w, b, axes, eps, bshape):
+    mean = x.mean(axes, keepdim=True)
+    xc = x - mean
+    rstd = ew.rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
+    xhat = xc * rstd
+    gw = (g * xhat).sum(axes) if w is not None and w._requires_grad else None
+    gb = g.sum(axes) if b is not None and b._requires_grad else None
+    gx = None
+    if x._requires_grad:
+        gxhat = g * w.reshape(bshape) if w is not None else g
+        gx = rstd * (gxhat - gxhat.mean(axes, keepdim=True) - xhat * (gxhat * xhat).mean(axes, keepdim=True))
+    return gx, gw, gb
+
+
+def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
+    """The fused training forward: returns (output, batch mean (C,), biased batch var (C,)) arrays."""
+    d = input._data
+    mean = d.mean(axis=axes, keepdims=True)
+    xc = d - mean
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = xc
+    xhat *= rstd
+    if weight is not None:
+        out = xhat * weight._data.reshape(bshape)
+        if bias is not None:
+            out += bias._data.reshape(bshape)
+    elif bias is not None:
+        out = xhat + bias._data.reshape(bshape)
+    else:
+        out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+    t = record(BatchNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps, bshape=bshape)
+    node = t._node
+    if node is not None:
+        node.xhat = xhat
+        node.rstd = rstd
+        node.save_versions(*(v for v in (input, weight) if v is not None))
+    return t, mean.reshape(-1), var.reshape(-1)
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | None,
@@ -185,9 +253,10 @@ def batch_norm(
 ) -> Tensor:
     """Batch normalization over all dims except 1 (channels).
 
-    In training the batch statistics normalize the input and, when running buffers are given,
-    update them in place: ``running = (1 - momentum) * running + momentum * batch_stat``, with the
-    unbiased batch variance, as in PyTorch. Otherwise the running statistics are used.
+    In training the batch statistics normalize the input (one fused primitive) and, when running
+    buffers are given, update them in place: ``running = (1 - momentum) * running + momentum *
+    batch_stat``, with the unbiased batch variance, as in PyTorch. Otherwise the running
+    statistics are folded into one per-channel scale and shift.
     """
     check_tensor(input, "batch_norm")
     if input.ndim < 2:
@@ -195,30 +264,28 @@ def batch_norm(
     c = input.shape[1]
     axes = (0,) + tuple(range(2, input.ndim))
     bshape = (1, c) + (1,) * (input.ndim - 2)
+    if input._data.dtype.kind != "f":
+        raise RuntimeError(f"batch_norm: expected a floating point input, got {input.dtype}")
     if training:
         count = input.numel() // c
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
-        mean = input.mean(axes, keepdim=True)
-        xc = input - mean
-        var = (xc * xc).mean(axes, keepdim=True)
-        out = xc * ew.rsqrt(var + eps)
-        if running_mean is not None:
-            _update_running(running_mean, mean.reshape(c), momentum)
-        if running_var is not None:
-            _update_running(running_var, var.reshape(c) * (count / (count - 1)), momentum)
-    else:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
-        rm = running_mean.reshape(bshape)
-        rv = running_var.reshape(bshape)
-        out = (input - rm) * ew.rsqrt(rv + eps)
+        out, mean, var = _batch_norm_train(input, weight, bias, axes, bshape, eps)
+        with no_grad():
+            if running_mean is not None:
+                _update_running(running_mean, Tensor._from(mean, input), momentum)
+            if running_var is not None:
+                _update_running(running_var, Tensor._from(var * (count / (count - 1)), input), momentum)
+        return out
+    if running_mean is None or running_var is None:
+        raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+    scale = ew.rsqrt(running_var + eps)
     if weight is not None:
-        out = out * weight.reshape(bshape)
+        scale = scale * weight
+    shift = -running_mean * scale
     if bias is not None:
-        out = out + bias.reshape(bshape)
-    if out.dtype != input.dtype:
-        out = out.to(input.dtype)
+        shift = shift + bias
+    out = input * scale.to(input.dtype).reshape(bshape) + shift.to(input.dtype).reshape(bshape)
     return out
 
 
