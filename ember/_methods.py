@@ -126,10 +126,40 @@ for _mod, _names in _GENERIC_INPLACE.items():
         setattr(Tensor, _name + "_", inplace._generic_inplace(getattr(_mod, _name), _name + "_"))
 Tensor.clip_ = Tensor.clamp_
 Tensor.true_divide_ = inplace.div_
-Tensor.t_ = lambda self: _set_data(self, movement.t(self))
-Tensor.squeeze_ = lambda self, dim=None: _set_data(self, movement.squeeze(self, dim))
-Tensor.unsqueeze_ = lambda self, dim: _set_data(self, movement.unsqueeze(self, dim))
 Tensor.resize_ = lambda self, *size: _set_data(self, creation.zeros(*size, dtype=self.dtype))
+
+
+def _inplace_view(fn):
+    """``t_``, ``squeeze_``, ``unsqueeze_``: self becomes ``fn(self)``, history included."""
+
+    def method(self, *args):
+        from ember.autograd.grad_mode import state
+
+        if self._requires_grad and state.enabled:
+            if self._node is None:
+                raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+            # The op's node must see self as it was: record it on a stand-in with the old
+            # array and history, then take over the result's array and node.
+            old = Tensor.__new__(Tensor)
+            old.__dict__.update(self.__dict__)
+            res = fn(old, *args)
+            self._node = res._node
+            if self._base is not None:
+                self._view_of = res._view_of
+        else:
+            res = fn(self, *args)
+        self._data = res._data
+        return self
+
+    method.__name__ = fn.__name__ + "_"
+    method.__doc__ = f"In-place ``{fn.__name__}``: changes this tensor's shape; returns self."
+    return method
+
+
+Tensor.t_ = _inplace_view(movement.t)
+Tensor.squeeze_ = _inplace_view(movement.squeeze)
+Tensor.unsqueeze_ = _inplace_view(movement.unsqueeze)
+Tensor.transpose_ = _inplace_view(movement.transpose)
 
 
 def _set_data(self, res):

@@ -18,6 +18,7 @@ import numpy as np
 from ember import _dtype
 from ember._device import CPU
 from ember.autograd import grad_mode
+from ember.autograd.node import tick
 
 _BY_NP = _dtype._BY_NP
 
@@ -35,6 +36,16 @@ class Size(tuple):
 
     def __repr__(self) -> str:
         return f"ember.Size({list(self)})"
+
+    def __getitem__(self, key):
+        out = tuple.__getitem__(self, key)
+        return Size(out) if isinstance(key, slice) else out
+
+    def __add__(self, other) -> Size:
+        return Size(tuple.__add__(self, tuple(other)))
+
+    def __radd__(self, other) -> Size:
+        return Size(tuple(other) + tuple(self))
 
     def numel(self) -> int:
         n = 1
@@ -66,6 +77,7 @@ class Tensor:
     _base = None  # the tensor this one is a view of
     _view_fn = None  # re-applies the view to a new base (in-place ops on views)
     _hooks = None
+    _views = None  # weak references to views with a grad node, re-derived after in-place writes
     _device = CPU
     __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
 
@@ -194,9 +206,12 @@ class Tensor:
     @property
     def _version(self) -> int:
         vc = self._vc
+        if vc is None and self._base is not None:
+            vc = self._base._vc  # the base got its counter after this view was made
         return 0 if vc is None else vc[0]
 
     def _bump_version(self) -> None:
+        """Count an in-place write, and stamp it with the graph clock (saved-input checks)."""
         vc = self._vc
         if vc is None:
             base = self._base
@@ -208,6 +223,10 @@ class Tensor:
                     base._vc = vc
             self._vc = vc
         vc[0] += 1
+        if len(vc) == 1:
+            vc.append(tick())
+        else:
+            vc[1] = tick()
 
     def backward(self, gradient=None, retain_graph=None, create_graph: bool = False, inputs=None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
@@ -259,7 +278,8 @@ class Tensor:
         out = Tensor.__new__(Tensor)
         out._data = self._data
         out._device = self._device
-        out._base = self if self._base is None else self._base
+        # Shares memory and the version counter, but is no autograd view: an in-place op on it
+        # gives it its own history and leaves self's untouched, as in PyTorch.
         out._vc = self._shared_vc()
         return out
 
@@ -362,6 +382,11 @@ class Tensor:
         return (_rebuild, (self._device.backend.to_host(self._data).copy(), self._requires_grad))
 
     def __deepcopy__(self, memo):
+        if self._node is not None:
+            raise RuntimeError(
+                "Only Tensors created explicitly by the user (graph leaves) support the deepcopy "
+                f"protocol at the moment (this one has grad_fn={self._node.name()}); detach() it first."
+            )
         out = _wrap(self._data.copy(), self._device)
         out._requires_grad = self._requires_grad
         if self._grad is not None:

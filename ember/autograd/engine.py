@@ -88,7 +88,8 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
             if node.retained is not None:
                 t = node.retained()
                 if t is not None:
-                    t._grad = grad if create_graph else grad.detach()
+                    g = grad if create_graph else grad.detach()
+                    t._grad = g if t._grad is None else t._grad + g  # accumulates, as on leaves
             if capture is not None:
                 if id(node) in wanted:
                     captured[id(node)] = grad

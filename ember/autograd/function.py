@@ -28,7 +28,8 @@ from ember.autograd.node import Node
 class FunctionCtx(Node):
     """The ``ctx`` of a custom Function: a graph node that also carries user state."""
 
-    saves_values = True
+    saves_values = False  # set per instance by save_for_backward: only then is a re-run refused
+    reads_inputs = False  # what backward reads is declared by save_for_backward
 
     def __init__(self):
         super().__init__()
@@ -43,6 +44,7 @@ class FunctionCtx(Node):
     def save_for_backward(self, *tensors) -> None:
         """Keep tensors for ``backward``; an in-place change to them afterwards is an error."""
         self.to_save = tensors
+        self.saves_values = True
         self.save_versions(*(t for t in tensors if t is not None))
 
     @property
@@ -76,7 +78,27 @@ class FunctionCtx(Node):
                 f"function {self.name()} returned an incorrect number of gradients "
                 f"(expected {len(self.edges)}, got {len(result)})"
             )
-        return result[: len(self.edges)]
+        return tuple(self._check_grad(i, g) for i, g in enumerate(result[: len(self.edges)]))
+
+    def _check_grad(self, i: int, g):
+        """Sum a broadcast gradient back to its input's shape; refuse an incompatible one (as torch)."""
+        x = self.inputs[i]
+        if g is None or x is None or not hasattr(g, "_data") or g._data.shape == x._data.shape:
+            return g
+        import numpy as np
+
+        try:
+            ok = np.broadcast_shapes(x._data.shape, g._data.shape) == g._data.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RuntimeError(
+                f"Function {self.name()} returned an invalid gradient at index {i} - got {list(g.shape)} but "
+                f"expected shape compatible with {list(x.shape)}"
+            )
+        from ember.ops.elementwise import sum_to
+
+        return sum_to(g, x) if x._requires_grad else None
 
 
 class _MultiGrad:
@@ -169,12 +191,47 @@ class Function(metaclass=_FunctionMeta):
         return wrapped[0] if single else tuple(wrapped)
 
 
+class _DelayedError(Node):
+    """Stands for the backward of a ``once_differentiable`` function when it is differentiated."""
+
+    __slots__ = ()
+    saves_values = False
+
+    def name(self) -> str:
+        return "DelayedError"
+
+    def backward(self, grad):
+        raise RuntimeError("trying to differentiate twice a function that was marked with @once_differentiable")
+
+
 def once_differentiable(fn):
-    """Decorator for ``backward``: run it without recording (it won't be differentiated again)."""
+    """Decorator for ``backward``: run it without recording (it won't be differentiated again).
+
+    With ``create_graph=True`` and gradients that require grad, the results get a node that
+    raises if anyone backpropagates through them, as in PyTorch.
+    """
 
     @functools.wraps(fn)
     def wrapper(ctx, *args):
+        from ember.ops._base import edge
+        from ember.tensor import Tensor
+
         with grad_mode.no_grad():
-            return fn(ctx, *args)
+            outputs = fn(ctx, *args)
+        tracked = [a for a in args if isinstance(a, Tensor) and a._requires_grad]
+        if not (grad_mode.state.enabled and tracked):
+            return outputs
+        single = not isinstance(outputs, tuple)
+        marked = []
+        for o in (outputs,) if single else outputs:
+            if isinstance(o, Tensor) and o._data.dtype.kind == "f":
+                o = o.detach()
+                node = _DelayedError()
+                node.inputs = tuple(tracked)
+                node.edges = tuple(edge(a) for a in tracked)
+                o._node = node
+                o._requires_grad = True
+            marked.append(o)
+        return marked[0] if single else tuple(marked)
 
     return wrapper

@@ -38,15 +38,15 @@ def _numerical_jacobian(func, inputs, diff_idx, eps):
         outs0 = _outputs(func, inputs)
         for i in diff_idx:
             x = inputs[i]
-            flat = x._data.reshape(-1)
-            cols = [np.zeros((flat.size, o._data.size)) for o in outs0]
-            for k in range(flat.size):
-                orig = flat[k].item()
-                flat[k] = orig + eps
+            data = x._data  # perturbed in place through multi-indices: reshape may copy a view
+            cols = [np.zeros((data.size, o._data.size)) for o in outs0]
+            for k, pos in enumerate(np.ndindex(data.shape)):
+                orig = data[pos].item()
+                data[pos] = orig + eps
                 plus = [o._data.astype(np.float64).reshape(-1).copy() for o in _outputs(func, inputs)]
-                flat[k] = orig - eps
+                data[pos] = orig - eps
                 minus = [o._data.astype(np.float64).reshape(-1).copy() for o in _outputs(func, inputs)]
-                flat[k] = orig
+                data[pos] = orig
                 for c, p, m in zip(cols, plus, minus):
                     c[k] = (p - m) / (2 * eps)
             jac.append(cols)
@@ -124,6 +124,7 @@ def gradgradcheck(
 ) -> bool:
     """Check second derivatives: gradcheck of the vector-Jacobian product of ``func``."""
     from ember.autograd import grad
+    from ember.autograd.grad_mode import enable_grad
     from ember.ops.creation import randn
     from ember.tensor import Tensor
 
@@ -137,6 +138,11 @@ def gradgradcheck(
 
     def vjp(*args):
         xs, gos = args[:n_in], args[n_in:]
+        # The numerical pass runs under no_grad; the vector-Jacobian product needs the graph.
+        with enable_grad():
+            return _vjp(xs, gos)
+
+    def _vjp(xs, gos):
         outs = _outputs(func, xs)
         pairs = [(o, g) for o, g in zip(outs, gos) if o._requires_grad]
         got = grad(

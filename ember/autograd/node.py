@@ -7,24 +7,41 @@ op runs, so a later in-place op that gives a tensor new history cannot re-route 
 
 ``backward(grad)`` is written in Tensor ops, so running it in grad mode records the backward graph
 itself (``create_graph=True`` and higher-order gradients).
+
+Before a node runs, ``check_saved`` refuses it when its graph was freed, or when a value it reads
+was written in place after it was recorded: nodes and in-place writes share one clock (``seq``
+on the node, the stamp in the tensor's version counter), so that check is one comparison.
 """
 
 from __future__ import annotations
+
+import itertools
+
+# Nodes and in-place writes draw from one clock: a write stamps the tensor's version counter
+# with the next tick, so "this input was modified after the node was recorded" is one compare.
+_clock = itertools.count(1)
+tick = _clock.__next__
 
 
 class Node:
     """Base class of backward-graph vertices (``Tensor.grad_fn``)."""
 
-    __slots__ = ("inputs", "edges", "saved_versions", "freed", "out_hooks", "retained", "__weakref__")
+    __slots__ = ("inputs", "edges", "saved_versions", "freed", "out_hooks", "retained", "seq", "__weakref__")
 
     #: True when ``backward`` reads input or output values, so a freed graph can't be re-run.
     saves_values = True
+    #: Which input values ``backward`` reads, for the check against later in-place writes:
+    #: True (all), False (none), or "others" (input i only when another input requires grad,
+    #: as in a product: d(a*b)/da reads b). Nodes that keep their output instead (``out_vc``,
+    #: checked by the node itself) are exempt.
+    reads_inputs = True
 
     def __init__(self):
         self.saved_versions = None
         self.freed = False
         self.out_hooks = None
         self.retained = None
+        self.seq = tick()
 
     def backward(self, grad):  # pragma: no cover - every op defines it
         raise NotImplementedError(f"{type(self).__name__} has no gradient rule")
@@ -68,6 +85,8 @@ class Node:
                 "backward through the graph a second time or if you need to access saved tensors after "
                 f"calling backward. (node: {self.name()})"
             )
+        if self.saves_values and self.reads_inputs and not hasattr(self, "out_vc"):
+            self._check_inputs_unmodified()
         if self.saved_versions:
             for t, v in self.saved_versions:
                 if t._version != v:
@@ -76,6 +95,28 @@ class Node:
                         f"inplace operation: [{t.dtype} {list(t.shape)}], which is an input of "
                         f"{self.name()}, is at version {t._version}; expected version {v} instead."
                     )
+
+    def _check_inputs_unmodified(self) -> None:
+        """Refuse to run if an input whose value backward reads was written in place since."""
+        seq = self.seq
+        inputs = self.inputs
+        for i, t in enumerate(inputs):
+            vc = getattr(t, "_vc", None)
+            if vc is None:
+                base = getattr(t, "_base", None)  # a view made before its base got a counter
+                vc = base._vc if base is not None else None
+            if vc is None or len(vc) < 2 or vc[1] < seq:
+                continue
+            if self.reads_inputs == "others" and not any(
+                getattr(o, "_requires_grad", False) for j, o in enumerate(inputs) if j != i
+            ):
+                continue
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{t.dtype} {list(t.shape)}], which is input {i} of {self.name()}, "
+                f"is at version {vc[0]}; it was written after {self.name()} recorded it. Hint: use an "
+                "out-of-place op (x = x + 1) or clone() the tensor before modifying it."
+            )
 
 
 class AccumulateGrad:

@@ -23,7 +23,10 @@ _INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or b
 def _convert_key(key, shape) -> tuple[tuple, bool]:
     """Turn a PyTorch index into a NumPy one; returns (key, is_basic)."""
     if not isinstance(key, tuple):
-        key = (key,)
+        if type(key) is list and _sequence_as_tuple(key):
+            key = tuple(key)
+        else:
+            key = (key,)
     out = []
     basic = True
     for k in key:
@@ -46,6 +49,8 @@ def _convert_key(key, shape) -> tuple[tuple, bool]:
             basic = False
         elif isinstance(k, (list, np.ndarray)):
             arr = np.asarray(k)
+            if arr.size == 0:
+                arr = arr.astype(np.int64)  # ``x[[]]``: an empty integer index, not a float one
             if arr.dtype.kind == "f":
                 raise IndexError(f"{_INDEX_HELP} (got a list of floats)")
             if arr.dtype == object:
@@ -56,6 +61,17 @@ def _convert_key(key, shape) -> tuple[tuple, bool]:
             raise IndexError(f"{_INDEX_HELP} (got {type(k).__name__})")
     _check_bounds(out, shape)
     return tuple(out), basic
+
+
+def _sequence_as_tuple(key: list) -> bool:
+    """PyTorch (like old NumPy) reads ``x[[t0, t1]]`` / ``x[[[0, 1], [1, 1]]]`` as ``x[t0, t1]``: a short
+    list holding a tensor, a sequence, a slice, Ellipsis or None is a tuple of indices."""
+    if len(key) >= 32:
+        return False
+    for k in key:
+        if k is None or k is Ellipsis or isinstance(k, (Tensor, list, tuple, slice, np.ndarray)):
+            return True
+    return False
 
 
 def _check_slice(k: slice) -> slice:
@@ -273,6 +289,10 @@ class Gather(Node):
 
 def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:
     """``out[i][j] = input[index[i][j]][j]`` (for dim 0), as in PyTorch."""
+    if input._data.ndim == 0 and index._data.ndim == 0:
+        from ember.ops.movement import reshape
+
+        return reshape(gather(reshape(input, (1,)), 0, reshape(index, (1,))), ())
     axis = _check_gather("gather", input, dim, index)
     out = input._data[_full_index(index._data, axis)]
     return record(Gather, out, (input,), input._device, axis=axis, index=index)
@@ -475,13 +495,13 @@ topk_result = namedtuple("topk", ["values", "indices"])
 
 
 def _argsort(d, axis, descending, stable=True):
-    if d.dtype == np.bool_:
-        d = d.astype(np.int8)
-    if descending:
-        if d.dtype.kind == "u":
-            d = d.astype(np.int64)
-        return np.argsort(-d, axis=axis, kind="stable")
-    return np.argsort(d, axis=axis, kind="stable")
+    if not descending:
+        return np.argsort(d, axis=axis, kind="stable")
+    # Descending and stable without negating (which breaks NaN order and integer minima): sort
+    # the reversed array ascending, reverse the result, and map positions back.
+    n = d.shape[axis]
+    rev = np.flip(d, axis)
+    return (n - 1) - np.flip(np.argsort(rev, axis=axis, kind="stable"), axis)
 
 
 def argsort(input, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
@@ -515,8 +535,12 @@ def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
         return topk_result(input.clone(), Tensor._from(np.zeros((), dtype=np.int64), input))
     if k < size // 8 and size > 64:
         # Partition first: O(n) selection, then sort only the k survivors.
-        part = np.argpartition(-d if largest else d, k - 1, axis=axis)
-        cand = np.take(part, np.arange(k), axis=axis)
+        if largest:  # the k largest sit at the end of an ascending partition (NaN counts as largest)
+            part = np.argpartition(d, size - k, axis=axis)
+            cand = np.take(part, np.arange(size - k, size), axis=axis)
+        else:
+            part = np.argpartition(d, k - 1, axis=axis)
+            cand = np.take(part, np.arange(k), axis=axis)
         vals = np.take_along_axis(d, cand, axis)
         order = _argsort(vals, axis, largest)
         idx = np.take_along_axis(cand, order, axis)

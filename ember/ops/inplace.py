@@ -4,7 +4,12 @@ An in-place op writes into the tensor's memory (so views see the change) and bum
 counter that saved-tensor checks read. When gradients flow, the op is recorded as its
 out-of-place twin applied to a snapshot of the old value, and the tensor takes the new node as
 its history. On a view, the base's history becomes ``CopySlices`` (the old base with the view's
-region replaced), and the view is re-derived from the new base, as in PyTorch.
+region replaced), and the view is re-derived from the new base, as in PyTorch. Other live views
+of the base that carry history are re-derived too (``refresh_views``), so a view read after the
+write routes its gradient through it; nodes recorded before the write keep their old edges.
+
+Each write also stamps the shared version counter with the graph clock (``Tensor._bump_version``):
+backward then refuses nodes whose saved inputs were written after they were recorded.
 """
 
 from __future__ import annotations
@@ -15,35 +20,59 @@ from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops import elementwise as ew
 from ember.ops._base import CPU, Tensor, edge, grad_state
-from ember.ops.movement import replay_view
+from ember.ops.movement import apply_view_chain, replay_view, view_chain
 
 
 class CopySlices(Node):
     """Gradient of writing a new value into a view of ``base``."""
 
-    __slots__ = ("view",)
+    # ``chain``: the view ops from base to the written view (kept instead of the view tensor
+    # itself, which would make a base -> node -> view -> base reference cycle).
+    __slots__ = ("chain",)
     saves_values = False
 
     def backward(self, g):
         base_old, src = self.inputs
-        mask = np.zeros(g._data.shape, dtype=bool)
-        region = replay_view(self.view, Tensor._from(mask, g))
+        mask = g._device.backend.xp.zeros(g._data.shape, dtype=bool)
+        region = apply_view_chain(self.chain, Tensor._from(mask, g))
         region._data[...] = True
         region_mask = Tensor._from(mask, g)
         g_base = ew.where(region_mask, 0.0, g) if base_old._requires_grad else None
-        g_src = replay_view(self.view, g) if src._requires_grad else None
+        g_src = apply_view_chain(self.chain, g) if src._requires_grad else None
         return g_base, g_src
 
 
 def _check_leaf(self: Tensor) -> None:
     if not grad_state.enabled:
         return
+    if self._no_grad_view:
+        raise RuntimeError(
+            "A view was created in no_grad mode and is being modified inplace with grad mode enabled. "
+            "Given that this use case is ambiguous and error-prone, it is forbidden. You can clarify your "
+            "code by moving both the view and the inplace either both inside the no_grad block (if you "
+            "don't want the inplace to be tracked) or both outside (if you want the inplace to be tracked)."
+        )
     if self._node is None and self._requires_grad:
         if self._base is None:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
     base = self._base
     if base is not None and base._node is None and base._requires_grad:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
+
+
+# PyTorch's scalar-type names, which its casting errors use.
+_TORCH_NAMES = {
+    "float32": "Float",
+    "float64": "Double",
+    "float16": "Half",
+    "bfloat16": "BFloat16",
+    "int64": "Long",
+    "int32": "Int",
+    "int16": "Short",
+    "int8": "Char",
+    "uint8": "Byte",
+    "bool": "Bool",
+}
 
 
 def _check_cast(self: Tensor, result_dtype, op: str) -> None:
@@ -54,7 +83,8 @@ def _check_cast(self: Tensor, result_dtype, op: str) -> None:
     md = _dtype.from_numpy_dtype(mine)
     if rd.category > md.category:
         raise RuntimeError(
-            f"{op}: result type {rd.name.capitalize()} can't be cast to the desired output type {md.name.capitalize()}"
+            f"{op}: result type {_TORCH_NAMES.get(rd.name, rd.name)} can't be cast to the desired output type "
+            f"{_TORCH_NAMES.get(md.name, md.name)}"
         )
 
 
@@ -76,6 +106,12 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     gradient is recorded (the common case: optimizer updates under ``no_grad``).
     """
     _check_leaf(self)
+    if not self._data.flags.writeable and self._device is CPU:
+        raise RuntimeError(
+            f"{op}: unsupported operation: more than one element of the written-to tensor (shape "
+            f"{list(self._data.shape)}, strides {list(self.stride())}) refers to a single memory location "
+            "(or the memory is read-only). Please clone() the tensor before performing the operation."
+        )
     recording = grad_state.enabled and (
         self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)
     )
@@ -93,6 +129,8 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     if self._base is None:
         self._node = res._node
         self._requires_grad = res._requires_grad
+        if self._views is not None:
+            refresh_views(self, None)
         return self
     base = self._base
     base_old = Tensor.__new__(Tensor)
@@ -102,12 +140,31 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     node = CopySlices()
     node.inputs = (base_old, res)
     node.edges = (edge(base_old), edge(res))
-    node.view = self
+    node.chain = chain = view_chain(self)
     base._node = node
     base._requires_grad = True
-    self._node = replay_view(self, base)._node
+    self._node = apply_view_chain(chain, base)._node
     self._requires_grad = True
+    if base._views is not None:
+        refresh_views(base, self)
     return self
+
+
+def refresh_views(base: Tensor, skip) -> None:
+    """Give the live views of ``base`` (other than ``skip``) history from base's new node.
+
+    A view read after its base was modified in place must route its gradient through the
+    modification, as in PyTorch; nodes recorded earlier keep the old edges.
+    """
+    live = []
+    for ref in list(base._views):  # replaying appends the replay's own temporaries: not ours
+        v = ref()
+        if v is not None:
+            live.append(ref)
+            if v is not skip:
+                v._node = replay_view(v, base)._node
+                v._requires_grad = True
+    base._views = live
 
 
 def _write(self: Tensor, res: Tensor, op: str) -> None:

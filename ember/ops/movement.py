@@ -8,9 +8,12 @@ op on a view can re-derive the view from an updated base (see ``ember/ops/inplac
 from __future__ import annotations
 
 import builtins
+import math
+import weakref
 
 import numpy as np
 
+from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
 
@@ -28,47 +31,84 @@ def _make_view(out, x: Tensor, node_cls, fn, args, **attrs) -> Tensor:
     dev = x._device
     if dev is not CPU:
         t._device = dev
-    t._base = x if x._base is None else x._base
+    base = x if x._base is None else x._base
+    t._base = base
     t._view_of = (x, fn, args)
     if x._vc is not None:
         t._vc = x._vc
-    if x._requires_grad and grad_state.enabled:
-        node = node_cls()
-        node.inputs = (x,)
-        node.edges = (edge(x),)
-        for k, v in attrs.items():
-            setattr(node, k, v)
-        t._node = node
+    if not x._requires_grad:
+        return t
+    if not grad_state.enabled:
+        # As in PyTorch: a view made under no_grad of a tensor that requires grad requires grad
+        # too (as a leaf), and may not be modified in place once grad mode is back on.
         t._requires_grad = True
+        t._no_grad_view = True
+        return t
+    node = node_cls()
+    node.inputs = (x,)
+    node.edges = (edge(x),)
+    for k, v in attrs.items():
+        setattr(node, k, v)
+    t._node = node
+    t._requires_grad = True
+    if base._node is not None:
+        # An in-place op on the base (or another view) gives the base new history; this view
+        # must then be re-derived from it (inplace.refresh_views). Leaves never get history.
+        views = base._views
+        if views is None:
+            base._views = [weakref.ref(t)]
+        else:
+            views.append(weakref.ref(t))
+            n = len(views)
+            if n >= 64 and not n & (n - 1):  # at powers of two: drop dead views (amortized O(1))
+                base._views = [r for r in views if r() is not None]
     return t
 
 
 Tensor._view_of = None
+Tensor._no_grad_view = False
 
 
-def replay_view(view: Tensor, new_base: Tensor) -> Tensor:
-    """Apply to ``new_base`` the chain of view ops that made ``view`` from its base."""
+def view_chain(view: Tensor) -> tuple:
+    """The view ops, base first, that made ``view`` from its base: ``((fn, args), ...)``."""
     chain = []
     t = view
     while t._view_of is not None and t is not view._base:
         parent, fn, args = t._view_of
         chain.append((fn, args))
         t = parent
+    chain.reverse()
+    return tuple(chain)
+
+
+def apply_view_chain(chain: tuple, new_base: Tensor) -> Tensor:
     out = new_base
-    for fn, args in reversed(chain):
+    for fn, args in chain:
         out = fn(out, *args)
     return out
 
 
+def replay_view(view: Tensor, new_base: Tensor) -> Tensor:
+    """Apply to ``new_base`` the chain of view ops that made ``view`` from its base."""
+    return apply_view_chain(view_chain(view), new_base)
+
+
 def _shape_arg(shape) -> tuple:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    elif len(shape) == 1 and isinstance(shape[0], Tensor):
-        shape = tuple(shape[0].tolist())
-    return tuple(int(s) for s in shape)
+    if len(shape) == 1:
+        s0 = shape[0]
+        if isinstance(s0, (tuple, list)):
+            shape = s0
+        elif isinstance(s0, Tensor):
+            shape = s0.tolist()
+    for s in shape:
+        if type(s) is not int:  # NumPy integers, 0-d tensors: convert (rare, so checked lazily)
+            return tuple(int(s) for s in shape)
+    return tuple(shape)
 
 
 def _infer_shape(shape: tuple, numel: int, op: str) -> tuple:
+    if -1 not in shape and math.prod(shape) == numel and (not shape or min(shape) >= 0):
+        return shape  # the common case: a fully specified, valid shape
     neg = [i for i, s in enumerate(shape) if s == -1]
     if len(neg) > 1:
         raise RuntimeError(f"{op}: only one dimension can be inferred")
@@ -120,8 +160,6 @@ def view(input, *shape) -> Tensor:
 
     ``x.view(dtype)`` reinterprets the bytes as another dtype of the same size.
     """
-    from ember import _dtype
-
     if len(shape) == 1 and isinstance(shape[0], _dtype.dtype):
         target = shape[0]
         if target.itemsize != input._data.itemsize:
@@ -130,7 +168,7 @@ def view(input, *shape) -> Tensor:
     d = input._data
     shape = _infer_shape(_shape_arg(shape), d.size, "view")
     try:
-        out = np.reshape(d, shape, copy=False) if input._device is CPU else d.reshape(shape)
+        out = d.reshape(shape, copy=False) if input._device is CPU else d.reshape(shape)
     except ValueError:
         raise RuntimeError(
             "view size is not compatible with input tensor's size and stride (at least one dimension "
@@ -340,19 +378,28 @@ def repeat(input, *sizes) -> Tensor:
     for r, s in zip(sizes, shape):
         big += [r, s]
     y = expand(reshape(x, inter), big)
-    return reshape(contiguous(y), tuple(r * s for r, s in zip(sizes, shape)))
+    y = clone(y) if y._data.flags.c_contiguous else contiguous(y)  # always a copy, as in PyTorch
+    return reshape(y, tuple(r * s for r, s in zip(sizes, shape)))
 
 
-def tile(input, dims) -> Tensor:
-    dims = tuple(dims)
+def tile(input, *dims) -> Tensor:
+    """Repeat along each dim; ``dims`` shorter than the tensor's rank is padded with ones."""
+    dims = _shape_arg(dims)
     if len(dims) < input._data.ndim:
         dims = (1,) * (input._data.ndim - len(dims)) + dims
     return repeat(input, dims)
 
 
-def repeat_interleave(input, repeats, dim=None) -> Tensor:
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None) -> Tensor:
+    """Repeat each element ``repeats`` times along ``dim`` (flattened when None).
+
+    With a single 1-D integer tensor argument, ``repeat_interleave(r)`` repeats ``arange(len(r))``.
+    """
     from ember.ops.index import index_select
 
+    if repeats is None:
+        reps = input._data
+        return Tensor._from(np.repeat(np.arange(reps.size, dtype=np.int64), reps), input)
     if dim is None:
         input = flatten(input)
         dim = 0
@@ -557,8 +604,13 @@ class Flip(Node):
         return (flip(g, self.axes),)
 
 
-def flip(input, dims) -> Tensor:
-    """Reverse the order of elements along ``dims`` (a copy, as in PyTorch)."""
+def flip(input, *dims_args, dims=None) -> Tensor:
+    """Reverse the order of elements along ``dims`` (a copy, as in PyTorch).
+
+    Takes ``flip(x, [0, 1])``, ``x.flip(0, 1)`` and ``flip(x, dims=0)``.
+    """
+    if dims is None:
+        dims = dims_args[0] if len(dims_args) == 1 else dims_args
     if isinstance(dims, int):
         dims = (dims,)
     axes = wrap_dims(dims, input._data.ndim, "flip")
@@ -644,15 +696,25 @@ def _diag_index(shape, offset, d1, d2):
     key = [slice(None)] * len(shape)
     key[d1] = i
     key[d2] = j
-    return key
+    return tuple(key)  # a list would be read by NumPy as one index array
 
 
 def diagonal(input, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
-    """The diagonal of the (dim1, dim2) planes, as a new last dim."""
+    """The diagonal of the (dim1, dim2) planes, as a new last dim (a view, as in PyTorch)."""
     n = input._data.ndim
     a, b = _wrap_dim(dim1, n, "diagonal"), _wrap_dim(dim2, n, "diagonal")
-    out = np.diagonal(input._data, offset, a, b).copy()
-    return record(Diagonal, out, (input,), input._device, offset=offset, d1=a, d2=b)
+    if a == b:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    d = input._data
+    out = d.diagonal(offset, a, b)
+    if input._device is CPU and out.size:
+        # NumPy's diagonal is a read-only view; the same strides through as_strided are writable.
+        key = [slice(None)] * n
+        key[a] = slice(builtins.max(-offset, 0), None)
+        key[b] = slice(builtins.max(offset, 0), None)
+        start = d[tuple(key)]
+        out = np.lib.stride_tricks.as_strided(start, out.shape, out.strides, writeable=d.flags.writeable)
+    return _make_view(out, input, Diagonal, diagonal, (offset, a, b), offset=offset, d1=a, d2=b)
 
 
 def diag(input, diagonal: int = 0) -> Tensor:
