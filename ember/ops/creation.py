@@ -43,12 +43,28 @@ def _infer_array(data) -> np.ndarray:
             f"expected a sequence of equal-length sequences of numbers, got ragged or mixed data: {str(data)[:80]}"
         )
     if arr.dtype.kind == "f" and not isinstance(data, np.generic):
-        arr = arr.astype(_dtype.defaults.float.np)
+        # Python floats take the default dtype; NumPy scalars inside lists keep theirs (torch too).
+        arr = arr.astype(_np_scalar_float(data) or _dtype.defaults.float.np)
     elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
         arr = arr.astype(np.int64)
     elif arr.dtype.kind not in "biuf":
         raise TypeError(f"Could not infer dtype of {type(data).__name__}")
     return arr
+
+
+def _np_scalar_float(data):
+    """The widest NumPy float scalar dtype inside nested lists, or None when there is none."""
+    found = None
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif isinstance(x, np.floating):
+            found = x.dtype if found is None else np.promote_types(found, x.dtype)
+    if found is not None:
+        found = np.promote_types(found, _dtype.defaults.float.np)
+    return found
 
 
 def _contains_tensor(data) -> bool:
@@ -228,6 +244,8 @@ def range_(start, end, step=1, *, dtype=None, device=None) -> Tensor:
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    if int(steps) < 0:
+        raise RuntimeError("linspace(): number of steps must be non-negative")
     arr = np.linspace(float(start), float(end), int(steps)).astype(_float_np(dtype))
     return _finish(arr, None, device, requires_grad)
 

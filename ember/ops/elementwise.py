@@ -14,7 +14,7 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.ops._base import CPU, Tensor, edge, float_data, grad_state
+from ember.ops._base import CPU, Tensor, edge, float_data, grad_state, record
 
 _FLOAT_KINDS = "f"
 
@@ -113,7 +113,7 @@ def sum_to(g: Tensor, x) -> Tensor | None:
     shape = x._data.shape
     gshape = g._data.shape
     if gshape == shape:
-        return g
+        return g if g._data.dtype == x._data.dtype else g.to(x.dtype)
     lead = len(gshape) - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and gshape[i + lead] != 1)
     from ember.ops.movement import reshape
@@ -121,7 +121,11 @@ def sum_to(g: Tensor, x) -> Tensor | None:
 
     if axes:
         g = _sum(g, dim=axes, keepdim=True)
-    return reshape(g, shape) if g._data.shape != shape else g
+    if g._data.shape != shape:
+        g = reshape(g, shape)
+    # A promoted op (float16 * float32) sends each gradient back in its input's own dtype,
+    # reduced in the promoted dtype first, as PyTorch does.
+    return g if g._data.dtype == x._data.dtype else g.to(x.dtype)
 
 
 # --------------------------------------------------------------------------- binary primitives
@@ -167,24 +171,32 @@ class Pow(Node):
     __slots__ = ()
 
     def backward(self, g):
-        a, b = self.inputs
+        a0, b0 = self.inputs
+        # Compute in the promoted dtype (a float16 base with a float32 exponent takes log in float32).
+        a = a0.to(g.dtype) if _is_t(a0) and a0._data.dtype != g._data.dtype else a0
+        b = b0.to(g.dtype) if _is_t(b0) and b0._data.dtype != g._data.dtype else b0
         ga = gb = None
-        if _is_t(a) and a._requires_grad:
+        if _is_t(a0) and a0._requires_grad:
             if _is_t(b):
                 ga = where(b == 0, 0.0, g * b * pow(a, b - 1))
             elif b == 0:
                 ga = g * 0.0
             else:
                 ga = g * b * pow(a, b - 1)
-            ga = sum_to(ga, a)
-        if _is_t(b) and b._requires_grad:
+            ga = sum_to(ga, a0)
+        if _is_t(b0) and b0._requires_grad:
             if _is_t(a):
                 mask = (a == 0) & (b >= 0)
                 gb = where(mask, 0.0, g * pow(a, b) * log(a))
             else:
-                gb = g * pow(a, b) * math.log(a) if a != 0 else g * 0.0
-            gb = sum_to(gb, b)
+                # A zero base: 0 for b >= 0, and pow(0, b) * log(0) = -inf-scaled for b < 0, as torch.
+                gb = g * pow(a, b) * _scalar_log(a) if a != 0 else where(b >= 0, 0.0, g * pow(a, b) * -math.inf)
+            gb = sum_to(gb, b0)
         return ga, gb
+
+
+def _scalar_log(a) -> float:
+    return math.log(a) if a > 0 else math.nan
 
 
 class Maximum(Node):
@@ -213,6 +225,29 @@ class Atan2(Node):
         a, b = self.inputs
         denom = a * a + b * b
         return sum_to(g * b / denom, a), sum_to(-g * a / denom, b)
+
+
+class RoundedDiv(Node):
+    """``div`` with ``rounding_mode``: piecewise constant, so both gradients are zero."""
+
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        a, b = self.inputs
+        ga = sum_to(g * 0.0, a) if _is_t(a) and a._requires_grad else None
+        gb = sum_to(g * 0.0, b) if _is_t(b) and b._requires_grad else None
+        return ga, gb
+
+
+class FloorDivide(Node):
+    """PyTorch records ``floor_divide`` but defines no derivative: backward raises."""
+
+    __slots__ = ()
+    saves_values = False
+
+    def backward(self, g):
+        raise RuntimeError("the derivative for 'floor_divide' is not implemented.")
 
 
 class Remainder(Node):
@@ -245,17 +280,22 @@ def add(input, other, *, alpha=1, out=None) -> Tensor:
         >>> ember.add(ember.tensor([1, 2]), 3)
         tensor([4, 5])
     """
-    if alpha != 1:
+    if alpha != 1 and not (_is_bool(input) and _is_bool(other)):
         other = mul(other, alpha)
     return _maybe_out(_binary(Add, np.add, input, other, "add"), out)
 
 
 def sub(input, other, *, alpha=1, out=None) -> Tensor:
     """``input - alpha * other`` with broadcasting."""
-    if _dtype_of(input) is _dtype.bool_ and _dtype_of(other) is _dtype.bool_:
+    if _any_bool(input, other):
+        if _is_bool(input) and _is_bool(other):
+            raise RuntimeError(
+                "Subtraction, the `-` operator, with two bool tensors is not supported. "
+                "Use the `^` or `logical_xor()` operator instead."
+            )
         raise RuntimeError(
-            "Subtraction, the `-` operator, with two bool tensors is not supported. "
-            "Use the `^` or `logical_xor()` operator instead."
+            "Subtraction, the `-` operator, with a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
         )
     if alpha != 1:
         other = mul(other, alpha)
@@ -268,7 +308,7 @@ def rsub(input, other, *, alpha=1) -> Tensor:
 
 def mul(input, other, *, out=None) -> Tensor:
     """Elementwise product with broadcasting."""
-    if _dtype_of(input) is _dtype.bool_ and _dtype_of(other) is _dtype.bool_:
+    if _is_bool(input) and _is_bool(other):
         return _maybe_out(_binary(Mul, np.logical_and, input, other, "mul"), out)
     return _maybe_out(_binary(Mul, np.multiply, input, other, "mul"), out)
 
@@ -278,9 +318,9 @@ def div(input, other, *, rounding_mode=None, out=None) -> Tensor:
     if rounding_mode is None:
         res = _binary(Div, np.true_divide, input, other, "div", float_result=True)
     elif rounding_mode == "floor":
-        res = floor_divide(input, other)
+        res = _binary(RoundedDiv, _floor_div_array, input, other, "div")
     elif rounding_mode == "trunc":
-        res = _nograd_binary(_trunc_div, input, other, "div")
+        res = _binary(RoundedDiv, _trunc_div, input, other, "div")
     else:
         raise ValueError(
             f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{rounding_mode}'"
@@ -288,12 +328,57 @@ def div(input, other, *, rounding_mode=None, out=None) -> Tensor:
     return _maybe_out(res, out)
 
 
+def _int_checks(a, b, kernel: str) -> None:
+    """Integer division by zero raises (as PyTorch does), and bool has no division kernels."""
+    kind = a.dtype.kind
+    if kind == "b":
+        raise NotImplementedError(f"\"{kernel}\" not implemented for 'Bool'")
+    if kind in "iu" and not np.all(b):
+        raise RuntimeError("ZeroDivisionError")
+
+
 def _trunc_div(a, b):
     if a.dtype.kind == "f":
-        return np.trunc(a / b).astype(a.dtype)
+        return np.trunc(np.true_divide(a, b)).astype(a.dtype, copy=False)
+    _int_checks(a, b, "div_trunc_cpu")
     q = np.floor_divide(a, b)
-    fix = (q < 0) & (q * b != a)
-    return q + fix
+    # Floor and trunc differ for an inexact negative quotient: round it up by one.
+    return q + ((q < 0) & (q * b != a))
+
+
+def _floor_div_array(a, b):
+    if a.dtype.kind != "f":
+        _int_checks(a, b, "div_floor_cpu")
+    return np.floor_divide(a, b)
+
+
+def _remainder_array(a, b):
+    if a.dtype.kind != "f":
+        _int_checks(a, b, "remainder_cpu")
+    return np.remainder(a, b)
+
+
+def _fmod_array(a, b):
+    if a.dtype.kind != "f":
+        _int_checks(a, b, "fmod_cpu")
+    return np.fmod(a, b)
+
+
+def _pow_array(a, b):
+    if a.dtype.kind == "f":
+        return np.power(a, b)
+    if a.dtype.kind == "b":
+        # Only ``bool_tensor ** True`` reaches here (bool exponent tensors raise in ``pow``).
+        return np.logical_or(a, np.logical_not(b))
+    neg = b < 0
+    if not neg.any():
+        return np.power(a, b)
+    # Integer powers with negative exponents, as PyTorch computes them: 1 and -1 keep a
+    # magnitude of 1, every other base truncates to 0.
+    pos = np.power(a, np.where(neg, 0, b))
+    odd = (b & 1).astype(bool)
+    recip = np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), 0))
+    return np.where(neg, recip, pos).astype(pos.dtype, copy=False)
 
 
 def true_divide(input, other) -> Tensor:
@@ -304,7 +389,9 @@ def pow(input, exponent, *, out=None) -> Tensor:
     """``input ** exponent`` elementwise; ``exponent`` may be a tensor or a number."""
     if isinstance(input, Tensor) and input._data.dtype.kind in "iub" and isinstance(exponent, int) and exponent < 0:
         raise RuntimeError("Integers to negative integer powers are not allowed.")
-    return _maybe_out(_binary(Pow, np.power, input, exponent, "pow"), out)
+    if isinstance(exponent, Tensor) and exponent._data.dtype.kind == "b" and _is_bool(input):
+        raise NotImplementedError("\"pow\" not implemented for 'Bool'")
+    return _maybe_out(_binary(Pow, _pow_array, input, exponent, "pow"), out)
 
 
 def maximum(input, other) -> Tensor:
@@ -324,20 +411,30 @@ arctan2 = atan2
 
 def remainder(input, other) -> Tensor:
     """Python-style modulus (sign of the divisor)."""
-    return _binary(Remainder, np.remainder, input, other, "remainder")
+    return _binary(Remainder, _remainder_array, input, other, "remainder")
 
 
 def fmod(input, other) -> Tensor:
     """C-style modulus (sign of the dividend)."""
-    return _binary(Fmod, np.fmod, input, other, "fmod")
+    return _binary(Fmod, _fmod_array, input, other, "fmod")
 
 
 def floor_divide(input, other) -> Tensor:
-    return _nograd_binary(np.floor_divide, input, other, "floor_divide")
+    """``floor(input / other)`` elementwise (Python's ``//``); it has no gradient, as in PyTorch."""
+    return _binary(FloorDivide, _floor_div_array, input, other, "floor_divide")
 
 
-def _dtype_of(x):
-    return x.dtype if isinstance(x, Tensor) else None
+def _any_bool(a, b) -> bool:
+    """Either operand a bool (tensor or Python bool): one call on ``sub``'s hot path."""
+    if a.__class__ is bool or b.__class__ is bool:
+        return True
+    if isinstance(a, Tensor) and a._data.dtype.kind == "b":
+        return True
+    return isinstance(b, Tensor) and b._data.dtype.kind == "b"
+
+
+def _is_bool(x) -> bool:
+    return x.__class__ is bool or (isinstance(x, Tensor) and x._data.dtype.kind == "b")
 
 
 def _maybe_out(res: Tensor, out):
@@ -404,7 +501,7 @@ def _bitwise(fn, name):
     def op(input, other) -> Tensor:
         for x in (input, other):
             if isinstance(x, Tensor) and x._data.dtype.kind == "f":
-                raise RuntimeError(f"\"{name}_cpu\" not implemented for '{x.dtype.name.capitalize()}'")
+                raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{_TORCH_NAMES[x._data.dtype.name]}'")
         return _nograd_binary(fn, input, other, name)
 
     op.__name__ = name
@@ -679,20 +776,53 @@ def _erf_array(x):
 
 
 def _relu_array(x):
-    return np.maximum(x, 0) if x.dtype.kind != "b" else x.copy()
+    if x.dtype.kind == "b":
+        raise _bool_error("relu")
+    return np.maximum(x, 0)
 
 
-def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, doc=""):
-    def op(input, *, out=None):
-        res = _unary(node_cls, fn, input, keep_int=keep_int, save_out=save_out)
-        return _maybe_out(res, out)
+def _bool_error(name: str, kernel: str | None = None) -> Exception:
+    if name == "neg":
+        return RuntimeError(
+            "Negation, the `-` operator, on a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
+    if name == "relu":
+        return RuntimeError("Boolean inputs not supported for relu")
+    return NotImplementedError(f"\"{kernel or name + '_cpu'}\" not implemented for 'Bool'")
+
+
+def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, no_bool=False, doc=""):
+    if no_bool:
+        # Only ops PyTorch refuses on bool tensors pay for the check.
+        def op(input, *, out=None):
+            if isinstance(input, Tensor) and input._data.dtype.kind == "b":
+                raise _bool_error(name, f"{name}_vml_cpu" if name in ("floor", "ceil", "trunc") else None)
+            res = _unary(node_cls, fn, input, keep_int=keep_int, save_out=save_out)
+            return _maybe_out(res, out)
+
+    else:
+
+        def op(input, *, out=None):
+            res = _unary(node_cls, fn, input, keep_int=keep_int, save_out=save_out)
+            return _maybe_out(res, out)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = doc or f"Elementwise ``{name}``; integer inputs give the default float dtype."
     return op
 
 
-neg = _make_unary("neg", Neg, np.negative, keep_int=True, doc="Elementwise ``-input``.")
+def neg(input, *, out=None) -> Tensor:
+    """Elementwise ``-input``."""
+    try:  # NumPy refuses to negate bools: translate its error only then (free on the hot path)
+        res = _unary(Neg, np.negative, input, keep_int=True)
+    except TypeError:
+        if isinstance(input, Tensor) and input._data.dtype.kind == "b":
+            raise _bool_error("neg") from None
+        raise
+    return _maybe_out(res, out)
+
+
 negative = neg
 exp = _make_unary("exp", Exp, np.exp, save_out=True)
 log = _make_unary("log", Log, np.log)
@@ -716,13 +846,24 @@ atanh = _make_unary("atanh", Atanh, np.arctanh)
 arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
 erf = _make_unary("erf", Erf, _erf_array)
 relu = _make_unary("relu", Relu, _relu_array, keep_int=True, save_out=True, doc="``max(input, 0)`` elementwise.")
-abs = _make_unary("abs", Abs, np.abs, keep_int=True, doc="Elementwise absolute value.")
+abs = _make_unary("abs", Abs, np.abs, keep_int=True, no_bool=True, doc="Elementwise absolute value.")
 absolute = abs
-sign = _make_unary("sign", ZeroGrad, np.sign, keep_int=True, doc="-1, 0 or 1 by the sign of each element.")
+
+
+def _sign_array(x):
+    if x.dtype.kind == "b":
+        return x.copy()
+    if x.dtype.kind == "f":
+        # (x > 0) - (x < 0), so NaN gives 0 as in PyTorch (np.sign gives NaN).
+        return np.subtract(x > 0, x < 0, dtype=x.dtype)
+    return np.sign(x)
+
+
+sign = _make_unary("sign", ZeroGrad, _sign_array, keep_int=True, doc="-1, 0 or 1 by the sign of each element.")
 sgn = sign
-floor = _make_unary("floor", ZeroGrad, np.floor, keep_int=True)
-ceil = _make_unary("ceil", ZeroGrad, np.ceil, keep_int=True)
-trunc = _make_unary("trunc", ZeroGrad, np.trunc, keep_int=True)
+floor = _make_unary("floor", ZeroGrad, np.floor, keep_int=True, no_bool=True)
+ceil = _make_unary("ceil", ZeroGrad, np.ceil, keep_int=True, no_bool=True)
+trunc = _make_unary("trunc", ZeroGrad, np.trunc, keep_int=True, no_bool=True)
 fix = trunc
 
 
@@ -737,14 +878,35 @@ sigmoid = _make_unary("sigmoid", Sigmoid, _sigmoid_array, save_out=True, doc="``
 
 def round(input, *, decimals: int = 0) -> Tensor:
     """Round half to even, as PyTorch does."""
+    if isinstance(input, Tensor) and input._data.dtype.kind == "b":
+        raise _bool_error("round", "round_vml_cpu")
     return _unary(ZeroGrad, lambda a: np.round(a, decimals), input, keep_int=True)
 
 
 def frac(input) -> Tensor:
+    """``input - trunc(input)``: the fractional part, for floating-point tensors only."""
+    if isinstance(input, Tensor) and input._data.dtype.kind != "f":
+        raise NotImplementedError(f"\"frac_cpu\" not implemented for '{_TORCH_NAMES[input._data.dtype.name]}'")
     return input - trunc(input)
 
 
+_TORCH_NAMES = {
+    "bool": "Bool",
+    "uint8": "Byte",
+    "int8": "Char",
+    "int16": "Short",
+    "int32": "Int",
+    "int64": "Long",
+    "float16": "Half",
+    "float32": "Float",
+    "float64": "Double",
+}
+
+
 def square(input) -> Tensor:
+    """``input * input``; bool tensors square to int64, as ``pow(input, 2)`` does in PyTorch."""
+    if isinstance(input, Tensor) and input._data.dtype.kind == "b":
+        return pow(input, 2)
     return mul(input, input)
 
 
@@ -861,14 +1023,11 @@ def clamp(input, min=None, max=None, *, out=None) -> Tensor:
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        res = input
-        if min is not None:
-            res = maximum(res, min)
-        if max is not None:
-            res = minimum(res, max)
-        return _maybe_out(res, out)
+        return _maybe_out(_clamp_tensor(input, min, max), out)
     d = input._data
     rt = _dtype.result_type(input, *(v for v in (min, max) if v is not None))
+    if rt is _dtype.bool_:
+        raise NotImplementedError("\"clamp_scalar_cpu\" not implemented for 'Bool'")
     if rt.np != d.dtype:
         d = d.astype(rt.np)
     res = np.clip(d, min, max)
@@ -889,6 +1048,53 @@ def clamp(input, min=None, max=None, *, out=None) -> Tensor:
 
 
 clip = clamp
+
+
+class ClampTensor(Node):
+    """clamp with tensor bounds. ``input`` gets the gradient where ``min <= input <= max``; a bound
+    gets it where it was selected (crossed bounds select ``max``), PyTorch's rule, which unlike
+    ``minimum(maximum(...))`` does not split it at ties."""
+
+    __slots__ = ()
+
+    def backward(self, g):
+        x, lo, hi = self.inputs
+        zero = 0.0
+        gx = glo = ghi = None
+        if x._requires_grad:
+            inside = None
+            if lo is not None:
+                inside = x >= lo
+            if hi is not None:
+                inside = x <= hi if inside is None else inside & (x <= hi)
+            gx = sum_to(where(inside, g, zero), x)
+        if _is_t(lo) and lo._requires_grad:
+            chosen = lo > x
+            if hi is not None:
+                chosen = chosen & (lo < hi)
+            glo = sum_to(where(chosen, g, zero), lo)
+        if _is_t(hi) and hi._requires_grad:
+            chosen = hi < x
+            if lo is not None:
+                chosen = chosen | (hi < lo)
+            ghi = sum_to(where(chosen, g, zero), hi)
+        return gx, glo, ghi
+
+
+def _clamp_tensor(input, lo, hi) -> Tensor:
+    rt = _dtype.result_type(input, *(v for v in (lo, hi) if v is not None))
+    npd = rt.np
+    d = input._data.astype(npd, copy=False)
+    try:
+        if lo is not None:
+            d = np.maximum(d, lo._data.astype(npd, copy=False) if isinstance(lo, Tensor) else lo)
+        if hi is not None:
+            d = np.minimum(d, hi._data.astype(npd, copy=False) if isinstance(hi, Tensor) else hi)
+    except ValueError:
+        shapes = [list(np.shape(v._data if isinstance(v, Tensor) else v)) for v in (input, lo, hi) if v is not None]
+        raise RuntimeError(f"clamp: shapes {shapes} cannot be broadcast together") from None
+    d = np.asarray(d, dtype=npd)
+    return record(ClampTensor, d, (input, lo, hi), input._device)
 
 
 def clamp_min(input, min) -> Tensor:

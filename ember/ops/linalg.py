@@ -23,6 +23,8 @@ class Matmul(Node):
         from ember.ops.movement import reshape, unsqueeze
 
         a, b = self.inputs
+        if a._data.ndim == 1 and b._data.ndim == 1:  # dot product: g is 0-dim
+            return (g * b if a._requires_grad else None), (g * a if b._requires_grad else None)
         a2 = unsqueeze(a, 0) if a._data.ndim == 1 else a
         b2 = unsqueeze(b, -1) if b._data.ndim == 1 else b
         g2 = g
@@ -207,7 +209,8 @@ def _parse_einsum(equation: str, shapes) -> tuple[list[str], str]:
 
 
 class Einsum(Node):
-    __slots__ = ("subs", "out")
+    # (``out_sub``, not ``out``: ``record`` takes ``out`` as its own argument.)
+    __slots__ = ("subs", "out_sub")
 
     def backward(self, g):
         from ember.ops.index import index_put_zeros
@@ -221,8 +224,8 @@ class Einsum(Node):
             target = self.subs[i]
             others = [(s, t) for j, (s, t) in enumerate(zip(self.subs, self.inputs)) if j != i]
             unique = "".join(dict.fromkeys(target))
-            avail = "".join(c for c in unique if c in self.out or any(c in s for s, _ in others))
-            eq = ",".join([self.out] + [s for s, _ in others]) + "->" + avail
+            avail = "".join(c for c in unique if c in self.out_sub or any(c in s for s, _ in others))
+            eq = ",".join([self.out_sub] + [s for s, _ in others]) + "->" + avail
             t = einsum(eq, g, *[t for _, t in others])
             sizes = dict(zip(target, x._data.shape))
             if avail != unique:  # letters summed only inside this operand: broadcast back
@@ -256,4 +259,4 @@ def einsum(equation: str, *operands) -> Tensor:
         raise RuntimeError(
             f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})"
         ) from None
-    return record(Einsum, np.asarray(res), tuple(operands), operands[0]._device, subs=subs, out=out)
+    return record(Einsum, np.asarray(res), tuple(operands), operands[0]._device, subs=subs, out_sub=out)

@@ -33,8 +33,18 @@ def _expand_back(g: Tensor, shape: tuple, axes: tuple, keepdim: bool) -> Tensor:
     return expand(g, shape)
 
 
-def _result(out, x: Tensor, node_cls, axes, keepdim, **attrs) -> Tensor:
-    return record(node_cls, out, (x,), x._device, axes=axes, keepdim=keepdim, **attrs)
+def _axes(dim, ndim: int, op: str) -> tuple:
+    """Reduction axes; None and an empty list both mean every dim, as in PyTorch."""
+    if isinstance(dim, (list, tuple)) and not dim:
+        return tuple(range(ndim))
+    axes = wrap_dims(dim, ndim, op)
+    # A 0-dim tensor accepts dim 0 / -1 (checked by wrap_dims) but has no axis to reduce.
+    return axes if ndim else ()
+
+
+def _result(res, x: Tensor, node_cls, axes, keepdim, **attrs) -> Tensor:
+    # (``res``, not ``out``: AmaxAmin and friends pass their own ``out`` attribute.)
+    return record(node_cls, res, (x,), x._device, axes=axes, keepdim=keepdim, **attrs)
 
 
 class Sum(Node):
@@ -43,6 +53,8 @@ class Sum(Node):
 
     def backward(self, g):
         x = self.inputs[0]
+        if g._data.dtype != x._data.dtype:  # sum(..., dtype=float64) of a float32 input
+            g = g.to(x.dtype)
         return (_expand_back(g, x._data.shape, self.axes, self.keepdim),)
 
 
@@ -56,7 +68,7 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """
     check_tensor(input, "sum")
     d = input._data
-    axes = wrap_dims(dim, d.ndim, "sum") if dim is not None or d.ndim else ()
+    axes = _axes(dim, d.ndim, "sum") if dim is not None or d.ndim else ()
     if dtype is not None:
         npd = _dtype.to_dtype(dtype).np
     elif d.dtype.kind in "biu":
@@ -88,11 +100,7 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
             f"complex dtype. Got: {input.dtype.name.capitalize()}"
         )
     d = input._data
-    axes = (
-        wrap_dims(dim, d.ndim, "mean")
-        if dim is not None and not (isinstance(dim, (list, tuple)) and not dim)
-        else tuple(range(d.ndim))
-    )
+    axes = _axes(dim, d.ndim, "mean") if dim is not None else tuple(range(d.ndim))
     n = 1
     for a in axes:
         n *= d.shape[a]
@@ -107,28 +115,82 @@ def nanmean(input, dim=None, keepdim: bool = False) -> Tensor:
     return nansum(input, dim, keepdim) / sum(valid, dim, keepdim)
 
 
-def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
-    """Variance over ``dim`` with Bessel's correction by default (``correction=1``)."""
-    if correction is None:
-        correction = 1 if unbiased is None or unbiased else 0
-    if isinstance(dim, bool):  # var(x, False): the old positional `unbiased`
-        correction, dim = int(dim), None
+class VarStd(Node):
+    """Variance (or, with ``sqrt``, standard deviation) over ``axes`` with ``correction``.
+
+    One primitive rather than a composition so the gradient follows PyTorch's formulas:
+    ``2 (x - mean) / (n - correction)`` for var (infinite when there are no degrees of freedom),
+    and for std the same divided by ``2 std``, taken as 0 where std is 0.
+    """
+
+    __slots__ = ("axes", "keepdim", "correction", "sqrt", "result")
+
+    def backward(self, g):
+        from ember.ops.elementwise import where
+
+        x = self.inputs[0]
+        shape = x._data.shape
+        n = 1
+        for a in self.axes:
+            n *= shape[a]
+        dof = n - self.correction
+        if self.sqrt:
+            if grad_state.enabled:  # create_graph: the output must carry its own history
+                out = _var_std(x, self.axes, True, self.correction, True)
+            else:
+                res = self.result if self.keepdim else np.expand_dims(self.result, self.axes)
+                out = Tensor._from(res, x)
+            g = _expand_back(g, shape, self.axes, self.keepdim)
+            g = where(out == 0, 0.0, g / (2 * out))
+        else:
+            g = _expand_back(g, shape, self.axes, self.keepdim)
+        scale = 2.0 / dof if dof > 0 else float("inf")
+        return (g * (x - mean(x, self.axes, keepdim=True)) * scale,)
+
+
+def _var_std(input, axes, keepdim, correction, take_sqrt) -> Tensor:
     d = input._data
-    axes = wrap_dims(dim, d.ndim, "var")
     n = 1
     for a in axes:
         n *= d.shape[a]
-    mu = mean(input, axes, keepdim=True)
-    centered = input - mu
-    ss = sum(centered * centered, axes, keepdim)
-    return ss / builtins.max(n - correction, 0)
+    acc = np.dtype(np.float32) if d.dtype == np.float16 else d.dtype  # float16 accumulates in float32
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = np.mean(d, axis=axes, keepdims=True, dtype=acc) if n else np.zeros((1,) * d.ndim, acc)
+        c = d - mu
+        out = np.sum(c * c, axis=axes, keepdims=keepdim, dtype=acc) / acc.type(builtins.max(n - correction, 0))
+        if take_sqrt:
+            out = np.sqrt(out)
+    out = np.asarray(out, dtype=d.dtype)
+    return _result(out, input, VarStd, axes, keepdim, correction=correction, sqrt=take_sqrt, result=out)
+
+
+def _var_args(op, input, dim, unbiased, correction):
+    check_tensor(input, op)
+    if input._data.dtype.kind != "f":
+        raise RuntimeError(f"{op}(): std and var only support floating point and complex dtypes, got {input.dtype}")
+    if isinstance(dim, bool):  # var(x, False): the old positional `unbiased`
+        unbiased, dim = dim, None
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    return _axes(dim, input._data.ndim, op), correction
+
+
+def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    """Variance over ``dim`` with Bessel's correction by default (``correction=1``).
+
+    Example:
+        >>> import ember
+        >>> ember.tensor([1.0, 2.0, 3.0]).var()
+        tensor(1.)
+    """
+    axes, correction = _var_args("var", input, dim, unbiased, correction)
+    return _var_std(input, axes, keepdim, correction, False)
 
 
 def std(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
-    """Standard deviation: ``sqrt(var(...))``."""
-    from ember.ops.elementwise import sqrt
-
-    return sqrt(var(input, dim, unbiased, keepdim, correction=correction))
+    """Standard deviation: ``sqrt(var(...))``, with PyTorch's zero gradient where it is 0."""
+    axes, correction = _var_args("std", input, dim, unbiased, correction)
+    return _var_std(input, axes, keepdim, correction, True)
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -148,20 +210,27 @@ class Prod(Node):
         ge = _expand_back(g, xd.shape, self.axes, self.keepdim)
         if not (xd == 0).any():
             return (ge * prod_axes(x, self.axes, keepdim=True) / x,)
-        # With zeros, dividing by x fails: use the product of the *other* elements instead.
-        return (ge * Tensor._from(_prod_of_others(xd, self.axes), x),)
+        return (ge * _prod_of_others(x, self.axes),)
 
 
-def _prod_of_others(xd, axes):
-    """For each element, the product of the other elements in its reduction group."""
-    rest = [i for i in range(xd.ndim) if i not in axes]
-    perm = rest + list(axes)
-    moved = np.transpose(xd, perm)
-    flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
-    ones = np.ones(flat.shape[:-1] + (1,), dtype=xd.dtype)
-    left = np.cumprod(np.concatenate([ones, flat[..., :-1]], -1), -1)
-    right = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], -1), -1)[..., ::-1]
-    return np.transpose((left * right).reshape(moved.shape), np.argsort(perm))
+def _prod_of_others(x: Tensor, axes) -> Tensor:
+    """For each element, the product of the *other* elements of its group, for inputs with zeros.
+
+    Values: with no zero in a group, ``prod / x``; with one zero, only the zero's entry is
+    non-zero (the product of the rest); with more, all are zero. The zeros enter through
+    ``zsum`` (their sum: value 0, derivative 1), so second derivatives across a zero are right
+    too. Written in Tensor ops over zero-free products, so it can be differentiated again.
+    """
+    from ember.ops.elementwise import where
+
+    is_zero = Tensor._from(x._data == 0, x)
+    n_zero = Tensor._from(np.sum(x._data == 0, axis=axes, keepdims=True), x)
+    safe = where(is_zero, 1.0, x)
+    p_safe = prod_axes(safe, axes, keepdim=True)  # product of the non-zero elements
+    zsum = sum(where(is_zero, x, 0.0), axes, keepdim=True)
+    nonzero_part = (p_safe / safe) * where(n_zero == 0, 1.0, where(n_zero == 1, zsum, 0.0))
+    zero_part = p_safe * where(n_zero == 1, 1.0, where(n_zero == 2, zsum - x, 0.0))
+    return where(is_zero, zero_part, nonzero_part)
 
 
 def prod_axes(input, axes, keepdim=False):
@@ -176,19 +245,19 @@ def prod(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         input = input.to(dtype)
     elif input._data.dtype.kind in "biu":
         input = input.to(_dtype.int64)
-    axes = wrap_dims(dim, input._data.ndim, "prod")
+    axes = _axes(dim, input._data.ndim, "prod") if dim is not None else tuple(range(input._data.ndim))
     return prod_axes(input, axes, keepdim)
 
 
 class AmaxAmin(Node):
     """Gradient of amax/amin: split evenly among the elements equal to the extreme."""
 
-    __slots__ = ("axes", "keepdim", "out")
+    __slots__ = ("axes", "keepdim", "result")
 
     def backward(self, g):
         x = self.inputs[0]
         xd = x._data
-        out = self.out if self.keepdim else np.expand_dims(self.out, self.axes)
+        out = self.result if self.keepdim else np.expand_dims(self.result, self.axes)
         mask = (xd == out).astype(xd.dtype)
         mask /= mask.sum(axis=self.axes, keepdims=True)
         return (_expand_back(g, xd.shape, self.axes, self.keepdim) * Tensor._from(mask, x),)
@@ -205,10 +274,10 @@ def _check_nonempty(d, axes, op):
 def _amax_amin(input, dim, keepdim, fn, op):
     check_tensor(input, op)
     d = input._data
-    axes = wrap_dims(dim, d.ndim, op) if not (isinstance(dim, (list, tuple)) and not dim) else tuple(range(d.ndim))
+    axes = _axes(dim, d.ndim, op)
     _check_nonempty(d, axes, op)
     out = np.asarray(fn(d, axis=axes, keepdims=keepdim))
-    return _result(out, input, AmaxAmin, axes, keepdim, out=out)
+    return _result(out, input, AmaxAmin, axes, keepdim, result=out)
 
 
 def amax(input, dim=(), keepdim: bool = False) -> Tensor:
@@ -223,6 +292,8 @@ def amin(input, dim=(), keepdim: bool = False) -> Tensor:
 def _arg_extreme(input, dim, keepdim, fn, op):
     check_tensor(input, op)
     d = input._data
+    if d.dtype.kind == "b" and op in ("argmax", "argmin"):
+        raise RuntimeError(f"{op}(): does not support bool input")
     if dim is None:
         _check_nonempty(d, (), op) if d.size == 0 else None
         out = np.asarray(fn(d.reshape(-1)))
@@ -285,13 +356,13 @@ def aminmax(input, *, dim=None, keepdim=False):
 
 
 class LogSumExp(Node):
-    __slots__ = ("axes", "keepdim", "out")
+    __slots__ = ("axes", "keepdim", "result")
 
     def backward(self, g):
         from ember.ops.elementwise import exp
 
         x = self.inputs[0]
-        out = Tensor._from(self.out if self.keepdim else np.expand_dims(self.out, self.axes), x)
+        out = Tensor._from(self.result if self.keepdim else np.expand_dims(self.result, self.axes), x)
         if grad_state.enabled:
             out = logsumexp(x, self.axes, keepdim=True)  # differentiable path for create_graph
         return (_expand_back(g, x._data.shape, self.axes, self.keepdim) * exp(x - out),)
@@ -303,7 +374,7 @@ def logsumexp(input, dim=None, keepdim: bool = False) -> Tensor:
     if input._data.dtype.kind != "f":
         input = input.to(_dtype.defaults.float)
     d = input._data
-    axes = wrap_dims(dim, d.ndim, "logsumexp")
+    axes = _axes(dim, d.ndim, "logsumexp")
     if d.size == 0:
         out = np.log(np.sum(np.exp(d), axis=axes, keepdims=keepdim))
     else:
@@ -313,22 +384,32 @@ def logsumexp(input, dim=None, keepdim: bool = False) -> Tensor:
         if not keepdim:
             out = np.squeeze(out, axis=axes)
     out = np.asarray(out, dtype=d.dtype)
-    return _result(out, input, LogSumExp, axes, keepdim, out=out)
+    return _result(out, input, LogSumExp, axes, keepdim, result=out)
 
 
 class Norm2(Node):
     """Gradient of the 2-norm: ``x / ||x||``, zero where the norm is zero (as PyTorch)."""
 
-    __slots__ = ("axes", "keepdim", "out")
+    __slots__ = ("axes", "keepdim", "result")
 
     def backward(self, g):
         x = self.inputs[0]
-        out = Tensor._from(self.out if self.keepdim else np.expand_dims(self.out, self.axes), x)
+        out = Tensor._from(self.result if self.keepdim else np.expand_dims(self.result, self.axes), x)
         if grad_state.enabled:
             out = vector_norm(x, 2, self.axes, keepdim=True)
         safe = out.masked_fill(out == 0, 1.0)
         scale = (x / safe).masked_fill(out == 0, 0.0)
         return (_expand_back(g, x._data.shape, self.axes, self.keepdim) * scale,)
+
+
+class CountNonzero(Node):
+    """The 0-"norm" (number of non-zeros): piecewise constant, so a zero gradient, as in PyTorch."""
+
+    __slots__ = ("axes", "keepdim")
+    saves_values = False
+
+    def backward(self, g):
+        return (_expand_back(g, self.inputs[0]._data.shape, self.axes, self.keepdim) * 0.0,)
 
 
 def vector_norm(input, ord=2, dim=None, keepdim: bool = False) -> Tensor:
@@ -342,16 +423,18 @@ def vector_norm(input, ord=2, dim=None, keepdim: bool = False) -> Tensor:
             f"linalg.vector_norm: Expected a floating point tensor as input. Got {input.dtype.name.capitalize()}"
         )
     d = input._data
-    axes = wrap_dims(dim, d.ndim, "norm")
+    axes = _axes(dim, d.ndim, "norm") if dim is not None else tuple(range(d.ndim))
     if ord == 2:
         out = np.sqrt(np.sum(d * d, axis=axes, keepdims=keepdim))
-        return _result(np.asarray(out, dtype=d.dtype), input, Norm2, axes, keepdim, out=np.asarray(out, dtype=d.dtype))
+        out = np.asarray(out, dtype=d.dtype)
+        return _result(out, input, Norm2, axes, keepdim, result=out)
     if ord == float("inf"):
         return amax(_abs(input), axes, keepdim)
     if ord == -float("inf"):
         return amin(_abs(input), axes, keepdim)
     if ord == 0:
-        return sum((input != 0).to(input.dtype), axes, keepdim)
+        count = np.asarray(np.sum(d != 0, axis=axes, keepdims=keepdim), dtype=d.dtype)
+        return _result(count, input, CountNonzero, axes, keepdim)
     if ord == 1:
         return sum(_abs(input), axes, keepdim)
     return _pow(sum(_pow(_abs(input), ord), axes, keepdim), 1.0 / ord)
@@ -395,6 +478,11 @@ class Cumsum(Node):
     def backward(self, g):
         from ember.ops.movement import flip
 
+        x = self.inputs[0]
+        if g._data.dtype != x._data.dtype:  # cumsum(..., dtype=float64) of a float32 input
+            g = g.to(x.dtype)
+        if g._data.ndim == 0:
+            return (g,)
         return (flip(cumsum(flip(g, (self.axis,)), self.axis), (self.axis,)),)
 
 
@@ -412,14 +500,38 @@ class Cumprod(Node):
     __slots__ = ("axis",)
 
     def backward(self, g):
-        x = self.inputs[0]
-        if (x._data == 0).any():
-            raise RuntimeError("cumprod backward through zeros is not supported by Ember")
-        out = cumprod(x, self.axis)
         from ember.ops.movement import flip
 
+        x = self.inputs[0]
+        if g._data.dtype != x._data.dtype:  # cumprod(..., dtype=float64) of a float32 input
+            g = g.to(x.dtype)
+        if x._data.ndim == 0:
+            return (g,)
+        if (x._data == 0).any():
+            return (_cumprod_grad_with_zeros(x, g, self.axis),)
+        out = cumprod(x, self.axis)
+        # d out_j / d x_k = out_j / x_k for j >= k: a reversed cumulative sum, divided by x.
         rev = flip(cumsum(flip(g * out, (self.axis,)), self.axis), (self.axis,))
         return (rev / x,)
+
+
+def _cumprod_grad_with_zeros(x: Tensor, g: Tensor, axis: int) -> Tensor:
+    """Gradient of cumprod where x has zeros, without dividing by x.
+
+    grad_k = sum_{j >= k} g_j * prod_{i <= j, i != k} x_i. The inner products are a cumprod of
+    x with x_k replaced by 1, one row per k: O(n^2) memory, paid only when zeros are present.
+    """
+    from ember.ops.elementwise import where
+    from ember.ops.movement import movedim, unsqueeze
+
+    n = x._data.shape[axis]
+    xm = movedim(x, axis, -1)  # (..., n)
+    gm = movedim(g, axis, -1)
+    eye = Tensor._from(np.eye(n, dtype=bool), x)
+    rows = cumprod(where(eye, 1.0, unsqueeze(xm, -2)), -1)  # rows[..., k, j] = prod_{i<=j, i!=k} x_i
+    upper = Tensor._from(np.triu(np.ones((n, n), dtype=bool)), x)  # j >= k
+    gk = sum(where(upper, rows * unsqueeze(gm, -2), 0.0), -1)
+    return movedim(gk, -1, axis)
 
 
 def cumprod(input, dim: int, *, dtype=None) -> Tensor:
