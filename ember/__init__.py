@@ -257,5 +257,5 @@ def get_num_threads():
     return _threads.get_num_threads()
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
-from ember import datasets, nn, optim, profiler, utils, viz  # noqa: E402
+from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
 from ember.serialization import load, save  # noqa: E402

@@ -47,7 +47,7 @@ def needs_grad(*inputs) -> bool:
     return False
 
 
-def record(node_cls, out, inputs: tuple, device=CPU, **attrs) -> Tensor:
+def record(node_cls, out, inputs: tuple, device=CPU, /, **attrs) -> Tensor:
     """Wrap ``out`` and, when gradients are needed, attach a ``node_cls`` record of ``inputs``."""
     t = Tensor.__new__(Tensor)
     t._data = out

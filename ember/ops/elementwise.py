@@ -149,6 +149,7 @@ class Sub(Node):
 
 class Mul(Node):
     __slots__ = ()
+    reads_inputs = "others"  # d(a*b)/da reads only b
 
     def backward(self, g):
         a, b = self.inputs

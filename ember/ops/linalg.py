@@ -17,6 +17,7 @@ from ember.ops._base import Tensor, check_tensor, record
 
 class Matmul(Node):
     __slots__ = ()
+    reads_inputs = "others"  # d(a@b)/da reads only b
 
     def backward(self, g):
         from ember.ops.elementwise import sum_to
