@@ -52,12 +52,24 @@ def _add_generate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="time ember against PyTorch (training steps, ops); write BENCHMARKS.md")
+    p.add_argument("--quick", action="store_true", help="fewer rounds and steps (loaded machines)")
+    p.add_argument("--workloads", default=None, help="comma-separated names, e.g. mlp,gpt,conv2d (default: all)")
+    p.add_argument("--threads", type=int, default=1, help="thread limit for both frameworks")
+    p.add_argument("--out", default="BENCHMARKS.md", help="Markdown file whose generated section is replaced")
+    p.add_argument("--chart", default="bench/ratios.png", help="PNG bar chart of the ratios")
+    p.add_argument("--json", default=None, help="also write the results as JSON")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description="Ember: a readable ML system with PyTorch's API")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_train(sub)
     _add_generate(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -76,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from ember.cli import generate
 
         return generate.main(args)
+    if args.command == "bench":
+        from ember.cli import bench
+
+        return bench.main(args)
     raise SystemExit(f"unknown command {args.command}")
 
 
