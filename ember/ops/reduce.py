@@ -14,7 +14,7 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, grad_state, record, wrap_dims
+from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
 
 _sum = builtins.sum
 
@@ -58,6 +58,19 @@ class Sum(Node):
         return (_expand_back(g, x._data.shape, self.axes, self.keepdim),)
 
 
+_ALL_AXES = [tuple(range(n)) for n in range(33)]
+_add_reduce = np.add.reduce
+
+
+def _reduce_axes(dim, ndim: int, op: str) -> tuple:
+    """Axes for ``dim``, with the common cases (None, one in-range int) answered first."""
+    if dim is None:
+        return _ALL_AXES[ndim] if ndim < 33 else tuple(range(ndim))
+    if type(dim) is int and -ndim <= dim < ndim:
+        return (dim % ndim,)
+    return _axes(dim, ndim, op)
+
+
 def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Sum over ``dim`` (all dims when None); integer and bool inputs sum as int64.
 
@@ -66,21 +79,37 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         >>> ember.tensor([[1, 2], [3, 4]]).sum(dim=0)
         tensor([4, 6])
     """
-    check_tensor(input, "sum")
+    if not isinstance(input, Tensor):
+        check_tensor(input, "sum")
     d = input._data
-    axes = _axes(dim, d.ndim, "sum") if dim is not None or d.ndim else ()
+    axes = _reduce_axes(dim, d.ndim, "sum")
     if dtype is not None:
         npd = _dtype.to_dtype(dtype).np
     elif d.dtype.kind in "biu":
         npd = np.int64
     else:
         npd = None
-    if dim is not None and isinstance(dim, (list, tuple)) and len(dim) == 0:
-        axes = tuple(range(d.ndim))  # PyTorch: an empty dim list reduces everything
-    out = np.sum(d, axis=axes, dtype=npd, keepdims=keepdim)
-    if not isinstance(out, np.ndarray) and input._device is CPU:
-        out = np.asarray(out)
-    return _result(out, input, Sum, axes, keepdim)
+    dev = input._device
+    if dev is CPU:
+        # np.add.reduce directly: np.sum's wrapper costs more than the reduction on small inputs.
+        out = _add_reduce(d, axis=axes, dtype=npd, keepdims=keepdim)
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+    else:
+        out = d.sum(axis=axes, dtype=npd, keepdims=keepdim)
+    t = Tensor.__new__(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    if input._requires_grad and grad_state.enabled:
+        node = Sum()
+        node.inputs = (input,)
+        node.edges = (edge(input),)
+        node.axes = axes
+        node.keepdim = keepdim
+        t._node = node
+        t._requires_grad = True
+    return t
 
 
 def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
@@ -91,21 +120,29 @@ def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
 
 def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Arithmetic mean over ``dim``; floating-point inputs only, as in PyTorch."""
-    check_tensor(input, "mean")
+    if not isinstance(input, Tensor):
+        check_tensor(input, "mean")
     if dtype is not None:
         input = input.to(dtype)
-    if input._data.dtype.kind != "f":
+    d = input._data
+    if d.dtype.kind != "f":
         raise RuntimeError(
             "mean(): could not infer output dtype. Input dtype must be either a floating point or "
             f"complex dtype. Got: {input.dtype.name.capitalize()}"
         )
-    d = input._data
-    axes = _axes(dim, d.ndim, "mean") if dim is not None else tuple(range(d.ndim))
+    axes = _reduce_axes(dim, d.ndim, "mean")
     n = 1
+    shape = d.shape
     for a in axes:
-        n *= d.shape[a]
+        n *= shape[a]
+    if not n:
+        return sum(input, axes, keepdim) * float("nan")
+    # sum, then scale in place: the sum is a fresh array, and d(mean)/dx is d(sum)/dx / n.
     s = sum(input, axes, keepdim)
-    return s / n if n else s * float("nan")
+    if s._node is None:
+        np.multiply(s._data, 1.0 / n, out=s._data, casting="unsafe")
+        return s
+    return s * (1.0 / n)
 
 
 def nanmean(input, dim=None, keepdim: bool = False) -> Tensor:
