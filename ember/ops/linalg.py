@@ -34,10 +34,18 @@ class Matmul(Node):
         if b._data.ndim == 1:
             g2 = unsqueeze(g2, -1)
         ga = gb = None
+        if b._requires_grad and b._data.ndim == 2 and a._data.ndim > 2:
+            # A batch of rows times one matrix (a Linear layer on (B, T, k) input): the weight
+            # gradient is one (k, B*T) @ (B*T, m) product, not a batched product then a sum.
+            k, m = a._data.shape[-1], g._data.shape[-1]
+            gb = matmul(reshape(a, (-1, k)).mT, reshape(g, (-1, m)))
+            b_done = True
+        else:
+            b_done = False
         if a._requires_grad:
             ga = matmul(g2, b2.mT)
             ga = reshape(sum_to(ga, a2), a._data.shape) if ga._data.shape != a._data.shape else ga
-        if b._requires_grad:
+        if b._requires_grad and not b_done:
             gb = matmul(a2.mT, g2)
             gb = reshape(sum_to(gb, b2), b._data.shape) if gb._data.shape != b._data.shape else gb
         return ga, gb
@@ -68,7 +76,11 @@ def matmul(input, other, *, out=None) -> Tensor:
     if ad.shape[-1] != bd.shape[-2 if bd.ndim > 1 else 0]:
         raise _matmul_error(input, other, "matmul")
     try:
-        res = np.matmul(ad, bd)
+        if ad.ndim > 2 and bd.ndim == 2 and ad.flags.c_contiguous:
+            # Rows of a batch times one matrix: one large GEMM instead of a batched loop.
+            res = np.matmul(ad.reshape(-1, ad.shape[-1]), bd).reshape(ad.shape[:-1] + (bd.shape[-1],))
+        else:
+            res = np.matmul(ad, bd)
     except ValueError:
         raise _matmul_error(input, other, "matmul") from None
     t = record(

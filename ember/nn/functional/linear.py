@@ -30,6 +30,32 @@ __all__ = [
 ]
 
 
+class Linear(Node):
+    """``x @ W.T + b`` as one primitive: one GEMM per gradient, no broadcast-then-sum for ``b``."""
+
+    __slots__ = ()
+    reads_inputs = "others"  # dx reads W, dW reads x
+
+    def backward(self, g):
+        x, w, b = self.inputs
+        k, m = w._data.shape[1], w._data.shape[0]
+        if grad_state.enabled:  # create_graph: the same formulas in recorded ops
+            g2 = g.reshape(-1, m)
+            gx = matmul(g, w) if x._requires_grad else None
+            gw = matmul(g2.mT, x.reshape(-1, k)) if w._requires_grad else None
+            gb = g2.sum(0) if b is not None and b._requires_grad else None
+            return gx, gw, gb
+        g2 = g._data.reshape(-1, m)
+        gx = gw = gb = None
+        if x._requires_grad:
+            gx = Tensor._from((g2 @ w._data).reshape(x._data.shape), g)
+        if w._requires_grad:
+            gw = Tensor._from(g2.T @ x._data.reshape(-1, k), g)
+        if b is not None and b._requires_grad:
+            gb = Tensor._from(g2.sum(0), g)
+        return gx, gw, gb
+
+
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias``.
 
@@ -45,14 +71,23 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"mat1 and mat2 shapes cannot be multiplied ({rows}x{input.shape[-1] if input.ndim else 1} and "
             f"{weight.shape[-1]}x{weight.shape[0] if weight.ndim > 1 else 1})"
         )
-    if input.ndim == 1 and weight.ndim == 2:
-        # Through a 2-D product: the vector-matrix gradient path of matmul is not relied on.
-        out = matmul(input.unsqueeze(0), weight.mT).squeeze(0)
-    else:
+    xd, wd = input._data, weight._data
+    fused = (
+        wd.ndim == 2
+        and xd.ndim >= 1
+        and xd.dtype == wd.dtype
+        and input._device.type == "cpu"
+        and (bias is None or (bias._data.shape == (wd.shape[0],) and bias._data.dtype == wd.dtype))
+    )
+    if not fused:  # unusual shapes or dtypes: the composed form gives PyTorch's errors and rules
         out = matmul(input, weight.mT if weight.ndim > 1 else weight)
+        return out + bias if bias is not None else out
+    x2 = xd.reshape(-1, xd.shape[-1])
+    out = x2 @ wd.T
     if bias is not None:
-        out = out + bias
-    return out
+        out += bias._data
+    out = out.reshape(xd.shape[:-1] + (wd.shape[0],))
+    return record(Linear, out, (input, weight, bias), input._device)
 
 
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
