@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ember import _dtype
-from ember.autograd.node import Node
+from ember.autograd.function import FunctionCtx
+from ember.autograd.node import Node, tick
 from ember.ops import elementwise as ew
 from ember.ops._base import CPU, Tensor, edge, grad_state
 from ember.ops.movement import apply_view_chain, replay_view, view_chain
@@ -89,14 +90,44 @@ def _check_cast(self: Tensor, result_dtype, op: str) -> None:
 
 
 def _snapshot(self: Tensor) -> Tensor:
-    """The current value and history of ``self`` as a separate tensor (old value for the graph)."""
+    """The current value and history of ``self`` as a separate tensor (old value for the graph).
+
+    It shares ``self``'s memory at first; ``_keep_old_value`` copies it only when a recorded
+    gradient rule will read it (``x.mul_(y)`` does, ``out.index_add_(0, i, y)`` does not).
+    """
     snap = Tensor.__new__(Tensor)
-    snap._data = self._data.copy()
+    snap._data = self._data
     if self._device is not CPU:
         snap._device = self._device
     snap._node = self._node
     snap._requires_grad = self._requires_grad
     return snap
+
+
+def _node_reads(node: Node, i: int) -> bool:
+    if isinstance(node, FunctionCtx):
+        return True  # a custom Function may have saved it
+    if not node.saves_values or node.reads_inputs is False:
+        return False
+    if node.reads_inputs == "others":
+        return any(getattr(x, "_requires_grad", False) for j, x in enumerate(node.inputs) if j != i)
+    return True
+
+
+def _reads_old_value(res: Tensor, snap: Tensor, since: int) -> bool:
+    """Whether a node recorded by the in-place op's computation reads ``snap``'s values."""
+    stack = [res._node] if res._node is not None else []
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or getattr(node, "seq", since + 1) <= since:
+            continue  # recorded before the op: not part of its computation
+        seen.add(id(node))
+        for i, x in enumerate(node.inputs):
+            if x is snap and _node_reads(node, i):
+                return True
+        stack.extend(e for e in node.edges if isinstance(e, Node))
+    return False
 
 
 def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> Tensor:
@@ -123,7 +154,11 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
             _write(self, res, op)
         self._bump_version()
         return self
-    res = fn(_snapshot(self))
+    since = tick()
+    snap = _snapshot(self)
+    res = fn(snap)
+    if _reads_old_value(res, snap, since):
+        snap._data = snap._data.copy()
     _write(self, res, op)
     self._bump_version()
     if self._base is None:

@@ -105,6 +105,7 @@ class profile:
         self._stats: dict = {}
         self._events: list = []
         self._stack: list = []
+        self._backward_depth = 0  # > 0 while a gradient rule runs
         self._t0 = 0
         self._thread = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 import types
 
 _MODULES = [
@@ -44,7 +45,8 @@ def _forward_wrapper(fn, prof):
         try:
             return fn(*args, **kwargs)
         finally:
-            prof._exit_op(name, start, "forward")
+            # Ops called by a gradient rule belong to the backward pass.
+            prof._exit_op(name, start, "backward" if prof._backward_depth else "forward")
 
     return timed
 
@@ -53,9 +55,11 @@ def _backward_wrapper(fn, prof):
     @functools.wraps(fn)
     def timed(self, grad):
         start = prof._enter_op()
+        prof._backward_depth += 1
         try:
             return fn(self, grad)
         finally:
+            prof._backward_depth -= 1
             prof._exit_op(self.name(), start, "backward")
 
     return timed
@@ -99,7 +103,12 @@ def install(prof) -> None:
             if w is None:
                 w = wrappers[id(fn)] = _forward_wrapper(fn, prof)
             _replace(mod, attr, w)
-    for owner in (ember, Tensor):
+    # Modules that imported an op by name (``from ember.nn.functional.conv import conv2d``) hold
+    # the original function object: swap it there too, so no call escapes the profile.
+    others = [
+        m for n, m in sorted(sys.modules.items()) if n.startswith("ember.") and m is not None and m not in modules
+    ]
+    for owner in [ember, Tensor] + others:
         for attr, fn in list(vars(owner).items()):
             if isinstance(fn, types.FunctionType) and id(fn) in wrappers:
                 _replace(owner, attr, wrappers[id(fn)])
