@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, check_tensor, grad_state, record
+from ember.ops._base import Tensor, check_tensor, record
 
 __all__ = ["conv1d", "conv2d"]
 
@@ -204,10 +204,9 @@ def _conv2d_raw(x: Tensor, w: Tensor, b, geom: _Geom) -> Tensor:
     t = record(Conv2d, out, inputs, x._device, geom=geom, cols=None)
     node = t._node
     if node is not None:
-        # Keep the columns for the weight gradient only when one will be asked for (and only in
-        # first-order mode: the cached array is not part of any graph).
-        if w._requires_grad and grad_state.enabled:
-            node.cols = cols
+        # The im2col columns are not kept for the weight gradient: they are kh*kw times the
+        # input's size, and recomputing them in backward costs one copy (PyTorch keeps the
+        # input only, too).
         node.save_versions(*inputs)
     return t
 
