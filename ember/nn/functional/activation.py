@@ -1,7 +1,8 @@
 """Activation functions, with fused eager primitives for softmax, log_softmax and gelu.
 
-The fused ops (DESIGN.md decision 3) compute their forward in a few NumPy passes and keep the
-arrays their gradient needs. Their ``backward`` has two paths: plain backward works on those arrays
+The fused ops (DESIGN.md decision 3) compute their forward with one C kernel
+(``ember.backends.ckernels``, for contiguous CPU float32/float64 rows reduced over the last dim)
+or else in a few NumPy passes, and keep the arrays their gradient needs. Their ``backward`` has two paths: plain backward works on those arrays
 directly (fast), and under ``create_graph=True`` it is written in Tensor ops over a re-recorded
 forward, so gradients of gradients stay exact. The other activations are short compositions of
 primitive ops.
@@ -16,6 +17,7 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
+from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
 
@@ -97,8 +99,10 @@ class Softmax(Node):
             y = softmax(x, self.dim)
             return (y * (g - (g * y).sum(self.dim, keepdim=True)),)
         y = self.out
-        gy = g._data * y
-        gy -= y * gy.sum(axis=self.dim, keepdims=True)
+        gy = ck.softmax_backward(y, g._data, log=False) if self.dim == y.ndim - 1 else None
+        if gy is None:
+            gy = g._data * y
+            gy -= y * gy.sum(axis=self.dim, keepdims=True)
         return (Tensor._from(gy, g),)
 
 
@@ -114,15 +118,21 @@ class LogSoftmax(Node):
             y = log_softmax(x, self.dim)
             return (g - y.exp() * g.sum(self.dim, keepdim=True),)
         gd = g._data
-        gx = np.exp(self.out)
-        gx *= gd.sum(axis=self.dim, keepdims=True)
-        np.subtract(gd, gx, out=gx)
+        gx = ck.softmax_backward(self.out, gd, log=True) if self.dim == self.out.ndim - 1 else None
+        if gx is None:
+            gx = np.exp(self.out)
+            gx *= gd.sum(axis=self.dim, keepdims=True)
+            np.subtract(gd, gx, out=gx)
         return (Tensor._from(gx, g),)
 
 
 def _softmax_array(d, dim):
     if d.ndim == 0:
         return np.ones_like(d)
+    if dim == d.ndim - 1:
+        out = ck.softmax(d, log=False)
+        if out is not None:
+            return out
     e = d - d.max(axis=dim, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=dim, keepdims=True)
@@ -132,6 +142,10 @@ def _softmax_array(d, dim):
 def _log_softmax_array(d, dim):
     if d.ndim == 0:
         return np.zeros_like(d)
+    if dim == d.ndim - 1:
+        out = ck.softmax(d, log=True)
+        if out is not None:
+            return out
     s = d - d.max(axis=dim, keepdims=True)
     lse = np.log(np.exp(s).sum(axis=dim, keepdims=True))
     s -= lse
@@ -206,7 +220,11 @@ def _erf(a):
 
 
 class Gelu(Node):
-    """GELU; the gradient is ``Phi(x) + x * phi(x)`` (exact) or the derivative of the tanh form."""
+    """GELU; the gradient is ``Phi(x) + x * phi(x)`` (exact) or the derivative of the tanh form.
+
+    ``saved`` is the forward's Phi(x) or tanh(inner) from the NumPy path; None after the C
+    kernel, whose backward recomputes them from x.
+    """
 
     __slots__ = ("approximate", "saved")
 
@@ -215,8 +233,14 @@ class Gelu(Node):
         if grad_state.enabled:
             return (g * _gelu_grad_tensor(x, self.approximate),)
         d = x._data
+        saved = self.saved
+        if saved is None:
+            gx = ck.gelu_backward(d, g._data, self.approximate)
+            if gx is not None:
+                return (Tensor._from(gx, g),)
+            saved = _gelu_saved(d, self.approximate)
         if self.approximate == "tanh":
-            t = self.saved  # tanh(inner) from the forward
+            t = saved  # tanh(inner) from the forward
             dt = (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * d * d)
             gx = 0.5 * (1.0 + t) + 0.5 * d * dt
         else:
@@ -225,9 +249,19 @@ class Gelu(Node):
             np.exp(gx, out=gx)
             gx *= d
             gx *= _INV_SQRT_2PI
-            gx += self.saved  # the normal CDF from the forward
+            gx += saved  # the normal CDF from the forward
         gx *= g._data
         return (Tensor._from(gx.astype(d.dtype, copy=False), g),)
+
+
+def _gelu_saved(d, approximate: str):
+    """What the NumPy gelu keeps for backward: tanh(inner) (tanh form) or Phi(x) (exact)."""
+    if approximate == "tanh":
+        return np.tanh(_SQRT_2_OVER_PI * (d + 0.044715 * d**3))
+    saved = _erf(d / _SQRT_2)
+    saved += 1.0
+    saved *= 0.5
+    return saved
 
 
 def _gelu_grad_tensor(x: Tensor, approximate: str) -> Tensor:
@@ -252,15 +286,15 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     d = input._data
     if d.dtype.kind != "f":
         raise RuntimeError(f"\"GeluKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
-    if approximate == "tanh":
-        saved = np.tanh(_SQRT_2_OVER_PI * (d + 0.044715 * d**3))
-        out = saved + 1.0
-        out *= 0.5 * d
-    else:
-        saved = _erf(d / _SQRT_2)
-        saved += 1.0
-        saved *= 0.5  # Phi(x), reused by the backward
-        out = d * saved
+    saved = None
+    out = ck.gelu(d, approximate)
+    if out is None:
+        saved = _gelu_saved(d, approximate)
+        if approximate == "tanh":
+            out = saved + 1.0
+            out *= 0.5 * d
+        else:
+            out = d * saved
     t = record(Gelu, out.astype(d.dtype, copy=False), (input,), input._device, approximate=approximate)
     if t._node is not None:
         t._node.saved = saved

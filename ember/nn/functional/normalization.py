@@ -1,8 +1,10 @@
 """Normalization: fused ``layer_norm`` and training-mode ``batch_norm``; ``group_norm``,
 ``rms_norm`` and ``local_response_norm`` as compositions of primitives.
 
-``layer_norm`` is a hot path in transformers, so it is one primitive: the forward keeps the
-normalized input and ``1/std`` as arrays, and the plain backward is three NumPy expressions. Under
+``layer_norm`` is a hot path in transformers, so it is one primitive. With the C kernels
+(``ember.backends.ckernels``; CPU float32/float64) forward and backward are one kernel each and
+the node keeps the input with per-row mean and ``1/std``; otherwise the NumPy forward keeps the
+normalized input and ``1/std`` and the plain backward is three NumPy expressions. Under
 ``create_graph=True`` the backward is the same formula in Tensor ops over a re-recorded forward.
 """
 
@@ -12,6 +14,7 @@ import numpy as np
 
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
+from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, check_tensor, grad_state, record
 
@@ -34,9 +37,13 @@ def _check_norm_shape(input: Tensor, shape: tuple, op: str) -> None:
 
 
 class LayerNorm(Node):
-    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last ``k`` dims."""
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last ``k`` dims.
 
-    __slots__ = ("axes", "eps", "xhat", "rstd")
+    Saved: ``xhat`` and ``rstd`` (NumPy forward), or ``xc`` (the contiguous input), ``mean`` and
+    ``rstd`` with ``xhat`` None (C forward); mean/rstd in keepdims shape either way.
+    """
+
+    __slots__ = ("axes", "eps", "xhat", "rstd", "xc", "mean")
 
     def backward(self, g):
         x, w, b = self.inputs
@@ -45,10 +52,20 @@ class LayerNorm(Node):
             return _layer_norm_backward_graph(g, x, w, b, self.axes, self.eps, lead)
         xhat, rstd = self.xhat, self.rstd
         gd = g._data
+        need_gw = w is not None and w._requires_grad
+        need_gb = b is not None and b._requires_grad
+        if xhat is None:
+            pshape = x._data.shape[len(lead) :]
+            grads = ck.layer_norm_backward(
+                self.xc, None if w is None else w._data, gd, self.mean, rstd, pshape, x._requires_grad, need_gw, need_gb
+            )
+            if grads is not None:
+                return tuple(None if a is None else Tensor._from(a, g) for a in grads)
+            xhat = (self.xc - self.mean) * rstd
         gw = gb = gx = None
-        if w is not None and w._requires_grad:
+        if need_gw:
             gw = Tensor._from((gd * xhat).sum(axis=lead), g)
-        if b is not None and b._requires_grad:
+        if need_gb:
             gb = Tensor._from(gd.sum(axis=lead), g)
         if x._requires_grad:
             gxhat = gd * w._data if w is not None else gd
@@ -99,6 +116,15 @@ def layer_norm(
     if d.dtype.kind != "f":
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     axes = tuple(range(d.ndim - len(shape), d.ndim))
+    res = ck.layer_norm(d, _data(weight), _data(bias), len(shape), eps)
+    if res is not None:
+        out, xc, mean, rstd = res
+        t = record(LayerNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps)
+        node = t._node
+        if node is not None:
+            node.xhat, node.xc, node.mean, node.rstd = None, xc, mean, rstd
+            node.save_versions(*(v for v in (input, weight) if v is not None))
+        return t
     mean = d.mean(axis=axes, keepdims=True)
     xc = d - mean
     var = np.mean(np.square(xc), axis=axes, keepdims=True)
@@ -120,6 +146,10 @@ def layer_norm(
         if out is xhat:  # the output array is the saved one: copy it so in-place edits can't corrupt it
             t._data = xhat.copy()
     return t
+
+
+def _data(t: Tensor | None):
+    return None if t is None else t._data
 
 
 def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:

@@ -1,0 +1,190 @@
+/* Row kernels for softmax, log_softmax, layer_norm and gelu, forward and backward.
+ *
+ * This body is compiled twice by the loader (__init__.py): once with `real` = float and K(name) =
+ * name_f32, once with double / name_f64. Arrays are C-contiguous (rows, cols); the Python side
+ * checks that. Reductions keep LANES independent partial sums so that the compiler vectorizes them
+ * without -ffast-math, which is not used because it would break NaN and inf semantics. `nt` is
+ * the OpenMP thread count (1 = serial); without OpenMP the pragmas are ignored.
+ */
+
+static inline real K(row_max)(const real *x, int64_t n) {
+    real acc[LANES], m = -INFINITY;
+    int64_t i = 0;
+    for (int j = 0; j < LANES; j++) acc[j] = -INFINITY;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    for (int j = 0; j < LANES; j++) m = acc[j] > m ? acc[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;  /* NaNs are skipped here; they still reach the output through the sums */
+}
+
+static inline real K(lane_sum)(const real *acc) {
+    real s = 0;
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    return s;
+}
+
+static inline real K(row_sum)(const real *x, int64_t n) {
+    real acc[LANES] = {0}, s;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
+    s = K(lane_sum)(acc);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+static inline real K(row_dot)(const real *x, const real *y, int64_t n) {
+    real acc[LANES] = {0}, s;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += x[i + j] * y[i + j];
+    s = K(lane_sum)(acc);
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+/* y = softmax(x) (log_ = 0) or log_softmax(x) (log_ = 1) over each row. Flat loops over a row
+ * (which sits in L1) vectorize best: max, exp into y, sum, then scale or subtract. */
+void K(softmax_fwd)(const real *x, real *y, int64_t rows, int64_t cols, int log_, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const real *xr = x + r * cols;
+        real *yr = y + r * cols;
+        real m = K(row_max)(xr, cols);
+        for (int64_t i = 0; i < cols; i++) yr[i] = EXP(xr[i] - m);
+        real s = K(row_sum)(yr, cols);
+        if (log_) {
+            real ls = LOG(s);
+            for (int64_t i = 0; i < cols; i++) yr[i] = (xr[i] - m) - ls;
+        } else {
+            real inv = (real)1 / s;
+            for (int64_t i = 0; i < cols; i++) yr[i] *= inv;
+        }
+    }
+}
+
+/* gx = y * (g - sum(g * y)) for softmax; gx = g - exp(y) * sum(g) for log_softmax. */
+void K(softmax_bwd)(const real *y, const real *g, real *gx, int64_t rows, int64_t cols, int log_, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const real *yr = y + r * cols, *gr = g + r * cols;
+        real *out = gx + r * cols;
+        real s = log_ ? K(row_sum)(gr, cols) : K(row_dot)(gr, yr, cols);
+        if (log_)
+            for (int64_t i = 0; i < cols; i++) out[i] = gr[i] - EXP(yr[i]) * s;
+        else
+            for (int64_t i = 0; i < cols; i++) out[i] = yr[i] * (gr[i] - s);
+    }
+}
+
+/* y = (x - mean) * rstd * w + b per row (w, b may be NULL); mean and rstd are kept per row. */
+void K(layer_norm_fwd)(const real *x, const real *w, const real *b, real *y, real *mean, real *rstd,
+                       int64_t rows, int64_t cols, double eps, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const real *xr = x + r * cols;
+        real *yr = y + r * cols, acc[LANES] = {0}, mu, var;
+        int64_t i = 0;
+        for (; i + LANES <= cols; i += LANES)
+            for (int j = 0; j < LANES; j++) acc[j] += xr[i + j];
+        mu = K(lane_sum)(acc);
+        for (; i < cols; i++) mu += xr[i];
+        mu /= (real)cols;
+        for (int j = 0; j < LANES; j++) acc[j] = 0;
+        for (i = 0; i + LANES <= cols; i += LANES)
+            for (int j = 0; j < LANES; j++) acc[j] += (xr[i + j] - mu) * (xr[i + j] - mu);
+        var = K(lane_sum)(acc);
+        for (; i < cols; i++) var += (xr[i] - mu) * (xr[i] - mu);
+        var = var / (real)cols + (real)eps;
+        real rs = (real)1 / SQRT(var);
+        mean[r] = mu;
+        rstd[r] = rs;
+        if (w && b)
+            for (i = 0; i < cols; i++) yr[i] = (xr[i] - mu) * rs * w[i] + b[i];
+        else if (w)
+            for (i = 0; i < cols; i++) yr[i] = (xr[i] - mu) * rs * w[i];
+        else if (b)
+            for (i = 0; i < cols; i++) yr[i] = (xr[i] - mu) * rs + b[i];
+        else
+            for (i = 0; i < cols; i++) yr[i] = (xr[i] - mu) * rs;
+    }
+}
+
+/* Layer norm backward. Rows are split into `nchunks` blocks (one per thread); block c adds its
+ * rows' g * xhat and g into gw_part[c] and gb_part[c] (the caller sums the blocks). gx, w,
+ * gw_part and gb_part may be NULL when not needed. */
+void K(layer_norm_bwd)(const real *x, const real *w, const real *g, const real *mean, const real *rstd,
+                       real *gx, real *gw_part, real *gb_part, int64_t rows, int64_t cols, int nchunks) {
+#pragma omp parallel for num_threads(nchunks) if (nchunks > 1) schedule(static, 1)
+    for (int c = 0; c < nchunks; c++) {
+        real *gw = gw_part ? gw_part + c * cols : 0, *gb = gb_part ? gb_part + c * cols : 0;
+        if (gw) memset(gw, 0, cols * sizeof(real));
+        if (gb) memset(gb, 0, cols * sizeof(real));
+        for (int64_t r = rows * c / nchunks; r < rows * (c + 1) / nchunks; r++) {
+            const real *xr = x + r * cols, *gr = g + r * cols;
+            real mu = mean[r], rs = rstd[r];
+            int64_t i;
+            if (gw)
+                for (i = 0; i < cols; i++) gw[i] += gr[i] * ((xr[i] - mu) * rs);
+            if (gb)
+                for (i = 0; i < cols; i++) gb[i] += gr[i];
+            if (!gx) continue;
+            /* gx = rstd * (gxh - mean(gxh) - xhat * mean(gxh * xhat)), gxh = g * w */
+            real acc_a[LANES] = {0}, acc_c[LANES] = {0}, a, cc;
+            for (i = 0; i + LANES <= cols; i += LANES)
+                for (int j = 0; j < LANES; j++) {
+                    real gxh = w ? gr[i + j] * w[i + j] : gr[i + j];
+                    acc_a[j] += gxh;
+                    acc_c[j] += gxh * ((xr[i + j] - mu) * rs);
+                }
+            a = K(lane_sum)(acc_a);
+            cc = K(lane_sum)(acc_c);
+            for (; i < cols; i++) {
+                real gxh = w ? gr[i] * w[i] : gr[i];
+                a += gxh;
+                cc += gxh * ((xr[i] - mu) * rs);
+            }
+            a /= (real)cols;
+            cc /= (real)cols;
+            real *out = gx + r * cols;
+            for (i = 0; i < cols; i++) {
+                real gxh = w ? gr[i] * w[i] : gr[i];
+                out[i] = rs * (gxh - a - ((xr[i] - mu) * rs) * cc);
+            }
+        }
+    }
+}
+
+/* gelu: x * Phi(x) (tanh_ = 0, exact through erf) or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+void K(gelu_fwd)(const real *x, real *y, int64_t n, int tanh_, int nt) {
+    const real k0 = (real)0.7978845608028654, k1 = (real)0.044715, s = (real)0.7071067811865476;
+    if (tanh_) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t i = 0; i < n; i++) y[i] = (real)0.5 * x[i] * ((real)1 + TANH(k0 * (x[i] + k1 * x[i] * x[i] * x[i])));
+    } else {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * ((real)0.5 * ((real)1 + ERF(x[i] * s)));
+    }
+}
+
+/* gx = g * d gelu / dx: Phi(x) + x phi(x), or the derivative of the tanh form. */
+void K(gelu_bwd)(const real *x, const real *g, real *gx, int64_t n, int tanh_, int nt) {
+    const real k0 = (real)0.7978845608028654, k1 = (real)0.044715, s = (real)0.7071067811865476;
+    const real inv_sqrt_2pi = (real)0.3989422804014327;
+    if (tanh_) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            real v = x[i], t = TANH(k0 * (v + k1 * v * v * v));
+            real dt = ((real)1 - t * t) * k0 * ((real)1 + (real)3 * k1 * v * v);
+            gx[i] = g[i] * ((real)0.5 * ((real)1 + t) + (real)0.5 * v * dt);
+        }
+    } else {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            real v = x[i];
+            real cdf = (real)0.5 * ((real)1 + ERF(v * s));
+            gx[i] = g[i] * (cdf + v * inv_sqrt_2pi * EXP((real)-0.5 * v * v));
+        }
+    }
+}
