@@ -241,6 +241,59 @@ def setitem(input: Tensor, key, value) -> None:
     apply_inplace(input, write, (value,), raw=raw, op="setitem")
 
 
+# --------------------------------------------------------------------------- accumulating writes
+# ``np.add.at`` (unbuffered, so repeated indices accumulate) is about 15x slower than a buffered
+# fancy ``out[key] += src`` on rows. Repeats are rare in practice (MoE routing, topk gathers),
+# and cheap to detect, so the buffered form is used whenever it is exact.
+def _normalized(idx: np.ndarray, size: int) -> np.ndarray:
+    return np.where(idx < 0, idx + size, idx) if idx.size and idx.min() < 0 else idx
+
+
+def _index_add_into(out, axis: int, idx: np.ndarray, src, device) -> None:
+    """``out[(:,) * axis + (idx,)] += src`` with repeated indices accumulated."""
+    key = (slice(None),) * axis + (idx,)
+    if not isinstance(out, np.ndarray):
+        device.backend.scatter_add(out, key, src)
+        return
+    if idx.size < 2:
+        out[key] += src
+        return
+    size = out.shape[axis]
+    counts = np.bincount(_normalized(idx, size), minlength=size)
+    most = int(counts.max())
+    if most == 1:
+        out[key] += src
+    elif most <= 8 and src.size > idx.size:
+        # A few repeats: one buffered add per occurrence rank (the k-th time an index appears).
+        idx = _normalized(idx, size)
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        first = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+        rank = np.empty(idx.size, dtype=np.intp)
+        rank[order] = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
+        for r in range(most):
+            sel = np.flatnonzero(rank == r)
+            out[(slice(None),) * axis + (idx[sel],)] += src.take(sel, axis=axis)
+    else:
+        np.add.at(out, key, src)
+
+
+def _scatter_add_into(out, axis: int, index: np.ndarray, src, device) -> None:
+    """``out[_full_index(index, axis)] += src`` with repeated targets accumulated."""
+    key = _full_index(index, axis)
+    if not isinstance(out, np.ndarray):
+        device.backend.scatter_add(out, key, src)
+        return
+    if index.size > 1 and index.ndim:
+        # Two entries hit the same element only if they share every other coordinate: sort
+        # along the scatter axis and look for equal neighbours.
+        srt = np.sort(_normalized(index, out.shape[axis] if out.ndim else 1), axis=axis)
+        if not (np.diff(srt, axis=axis) == 0).any():
+            out[key] += src
+            return
+    np.add.at(out, key, src)
+
+
 # --------------------------------------------------------------------------- gather / scatter
 def _full_index(index: np.ndarray, axis: int) -> tuple:
     """NumPy fancy index addressing ``out[..., index[i,j,k], ...]`` along ``axis``."""
@@ -355,7 +408,7 @@ def scatter_add(input, dim: int, index, src) -> Tensor:
     idx = index._data
     out = input._data.copy()
     sd = src._data[tuple(slice(0, s) for s in idx.shape)]
-    input._device.backend.scatter_add(out, _full_index(idx, axis), sd.astype(out.dtype, copy=False))
+    _scatter_add_into(out, axis, idx, sd.astype(out.dtype, copy=False), input._device)
     return record(ScatterAdd, out, (input, src), input._device, axis=axis, index=index)
 
 
@@ -386,7 +439,15 @@ class IndexSelect(Node):
     def backward(self, g):
         from ember.ops.creation import zeros_like
 
-        return (index_add(zeros_like(self.inputs[0], dtype=g.dtype), self.axis, self.index, g),)
+        x = self.inputs[0]
+        if grad_state.enabled:  # create_graph: a recorded index_add
+            return (index_add(zeros_like(x, dtype=g.dtype), self.axis, self.index, g),)
+        xp = g._device.backend.xp
+        gx = xp.zeros(x._data.shape, dtype=g._data.dtype)
+        if not x._data.ndim:
+            gx = gx.reshape(1)
+        _index_add_into(gx, self.axis, self.index._data.reshape(-1), g._data, g._device)
+        return (Tensor._from(gx.reshape(x._data.shape), g),)
 
 
 def index_select(input, dim: int, index) -> Tensor:
@@ -427,8 +488,7 @@ def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:
     out = input._data.copy()
     if alpha != 1:
         sd = sd * alpha
-    key = (slice(None),) * axis + (idx,)
-    input._device.backend.scatter_add(out, key, sd.astype(out.dtype, copy=False))
+    _index_add_into(out, axis, idx, sd.astype(out.dtype, copy=False), input._device)
     return record(IndexAdd, out, (input, source), input._device, axis=axis, index=index, alpha=alpha)
 
 

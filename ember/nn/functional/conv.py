@@ -90,8 +90,119 @@ def _grad_rows(gd: np.ndarray, groups: int) -> np.ndarray:
     return gt.transpose(1, 0, 2)
 
 
+# --------------------------------------------------------------------------- stride-1 kernels
+# For stride 1 and few channels, "shift and GEMM" beats im2col: lay the padded input out
+# channel-major and flattened, ``(C, N*Hp*Wp)``. Output pixel ``p`` (on the padded grid) of kernel
+# offset ``(i, j)`` then reads input column ``p + i*dh*Wp + j*dw``, so each offset is one GEMM
+# with a contiguous column slice of that one buffer: no 9x column matrix, no col2im. Columns that
+# fall on padding are computed and dropped (the waste is Hp*Wp / (Ho*Wo), so small images with
+# wide kernels stay on im2col). BLAS does better with K = C*kh*kw than with K = C once C is large.
+def _use_shift(x_shape, w_shape, geom: _Geom) -> bool:
+    n, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    if geom.stride != (1, 1) or geom.groups != 1 or kh * kw == 1:
+        return False
+    if not (8 <= c <= 32 and 8 <= o <= 32):
+        return False
+    pt, pb, pl, pr = geom.pad
+    hp, wp = h + pt + pb, w + pl + pr
+    ho, wo = hp - geom.dilation[0] * (kh - 1), wp - geom.dilation[1] * (kw - 1)
+    return ho > 0 and wo > 0 and hp * wp <= 1.4 * ho * wo
+
+
+class _Shift:
+    """Geometry of the flattened padded grid: ``L = N*Hp*Wp`` columns; offset ``s`` per kernel tap."""
+
+    __slots__ = ("hp", "wp", "ho", "wo", "size", "smax", "offsets")
+
+    def __init__(self, x_shape, w_shape, geom: _Geom):
+        n, _, h, w = x_shape
+        kh, kw = w_shape[2:]
+        pt, pb, pl, pr = geom.pad
+        dh, dw = geom.dilation
+        self.hp, self.wp = h + pt + pb, w + pl + pr
+        self.ho, self.wo = self.hp - dh * (kh - 1), self.wp - dw * (kw - 1)
+        self.size = n * self.hp * self.wp
+        self.smax = dh * (kh - 1) * self.wp + dw * (kw - 1)
+        self.offsets = [(i, j, i * dh * self.wp + j * dw) for i in range(kh) for j in range(kw)]
+
+
+def _padded_cm(xd, geom: _Geom, sh: _Shift):
+    """The padded input, channel-major and flat: ``(C, N*Hp*Wp)``."""
+    n, c, h, w = xd.shape
+    pt, _, pl, _ = geom.pad
+    buf = np.zeros((c, n, sh.hp, sh.wp), xd.dtype)
+    buf[:, :, pt : pt + h, pl : pl + w] = xd.transpose(1, 0, 2, 3)
+    return buf.reshape(c, sh.size)
+
+
+def _grad_cm(gd, sh: _Shift):
+    """``g`` on the padded output grid, channel-major, after ``smax`` zero columns: ``(O, smax + L)``."""
+    n, o = gd.shape[:2]
+    g2 = np.zeros((o, sh.smax + sh.size), gd.dtype)
+    g2[:, sh.smax :].reshape(o, n, sh.hp, sh.wp)[:, :, : sh.ho, : sh.wo] = gd.transpose(1, 0, 2, 3)
+    return g2
+
+
+def _accumulate_taps(taps, acc):
+    """``acc = sum_k a_k @ b_k`` over ``taps = [(a_k, b_k)]``, one scratch buffer for the products."""
+    tmp = np.empty(acc.shape, acc.dtype)
+    for k, (a, b) in enumerate(taps):
+        if k == 0:
+            np.matmul(a, b, out=acc)
+        else:
+            np.matmul(a, b, out=tmp)
+            acc += tmp
+    return acc
+
+
+def _shift_forward(xd, wd, geom: _Geom):
+    n = xd.shape[0]
+    o = wd.shape[0]
+    sh = _Shift(xd.shape, wd.shape, geom)
+    lc = sh.size - sh.smax  # every valid output column lies below this
+    buf = _padded_cm(xd, geom, sh)
+    wk = np.ascontiguousarray(wd.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
+    acc = np.empty((o, sh.size), xd.dtype)  # the last smax columns are never read
+    _accumulate_taps([(wk[i, j], buf[:, s : s + lc]) for i, j, s in sh.offsets], acc[:, :lc])
+    return np.ascontiguousarray(acc.reshape(o, n, sh.hp, sh.wp)[:, :, : sh.ho, : sh.wo].transpose(1, 0, 2, 3))
+
+
+def _shift_input_grad(gd, wd, x_shape, geom: _Geom, g2=None):
+    n, c, h, w = x_shape
+    sh = _Shift(x_shape, wd.shape, geom)
+    if g2 is None:
+        g2 = _grad_cm(gd, sh)
+    pt, _, pl, _ = geom.pad
+    # Only the columns of the padded grid that hold real input pixels are computed.
+    q0 = pt * sh.wp + pl
+    q1 = (n - 1) * sh.hp * sh.wp + (pt + h - 1) * sh.wp + pl + w
+    wk = np.ascontiguousarray(wd.transpose(2, 3, 1, 0))  # (kh, kw, C, O)
+    taps = [(wk[i, j], g2[:, sh.smax - s + q0 : sh.smax - s + q1]) for i, j, s in sh.offsets]
+    acc = np.empty((c, sh.size), gd.dtype)  # columns outside [q0, q1) are padding, never read
+    _accumulate_taps(taps, acc[:, q0:q1])
+    acc = acc.reshape(c, n, sh.hp, sh.wp)[:, :, pt : pt + h, pl : pl + w]
+    return np.ascontiguousarray(acc.transpose(1, 0, 2, 3))
+
+
+def _shift_weight_grad(xd, gd, w_shape, geom: _Geom, g2=None):
+    sh = _Shift(xd.shape, w_shape, geom)
+    if g2 is None:
+        g2 = _grad_cm(gd, sh)
+    lc = sh.size - sh.smax
+    buf = _padded_cm(xd, geom, sh)
+    gv = g2[:, sh.smax : sh.smax + lc]
+    o, c, kh, kw = w_shape
+    out = np.empty((kh, kw, o, c), xd.dtype)
+    for i, j, s in sh.offsets:
+        np.matmul(gv, buf[:, s : s + lc].T, out=out[i, j])
+    return np.ascontiguousarray(out.transpose(2, 3, 0, 1))
+
+
 # --------------------------------------------------------------------------- array kernels
 def _conv_forward(xd, wd, geom: _Geom):
+    if _use_shift(xd.shape, wd.shape, geom):
+        return _shift_forward(xd, wd, geom), None
     n, c, h, w = xd.shape
     o, _, kh, kw = wd.shape
     g = geom.groups
@@ -109,6 +220,8 @@ def _input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
 
     The accumulator is NHWC so that every strided add runs over long contiguous rows.
     """
+    if _use_shift(x_shape, wd.shape, geom):
+        return _shift_input_grad(gd, wd, x_shape, geom, rows)
     n, o, ho, wo = gd.shape
     _, cg, kh, kw = wd.shape
     _, c, h, w = x_shape
@@ -130,6 +243,8 @@ def _input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
 
 
 def _weight_grad(xd, gd, w_shape, geom: _Geom, cols=None, rows=None):
+    if _use_shift(xd.shape, w_shape, geom):
+        return _shift_weight_grad(xd, gd, w_shape, geom, rows)
     n, o, ho, wo = gd.shape
     _, cg, kh, kw = w_shape
     g = geom.groups
@@ -148,8 +263,14 @@ class Conv2d(Node):
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
         gx = gw = gb = None
-        # The NHWC copy of g serves both GEMMs.
-        rows = _grad_rows(g._data, self.geom.groups) if x._requires_grad and w._requires_grad else None
+        # The rearranged g (NHWC rows, or the channel-major grid of the stride-1 path) serves both.
+        rows = None
+        if x._requires_grad and w._requires_grad:
+            xs, ws = x._data.shape, w._data.shape
+            if _use_shift(xs, ws, self.geom):
+                rows = _grad_cm(g._data, _Shift(xs, ws, self.geom))
+            else:
+                rows = _grad_rows(g._data, self.geom.groups)
         if x._requires_grad:
             gx = conv2d_input_grad(g, w, x._data.shape, self.geom, rows=rows)
         if w._requires_grad:

@@ -214,42 +214,62 @@ _KINDS = {"LSTM": (LSTMStep, _lstm_arrays), "GRU": (GRUStep, _gru_arrays), "RNN"
 class RecurrentSequence(Node):
     """One direction of one layer over all time steps: ``(gi_all (T, B, G), state0, w_hh[, b_hh])``
     -> states ``(T, B, S)`` (``[h | c]`` for LSTM). Backward is backpropagation through time on
-    arrays, reusing the step classes' gate-gradient formulas; slicing per-step inputs out of
-    ``gi_all`` in the graph would cost a full-size zero gradient per step."""
+    arrays; slicing per-step inputs out of ``gi_all`` in the graph would cost a full-size zero
+    gradient per step.
 
-    __slots__ = ("kind", "reverse", "relu", "saved", "prev")
+    The loop over time only carries what depends on the previous step: the gate gradients of all
+    steps go into one ``(T, B, G)`` buffer, and the ``W_hh`` / ``b_hh`` gradients are one GEMM and
+    one sum after the loop (per-step ``dgh^T h`` products have K = batch, which BLAS runs slowly).
+    """
+
+    __slots__ = ("kind", "reverse", "relu", "saved", "prev", "out_vc")
 
     def backward(self, g):
         if grad_state.enabled:
             return self._composite_backward(g)
         gi_all, state0, w_hh = self.inputs[:3]
+        if self.kind == "LSTM":
+            if self.out_vc[0] != 0:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: the output of {self.name()} is at version {self.out_vc[0]}; expected version 0 "
+                    "instead."
+                )
+            dgi_all, dgh_all, hprev, dstate = _lstm_sequence_backward(self, g._data, w_hh._data)
+        else:
+            dgi_all, dgh_all, hprev, dstate = self._steps_backward(g._data, w_hh._data)
+        out = [
+            _wrap(dgi_all, gi_all._device) if gi_all._requires_grad else None,
+            _wrap(dstate, state0._device) if state0._requires_grad else None,
+            None,
+        ]
+        rows = dgh_all.reshape(-1, dgh_all.shape[-1])
+        if w_hh._requires_grad:
+            out[2] = _wrap(rows.T @ hprev.reshape(-1, hprev.shape[-1]), w_hh._device)
+        if len(self.inputs) == 4:
+            out.append(_wrap(rows.sum(0), w_hh._device) if self.inputs[3]._requires_grad else None)
+        return tuple(out)
+
+    def _steps_backward(self, gd, wd):
+        """GRU / RNN: the step classes' gate-gradient formulas, one step at a time."""
         step_cls = _KINDS[self.kind][0]
         helper = step_cls.__new__(step_cls)
         if self.kind == "RNN":
             helper.relu = self.relu
-        wd, gd = w_hh._data, g._data
-        dgi_all = np.empty_like(gi_all._data)
-        dw = np.zeros_like(wd)
-        db = np.zeros(wd.shape[0], dtype=wd.dtype)
-        carry = None
         steps = gd.shape[0]
+        dgi_all = np.empty((steps,) + self.saved[0][0].shape[:1] + (wd.shape[0],), dtype=wd.dtype)
+        dgh_all = dgi_all if self.kind == "RNN" else np.empty_like(dgi_all)
+        carry = None
         for t in range(steps) if self.reverse else range(steps - 1, -1, -1):
             g_t = gd[t] if carry is None else gd[t] + carry
             helper.saved = self.saved[t]
             dgi, dgh, direct = helper.grads(g_t)
             dgi_all[t] = dgi
-            dw += dgh.T @ step_cls.hidden(self.prev[t])
-            db += dgh.sum(0)
+            if dgh_all is not dgi_all:
+                dgh_all[t] = dgh
             dh = dgh @ wd
             carry = dh if direct is None else step_cls.join(dh, direct)
-        out = [
-            _wrap(dgi_all, gi_all._device) if gi_all._requires_grad else None,
-            _wrap(carry, state0._device) if state0._requires_grad else None,
-            _wrap(dw, w_hh._device) if w_hh._requires_grad else None,
-        ]
-        if len(self.inputs) == 4:
-            out.append(_wrap(db, w_hh._device) if self.inputs[3]._requires_grad else None)
-        return tuple(out)
+        return dgi_all, dgh_all, np.stack(self.prev), carry
 
     def _composite_backward(self, g):
         from ember.autograd import grad
@@ -259,6 +279,105 @@ class RecurrentSequence(Node):
         wanted = [t for t in inputs if t._requires_grad]
         grads = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
         return tuple(next(grads) if t._requires_grad else None for t in inputs)
+
+
+# --------------------------------------------------------------------------- LSTM over a sequence
+# Inside the sequence loop the gates are kept in the order (i, f, o, g) and all four come from one
+# np.exp call: sigmoid(x) = 1 / (1 + exp(-x)) and tanh(x) = 2 sigmoid(2x) - 1, with the factors -1
+# and -2 folded into the input projections and the weights once per sequence (NumPy's float32 exp
+# is about twice as fast as its tanh, and a step is then 3 passes over the gates instead of 5).
+def _lstm_sequence_forward(gd, state, wd, bd, order):
+    """Arrays of one LSTM direction: returns ``out (T, B, 2H)`` and ``(act, tc)`` for backward."""
+    steps, batch, g4 = gd.shape
+    hsz = g4 // 4
+    dt = np.result_type(gd, state, wd)
+    perm = (slice(0, 2 * hsz), slice(3 * hsz, g4), slice(2 * hsz, 3 * hsz))  # i f | o | g
+    scale = (-1.0, -1.0, -2.0)
+    act = np.empty((steps, batch, g4), dtype=dt)  # pre-activations, then activations (i, f, o, g)
+    wts = np.empty((hsz, g4), dtype=dt)  # W_hh^T, columns in (i, f, o, g) order and scaled
+    col = 0
+    for part, k in zip(perm, scale):
+        width = part.stop - part.start
+        dst = act[:, :, col : col + width]
+        if bd is None:
+            np.multiply(gd[:, :, part], k, out=dst)
+        else:
+            np.add(gd[:, :, part], bd[part], out=dst)
+            dst *= k
+        np.multiply(wd[part].T, k, out=wts[:, col : col + width])
+        col += width
+    out = np.empty((steps, batch, 2 * hsz), dtype=dt)
+    tc = np.empty((steps, batch, hsz), dtype=dt)
+    hh = np.empty((batch, g4), dtype=dt)
+    tmp = np.empty((batch, hsz), dtype=dt)
+    h, c = state[:, :hsz], state[:, hsz:]
+    with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x gives sigmoid 0, as it should
+        for t in order:
+            a = act[t]
+            np.matmul(h, wts, out=hh)
+            a += hh
+            np.exp(a, out=a)
+            a += 1
+            np.reciprocal(a, out=a)
+            g = a[:, 3 * hsz :]
+            g *= 2
+            g -= 1
+            h_new, c_new = out[t, :, :hsz], out[t, :, hsz:]
+            np.multiply(a[:, hsz : 2 * hsz], c, out=c_new)  # c' = f c + i g
+            np.multiply(a[:, :hsz], g, out=tmp)
+            c_new += tmp
+            np.tanh(c_new, out=tc[t])
+            np.multiply(a[:, 2 * hsz : 3 * hsz], tc[t], out=h_new)  # h' = o tanh(c')
+            h, c = h_new, c_new
+    return out, (act, tc)
+
+
+def _previous(out, state0, reverse):
+    """The state each step started from, ``(T, B, S)``: ``state0`` then the outputs shifted by one."""
+    prev = np.empty(out.shape, dtype=out.dtype)
+    if reverse:
+        prev[-1] = state0
+        prev[:-1] = out[1:]
+    else:
+        prev[0] = state0
+        prev[1:] = out[:-1]
+    return prev
+
+
+def _lstm_sequence_backward(node, gd, wd):
+    """BPTT for one LSTM direction. The factors that do not depend on the incoming gradient are
+    computed for all steps at once before the loop, so a step is a few multiplies and one GEMM."""
+    act, tc = node.saved
+    steps, batch, g4 = act.shape
+    hsz = g4 // 4
+    dt = act.dtype
+    prev = _previous(node.prev, node.inputs[1]._data, node.reverse)
+    i, f, o, gg = (act[:, :, k * hsz : (k + 1) * hsz] for k in range(4))
+    # dgates = [dct * (g i (1-i)), dct * (c_prev f (1-f)), dct * (i (1-g^2)), dh * (tc o (1-o))]
+    # (PyTorch's gate order i, f, g, o), with dct = dc + dh * o (1 - tc^2).
+    fac = np.empty((steps, batch, 4, hsz), dtype=dt)
+    np.multiply(gg, i - i * i, out=fac[:, :, 0])
+    np.multiply(prev[:, :, hsz:], f - f * f, out=fac[:, :, 1])
+    np.multiply(i, 1 - gg * gg, out=fac[:, :, 2])
+    np.multiply(tc, o - o * o, out=fac[:, :, 3])
+    dtc = o * (1 - tc * tc)
+    dgates = np.empty((steps, batch, 4, hsz), dtype=dt)
+    dh = np.empty((batch, hsz), dtype=dt)
+    dc = np.empty((batch, hsz), dtype=dt)
+    carry_h = np.zeros((batch, hsz), dtype=dt)
+    carry_c = np.zeros((batch, hsz), dtype=dt)
+    tmp = np.empty((batch, hsz), dtype=dt)
+    for t in range(steps) if node.reverse else range(steps - 1, -1, -1):
+        np.add(gd[t, :, :hsz], carry_h, out=dh)
+        np.add(gd[t, :, hsz:], carry_c, out=dc)
+        np.multiply(dh, dtc[t], out=tmp)
+        dc += tmp
+        np.multiply(fac[t, :, :3], dc[:, None, :], out=dgates[t, :, :3])
+        np.multiply(fac[t, :, 3], dh, out=dgates[t, :, 3])
+        np.multiply(dc, f[t], out=carry_c)
+        np.matmul(dgates[t].reshape(batch, g4), wd, out=carry_h)
+    dgates = dgates.reshape(steps, batch, g4)
+    return dgates, dgates, prev[:, :, :hsz], np.concatenate([carry_h, carry_c], axis=1)
 
 
 def _sequence_by_steps(kind, reverse, relu, gi_all, state, w_hh, b_hh=None):
@@ -282,30 +401,43 @@ def recurrent_sequence(
     kind: str, gi_all: Tensor, state0: Tensor, w_hh: Tensor, b_hh, reverse: bool = False, relu: bool = False
 ) -> Tensor:
     """All states ``(T, B, S)`` of one recurrent direction given the projected inputs ``gi_all``."""
-    fwd = _KINDS[kind][1]
     gd, wd = gi_all._data, w_hh._data
     bd = None if b_hh is None else b_hh._data
     steps = gd.shape[0]
     state = state0._data
-    out = np.empty((steps,) + state.shape, dtype=state.dtype)
-    saved, prev = [None] * steps, [None] * steps
-    for t in range(steps - 1, -1, -1) if reverse else range(steps):
-        prev[t] = state
-        state, saved[t] = fwd(gd[t], state, wd, bd, relu) if kind == "RNN" else fwd(gd[t], state, wd, bd)
-        out[t] = state
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    if kind == "LSTM":
+        out, saved = _lstm_sequence_forward(gd, state, wd, bd, order)
+        prev = out  # backward shifts the outputs by one step to get each step's starting state
+    else:
+        fwd = _KINDS[kind][1]
+        out = np.empty((steps,) + state.shape, dtype=state.dtype)
+        saved, prev = [None] * steps, [None] * steps
+        for t in order:
+            prev[t] = state
+            state, saved[t] = fwd(gd[t], state, wd, bd, relu) if kind == "RNN" else fwd(gd[t], state, wd, bd)
+            out[t] = state
     inputs = (gi_all, state0, w_hh) if b_hh is None else (gi_all, state0, w_hh, b_hh)
     t = record(RecurrentSequence, out, inputs, gi_all._device, kind=kind, reverse=reverse, relu=relu)
-    if t._node is not None:
-        t._node.saved, t._node.prev = saved, prev
-        t._node.save_versions(*inputs)
+    node = t._node
+    if node is not None:
+        node.saved, node.prev = saved, prev
+        node.save_versions(*inputs)
+        if kind == "LSTM":  # backward reads the output array: guard it against in-place writes
+            t._vc = [0]
+            node.out_vc = t._vc
     return t
 
 
 # --------------------------------------------------------------------------- sequences
 def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
-    """``x W_ih^T + b_ih`` for every time step at once: (T, B, I) -> (T, B, G)."""
-    out = x @ w_ih.t()
-    return out if b_ih is None else out + b_ih
+    """``x W_ih^T + b_ih`` for every time step at once: (T, B, I) -> (T, B, G).
+
+    ``linear`` makes it one (T*B, I) @ (I, G) GEMM forward and one per gradient backward, also for
+    the strided (time-major view of batch-first, or sliced ``[h | c]``) inputs an RNN layer gets."""
+    from ember.nn.functional.linear import linear
+
+    return linear(x, w_ih, b_ih)
 
 
 def rnn_sequence(
