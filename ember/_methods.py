@@ -125,6 +125,7 @@ for _mod, _names in _GENERIC_INPLACE.items():
     for _name in _names.split():
         setattr(Tensor, _name + "_", inplace._generic_inplace(getattr(_mod, _name), _name + "_"))
 Tensor.clip_ = Tensor.clamp_
+Tensor.index_add_ = inplace.index_add_
 Tensor.true_divide_ = inplace.div_
 Tensor.resize_ = lambda self, *size: _set_data(self, creation.zeros(*size, dtype=self.dtype))
 

@@ -475,6 +475,16 @@ class IndexAdd(Node):
 
 def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:
     """Out-of-place ``out.index_select(dim, index) += alpha * source`` (repeats accumulate)."""
+    axis, idx, sd = index_add_args(input, dim, index, source)
+    out = input._data.copy()
+    if alpha != 1:
+        sd = sd * alpha
+    _index_add_into(out, axis, idx, sd.astype(out.dtype, copy=False), input._device)
+    return record(IndexAdd, out, (input, source), input._device, axis=axis, index=index, alpha=alpha)
+
+
+def index_add_args(input, dim: int, index, source):
+    """Validated (axis, index array, source array) of an index_add."""
     axis = _wrap_dim(dim, builtins.max(input._data.ndim, 1), "index_add")
     idx = _check_index_vector("index_add", index, input._data.shape[axis], axis)
     sd = source._data
@@ -485,11 +495,7 @@ def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:
             f"index_add_(): source shape {list(sd.shape)} does not match the self shape {list(input.shape)} "
             f"with dimension {axis} replaced by the index length {idx.size}"
         )
-    out = input._data.copy()
-    if alpha != 1:
-        sd = sd * alpha
-    _index_add_into(out, axis, idx, sd.astype(out.dtype, copy=False), input._device)
-    return record(IndexAdd, out, (input, source), input._device, axis=axis, index=index, alpha=alpha)
+    return axis, idx, sd
 
 
 def index_copy(input, dim, index, source) -> Tensor:

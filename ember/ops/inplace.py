@@ -372,3 +372,18 @@ random_ = _random_fill(_random_ints)
 geometric_ = _random_fill(lambda g, shape, p: g.geometric(p, shape))
 log_normal_ = _random_fill(lambda g, shape, mean=1.0, std=2.0: g.lognormal(mean, std, shape))
 cauchy_ = _random_fill(lambda g, shape, median=0.0, sigma=1.0: median + sigma * g.standard_cauchy(shape))
+
+
+def index_add_(self: Tensor, dim: int, index, source, *, alpha=1) -> Tensor:
+    """In-place ``index_add``: without autograd, only the indexed slices are touched."""
+    from ember.ops import index as ix
+
+    def raw(arr):
+        axis, idx, sd = ix.index_add_args(self, dim, index, source)
+        if alpha != 1:
+            sd = sd * alpha
+        ix._index_add_into(arr, axis, idx, sd.astype(arr.dtype, copy=False), self._device)
+
+    return apply_inplace(
+        self, lambda x: ix.index_add(x, dim, index, source, alpha=alpha), (source,), raw=raw, op="index_add_"
+    )
