@@ -31,7 +31,7 @@ RECIPES = {
     "resnet": Recipe(
         "resnet",
         "fashion-mnist",
-        epochs=3,
+        epochs=4,
         batch_size=128,
         lr=4e-3,
         optimizer="adamw",
@@ -51,7 +51,7 @@ RECIPES = {
     "gpt": Recipe(
         "gpt",
         "text",
-        epochs=6,
+        epochs=10,
         batch_size=32,
         lr=2e-3,
         optimizer="adamw",
