@@ -256,6 +256,7 @@ def get_num_threads():
 
     return _threads.get_num_threads()
 
+
 # Sub-packages of the higher layers, available as attributes like torch.optim.
 from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
 from ember.serialization import load, save  # noqa: E402

@@ -17,7 +17,6 @@ import numpy as np
 
 from ember import _dtype
 from ember._device import CPU
-from ember.autograd import grad_mode
 from ember.autograd.node import tick
 
 _BY_NP = _dtype._BY_NP
@@ -421,6 +420,3 @@ def _wrap_dim(dim: int, ndim: int, op: str = "") -> int:
             f"{op + ': ' if op else ''}Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
         )
     return dim % ndim if ndim else 0
-
-
-_ = grad_mode  # the op layer reads grad_mode.state; imported here so the package loads in order

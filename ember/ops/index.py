@@ -14,7 +14,7 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, _wrap_dim, check_tensor, edge, grad_state, record
+from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
 
 _INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
 
@@ -683,6 +683,3 @@ def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> T
 
 def bucketize(input, boundaries, *, right: bool = False) -> Tensor:
     return searchsorted(boundaries, input, right=right)
-
-
-_ = edge
