@@ -1,0 +1,25 @@
+"""``import ember as torch``: the top-level names ordinary PyTorch code reaches for exist."""
+
+import numpy as np
+import torch
+
+import ember
+
+NAMES = """tensor zeros ones arange randn manual_seed no_grad float32 long cat stack softmax log_softmax
+    sigmoid tanh relu matmul einsum where nn optim utils save load device cuda autograd linalg Size""".split()
+
+
+def test_torch_names_exist():
+    missing = [n for n in NAMES if not hasattr(ember, n)]
+    assert not missing, missing
+
+
+def test_softmax_function_and_method_match_torch():
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    for dim in (0, 1, -1):
+        np.testing.assert_allclose(
+            ember.softmax(ember.tensor(x), dim).numpy(), torch.softmax(torch.tensor(x), dim).numpy(), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            ember.tensor(x).log_softmax(dim).numpy(), torch.tensor(x).log_softmax(dim).numpy(), rtol=1e-5, atol=1e-6
+        )
