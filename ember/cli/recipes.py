@@ -27,7 +27,15 @@ class Recipe:
 
 
 RECIPES = {
-    "mlp": Recipe("mlp", "fashion-mnist", epochs=2, batch_size=128, lr=2e-3, optimizer="adam"),
+    "mlp": Recipe(
+        "mlp",
+        "fashion-mnist",
+        epochs=2,
+        batch_size=128,
+        lr=4e-3,
+        optimizer="adam",
+        model_kwargs={"hidden": (512, 256), "batch_norm": True},
+    ),
     "resnet": Recipe(
         "resnet",
         "fashion-mnist",
