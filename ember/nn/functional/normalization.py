@@ -49,7 +49,7 @@ class LayerNorm(Node):
         x, w, b = self.inputs
         lead = tuple(range(x._data.ndim - len(self.axes)))
         if grad_state.enabled:
-            return _layer_norm_backward_graph(g, x, w, b, self.axes, self.eps, lead)
+            return _norm_backward_graph(g, x, w, b, self.axes, self.eps, lead)
         xhat, rstd = self.xhat, self.rstd
         gd = g._data
         need_gw = w is not None and w._requires_grad
@@ -69,27 +69,34 @@ class LayerNorm(Node):
             gb = Tensor._from(gd.sum(axis=lead), g)
         if x._requires_grad:
             gxhat = gd * w._data if w is not None else gd
-            a = gxhat.mean(axis=self.axes, keepdims=True)
-            c = (gxhat * xhat).mean(axis=self.axes, keepdims=True)
-            gxhat = gxhat - a
-            gxhat -= xhat * c
-            gxhat *= rstd
-            gx = Tensor._from(gxhat.astype(x._data.dtype, copy=False), g)
+            gx = Tensor._from(_norm_input_grad(gxhat, xhat, rstd, self.axes, x._data.dtype), g)
         return gx, gw, gb
 
 
-def _layer_norm_backward_graph(g, x, w, b, axes, eps, lead):
+def _norm_backward_graph(g, x, w, b, axes, eps, param_axes, wshape=None):
+    """Layer/batch norm gradients in recorded Tensor ops (``create_graph``): statistics over
+    ``axes``, parameter gradients summed over ``param_axes``, ``w`` broadcast as ``wshape``."""
     mean = x.mean(axes, keepdim=True)
     xc = x - mean
     rstd = ew.rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
     xhat = xc * rstd
-    gw = (g * xhat).sum(lead) if w is not None and w._requires_grad else None
-    gb = g.sum(lead) if b is not None and b._requires_grad else None
+    gw = (g * xhat).sum(param_axes) if w is not None and w._requires_grad else None
+    gb = g.sum(param_axes) if b is not None and b._requires_grad else None
     gx = None
     if x._requires_grad:
-        gxhat = g * w if w is not None else g
+        gxhat = g if w is None else g * (w if wshape is None else w.reshape(wshape))
         gx = rstd * (gxhat - gxhat.mean(axes, keepdim=True) - xhat * (gxhat * xhat).mean(axes, keepdim=True))
     return gx, gw, gb
+
+
+def _norm_input_grad(gxhat, xhat, rstd, axes, dtype):
+    """``rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))`` on arrays, over ``axes``."""
+    a = gxhat.mean(axis=axes, keepdims=True)
+    c = (gxhat * xhat).mean(axis=axes, keepdims=True)
+    gxhat = gxhat - a
+    gxhat -= xhat * c
+    gxhat *= rstd
+    return gxhat.astype(dtype, copy=False)
 
 
 def layer_norm(
@@ -211,7 +218,7 @@ class BatchNorm(Node):
     def backward(self, g):
         x, w, b = self.inputs
         if grad_state.enabled:
-            return _batch_norm_backward_graph(g, x, w, b, self.axes, self.eps, self.bshape)
+            return _norm_backward_graph(g, x, w, b, self.axes, self.eps, self.axes, self.bshape)
         xhat, rstd, axes = self.xhat, self.rstd, self.axes
         gd = g._data
         gw = gb = gx = None
@@ -222,27 +229,8 @@ class BatchNorm(Node):
             gb = Tensor._from(gd.sum(axis=axes), g)
         if x._requires_grad:
             gxhat = gd * w._data.reshape(self.bshape) if w is not None else gd
-            a = gxhat.mean(axis=axes, keepdims=True)
-            c = (gxhat * xhat).mean(axis=axes, keepdims=True)
-            gxhat = gxhat - a
-            gxhat -= xhat * c
-            gxhat *= rstd
-            gx = Tensor._from(gxhat.astype(x._data.dtype, copy=False), g)
+            gx = Tensor._from(_norm_input_grad(gxhat, xhat, rstd, axes, x._data.dtype), g)
         return gx, gw, gb
-
-
-def _batch_norm_backward_graph(g, x, w, b, axes, eps, bshape):
-    mean = x.mean(axes, keepdim=True)
-    xc = x - mean
-    rstd = ew.rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
-    xhat = xc * rstd
-    gw = (g * xhat).sum(axes) if w is not None and w._requires_grad else None
-    gb = g.sum(axes) if b is not None and b._requires_grad else None
-    gx = None
-    if x._requires_grad:
-        gxhat = g * w.reshape(bshape) if w is not None else g
-        gx = rstd * (gxhat - gxhat.mean(axes, keepdim=True) - xhat * (gxhat * xhat).mean(axes, keepdim=True))
-    return gx, gw, gb
 
 
 def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
