@@ -114,9 +114,56 @@ def run_image_recipe(model_name: str, fw_name: str, epochs: int, seed: int = 0, 
     return rows
 
 
+def run_text_recipe(model_name: str, fw_name: str, epochs: int, seed: int = 0, threads: int | None = None) -> list:
+    """Train the GPT of ``ember train --model gpt`` for ``epochs`` epochs; returns per-epoch rows."""
+    from ember.cli.batches import TextBatches
+    from ember.cli.recipes import RECIPES
+    from ember.datasets import CharTextDataset
+
+    fw = _framework(fw_name)
+    if threads:
+        fw.set_num_threads(threads)
+    fw.manual_seed(seed)
+    recipe = RECIPES[model_name]
+    train = CharTextDataset(block_size=recipe.block_size, split="train")
+    tr = TextBatches(train.data.numpy(), recipe.batch_size, recipe.block_size, recipe.steps_per_epoch)
+    mod = load_model_source(model_name, fw_name)
+    cfg = mod.GPTConfig(vocab_size=train.vocab_size, block_size=recipe.block_size, **recipe.model_kwargs)
+    model = mod.GPT(cfg)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = fw.optim.AdamW(groups, lr=recipe.lr)
+    total = recipe.epochs * len(tr)
+    sched = fw.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15)
+    rows = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        loss_sum = 0.0
+        for x, y in tr.epoch(seed, epoch):
+            _, loss = model(fw.from_numpy(x.numpy()), fw.from_numpy(y.numpy()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item()
+        elapsed = time.perf_counter() - t0
+        rows.append(
+            {
+                "framework": fw_name,
+                "epoch": epoch + 1,
+                "seconds": elapsed,
+                "samples_per_second": len(tr) * recipe.batch_size / elapsed,
+                "train_loss": loss_sum / len(tr),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="mlp", choices=["mlp", "resnet"])
+    p.add_argument("--model", default="mlp", choices=["mlp", "resnet", "gpt"])
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--fw", default="both", choices=["both", "ember", "torch"])
     p.add_argument("--threads", type=int, default=None)
@@ -127,7 +174,8 @@ def main(argv=None) -> int:
     epochs = args.epochs or RECIPES[args.model].epochs
     rows = []
     for fw in ["torch", "ember"] if args.fw == "both" else [args.fw]:
-        rows += run_image_recipe(args.model, fw, epochs, threads=args.threads)
+        run = run_text_recipe if args.model == "gpt" else run_image_recipe
+        rows += run(args.model, fw, epochs, threads=args.threads)
     if args.json:
         with open(args.json, "a") as f:
             for r in rows:
