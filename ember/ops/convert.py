@@ -43,18 +43,17 @@ def _convert(x: Tensor, dt, dev, copy: bool) -> Tensor:
     return record(Cast, arr, (x,), dev if dev is not None and dev.type != "cpu" else (x._device if same_dev else CPU))
 
 
-def to(self: Tensor, *args, **kwargs) -> Tensor:
-    """Convert dtype and/or device: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``.
-
-    Returns self when nothing changes (unless ``copy=True``).
-    """
+def parse_to_args(args, kwargs, op: str = "to") -> tuple:
+    """(dtype, device, copy) from the argument forms of ``to``: ``to(dtype)``, ``to(device)``,
+    ``to(device, dtype)``, ``to(other)`` and the keywords; shared by ``Tensor.to`` and ``Module.to``."""
+    kwargs = dict(kwargs)
     dt = kwargs.pop("dtype", None)
     dev = kwargs.pop("device", None)
     copy = kwargs.pop("copy", False)
     kwargs.pop("non_blocking", None)
     kwargs.pop("memory_format", None)
     if kwargs:
-        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        raise TypeError(f"{op}() got unexpected keyword arguments {sorted(kwargs)}")
     for a in args:
         if isinstance(a, Tensor):
             dt, dev = a.dtype, a.device
@@ -62,14 +61,21 @@ def to(self: Tensor, *args, **kwargs) -> Tensor:
             dt = a
         elif isinstance(a, (str, _device_cls, int)):
             dev = a
-        elif a is None:
-            continue
-        else:
+        elif a is not None:
             dt = _dtype.to_dtype(a)
     if dt is not None:
         dt = _dtype.to_dtype(dt)
     if dev is not None:
         dev = to_device(dev)
+    return dt, dev, copy
+
+
+def to(self: Tensor, *args, **kwargs) -> Tensor:
+    """Convert dtype and/or device: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``.
+
+    Returns self when nothing changes (unless ``copy=True``).
+    """
+    dt, dev, copy = parse_to_args(args, kwargs)
     return _convert(self, dt, dev, copy)
 
 

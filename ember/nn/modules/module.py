@@ -13,7 +13,6 @@ from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ember import _dtype
 from ember.autograd.grad_mode import no_grad
 from ember.nn.parameter import Buffer, Parameter
 from ember.tensor import Tensor
@@ -513,32 +512,11 @@ class Module:
 
         A dtype applies only to floating-point tensors, as in PyTorch.
         """
-        from ember._device import device as device_cls
-        from ember._device import to_device
+        from ember.ops.convert import parse_to_args
 
-        dt = kwargs.pop("dtype", None)
-        dev = kwargs.pop("device", None)
-        kwargs.pop("non_blocking", None)
-        kwargs.pop("memory_format", None)
-        if kwargs:
-            raise TypeError(f"to() received an invalid combination of arguments: {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                dt, dev = a.dtype, a.device
-            elif isinstance(a, _dtype.dtype):
-                dt = a
-            elif isinstance(a, (str, device_cls, int)):
-                dev = a
-            elif a is not None:
-                dt = _dtype.to_dtype(a)
-        if dt is not None:
-            dt = _dtype.to_dtype(dt)
-            if not dt.is_floating_point:
-                raise TypeError(
-                    f"nn.Module.to only accepts floating point or complex dtypes, but got desired dtype={dt}"
-                )
-        if dev is not None:
-            dev = to_device(dev)
+        dt, dev, _ = parse_to_args(args, kwargs, "Module.to")
+        if dt is not None and not dt.is_floating_point:
+            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired dtype={dt}")
 
         def convert(t: Tensor) -> Tensor:
             return t.to(device=dev, dtype=dt if t.is_floating_point() else None)
