@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import ember
+from ember.backends import ckernels
+from ember.backends.ckernels import ops as ckops
 
 torch.set_num_threads(2)
 
@@ -17,3 +19,21 @@ def _seed():
     ember.manual_seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def kernel_state():
+    """Save and restore the C kernel loader's state, so tests may reset or disable the kernels."""
+    saved, fns = dict(ckernels._state), dict(ckops._fns)
+    yield
+    ckernels._state.update(saved)
+    ckops._fns.clear()
+    ckops._fns.update(fns)
+
+
+@pytest.fixture
+def no_kernels(kernel_state, monkeypatch):
+    """The NumPy paths: the C kernel loader finds no compiler."""
+    monkeypatch.setattr(ckernels, "compiler", lambda: None)
+    ckernels.reset()
+    ckops._fns.clear()

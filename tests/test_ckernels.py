@@ -18,24 +18,6 @@ from tests.helpers import assert_close, check, rand
 F32_64 = [np.float32, np.float64]
 
 
-@pytest.fixture
-def kernel_state():
-    """Save and restore the loader's state, so tests may reset or disable the kernels."""
-    saved, fns = dict(ckernels._state), dict(ops._fns)
-    yield
-    ckernels._state.update(saved)
-    ops._fns.clear()
-    ops._fns.update(fns)
-
-
-@pytest.fixture
-def no_kernels(kernel_state, monkeypatch):
-    """The NumPy path: the loader finds no compiler."""
-    monkeypatch.setattr(ckernels, "compiler", lambda: None)
-    ckernels.reset()
-    ops._fns.clear()
-
-
 def _data(n_rows, n_cols, dtype, scale, seed=0):
     return (np.random.default_rng(seed).standard_normal((n_rows, n_cols)) * scale).astype(dtype)
 

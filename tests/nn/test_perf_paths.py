@@ -1,7 +1,7 @@
 """Correctness of the fast paths of fused primitives, against PyTorch.
 
 The whole-sequence LSTM kernels (gates in one exp call, weight gradients after the time loop),
-the stride-1 "shift and GEMM" convolution kernels (8-32 channels), and the buffered index_add /
+the stride-1 "shift and GEMM" convolution kernels (8-32 channels; taken without the C kernels), and the buffered index_add /
 scatter_add used when indices do not repeat (with the repeat-handling fallbacks).
 """
 
@@ -111,7 +111,7 @@ SHIFT_CASES = [
 
 
 @pytest.mark.parametrize("xs,ws,kw", SHIFT_CASES)
-def test_conv2d_shift_path(xs, ws, kw):
+def test_conv2d_shift_path(xs, ws, kw, no_kernels):
     kw = dict(kw)
     geom_pad = kw.get("padding")
     bias = kw.pop("bias", False)
@@ -121,14 +121,16 @@ def test_conv2d_shift_path(xs, ws, kw):
         pads = (geom_pad,) * 4
     else:
         pads = conv_mod._same_padding(ws[2:], dil)
-    assert conv_mod._use_shift(xs, ws, conv_mod._Geom((1, 1), pads, dil, 1)), "case must take the fast path"
+    geom = conv_mod._Geom((1, 1), pads, dil, 1)
+    assert conv_mod._input_grad_path(xs, ws, geom, np.float32) == "shift", "case must take the shift path"
     inputs = [rand(*xs), rand(*ws, low=-0.5, high=0.5)] + ([rand(ws[0])] if bias else [])
     check(lambda lib, *a: lib.nn.functional.conv2d(*a, **kw), *inputs, atol=1e-4)
 
 
-def test_conv2d_shift_double_backward():
+def test_conv2d_shift_double_backward(no_kernels):
     xa, wa = _pair((2, 8, 12, 12), 7, dtype=np.float64), _pair((8, 8, 3, 3), 8, dtype=np.float64)
-    assert conv_mod._use_shift(xa.shape, wa.shape, conv_mod._Geom((1, 1), (1, 1, 1, 1), (1, 1), 1))
+    geom = conv_mod._Geom((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert conv_mod._input_grad_path(xa.shape, wa.shape, geom, np.float64) == "shift"
     res = []
     for lib in (ember, torch):
         x, w = lib.tensor(xa, requires_grad=True), lib.tensor(wa, requires_grad=True)

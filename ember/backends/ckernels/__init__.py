@@ -1,7 +1,7 @@
 """Runtime-compiled C kernels for the CPU backend (DESIGN.md: "NumPy + generated C").
 
-The C sources next to this file (``mathf.c``, then ``kernels.c`` instantiated for float32 and
-float64) are compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/
+The C sources next to this file (``mathf.c``, then ``kernels.c`` and ``conv.c`` instantiated for
+float32 and float64) are compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/
 ``clang``) into a shared library cached under ``$EMBER_CACHE_DIR`` (default
 ``~/.cache/ember/kernels``), keyed by a hash of the source, compiler, flags and CPU. Compilation
 writes a temporary file and renames it into place, so concurrent processes never load a
@@ -52,6 +52,9 @@ SIGNATURES = {  # symbol (without suffix) -> argtypes
     "layer_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _INT],
     "gelu_fwd": [_PTR, _PTR, _I64, _INT, _INT],
     "gelu_bwd": [_PTR, _PTR, _PTR, _I64, _INT, _INT],
+    "pack_nhwc": [_PTR, _PTR, *[_I64] * 11, _INT],
+    "conv_fwd": [_PTR, _PTR, _PTR, _PTR, *[_I64] * 14, _INT],
+    "conv_wgrad": [_PTR, _PTR, _PTR, *[_I64] * 15, _INT],
 }
 
 _state: dict = {"lib": None, "tried": False, "openmp": False}
@@ -60,7 +63,7 @@ _state: dict = {"lib": None, "tried": False, "openmp": False}
 def source() -> str:
     """The full C translation unit: the float helpers, then kernels.c once per dtype."""
     parts = [(_HERE / "mathf.c").read_text()]
-    body = (_HERE / "kernels.c").read_text()
+    body = (_HERE / "kernels.c").read_text() + "\n" + (_HERE / "conv.c").read_text()
     for suffix, (real, exp, log_, erf, tanh, sqrt) in _TYPES.items():
         parts.append(
             f"#define real {real}\n#define K(name) name##_{suffix}\n#define EXP {exp}\n#define LOG {log_}\n"

@@ -145,3 +145,145 @@ def gelu_backward(x, g, approximate: str):
     gx = np.empty_like(x)
     fn(_ptr(x), _ptr(g), _ptr(gx), x.size, int(approximate == "tanh"), _threads(x.size))
     return gx
+
+
+# --------------------------------------------------------------------------- conv2d
+# Direct convolution (conv.c). Shapes: x (N, C, H, W), w (O, C, kh, kw), NCHW in and out; the
+# kernels work on channels-last copies that these wrappers pack (zero padding included).
+# ``geom`` is (stride, pad, dilation) with stride/dilation pairs and pad (top, bottom, left, right).
+_CB = 4  # input-channel block of the weight gradient (conv.c's CB)
+
+
+def has_conv(dtype) -> bool:
+    """Whether the direct convolution kernels run for ``dtype`` (float32/float64 with a compiler)."""
+    return np.dtype(dtype) in _SUFFIX and ckernels.get() is not None
+
+
+def _ob(dtype) -> int:
+    """Output channels per register block (conv.c's OB: two 32-byte vectors)."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _pack(src, hd: int, wd: int, cd: int, oy: int, ox: int, sy: int = 1, sx: int = 1):
+    """NCHW ``src`` into a zeroed channels-last ``(N, hd, wd, cd)`` buffer at pixel
+    ``(oy + y*sy, ox + x*sx)``; pixels that fall outside are dropped."""
+    fn = _fn("pack_nhwc", src)
+    src = _c(src)
+    n, c, h, w = src.shape
+    dst = np.empty((n, hd, wd, cd), src.dtype)
+    fn(_ptr(src), _ptr(dst), n, c, h, w, hd, wd, cd, oy, ox, sy, sx, _threads(dst.size))
+    return dst
+
+
+def _out_hw(h: int, w: int, kh: int, kw: int, geom) -> tuple:
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = geom
+    return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+
+
+def _weight_blocks(wt, op: int):
+    """``wt`` (kh, kw, C, O) as ``(op/OB, kh, kw, C, OB)``, zero-padded to ``op`` output channels:
+    the weights of one block of output channels are contiguous for the kernel."""
+    kh, kw, c, o = wt.shape
+    ob = _ob(wt.dtype)
+    out = np.zeros((op // ob, kh, kw, c, ob), wt.dtype)
+    for k in range(op // ob):
+        part = wt[..., k * ob : (k + 1) * ob]
+        out[k, ..., : part.shape[-1]] = part
+    return out
+
+
+def _subsample_1x1(x, w_shape: tuple, geom):
+    """A strided 1x1 convolution without padding reads every stride-th pixel only: take those
+    (a smaller copy to pack) and convolve with stride 1."""
+    stride, pad, dilation = geom
+    if w_shape[2:] != (1, 1) or stride == (1, 1) or any(pad):
+        return x, geom
+    return x[:, :, :: stride[0], :: stride[1]], ((1, 1), pad, dilation)
+
+
+def conv2d(x, w, b, geom):
+    """Forward of a groups=1 convolution (``b`` may be None): the (N, O, Ho, Wo) output, or None."""
+    fn = _fn("conv_fwd", x, w, b)
+    if fn is None or x.ndim != 4:
+        return None
+    x, geom = _subsample_1x1(x, w.shape, geom)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = geom
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ho, wo = _out_hw(h, wd, kh, kw, geom)
+    hp, wp = h + pt + pb, wd + pl + pr
+    xp = _pack(x, hp, wp, c, pt, pl)
+    op = _round_up(o, _ob(x.dtype))
+    wk = _weight_blocks(w.transpose(2, 3, 1, 0), op)
+    b = None if b is None else _c(b)
+    out = np.empty((n, o, ho, wo), x.dtype)
+    fn(_ptr(xp), _ptr(wk), _ptr(b), _ptr(out), n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, _threads(out.size))
+    return out
+
+
+def conv2d_pack_grad(g, x_shape: tuple, w_shape: tuple, geom):
+    """The output gradient packed for :func:`conv2d_input_grad` (and reused by
+    :func:`conv2d_weight_grad` where the layout allows): channels-last on the input's grid grown
+    by the dilated kernel, zeros between pixels for stride > 1. None without the kernels."""
+    if _fn("pack_nhwc", g) is None or g.ndim != 4:
+        return None
+    (sh, sw), (pt, _, pl, _), (dh, dw) = geom
+    _, _, h, wd = x_shape
+    o, _, kh, kw = w_shape
+    ph, pw = dh * (kh - 1), dw * (kw - 1)
+    return _pack(g, h + ph, wd + pw, _round_up(o, _ob(g.dtype)), ph - pt, pw - pl, sh, sw)
+
+
+def conv2d_input_grad(g, w, x_shape: tuple, geom, gbuf=None):
+    """Gradient of the input (N, C, H, W): the forward kernel on the packed output gradient with
+    the kernel flipped and transposed. None without the kernels."""
+    fn = _fn("conv_fwd", g, w)
+    if fn is None or g.ndim != 4:
+        return None
+    if gbuf is None:
+        gbuf = conv2d_pack_grad(g, x_shape, w.shape, geom)
+    (dh, dw) = geom[2]
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    op, cp = gbuf.shape[3], _round_up(c, _ob(g.dtype))
+    wf = np.zeros((kh, kw, op, c), g.dtype)
+    wf[:, :, :o] = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
+    wf = _weight_blocks(wf, cp)
+    out = np.empty((n, c, h, wd), g.dtype)
+    hd, wdd = gbuf.shape[1:3]
+    fn(_ptr(gbuf), _ptr(wf), None, _ptr(out), n, hd, wdd, op, h, wd, c, cp, kh, kw, 1, 1, dh, dw, _threads(out.size))
+    return out
+
+
+def conv2d_weight_grad(x, g, w_shape: tuple, geom, gbuf=None):
+    """Gradient of the weight (O, C, kh, kw), from the input and the output gradient (or its
+    :func:`conv2d_pack_grad` buffer). None without the kernels."""
+    fn = _fn("conv_wgrad", x, g)
+    if fn is None or x.ndim != 4:
+        return None
+    x, geom = _subsample_1x1(x, w_shape, geom)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = geom
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w_shape
+    _, _, ho, wo = g.shape
+    hp, wp = h + pt + pb, wd + pl + pr
+    cp, op = _round_up(c, _CB), _round_up(o, _ob(x.dtype))
+    xp = _pack(x, hp, wp, cp, pt, pl)
+    ph, pw = dh * (kh - 1), dw * (kw - 1)
+    oy, ox = ph - pt, pw - pl
+    if gbuf is not None and (sh, sw) == (1, 1) and min(oy, ox) >= 0 and pb <= ph and pr <= pw:
+        # g sits inside the input-gradient buffer, uncropped: read it there.
+        hd, wdd = gbuf.shape[1:3]
+        g_ptr, g_img, g_row = _ptr(gbuf) + (oy * wdd + ox) * op * gbuf.itemsize, hd * wdd * op, wdd * op
+    else:
+        gbuf = _pack(g, ho, wo, op, 0, 0)
+        g_ptr, g_img, g_row = _ptr(gbuf), ho * wo * op, wo * op
+    nt = _threads(g.size)
+    gw = np.zeros((nt, kh, kw, cp, op), x.dtype)
+    fn(_ptr(xp), g_ptr, _ptr(gw), n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
+    gw = gw[0] if nt == 1 else gw.sum(axis=0)
+    return np.ascontiguousarray(gw[:, :, :c, :o].transpose(3, 2, 0, 1))

@@ -1,16 +1,22 @@
-"""Convolutions: ``conv1d`` and ``conv2d`` as fused primitives (im2col + one GEMM).
+"""Convolutions: ``conv1d`` and ``conv2d`` as fused primitives with their own gradients.
 
-Forward pads the input once, takes every kernel window as a strided view (no copy, no loop over
-pixels), copies it into a ``(N, groups, C/groups*kh*kw, Ho*Wo)`` column matrix and multiplies it
-by the weight viewed as ``(groups, O/groups, C/groups*kh*kw)``: the result is already laid out as
-``(N, O, Ho, Wo)``. Groups are a batch dimension of that one matmul.
+Three array implementations, chosen per call (best first):
+
+* the direct C kernels (``ember/backends/ckernels/conv.c``; groups=1, float32/float64, a C
+  compiler present): channels-last packing, then register-blocked multiply-adds. Fastest for the
+  small channel counts of CNNs on small images by far (see BENCHMARKS.md);
+* "shift and GEMM" (stride 1, 8-32 channels): one GEMM per kernel tap over the flattened padded
+  image, no column matrix;
+* im2col + one GEMM (everything else, groups included): every kernel window as a strided view
+  (no loop over pixels), copied into a column matrix and multiplied by the weight; groups are a
+  batch dimension of that one matmul.
 
 Backward is three primitives that are closed under differentiation, so double backward works:
 
-* ``Conv2dInputGrad(g, w)``: ``W^T g`` as columns, then col2im (a loop over the kh*kw kernel
-  offsets, each one vectorized strided add); its gradient is ``conv2d`` and ``Conv2dWeightGrad``.
-* ``Conv2dWeightGrad(x, g)``: one GEMM of ``g`` with the columns of ``x`` (reused from the forward
-  when available); its gradient is ``Conv2dInputGrad`` and ``conv2d``.
+* ``Conv2dInputGrad(g, w)``: ``W^T g`` back on the input's grid (the direct kernel on the flipped
+  kernel for stride 1, col2im otherwise); its gradient is ``conv2d`` and ``Conv2dWeightGrad``.
+* ``Conv2dWeightGrad(x, g)``: the correlation of ``x`` with ``g``; its gradient is
+  ``Conv2dInputGrad`` and ``conv2d``.
 * the bias gradient is a plain sum.
 
 ``conv1d`` is ``conv2d`` on a height-1 image.
@@ -22,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ember.autograd.node import Node
+from ember.backends.ckernels import ops as ckops
 from ember.ops._base import Tensor, check_tensor, record
 
 __all__ = ["conv1d", "conv2d"]
@@ -30,13 +37,14 @@ __all__ = ["conv1d", "conv2d"]
 class _Geom:
     """Static parameters of one convolution: stride, padding (top, bottom, left, right), dilation, groups."""
 
-    __slots__ = ("stride", "pad", "dilation", "groups")
+    __slots__ = ("stride", "pad", "dilation", "groups", "kernel_args")
 
     def __init__(self, stride, pad, dilation, groups):
         self.stride = stride
         self.pad = pad
         self.dilation = dilation
         self.groups = groups
+        self.kernel_args = (stride, pad, dilation)  # what the C kernels take (groups=1 only)
 
 
 def _tuple(v, n: int, name: str, op: str) -> tuple:
@@ -200,9 +208,42 @@ def _shift_weight_grad(xd, gd, w_shape, geom: _Geom, g2=None):
 
 
 # --------------------------------------------------------------------------- array kernels
-def _conv_forward(xd, wd, geom: _Geom):
+# Three implementations, best first: the direct C kernels (groups=1, float32/float64, a C
+# compiler; the input gradient for stride 1 only, where it is a plain convolution), shift-and-GEMM
+# (stride 1, few channels), and im2col + GEMM (everything).
+def _input_grad_path(x_shape, w_shape, geom: _Geom, dtype) -> str:
+    if geom.groups == 1 and geom.stride == (1, 1) and ckops.has_conv(dtype):
+        return "direct"
+    return "shift" if _use_shift(x_shape, w_shape, geom) else "im2col"
+
+
+def _grad_layout(gd, x_shape, w_shape, geom: _Geom):
+    """``(path, buffer)``: the output gradient rearranged once for the input gradient's kernel
+    (and reused by the weight gradient's where the layouts agree)."""
+    path = _input_grad_path(x_shape, w_shape, geom, gd.dtype)
+    if path == "direct":
+        return path, ckops.conv2d_pack_grad(gd, x_shape, w_shape, geom.kernel_args)
+    if path == "shift":
+        return path, _grad_cm(gd, _Shift(x_shape, w_shape, geom))
+    return path, _grad_rows(gd, geom.groups)
+
+
+def _conv_forward(xd, wd, bd, geom: _Geom):
+    """The convolution of arrays, bias included (``bd`` may be None)."""
+    if geom.groups == 1:
+        out = ckops.conv2d(xd, wd, bd, geom.kernel_args)
+        if out is not None:
+            return out
     if _use_shift(xd.shape, wd.shape, geom):
-        return _shift_forward(xd, wd, geom), None
+        out = _shift_forward(xd, wd, geom)
+    else:
+        out = _im2col_forward(xd, wd, geom)
+    if bd is not None:
+        out += bd.reshape(1, -1, 1, 1)
+    return out
+
+
+def _im2col_forward(xd, wd, geom: _Geom):
     n, c, h, w = xd.shape
     o, _, kh, kw = wd.shape
     g = geom.groups
@@ -211,17 +252,24 @@ def _conv_forward(xd, wd, geom: _Geom):
     wo = _out_size(w, pl + pr, kw, geom.stride[1], geom.dilation[1])
     cols = _im2col(xd, kh, kw, ho, wo, geom)
     out = np.matmul(wd.reshape(g, o // g, -1), cols)  # (g, O/g, N*Ho*Wo)
-    out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
-    return out, cols
+    return np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
 
-def _input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
+def _input_grad(gd, wd, x_shape, geom: _Geom, layout=None):
+    """The input gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
+    path, buf = layout or (_input_grad_path(x_shape, wd.shape, geom, gd.dtype), None)
+    if path == "direct":
+        return ckops.conv2d_input_grad(gd, wd, x_shape, geom.kernel_args, buf)
+    if path == "shift":
+        return _shift_input_grad(gd, wd, x_shape, geom, buf)
+    return _col2im_input_grad(gd, wd, x_shape, geom, buf)
+
+
+def _col2im_input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
     """col2im of ``W^T g``: per kernel offset one (grouped) GEMM and one strided add.
 
     The accumulator is NHWC so that every strided add runs over long contiguous rows.
     """
-    if _use_shift(x_shape, wd.shape, geom):
-        return _shift_input_grad(gd, wd, x_shape, geom, rows)
     n, o, ho, wo = gd.shape
     _, cg, kh, kw = wd.shape
     _, c, h, w = x_shape
@@ -242,40 +290,38 @@ def _input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
     return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
 
 
-def _weight_grad(xd, gd, w_shape, geom: _Geom, cols=None, rows=None):
+def _weight_grad(xd, gd, w_shape, geom: _Geom, layout=None):
+    """The weight gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
+    path, buf = layout or (None, None)
+    if geom.groups == 1:
+        out = ckops.conv2d_weight_grad(xd, gd, w_shape, geom.kernel_args, buf if path == "direct" else None)
+        if out is not None:
+            return out
     if _use_shift(xd.shape, w_shape, geom):
-        return _shift_weight_grad(xd, gd, w_shape, geom, rows)
+        return _shift_weight_grad(xd, gd, w_shape, geom, buf if path == "shift" else None)
     n, o, ho, wo = gd.shape
     _, cg, kh, kw = w_shape
     g = geom.groups
-    if cols is None:
-        cols = _im2col(xd, kh, kw, ho, wo, geom)
-    if rows is None:
-        rows = _grad_rows(gd, g)
+    cols = _im2col(xd, kh, kw, ho, wo, geom)
+    rows = buf if path == "im2col" else _grad_rows(gd, g)
     gw = np.matmul(rows.transpose(0, 2, 1), cols.transpose(0, 2, 1))  # (g, O/g, K)
     return gw.reshape(w_shape)
 
 
 # --------------------------------------------------------------------------- primitives
 class Conv2d(Node):
-    __slots__ = ("geom", "cols")
+    __slots__ = ("geom",)
 
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
         gx = gw = gb = None
-        # The rearranged g (NHWC rows, or the channel-major grid of the stride-1 path) serves both.
-        rows = None
+        layout = None  # the rearranged g, made once when both gradients need it
         if x._requires_grad and w._requires_grad:
-            xs, ws = x._data.shape, w._data.shape
-            if _use_shift(xs, ws, self.geom):
-                rows = _grad_cm(g._data, _Shift(xs, ws, self.geom))
-            else:
-                rows = _grad_rows(g._data, self.geom.groups)
+            layout = _grad_layout(g._data, x._data.shape, w._data.shape, self.geom)
         if x._requires_grad:
-            gx = conv2d_input_grad(g, w, x._data.shape, self.geom, rows=rows)
+            gx = conv2d_input_grad(g, w, x._data.shape, self.geom, layout)
         if w._requires_grad:
-            gw = conv2d_weight_grad(x, g, w._data.shape, self.geom, cols=self.cols, rows=rows)
-        self.cols = None
+            gw = conv2d_weight_grad(x, g, w._data.shape, self.geom, layout)
         if len(self.inputs) == 3:
             if self.inputs[2]._requires_grad:
                 gb = g.sum((0, 2, 3))
@@ -307,27 +353,24 @@ class Conv2dWeightGrad(Node):
         return dx, dg
 
 
-def conv2d_input_grad(g: Tensor, w: Tensor, x_shape: tuple, geom: _Geom, rows=None) -> Tensor:
-    out = _input_grad(g._data, w._data, tuple(x_shape), geom, rows)
+def conv2d_input_grad(g: Tensor, w: Tensor, x_shape: tuple, geom: _Geom, layout=None) -> Tensor:
+    out = _input_grad(g._data, w._data, tuple(x_shape), geom, layout)
     return record(Conv2dInputGrad, out, (g, w), g._device, geom=geom, x_shape=tuple(x_shape))
 
 
-def conv2d_weight_grad(x: Tensor, g: Tensor, w_shape: tuple, geom: _Geom, cols=None, rows=None) -> Tensor:
-    out = _weight_grad(x._data, g._data, tuple(w_shape), geom, cols, rows)
+def conv2d_weight_grad(x: Tensor, g: Tensor, w_shape: tuple, geom: _Geom, layout=None) -> Tensor:
+    out = _weight_grad(x._data, g._data, tuple(w_shape), geom, layout)
     return record(Conv2dWeightGrad, out, (x, g), g._device, geom=geom, w_shape=tuple(w_shape))
 
 
 def _conv2d_raw(x: Tensor, w: Tensor, b, geom: _Geom) -> Tensor:
-    out, cols = _conv_forward(x._data, w._data, geom)
-    if b is not None:
-        out += b._data.reshape(1, -1, 1, 1)
+    out = _conv_forward(x._data, w._data, None if b is None else b._data, geom)
     inputs = (x, w) if b is None else (x, w, b)
-    t = record(Conv2d, out, inputs, x._device, geom=geom, cols=None)
+    t = record(Conv2d, out, inputs, x._device, geom=geom)
     node = t._node
     if node is not None:
-        # The im2col columns are not kept for the weight gradient: they are kh*kw times the
-        # input's size, and recomputing them in backward costs one copy (PyTorch keeps the
-        # input only, too).
+        # Only the input is kept (as in PyTorch), not the im2col columns, which would be
+        # kh*kw times its size: the backward repacks it.
         node.save_versions(*inputs)
     return t
 

@@ -1,0 +1,167 @@
+/* Direct convolution kernels (conv2d forward, input gradient, weight gradient).
+ *
+ * Compiled once per dtype like kernels.c (`real`, K(name)). The Python side (ops.py) packs the
+ * NCHW input into a zero-padded channels-last buffer ("NHWC": the channels of one pixel are
+ * contiguous), so that a kernel tap is one short vector of channels. Output channels are the
+ * vector lanes: one block is OB = two vectors (16 float32 / 8 float64), and XB neighbouring
+ * output pixels are computed together, so each weight vector loaded feeds XB fused
+ * multiply-adds and the 2*XB accumulators stay in registers. This beats im2col + GEMM for the
+ * small channel counts of CNNs on small images, where BLAS runs far from its peak (K = C*kh*kw is
+ * small, and im2col / col2im move 9x the data); see BENCHMARKS.md.
+ *
+ * The input gradient is the same forward kernel run on the output gradient (packed with zeros
+ * between pixels for stride > 1) with the kernel flipped and transposed. `nt` is the OpenMP
+ * thread count (1 = serial).
+ */
+
+#define VB 32 /* bytes per vector: AVX; the compiler splits it where the CPU has narrower ones */
+#define VL ((int64_t)(VB / sizeof(real)))
+#define OB (2 * VL)
+#define XB 4 /* output pixels per register block */
+#define CB 4 /* input channels per register block of the weight gradient */
+
+/* Without this GCC re-loads a vector that several FMAs share as a memory operand of each of them
+ * (3 loads per 2 FMAs instead of 1.5), and the inner loops become load-bound. Only where the
+ * vector type is one AVX register; elsewhere the compiler is left to itself. */
+#if defined(__AVX__) && (defined(__x86_64__) || defined(__i386__))
+#define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define KEEP_IN_REGISTER(v) ((void)0)
+#endif
+
+typedef real K(vec) __attribute__((vector_size(VB)));
+typedef real K(uvec) __attribute__((vector_size(VB), aligned(sizeof(real)))); /* unaligned access */
+
+/* dst (N, Hd, Wd, Cd) = 0, then dst[n, oy + y*sy, ox + x*sx, c] = src[n, c, y, x] wherever that
+ * lies inside dst (offsets may be negative: those pixels are dropped). Channels >= C stay 0. */
+void K(pack_nhwc)(const real *src, real *dst, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Hd, int64_t Wd,
+                  int64_t Cd, int64_t oy, int64_t ox, int64_t sy, int64_t sx, int nt) {
+    int64_t x0 = 0, x1 = W; /* the source columns that land inside dst */
+    while (x0 < W && ox + x0 * sx < 0) x0++;
+    while (x1 > x0 && ox + (x1 - 1) * sx >= Wd) x1--;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t r = 0; r < N * Hd; r++) {
+        int64_t n = r / Hd, yd = r % Hd;
+        real *drow = dst + r * Wd * Cd;
+        memset(drow, 0, (size_t)(Wd * Cd) * sizeof(real));
+        int64_t y = (yd - oy) / sy;
+        if (yd - oy < 0 || (yd - oy) % sy != 0 || y >= H) continue;
+        for (int64_t c = 0; c < C; c++) {
+            const real *srow = src + ((n * C + c) * H + y) * W;
+            real *d = drow + (ox + x0 * sx) * Cd + c;
+            for (int64_t x = x0; x < x1; x++, d += sx * Cd) *d = srow[x];
+        }
+    }
+}
+
+/* nx (<= XB) output pixels x OB output channels; pixel b's window starts at x[b]. The OB-wide
+ * weight columns of this block are contiguous: w is (kh, kw, C, OB). The nk (<= OB) real
+ * channels are written NCHW: channel k of pixel b to out[k*P + b], plus bias[k] if given. */
+static inline __attribute__((always_inline)) void K(conv_block)(const real *const *x, const real *w, real *out,
+                                                                 const real *bias, int64_t C, int64_t kh, int64_t kw,
+                                                                 int64_t si, int64_t sj, int64_t P, int64_t nk,
+                                                                 const int nx) {
+    K(vec) acc[XB][2];
+    for (int b = 0; b < nx; b++) acc[b][0] = acc[b][1] = (K(vec)){0};
+    for (int64_t i = 0; i < kh; i++)
+        for (int64_t j = 0; j < kw; j++) {
+            int64_t off = i * si + j * sj;
+            const real *wr = w + (i * kw + j) * C * OB;
+            for (int64_t c = 0; c < C; c++, wr += OB) {
+                K(vec) w0 = *(const K(uvec) *)wr, w1 = *(const K(uvec) *)(wr + VL);
+                KEEP_IN_REGISTER(w0);
+                KEEP_IN_REGISTER(w1);
+                for (int b = 0; b < nx; b++) {
+                    real v = x[b][off + c];
+                    acc[b][0] += v * w0;
+                    acc[b][1] += v * w1;
+                }
+            }
+        }
+    for (int b = 0; b < nx; b++) {
+        real r[OB];
+        *(K(uvec) *)r = acc[b][0];
+        *(K(uvec) *)(r + VL) = acc[b][1];
+        for (int64_t k = 0; k < nk; k++) out[k * P + b] = bias ? r[k] + bias[k] : r[k];
+    }
+}
+
+/* out (N, O, Ho, Wo), NCHW = bias + correlation of xp (N, Hp, Wp, C) with w (Op/OB, kh, kw, C, OB),
+ * Op being O rounded up to a multiple of OB (the extra weight columns are zero); bias may be NULL.
+ * The pixels of one image are taken XB at a time in row-major order (a block may span two rows,
+ * so only the image's last block is partial). */
+void K(conv_fwd)(const real *xp, const real *w, const real *bias, real *out, int64_t N, int64_t Hp, int64_t Wp,
+                 int64_t C, int64_t Ho, int64_t Wo, int64_t O, int64_t Op, int64_t kh, int64_t kw, int64_t sh,
+                 int64_t sw, int64_t dh, int64_t dw, int nt) {
+    int64_t si = dh * Wp * C, sj = dw * C, P = Ho * Wo;
+#pragma omp parallel for collapse(2) num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t ob = 0; ob < Op; ob += OB) {
+            const real *ximg = xp + n * Hp * Wp * C, *wb = w + ob * kh * kw * C, *bb = bias ? bias + ob : NULL;
+            int64_t nk = O - ob < OB ? O - ob : OB;
+            for (int64_t p = 0; p < P; p += XB) {
+                const real *xs[XB];
+                real *o = out + (n * O + ob) * P + p;
+                int nx = P - p < XB ? (int)(P - p) : XB;
+                for (int b = 0; b < nx; b++) {
+                    int64_t y = (p + b) / Wo, x = (p + b) % Wo;
+                    xs[b] = ximg + (y * sh * Wp + x * sw) * C;
+                }
+                if (nx == XB)
+                    K(conv_block)(xs, wb, o, bb, C, kh, kw, si, sj, P, nk, XB);
+                else
+                    for (int b = 0; b < nx; b++) K(conv_block)(xs + b, wb, o + b, bb, C, kh, kw, si, sj, P, nk, 1);
+            }
+        }
+}
+
+/* gw[t] (kh, kw, Cp, Op) = sum over the output pixels of thread t's share of xp (N, Hp, Wp, Cp)
+ * windows times g, whose pixel (n, y, x) is at g + n*g_img + y*g_row + x*Op. Cp % CB == 0,
+ * Op % OB == 0; gw holds nt zeroed partial sums, which the caller adds up. Each output row is a
+ * tile that stays in L1 while every tap and channel block passes over it. */
+void K(conv_wgrad)(const real *xp, const real *g, real *gw, int64_t N, int64_t Hp, int64_t Wp, int64_t Cp,
+                   int64_t Ho, int64_t Wo, int64_t Op, int64_t g_img, int64_t g_row, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t dh, int64_t dw, int nt) {
+    int64_t xstep = sw * Cp, rows = N * Ho;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        int t = 0, nth = 1;
+#endif
+        real *gwt0 = gw + (int64_t)t * kh * kw * Cp * Op;
+        for (int64_t r = rows * t / nth; r < rows * (t + 1) / nth; r++) {
+            int64_t n = r / Ho, y = r % Ho;
+            const real *grow = g + n * g_img + y * g_row;
+            for (int64_t i = 0; i < kh; i++)
+                for (int64_t j = 0; j < kw; j++) {
+                    const real *xrow = xp + ((n * Hp + y * sh + i * dh) * Wp + j * dw) * Cp;
+                    real *gwt = gwt0 + (i * kw + j) * Cp * Op;
+                    for (int64_t cb = 0; cb < Cp; cb += CB)
+                        for (int64_t ob = 0; ob < Op; ob += OB) {
+                            K(vec) acc[CB][2];
+                            real *a = gwt + cb * Op + ob;
+                            for (int k = 0; k < CB; k++) {
+                                acc[k][0] = *(K(uvec) *)(a + k * Op);
+                                acc[k][1] = *(K(uvec) *)(a + k * Op + VL);
+                            }
+                            const real *xr = xrow + cb, *gr = grow + ob;
+                            for (int64_t x = 0; x < Wo; x++, xr += xstep, gr += Op) {
+                                K(vec) g0 = *(const K(uvec) *)gr, g1 = *(const K(uvec) *)(gr + VL);
+                                KEEP_IN_REGISTER(g0);
+                                KEEP_IN_REGISTER(g1);
+                                for (int k = 0; k < CB; k++) {
+                                    acc[k][0] += xr[k] * g0;
+                                    acc[k][1] += xr[k] * g1;
+                                }
+                            }
+                            for (int k = 0; k < CB; k++) {
+                                *(K(uvec) *)(a + k * Op) = acc[k][0];
+                                *(K(uvec) *)(a + k * Op + VL) = acc[k][1];
+                            }
+                        }
+                }
+        }
+    }
+}
