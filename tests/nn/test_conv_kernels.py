@@ -26,6 +26,9 @@ CASES = [
     ((2, 16, 9, 10), (32, 16, 1, 1), {"stride": 2}),  # ResNet shortcut: subsampled 1x1
     ((1, 5, 12, 13), (7, 5, 3, 2), {"padding": 2, "dilation": 2}),
     ((2, 4, 12, 13), (6, 4, 5, 5), {"stride": 3, "padding": 2}),
+    ((2, 3, 11, 10), (4, 3, 3, 3), {"stride": (2, 3), "padding": (0, 1), "dilation": (2, 1)}),
+    ((1, 2, 9, 9), (3, 2, 1, 1), {"stride": 2, "padding": 1}),  # a stride phase that no tap reaches
+    ((1, 2, 9, 9), (3, 2, 2, 2), {"stride": 4}),  # stride wider than the kernel: pixels with no gradient
     ((1, 2, 4, 4), (1, 2, 3, 3), {"padding": 3}),  # padding wider than the kernel reaches
     ((2, 6, 8, 9), (4, 6, 4, 2), {"padding": "same"}),  # asymmetric padding
     ((2, 6, 7, 7), (8, 6, 3, 3), {"padding": (0, 2)}),
@@ -52,8 +55,8 @@ def test_direct_conv_matches_torch(xs, ws, kw, dtype):
 def test_direct_path_is_taken():
     geom = conv_mod._Geom((1, 1), (1, 1, 1, 1), (1, 1), 1)
     assert conv_mod._input_grad_path((32, 16, 28, 28), (16, 16, 3, 3), geom, np.float32) == "direct"
-    strided = conv_mod._Geom((2, 2), (1, 1, 1, 1), (1, 1), 1)  # input gradient: col2im for stride > 1
-    assert conv_mod._input_grad_path((32, 16, 28, 28), (32, 16, 3, 3), strided, np.float32) == "im2col"
+    strided = conv_mod._Geom((2, 2), (1, 1, 1, 1), (1, 1), 1)  # input gradient by stride phases
+    assert conv_mod._input_grad_path((32, 16, 28, 28), (32, 16, 3, 3), strided, np.float32) == "direct"
     grouped = conv_mod._Geom((1, 1), (1, 1, 1, 1), (1, 1), 2)
     assert conv_mod._input_grad_path((2, 16, 8, 8), (16, 8, 3, 3), grouped, np.float32) != "direct"
 

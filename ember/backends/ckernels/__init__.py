@@ -52,8 +52,8 @@ SIGNATURES = {  # symbol (without suffix) -> argtypes
     "layer_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _INT],
     "gelu_fwd": [_PTR, _PTR, _I64, _INT, _INT],
     "gelu_bwd": [_PTR, _PTR, _PTR, _I64, _INT, _INT],
-    "pack_nhwc": [_PTR, _PTR, *[_I64] * 11, _INT],
-    "conv_fwd": [_PTR, _PTR, _PTR, _PTR, *[_I64] * 14, _INT],
+    "pack_nhwc": [_PTR, _PTR, *[_I64] * 9, _INT],
+    "conv_fwd": [_PTR, _PTR, _PTR, _PTR, *[_I64] * 17, _INT],
     "conv_wgrad": [_PTR, _PTR, _PTR, *[_I64] * 15, _INT],
 }
 

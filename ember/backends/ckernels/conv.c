@@ -9,9 +9,8 @@
  * small channel counts of CNNs on small images, where BLAS runs far from its peak (K = C*kh*kw is
  * small, and im2col / col2im move 9x the data); see BENCHMARKS.md.
  *
- * The input gradient is the same forward kernel run on the output gradient (packed with zeros
- * between pixels for stride > 1) with the kernel flipped and transposed. `nt` is the OpenMP
- * thread count (1 = serial).
+ * The input gradient is the same forward kernel run on the output gradient with the kernel flipped
+ * and transposed (per stride phase, see ops.py). `nt` is the OpenMP thread count (1 = serial).
  */
 
 #define VB 32 /* bytes per vector: AVX; the compiler splits it where the CPU has narrower ones */
@@ -32,35 +31,38 @@
 typedef real K(vec) __attribute__((vector_size(VB)));
 typedef real K(uvec) __attribute__((vector_size(VB), aligned(sizeof(real)))); /* unaligned access */
 
-/* dst (N, Hd, Wd, Cd) = 0, then dst[n, oy + y*sy, ox + x*sx, c] = src[n, c, y, x] wherever that
- * lies inside dst (offsets may be negative: those pixels are dropped). Channels >= C stay 0. */
+/* dst (N, Hd, Wd, Cd) = 0, then dst[n, oy + y, ox + x, c] = src[n, c, y, x] wherever that lies
+ * inside dst (offsets may be negative: those pixels are dropped). Channels >= C stay 0. The
+ * transposition goes 8 pixels at a time: 8 contiguous reads per channel, and the 8 destination
+ * pixels (8*Cd values) stay in L1 while every channel is written into them. */
 void K(pack_nhwc)(const real *src, real *dst, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Hd, int64_t Wd,
-                  int64_t Cd, int64_t oy, int64_t ox, int64_t sy, int64_t sx, int nt) {
-    int64_t x0 = 0, x1 = W; /* the source columns that land inside dst */
-    while (x0 < W && ox + x0 * sx < 0) x0++;
-    while (x1 > x0 && ox + (x1 - 1) * sx >= Wd) x1--;
+                  int64_t Cd, int64_t oy, int64_t ox, int nt) {
+    int64_t x0 = ox < 0 ? -ox : 0, x1 = Wd - ox < W ? Wd - ox : W; /* source columns inside dst */
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t r = 0; r < N * Hd; r++) {
-        int64_t n = r / Hd, yd = r % Hd;
+        int64_t n = r / Hd, y = r % Hd - oy;
         real *drow = dst + r * Wd * Cd;
         memset(drow, 0, (size_t)(Wd * Cd) * sizeof(real));
-        int64_t y = (yd - oy) / sy;
-        if (yd - oy < 0 || (yd - oy) % sy != 0 || y >= H) continue;
-        for (int64_t c = 0; c < C; c++) {
-            const real *srow = src + ((n * C + c) * H + y) * W;
-            real *d = drow + (ox + x0 * sx) * Cd + c;
-            for (int64_t x = x0; x < x1; x++, d += sx * Cd) *d = srow[x];
+        if (y < 0 || y >= H) continue;
+        const real *s = src + (n * C * H + y) * W;
+        int64_t x = x0;
+        for (; x + 8 <= x1; x += 8) {
+            real *d = drow + (ox + x) * Cd;
+            for (int64_t c = 0; c < C; c++)
+                for (int k = 0; k < 8; k++) d[k * Cd + c] = s[c * H * W + x + k];
         }
+        for (; x < x1; x++)
+            for (int64_t c = 0; c < C; c++) drow[(ox + x) * Cd + c] = s[c * H * W + x];
     }
 }
 
 /* nx (<= XB) output pixels x OB output channels; pixel b's window starts at x[b]. The OB-wide
  * weight columns of this block are contiguous: w is (kh, kw, C, OB). The nk (<= OB) real
- * channels are written NCHW: channel k of pixel b to out[k*P + b], plus bias[k] if given. */
-static inline __attribute__((always_inline)) void K(conv_block)(const real *const *x, const real *w, real *out,
-                                                                 const real *bias, int64_t C, int64_t kh, int64_t kw,
-                                                                 int64_t si, int64_t sj, int64_t P, int64_t nk,
-                                                                 const int nx) {
+ * channels are written planar: channel k of pixel b to out[k*plane + at[b]], plus bias[k]. */
+static inline __attribute__((always_inline)) void K(conv_block)(const real *const *x, const int64_t *at,
+                                                                 const real *w, real *out, const real *bias,
+                                                                 int64_t C, int64_t kh, int64_t kw, int64_t si,
+                                                                 int64_t sj, int64_t plane, int64_t nk, const int nx) {
     K(vec) acc[XB][2];
     for (int b = 0; b < nx; b++) acc[b][0] = acc[b][1] = (K(vec)){0};
     for (int64_t i = 0; i < kh; i++)
@@ -82,35 +84,41 @@ static inline __attribute__((always_inline)) void K(conv_block)(const real *cons
         real r[OB];
         *(K(uvec) *)r = acc[b][0];
         *(K(uvec) *)(r + VL) = acc[b][1];
-        for (int64_t k = 0; k < nk; k++) out[k * P + b] = bias ? r[k] + bias[k] : r[k];
+        for (int64_t k = 0; k < nk; k++) out[k * plane + at[b]] = bias ? r[k] + bias[k] : r[k];
     }
 }
 
-/* out (N, O, Ho, Wo), NCHW = bias + correlation of xp (N, Hp, Wp, C) with w (Op/OB, kh, kw, C, OB),
- * Op being O rounded up to a multiple of OB (the extra weight columns are zero); bias may be NULL.
- * The pixels of one image are taken XB at a time in row-major order (a block may span two rows,
- * so only the image's last block is partial). */
+/* Correlation of xp (N, Hp, Wp, C) with w (Op/OB, kh, kw, C, OB) plus bias (may be NULL), where Op
+ * is O rounded up to a multiple of OB (the extra weight columns are zero). Output pixel (y, x)
+ * of channel o of image n goes to out[(n*O + o)*plane + y*o_row + x*o_col]: plain NCHW
+ * (plane = Ho*Wo, o_row = Wo, o_col = 1), or every stride-th pixel of a larger image (the
+ * phases of a strided convolution's input gradient). The pixels of one image are taken XB at a
+ * time in row-major order (a block may span two rows, so only the image's last block is
+ * partial). */
 void K(conv_fwd)(const real *xp, const real *w, const real *bias, real *out, int64_t N, int64_t Hp, int64_t Wp,
                  int64_t C, int64_t Ho, int64_t Wo, int64_t O, int64_t Op, int64_t kh, int64_t kw, int64_t sh,
-                 int64_t sw, int64_t dh, int64_t dw, int nt) {
+                 int64_t sw, int64_t dh, int64_t dw, int64_t plane, int64_t o_row, int64_t o_col, int nt) {
     int64_t si = dh * Wp * C, sj = dw * C, P = Ho * Wo;
 #pragma omp parallel for collapse(2) num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t n = 0; n < N; n++)
         for (int64_t ob = 0; ob < Op; ob += OB) {
             const real *ximg = xp + n * Hp * Wp * C, *wb = w + ob * kh * kw * C, *bb = bias ? bias + ob : NULL;
+            real *o = out + (n * O + ob) * plane;
             int64_t nk = O - ob < OB ? O - ob : OB;
             for (int64_t p = 0; p < P; p += XB) {
                 const real *xs[XB];
-                real *o = out + (n * O + ob) * P + p;
+                int64_t at[XB];
                 int nx = P - p < XB ? (int)(P - p) : XB;
                 for (int b = 0; b < nx; b++) {
                     int64_t y = (p + b) / Wo, x = (p + b) % Wo;
                     xs[b] = ximg + (y * sh * Wp + x * sw) * C;
+                    at[b] = y * o_row + x * o_col;
                 }
                 if (nx == XB)
-                    K(conv_block)(xs, wb, o, bb, C, kh, kw, si, sj, P, nk, XB);
+                    K(conv_block)(xs, at, wb, o, bb, C, kh, kw, si, sj, plane, nk, XB);
                 else
-                    for (int b = 0; b < nx; b++) K(conv_block)(xs + b, wb, o + b, bb, C, kh, kw, si, sj, P, nk, 1);
+                    for (int b = 0; b < nx; b++)
+                        K(conv_block)(xs + b, at + b, wb, o, bb, C, kh, kw, si, sj, plane, nk, 1);
             }
         }
 }

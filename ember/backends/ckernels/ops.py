@@ -168,14 +168,14 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _pack(src, hd: int, wd: int, cd: int, oy: int, ox: int, sy: int = 1, sx: int = 1):
+def _pack(src, hd: int, wd: int, cd: int, oy: int, ox: int):
     """NCHW ``src`` into a zeroed channels-last ``(N, hd, wd, cd)`` buffer at pixel
-    ``(oy + y*sy, ox + x*sx)``; pixels that fall outside are dropped."""
+    ``(oy + y, ox + x)``; pixels that fall outside are dropped."""
     fn = _fn("pack_nhwc", src)
     src = _c(src)
     n, c, h, w = src.shape
     dst = np.empty((n, hd, wd, cd), src.dtype)
-    fn(_ptr(src), _ptr(dst), n, c, h, w, hd, wd, cd, oy, ox, sy, sx, _threads(dst.size))
+    fn(_ptr(src), _ptr(dst), n, c, h, w, hd, wd, cd, oy, ox, _threads(dst.size))
     return dst
 
 
@@ -221,47 +221,88 @@ def conv2d(x, w, b, geom):
     wk = _weight_blocks(w.transpose(2, 3, 1, 0), op)
     b = None if b is None else _c(b)
     out = np.empty((n, o, ho, wo), x.dtype)
-    fn(_ptr(xp), _ptr(wk), _ptr(b), _ptr(out), n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, _threads(out.size))
+    fn(_ptr(xp), _ptr(wk), _ptr(b), _ptr(out), n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
+       _threads(out.size))  # fmt: skip
     return out
+
+
+def _phases(size: int, k: int, s: int, d: int, p: int):
+    """How the input gradient along one axis splits into stride phases.
+
+    Input row ``y`` gets the output gradient's row ``(y + p - i*d) / s`` from every kernel tap
+    ``i`` where that is a whole number, so the rows ``y = q + s*m`` of one residue ``q`` form a
+    plain stride-1 correlation. Yields ``(q, taps, first, step, rows)`` for the residues that
+    some tap reaches: ``g`` row ``m + first + t*step`` meets tap ``taps[t]``, for ``rows`` rows.
+    """
+    for q in range(min(s, size)):
+        taps = [i for i in reversed(range(k)) if (q + p - i * d) % s == 0]
+        if taps:
+            first = (q + p - taps[0] * d) // s
+            step = (taps[1] - taps[0]) * -d // s if len(taps) > 1 else 1
+            yield q, taps, first, step, (size - q + s - 1) // s
+
+
+def _grad_phases(x_shape: tuple, w_shape: tuple, geom):
+    (sh, sw), (pt, _, pl, _), (dh, dw) = geom
+    _, _, h, w = x_shape
+    _, _, kh, kw = w_shape
+    return list(_phases(h, kh, sh, dh, pt)), list(_phases(w, kw, sw, dw, pl))
 
 
 def conv2d_pack_grad(g, x_shape: tuple, w_shape: tuple, geom):
-    """The output gradient packed for :func:`conv2d_input_grad` (and reused by
-    :func:`conv2d_weight_grad` where the layout allows): channels-last on the input's grid grown
-    by the dilated kernel, zeros between pixels for stride > 1. None without the kernels."""
+    """The output gradient packed once for :func:`conv2d_input_grad` (and reused by
+    :func:`conv2d_weight_grad`): ``(buffer, top, left)``, pixel ``(y, x)`` of ``g`` at
+    ``buffer[:, top + y, left + x]`` of a channels-last buffer with the zero margins every stride
+    phase reads. None without the kernels."""
     if _fn("pack_nhwc", g) is None or g.ndim != 4:
         return None
-    (sh, sw), (pt, _, pl, _), (dh, dw) = geom
-    _, _, h, wd = x_shape
-    o, _, kh, kw = w_shape
-    ph, pw = dh * (kh - 1), dw * (kw - 1)
-    return _pack(g, h + ph, wd + pw, _round_up(o, _ob(g.dtype)), ph - pt, pw - pl, sh, sw)
+    rows, cols = _grad_phases(x_shape, w_shape, geom)
+    if not rows or not cols:
+        return None  # no tap reaches any input pixel: nothing to read
+    span = [(first, first + (len(taps) - 1) * step + m) for _, taps, first, step, m in rows]
+    top, bottom = min(a for a, _ in span), max(b for _, b in span)
+    span = [(first, first + (len(taps) - 1) * step + m) for _, taps, first, step, m in cols]
+    left, right = min(a for a, _ in span), max(b for _, b in span)
+    op = _round_up(w_shape[0], _ob(g.dtype))
+    return _pack(g, bottom - top, right - left, op, -top, -left), -top, -left
 
 
-def conv2d_input_grad(g, w, x_shape: tuple, geom, gbuf=None):
-    """Gradient of the input (N, C, H, W): the forward kernel on the packed output gradient with
-    the kernel flipped and transposed. None without the kernels."""
+def conv2d_input_grad(g, w, x_shape: tuple, geom, packed=None):
+    """Gradient of the input (N, C, H, W), or None without the kernels.
+
+    The forward kernel on the packed output gradient with the kernel flipped and transposed, once
+    per stride phase (row and column residues mod the stride; one phase for stride 1): each phase
+    is a stride-1 correlation with the taps that reach it, written straight to its pixels, so no
+    multiply-add is spent on the zeros of a dilated gradient.
+    """
     fn = _fn("conv_fwd", g, w)
     if fn is None or g.ndim != 4:
         return None
-    if gbuf is None:
-        gbuf = conv2d_pack_grad(g, x_shape, w.shape, geom)
-    (dh, dw) = geom[2]
+    (sh, sw) = geom[0]
     n, c, h, wd = x_shape
-    o, _, kh, kw = w.shape
-    op, cp = gbuf.shape[3], _round_up(c, _ob(g.dtype))
-    wf = np.zeros((kh, kw, op, c), g.dtype)
-    wf[:, :, :o] = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
-    wf = _weight_blocks(wf, cp)
-    out = np.empty((n, c, h, wd), g.dtype)
-    hd, wdd = gbuf.shape[1:3]
-    fn(_ptr(gbuf), _ptr(wf), None, _ptr(out), n, hd, wdd, op, h, wd, c, cp, kh, kw, 1, 1, dh, dw, _threads(out.size))
+    o = w.shape[0]
+    rows, cols = _grad_phases(x_shape, w.shape, geom)
+    covered = sum(m for *_, m in rows) == h and sum(m for *_, m in cols) == wd
+    out = (np.empty if covered else np.zeros)((n, c, h, wd), g.dtype)
+    if not rows or not cols:
+        return out
+    buf, top, left = packed or conv2d_pack_grad(g, x_shape, w.shape, geom)
+    op, cp = buf.shape[3], _round_up(c, _ob(g.dtype))
+    hb, wb = buf.shape[1:3]
+    for qy, ty, ey, sy, my in rows:
+        for qx, tx, ex, sx, mx in cols:
+            wf = np.zeros((len(ty), len(tx), op, c), g.dtype)
+            wf[:, :, :o] = w[:, :, ty][:, :, :, tx].transpose(2, 3, 0, 1)
+            wf = _weight_blocks(wf, cp)  # kept in a name: the kernel reads it through a raw pointer
+            origin = _ptr(buf) + ((top + ey) * wb + left + ex) * op * buf.itemsize
+            fn(origin, _ptr(wf), None, _ptr(out) + (qy * wd + qx) * out.itemsize, n, hb, wb, op, my, mx, c, cp,
+               len(ty), len(tx), 1, 1, sy, sx, h * wd, sh * wd, sw, _threads(n * c * my * mx))  # fmt: skip
     return out
 
 
-def conv2d_weight_grad(x, g, w_shape: tuple, geom, gbuf=None):
-    """Gradient of the weight (O, C, kh, kw), from the input and the output gradient (or its
-    :func:`conv2d_pack_grad` buffer). None without the kernels."""
+def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
+    """Gradient of the weight (O, C, kh, kw), from the input and the output gradient (read from
+    its :func:`conv2d_pack_grad` buffer when that holds all of it). None without the kernels."""
     fn = _fn("conv_wgrad", x, g)
     if fn is None or x.ndim != 4:
         return None
@@ -273,15 +314,13 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, gbuf=None):
     hp, wp = h + pt + pb, wd + pl + pr
     cp, op = _round_up(c, _CB), _round_up(o, _ob(x.dtype))
     xp = _pack(x, hp, wp, cp, pt, pl)
-    ph, pw = dh * (kh - 1), dw * (kw - 1)
-    oy, ox = ph - pt, pw - pl
-    if gbuf is not None and (sh, sw) == (1, 1) and min(oy, ox) >= 0 and pb <= ph and pr <= pw:
-        # g sits inside the input-gradient buffer, uncropped: read it there.
-        hd, wdd = gbuf.shape[1:3]
-        g_ptr, g_img, g_row = _ptr(gbuf) + (oy * wdd + ox) * op * gbuf.itemsize, hd * wdd * op, wdd * op
+    buf, top, left = packed or (None, 0, 0)
+    if buf is not None and min(top, left) >= 0 and top + ho <= buf.shape[1] and left + wo <= buf.shape[2]:
+        hb, wb = buf.shape[1:3]
+        g_ptr, g_img, g_row = _ptr(buf) + (top * wb + left) * op * buf.itemsize, hb * wb * op, wb * op
     else:
-        gbuf = _pack(g, ho, wo, op, 0, 0)
-        g_ptr, g_img, g_row = _ptr(gbuf), ho * wo * op, wo * op
+        buf = _pack(g, ho, wo, op, 0, 0)
+        g_ptr, g_img, g_row = _ptr(buf), ho * wo * op, wo * op
     nt = _threads(g.size)
     gw = np.zeros((nt, kh, kw, cp, op), x.dtype)
     fn(_ptr(xp), g_ptr, _ptr(gw), n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)

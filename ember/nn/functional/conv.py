@@ -13,8 +13,8 @@ Three array implementations, chosen per call (best first):
 
 Backward is three primitives that are closed under differentiation, so double backward works:
 
-* ``Conv2dInputGrad(g, w)``: ``W^T g`` back on the input's grid (the direct kernel on the flipped
-  kernel for stride 1, col2im otherwise); its gradient is ``conv2d`` and ``Conv2dWeightGrad``.
+* ``Conv2dInputGrad(g, w)``: ``W^T g`` back on the input's grid (the direct kernel with the
+  flipped kernel, or col2im); its gradient is ``conv2d`` and ``Conv2dWeightGrad``.
 * ``Conv2dWeightGrad(x, g)``: the correlation of ``x`` with ``g``; its gradient is
   ``Conv2dInputGrad`` and ``conv2d``.
 * the bias gradient is a plain sum.
@@ -209,10 +209,9 @@ def _shift_weight_grad(xd, gd, w_shape, geom: _Geom, g2=None):
 
 # --------------------------------------------------------------------------- array kernels
 # Three implementations, best first: the direct C kernels (groups=1, float32/float64, a C
-# compiler; the input gradient for stride 1 only, where it is a plain convolution), shift-and-GEMM
-# (stride 1, few channels), and im2col + GEMM (everything).
+# compiler), shift-and-GEMM (stride 1, few channels), and im2col + GEMM (everything).
 def _input_grad_path(x_shape, w_shape, geom: _Geom, dtype) -> str:
-    if geom.groups == 1 and geom.stride == (1, 1) and ckops.has_conv(dtype):
+    if geom.groups == 1 and ckops.has_conv(dtype):
         return "direct"
     return "shift" if _use_shift(x_shape, w_shape, geom) else "im2col"
 
