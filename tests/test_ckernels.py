@@ -94,6 +94,29 @@ def test_gelu_matches_torch(approximate, dtype):
     check(lambda lib, x: lib.nn.functional.gelu(x, approximate=approximate), special, grad=False)
 
 
+@pytest.mark.parametrize("shape", [(6, 5), (4, 3, 7), (3, 16, 5, 6), (2, 4, 3, 3, 2)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", F32_64)
+def test_batch_norm_matches_torch(shape, affine, dtype):
+    c = shape[1]
+    x = (np.random.default_rng(1).standard_normal(shape) * 3 + 5).astype(dtype)  # mean far from 0
+    params = [rand(c, dtype=dtype), rand(c, dtype=dtype)] if affine else []
+
+    def bn(lib, x, *wb):
+        rm, rv = lib.zeros(c, dtype=x.dtype), lib.ones(c, dtype=x.dtype)
+        out = lib.nn.functional.batch_norm(x, rm, rv, *wb, training=True, momentum=0.3)
+        return out, rm, rv
+
+    check(bn, x, *params)
+
+
+def test_batch_norm_saves_no_normalized_copy():
+    x = ember.tensor(_data(8, 6, np.float32, 1.0), requires_grad=True)
+    out = ember.nn.functional.batch_norm(x, None, None, training=True)
+    node = out.grad_fn
+    assert node.xhat is None and node.xc is x._data  # the input itself, not a copy
+
+
 def test_kernels_agree_with_numpy_path(kernel_state, monkeypatch):
     x = _data(64, 96, np.float32, 6.0)
     w, b = rand(96), rand(96)
@@ -104,6 +127,8 @@ def test_kernels_agree_with_numpy_path(kernel_state, monkeypatch):
         lambda x, w, b: F.layer_norm(x, (96,), w, b),
         lambda x, w, b: F.gelu(x),
         lambda x, w, b: F.gelu(x, approximate="tanh"),
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        lambda x, w, b: F.batch_norm(x.reshape(4, 16, 6, 16).permute(0, 3, 1, 2), None, None, w[:16], None, True),
     ]
 
     def run(fn):
@@ -168,14 +193,19 @@ def test_openmp_threads_give_same_result(kernel_state):
         one = [ops.softmax(x, False), ops.gelu(x, "none"), ops.layer_norm(x, w, w, 1, 1e-5)[0]]
         ln = ops.layer_norm(x, w, w, 1, 1e-5)
         one_b = ops.layer_norm_backward(ln[1], w, g, ln[2], ln[3], (128,), True, True, True)
+        x4 = x.reshape(11, 100, 128)  # batch norm: 100 channels of 11 x 128 values
+        bn1 = ops.batch_norm(x4, None, None, 1e-5)
+        bn1_b = ops.batch_norm_backward(x4, None, g.reshape(x4.shape), bn1[2], bn1[4], True, True, True)
         ember.set_num_threads(2)
         assert ckernels.uses_openmp() is False or ops._threads(x.size) == 2
         two = [ops.softmax(x, False), ops.gelu(x, "none"), ops.layer_norm(x, w, w, 1, 1e-5)[0]]
         two_b = ops.layer_norm_backward(ln[1], w, g, ln[2], ln[3], (128,), True, True, True)
+        bn2 = ops.batch_norm(x4, None, None, 1e-5)
+        bn2_b = ops.batch_norm_backward(x4, None, g.reshape(x4.shape), bn2[2], bn2[4], True, True, True)
     finally:
         threads["n"] = old
-    for a, b in zip(one, two):
-        np.testing.assert_array_equal(a, b)  # rows are independent: bitwise equal
+    for a, b in zip([*one, *bn1, *bn1_b], [*two, *bn2, *bn2_b]):
+        np.testing.assert_array_equal(a, b)  # rows (channels) are independent: bitwise equal
     for a, b in zip(one_b, two_b):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-4)  # gw/gb: partial sums regrouped
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)

@@ -50,6 +50,8 @@ SIGNATURES = {  # symbol (without suffix) -> argtypes
     "softmax_bwd": [_PTR, _PTR, _PTR, _I64, _I64, _INT, _INT],
     "layer_norm_fwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _DBL, _INT],
     "layer_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _INT],
+    "batch_norm_fwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _DBL, _INT],
+    "batch_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _INT],
     "gelu_fwd": [_PTR, _PTR, _I64, _INT, _INT],
     "gelu_bwd": [_PTR, _PTR, _PTR, _I64, _INT, _INT],
     "pack_nhwc": [_PTR, _PTR, *[_I64] * 9, _INT],

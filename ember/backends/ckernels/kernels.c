@@ -156,6 +156,76 @@ void K(layer_norm_bwd)(const real *x, const real *w, const real *g, const real *
     }
 }
 
+static inline real K(row_sqdev)(const real *x, int64_t n, real mu) {
+    real acc[LANES] = {0}, s;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (x[i + j] - mu) * (x[i + j] - mu);
+    s = K(lane_sum)(acc);
+    for (; i < n; i++) s += (x[i] - mu) * (x[i] - mu);
+    return s;
+}
+
+static inline real K(row_dot_dev)(const real *g, const real *x, int64_t n, real mu) {
+    real acc[LANES] = {0}, s;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += g[i + j] * (x[i + j] - mu);
+    s = K(lane_sum)(acc);
+    for (; i < n; i++) s += g[i] * (x[i] - mu);
+    return s;
+}
+
+/* Training batch norm of x (N, C, L), one channel per iteration: its mean and biased variance
+ * over N*L values (two passes; each image's partial sum is added in double), then
+ * y = (x - mean) * rstd * w + b (w, b may be NULL). mean, var and rstd get C entries. */
+void K(batch_norm_fwd)(const real *x, const real *w, const real *b, real *y, real *mean, real *var, real *rstd,
+                       int64_t N, int64_t C, int64_t L, double eps, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        double s = 0, v = 0;
+        for (int64_t n = 0; n < N; n++) s += K(row_sum)(x + (n * C + c) * L, L);
+        real mu = (real)(s / (double)(N * L));
+        for (int64_t n = 0; n < N; n++) v += K(row_sqdev)(x + (n * C + c) * L, L, mu);
+        v /= (double)(N * L);
+        real rs = (real)(1.0 / sqrt(v + eps)), sc = w ? w[c] * rs : rs, sh = b ? b[c] : 0;
+        mean[c] = mu;
+        var[c] = (real)v;
+        rstd[c] = rs;
+        for (int64_t n = 0; n < N; n++) {
+            const real *xr = x + (n * C + c) * L;
+            real *yr = y + (n * C + c) * L;
+            for (int64_t i = 0; i < L; i++) yr[i] = (xr[i] - mu) * sc + sh;
+        }
+    }
+}
+
+/* Batch norm backward from the forward's x, mean and rstd, one channel per iteration:
+ * gb = sum(g), gw = sum(g * xhat), gx = w * rstd * (g - mean(g) - xhat * mean(g * xhat)).
+ * gx, gw, gb may be NULL when not needed; w NULL means 1. */
+void K(batch_norm_bwd)(const real *x, const real *g, const real *w, const real *mean, const real *rstd, real *gx,
+                       real *gw, real *gb, int64_t N, int64_t C, int64_t L, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        real mu = mean[c], rs = rstd[c];
+        double sg = 0, sgx = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const real *gr = g + (n * C + c) * L, *xr = x + (n * C + c) * L;
+            sg += K(row_sum)(gr, L);
+            sgx += K(row_dot_dev)(gr, xr, L, mu);
+        }
+        if (gb) gb[c] = (real)sg;
+        if (gw) gw[c] = (real)sgx * rs;
+        if (!gx) continue;
+        real k = w ? w[c] * rs : rs, a = (real)(sg / (double)(N * L)), q = (real)(sgx / (double)(N * L)) * rs * rs;
+        for (int64_t n = 0; n < N; n++) {
+            const real *gr = g + (n * C + c) * L, *xr = x + (n * C + c) * L;
+            real *out = gx + (n * C + c) * L;
+            for (int64_t i = 0; i < L; i++) out[i] = k * (gr[i] - a - (xr[i] - mu) * q);
+        }
+    }
+}
+
 /* gelu: x * Phi(x) (tanh_ = 0, exact through erf) or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 void K(gelu_fwd)(const real *x, real *y, int64_t n, int tanh_, int nt) {
     const real k0 = (real)0.7978845608028654, k1 = (real)0.044715, s = (real)0.7071067811865476;

@@ -125,6 +125,40 @@ def layer_norm_backward(x, w, g, mean, rstd, pshape: tuple, need_gx: bool, need_
     return gx, gw, gb
 
 
+def batch_norm(x, w, b, eps: float):
+    """Training batch norm over every axis but 1: returns (out, x contiguous, mean, var, rstd), the
+    statistics of shape (C,) with the biased variance; None without the kernels."""
+    fn = _fn("batch_norm_fwd", x, w, b)
+    if fn is None or x.ndim < 2:
+        return None
+    x = _c(x)
+    w = None if w is None else _c(w)
+    b = None if b is None else _c(b)
+    n, c = x.shape[:2]
+    y = np.empty_like(x)
+    mean, var, rstd = (np.empty(c, x.dtype) for _ in range(3))
+    fn(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(var), _ptr(rstd), n, c, x.size // (n * c), float(eps),
+       _threads(x.size))  # fmt: skip
+    return y, x, mean, var, rstd
+
+
+def batch_norm_backward(x, w, g, mean, rstd, need_gx: bool, need_gw: bool, need_gb: bool):
+    """Gradients (gx, gw, gb) of training batch norm (None where not needed), from
+    :func:`batch_norm`'s contiguous ``x``, ``mean`` and ``rstd``."""
+    fn = _fn("batch_norm_bwd", x, w, g, mean, rstd)
+    if fn is None or g.shape != x.shape:
+        return None
+    g = _c(g)
+    w = None if w is None else _c(w)
+    n, c = x.shape[:2]
+    gx = np.empty_like(x) if need_gx else None
+    gw = np.empty(c, x.dtype) if need_gw else None
+    gb = np.empty(c, x.dtype) if need_gb else None
+    fn(_ptr(x), _ptr(g), _ptr(w), _ptr(mean), _ptr(rstd), _ptr(gx), _ptr(gw), _ptr(gb), n, c, x.size // (n * c),
+       _threads(x.size))  # fmt: skip
+    return gx, gw, gb
+
+
 def gelu(x, approximate: str):
     """gelu elementwise (``approximate`` is 'none' or 'tanh')."""
     fn = _fn("gelu_fwd", x)

@@ -211,9 +211,13 @@ def _update_running(running: Tensor, new: Tensor, momentum: float) -> None:
 
 
 class BatchNorm(Node):
-    """Training-mode batch norm over all dims but the channels (dim 1), with batch statistics."""
+    """Training-mode batch norm over all dims but the channels (dim 1), with batch statistics.
 
-    __slots__ = ("axes", "eps", "xhat", "rstd", "bshape")
+    Saved: ``xhat`` and ``rstd`` (NumPy forward), or ``xc`` (the contiguous input), ``mean`` and
+    ``rstd`` of shape (C,) with ``xhat`` None (C forward: no normalized copy is kept).
+    """
+
+    __slots__ = ("axes", "eps", "xhat", "rstd", "bshape", "xc", "mean")
 
     def backward(self, g):
         x, w, b = self.inputs
@@ -221,11 +225,20 @@ class BatchNorm(Node):
             return _norm_backward_graph(g, x, w, b, self.axes, self.eps, self.axes, self.bshape)
         xhat, rstd, axes = self.xhat, self.rstd, self.axes
         gd = g._data
+        need_gw = w is not None and w._requires_grad
+        need_gb = b is not None and b._requires_grad
+        if xhat is None:
+            wd = None if w is None else w._data
+            grads = ck.batch_norm_backward(self.xc, wd, gd, self.mean, rstd, x._requires_grad, need_gw, need_gb)
+            if grads is not None:
+                return tuple(None if a is None else Tensor._from(a, g) for a in grads)
+            rstd = rstd.reshape(self.bshape)
+            xhat = (self.xc - self.mean.reshape(self.bshape)) * rstd
         gw = gb = gx = None
-        if w is not None and w._requires_grad:
+        if need_gw:
             n, c = gd.shape[:2]
             gw = Tensor._from(np.einsum("ncl,ncl->c", gd.reshape(n, c, -1), xhat.reshape(n, c, -1)), g)
-        if b is not None and b._requires_grad:
+        if need_gb:
             gb = Tensor._from(gd.sum(axis=axes), g)
         if x._requires_grad:
             gxhat = gd * w._data.reshape(self.bshape) if w is not None else gd
@@ -236,25 +249,31 @@ class BatchNorm(Node):
 def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
     """The fused training forward: returns (output, batch mean (C,), biased batch var (C,)) arrays."""
     d = input._data
-    mean = d.mean(axis=axes, keepdims=True)
-    xc = d - mean
-    var = np.mean(np.square(xc), axis=axes, keepdims=True)
-    rstd = 1.0 / np.sqrt(var + eps)
-    xhat = xc
-    xhat *= rstd
-    if weight is not None:
-        out = xhat * weight._data.reshape(bshape)
-        if bias is not None:
-            out += bias._data.reshape(bshape)
-    elif bias is not None:
-        out = xhat + bias._data.reshape(bshape)
+    fused = ck.batch_norm(d, _data(weight), _data(bias), eps)
+    if fused is not None:
+        out, xc, mean, var, rstd = fused
+        saved = {"xhat": None, "xc": xc, "mean": mean, "rstd": rstd}
     else:
-        out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+        mean = d.mean(axis=axes, keepdims=True)
+        xc = d - mean
+        var = np.mean(np.square(xc), axis=axes, keepdims=True)
+        rstd = 1.0 / np.sqrt(var + eps)
+        xhat = xc
+        xhat *= rstd
+        if weight is not None:
+            out = xhat * weight._data.reshape(bshape)
+            if bias is not None:
+                out += bias._data.reshape(bshape)
+        elif bias is not None:
+            out = xhat + bias._data.reshape(bshape)
+        else:
+            out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+        saved = {"xhat": xhat, "rstd": rstd}
     t = record(BatchNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps, bshape=bshape)
     node = t._node
     if node is not None:
-        node.xhat = xhat
-        node.rstd = rstd
+        for name, value in saved.items():
+            setattr(node, name, value)
         node.save_versions(*(v for v in (input, weight) if v is not None))
     return t, mean.reshape(-1), var.reshape(-1)
 
