@@ -1,6 +1,7 @@
 """Correctness of the fast paths of fused primitives, against PyTorch.
 
-The whole-sequence LSTM kernels (gates in one exp call, weight gradients after the time loop),
+The whole-sequence LSTM kernels (C step kernels, or gates in one exp call; weight gradients after
+the time loop),
 the stride-1 "shift and GEMM" convolution kernels (8-32 channels; taken without the C kernels), and the buffered index_add /
 scatter_add used when indices do not repeat (with the repeat-handling fallbacks).
 """
@@ -33,6 +34,7 @@ def _copy_rnn(cls, args, kw, dtype):
     return tm, em
 
 
+@pytest.mark.parametrize("kernels", ["C", "NumPy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "cls,kw",
@@ -43,7 +45,9 @@ def _copy_rnn(cls, args, kw, dtype):
         ("RNN", {"nonlinearity": "relu", "num_layers": 2}),
     ],
 )
-def test_sequence_matches_torch(cls, kw, dtype):
+def test_sequence_matches_torch(cls, kw, dtype, kernels, request):
+    if kernels == "NumPy":
+        request.getfixturevalue("no_kernels")
     tm, em = _copy_rnn(cls, (5, 6), kw, dtype)
     shape = (3, 7, 5) if kw.get("batch_first") else (7, 3, 5)
     xa = _pair(shape, 1, dtype=dtype)
@@ -66,10 +70,14 @@ def test_sequence_matches_torch(cls, kw, dtype):
         np.testing.assert_allclose(e, t, rtol=tol, atol=tol)
 
 
-def test_lstm_saturated_gates_no_overflow_warning():
+@pytest.mark.parametrize("kernels", ["C", "NumPy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_saturated_gates_no_overflow_warning(kernels, dtype, request):
     # Large pre-activations: exp(-x) overflows to inf, which must give sigmoid 0, not NaN or a warning.
-    tm, em = _copy_rnn("LSTM", (4, 3), {}, np.float32)
-    xa = _pair((6, 2, 4), 4, scale=500.0)
+    if kernels == "NumPy":
+        request.getfixturevalue("no_kernels")
+    tm, em = _copy_rnn("LSTM", (4, 3), {}, dtype)
+    xa = _pair((6, 2, 4), 4, scale=500.0, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         eo = em(ember.tensor(xa))[0].detach().numpy()

@@ -52,6 +52,8 @@ SIGNATURES = {  # symbol (without suffix) -> argtypes
     "layer_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _INT],
     "batch_norm_fwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _DBL, _INT],
     "batch_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _INT],
+    "lstm_fwd_step": [_PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64],
+    "lstm_bwd_step": [_PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64],
     "gelu_fwd": [_PTR, _PTR, _I64, _INT, _INT],
     "gelu_bwd": [_PTR, _PTR, _PTR, _I64, _INT, _INT],
     "pack_nhwc": [_PTR, _PTR, *[_I64] * 9, _INT],

@@ -226,6 +226,73 @@ void K(batch_norm_bwd)(const real *x, const real *g, const real *w, const real *
     }
 }
 
+/* LSTM cell rows. The restrict parameters tell GCC the rows never overlap (c is the previous
+ * step's output row), which it needs to vectorize loops over this many arrays; noinline keeps
+ * that knowledge (it is weaker on block-scope pointers after inlining). */
+static __attribute__((noinline)) void K(lstm_cell_row)(const real *restrict a, const real *restrict c,
+                                                       real *restrict c_new, real *restrict tc,
+                                                       real *restrict h_new, int64_t H) {
+    const real *restrict ai = a, *restrict af = a + H, *restrict ag = a + 2 * H, *restrict ao = a + 3 * H;
+    for (int64_t k = 0; k < H; k++) {
+        real cn = af[k] * c[k] + ai[k] * ag[k];
+        real t = TANH(cn);
+        c_new[k] = cn;
+        tc[k] = t;
+        h_new[k] = ao[k] * t;
+    }
+}
+
+static __attribute__((noinline)) void K(lstm_cell_row_bwd)(const real *restrict a, const real *restrict c,
+                                                           const real *restrict tc, const real *restrict gh,
+                                                           const real *restrict gc, const real *restrict carry_h,
+                                                           real *restrict carry_c, real *restrict d, int64_t H) {
+    const real *restrict ai = a, *restrict af = a + H, *restrict ag = a + 2 * H, *restrict ao = a + 3 * H;
+    real *restrict di = d, *restrict df = d + H, *restrict dg = d + 2 * H, *restrict dout = d + 3 * H;
+    for (int64_t k = 0; k < H; k++) {
+        real i = ai[k], f = af[k], g = ag[k], o = ao[k], t = tc[k];
+        real dh = gh[k] + carry_h[k];
+        real dc = gc[k] + carry_c[k] + dh * o * ((real)1 - t * t);
+        di[k] = dc * g * (i - i * i);
+        df[k] = dc * c[k] * (f - f * f);
+        dg[k] = dc * i * ((real)1 - g * g);
+        dout[k] = dh * t * (o - o * o);
+        carry_c[k] = dc * f;
+    }
+}
+
+/* One LSTM step's pointwise part, B rows of H units, gate columns in PyTorch's order (i, f, g, o).
+ * The pre-activations are gi (the step's input projection, (B, 4H)) + bias (4H, may be NULL) +
+ * hh (h W_hh^T, (B, 4H)); act (B, 4H) gets the activations sigmoid(i, f), tanh(g), sigmoid(o).
+ * With c the previous cell state (row stride c_stride): c' = f c + i g, tc = tanh(c'),
+ * h' = o tc; out (B, 2H) gets [h' | c']. */
+void K(lstm_fwd_step)(const real *gi, const real *bias, const real *hh, const real *c, int64_t c_stride, real *act,
+                      real *out, real *tc, int64_t B, int64_t H) {
+    for (int64_t r = 0; r < B; r++) {
+        const real *gr = gi + r * 4 * H, *hr = hh + r * 4 * H;
+        real *ar = act + r * 4 * H, *h_new = out + r * 2 * H;
+        if (bias)
+            for (int64_t k = 0; k < 4 * H; k++) ar[k] = gr[k] + hr[k] + bias[k];
+        else
+            for (int64_t k = 0; k < 4 * H; k++) ar[k] = gr[k] + hr[k];
+        for (int64_t k = 0; k < 2 * H; k++) ar[k] = (real)1 / ((real)1 + EXP(-ar[k]));
+        for (int64_t k = 2 * H; k < 3 * H; k++) ar[k] = TANH(ar[k]);
+        for (int64_t k = 3 * H; k < 4 * H; k++) ar[k] = (real)1 / ((real)1 + EXP(-ar[k]));
+        K(lstm_cell_row)(ar, c + r * c_stride, h_new + H, tc + r * H, h_new, H);
+    }
+}
+
+/* One LSTM step backward, pointwise part (gate order i, f, g, o throughout). act, c (row stride
+ * c_stride) and tc are what the forward step saw and saved; gout (B, 2H) is the gradient of its
+ * output [h' | c'] from above, carry_h / carry_c the gradients reaching h' / c' from the next
+ * step (carry_c is replaced by the gradient of c). dgates (B, 4H) gets the pre-activation
+ * gradients; the caller then forms carry_h = dgates W_hh. */
+void K(lstm_bwd_step)(const real *act, const real *c, int64_t c_stride, const real *tc, const real *gout,
+                      const real *carry_h, real *carry_c, real *dgates, int64_t B, int64_t H) {
+    for (int64_t r = 0; r < B; r++)
+        K(lstm_cell_row_bwd)(act + r * 4 * H, c + r * c_stride, tc + r * H, gout + r * 2 * H, gout + r * 2 * H + H,
+                             carry_h + r * H, carry_c + r * H, dgates + r * 4 * H, H);
+}
+
 /* gelu: x * Phi(x) (tanh_ = 0, exact through erf) or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 void K(gelu_fwd)(const real *x, real *y, int64_t n, int tanh_, int nt) {
     const real k0 = (real)0.7978845608028654, k1 = (real)0.044715, s = (real)0.7071067811865476;

@@ -159,6 +159,13 @@ def batch_norm_backward(x, w, g, mean, rstd, need_gx: bool, need_gw: bool, need_
     return gx, gw, gb
 
 
+def lstm_step_kernels(*arrays):
+    """``(forward, backward)`` LSTM step kernels (raw ctypes functions, called once per time step
+    with pointers) when every array is NumPy of one kernel dtype; None otherwise."""
+    fwd = _fn("lstm_fwd_step", *arrays)
+    return None if fwd is None else (fwd, _fn("lstm_bwd_step", *arrays))
+
+
 def gelu(x, approximate: str):
     """gelu elementwise (``approximate`` is 'none' or 'tanh')."""
     fn = _fn("gelu_fwd", x)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember.autograd.node import Node
+from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, grad_state, record
 
 __all__ = ["lstm_step", "gru_step", "rnn_step", "recurrent_sequence", "rnn_sequence"]
@@ -282,23 +283,31 @@ class RecurrentSequence(Node):
 
 
 # --------------------------------------------------------------------------- LSTM over a sequence
-# Inside the sequence loop the gates are kept in the order (i, f, o, g) and all four come from one
-# np.exp call: sigmoid(x) = 1 / (1 + exp(-x)) and tanh(x) = 2 sigmoid(2x) - 1, with the factors -1
-# and -2 folded into the input projections and the weights once per sequence (NumPy's float32 exp
-# is about twice as fast as its tanh, and a step is then 3 passes over the gates instead of 5).
+# With the C kernels a step is one GEMM and one fused pointwise call, gates in PyTorch's order
+# (i, f, g, o). The NumPy path keeps the gates in the order (i, f, o, g) and computes all four
+# activations with one np.exp call: sigmoid(x) = 1 / (1 + exp(-x)) and tanh(x) = 2 sigmoid(2x) - 1,
+# with the factors -1 and -2 folded into the input projections and the weights once per sequence
+# (NumPy's float32 exp is about twice as fast as its tanh, and a step is then 3 passes over the
+# gates instead of 5). ``saved`` is ``(act, tc, order)`` with ``order`` naming the gate layout.
 def _lstm_sequence_forward(gd, state, wd, bd, order):
-    """Arrays of one LSTM direction: returns ``out (T, B, 2H)`` and ``(act, tc)`` for backward."""
+    """Arrays of one LSTM direction: returns ``out (T, B, 2H)`` and ``(act, tc, gate order)``."""
     steps, batch, g4 = gd.shape
     hsz = g4 // 4
     dt = np.result_type(gd, state, wd)
+    out = np.empty((steps, batch, 2 * hsz), dtype=dt)
+    tc = np.empty((steps, batch, hsz), dtype=dt)
+    act = np.empty((steps, batch, g4), dtype=dt)  # the activations of every step
+    kernels = ck.lstm_step_kernels(gd, state, wd, bd)
+    if kernels:
+        args = (np.ascontiguousarray(gd), bd, np.ascontiguousarray(wd.T), np.ascontiguousarray(state))
+        _lstm_forward_steps(kernels[0], *args, act, out, tc, order)
+        return out, (act, tc, "ifgo")
     perm = (slice(0, 2 * hsz), slice(3 * hsz, g4), slice(2 * hsz, 3 * hsz))  # i f | o | g
-    scale = (-1.0, -1.0, -2.0)
-    act = np.empty((steps, batch, g4), dtype=dt)  # pre-activations, then activations (i, f, o, g)
-    wts = np.empty((hsz, g4), dtype=dt)  # W_hh^T, columns in (i, f, o, g) order and scaled
+    wts = np.empty((hsz, g4), dtype=dt)  # W_hh^T, columns in (i, f, o, g) order, scaled
     col = 0
-    for part, k in zip(perm, scale):
+    for part, k in zip(perm, (-1.0, -1.0, -2.0)):
         width = part.stop - part.start
-        dst = act[:, :, col : col + width]
+        dst = act[:, :, col : col + width]  # the pre-activations first
         if bd is None:
             np.multiply(gd[:, :, part], k, out=dst)
         else:
@@ -306,8 +315,6 @@ def _lstm_sequence_forward(gd, state, wd, bd, order):
             dst *= k
         np.multiply(wd[part].T, k, out=wts[:, col : col + width])
         col += width
-    out = np.empty((steps, batch, 2 * hsz), dtype=dt)
-    tc = np.empty((steps, batch, hsz), dtype=dt)
     hh = np.empty((batch, g4), dtype=dt)
     tmp = np.empty((batch, hsz), dtype=dt)
     h, c = state[:, :hsz], state[:, hsz:]
@@ -329,7 +336,23 @@ def _lstm_sequence_forward(gd, state, wd, bd, order):
             np.tanh(c_new, out=tc[t])
             np.multiply(a[:, 2 * hsz : 3 * hsz], tc[t], out=h_new)  # h' = o tanh(c')
             h, c = h_new, c_new
-    return out, (act, tc)
+    return out, (act, tc, "ifog")
+
+
+def _lstm_forward_steps(step, gi, bias, w_t, state, act, out, tc, order):
+    """The time loop on the C step kernel: per step one GEMM into ``hh``, then ``step`` on raw
+    pointers into the contiguous (T, ...) arrays (no per-step array views for the kernel)."""
+    steps, batch, g4 = act.shape
+    hsz, isz = g4 // 4, act.itemsize
+    hh = np.empty((batch, g4), dtype=act.dtype)
+    p_gi, p_act, p_out, p_tc, p_hh = (a.ctypes.data for a in (gi, act, out, tc, hh))
+    p_bias = None if bias is None else bias.ctypes.data
+    h, p_c, c_stride = state[:, :hsz], state.ctypes.data + hsz * isz, state.shape[1]
+    for t in order:
+        np.matmul(h, w_t, out=hh)
+        at4, row = t * batch * g4 * isz, p_out + t * batch * 2 * hsz * isz
+        step(p_gi + at4, p_bias, p_hh, p_c, c_stride, p_act + at4, row, p_tc + t * batch * hsz * isz, batch, hsz)
+        h, p_c, c_stride = out[t, :, :hsz], row + hsz * isz, 2 * hsz
 
 
 def _previous(out, state0, reverse):
@@ -347,11 +370,16 @@ def _previous(out, state0, reverse):
 def _lstm_sequence_backward(node, gd, wd):
     """BPTT for one LSTM direction. The factors that do not depend on the incoming gradient are
     computed for all steps at once before the loop, so a step is a few multiplies and one GEMM."""
-    act, tc = node.saved
+    act, tc, gate_order = node.saved
     steps, batch, g4 = act.shape
     hsz = g4 // 4
     dt = act.dtype
     prev = _previous(node.prev, node.inputs[1]._data, node.reverse)
+    kernels = ck.lstm_step_kernels(act, gd, wd)
+    if kernels and gate_order == "ifgo":
+        return _lstm_backward_steps(kernels[1], act, tc, prev, np.ascontiguousarray(gd), wd, node.reverse)
+    if gate_order == "ifgo":  # made by the C forward, but the kernels are gone: the NumPy layout
+        act = np.concatenate([act[:, :, : 2 * hsz], act[:, :, 3 * hsz :], act[:, :, 2 * hsz : 3 * hsz]], axis=2)
     i, f, o, gg = (act[:, :, k * hsz : (k + 1) * hsz] for k in range(4))
     # dgates = [dct * (g i (1-i)), dct * (c_prev f (1-f)), dct * (i (1-g^2)), dh * (tc o (1-o))]
     # (PyTorch's gate order i, f, g, o), with dct = dc + dh * o (1 - tc^2).
@@ -377,6 +405,24 @@ def _lstm_sequence_backward(node, gd, wd):
         np.multiply(dc, f[t], out=carry_c)
         np.matmul(dgates[t].reshape(batch, g4), wd, out=carry_h)
     dgates = dgates.reshape(steps, batch, g4)
+    return dgates, dgates, prev[:, :, :hsz], np.concatenate([carry_h, carry_c], axis=1)
+
+
+def _lstm_backward_steps(step, act, tc, prev, gd, wd, reverse):
+    """BPTT on the C step kernel: per step the fused pointwise gradient, then one GEMM for the
+    gradient reaching the previous hidden state."""
+    steps, batch, g4 = act.shape
+    hsz, isz = g4 // 4, act.itemsize
+    dgates = np.empty((steps, batch, g4), dtype=act.dtype)
+    carry_h = np.zeros((batch, hsz), dtype=act.dtype)
+    carry_c = np.zeros((batch, hsz), dtype=act.dtype)
+    p_act, p_prev, p_tc, p_g, p_dg = (a.ctypes.data for a in (act, prev, tc, gd, dgates))
+    p_ch, p_cc = carry_h.ctypes.data, carry_c.ctypes.data
+    for t in range(steps) if reverse else range(steps - 1, -1, -1):
+        at4, at2 = t * batch * g4 * isz, t * batch * 2 * hsz * isz
+        c_prev = p_prev + at2 + hsz * isz
+        step(p_act + at4, c_prev, 2 * hsz, p_tc + at2 // 2, p_g + at2, p_ch, p_cc, p_dg + at4, batch, hsz)
+        np.matmul(dgates[t], wd, out=carry_h)
     return dgates, dgates, prev[:, :, :hsz], np.concatenate([carry_h, carry_c], axis=1)
 
 
