@@ -245,13 +245,21 @@ def can_cast(from_, to):
 
 
 def set_num_threads(n: int) -> None:
-    """Limit the threads BLAS uses (threadpoolctl when installed)."""
+    """Limit the threads of BLAS (through threadpoolctl when installed) and of Ember's C kernels.
+
+    Example:
+        >>> import ember
+        >>> ember.set_num_threads(1)
+        >>> ember.get_num_threads()
+        1
+    """
     from ember import _threads
 
     _threads.set_num_threads(n)
 
 
 def get_num_threads():
+    """The thread limit: ``set_num_threads``'s value, else ``OMP_NUM_THREADS``, else the usable cores."""
     from ember import _threads
 
     return _threads.get_num_threads()

@@ -19,4 +19,17 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    return _state["n"] or os.cpu_count() or 1
+    """``set_num_threads``'s value; else ``OMP_NUM_THREADS``; else the cores this process may use
+    (PyTorch's default too)."""
+    if _state["n"]:
+        return _state["n"]
+    try:
+        env = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        env = 0
+    if env > 0:
+        return env
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -297,3 +297,15 @@ def test_not_compiled_at_import():
         "assert not ckernels._state['tried']\n"
     )
     subprocess.run([__import__("sys").executable, "-c", code], check=True, timeout=60)
+
+
+def test_default_threads_follow_omp_num_threads(monkeypatch):
+    from ember._threads import _state as threads
+
+    monkeypatch.setitem(threads, "n", None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert ember.get_num_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert ember.get_num_threads() >= 1  # the usable cores, as in PyTorch
+    monkeypatch.setitem(threads, "n", 1)
+    assert ember.get_num_threads() == 1 and ops._threads(1 << 24) == 1

@@ -42,13 +42,13 @@ def _fn(name: str, *arrays):
 
 
 def _threads(n: int) -> int:
-    """OpenMP threads for ``n`` elements. Opt-in: only after ``ember.set_num_threads(k)`` with
-    k > 1 (on a shared, loaded machine a parallel region waits for its slowest thread, which
-    measured up to 5x slower than one thread), only for large arrays, and never in a forked child
-    (libgomp's thread pool does not survive fork)."""
-    from ember._threads import _state as threads
+    """OpenMP threads for ``n`` elements: up to ``ember.get_num_threads()`` (as for PyTorch: all
+    cores unless limited), one per ``PARALLEL_MIN / 2`` elements, so small arrays stay serial (a
+    parallel region waits for its slowest thread, which costs more than it saves on small work),
+    and never in a forked child (libgomp's thread pool does not survive fork)."""
+    from ember._threads import get_num_threads
 
-    k = threads["n"] or 1
+    k = get_num_threads()
     if k == 1 or n < PARALLEL_MIN or not ckernels.uses_openmp() or os.getpid() != _parent["pid"]:
         return 1
     return max(1, min(k, n // (PARALLEL_MIN // 2)))
