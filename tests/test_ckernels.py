@@ -309,3 +309,11 @@ def test_default_threads_follow_omp_num_threads(monkeypatch):
     assert ember.get_num_threads() >= 1  # the usable cores, as in PyTorch
     monkeypatch.setitem(threads, "n", 1)
     assert ember.get_num_threads() == 1 and ops._threads(1 << 24) == 1
+
+
+def test_openmp_threads_sleep_when_idle():
+    # Spinning OpenMP threads would take the cores from OpenBLAS's threads between kernels.
+    import os
+
+    assert ckernels.get() is not None
+    assert os.environ.get("OMP_WAIT_POLICY", "").upper() in ("PASSIVE", "ACTIVE")  # PASSIVE unless the user chose
