@@ -60,6 +60,10 @@ def limit_threads(n: int) -> None:
         print("note: numpy was imported before the thread limit; relying on threadpoolctl", file=sys.stderr)
     for var in _THREAD_VARS:
         os.environ[var] = str(n)
+    if n > 1:
+        # Both frameworks run in this one process: OpenMP threads left spinning by one would take
+        # the cores from the other's next call. Idle threads sleep, for both alike.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

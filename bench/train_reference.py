@@ -3,7 +3,10 @@
 The model files of ``ember/models`` are written in the PyTorch API; here each one is loaded a
 second time with ``torch`` bound where the file says ``ember``, so both frameworks train the very
 same architecture, with the same recipe (optimizer, parameter groups, schedule, batch order).
-Per epoch it records time, samples/s, train loss and test accuracy for each framework.
+Per epoch it records time, samples/s, train loss and test accuracy for each framework. With
+``--fw both`` each framework runs in its own process, one after the other: in one process the
+OpenMP threads PyTorch leaves spinning take the cores from whatever runs next (a GPT step of Ember
+measured 3x slower after PyTorch had run in the same process).
 
     python -m bench.train_reference --model mlp --epochs 2
     python -m bench.train_reference --model resnet --epochs 3 --fw torch
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import types
@@ -172,10 +176,17 @@ def main(argv=None) -> int:
     from ember.cli.recipes import RECIPES
 
     epochs = args.epochs or RECIPES[args.model].epochs
-    rows = []
-    for fw in ["torch", "ember"] if args.fw == "both" else [args.fw]:
-        run = run_text_recipe if args.model == "gpt" else run_image_recipe
-        rows += run(args.model, fw, epochs, threads=args.threads)
+    if args.fw == "both":
+        for fw in ("torch", "ember"):
+            child = [sys.executable, "-m", "bench.train_reference", "--model", args.model, "--fw", fw]
+            child += ["--epochs", str(epochs)] + (["--threads", str(args.threads)] if args.threads else [])
+            child += ["--json", args.json] if args.json else []
+            code = subprocess.run(child, check=False).returncode
+            if code:
+                return code
+        return 0
+    run = run_text_recipe if args.model == "gpt" else run_image_recipe
+    rows = run(args.model, args.fw, epochs, threads=args.threads)
     if args.json:
         with open(args.json, "a") as f:
             for r in rows:
