@@ -62,8 +62,10 @@ def limit_threads(n: int) -> None:
         os.environ[var] = str(n)
     if n > 1:
         # Both frameworks run in this one process: OpenMP threads left spinning by one would take
-        # the cores from the other's next call. Idle threads sleep, for both alike.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # the cores from the other's next call. Both libgomps get Ember's default spin count.
+        from ember.backends.ckernels import SPINCOUNT
+
+        os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
