@@ -60,12 +60,6 @@ def limit_threads(n: int) -> None:
         print("note: numpy was imported before the thread limit; relying on threadpoolctl", file=sys.stderr)
     for var in _THREAD_VARS:
         os.environ[var] = str(n)
-    if n > 1:
-        # Both frameworks run in this one process: OpenMP threads left spinning by one would take
-        # the cores from the other's next call. Both libgomps get Ember's default spin count.
-        from ember.backends.ckernels import SPINCOUNT
-
-        os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -8,9 +8,7 @@ writes a temporary file and renames it into place, so concurrent processes never
 half-written library. When there is no compiler, the build fails, or the cached library cannot be
 loaded even after a rebuild, :func:`get` returns None and callers keep their NumPy path; the reason
 is logged once at debug level (logger ``ember.ckernels``). Nothing is compiled at import time.
-``EMBER_CKERNELS=0`` in the environment (read on first use) disables the kernels. Unless the
-user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, idle OpenMP threads spin only briefly
-(:data:`SPINCOUNT`) before they sleep.
+``EMBER_CKERNELS=0`` in the environment (read on first use) disables the kernels.
 
 Example:
     >>> from ember.backends import ckernels
@@ -185,21 +183,6 @@ def load(src: str, name: str, signatures: dict, suffixes=("",), flag_sets=FLAG_S
     return None
 
 
-# How long an idle libgomp thread spins before it sleeps. The default (300,000 spins) keeps it
-# busy between kernels, taking the core from OpenBLAS's threads: with two threads a GPT training
-# step took 368 ms spinning against 125 ms sleeping at once (OMP_WAIT_POLICY=PASSIVE), but the
-# ResNet step, with back-to-back parallel convolutions, 50 ms against 84 ms. 10,000 spins
-# measured 132 ms and 52 ms.
-SPINCOUNT = "10000"
-
-
-def _limit_openmp_spinning() -> None:
-    """Set ``GOMP_SPINCOUNT`` (read once, when the library loads libgomp) unless the user chose a
-    wait policy or spin count."""
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
-
-
 def get():
     """The loaded kernel library (a ``ctypes.CDLL``), or None when C kernels are unavailable.
 
@@ -215,7 +198,6 @@ def get():
             except OSError as e:  # an install that left out the .c files (package data)
                 log.debug("ember C kernels disabled: C source missing: %s", e)
                 return None
-            _limit_openmp_spinning()
             lib = load(src, "kernels", SIGNATURES, suffixes=("_f32", "_f64"))
             _state["lib"] = lib
             _state["openmp"] = lib is not None and bool(lib.ember_openmp())

@@ -20,6 +20,10 @@ _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 _fns: dict = {}
 # OpenMP pays off only on large arrays; below this many elements a kernel runs on one thread.
 PARALLEL_MIN = 1 << 17
+# The row kernels (softmax, layer_norm, gelu) sit between GEMMs in transformers. After a parallel
+# region libgomp's idle threads spin for a while, taking the cores from OpenBLAS's threads in the
+# next GEMM (a GPT step measured 3x slower), so these go parallel only on very large arrays.
+ROW_PARALLEL_MIN = 1 << 22
 _parent = {"pid": os.getpid()}
 
 
@@ -41,17 +45,17 @@ def _fn(name: str, *arrays):
     return fn
 
 
-def _threads(n: int) -> int:
+def _threads(n: int, minimum: int = PARALLEL_MIN) -> int:
     """OpenMP threads for ``n`` elements: up to ``ember.get_num_threads()`` (as for PyTorch: all
-    cores unless limited), one per ``PARALLEL_MIN / 2`` elements, so small arrays stay serial (a
+    cores unless limited), one per ``minimum / 2`` elements, so small arrays stay serial (a
     parallel region waits for its slowest thread, which costs more than it saves on small work),
     and never in a forked child (libgomp's thread pool does not survive fork)."""
     from ember._threads import get_num_threads
 
     k = get_num_threads()
-    if k == 1 or n < PARALLEL_MIN or not ckernels.uses_openmp() or os.getpid() != _parent["pid"]:
+    if k == 1 or n < minimum or not ckernels.uses_openmp() or os.getpid() != _parent["pid"]:
         return 1
-    return max(1, min(k, n // (PARALLEL_MIN // 2)))
+    return max(1, min(k, n // (minimum // 2)))
 
 
 def _c(a):
@@ -70,7 +74,7 @@ def softmax(x, log: bool):
     x = _c(x)
     y = np.empty_like(x)
     cols = x.shape[-1]
-    fn(_ptr(x), _ptr(y), x.size // cols, cols, int(log), _threads(x.size))
+    fn(_ptr(x), _ptr(y), x.size // cols, cols, int(log), _threads(x.size, ROW_PARALLEL_MIN))
     return y
 
 
@@ -82,7 +86,7 @@ def softmax_backward(y, g, log: bool):
     y, g = _c(y), _c(g)
     gx = np.empty_like(y)
     cols = y.shape[-1]
-    fn(_ptr(y), _ptr(g), _ptr(gx), y.size // cols, cols, int(log), _threads(y.size))
+    fn(_ptr(y), _ptr(g), _ptr(gx), y.size // cols, cols, int(log), _threads(y.size, ROW_PARALLEL_MIN))
     return gx
 
 
@@ -101,7 +105,7 @@ def layer_norm(x, w, b, k: int, eps: float):
     y = np.empty_like(x)
     mean = np.empty(stat_shape, x.dtype)
     rstd = np.empty(stat_shape, x.dtype)
-    fn(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(rstd), rows, cols, float(eps), _threads(x.size))
+    fn(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(rstd), rows, cols, float(eps), _threads(x.size, ROW_PARALLEL_MIN))
     return y, x, mean, rstd
 
 
@@ -115,7 +119,7 @@ def layer_norm_backward(x, w, g, mean, rstd, pshape: tuple, need_gx: bool, need_
     wc = None if w is None else _c(w)
     rows = mean.size
     cols = x.size // rows
-    nchunks = _threads(x.size)
+    nchunks = _threads(x.size, ROW_PARALLEL_MIN)
     gx = np.empty_like(x) if need_gx else None
     gw = np.empty((nchunks, cols), x.dtype) if need_gw else None
     gb = np.empty((nchunks, cols), x.dtype) if need_gb else None
@@ -173,7 +177,7 @@ def gelu(x, approximate: str):
         return None
     x = _c(x)
     y = np.empty_like(x)
-    fn(_ptr(x), _ptr(y), x.size, int(approximate == "tanh"), _threads(x.size))
+    fn(_ptr(x), _ptr(y), x.size, int(approximate == "tanh"), _threads(x.size, ROW_PARALLEL_MIN))
     return y
 
 
@@ -184,7 +188,7 @@ def gelu_backward(x, g, approximate: str):
         return None
     x, g = _c(x), _c(g)
     gx = np.empty_like(x)
-    fn(_ptr(x), _ptr(g), _ptr(gx), x.size, int(approximate == "tanh"), _threads(x.size))
+    fn(_ptr(x), _ptr(g), _ptr(gx), x.size, int(approximate == "tanh"), _threads(x.size, ROW_PARALLEL_MIN))
     return gx
 
 
