@@ -4,6 +4,7 @@ on-disk cache (reuse, corrupt library, failed compile)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
@@ -14,6 +15,10 @@ import ember
 from ember.backends import ckernels
 from ember.backends.ckernels import ops
 from tests.helpers import assert_close, check, rand
+
+# These test the kernels themselves; EMBER_CKERNELS=0 (the NumPy paths, which the rest of the
+# suite covers) turns them off.
+pytestmark = pytest.mark.skipif(os.environ.get("EMBER_CKERNELS") == "0", reason="C kernels disabled")
 
 F32_64 = [np.float32, np.float64]
 

@@ -5,6 +5,8 @@ not a multiple of the vector block, strides, dilations, asymmetric and oversized
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,10 @@ from ember._threads import _state as threads
 from ember.backends.ckernels import ops as ckops
 from ember.nn.functional import conv as conv_mod
 from tests.helpers import check
+
+# These test the kernels themselves; EMBER_CKERNELS=0 (the NumPy paths, which the rest of the
+# suite covers) turns them off.
+pytestmark = pytest.mark.skipif(os.environ.get("EMBER_CKERNELS") == "0", reason="C kernels disabled")
 
 RNG = np.random.default_rng(3)
 
