@@ -177,11 +177,13 @@ static inline real K(row_dot_dev)(const real *g, const real *x, int64_t n, real 
 }
 
 /* Batch norm of a (N, C) input (L = 1): the channels are contiguous, so every pass runs along a
- * row with one accumulator per channel (double, as in the general kernel) and vectorizes. */
+ * row with one accumulator per channel (double, as in the general kernel) and vectorizes.
+ * scratch holds 2*C doubles (the caller's: kernels never allocate, so they cannot fail). */
 static void K(batch_norm_fwd_rows)(const real *x, const real *w, const real *b, real *y, real *mean, real *var,
-                                   real *rstd, int64_t N, int64_t C, double eps) {
-    double *acc = calloc((size_t)C, sizeof(double));
-    real *sc = malloc((size_t)C * sizeof(real));
+                                   real *rstd, int64_t N, int64_t C, double eps, double *scratch) {
+    double *acc = scratch;
+    real *sc = (real *)(scratch + C);
+    for (int64_t c = 0; c < C; c++) acc[c] = 0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++) acc[c] += x[n * C + c];
     for (int64_t c = 0; c < C; c++) {
@@ -198,17 +200,15 @@ static void K(batch_norm_fwd_rows)(const real *x, const real *w, const real *b, 
     }
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++) y[n * C + c] = (x[n * C + c] - mean[c]) * sc[c] + (b ? b[c] : 0);
-    free(acc);
-    free(sc);
 }
 
 /* Training batch norm of x (N, C, L), one channel per iteration: its mean and biased variance
  * over N*L values (two passes; each image's partial sum is added in double), then
  * y = (x - mean) * rstd * w + b (w, b may be NULL). mean, var and rstd get C entries. */
 void K(batch_norm_fwd)(const real *x, const real *w, const real *b, real *y, real *mean, real *var, real *rstd,
-                       int64_t N, int64_t C, int64_t L, double eps, int nt) {
+                       int64_t N, int64_t C, int64_t L, double eps, double *scratch, int nt) {
     if (L == 1) {
-        K(batch_norm_fwd_rows)(x, w, b, y, mean, var, rstd, N, C, eps);
+        K(batch_norm_fwd_rows)(x, w, b, y, mean, var, rstd, N, C, eps, scratch);
         return;
     }
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -230,10 +230,11 @@ void K(batch_norm_fwd)(const real *x, const real *w, const real *b, real *y, rea
     }
 }
 
-/* The backward of batch_norm_fwd_rows (L = 1), in row passes like it. */
+/* The backward of batch_norm_fwd_rows (L = 1), in row passes like it; scratch: 2*C doubles. */
 static void K(batch_norm_bwd_rows)(const real *x, const real *g, const real *w, const real *mean, const real *rstd,
-                                   real *gx, real *gw, real *gb, int64_t N, int64_t C) {
-    double *sg = calloc((size_t)(2 * C), sizeof(double)), *sgx = sg + C;
+                                   real *gx, real *gw, real *gb, int64_t N, int64_t C, double *scratch) {
+    double *sg = scratch, *sgx = scratch + C;
+    for (int64_t c = 0; c < 2 * C; c++) scratch[c] = 0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++) {
             sg[c] += g[n * C + c];
@@ -251,16 +252,15 @@ static void K(batch_norm_bwd_rows)(const real *x, const real *g, const real *w, 
                 real k = w ? w[c] * rstd[c] : rstd[c];
                 gx[n * C + c] = k * (g[n * C + c] - (real)sg[c] - (x[n * C + c] - mean[c]) * (real)sgx[c]);
             }
-    free(sg);
 }
 
 /* Batch norm backward from the forward's x, mean and rstd, one channel per iteration:
  * gb = sum(g), gw = sum(g * xhat), gx = w * rstd * (g - mean(g) - xhat * mean(g * xhat)).
  * gx, gw, gb may be NULL when not needed; w NULL means 1. */
 void K(batch_norm_bwd)(const real *x, const real *g, const real *w, const real *mean, const real *rstd, real *gx,
-                       real *gw, real *gb, int64_t N, int64_t C, int64_t L, int nt) {
+                       real *gw, real *gb, int64_t N, int64_t C, int64_t L, double *scratch, int nt) {
     if (L == 1) {
-        K(batch_norm_bwd_rows)(x, g, w, mean, rstd, gx, gw, gb, N, C);
+        K(batch_norm_bwd_rows)(x, g, w, mean, rstd, gx, gw, gb, N, C, scratch);
         return;
     }
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)

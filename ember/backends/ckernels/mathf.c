@@ -3,7 +3,6 @@
  * through every function unchanged (every clamp is a comparison that is false for NaN). */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>

@@ -141,8 +141,9 @@ def batch_norm(x, w, b, eps: float):
     n, c = x.shape[:2]
     y = np.empty_like(x)
     mean, var, rstd = (np.empty(c, x.dtype) for _ in range(3))
+    scratch = np.empty(2 * c)  # float64 accumulators of the (N, C) case
     fn(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(var), _ptr(rstd), n, c, x.size // (n * c), float(eps),
-       _threads(x.size))  # fmt: skip
+       _ptr(scratch), _threads(x.size))  # fmt: skip
     return y, x, mean, var, rstd
 
 
@@ -158,8 +159,9 @@ def batch_norm_backward(x, w, g, mean, rstd, need_gx: bool, need_gw: bool, need_
     gx = np.empty_like(x) if need_gx else None
     gw = np.empty(c, x.dtype) if need_gw else None
     gb = np.empty(c, x.dtype) if need_gb else None
+    scratch = np.empty(2 * c)  # float64 accumulators of the (N, C) case
     fn(_ptr(x), _ptr(g), _ptr(w), _ptr(mean), _ptr(rstd), _ptr(gx), _ptr(gw), _ptr(gb), n, c, x.size // (n * c),
-       _threads(x.size))  # fmt: skip
+       _ptr(scratch), _threads(x.size))  # fmt: skip
     return gx, gw, gb
 
 
