@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ember.autograd.node import Node
+from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, grad_state, record
 from ember.random import numpy_generator
 
@@ -22,6 +23,9 @@ __all__ = ["scaled_dot_product_attention", "attention_composite"]
 
 
 def _softmax_rows(s: np.ndarray) -> np.ndarray:
+    p = ck.softmax(s, log=False)  # the C row kernel; None without it
+    if p is not None:
+        return p
     m = np.max(s, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     e = np.exp(s - m)
@@ -63,11 +67,15 @@ class _Spec:
 
 
 def _scores(qd, kd, spec: _Spec, float_mask):
-    s = np.matmul(qd, np.swapaxes(kd, -1, -2)) * spec.scale
+    s = np.matmul(qd, np.swapaxes(kd, -1, -2))
+    s *= spec.scale  # in place: s is fresh from matmul
     if float_mask is not None:
         s = s + float_mask
     if spec.bool_mask is not None:
-        s = np.where(spec.bool_mask, s, -np.inf)
+        if np.broadcast_shapes(s.shape, spec.bool_mask.shape) == s.shape:
+            np.copyto(s, -np.inf, where=~spec.bool_mask)
+        else:
+            s = np.where(spec.bool_mask, s, -np.inf)
     return s
 
 
