@@ -1,7 +1,8 @@
 """The direct C convolution kernels (ember/backends/ckernels/conv.c) against PyTorch and against
 the NumPy paths (im2col, shift-and-GEMM): forward, input, weight and bias gradients, double
 backward, threads, and the shapes where their packing has edge cases (channel counts that are
-not a multiple of the vector block, strides, dilations, asymmetric and oversized padding)."""
+not a multiple of the vector block, strides, dilations, asymmetric and oversized padding).
+Then the max-pooling kernels, with ties and NaN."""
 
 from __future__ import annotations
 
@@ -140,3 +141,41 @@ def test_openmp_threads_give_same_result(kernel_state):
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     torch.nn.functional.conv2d(tx, tw, padding=1).backward(torch.tensor(np.cos(y1)))
     np.testing.assert_allclose(gw2, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- max pooling
+POOLS = [
+    ((2, 3, 8, 9), {"kernel_size": 2}),
+    ((2, 3, 9, 9), {"kernel_size": 3, "stride": 2, "padding": 1}),
+    ((1, 2, 11, 10), {"kernel_size": (3, 2), "stride": (2, 1), "dilation": (2, 1), "ceil_mode": True}),
+    ((3, 7, 7), {"kernel_size": 3, "stride": 3, "padding": 1, "ceil_mode": True}),  # unbatched
+]
+
+
+@pytest.mark.parametrize("xs, kw", POOLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_matches_torch(xs, kw, dtype):
+    x = RNG.standard_normal(xs).astype(dtype)
+    x.reshape(-1)[::7] = x.reshape(-1)[1]  # ties: the first maximum wins in both
+    check(lambda lib, x: lib.nn.functional.max_pool2d(x, return_indices=True, **kw), x)
+
+
+def test_max_pool2d_nan_and_numpy_path_agree(no_kernels, monkeypatch):
+    x = RNG.standard_normal((2, 3, 9, 8))
+    x[0, 1, 2, 3] = x[1, 2, 5, 5] = np.nan
+    x[0, 0, :4, :4] = np.inf
+    kw = {"kernel_size": 3, "stride": 2, "padding": 1}
+
+    def run():
+        t = ember.tensor(x, requires_grad=True)
+        out, idx = ember.nn.functional.max_pool2d(t, return_indices=True, **kw)
+        out.backward(ember.ones_like(out))
+        return out.detach().numpy(), idx.numpy(), t.grad.numpy()
+
+    numpy_path = run()
+    monkeypatch.undo()
+    ember.backends.ckernels.reset()
+    ckops._fns.clear()
+    for c, n in zip(run(), numpy_path, strict=True):
+        np.testing.assert_array_equal(c, n)
+    check(lambda lib, x: lib.nn.functional.max_pool2d(x, return_indices=True, **kw), x)

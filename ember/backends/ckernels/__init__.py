@@ -59,6 +59,8 @@ SIGNATURES = {  # symbol (without suffix) -> argtypes
     "pack_nhwc": [_PTR, _PTR, *[_I64] * 9, _INT],
     "conv_fwd": [_PTR, _PTR, _PTR, _PTR, *[_I64] * 17, _INT],
     "conv_wgrad": [_PTR, _PTR, _PTR, *[_I64] * 15, _INT],
+    "max_pool2d_fwd": [_PTR, _PTR, _PTR, *[_I64] * 13, _INT],
+    "max_pool2d_bwd": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _INT],
 }
 
 _state: dict = {"lib": None, "tried": False, "openmp": False}

@@ -11,6 +11,8 @@
  *
  * The input gradient is the same forward kernel run on the output gradient with the kernel flipped
  * and transposed (per stride phase, see ops.py). `nt` is the OpenMP thread count (1 = serial).
+ *
+ * Max pooling is here too: a window loop per output pixel on the NCHW planes, no packing.
  */
 
 #define VB 32 /* bytes per vector: AVX; the compiler splits it where the CPU has narrower ones */
@@ -171,5 +173,50 @@ void K(conv_wgrad)(const real *xp, const real *g, real *gw, int64_t N, int64_t H
                         }
                 }
         }
+    }
+}
+
+/* Max pooling of P = N*C planes x (H, W): out (P, Ho, Wo) and idx, the flat H*W index of each
+ * window's maximum (the first one; a NaN wins and stays, as in PyTorch). Window positions in
+ * the padding are skipped. */
+void K(max_pool2d_fwd)(const real *x, real *out, int64_t *idx, int64_t P, int64_t H, int64_t W, int64_t Ho,
+                       int64_t Wo, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                       int64_t dw, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t p = 0; p < P; p++) {
+        const real *plane = x + p * H * W;
+        for (int64_t oy = 0; oy < Ho; oy++)
+            for (int64_t ox = 0; ox < Wo; ox++) {
+                real best = -INFINITY;
+                int64_t at = -1;
+                for (int64_t i = 0; i < kh; i++) {
+                    int64_t y = oy * sh - ph + i * dh;
+                    if (y < 0 || y >= H) continue;
+                    for (int64_t j = 0; j < kw; j++) {
+                        int64_t xx = ox * sw - pw + j * dw;
+                        if (xx < 0 || xx >= W) continue;
+                        real v = plane[y * W + xx];
+                        if (at < 0 || v > best || (v != v && best == best)) {
+                            best = v;
+                            at = y * W + xx;
+                        }
+                    }
+                }
+                out[(p * Ho + oy) * Wo + ox] = best;
+                idx[(p * Ho + oy) * Wo + ox] = at;
+            }
+    }
+}
+
+/* gx (P, H*W) = 0, then gx[p, idx[p, q]] += g[p, q] for every output pixel q of Q = Ho*Wo (windows
+ * that overlap add up; an index outside the plane, e.g. -1 of a window with no input pixel, adds
+ * nothing). */
+void K(max_pool2d_bwd)(const real *g, const int64_t *idx, real *gx, int64_t P, int64_t HW, int64_t Q, int nt) {
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t p = 0; p < P; p++) {
+        real *plane = gx + p * HW;
+        memset(plane, 0, (size_t)HW * sizeof(real));
+        for (int64_t q = 0; q < Q; q++)
+            if ((uint64_t)idx[p * Q + q] < (uint64_t)HW) plane[idx[p * Q + q]] += g[p * Q + q];
     }
 }

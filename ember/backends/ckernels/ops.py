@@ -373,3 +373,30 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
     fn(_ptr(xp), g_ptr, _ptr(gw), n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
     gw = gw[0] if nt == 1 else gw.sum(axis=0)
     return np.ascontiguousarray(gw[:, :, :c, :o].transpose(3, 2, 0, 1))
+
+
+# --------------------------------------------------------------------------- max pooling
+def max_pool2d(x, out_hw: tuple, k: tuple, s: tuple, p: tuple, d: tuple):
+    """Max pooling of (N, C, H, W): ``(out, idx)`` with idx the flat H*W index of each maximum,
+    or None without the kernels."""
+    fn = _fn("max_pool2d_fwd", x)
+    if fn is None or x.ndim != 4:
+        return None
+    x = _c(x)
+    n, c, h, w = x.shape
+    out = np.empty((n, c) + tuple(out_hw), x.dtype)
+    idx = np.empty(out.shape, np.int64)
+    fn(_ptr(x), _ptr(out), _ptr(idx), n * c, h, w, *out_hw, *k, *s, *p, *d, _threads(x.size))
+    return out, idx
+
+
+def max_pool2d_backward(g, idx, in_shape: tuple):
+    """The gradient of max pooling: ``g`` added at ``idx`` in zeros of ``in_shape``, or None."""
+    fn = _fn("max_pool2d_bwd", g)
+    if fn is None or g.shape != idx.shape or idx.dtype != np.int64:
+        return None
+    g, idx = _c(g), _c(idx)
+    gx = np.empty(in_shape, g.dtype)
+    n, c = in_shape[:2]
+    fn(_ptr(g), _ptr(idx), _ptr(gx), n * c, in_shape[2] * in_shape[3], g[0, 0].size, _threads(gx.size))
+    return gx

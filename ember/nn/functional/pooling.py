@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ember.autograd.node import Node
+from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, record
 
 __all__ = [
@@ -143,6 +144,9 @@ def _max_gather(x: Tensor, idx: np.ndarray) -> Tensor:
 
 
 def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
+    out = ck.max_pool2d_backward(g._data, idx, in_shape)
+    if out is not None:
+        return record(MaxScatter, out, (g,), g._device, idx=idx, in_shape=in_shape)
     n, c = idx.shape[:2]
     hw = in_shape[2] * in_shape[3]
     # One bincount over (plane, position) keys: repeated argmaxes of overlapping windows add up.
@@ -150,6 +154,21 @@ def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
     out = np.bincount(keys.ravel(), weights=g._data.ravel(), minlength=n * c * hw)
     out = out.astype(g._data.dtype, copy=False).reshape(in_shape)
     return record(MaxScatter, out, (g,), g._device, idx=idx, in_shape=in_shape)
+
+
+def _max_pool_numpy(xd: np.ndarray, geo: _Pool):
+    """Max pooling on strided window views: ``(out, flat H*W index of each maximum)``."""
+    fill = -np.inf if xd.dtype.kind == "f" else np.iinfo(xd.dtype).min
+    win = geo.windows(geo.padded(xd, fill))
+    n, c, ho, wo, kh, kw = win.shape
+    flat = win.reshape(n, c, ho, wo, kh * kw)
+    arg = np.argmax(flat, axis=-1)  # first maximum on ties; NaN wins, as in PyTorch
+    out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+    # Flat index into the unpadded H*W plane of the chosen element.
+    ki, kj = np.divmod(arg, kw)
+    rows = np.arange(ho)[:, None] * geo.s[0] - geo.p[0] + ki * geo.d[0]
+    cols = np.arange(wo)[None, :] * geo.s[1] - geo.p[1] + kj * geo.d[1]
+    return out, (rows * geo.in_hw[1] + cols).astype(np.int64)
 
 
 def max_pool2d(
@@ -174,17 +193,11 @@ def max_pool2d(
     x, squeeze = _batched(input, "max_pool2d")
     geo = _Pool("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     xd = x._data
-    fill = -np.inf if xd.dtype.kind == "f" else np.iinfo(xd.dtype).min
-    win = geo.windows(geo.padded(xd, fill))
-    n, c, ho, wo, kh, kw = win.shape
-    flat = win.reshape(n, c, ho, wo, kh * kw)
-    arg = np.argmax(flat, axis=-1)  # first maximum on ties; NaN wins, as in PyTorch
-    out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-    # Flat index into the unpadded H*W plane of the chosen element.
-    ki, kj = np.divmod(arg, kw)
-    rows = np.arange(ho)[:, None] * geo.s[0] - geo.p[0] + ki * geo.d[0]
-    cols = np.arange(wo)[None, :] * geo.s[1] - geo.p[1] + kj * geo.d[1]
-    idx = (rows * geo.in_hw[1] + cols).astype(np.int64)
+    fused = ck.max_pool2d(xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
+    if fused is not None:
+        out, idx = fused
+    else:
+        out, idx = _max_pool_numpy(xd, geo)
     t = record(MaxPool, out, (x,), x._device, idx=idx, in_shape=xd.shape)
     i = _wrap(idx, x._device)
     if squeeze:
