@@ -50,12 +50,11 @@ def _threads(n: int, minimum: int = PARALLEL_MIN) -> int:
     cores unless limited), one per ``minimum / 2`` elements, so small arrays stay serial (a
     parallel region waits for its slowest thread, which costs more than it saves on small work),
     and never in a forked child (libgomp's thread pool does not survive fork)."""
+    if n < minimum or not ckernels.uses_openmp() or os.getpid() != _parent["pid"]:
+        return 1  # decided before get_num_threads, which reads the environment and the affinity
     from ember._threads import get_num_threads
 
-    k = get_num_threads()
-    if k == 1 or n < minimum or not ckernels.uses_openmp() or os.getpid() != _parent["pid"]:
-        return 1
-    return max(1, min(k, n // (minimum // 2)))
+    return max(1, min(get_num_threads(), n // (minimum // 2)))
 
 
 def _c(a):
