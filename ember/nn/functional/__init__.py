@@ -85,3 +85,7 @@ from ember.nn.functional.pooling import (
     max_pool1d,
     max_pool2d,
 )
+
+# ---- api-layers (issue 12) ----
+# isort: split
+from ember.nn.functional.conv_transpose import conv_transpose1d, conv_transpose2d

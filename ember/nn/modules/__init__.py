@@ -156,3 +156,8 @@ __all__ += [
     "TransformerEncoder",
     "TransformerEncoderLayer",
 ]
+
+# ---- api-layers (issue 12): transposed convs, upsampling, folding, transformer decoder ----
+from ember.nn.modules.conv_transpose import ConvTranspose1d, ConvTranspose2d  # noqa: E402
+
+__all__ += ["ConvTranspose1d", "ConvTranspose2d"]
