@@ -161,3 +161,6 @@ __all__ += [
 from ember.nn.modules.conv_transpose import ConvTranspose1d, ConvTranspose2d  # noqa: E402
 
 __all__ += ["ConvTranspose1d", "ConvTranspose2d"]
+from ember.nn.modules.transformer_decoder import Transformer, TransformerDecoder, TransformerDecoderLayer  # noqa: E402
+
+__all__ += ["Transformer", "TransformerDecoder", "TransformerDecoderLayer"]

@@ -10,6 +10,7 @@ weights the same computation is composed with ember ops so the probabilities can
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -143,6 +144,11 @@ class MultiheadAttention(Module):
     ):
         if is_causal and attn_mask is None:
             raise RuntimeError("Need attn_mask if specifying the is_causal hint.")
+        if key_padding_mask is not None and attn_mask is not None and key_padding_mask.dtype != attn_mask.dtype:
+            warnings.warn(
+                "Support for mismatched key_padding_mask and attn_mask is deprecated. Use same type for both instead.",
+                stacklevel=2,
+            )
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
