@@ -89,3 +89,12 @@ from ember.nn.functional.pooling import (
 # ---- api-layers (issue 12) ----
 # isort: split
 from ember.nn.functional.conv_transpose import conv_transpose1d, conv_transpose2d
+from ember.nn.functional.fold import fold, unfold
+from ember.nn.functional.upsample import (
+    interpolate,
+    pixel_shuffle,
+    pixel_unshuffle,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
+)
