@@ -203,9 +203,31 @@ def test_errors():
         torch.sparse.mm(ts, torch.ones(4, 2))
     with pytest.raises(RuntimeError, match="float32 but found ember.float64"):
         ember.sparse.mm(es, ember.ones(3, 2, dtype=ember.float64))
-    with pytest.raises(NotImplementedError, match="sparse COO"):
+    with pytest.raises(RuntimeError, match="add\\(sparse, dense\\) is not supported"):
         es + ember.ones(3, 3)
+    with pytest.raises(RuntimeError):
+        ts + torch.ones(3, 3)
+    with pytest.raises(NotImplementedError, match="sparse COO"):
+        es * ember.ones(3, 3)
     with pytest.raises(NotImplementedError, match="sparse COO"):
         es.view(9)
     with pytest.raises(NotImplementedError):
         ts.view(9)
+
+
+def test_addition_dense_plus_sparse_and_sparse_plus_sparse():
+    (ev, es), (tv, ts) = _both()
+    base = np.arange(9, dtype=np.float32).reshape(3, 3)
+    eo, to = ember.tensor(base) + es, torch.tensor(base) + ts
+    assert not eo.is_sparse and not to.is_sparse
+    assert_close(eo, to)
+    eo.sum().backward()
+    to.sum().backward()
+    assert_close(ev.grad, tv.grad)
+    e2, t2 = es + es, ts + ts
+    assert e2.is_sparse and t2.is_sparse
+    assert_close(e2.to_dense(), t2.to_dense())
+    # The example GCN's int64 adjacency plus float self-loops: promoted to float32 as in torch.
+    ei = ember.sparse_coo_tensor(IDX, ember.ones(5), SHAPE, dtype=ember.int64)
+    ti = torch.sparse_coo_tensor(torch.tensor(IDX), torch.ones(5), SHAPE, dtype=torch.int64)
+    assert_close(ember.eye(3) + ei, torch.eye(3) + ti)

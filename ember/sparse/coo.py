@@ -47,8 +47,8 @@ strided = layout("strided")
 sparse_coo = layout("sparse_coo")
 
 _SUPPORTED = (
-    "to_dense, coalesce, indices/values, sparse.mm, sparse.sum, mm, matmul/@, t, "
-    "multiplication and division by a scalar"
+    "to_dense, coalesce, indices/values, sparse.mm, sparse.sum, mm, matmul/@, t, dense + sparse, "
+    "sparse + sparse, multiplication and division by a scalar"
 )
 
 
@@ -292,6 +292,26 @@ class SparseCOOTensor(Tensor):
 
     def __neg__(self):
         return self._scaled(lambda v: -v)
+
+    def __add__(self, other):
+        if isinstance(other, SparseCOOTensor):
+            if tuple(other.shape) != tuple(self.shape) or other.sparse_dim() != self.sparse_dim():
+                raise RuntimeError(
+                    f"add: expected sizes to match, got {list(self.shape)} and {list(other.shape)} (sparse + sparse)"
+                )
+            from ember.ops.movement import cat
+
+            idx = _wrap(np.concatenate([self._sp_indices._data, other._sp_indices._data], axis=1))
+            return SparseCOOTensor._make(idx, cat([self._sp_values, other._sp_values]), self.shape, False)
+        if isinstance(other, Tensor):
+            raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
+        return NotImplemented
+
+    def __radd__(self, other):
+        # `dense + sparse` is dense, as in PyTorch (Python asks this subclass first).
+        if isinstance(other, Tensor):
+            return other + self.to_dense()
+        return NotImplemented
 
     def _refuse_binary(self, op, other):
         raise NotImplementedError(
