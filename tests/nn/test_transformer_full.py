@@ -89,6 +89,7 @@ def test_decoder_layer_matches_torch(opts, masks):
     )
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask")
 def test_decoder_layer_callable_activation_and_memory_masks():
     act = torch.nn.functional.silu
     tm = torch.nn.TransformerDecoderLayer(D, H, 16, 0.0, act)
@@ -117,6 +118,7 @@ def test_transformer_matches_torch(opts):
         tm = torch.nn.Transformer(D, H, 2, 2, 16, 0.0, **opts)
         em = ember.nn.Transformer(D, H, 2, 2, 16, 0.0, **opts)
     assert [k for k, _ in em.named_parameters()] == [k for k, _ in tm.named_parameters()]
+    assert repr(em) == repr(tm)
     _copy(em, tm)
     bf = opts.get("batch_first", False)
     src = RNG.standard_normal((2, 6, D) if bf else (6, 2, D)).astype(np.float32)
@@ -169,6 +171,7 @@ def test_subclass_at_class_definition_time():
     assert isinstance(model.decoder, ember.nn.Linear)
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
 def test_encoder_nested_tensor_warning_and_padding_zeros():
     layer_t = torch.nn.TransformerEncoderLayer(D, H, 16, 0.0, batch_first=True)
     layer_e = ember.nn.TransformerEncoderLayer(D, H, 16, 0.0, batch_first=True)

@@ -17,7 +17,7 @@ import numpy as np
 from ember.nn import init
 from ember.nn.functional.attention import _Spec, attention_composite, scaled_dot_product_attention
 from ember.nn.functional.linear import linear
-from ember.nn.modules.linear import Linear
+from ember.nn.modules.linear import NonDynamicallyQuantizableLinear
 from ember.nn.modules.module import Module
 from ember.nn.parameter import Parameter
 from ember.ops._base import _wrap
@@ -102,7 +102,7 @@ class MultiheadAttention(Module):
             self.in_proj_bias = Parameter(empty(3 * embed_dim, **kw))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, **kw)
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, **kw)
         self.bias_k = self.bias_v = None
         self.add_zero_attn = False
         self._reset_parameters()
