@@ -231,3 +231,23 @@ def test_addition_dense_plus_sparse_and_sparse_plus_sparse():
     ei = ember.sparse_coo_tensor(IDX, ember.ones(5), SHAPE, dtype=ember.int64)
     ti = torch.sparse_coo_tensor(torch.tensor(IDX), torch.ones(5), SHAPE, dtype=torch.int64)
     assert_close(ember.eye(3) + ei, torch.eye(3) + ti)
+
+
+def test_legacy_constructors_and_addmm_like_pygcn():
+    # pygcn's sparse_mx_to_torch_sparse_tensor: torch.sparse.FloatTensor(indices, values, shape).
+    with pytest.warns(UserWarning, match="is deprecated"):
+        e = ember.sparse.FloatTensor(ember.tensor(IDX), ember.tensor(VALS.astype(np.float64)), ember.Size(SHAPE))
+    with pytest.warns(UserWarning, match="is deprecated"):
+        t = torch.sparse.FloatTensor(torch.tensor(IDX), torch.tensor(VALS), torch.Size(SHAPE))
+    assert e.dtype == ember.float32 and e.is_sparse
+    assert_close(e.to_dense(), t.to_dense())
+    assert tuple(ember.sparse.FloatTensor(2, 3).shape) == (2, 3) and ember.sparse.FloatTensor(2, 3)._nnz() == 0
+    mat, d = rand_pair((3, 2)), rand_pair((3, 2))
+    eo = ember.sparse.addmm(mat[0], e, d[0], beta=0.5, alpha=2.0)
+    to = torch.sparse.addmm(mat[1], t, d[1], beta=0.5, alpha=2.0)
+    assert_close(eo, to)
+
+
+def rand_pair(shape):
+    a = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    return ember.tensor(a), torch.tensor(a)

@@ -8,7 +8,9 @@ Example:
 """
 
 from ember.sparse.coo import SparseCOOTensor, layout, sparse_coo, sparse_coo_tensor, strided, to_sparse
+from ember.sparse.legacy import DoubleTensor, FloatTensor, IntTensor, LongTensor
 from ember.sparse.matmul import (
+    addmm,
     matmul,
     mm,
     spmm,
@@ -17,6 +19,7 @@ from ember.sparse.matmul import (
 from ember.tensor import Tensor
 
 __all__ = ["SparseCOOTensor", "layout", "sparse_coo", "strided", "sparse_coo_tensor", "mm", "spmm", "sum", "matmul"]
+__all__ += ["addmm", "FloatTensor", "DoubleTensor", "LongTensor", "IntTensor"]
 
 # Dense tensors answer the layout questions too, and convert with ``to_sparse``.
 Tensor.is_sparse = False

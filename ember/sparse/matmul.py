@@ -20,7 +20,7 @@ from ember.ops._base import _wrap, check_tensor, record
 from ember.sparse.coo import SparseCOOTensor
 from ember.tensor import Tensor
 
-__all__ = ["mm", "matmul", "spmm", "sum"]
+__all__ = ["mm", "matmul", "spmm", "sum", "addmm"]
 
 
 def _spmm_array(vals: np.ndarray, rows: np.ndarray, cols: np.ndarray, dense: np.ndarray, n: int) -> np.ndarray:
@@ -146,3 +146,21 @@ def sum(input: SparseCOOTensor, dim=None, dtype=None) -> Tensor:  # noqa: A001 -
     idx = _wrap(np.ascontiguousarray(input._indices()._data[keep]))
     shape = [input.shape[d] for d in keep] + [input.shape[d] for d in range(sd, nd) if d not in dims]
     return SparseCOOTensor._make(idx, vals, tuple(shape), False).coalesce()
+
+
+def addmm(mat: Tensor, mat1: Tensor, mat2: Tensor, *, beta: float = 1.0, alpha: float = 1.0) -> Tensor:
+    """``beta * mat + alpha * (mat1 @ mat2)`` with a sparse ``mat1`` (``torch.sparse.addmm``).
+
+    Example:
+        >>> import ember
+        >>> a = ember.sparse_coo_tensor([[0, 1], [1, 0]], [2.0, 3.0], (2, 2))
+        >>> ember.sparse.addmm(ember.ones(2, 1), a, ember.ones(2, 1), alpha=2.0)
+        tensor([[5.],
+                [7.]])
+    """
+    prod = mm(mat1, mat2)
+    if alpha != 1:
+        prod = prod * alpha
+    if mat.is_sparse:
+        mat = mat.to_dense()
+    return prod + (mat if beta == 1 else mat * beta)

@@ -27,6 +27,9 @@ INTERP = [
     ((1, 2, 4, 5), {"size": (7, 2), "mode": "bilinear", "align_corners": True}),
     ((1, 2, 5, 4), {"scale_factor": 1.3, "mode": "bilinear"}),
     ((1, 2, 3, 4, 5), {"scale_factor": 2, "mode": "trilinear"}),
+    ((1, 2, 4, 5), {"scale_factor": 2, "mode": "bicubic"}),
+    ((1, 2, 4, 5), {"size": (3, 9), "mode": "bicubic", "align_corners": True}),
+    ((1, 2, 6, 5), {"scale_factor": (0.7, 1.6), "mode": "bicubic"}),
     ((1, 2, 3, 4, 5), {"size": (2, 5, 4), "mode": "nearest"}),
     ((1, 2, 6, 8), {"size": (3, 4), "mode": "area"}),
     ((1, 2, 7), {"scale_factor": 0.5, "mode": "area"}),
@@ -62,6 +65,7 @@ def test_upsample_modules_match_torch():
         ((2, 3, 4), {"size": (2, 3)}, ValueError),
         ((2, 3, 4), {"scale_factor": 2, "mode": "foo"}, NotImplementedError),
         ((3,), {"scale_factor": 2}, NotImplementedError),
+        ((2, 3, 4), {"scale_factor": 2, "mode": "linear", "antialias": True}, ValueError),
     ],
 )
 def test_interpolate_errors_match_torch(shape, kw, exc):

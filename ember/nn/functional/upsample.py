@@ -1,10 +1,11 @@
-"""Resampling: ``interpolate`` (nearest, nearest-exact, linear, bilinear, trilinear, area) and pixel shuffles.
+"""Resampling: ``interpolate`` (nearest, nearest-exact, (bi/tri)linear, bicubic, area) and pixel shuffles.
 
 Interpolation is separable: along each spatial axis the output reads one (nearest) or two
 (linear) input slices through ``index_select`` and mixes them with constant weights. The source
 indices and weights are computed once in NumPy with PyTorch's formulas and precision (the scale
 in the input's float type; ``scale_factor`` used as given unless ``recompute_scale_factor``), so
-the values match PyTorch's kernels and the gradients come from the Tensor ops.
+the values match PyTorch's kernels and the gradients come from the Tensor ops. Bicubic reads four
+taps per axis (clamped at the border) with Keys' cubic weights (A = -0.75), as PyTorch does.
 
 ``pixel_shuffle``/``pixel_unshuffle`` are a reshape, a permute and a reshape.
 """
@@ -53,6 +54,30 @@ def _linear_weights(in_size: int, out_size: int, scale, align_corners: bool, fty
     i1 = np.minimum(i0 + 1, in_size - 1)
     lam = (src - i0.astype(ftype)).astype(ftype)
     return i0, i1, lam
+
+
+def _cubic_weights(in_size: int, out_size: int, scale, align_corners: bool, ftype):
+    """Four taps per output (indices clamped to the border) and Keys' cubic weights, A = -0.75."""
+    dst = np.arange(out_size).astype(ftype)
+    if align_corners:
+        s = ftype(in_size - 1) / ftype(out_size - 1) if out_size > 1 else ftype(0)
+        src = dst * s
+    else:
+        s = _scale(in_size, out_size, scale, ftype)
+        src = s * (dst + ftype(0.5)) - ftype(0.5)  # no clamp at 0 for cubic, as in PyTorch
+    i = np.floor(src).astype(np.int64)
+    t = (src - i.astype(ftype)).astype(ftype)
+    a = ftype(-0.75)
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+    taps = [np.clip(i + k, 0, in_size - 1) for k in (-1, 0, 1, 2)]
+    return taps, weights
 
 
 def _weights_tensor(lam: np.ndarray, axis: int, ndim: int, like: Tensor) -> Tensor:
@@ -107,8 +132,9 @@ def interpolate(
 ) -> Tensor:
     """Resize the spatial dims of ``(N, C, d1[, d2[, d3]])`` input to ``size`` or by ``scale_factor``.
 
-    Modes: ``nearest``, ``nearest-exact``, ``linear`` (3-D), ``bilinear`` (4-D), ``trilinear``
-    (5-D) with ``align_corners`` False (default) or True, and ``area`` (adaptive average pooling).
+    Modes: ``nearest``, ``nearest-exact``, ``linear`` (3-D), ``bilinear`` and ``bicubic`` (4-D),
+    ``trilinear`` (5-D) with ``align_corners`` False (default) or True, and ``area`` (adaptive
+    average pooling). ``antialias=True`` is not supported.
 
     Example:
         >>> import ember
@@ -134,9 +160,12 @@ def interpolate(
     if mode in _NEEDS and _NEEDS[mode] != dim:
         raise NotImplementedError(f"Got {input.dim()}D input, but {mode} mode needs {_NEEDS[mode] + 2}D input")
     if antialias:
+        if mode not in ("bilinear", "bicubic") or input.dim() != 4:
+            raise ValueError(
+                "Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and requires a 4-D tensor "
+                "as input"
+            )
         raise NotImplementedError("interpolate: antialias=True is not supported by Ember")
-    if mode == "bicubic":
-        raise NotImplementedError("interpolate: mode='bicubic' is not supported by Ember yet")
     if mode == "area" and size is None:
         recompute_scale_factor = True
     out_size, scales = _output_size(input, size, scale_factor, recompute_scale_factor)
@@ -160,6 +189,13 @@ def interpolate(
             idx = _nearest_index(n_in, n_out, scales[k], mode == "nearest-exact", ftype)
             if n_in != n_out or not np.array_equal(idx, np.arange(n_out)):
                 x = x.index_select(axis, _wrap(idx))
+            continue
+        if mode == "bicubic":
+            taps, weights = _cubic_weights(n_in, n_out, scales[k], align_corners, ftype)
+            parts = [
+                x.index_select(axis, _wrap(t)) * _weights_tensor(w, axis, x.dim(), x) for t, w in zip(taps, weights)
+            ]
+            x = parts[0] + parts[1] + parts[2] + parts[3]
             continue
         i0, i1, lam = _linear_weights(n_in, n_out, scales[k], align_corners, ftype)
         w1 = _weights_tensor(lam, axis, x.dim(), x)
