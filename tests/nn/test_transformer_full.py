@@ -221,3 +221,28 @@ def test_encoder_is_causal_detection_matches_torch():
     assert detect_is_causal(ember.zeros(4, 4), None, 4) is False
     assert detect_is_causal(ember.zeros(4, 4), True, 4) is True
     assert detect_is_causal(None, None, 4) is False
+
+
+def test_unbatched_decoder_and_custom_encoder_decoder():
+    tm = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(D, H, 16, 0.0), 2, torch.nn.LayerNorm(D))
+    em = ember.nn.TransformerDecoder(ember.nn.TransformerDecoderLayer(D, H, 16, 0.0), 2, ember.nn.LayerNorm(D))
+    _copy(em, tm)
+    tgt, mem = RNG.standard_normal((5, D)).astype(np.float32), RNG.standard_normal((3, D)).astype(np.float32)
+    causal_e = ember.nn.Transformer.generate_square_subsequent_mask(5)
+    causal_t = torch.nn.Transformer.generate_square_subsequent_mask(5)
+    (e_tgt, t_tgt), (e_mem, t_mem) = _pair(tgt), _pair(mem)
+    _compare(em, tm, (e_tgt, e_mem), (t_tgt, t_mem), {"tgt_mask": causal_e}, {"tgt_mask": causal_t})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enc = ember.nn.TransformerEncoder(ember.nn.TransformerEncoderLayer(D, H, 16, 0.0), 1)
+    dec = ember.nn.TransformerDecoder(ember.nn.TransformerDecoderLayer(D, H, 16, 0.0), 1)
+    model = ember.nn.Transformer(D, H, custom_encoder=enc, custom_decoder=dec)
+    assert model.encoder is enc and model.decoder is dec
+    assert model(ember.randn(4, 2, D), ember.randn(3, 2, D)).shape == (3, 2, D)
+
+
+def test_generate_square_subsequent_mask_dtype_and_staticmethod():
+    m = ember.nn.Transformer.generate_square_subsequent_mask(3, dtype=ember.float64)
+    t = torch.nn.Transformer.generate_square_subsequent_mask(3, dtype=torch.float64)
+    assert_close(m, t)
+    assert isinstance(ember.nn.Transformer.__dict__["generate_square_subsequent_mask"], staticmethod)
