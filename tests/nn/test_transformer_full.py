@@ -212,6 +212,7 @@ def test_mismatched_mask_types_warn_and_bad_dtype_raises():
         enc(x, mask=ember.zeros(4, 4, dtype=ember.int64))
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning")  # ember.log(0): NumPy warns
 def test_encoder_is_causal_detection_matches_torch():
     from ember.nn.modules._transformer_masks import detect_is_causal
 
