@@ -4,6 +4,9 @@ Both rest on one index vector: for every kernel tap and block position, the flat
 the padded image that it reads. ``unfold`` is a gather with it (``index_select`` on the
 flattened padded image) and ``fold`` the matching scatter-add (``index_add``), so the two are
 adjoint, each is the other's gradient, and both differentiate through ordinary Tensor ops.
+Each runs over the positions in sorted order plus a permutation, because a scatter-add onto
+sorted positions is one segmented sum, while overlapping windows in tap order would repeat
+each target up to kh*kw times out of order.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ def _blocks(op, spatial, kernel, dilation, padding, stride):
     return nh, nw, flat
 
 
+def _sorting(flat: np.ndarray):
+    """The permutation that sorts ``flat`` (stable), and its inverse."""
+    order = np.argsort(flat, kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return order, inverse
+
+
 def unfold(input: Tensor, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
     """Sliding ``kernel_size`` blocks of ``(N, C, H, W)`` as columns ``(N, C*kh*kw, L)`` (im2col).
 
@@ -76,7 +87,9 @@ def unfold(input: Tensor, kernel_size, dilation=1, padding=0, stride=1) -> Tenso
             f"shape of the array of sliding blocks as ({nh}, {nw}), but its components must be at least one."
         )
     xp = _pad(x, (p[1], p[1], p[0], p[0])) if p != (0, 0) else x
-    cols = xp.reshape(n, c, -1).index_select(2, _wrap(flat))  # (N, C, kh*kw*L)
+    order, inverse = _sorting(flat)
+    # Gather in sorted order, then permute: both gradients are then fast (a segmented sum, a permutation).
+    cols = xp.reshape(n, c, -1).index_select(2, _wrap(flat[order])).index_select(2, _wrap(inverse))
     out = cols.reshape(n, c * k[0] * k[1], nh * nw)
     return out.squeeze(0) if unbatched else out
 
@@ -123,7 +136,9 @@ def fold(input: Tensor, output_size, kernel_size, dilation=1, padding=0, stride=
     c = ck // (k[0] * k[1])
     hp, wp = size[0] + 2 * p[0], size[1] + 2 * p[1]
     canvas = zeros((n, c, hp * wp), dtype=x.dtype, device=x.device)
-    out = canvas.index_add(2, _wrap(flat), x.reshape(n, c, -1)).reshape(n, c, hp, wp)
+    order, _ = _sorting(flat)
+    src = x.reshape(n, c, -1).index_select(2, _wrap(order))  # sorted targets: one segmented sum
+    out = canvas.index_add(2, _wrap(flat[order]), src).reshape(n, c, hp, wp)
     if p != (0, 0):
         out = out[:, :, p[0] : p[0] + size[0], p[1] : p[1] + size[1]]
     return out.squeeze(0) if unbatched else out
