@@ -274,3 +274,7 @@ from ember.serialization import load, save  # noqa: E402
 
 Tensor.softmax = lambda self, dim, **kwargs: softmax(self, dim, **kwargs)
 Tensor.log_softmax = lambda self, dim, **kwargs: log_softmax(self, dim, **kwargs)
+
+# Sparse COO tensors (ember.sparse): these layouts replace the placeholder string `strided` above.
+from ember import sparse  # noqa: E402
+from ember.sparse import layout, sparse_coo, sparse_coo_tensor, spmm, strided  # noqa: E402, F811

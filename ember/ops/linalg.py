@@ -68,6 +68,10 @@ def matmul(input, other, *, out=None) -> Tensor:
     """
     check_tensor(input, "matmul")
     check_tensor(other, "matmul", "other")
+    if input.is_sparse or other.is_sparse:  # a sparse COO operand: ember/sparse
+        from ember.sparse.matmul import matmul as sparse_matmul
+
+        return sparse_matmul(input, other)
     ad, bd = input._data, other._data
     if ad.ndim == 0 or bd.ndim == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {ad.ndim}D and {bd.ndim}D")
