@@ -200,7 +200,6 @@ long = int64
 int = int32  # noqa: A001
 short = int16
 bool_ = bool
-FloatTensor = DoubleTensor = LongTensor = Tensor
 strided = "strided"
 contiguous_format = preserve_format = "contiguous_format"
 
@@ -267,6 +266,17 @@ def get_num_threads():
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
 from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
+from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
+    BoolTensor,
+    ByteTensor,
+    CharTensor,
+    DoubleTensor,
+    FloatTensor,
+    HalfTensor,
+    IntTensor,
+    LongTensor,
+    ShortTensor,
+)
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

@@ -32,3 +32,13 @@ def synchronize() -> None:
     backend = _get_backend("cuda")
     if backend.is_available():
         backend.xp.cuda.Device().synchronize()
+
+
+def _legacy_types() -> None:
+    # ember.cuda.FloatTensor & co.: PyTorch's CUDA typed constructors (isinstance true for CUDA tensors).
+    from ember._legacy_tensors import CUDA_TYPES
+
+    globals().update(CUDA_TYPES)
+
+
+_legacy_types()
