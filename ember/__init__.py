@@ -265,7 +265,14 @@ def get_num_threads():
 
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
-from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
+from ember import accelerator, datasets, linalg, nn, onnx, optim, profiler, utils, viz  # noqa: E402
+from ember._flags import (  # noqa: E402 - PyTorch's precision / determinism switches (stored, no effect)
+    are_deterministic_algorithms_enabled,
+    get_float32_matmul_precision,
+    is_deterministic_algorithms_warn_only_enabled,
+    set_float32_matmul_precision,
+    use_deterministic_algorithms,
+)
 from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
     BoolTensor,
     ByteTensor,

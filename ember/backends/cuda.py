@@ -11,6 +11,8 @@ except Exception:  # noqa: BLE001 - any import failure means: no CUDA here
 
 name = "cuda"
 
+from ember._flags import matmul  # noqa: E402, F401 - ember.backends.cuda.matmul.allow_tf32, as torch's
+
 
 def is_available() -> bool:
     if xp is None:
