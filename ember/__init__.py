@@ -40,6 +40,7 @@ from ember._dtype import (
     uint8,
 )
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from ember.ops.bucketing import bucketize, histc, searchsorted
 from ember.ops.convert import to as _to  # noqa: F401
 from ember.ops.creation import (
     arange,
@@ -76,7 +77,6 @@ from ember.ops.index import (
     argsort,
     argwhere,
     bincount,
-    bucketize,
     gather,
     index_add,
     index_copy,
@@ -93,7 +93,6 @@ from ember.ops.index import (
     scatter,
     scatter_add,
     scatter_reduce,
-    searchsorted,
     sort,
     take,
     take_along_dim,
@@ -161,6 +160,7 @@ from ember.ops.movement import (
     unsqueeze,
     vstack,
 )
+from ember.ops.products import block_diag, cartesian_prod, combinations, kron, meshgrid
 from ember.ops.reduce import (
     all,
     amax,
