@@ -155,7 +155,8 @@ def test_rnn_on_packed_input_values_and_grads(cls, kw, enforce_sorted, with_hx):
     loss_t.backward()
     for e, t in zip(es, ts):
         _close(e.grad, t.grad, 1e-4)
-    for (name, p), q in zip(em.named_parameters(), tm.parameters()):
+    for (name, p), (tname, q) in zip(em.named_parameters(), tm.named_parameters()):
+        assert name == tname
         _close(p.grad, q.grad, 1e-4)
     for e, t in zip(he or [], ht or []):
         _close(e.grad, t.grad, 1e-4)
