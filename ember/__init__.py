@@ -187,6 +187,7 @@ from ember.ops.reduce import (
     var,
     var_mean,
 )
+from ember.ops.special import digamma, lgamma, polygamma
 from ember.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from ember.tensor import Size, Tensor
 
