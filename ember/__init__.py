@@ -266,7 +266,18 @@ def get_num_threads():
 
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
-from ember import accelerator, datasets, linalg, nn, onnx, optim, profiler, utils, viz  # noqa: E402
+from ember import (  # noqa: E402
+    accelerator,
+    datasets,
+    distributions,
+    linalg,
+    nn,
+    onnx,
+    optim,
+    profiler,
+    utils,
+    viz,
+)
 from ember._flags import (  # noqa: E402 - PyTorch's precision / determinism switches (stored, no effect)
     are_deterministic_algorithms_enabled,
     get_float32_matmul_precision,
