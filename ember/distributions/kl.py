@@ -16,6 +16,7 @@ from ember.distributions.multivariate_normal import MultivariateNormal, _batch_m
 from ember.distributions.normal import Normal, Uniform
 from ember.distributions.utils import sum_rightmost
 from ember.nn import functional as F
+from ember.ops.creation import full_like
 from ember.ops.decomp import solve_triangular
 from ember.ops.elementwise import where
 from ember.ops.movement import broadcast_shapes
@@ -85,7 +86,7 @@ def kl_divergence(p: Distribution, q: Distribution) -> Tensor:
 
 
 def _inf_where(mask: Tensor, value: Tensor) -> Tensor:
-    return where(mask, value * 0 + _INF, value)
+    return where(mask, full_like(value, _INF), value)
 
 
 def _x_log_x(t: Tensor) -> Tensor:
