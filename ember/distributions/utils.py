@@ -7,6 +7,7 @@ from numbers import Number
 import numpy as np
 
 from ember import _dtype
+from ember.autograd.grad_mode import enable_grad
 from ember.ops.creation import tensor
 from ember.ops.movement import broadcast_tensors
 from ember.tensor import Tensor
@@ -36,7 +37,10 @@ class lazy_property:
     def __get__(self, obj, cls=None):
         if obj is None:
             return self
-        value = self.fn(obj)
+        # Under enable_grad, as PyTorch: a first access inside no_grad (sample) must not cache a
+        # value cut from the graph that later log_prob/entropy calls would differentiate through.
+        with enable_grad():
+            value = self.fn(obj)
         obj.__dict__[self.fn.__name__] = value
         return value
 

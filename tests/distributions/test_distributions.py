@@ -387,3 +387,13 @@ def test_cholesky_and_solve_triangular_against_torch():
     for L in (ember, torch):
         with pytest.raises(RuntimeError):
             L.linalg.cholesky(L.tensor([[1.0, 2.0], [2.0, 1.0]]))
+
+
+def test_lazy_parameters_keep_their_graph_after_sampling():
+    # probs is derived from logits on first use; a first use inside sample() (no_grad) must not cut it.
+    for D, L in ((ed, ember), (td, torch)):
+        logits = L.tensor([[0.2, -1.0, 0.5]], requires_grad=True)
+        d = D.Categorical(logits=logits)
+        d.sample()
+        d.entropy().sum().backward()
+        assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
