@@ -196,7 +196,7 @@ class _PositiveDefinite(Constraint):
     def check(self, value):
         from ember.ops.creation import tensor
 
-        a = value.detach().numpy().astype(np.float64)
+        a = np.asarray(value.detach(), dtype=np.float64)  # host copy: eigenvalues by NumPy
         symmetric = np.isclose(a, np.swapaxes(a, -1, -2), atol=1e-6).all((-2, -1))
         ok = np.zeros(a.shape[:-2], dtype=bool)
         if symmetric.any():
