@@ -114,6 +114,10 @@ def test_histc():
     for data, kw in cases:
         (e, t) = _pair(data)
         _same(ember.histc(e, **kw), torch.histc(t, **kw))
+    edges = np.linspace(0, 1, 11).astype(np.float32)  # values on the bin edges land as in torch
+    _same(
+        ember.histc(ember.tensor(edges), bins=10, min=0, max=1), torch.histc(torch.tensor(edges), bins=10, min=0, max=1)
+    )
     x = np.random.default_rng(1).standard_normal(1000)
     _same(
         ember.histc(ember.tensor(x), bins=17, min=-2, max=2.5), torch.histc(torch.tensor(x), bins=17, min=-2, max=2.5)

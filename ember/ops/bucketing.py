@@ -122,9 +122,11 @@ def histc(input: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Ten
         raise RuntimeError("torch.histc: max must be larger than min")
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise RuntimeError(f"torch.histc: range of [{lo:g}, {hi:g}] is not finite")
-    flat = x.reshape(-1).astype(np.float64)
-    flat = flat[(flat >= lo) & (flat <= hi)]
-    idx = ((flat - lo) * bins / (hi - lo)).astype(np.int64)
+    # Bin positions in the input's dtype, as PyTorch computes them, so edge cases land alike.
+    lo_t, hi_t = x.dtype.type(lo), x.dtype.type(hi)
+    flat = x.reshape(-1)
+    flat = flat[(flat >= lo_t) & (flat <= hi_t)]
+    idx = ((flat - lo_t) * x.dtype.type(bins) / (hi_t - lo_t)).astype(np.int64)
     idx = np.minimum(idx, bins - 1)  # the maximum belongs to the last bin
     counts = np.bincount(idx, minlength=bins).astype(x.dtype)
     return _wrap(counts, input._device)
