@@ -295,6 +295,7 @@ from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
     IntTensor,
     LongTensor,
     ShortTensor,
+    set_default_tensor_type,
 )
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.

@@ -35,6 +35,7 @@ __all__ = [
     "CUDA_TYPES",
     "type_name",
     "type_method",
+    "set_default_tensor_type",
 ]
 
 # Legacy name -> dtype, in PyTorch's order (no BFloat16Tensor: this branch has no bfloat16 dtype).
@@ -153,3 +154,29 @@ def type_method(self: Tensor, dtype=None, non_blocking: bool = False, **kwargs):
     if dev is None or (dev == "cuda") == self.is_cuda:
         return self.to(dtype=d)
     return self.to(device=dev, dtype=d)
+
+
+def set_default_tensor_type(t) -> None:
+    """Deprecated in PyTorch 2.1 (and warned about, as there): ``set_default_dtype`` of ``t``'s dtype.
+
+    ``t`` is a legacy class or its name, and must be a floating type. CUDA types would also move
+    the default device in PyTorch; Ember has no default-device setting, so they raise.
+    """
+    import warnings
+
+    from ember import _dtype as dtypes
+
+    warnings.warn(
+        "torch.set_default_tensor_type() is deprecated as of PyTorch 2.1, please use torch.set_default_dtype() "
+        "and torch.set_default_device() as alternatives.",
+        UserWarning,
+        stacklevel=2,
+    )
+    d, dev = _parse(t)
+    if dev == "cuda":
+        raise TypeError(
+            f"set_default_tensor_type: {t} would make CUDA the default device, which Ember does not support"
+        )
+    if not d.is_floating_point:
+        raise TypeError("only floating-point types are supported as the default type")
+    dtypes.defaults.float = d

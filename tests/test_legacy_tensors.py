@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,20 @@ def test_cuda_types_without_gpu():
     with pytest.raises(TypeError, match="not available"):
         ember.cuda.FloatTensor([1.0])
     assert ember.zeros(1).type() == "torch.FloatTensor"
+
+
+def test_set_default_tensor_type_matches_torch():
+    with pytest.warns(UserWarning, match="deprecated"):  # torch warns once per process: check ours only
+        ember.set_default_tensor_type(ember.FloatTensor)
+    for lib in (ember, torch):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                lib.set_default_tensor_type(lib.DoubleTensor)
+                assert lib.get_default_dtype() == lib.float64 and lib.zeros(1).dtype == lib.float64
+                lib.set_default_tensor_type("torch.FloatTensor")
+                assert lib.get_default_dtype() == lib.float32
+                with pytest.raises(TypeError, match="floating-point"):
+                    lib.set_default_tensor_type(lib.LongTensor)
+            finally:
+                lib.set_default_dtype(lib.float32)
