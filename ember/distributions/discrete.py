@@ -16,9 +16,10 @@ from ember.distributions import constraints
 from ember.distributions.distribution import Distribution
 from ember.distributions.utils import broadcast_all, lazy_property, logits_to_probs, probs_to_logits
 from ember.nn import functional as F
-from ember.ops.creation import arange, bernoulli, full, multinomial
+from ember.ops.creation import arange, bernoulli, full, tensor
 from ember.ops.elementwise import where
 from ember.ops.movement import broadcast_tensors
+from ember.random import numpy_generator
 from ember.tensor import Size, Tensor
 
 __all__ = ["Bernoulli", "Categorical", "OneHotCategorical"]
@@ -180,10 +181,13 @@ class Categorical(Distribution):
 
     def sample(self, sample_shape=()) -> Tensor:
         shape = Size(sample_shape)
-        with no_grad():
-            probs_2d = self.probs.reshape(-1, self._num_events)
-            draws = multinomial(probs_2d, max(shape.numel(), 1), True).T
-        return draws[: shape.numel()].reshape(self._extended_shape(shape))
+        probs = np.asarray(self.probs.detach(), dtype=np.float64).reshape(-1, self._num_events)
+        # Inverse-CDF draws for every row at once (multinomial loops over rows in Python).
+        cdf = np.cumsum(probs, -1)
+        cdf /= cdf[:, -1:]
+        u = numpy_generator(None).random((shape.numel(), probs.shape[0], 1))
+        draws = np.minimum((u >= cdf).sum(-1), self._num_events - 1)  # never a zero-probability tail
+        return tensor(draws, device=self._param.device).reshape(self._extended_shape(shape))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
