@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._flags import matmul  # noqa: F401 - ember.backends.cuda.matmul.allow_tf32, as torch's
+
 try:  # CuPy is the optional ``[cuda]`` extra.
     import cupy as xp
 except Exception:  # noqa: BLE001 - any import failure means: no CUDA here
     xp = None
 
 name = "cuda"
-
-from ember._flags import matmul  # noqa: E402, F401 - ember.backends.cuda.matmul.allow_tf32, as torch's
 
 
 def is_available() -> bool:
