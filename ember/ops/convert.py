@@ -114,4 +114,3 @@ def cuda(self: Tensor, device=None, non_blocking: bool = False) -> Tensor:
 
 def type_as(self: Tensor, other: Tensor) -> Tensor:
     return _convert(self, other.dtype, None, False)
-

@@ -666,4 +666,3 @@ def unique(input, sorted: bool = True, return_inverse: bool = False, return_coun
 def bincount(input, weights=None, minlength: int = 0) -> Tensor:
     w = weights._data if weights is not None else None
     return Tensor._from(np.bincount(input._data, w, minlength), input)
-
