@@ -681,20 +681,3 @@ def unique(input, sorted: bool = True, return_inverse: bool = False, return_coun
 def bincount(input, weights=None, minlength: int = 0) -> Tensor:
     w = weights._data if weights is not None else None
     return Tensor._from(np.bincount(input._data, w, minlength), input)
-
-
-def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> Tensor:
-    side = side or ("right" if right else "left")
-    v = input._data if isinstance(input, Tensor) else np.asarray(input)
-    s = sorted_sequence._data
-    if s.ndim == 1:
-        out = np.searchsorted(s, v, side=side)
-    else:
-        out = np.stack(
-            [np.searchsorted(a, b, side=side) for a, b in zip(s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))]
-        ).reshape(v.shape)
-    return Tensor._from(np.asarray(out, dtype=np.int64), sorted_sequence)
-
-
-def bucketize(input, boundaries, *, right: bool = False) -> Tensor:
-    return searchsorted(boundaries, input, right=right)
