@@ -39,6 +39,7 @@ from ember._dtype import (
     promote_types,
     uint8,
 )
+from ember._finfo import finfo, iinfo
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from ember.ops.convert import to as _to  # noqa: F401
 from ember.ops.creation import (
@@ -196,6 +197,8 @@ __version__ = "0.1.0"
 float = float32  # noqa: A001
 double = float64
 half = float16
+from ember._dtype import bfloat16  # noqa: E402 - needs ml_dtypes; PyTorch's name
+
 long = int64
 int = int32  # noqa: A001
 short = int16

@@ -11,8 +11,11 @@ import string
 
 import numpy as np
 
+from ember._lowp import f32_compute
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, check_tensor, record
+
+_matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
 
 
 class Matmul(Node):
@@ -78,9 +81,9 @@ def matmul(input, other, *, out=None) -> Tensor:
     try:
         if ad.ndim > 2 and bd.ndim == 2 and ad.flags.c_contiguous:
             # Rows of a batch times one matrix: one large GEMM instead of a batched loop.
-            res = np.matmul(ad.reshape(-1, ad.shape[-1]), bd).reshape(ad.shape[:-1] + (bd.shape[-1],))
+            res = _matmul(ad.reshape(-1, ad.shape[-1]), bd).reshape(ad.shape[:-1] + (bd.shape[-1],))
         else:
-            res = np.matmul(ad, bd)
+            res = _matmul(ad, bd)
     except ValueError:
         raise _matmul_error(input, other, "matmul") from None
     t = record(

@@ -79,7 +79,7 @@ def _prepare(input, dim, dtype, name):
     check_tensor(input, name)
     if dtype is not None:
         input = input.to(_dtype.to_dtype(dtype))
-    elif input._data.dtype.kind != "f":
+    elif input._data.dtype.kind not in "fV":
         raise RuntimeError(f"\"{name}_lastdim_kernel_impl\" not implemented for '{input.dtype.name.capitalize()}'")
     if dim is None:
         dim = _softmax_dim(name, input._data.ndim)
@@ -284,7 +284,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh (got '{approximate}')")
     d = input._data
-    if d.dtype.kind != "f":
+    if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"GeluKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     saved = None
     out = ck.gelu(d, approximate)
@@ -367,7 +367,7 @@ class LogSigmoid(Node):
 
 
 def _logsigmoid(x: Tensor) -> Tensor:
-    d = x._data if x._data.dtype.kind == "f" else x._data.astype(np.float32)
+    d = x._data if x._data.dtype.kind in "fV" else x._data.astype(np.float32)
     # min(x, 0) - log1p(exp(-|x|)): no overflow for any x.
     out = np.minimum(d, 0) - np.log1p(np.exp(-np.abs(d)))
     return record(LogSigmoid, out, (x,), x._device)

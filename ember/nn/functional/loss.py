@@ -274,7 +274,7 @@ def cross_entropy(
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    if target._data.dtype.kind == "f":
+    if target._data.dtype.kind in "fV":
         return _cross_entropy_probs(input, target, weight, reduction, label_smoothing)
     return _class_loss(input, target, weight, ignore_index, reduction, float(label_smoothing), True, "cross_entropy")
 

@@ -120,7 +120,7 @@ def layer_norm(
                 f"{list(p.shape)} and normalized_shape = {list(shape)}"
             )
     d = input._data
-    if d.dtype.kind != "f":
+    if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     axes = tuple(range(d.ndim - len(shape), d.ndim))
     res = ck.layer_norm(d, _data(weight), _data(bias), len(shape), eps)
@@ -301,7 +301,7 @@ def batch_norm(
     c = input.shape[1]
     axes = (0,) + tuple(range(2, input.ndim))
     bshape = (1, c) + (1,) * (input.ndim - 2)
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         raise RuntimeError(f"batch_norm: expected a floating point input, got {input.dtype}")
     if training:
         count = input.numel() // c

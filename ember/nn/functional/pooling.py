@@ -158,7 +158,7 @@ def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
 
 def _max_pool_numpy(xd: np.ndarray, geo: _Pool):
     """Max pooling on strided window views: ``(out, flat H*W index of each maximum)``."""
-    fill = -np.inf if xd.dtype.kind == "f" else np.iinfo(xd.dtype).min
+    fill = -np.inf if xd.dtype.kind in "fV" else np.iinfo(xd.dtype).min
     win = geo.windows(geo.padded(xd, fill))
     n, c, ho, wo, kh, kw = win.shape
     flat = win.reshape(n, c, ho, wo, kh * kw)
@@ -286,7 +286,7 @@ def avg_pool2d(
         ember.Size([1, 1, 3, 3])
     """
     check_tensor(input, "avg_pool2d")
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         raise RuntimeError(f"avg_pool2d: expected a floating point input, got {input.dtype}")
     x, squeeze = _batched(input, "avg_pool2d")
     geo = _Pool("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
