@@ -269,7 +269,8 @@ def get_num_threads():
 
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
-from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
+from ember import amp, cpu, datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402  # noqa: E402
+from ember.amp import autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_enabled  # noqa: E402
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

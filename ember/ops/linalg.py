@@ -12,10 +12,13 @@ import string
 import numpy as np
 
 from ember._lowp import f32_compute
+from ember.amp import state as amp_state
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, check_tensor, record
 
 _matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
+_einsum = f32_compute(np.einsum)
 
 
 class Matmul(Node):
@@ -69,6 +72,7 @@ def matmul(input, other, *, out=None) -> Tensor:
         >>> (ember.ones(2, 3) @ ember.ones(3, 4)).shape
         ember.Size([2, 4])
     """
+    input, other = autocast_args("matmul", input, other)
     check_tensor(input, "matmul")
     check_tensor(other, "matmul", "other")
     ad, bd = input._data, other._data
@@ -122,7 +126,8 @@ def bmm(input, mat2) -> Tensor:
 def mv(input, vec) -> Tensor:
     if input._data.ndim != 2 or vec._data.ndim != 1:
         raise RuntimeError("vector + matrix @ vector expected, got wrong dims for mv")
-    return matmul(input, vec)
+    with amp_state.suspended():  # mv is not an autocast op: its matmul runs in the inputs' dtype
+        return matmul(input, vec)
 
 
 def dot(input, other) -> Tensor:
@@ -135,7 +140,8 @@ def dot(input, other) -> Tensor:
             f"[{other._data.shape[0]}] to have the same number of elements, but got "
             f"{input._data.shape[0]} and {other._data.shape[0]} elements respectively"
         )
-    return matmul(input, other)
+    with amp_state.suspended():  # dot is not an autocast op: its matmul runs in the inputs' dtype
+        return matmul(input, other)
 
 
 vdot = inner = dot
@@ -149,6 +155,7 @@ ger = outer
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    input, mat1, mat2 = autocast_args("addmm", input, mat1, mat2)
     prod = mm(mat1, mat2)
     if alpha != 1:
         prod = prod * alpha
@@ -156,6 +163,7 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    input, batch1, batch2 = autocast_args("baddbmm", input, batch1, batch2)
     prod = bmm(batch1, batch2)
     if alpha != 1:
         prod = prod * alpha
@@ -265,12 +273,13 @@ def einsum(equation: str, *operands) -> Tensor:
     """
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
+    operands = autocast_args("einsum", *operands)
     for i, x in enumerate(operands):
         check_tensor(x, "einsum", f"operands[{i}]")
     subs, out = _parse_einsum(equation, [x._data.shape for x in operands])
     eq = ",".join(subs) + "->" + out
     try:
-        res = np.einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
+        res = _einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
     except ValueError as exc:
         raise RuntimeError(
             f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})"

@@ -14,6 +14,7 @@ import numpy as np
 
 from ember import _dtype
 from ember._lowp import LOW_NP, is_low
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
 
@@ -283,6 +284,7 @@ def prod_axes(input, axes, keepdim=False):
 
 def prod(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Product over one ``dim`` (or all elements)."""
+    (input,) = autocast_args("prod", input)
     check_tensor(input, "prod")
     if dtype is not None:
         input = input.to(dtype)

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from ember import _dtype
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
@@ -445,6 +446,7 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
 
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """``x`` where positive, ``weight * x`` elsewhere; ``weight`` has 1 or C (dim 1) entries."""
+    input, weight = autocast_args("prelu", input, weight)
     w = weight
     if input.ndim >= 2 and weight.numel() > 1:
         w = weight.reshape((-1,) + (1,) * (input.ndim - 2))

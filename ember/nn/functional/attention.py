@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ember._lowp import is_low
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, grad_state, record
@@ -222,6 +223,7 @@ def scaled_dot_product_attention(
         >>> F.scaled_dot_product_attention(q, q, q, is_causal=True).shape
         ember.Size([2, 4, 5, 8])
     """
+    query, key, value, attn_mask = autocast_args("scaled_dot_product_attention", query, key, value, attn_mask)
     spec, float_mask = _prepare(
         query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, "scaled_dot_product_attention"
     )

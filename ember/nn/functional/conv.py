@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ember._lowp import f32_compute
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ckops
 from ember.ops._base import Tensor, check_tensor, record
@@ -433,6 +434,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
         >>> F.conv2d(ember.ones(1, 2, 5, 5), ember.ones(4, 2, 3, 3), padding=1).shape
         ember.Size([1, 4, 5, 5])
     """
+    input, weight, bias = autocast_args("conv2d", input, weight, bias)
     _check_conv("conv2d", input, weight, bias, groups, 2)
     stride = _tuple(stride, 2, "stride", "conv2d")
     dilation = _tuple(dilation, 2, "dilation", "conv2d")
@@ -478,6 +480,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
         >>> F.conv1d(ember.ones(1, 2, 8), ember.ones(3, 2, 3), padding="same").shape
         ember.Size([1, 3, 8])
     """
+    input, weight, bias = autocast_args("conv1d", input, weight, bias)
     _check_conv("conv1d", input, weight, bias, groups, 1)
     (s,) = _tuple(stride, 1, "stride", "conv1d")
     (d,) = _tuple(dilation, 1, "dilation", "conv1d")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember._lowp import f32_compute
+from ember.amp.policy import autocast_args
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.ops import elementwise as ew
@@ -78,6 +79,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         >>> ember.nn.functional.linear(ember.ones(2, 3), ember.ones(4, 3)).shape
         ember.Size([2, 4])
     """
+    input, weight, bias = autocast_args("linear", input, weight, bias)
     check_tensor(input, "linear")
     if input.ndim == 0 or input.shape[-1] != weight.shape[-1]:
         rows = input.numel() // input.shape[-1] if input.ndim else 1
