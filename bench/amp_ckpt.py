@@ -1,0 +1,110 @@
+"""Mixed precision and activation checkpointing on the GPT training step, Ember beside PyTorch.
+
+``python -m bench.amp_ckpt [--steps 10] [--threads 1] [--tiny] [--json out.json]`` runs the
+bench GPT workload (``bench.wl_train._gpt``: 4 layers, 4 heads, width 128, context 64, batch 16,
+AdamW) in three modes, each framework and mode in its own process (so peak memory is its own):
+
+* ``fp32``: the plain float32 step;
+* ``bf16``: forward and loss under ``autocast("cpu", dtype=bfloat16)``, backward and AdamW as usual;
+* ``ckpt``: float32, every block checkpointed (``utils.checkpoint.checkpoint``, non-reentrant).
+
+It prints the median step time and the step's peak resident memory above the set-up model
+(``bench.memory.measure_peak``), and each mode's ratio to fp32 of the same framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+MODES = ("fp32", "bf16", "ckpt")
+
+
+def _setup(torch, mode: str, tiny: bool):
+    from bench.wl_train import _gpt, _token_batch
+
+    vocab = 65
+    layers, heads, width, context, batch = (1, 2, 16, 8, 2) if tiny else (4, 4, 128, 64, 16)
+    model = _gpt(torch, vocab, layers, heads, width, context, ckpt=mode == "ckpt")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+    x, y = _token_batch(torch, batch, context, vocab)
+    F = torch.nn.functional
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16")
+
+    def step():
+        with amp:
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def run_one(fw: str, mode: str, steps: int, threads: int, tiny: bool) -> dict:
+    from bench import memory, run
+
+    run.limit_threads(threads)
+    module = run.load_modules(fw, threads)[fw]
+    module.manual_seed(0)
+    step = _setup(module, mode, tiny)
+    step()  # warm-up: lazy one-time costs stay out of both numbers
+    base, peak, method = memory.measure_peak(step, 3)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {
+        "fw": fw,
+        "mode": mode,
+        "ms": 1e3 * statistics.median(times),
+        "step_peak_kib": peak - base,
+        "method": method,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.amp_ckpt", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10, help="timed steps per mode (median reported)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="tiny sizes (tests)")
+    p.add_argument("--fw", choices=("all", "ember", "torch"), default="all")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--one", nargs=2, metavar=("FW", "MODE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(*args.one, args.steps, args.threads, args.tiny)), flush=True)
+        return 0
+    fws = ("ember", "torch") if args.fw == "all" else (args.fw,)
+    results = []
+    for fw in fws:
+        for mode in MODES:
+            cmd = [sys.executable, "-m", "bench.amp_ckpt", "--one", fw, mode, "--steps", str(args.steps)]
+            cmd += ["--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    base = {r["fw"]: r for r in results if r["mode"] == "fp32"}
+    print("| framework | mode | step time | vs fp32 | step peak memory | vs fp32 |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        b = base[r["fw"]]
+        mem_ratio = r["step_peak_kib"] / b["step_peak_kib"] if b["step_peak_kib"] > 0 else float("nan")
+        print(
+            f"| {r['fw']} | {r['mode']} | {r['ms']:.1f} ms | {r['ms'] / b['ms']:.2f}x | "
+            f"{r['step_peak_kib'] / 1024:.1f} MiB | {mem_ratio:.2f}x |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
