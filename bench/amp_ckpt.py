@@ -8,13 +8,17 @@ AdamW) in three modes, each framework and mode in its own process (so peak memor
 * ``bf16``: forward and loss under ``autocast("cpu", dtype=bfloat16)``, backward and AdamW as usual;
 * ``ckpt``: float32, every block checkpointed (``utils.checkpoint.checkpoint``, non-reentrant).
 
-It prints the median step time and the step's peak resident memory above the set-up model
-(``bench.memory.measure_peak``), and each mode's ratio to fp32 of the same framework.
+It prints the median step time (the three modes alternate round by round in one process) and
+the peak resident memory of a step above the memory live before it (model and optimizer state;
+freed heap is returned to the OS first with ``malloc_trim``, so the number is what the step's
+activations, gradients and temporaries take), and each mode's ratio to fp32 of the same framework.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import statistics
 import subprocess
@@ -47,27 +51,61 @@ def _setup(torch, mode: str, tiny: bool):
     return step
 
 
-def run_one(fw: str, mode: str, steps: int, threads: int, tiny: bool) -> dict:
+def _trim() -> None:
+    """Return freed heap to the OS (glibc ``malloc_trim``), so resident memory is live memory."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def memory_one(fw: str, mode: str, threads: int, tiny: bool) -> dict:
+    """Peak resident memory of a training step above the memory live before it (model, optimizer
+    state after one step), in KiB: activations, gradients and temporaries."""
     from bench import memory, run
 
     run.limit_threads(threads)
     module = run.load_modules(fw, threads)[fw]
     module.manual_seed(0)
+    _setup(module, mode, True)()  # a tiny step first: lazy one-time costs stay out of the number
     step = _setup(module, mode, tiny)
-    step()  # warm-up: lazy one-time costs stay out of both numbers
-    base, peak, method = memory.measure_peak(step, 3)
-    times = []
+    step()  # the optimizer's state exists from here on
+    _trim()
+    base = memory._status_kib("VmRSS")
+    if memory._reset_peak():
+        for _ in range(3):
+            step()
+            _trim()
+        peak, method = memory._status_kib("VmHWM"), "clear_refs"
+    else:
+        _, peak, method = memory.measure_peak(step, 3)
+    return {"fw": fw, "mode": mode, "step_peak_kib": peak - base, "method": method}
+
+
+def time_modes(fw: str, steps: int, threads: int, tiny: bool) -> dict:
+    """Median step time of each mode, the modes alternating round by round (load drift hits all)."""
+    from bench import run
+
+    run.limit_threads(threads)
+    module = run.load_modules(fw, threads)[fw]
+    module.manual_seed(0)
+    fns = {mode: _setup(module, mode, tiny) for mode in MODES}
+    for fn in fns.values():
+        fn()
+    times = {mode: [] for mode in MODES}
     for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return {
-        "fw": fw,
-        "mode": mode,
-        "ms": 1e3 * statistics.median(times),
-        "step_peak_kib": peak - base,
-        "method": method,
-    }
+        for mode, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[mode].append(time.perf_counter() - t0)
+    return {mode: 1e3 * statistics.median(v) for mode, v in times.items()}
+
+
+def _child(args: list) -> dict:
+    cmd = [sys.executable, "-m", "bench.amp_ckpt", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -77,19 +115,24 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--fw", choices=("all", "ember", "torch"), default="all")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--one", nargs=2, metavar=("FW", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--memory", nargs=2, metavar=("FW", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--time", metavar="FW", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(*args.one, args.steps, args.threads, args.tiny)), flush=True)
+    if args.memory:
+        print(json.dumps(memory_one(*args.memory, args.threads, args.tiny)), flush=True)
+        return 0
+    if args.time:
+        print(json.dumps(time_modes(args.time, args.steps, args.threads, args.tiny)), flush=True)
         return 0
     fws = ("ember", "torch") if args.fw == "all" else (args.fw,)
+    common = ["--steps", str(args.steps), "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
     results = []
     for fw in fws:
+        ms = _child(["--time", fw, *common])
         for mode in MODES:
-            cmd = [sys.executable, "-m", "bench.amp_ckpt", "--one", fw, mode, "--steps", str(args.steps)]
-            cmd += ["--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            results.append(json.loads(out.strip().splitlines()[-1]))
+            r = _child(["--memory", fw, mode, *common])
+            r["ms"] = ms[mode]
+            results.append(r)
     base = {r["fw"]: r for r in results if r["mode"] == "fp32"}
     print("| framework | mode | step time | vs fp32 | step peak memory | vs fp32 |")
     print("|---|---|---|---|---|---|")
