@@ -14,7 +14,7 @@ import functools
 import ml_dtypes
 import numpy as np
 
-__all__ = ["LOW_NP", "is_low", "f32_compute"]
+__all__ = ["LOW_NP", "is_low", "f32_compute", "call_f32"]
 
 LOW_NP = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 _F32 = np.dtype(np.float32)
@@ -31,11 +31,12 @@ def _widen(x):
     return x.astype(_F32) if is_low(x) else x
 
 
-def _round(x, dt):
+def _round(x, dt, first=None):
     if isinstance(x, np.ndarray) and x.dtype == _F32:
         return x.astype(dt)
     if isinstance(x, tuple):
-        return tuple(_round(v, dt) for v in x)
+        n = len(x) if first is None else first
+        return tuple(_round(v, dt) if i < n else v for i, v in enumerate(x))
     return x
 
 
@@ -61,3 +62,23 @@ def f32_compute(fn):
         return _round(fn(*args, **kwargs), low)
 
     return wrapper
+
+
+def call_f32(fn, *args, round_first: int | None = None, **kwargs):
+    """``fn(*args, **kwargs)``, through float32 when an argument is float16/bfloat16.
+
+    The C kernels take float32/float64 buffers only: their call sites go through here, so a
+    2-byte float array is widened before it reaches a kernel, and the kernel's float results are
+    rounded back. ``round_first=n`` rounds only the first ``n`` results of a tuple (the output),
+    keeping saved statistics (mean, 1/std) in float32 as PyTorch does.
+
+    Example:
+        >>> import numpy as np
+        >>> call_f32(np.sqrt, np.array([4.0], np.float16)).dtype
+        dtype('float16')
+    """
+    low = next((a.dtype for a in args if is_low(a)), None)
+    if low is None:
+        return fn(*args, **kwargs)
+    args = tuple(_widen(a) for a in args)
+    return _round(fn(*args, **kwargs), low, round_first)

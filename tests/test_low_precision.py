@@ -190,3 +190,36 @@ def test_reductions_accumulate_in_float32(low):
         a, b = fn(x), fn(y)
         assert str(a.dtype)[6:] == str(b.dtype)[6:]
         np.testing.assert_allclose(a.float().numpy(), b.float().numpy(), rtol=1e-2)
+
+
+def _conv_lstm(m):
+    nn = m.nn
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+    return conv, nn.LSTM(4, 6, batch_first=True)
+
+
+@pytest.mark.parametrize("low", LOW)
+def test_modules_in_low_precision_train_like_torch(low):
+    """Whole modules converted with ``.to(dtype)``: conv, batch norm, pooling and an LSTM."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    seq = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    mods = {"torch": _conv_lstm(torch), "ember": _conv_lstm(ember)}
+    for em, tm in zip(mods["ember"], mods["torch"]):  # the same initial weights in both
+        em.load_state_dict({k: ember.tensor(v.detach().double().numpy()) for k, v in tm.state_dict().items()})
+    outs = {}
+    for m in (torch, ember):
+        conv, lstm = mods[m.__name__]
+        conv.to(getattr(m, low))
+        lstm.to(getattr(m, low))
+        xi = m.tensor(x).to(getattr(m, low)).requires_grad_(True)
+        si = m.tensor(seq).to(getattr(m, low)).requires_grad_(True)
+        y = conv(xi)
+        h, _ = lstm(si)
+        (y.float().pow(2).sum() + h.float().sum()).backward()
+        outs[m.__name__] = (y, h, xi.grad, si.grad, conv[1].running_mean, conv[0].weight.grad)
+    tol = TOL[low] * 3
+    for a, b in zip(outs["ember"], outs["torch"]):
+        assert str(a.dtype)[6:] == str(b.dtype)[6:]
+        scale = max(1.0, float(b.float().abs().max()))
+        np.testing.assert_allclose(a.float().detach().numpy(), b.float().detach().numpy(), rtol=tol, atol=tol * scale)

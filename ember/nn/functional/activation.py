@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from ember import _dtype
+from ember._lowp import call_f32
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
@@ -100,7 +101,7 @@ class Softmax(Node):
             y = softmax(x, self.dim)
             return (y * (g - (g * y).sum(self.dim, keepdim=True)),)
         y = self.out
-        gy = ck.softmax_backward(y, g._data, log=False) if self.dim == y.ndim - 1 else None
+        gy = call_f32(ck.softmax_backward, y, g._data, log=False) if self.dim == y.ndim - 1 else None
         if gy is None:
             gy = g._data * y
             gy -= y * gy.sum(axis=self.dim, keepdims=True)
@@ -119,7 +120,7 @@ class LogSoftmax(Node):
             y = log_softmax(x, self.dim)
             return (g - y.exp() * g.sum(self.dim, keepdim=True),)
         gd = g._data
-        gx = ck.softmax_backward(self.out, gd, log=True) if self.dim == self.out.ndim - 1 else None
+        gx = call_f32(ck.softmax_backward, self.out, gd, log=True) if self.dim == self.out.ndim - 1 else None
         if gx is None:
             gx = np.exp(self.out)
             gx *= gd.sum(axis=self.dim, keepdims=True)
@@ -131,7 +132,7 @@ def _softmax_array(d, dim):
     if d.ndim == 0:
         return np.ones_like(d)
     if dim == d.ndim - 1:
-        out = ck.softmax(d, log=False)
+        out = call_f32(ck.softmax, d, log=False)
         if out is not None:
             return out
     e = d - d.max(axis=dim, keepdims=True)
@@ -144,7 +145,7 @@ def _log_softmax_array(d, dim):
     if d.ndim == 0:
         return np.zeros_like(d)
     if dim == d.ndim - 1:
-        out = ck.softmax(d, log=True)
+        out = call_f32(ck.softmax, d, log=True)
         if out is not None:
             return out
     s = d - d.max(axis=dim, keepdims=True)
@@ -236,7 +237,7 @@ class Gelu(Node):
         d = x._data
         saved = self.saved
         if saved is None:
-            gx = ck.gelu_backward(d, g._data, self.approximate)
+            gx = call_f32(ck.gelu_backward, d, g._data, self.approximate)
             if gx is not None:
                 return (Tensor._from(gx, g),)
             saved = _gelu_saved(d, self.approximate)
@@ -288,7 +289,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"GeluKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     saved = None
-    out = ck.gelu(d, approximate)
+    out = call_f32(ck.gelu, d, approximate)
     if out is None:
         saved = _gelu_saved(d, approximate)
         if approximate == "tanh":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._lowp import call_f32
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
@@ -56,8 +57,17 @@ class LayerNorm(Node):
         need_gb = b is not None and b._requires_grad
         if xhat is None:
             pshape = x._data.shape[len(lead) :]
-            grads = ck.layer_norm_backward(
-                self.xc, None if w is None else w._data, gd, self.mean, rstd, pshape, x._requires_grad, need_gw, need_gb
+            grads = call_f32(
+                ck.layer_norm_backward,
+                self.xc,
+                None if w is None else w._data,
+                gd,
+                self.mean,
+                rstd,
+                pshape,
+                x._requires_grad,
+                need_gw,
+                need_gb,
             )
             if grads is not None:
                 return tuple(None if a is None else Tensor._from(a, g) for a in grads)
@@ -123,7 +133,7 @@ def layer_norm(
     if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     axes = tuple(range(d.ndim - len(shape), d.ndim))
-    res = ck.layer_norm(d, _data(weight), _data(bias), len(shape), eps)
+    res = call_f32(ck.layer_norm, d, _data(weight), _data(bias), len(shape), eps, round_first=1)
     if res is not None:
         out, xc, mean, rstd = res
         t = record(LayerNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps)
@@ -229,7 +239,9 @@ class BatchNorm(Node):
         need_gb = b is not None and b._requires_grad
         if xhat is None:
             wd = None if w is None else w._data
-            grads = ck.batch_norm_backward(self.xc, wd, gd, self.mean, rstd, x._requires_grad, need_gw, need_gb)
+            grads = call_f32(
+                ck.batch_norm_backward, self.xc, wd, gd, self.mean, rstd, x._requires_grad, need_gw, need_gb
+            )
             if grads is not None:
                 return tuple(None if a is None else Tensor._from(a, g) for a in grads)
             rstd = rstd.reshape(self.bshape)
@@ -249,7 +261,7 @@ class BatchNorm(Node):
 def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
     """The fused training forward: returns (output, batch mean (C,), biased batch var (C,)) arrays."""
     d = input._data
-    fused = ck.batch_norm(d, _data(weight), _data(bias), eps)
+    fused = call_f32(ck.batch_norm, d, _data(weight), _data(bias), eps, round_first=1)
     if fused is not None:
         out, xc, mean, var, rstd = fused
         saved = {"xhat": None, "xc": xc, "mean": mean, "rstd": rstd}

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ember._lowp import call_f32
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, record
@@ -144,7 +145,7 @@ def _max_gather(x: Tensor, idx: np.ndarray) -> Tensor:
 
 
 def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
-    out = ck.max_pool2d_backward(g._data, idx, in_shape)
+    out = call_f32(ck.max_pool2d_backward, g._data, idx, in_shape)
     if out is not None:
         return record(MaxScatter, out, (g,), g._device, idx=idx, in_shape=in_shape)
     n, c = idx.shape[:2]
@@ -193,7 +194,7 @@ def max_pool2d(
     x, squeeze = _batched(input, "max_pool2d")
     geo = _Pool("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     xd = x._data
-    fused = ck.max_pool2d(xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
+    fused = call_f32(ck.max_pool2d, xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
     if fused is not None:
         out, idx = fused
     else:
