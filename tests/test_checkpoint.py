@@ -99,3 +99,20 @@ def test_preserved_rng_replays_dropout_mask():
     y = checkpoint(drop, x, use_reentrant=False, preserve_rng_state=True)
     y.backward(ember.ones(200))
     np.testing.assert_array_equal(x.grad.numpy() != 0, y.detach().numpy() != 0)
+
+
+def test_gpt_config_checkpoint_gives_the_same_gradients():
+    from ember.models.gpt import GPT, GPTConfig
+
+    cfg = dict(vocab_size=11, n_layer=2, n_head=2, n_embd=16, block_size=8, dropout=0.1)
+    idx = ember.randint(0, 11, (2, 8))
+    grads = []
+    for ck in (False, True):
+        ember.manual_seed(0)
+        model = GPT(GPTConfig(**cfg, checkpoint=ck))
+        ember.manual_seed(1)  # the same dropout masks
+        _, loss = model(idx, idx)
+        loss.backward()
+        grads.append([p.grad.numpy().copy() for p in model.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
