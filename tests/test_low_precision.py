@@ -223,3 +223,11 @@ def test_modules_in_low_precision_train_like_torch(low):
         assert str(a.dtype)[6:] == str(b.dtype)[6:]
         scale = max(1.0, float(b.float().abs().max()))
         np.testing.assert_allclose(a.float().detach().numpy(), b.float().detach().numpy(), rtol=tol, atol=tol * scale)
+
+
+def test_save_load_round_trip(tmp_path):
+    x = ember.tensor([1.5, -2.0, 3.25], dtype=ember.bfloat16)
+    ember.save({"b": x, "h": x.half()}, tmp_path / "low.ckpt")
+    got = ember.load(tmp_path / "low.ckpt")
+    assert got["b"].dtype is ember.bfloat16 and got["h"].dtype is ember.float16
+    assert got["b"].tolist() == x.tolist() == got["h"].tolist()
