@@ -8,7 +8,8 @@ AdamW) in three modes, each framework and mode in its own process (so peak memor
 * ``bf16``: forward and loss under ``autocast("cpu", dtype=bfloat16)``, backward and AdamW as usual;
 * ``ckpt``: float32, every block checkpointed (``utils.checkpoint.checkpoint``, non-reentrant).
 
-It prints the median step time (the three modes alternate round by round in one process) and
+It prints the median step time (the three modes alternate round by round in one process; with
+one thread, the process's CPU time, so that other load on the machine does not distort it) and
 the peak resident memory of a step above the memory live before it (model and optimizer state;
 freed heap is returned to the OS first with ``malloc_trim``, so the number is what the step's
 activations, gradients and temporaries take), and each mode's ratio to fp32 of the same framework.
@@ -90,15 +91,18 @@ def time_modes(fw: str, steps: int, threads: int, tiny: bool) -> dict:
     run.limit_threads(threads)
     module = run.load_modules(fw, threads)[fw]
     module.manual_seed(0)
+    # With one thread, the process's CPU time is its step time on an idle machine, and a loaded
+    # machine (other processes on the cores) does not inflate it.
+    clock = time.process_time if threads == 1 else time.perf_counter
     fns = {mode: _setup(module, mode, tiny) for mode in MODES}
     for fn in fns.values():
         fn()
     times = {mode: [] for mode in MODES}
     for _ in range(steps):
         for mode, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[mode].append(time.perf_counter() - t0)
+            times[mode].append(clock() - t0)
     return {mode: 1e3 * statistics.median(v) for mode, v in times.items()}
 
 

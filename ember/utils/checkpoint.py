@@ -29,18 +29,27 @@ from ember.tensor import Tensor
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
 
+def _rng_state():
+    """The default generator's state as NumPy's dict (cheaper than ``get_rng_state``'s tensor)."""
+    return _random.default_generator.np.bit_generator.state
+
+
+def _set_rng_state(state) -> None:
+    _random.default_generator.np.bit_generator.state = state
+
+
 @contextlib.contextmanager
 def _rng_fork(state, enabled: bool):
     """Run a block with the global RNG set to ``state``, then put the current state back."""
     if not enabled:
         yield
         return
-    current = _random.get_rng_state()
-    _random.set_rng_state(state)
+    current = _rng_state()
+    _set_rng_state(state)
     try:
         yield
     finally:
-        _random.set_rng_state(current)
+        _set_rng_state(current)
 
 
 def _detach_inputs(args):
@@ -63,7 +72,7 @@ class _Reentrant(Function):
     @staticmethod
     def forward(ctx, run, preserve, *args):
         ctx.run, ctx.preserve = run, preserve
-        ctx.rng = _random.get_rng_state() if preserve else None
+        ctx.rng = _rng_state() if preserve else None
         ctx.tensor_slots = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         ctx.plain = [None if isinstance(a, Tensor) else a for a in args]
         ctx.save_for_backward(*(a for a in args if isinstance(a, Tensor)))
@@ -182,7 +191,7 @@ def checkpoint(
     if not grad_mode.is_grad_enabled():
         return function(*args, **kwargs)
     fwd_ctx, _ = context_fn() if context_fn is not None else (contextlib.nullcontext(), None)
-    rng = _random.get_rng_state() if preserve_rng_state else None
+    rng = _rng_state() if preserve_rng_state else None
     inputs = _detach_inputs(args)
     with fwd_ctx:
         outputs = function(*inputs, **kwargs)
