@@ -231,3 +231,21 @@ def test_save_load_round_trip(tmp_path):
     got = ember.load(tmp_path / "low.ckpt")
     assert got["b"].dtype is ember.bfloat16 and got["h"].dtype is ember.float16
     assert got["b"].tolist() == x.tolist() == got["h"].tolist()
+
+
+@pytest.mark.parametrize("low", LOW)
+def test_factories_and_module_conversion(low):
+    d = E(low)
+    for make in (
+        lambda: ember.randn(3, dtype=d),
+        lambda: ember.rand(3, dtype=d),
+        lambda: ember.zeros(2, dtype=d),
+        lambda: ember.arange(0, 3, dtype=d),
+        lambda: ember.full((2,), 1.5, dtype=d),
+        lambda: ember.empty(2, dtype=d).uniform_(),
+    ):
+        assert make().dtype is d
+    lin = ember.nn.Linear(2, 2)
+    conv = getattr(lin, "bfloat16" if low == "bfloat16" else "half")()
+    assert conv is lin and lin.weight.dtype is d and lin.bias.dtype is d
+    assert lin(ember.ones(1, 2, dtype=d)).dtype is d

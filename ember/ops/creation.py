@@ -268,7 +268,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad: bool = F
     """Uniform samples in [0, 1)."""
     npd = _float_np(dtype)
     g = numpy_generator(generator)
-    arr = g.random(_size(size), dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    arr = g.random(_size(size), dtype=npd if npd.itemsize > 2 else np.float32).astype(npd, copy=False)
     return _finish(arr, None, device, requires_grad)
 
 
@@ -276,7 +276,7 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = 
     """Standard normal samples."""
     npd = _float_np(dtype)
     g = numpy_generator(generator)
-    arr = g.standard_normal(_size(size), dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    arr = g.standard_normal(_size(size), dtype=npd if npd.itemsize > 2 else np.float32).astype(npd, copy=False)
     return _finish(arr, None, device, requires_grad)
 
 
