@@ -12,6 +12,7 @@ Example:
 from ember.amp.autocast_mode import (
     autocast,
     get_autocast_dtype,
+    is_autocast_available,
     is_autocast_enabled,
     set_autocast_dtype,
     set_autocast_enabled,
@@ -23,6 +24,7 @@ __all__ = [
     "autocast",
     "GradScaler",
     "autocast_args",
+    "is_autocast_available",
     "is_autocast_enabled",
     "get_autocast_dtype",
     "set_autocast_enabled",

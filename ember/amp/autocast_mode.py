@@ -10,7 +10,14 @@ import warnings
 
 from ember.amp import state
 
-__all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype", "set_autocast_enabled", "set_autocast_dtype"]
+__all__ = [
+    "autocast",
+    "is_autocast_available",
+    "is_autocast_enabled",
+    "get_autocast_dtype",
+    "set_autocast_enabled",
+    "set_autocast_dtype",
+]
 
 _SUPPORTED = {"cpu": ("bfloat16", "float16"), "cuda": ("float16", "bfloat16", "float32")}
 
@@ -96,6 +103,11 @@ def _dtype_name(dtype) -> str:
     from ember import _dtype
 
     return _dtype.to_dtype(dtype).name
+
+
+def is_autocast_available(device_type: str) -> bool:
+    """Whether autocast has a policy for ``device_type`` (``"cpu"`` and ``"cuda"``)."""
+    return device_type in _SUPPORTED
 
 
 def is_autocast_enabled(device_type: str | None = None) -> bool:
