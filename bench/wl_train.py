@@ -123,8 +123,9 @@ def resnet(torch, tiny: bool = False):
 
 
 # --------------------------------------------------------------------------- GPT and MoE-GPT
-def _gpt(torch, vocab, n_layer, n_head, width, context, moe=None):
-    """nanoGPT-style model; ``moe=(num_experts, top_k)`` swaps each MLP for a mixture of experts."""
+def _gpt(torch, vocab, n_layer, n_head, width, context, moe=None, ckpt=False):
+    """nanoGPT-style model; ``moe=(num_experts, top_k)`` swaps each MLP for a mixture of experts;
+    ``ckpt`` checkpoints every block (``torch.utils.checkpoint``, non-reentrant)."""
     nn, F = torch.nn, torch.nn.functional
 
     class SelfAttention(nn.Module):
@@ -202,7 +203,7 @@ def _gpt(torch, vocab, n_layer, n_head, width, context, moe=None):
             T = idx.shape[1]
             x = self.tok(idx) + self.pos(torch.arange(T))  # (B, T, C)
             for block in self.blocks:
-                x = block(x)
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if ckpt else block(x)
             return self.lm_head(self.ln_f(x))  # (B, T, vocab)
 
     return GPT()

@@ -39,6 +39,7 @@ from ember._dtype import (
     promote_types,
     uint8,
 )
+from ember._finfo import finfo, iinfo
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from ember.ops.bucketing import bucketize, histc, searchsorted
 from ember.ops.convert import to as _to  # noqa: F401
@@ -197,6 +198,8 @@ __version__ = "0.1.0"
 float = float32  # noqa: A001
 double = float64
 half = float16
+from ember._dtype import bfloat16  # noqa: E402 - needs ml_dtypes; PyTorch's name
+
 long = int64
 int = int32  # noqa: A001
 short = int16
@@ -268,6 +271,8 @@ def get_num_threads():
 # Sub-packages of the higher layers, available as attributes like torch.optim.
 from ember import (  # noqa: E402
     accelerator,
+    amp,
+    cpu,
     datasets,
     distributions,
     linalg,
@@ -286,6 +291,7 @@ from ember._flags import (  # noqa: E402 - PyTorch's precision / determinism swi
     use_deterministic_algorithms,
 )
 from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
+    BFloat16Tensor,
     BoolTensor,
     ByteTensor,
     CharTensor,
@@ -297,6 +303,7 @@ from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
     ShortTensor,
     set_default_tensor_type,
 )
+from ember.amp import autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_enabled  # noqa: E402
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

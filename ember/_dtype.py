@@ -9,6 +9,7 @@ So ``int64 tensor + 2.5`` is ``float32`` (the default dtype), and ``float16 tens
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 _BOOL, _INT, _FLOAT = 0, 1, 2
@@ -52,10 +53,15 @@ int16 = dtype("int16", np.int16, _INT)
 int32 = dtype("int32", np.int32, _INT)
 int64 = dtype("int64", np.int64, _INT)
 float16 = dtype("float16", np.float16, _FLOAT)
+# NumPy has no bfloat16: ml_dtypes adds one (its arrays have kind "V", so code that asks "is this
+# array floating point?" uses ``is_float_np`` below, not ``kind == "f"``).
+bfloat16 = dtype("bfloat16", ml_dtypes.bfloat16, _FLOAT)
 float32 = dtype("float32", np.float32, _FLOAT)
 float64 = dtype("float64", np.float64, _FLOAT)
 
-ALL = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
+ALL = (bool_, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64)
+LOW_PRECISION = (float16, bfloat16)
+FLOAT_KINDS = "fV"  # array.dtype.kind of Ember's floating dtypes (bfloat16 reports "V")
 _BY_NP = {d.np: d for d in ALL}
 _BY_NAME = {d.name: d for d in ALL}
 
@@ -112,6 +118,8 @@ def promote_types(a: dtype, b: dtype) -> dtype:
         return a if a.category > b.category else b
     if a.category == _BOOL:
         return a
+    if a.category == _FLOAT and a.itemsize == b.itemsize == 2:
+        return float32  # float16 with bfloat16: neither holds the other, PyTorch picks float32
     return _BY_NP[np.promote_types(a.np, b.np)]
 
 
@@ -146,3 +154,8 @@ def result_type(*operands) -> dtype:
         if group is not None and (out is None or group.category > out.category):
             out = group
     return out
+
+
+def is_float_np(np_dtype) -> bool:
+    """Whether a NumPy dtype is one of Ember's floating dtypes (bfloat16 included)."""
+    return np_dtype.kind == "f" or np_dtype == bfloat16.np

@@ -25,6 +25,7 @@ __all__ = [
     "FloatTensor",
     "DoubleTensor",
     "HalfTensor",
+    "BFloat16Tensor",
     "LongTensor",
     "IntTensor",
     "ShortTensor",
@@ -38,11 +39,12 @@ __all__ = [
     "set_default_tensor_type",
 ]
 
-# Legacy name -> dtype, in PyTorch's order (no BFloat16Tensor: this branch has no bfloat16 dtype).
+# Legacy name -> dtype, in PyTorch's order.
 _NAMES = {
     "Float": _dtype.float32,
     "Double": _dtype.float64,
     "Half": _dtype.float16,
+    "BFloat16": _dtype.bfloat16,
     "Long": _dtype.int64,
     "Int": _dtype.int32,
     "Short": _dtype.int16,
@@ -111,9 +113,16 @@ def _make(name: str, d: _dtype.dtype, cuda: bool) -> type:
 
 CPU_TYPES = {f"{n}Tensor": _make(n, d, False) for n, d in _NAMES.items()}
 CUDA_TYPES = {f"{n}Tensor": _make(n, d, True) for n, d in _NAMES.items()}
-FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, ByteTensor, CharTensor, BoolTensor = (
-    CPU_TYPES.values()
-)
+FloatTensor = CPU_TYPES["FloatTensor"]
+DoubleTensor = CPU_TYPES["DoubleTensor"]
+HalfTensor = CPU_TYPES["HalfTensor"]
+BFloat16Tensor = CPU_TYPES["BFloat16Tensor"]
+LongTensor = CPU_TYPES["LongTensor"]
+IntTensor = CPU_TYPES["IntTensor"]
+ShortTensor = CPU_TYPES["ShortTensor"]
+ByteTensor = CPU_TYPES["ByteTensor"]
+CharTensor = CPU_TYPES["CharTensor"]
+BoolTensor = CPU_TYPES["BoolTensor"]
 
 
 def type_name(x: Tensor) -> str:

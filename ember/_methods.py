@@ -32,7 +32,7 @@ _SAME_NAME = {
         index_copy index_fill index_put masked_fill masked_select masked_scatter argsort sort msort
         topk kthvalue median nonzero argwhere unique bincount""",
     linalg: "matmul mm bmm mv dot vdot inner outer ger addmm baddbmm addmv",
-    convert: "to cpu cuda type_as double half long short char byte",
+    convert: "to cpu cuda type_as double half bfloat16 long short char byte",
 }
 
 for _mod, _names in _SAME_NAME.items():

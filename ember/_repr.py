@@ -26,7 +26,7 @@ class _Formatter:
     """Decides int/scientific mode and the column width for all elements of one tensor."""
 
     def __init__(self, values: np.ndarray):
-        self.floating = values.dtype.kind == "f"
+        self.floating = values.dtype.kind in "fV"
         self.int_mode = True
         self.sci_mode = False
         self.max_width = 1

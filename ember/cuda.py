@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ember.amp.compat import cuda_amp as amp  # noqa: F401 - ember.cuda.amp.autocast / GradScaler
 from ember.backends import get as _get_backend
 
 

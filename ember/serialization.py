@@ -69,6 +69,7 @@ _ST_TO_NP = {
     "I32": np.dtype(np.int32),
     "I64": np.dtype(np.int64),
     "F16": np.dtype(np.float16),
+    "BF16": _dtype.bfloat16.np,
     "F32": np.dtype(np.float32),
     "F64": np.dtype(np.float64),
 }

@@ -162,3 +162,4 @@ def grad(
             g = g.detach()
         result.append(g)
     return tuple(result)
+from ember.autograd import functional  # noqa: E402, F401 - jacobian, hessian, vjp, jvp, hvp, vhp

@@ -9,6 +9,7 @@ result list (``autograd.grad``).
 
 from __future__ import annotations
 
+from ember.amp import state as amp_state
 from ember.autograd import grad_mode
 from ember.autograd.node import Node
 
@@ -78,6 +79,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
 
     prev_mode = grad_mode.state.enabled
     grad_mode.state.enabled = create_graph
+    prev_amp, amp_state.local.active = amp_state.local.active, False  # backward is not autocast
     try:
         for node in order:
             grad = buffers.pop(id(node), None)
@@ -107,6 +109,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                     leaves[id(edge)] = edge
     finally:
         grad_mode.state.enabled = prev_mode
+        amp_state.local.active = prev_amp
 
     if capture is not None:
         for key, leaf in leaves.items():

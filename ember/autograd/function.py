@@ -177,7 +177,7 @@ class Function(metaclass=_FunctionMeta):
         tensor_outs = [i for i, o in enumerate(wrapped) if isinstance(o, Tensor)]
         for i in tensor_outs:
             o = wrapped[i]
-            if id(outs[i]) in ctx.non_differentiable or o._data.dtype.kind != "f":
+            if id(outs[i]) in ctx.non_differentiable or o._data.dtype.kind not in "fV":
                 continue
             if single:
                 o._node = ctx
@@ -224,7 +224,7 @@ def once_differentiable(fn):
         single = not isinstance(outputs, tuple)
         marked = []
         for o in (outputs,) if single else outputs:
-            if isinstance(o, Tensor) and o._data.dtype.kind == "f":
+            if isinstance(o, Tensor) and o._data.dtype.kind in "fV":
                 o = o.detach()
                 node = _DelayedError()
                 node.inputs = tuple(tracked)

@@ -26,7 +26,7 @@ def _tuple(x):
 def _outputs(func, inputs):
     from ember.tensor import Tensor
 
-    return tuple(o for o in _tuple(func(*inputs)) if isinstance(o, Tensor) and o._data.dtype.kind == "f")
+    return tuple(o for o in _tuple(func(*inputs)) if isinstance(o, Tensor) and o._data.dtype.kind in "fV")
 
 
 def _numerical_jacobian(func, inputs, diff_idx, eps):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import ember
 from ember import nn
 from ember.nn import functional as F
+from ember.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -27,6 +28,7 @@ class GPTConfig:
     moe_top_k: int = 2  # MoE-GPT only: experts each token is routed to
     moe_capacity_factor: float = 1.25  # MoE-GPT only: expert capacity relative to an even split
     moe_aux_loss_coef: float = 0.01  # MoE-GPT only: weight of the load-balancing loss
+    checkpoint: bool = False  # training: recompute each block's activations in backward (less memory)
 
 
 class CausalSelfAttention(nn.Module):
@@ -89,6 +91,10 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), cache
 
 
+def _block_output(block: Block, x):
+    return block(x)[0]
+
+
 class GPT(nn.Module):
     """A decoder-only transformer language model.
 
@@ -143,7 +149,10 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         new_caches = []
         for i, block in enumerate(self.transformer.h):
-            x, c = block(x, None if caches is None else caches[i])
+            if self.config.checkpoint and caches is None and self.training and ember.is_grad_enabled():
+                x, c = checkpoint(_block_output, block, x, use_reentrant=False), None
+            else:
+                x, c = block(x, None if caches is None else caches[i])
             new_caches.append(c)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         loss = None

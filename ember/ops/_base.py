@@ -89,7 +89,7 @@ def default_float_np():
 def float_data(x: Tensor):
     """The array of ``x`` as floating point (integers and bools become the default float)."""
     d = x._data
-    if d.dtype.kind != "f":
+    if d.dtype.kind not in "fV":
         return d.astype(_dtype.defaults.float.np)
     return d
 

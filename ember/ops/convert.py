@@ -17,7 +17,7 @@ class Cast(Node):
 
     def backward(self, g):
         x = self.inputs[0]
-        return (_convert(g, x.dtype if x._data.dtype.kind == "f" else g.dtype, x._device, False),)
+        return (_convert(g, x.dtype if x._data.dtype.kind in "fV" else g.dtype, x._device, False),)
 
 
 def _convert(x: Tensor, dt, dev, copy: bool) -> Tensor:
@@ -91,6 +91,7 @@ def _caster(target):
 float_ = _caster(_dtype.float32)
 double = _caster(_dtype.float64)
 half = _caster(_dtype.float16)
+bfloat16 = _caster(_dtype.bfloat16)
 long = _caster(_dtype.int64)
 int_ = _caster(_dtype.int32)
 short = _caster(_dtype.int16)

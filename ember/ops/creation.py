@@ -32,7 +32,7 @@ def _infer_array(data) -> np.ndarray:
     if isinstance(data, Tensor):
         return data._device.backend.to_host(data._data).copy()
     if isinstance(data, np.ndarray):
-        if data.dtype.kind not in "biuf":
+        if data.dtype.kind not in "biufV":
             raise TypeError(f"can't convert np.ndarray of type {data.dtype} to an ember tensor")
         return data.copy()
     if isinstance(data, (list, tuple)) and _contains_tensor(data):
@@ -42,12 +42,12 @@ def _infer_array(data) -> np.ndarray:
         raise ValueError(
             f"expected a sequence of equal-length sequences of numbers, got ragged or mixed data: {str(data)[:80]}"
         )
-    if arr.dtype.kind == "f" and not isinstance(data, np.generic):
+    if arr.dtype.kind in "fV" and not isinstance(data, np.generic):
         # Python floats take the default dtype; NumPy scalars inside lists keep theirs (torch too).
         arr = arr.astype(_np_scalar_float(data) or _dtype.defaults.float.np)
     elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
         arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "biuf":
+    elif arr.dtype.kind not in "biufV":
         raise TypeError(f"Could not infer dtype of {type(data).__name__}")
     return arr
 
@@ -280,7 +280,7 @@ def rand(*shape, size=None, generator=None, dtype=None, device=None, requires_gr
     npd = _float_np(dtype)
     g = numpy_generator(generator)
     shape = _size(_shape_arg(shape, size, "rand"))
-    arr = g.random(shape, dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    arr = g.random(shape, dtype=npd if npd.itemsize > 2 else np.float32).astype(npd, copy=False)
     return _finish(arr, None, device, requires_grad)
 
 
@@ -289,7 +289,7 @@ def randn(*shape, size=None, generator=None, dtype=None, device=None, requires_g
     npd = _float_np(dtype)
     g = numpy_generator(generator)
     shape = _size(_shape_arg(shape, size, "randn"))
-    arr = g.standard_normal(shape, dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    arr = g.standard_normal(shape, dtype=npd if npd.itemsize > 2 else np.float32).astype(npd, copy=False)
     return _finish(arr, None, device, requires_grad)
 
 

@@ -16,7 +16,7 @@ from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, edge, float_data, grad_state, record
 
-_FLOAT_KINDS = "f"
+_FLOAT_KINDS = "fV"
 
 
 # --------------------------------------------------------------------------- binary machinery
@@ -48,7 +48,7 @@ def _operands(a, b, op: str, float_result: bool = False):
                     f"{op}: Expected all tensors to be on the same device, but found at least two "
                     f"devices, {device} and {b._device}!"
                 )
-            if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind == "f"):
+            if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind in "fV"):
                 return ad, bd, device
         elif isinstance(b, (int, float)) and ad.dtype.kind == "f" and not float_result:
             return ad, b, device
@@ -339,7 +339,7 @@ def _int_checks(a, b, kernel: str) -> None:
 
 
 def _trunc_div(a, b):
-    if a.dtype.kind == "f":
+    if a.dtype.kind in "fV":
         return np.trunc(np.true_divide(a, b)).astype(a.dtype, copy=False)
     _int_checks(a, b, "div_trunc_cpu")
     q = np.floor_divide(a, b)
@@ -348,25 +348,25 @@ def _trunc_div(a, b):
 
 
 def _floor_div_array(a, b):
-    if a.dtype.kind != "f":
+    if a.dtype.kind not in "fV":
         _int_checks(a, b, "div_floor_cpu")
     return np.floor_divide(a, b)
 
 
 def _remainder_array(a, b):
-    if a.dtype.kind != "f":
+    if a.dtype.kind not in "fV":
         _int_checks(a, b, "remainder_cpu")
     return np.remainder(a, b)
 
 
 def _fmod_array(a, b):
-    if a.dtype.kind != "f":
+    if a.dtype.kind not in "fV":
         _int_checks(a, b, "fmod_cpu")
     return np.fmod(a, b)
 
 
 def _pow_array(a, b):
-    if a.dtype.kind == "f":
+    if a.dtype.kind in "fV":
         return np.power(a, b)
     if a.dtype.kind == "b":
         # Only ``bool_tensor ** True`` reaches here (bool exponent tensors raise in ``pow``).
@@ -501,7 +501,7 @@ def logical_xor(input, other) -> Tensor:
 def _bitwise(fn, name):
     def op(input, other) -> Tensor:
         for x in (input, other):
-            if isinstance(x, Tensor) and x._data.dtype.kind == "f":
+            if isinstance(x, Tensor) and x._data.dtype.kind in "fV":
                 raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{_TORCH_NAMES[x._data.dtype.name]}'")
         return _nograd_binary(fn, input, other, name)
 
@@ -534,7 +534,7 @@ def _unary(node_cls, fn, x: Tensor, *, keep_int: bool = False, save_out: bool = 
     if not isinstance(x, Tensor):
         raise TypeError(f"{fn.__name__}(): argument 'input' must be Tensor, not {type(x).__name__}")
     d = x._data
-    out = fn(d if keep_int or d.dtype.kind == "f" else float_data(x))
+    out = fn(d if keep_int or d.dtype.kind in "fV" else float_data(x))
     t = Tensor.__new__(Tensor)
     t._data = out
     if x._device is not CPU:
@@ -854,7 +854,7 @@ absolute = abs
 def _sign_array(x):
     if x.dtype.kind == "b":
         return x.copy()
-    if x.dtype.kind == "f":
+    if x.dtype.kind in "fV":
         # (x > 0) - (x < 0), so NaN gives 0 as in PyTorch (np.sign gives NaN).
         return np.subtract(x > 0, x < 0, dtype=x.dtype)
     return np.sign(x)
@@ -886,7 +886,7 @@ def round(input, *, decimals: int = 0) -> Tensor:
 
 def frac(input) -> Tensor:
     """``input - trunc(input)``: the fractional part, for floating-point tensors only."""
-    if isinstance(input, Tensor) and input._data.dtype.kind != "f":
+    if isinstance(input, Tensor) and input._data.dtype.kind not in "fV":
         raise NotImplementedError(f"\"frac_cpu\" not implemented for '{_TORCH_NAMES[input._data.dtype.name]}'")
     return input - trunc(input)
 
@@ -928,7 +928,7 @@ def logical_not(input) -> Tensor:
 
 
 def bitwise_not(input) -> Tensor:
-    if input._data.dtype.kind == "f":
+    if input._data.dtype.kind in "fV":
         raise RuntimeError("bitwise_not is only supported for integer and boolean tensors")
     return Tensor._from(np.invert(input._data), input)
 
@@ -1031,7 +1031,7 @@ def clamp(input, min=None, max=None, *, out=None) -> Tensor:
         raise NotImplementedError("\"clamp_scalar_cpu\" not implemented for 'Bool'")
     if rt.np != d.dtype:
         d = d.astype(rt.np)
-    res = np.clip(d, min, max)
+    res = np.clip(d, min, max).astype(d.dtype, copy=False)  # bfloat16 with a Python bound stays bfloat16
     if max is not None and min is not None and min > max:
         res = np.full_like(d, max)
     t = Tensor.__new__(Tensor)

@@ -41,7 +41,7 @@ def _convert_key(key, shape) -> tuple[tuple, bool]:
             out.append(int(k))
         elif isinstance(k, Tensor):
             d = k._device.backend.to_host(k._data) if k._device.type != "cpu" else k._data
-            if d.dtype.kind == "f":
+            if d.dtype.kind in "fV":
                 raise IndexError(f"tensors used as indices must be long, int, byte or bool tensors (got {k.dtype})")
             if d.dtype == np.uint8:
                 d = d.astype(bool)
@@ -51,7 +51,7 @@ def _convert_key(key, shape) -> tuple[tuple, bool]:
             arr = np.asarray(k)
             if arr.size == 0:
                 arr = arr.astype(np.int64)  # ``x[[]]``: an empty integer index, not a float one
-            if arr.dtype.kind == "f":
+            if arr.dtype.kind in "fV":
                 raise IndexError(f"{_INDEX_HELP} (got a list of floats)")
             if arr.dtype == object:
                 raise IndexError(f"{_INDEX_HELP} (got a ragged or mixed list)")
@@ -220,7 +220,7 @@ def setitem(input: Tensor, key, value) -> None:
 
     d = input._data
     nkey, _ = _convert_key(key, d.shape)
-    if isinstance(value, Tensor) and value._data.dtype.kind == "f" and d.dtype.kind in "biu" and value._data.ndim:
+    if isinstance(value, Tensor) and value._data.dtype.kind in "fV" and d.dtype.kind in "biu" and value._data.ndim:
         raise RuntimeError(
             f"Index put requires the source and destination dtypes match, got {input.dtype} for the destination and {value.dtype} for the source."
         )

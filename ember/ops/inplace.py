@@ -243,7 +243,7 @@ def _ufunc_inplace(ufunc, fn, op: str, float_result: bool = False):
 
         def raw(arr):
             od, rt = _other_array(self, other, op)
-            if float_result and np.dtype(rt).kind != "f":
+            if float_result and np.dtype(rt).kind not in "fV":
                 rt = _dtype.defaults.float.np
             _check_cast(self, np.dtype(rt), op)
             ufunc(arr, od, out=arr, casting="unsafe")

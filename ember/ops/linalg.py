@@ -11,8 +11,14 @@ import string
 
 import numpy as np
 
+from ember._lowp import f32_compute
+from ember.amp import state as amp_state
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, check_tensor, record
+
+_matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
+_einsum = f32_compute(np.einsum)
 
 
 class Matmul(Node):
@@ -66,6 +72,7 @@ def matmul(input, other, *, out=None) -> Tensor:
         >>> (ember.ones(2, 3) @ ember.ones(3, 4)).shape
         ember.Size([2, 4])
     """
+    input, other = autocast_args("matmul", input, other)
     check_tensor(input, "matmul")
     check_tensor(other, "matmul", "other")
     if input.is_sparse or other.is_sparse:  # a sparse COO operand: ember/sparse
@@ -82,9 +89,9 @@ def matmul(input, other, *, out=None) -> Tensor:
     try:
         if ad.ndim > 2 and bd.ndim == 2 and ad.flags.c_contiguous:
             # Rows of a batch times one matrix: one large GEMM instead of a batched loop.
-            res = np.matmul(ad.reshape(-1, ad.shape[-1]), bd).reshape(ad.shape[:-1] + (bd.shape[-1],))
+            res = _matmul(ad.reshape(-1, ad.shape[-1]), bd).reshape(ad.shape[:-1] + (bd.shape[-1],))
         else:
-            res = np.matmul(ad, bd)
+            res = _matmul(ad, bd)
     except ValueError:
         raise _matmul_error(input, other, "matmul") from None
     t = record(
@@ -123,7 +130,8 @@ def bmm(input, mat2) -> Tensor:
 def mv(input, vec) -> Tensor:
     if input._data.ndim != 2 or vec._data.ndim != 1:
         raise RuntimeError("vector + matrix @ vector expected, got wrong dims for mv")
-    return matmul(input, vec)
+    with amp_state.suspended():  # mv is not an autocast op: its matmul runs in the inputs' dtype
+        return matmul(input, vec)
 
 
 def dot(input, other) -> Tensor:
@@ -136,7 +144,8 @@ def dot(input, other) -> Tensor:
             f"[{other._data.shape[0]}] to have the same number of elements, but got "
             f"{input._data.shape[0]} and {other._data.shape[0]} elements respectively"
         )
-    return matmul(input, other)
+    with amp_state.suspended():  # dot is not an autocast op: its matmul runs in the inputs' dtype
+        return matmul(input, other)
 
 
 vdot = inner = dot
@@ -150,6 +159,7 @@ ger = outer
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    input, mat1, mat2 = autocast_args("addmm", input, mat1, mat2)
     prod = mm(mat1, mat2)
     if alpha != 1:
         prod = prod * alpha
@@ -157,6 +167,7 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    input, batch1, batch2 = autocast_args("baddbmm", input, batch1, batch2)
     prod = bmm(batch1, batch2)
     if alpha != 1:
         prod = prod * alpha
@@ -282,12 +293,13 @@ def einsum(equation: str, *operands) -> Tensor:
     """
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
+    operands = autocast_args("einsum", *operands)
     for i, x in enumerate(operands):
         check_tensor(x, "einsum", f"operands[{i}]")
     subs, out = _parse_einsum(equation, [x._data.shape for x in operands])
     eq = ",".join(subs) + "->" + out
     try:
-        res = np.einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
+        res = _einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
     except ValueError as exc:
         raise RuntimeError(
             f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})"

@@ -14,6 +14,7 @@ import weakref
 import numpy as np
 
 from ember import _dtype
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
 
@@ -524,6 +525,7 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
         >>> ember.cat([ember.zeros(1, 2), ember.ones(1, 2)]).shape
         ember.Size([2, 2])
     """
+    (tensors,) = autocast_args("cat", tensors)
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
@@ -563,6 +565,7 @@ concat = concatenate = cat
 
 def stack(tensors, dim: int = 0, *, out=None) -> Tensor:
     """Join tensors along a new dim."""
+    (tensors,) = autocast_args("stack", tensors)
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
@@ -737,4 +740,5 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1) -> Tensor:
 
 
 def trace(input) -> Tensor:
+    (input,) = autocast_args("trace", input)
     return diagonal(input).sum()

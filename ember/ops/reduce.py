@@ -13,6 +13,8 @@ from collections import namedtuple
 import numpy as np
 
 from ember import _dtype
+from ember._lowp import LOW_NP, is_low
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
 
@@ -88,7 +90,7 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     elif d.dtype.kind in "biu":
         npd = np.int64
     else:
-        npd = None
+        npd = np.float32 if is_low(d) else None  # float16/bfloat16 accumulate in float32, as torch
     dev = input._device
     if dev is CPU:
         # np.add.reduce directly: np.sum's wrapper costs more than the reduction on small inputs.
@@ -97,6 +99,9 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
             out = np.asarray(out)
     else:
         out = d.sum(axis=axes, dtype=npd, keepdims=keepdim)
+    if dtype is None and out.dtype != d.dtype and is_low(d):
+        with np.errstate(over="ignore"):  # overflow rounds to inf, as torch's, without a warning
+            out = out.astype(d.dtype)
     t = Tensor.__new__(Tensor)
     t._data = out
     if dev is not CPU:
@@ -125,7 +130,7 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if dtype is not None:
         input = input.to(dtype)
     d = input._data
-    if d.dtype.kind != "f":
+    if d.dtype.kind not in "fV":
         raise RuntimeError(
             "mean(): could not infer output dtype. Input dtype must be either a floating point or "
             f"complex dtype. Got: {input.dtype.name.capitalize()}"
@@ -137,6 +142,8 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         n *= shape[a]
     if not n:
         return sum(input, axes, keepdim) * float("nan")
+    if is_low(d):  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
+        return (sum(input.float(), axes, keepdim) * (1.0 / n)).to(input.dtype)
     # sum, then scale in place: the sum is a fresh array, and d(mean)/dx is d(sum)/dx / n.
     s = sum(input, axes, keepdim)
     if s._node is None:
@@ -190,7 +197,7 @@ def _var_std(input, axes, keepdim, correction, take_sqrt) -> Tensor:
     n = 1
     for a in axes:
         n *= d.shape[a]
-    acc = np.dtype(np.float32) if d.dtype == np.float16 else d.dtype  # float16 accumulates in float32
+    acc = np.dtype(np.float32) if d.dtype in LOW_NP else d.dtype  # float16/bfloat16 accumulate in float32
     with np.errstate(divide="ignore", invalid="ignore"):
         mu = np.mean(d, axis=axes, keepdims=True, dtype=acc) if n else np.zeros((1,) * d.ndim, acc)
         c = d - mu
@@ -203,7 +210,7 @@ def _var_std(input, axes, keepdim, correction, take_sqrt) -> Tensor:
 
 def _var_args(op, input, dim, unbiased, correction):
     check_tensor(input, op)
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         raise RuntimeError(f"{op}(): std and var only support floating point and complex dtypes, got {input.dtype}")
     if isinstance(dim, bool):  # var(x, False): the old positional `unbiased`
         unbiased, dim = dim, None
@@ -277,6 +284,7 @@ def prod_axes(input, axes, keepdim=False):
 
 def prod(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Product over one ``dim`` (or all elements)."""
+    (input,) = autocast_args("prod", input)
     check_tensor(input, "prod")
     if dtype is not None:
         input = input.to(dtype)
@@ -408,7 +416,7 @@ class LogSumExp(Node):
 def logsumexp(input, dim=None, keepdim: bool = False) -> Tensor:
     """``log(sum(exp(input), dim))`` computed stably (shifted by the maximum)."""
     check_tensor(input, "logsumexp")
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         input = input.to(_dtype.defaults.float)
     d = input._data
     axes = _axes(dim, d.ndim, "logsumexp")
@@ -455,7 +463,7 @@ def vector_norm(input, ord=2, dim=None, keepdim: bool = False) -> Tensor:
     from ember.ops.elementwise import pow as _pow
 
     check_tensor(input, "norm")
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         raise RuntimeError(
             f"linalg.vector_norm: Expected a floating point tensor as input. Got {input.dtype.name.capitalize()}"
         )
@@ -485,6 +493,8 @@ def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
         p = 2
     if p == "nuc":
         raise RuntimeError("norm(): the nuclear norm is not supported by Ember")
+    if is_low(input._data):  # float16/bfloat16: float32 compute, one rounding (torch's range)
+        return vector_norm(input.float(), p, dim, keepdim).to(input.dtype)
     return vector_norm(input, p, dim, keepdim)
 
 
@@ -529,7 +539,11 @@ def cumsum(input, dim: int, *, dtype=None) -> Tensor:
     d = input._data
     axis = _wrap_dim(dim, d.ndim, "cumsum")
     npd = _dtype.to_dtype(dtype).np if dtype is not None else (np.int64 if d.dtype.kind in "biu" else None)
-    out = np.cumsum(d, axis=axis, dtype=npd) if d.ndim else d.astype(npd or d.dtype, copy=True)
+    if npd is None and is_low(d):  # float16/bfloat16 accumulate in float32
+        with np.errstate(over="ignore"):
+            out = np.cumsum(d, axis=axis, dtype=np.float32).astype(d.dtype) if d.ndim else d.copy()
+    else:
+        out = np.cumsum(d, axis=axis, dtype=npd) if d.ndim else d.astype(npd or d.dtype, copy=True)
     return record(Cumsum, out, (input,), input._device, axis=axis)
 
 

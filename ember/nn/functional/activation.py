@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 
 from ember import _dtype
+from ember._lowp import call_f32
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
@@ -79,7 +81,7 @@ def _prepare(input, dim, dtype, name):
     check_tensor(input, name)
     if dtype is not None:
         input = input.to(_dtype.to_dtype(dtype))
-    elif input._data.dtype.kind != "f":
+    elif input._data.dtype.kind not in "fV":
         raise RuntimeError(f"\"{name}_lastdim_kernel_impl\" not implemented for '{input.dtype.name.capitalize()}'")
     if dim is None:
         dim = _softmax_dim(name, input._data.ndim)
@@ -99,7 +101,7 @@ class Softmax(Node):
             y = softmax(x, self.dim)
             return (y * (g - (g * y).sum(self.dim, keepdim=True)),)
         y = self.out
-        gy = ck.softmax_backward(y, g._data, log=False) if self.dim == y.ndim - 1 else None
+        gy = call_f32(ck.softmax_backward, y, g._data, log=False) if self.dim == y.ndim - 1 else None
         if gy is None:
             gy = g._data * y
             gy -= y * gy.sum(axis=self.dim, keepdims=True)
@@ -118,7 +120,7 @@ class LogSoftmax(Node):
             y = log_softmax(x, self.dim)
             return (g - y.exp() * g.sum(self.dim, keepdim=True),)
         gd = g._data
-        gx = ck.softmax_backward(self.out, gd, log=True) if self.dim == self.out.ndim - 1 else None
+        gx = call_f32(ck.softmax_backward, self.out, gd, log=True) if self.dim == self.out.ndim - 1 else None
         if gx is None:
             gx = np.exp(self.out)
             gx *= gd.sum(axis=self.dim, keepdims=True)
@@ -130,7 +132,7 @@ def _softmax_array(d, dim):
     if d.ndim == 0:
         return np.ones_like(d)
     if dim == d.ndim - 1:
-        out = ck.softmax(d, log=False)
+        out = call_f32(ck.softmax, d, log=False)
         if out is not None:
             return out
     e = d - d.max(axis=dim, keepdims=True)
@@ -143,7 +145,7 @@ def _log_softmax_array(d, dim):
     if d.ndim == 0:
         return np.zeros_like(d)
     if dim == d.ndim - 1:
-        out = ck.softmax(d, log=True)
+        out = call_f32(ck.softmax, d, log=True)
         if out is not None:
             return out
     s = d - d.max(axis=dim, keepdims=True)
@@ -235,7 +237,7 @@ class Gelu(Node):
         d = x._data
         saved = self.saved
         if saved is None:
-            gx = ck.gelu_backward(d, g._data, self.approximate)
+            gx = call_f32(ck.gelu_backward, d, g._data, self.approximate)
             if gx is not None:
                 return (Tensor._from(gx, g),)
             saved = _gelu_saved(d, self.approximate)
@@ -284,10 +286,10 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh (got '{approximate}')")
     d = input._data
-    if d.dtype.kind != "f":
+    if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"GeluKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     saved = None
-    out = ck.gelu(d, approximate)
+    out = call_f32(ck.gelu, d, approximate)
     if out is None:
         saved = _gelu_saved(d, approximate)
         if approximate == "tanh":
@@ -367,7 +369,7 @@ class LogSigmoid(Node):
 
 
 def _logsigmoid(x: Tensor) -> Tensor:
-    d = x._data if x._data.dtype.kind == "f" else x._data.astype(np.float32)
+    d = x._data if x._data.dtype.kind in "fV" else x._data.astype(np.float32)
     # min(x, 0) - log1p(exp(-|x|)): no overflow for any x.
     out = np.minimum(d, 0) - np.log1p(np.exp(-np.abs(d)))
     return record(LogSigmoid, out, (x,), x._device)
@@ -445,6 +447,7 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
 
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """``x`` where positive, ``weight * x`` elsewhere; ``weight`` has 1 or C (dim 1) entries."""
+    input, weight = autocast_args("prelu", input, weight)
     w = weight
     if input.ndim >= 2 and weight.numel() > 1:
         w = weight.reshape((-1,) + (1,) * (input.ndim - 2))

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from ember._lowp import is_low
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, grad_state, record
@@ -89,6 +91,8 @@ class SDPA(Node):
             return self._composite_backward(g)
         qd, gd = q._data, g._data
         kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
+        if is_low(qd):  # float16/bfloat16: float32 compute (probs are kept in float32)
+            qd, gd, kd, vd = (a.astype(np.float32) for a in (qd, gd, kd, vd))
         p = self.probs
         pd = p if spec.drop is None else p * spec.drop
         dq = dk = dv = dm = None
@@ -106,8 +110,8 @@ class SDPA(Node):
         if spec.mask_is_input:
             m = self.inputs[3]
             dm = _wrap(_sum_to(ds, m._data.shape).astype(m._data.dtype), m._device) if m._requires_grad else None
-            return dq, dk, dv, dm
-        return dq, dk, dv
+            return _cast_like(dq, q), _cast_like(dk, k), _cast_like(dv, v), dm
+        return _cast_like(dq, q), _cast_like(dk, k), _cast_like(dv, v)
 
     def _composite_backward(self, g):
         from ember.autograd import grad
@@ -119,6 +123,10 @@ class SDPA(Node):
         wanted = [t for t in inputs if t._requires_grad]
         grads = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
         return tuple(next(grads) if t._requires_grad else None for t in inputs)
+
+
+def _cast_like(g, x):
+    return g if g is None or g._data.dtype == x._data.dtype else _wrap(g._data.astype(x._data.dtype), g._device)
 
 
 def attention_composite(q: Tensor, k: Tensor, v: Tensor, float_mask, spec: _Spec):
@@ -215,14 +223,19 @@ def scaled_dot_product_attention(
         >>> F.scaled_dot_product_attention(q, q, q, is_causal=True).shape
         ember.Size([2, 4, 5, 8])
     """
+    query, key, value, attn_mask = autocast_args("scaled_dot_product_attention", query, key, value, attn_mask)
     spec, float_mask = _prepare(
         query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, "scaled_dot_product_attention"
     )
     qd = query._data
     kd, vd = _repeat_kv(key._data, spec.rep), _repeat_kv(value._data, spec.rep)
-    p = _softmax_rows(_scores(qd, kd, spec, None if float_mask is None else float_mask._data))
+    fm = None if float_mask is None else float_mask._data
+    if is_low(qd):  # float16/bfloat16: float32 compute, one rounding of the output
+        qd, kd, vd = (a.astype(np.float32) for a in (qd, kd, vd))
+        fm = None if fm is None else fm.astype(np.float32)
+    p = _softmax_rows(_scores(qd, kd, spec, fm))
     pd = p if spec.drop is None else p * spec.drop
-    out = np.matmul(pd, vd).astype(qd.dtype, copy=False)
+    out = np.matmul(pd, vd).astype(query._data.dtype, copy=False)
     inputs = (query, key, value) if float_mask is None else (query, key, value, float_mask)
     t = record(SDPA, out, inputs, query._device, spec=spec, probs=p)
     if t._node is not None:

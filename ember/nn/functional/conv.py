@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ember._lowp import f32_compute
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ckops
 from ember.ops._base import Tensor, check_tensor, record
@@ -216,6 +218,7 @@ def _input_grad_path(x_shape, w_shape, geom: _Geom, dtype) -> str:
     return "shift" if _use_shift(x_shape, w_shape, geom) else "im2col"
 
 
+@f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _grad_layout(gd, x_shape, w_shape, geom: _Geom):
     """``(path, buffer)``: the output gradient rearranged once for the input gradient's kernel
     (and reused by the weight gradient's where the layouts agree)."""
@@ -227,6 +230,7 @@ def _grad_layout(gd, x_shape, w_shape, geom: _Geom):
     return path, _grad_rows(gd, geom.groups)
 
 
+@f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _conv_forward(xd, wd, bd, geom: _Geom):
     """The convolution of arrays, bias included (``bd`` may be None)."""
     if geom.groups == 1:
@@ -254,6 +258,7 @@ def _im2col_forward(xd, wd, geom: _Geom):
     return np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
 
+@f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _input_grad(gd, wd, x_shape, geom: _Geom, layout=None):
     """The input gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
     path, buf = layout or (_input_grad_path(x_shape, wd.shape, geom, gd.dtype), None)
@@ -289,6 +294,7 @@ def _col2im_input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
     return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
 
 
+@f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _weight_grad(xd, gd, w_shape, geom: _Geom, layout=None):
     """The weight gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
     path, buf = layout or (None, None)
@@ -395,7 +401,7 @@ def _check_conv(op, x, w, b, groups, nd):
         )
     if x._data.dtype != w._data.dtype:
         raise RuntimeError(f"{op}: Input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
-    if x._data.dtype.kind != "f":
+    if x._data.dtype.kind not in "fV":
         raise RuntimeError(f"{op}: expected a floating point input, got {x.dtype}")
     if b is not None:
         check_tensor(b, op, "bias")
@@ -428,6 +434,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
         >>> F.conv2d(ember.ones(1, 2, 5, 5), ember.ones(4, 2, 3, 3), padding=1).shape
         ember.Size([1, 4, 5, 5])
     """
+    input, weight, bias = autocast_args("conv2d", input, weight, bias)
     _check_conv("conv2d", input, weight, bias, groups, 2)
     stride = _tuple(stride, 2, "stride", "conv2d")
     dilation = _tuple(dilation, 2, "dilation", "conv2d")
@@ -473,6 +480,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
         >>> F.conv1d(ember.ones(1, 2, 8), ember.ones(3, 2, 3), padding="same").shape
         ember.Size([1, 3, 8])
     """
+    input, weight, bias = autocast_args("conv1d", input, weight, bias)
     _check_conv("conv1d", input, weight, bias, groups, 1)
     (s,) = _tuple(stride, 1, "stride", "conv1d")
     (d,) = _tuple(dilation, 1, "dilation", "conv1d")

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from ember._lowp import f32_compute
+from ember.amp.policy import autocast_args
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.ops import elementwise as ew
@@ -32,6 +34,19 @@ __all__ = [
 ]
 
 
+# float16/bfloat16 products and bias sums accumulate in float32, as PyTorch's.
+_mm = f32_compute(np.matmul)
+_sum0 = f32_compute(lambda a: a.sum(0))
+
+
+@f32_compute
+def _affine(x2, wd, bd):
+    out = x2 @ wd.T
+    if bd is not None:
+        out += bd
+    return out
+
+
 class Linear(Node):
     """``x @ W.T + b`` as one primitive: one GEMM per gradient, no broadcast-then-sum for ``b``."""
 
@@ -50,11 +65,11 @@ class Linear(Node):
         g2 = g._data.reshape(-1, m)
         gx = gw = gb = None
         if x._requires_grad:
-            gx = Tensor._from((g2 @ w._data).reshape(x._data.shape), g)
+            gx = Tensor._from(_mm(g2, w._data).reshape(x._data.shape), g)
         if w._requires_grad:
-            gw = Tensor._from(g2.T @ x._data.reshape(-1, k), g)
+            gw = Tensor._from(_mm(g2.T, x._data.reshape(-1, k)), g)
         if b is not None and b._requires_grad:
-            gb = Tensor._from(g2.sum(0), g)
+            gb = Tensor._from(_sum0(g2), g)
         return gx, gw, gb
 
 
@@ -66,6 +81,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         >>> ember.nn.functional.linear(ember.ones(2, 3), ember.ones(4, 3)).shape
         ember.Size([2, 4])
     """
+    input, weight, bias = autocast_args("linear", input, weight, bias)
     check_tensor(input, "linear")
     if input.ndim == 0 or input.shape[-1] != weight.shape[-1]:
         rows = input.numel() // input.shape[-1] if input.ndim else 1
@@ -85,9 +101,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         out = matmul(input, weight.mT if weight.ndim > 1 else weight)
         return out + bias if bias is not None else out
     x2 = xd.reshape(-1, xd.shape[-1])
-    out = x2 @ wd.T
-    if bias is not None:
-        out += bias._data
+    out = _affine(x2, wd, None if bias is None else bias._data)
     out = out.reshape(xd.shape[:-1] + (wd.shape[0],))
     return record(Linear, out, (input, weight, bias), input._device)
 

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.nn.functional.activation import _log_softmax_array, _logsigmoid, log_softmax, softmax
 from ember.ops import elementwise as ew
@@ -246,6 +247,7 @@ def nll_loss(
         >>> ember.nn.functional.nll_loss(logp, ember.tensor([1]))
         tensor(1.)
     """
+    input, target = autocast_args("nll_loss", input, target)
     check_tensor(input, "nll_loss")
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return _class_loss(input, target, weight, ignore_index, reduction, 0.0, False, "nll_loss")
@@ -269,12 +271,13 @@ def cross_entropy(
         >>> ember.nn.functional.cross_entropy(logits, ember.tensor([0]))
         tensor(0.6931)
     """
+    input, target = autocast_args("cross_entropy", input, target)
     check_tensor(input, "cross_entropy")
     check_tensor(target, "cross_entropy", "target")
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    if target._data.dtype.kind == "f":
+    if target._data.dtype.kind in "fV":
         return _cross_entropy_probs(input, target, weight, reduction, label_smoothing)
     return _class_loss(input, target, weight, ignore_index, reduction, float(label_smoothing), True, "cross_entropy")
 
@@ -321,6 +324,7 @@ def mse_loss(
         >>> ember.nn.functional.mse_loss(ember.tensor([1.0, 3.0]), ember.tensor([0.0, 0.0]))
         tensor(5.)
     """
+    input, target = autocast_args("mse_loss", input, target)
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_same_size(input, target, "mse_loss")
     diff = input - target
@@ -334,6 +338,7 @@ def l1_loss(
     input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean", weight=None
 ) -> Tensor:
     """Mean absolute error ``|input - target|``, reduced."""
+    input, target = autocast_args("l1_loss", input, target)
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_same_size(input, target, "l1_loss")
     loss = ew.abs(input - target)
@@ -346,6 +351,7 @@ def smooth_l1_loss(
     input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0
 ) -> Tensor:
     """``0.5 d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``."""
+    input, target = autocast_args("smooth_l1_loss", input, target)
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_same_size(input, target, "smooth_l1_loss")
     d = ew.abs(input - target)
@@ -356,6 +362,7 @@ def smooth_l1_loss(
 
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0, weight=None) -> Tensor:
     """``0.5 d**2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``."""
+    input, target = autocast_args("huber_loss", input, target)
     _check_same_size(input, target, "huber_loss")
     d = ew.abs(input - target)
     loss = ew.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta))
@@ -368,6 +375,7 @@ def kl_div(
     input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False
 ) -> Tensor:
     """KL divergence with ``input`` as log-probabilities; ``reduction='batchmean'`` divides by N."""
+    input, target = autocast_args("kl_div", input, target)
     if reduction != "batchmean":
         reduction = _legacy_reduction(size_average, reduce, reduction)
     if log_target:
@@ -391,6 +399,7 @@ def binary_cross_entropy(
         >>> ember.nn.functional.binary_cross_entropy(ember.tensor([0.5]), ember.tensor([1.0]))
         tensor(0.6931)
     """
+    input, target = autocast_args("binary_cross_entropy", input, target)
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     if target.shape != input.shape:
@@ -422,6 +431,7 @@ def binary_cross_entropy_with_logits(
 
     ``lw = 1 + (pos_weight - 1) * t`` weighs positive examples.
     """
+    input, target = autocast_args("binary_cross_entropy_with_logits", input, target)
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     if target.shape != input.shape:

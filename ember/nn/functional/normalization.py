@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._lowp import call_f32
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
@@ -56,8 +57,17 @@ class LayerNorm(Node):
         need_gb = b is not None and b._requires_grad
         if xhat is None:
             pshape = x._data.shape[len(lead) :]
-            grads = ck.layer_norm_backward(
-                self.xc, None if w is None else w._data, gd, self.mean, rstd, pshape, x._requires_grad, need_gw, need_gb
+            grads = call_f32(
+                ck.layer_norm_backward,
+                self.xc,
+                None if w is None else w._data,
+                gd,
+                self.mean,
+                rstd,
+                pshape,
+                x._requires_grad,
+                need_gw,
+                need_gb,
             )
             if grads is not None:
                 return tuple(None if a is None else Tensor._from(a, g) for a in grads)
@@ -120,10 +130,10 @@ def layer_norm(
                 f"{list(p.shape)} and normalized_shape = {list(shape)}"
             )
     d = input._data
-    if d.dtype.kind != "f":
+    if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     axes = tuple(range(d.ndim - len(shape), d.ndim))
-    res = ck.layer_norm(d, _data(weight), _data(bias), len(shape), eps)
+    res = call_f32(ck.layer_norm, d, _data(weight), _data(bias), len(shape), eps, round_first=1)
     if res is not None:
         out, xc, mean, rstd = res
         t = record(LayerNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps)
@@ -229,7 +239,9 @@ class BatchNorm(Node):
         need_gb = b is not None and b._requires_grad
         if xhat is None:
             wd = None if w is None else w._data
-            grads = ck.batch_norm_backward(self.xc, wd, gd, self.mean, rstd, x._requires_grad, need_gw, need_gb)
+            grads = call_f32(
+                ck.batch_norm_backward, self.xc, wd, gd, self.mean, rstd, x._requires_grad, need_gw, need_gb
+            )
             if grads is not None:
                 return tuple(None if a is None else Tensor._from(a, g) for a in grads)
             rstd = rstd.reshape(self.bshape)
@@ -249,7 +261,7 @@ class BatchNorm(Node):
 def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
     """The fused training forward: returns (output, batch mean (C,), biased batch var (C,)) arrays."""
     d = input._data
-    fused = ck.batch_norm(d, _data(weight), _data(bias), eps)
+    fused = call_f32(ck.batch_norm, d, _data(weight), _data(bias), eps, round_first=1)
     if fused is not None:
         out, xc, mean, var, rstd = fused
         saved = {"xhat": None, "xc": xc, "mean": mean, "rstd": rstd}
@@ -301,7 +313,7 @@ def batch_norm(
     c = input.shape[1]
     axes = (0,) + tuple(range(2, input.ndim))
     bshape = (1, c) + (1,) * (input.ndim - 2)
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         raise RuntimeError(f"batch_norm: expected a floating point input, got {input.dtype}")
     if training:
         count = input.numel() // c

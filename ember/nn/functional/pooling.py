@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ember._lowp import call_f32
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, record
@@ -144,7 +145,7 @@ def _max_gather(x: Tensor, idx: np.ndarray) -> Tensor:
 
 
 def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
-    out = ck.max_pool2d_backward(g._data, idx, in_shape)
+    out = call_f32(ck.max_pool2d_backward, g._data, idx, in_shape)
     if out is not None:
         return record(MaxScatter, out, (g,), g._device, idx=idx, in_shape=in_shape)
     n, c = idx.shape[:2]
@@ -158,7 +159,7 @@ def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
 
 def _max_pool_numpy(xd: np.ndarray, geo: _Pool):
     """Max pooling on strided window views: ``(out, flat H*W index of each maximum)``."""
-    fill = -np.inf if xd.dtype.kind == "f" else np.iinfo(xd.dtype).min
+    fill = -np.inf if xd.dtype.kind in "fV" else np.iinfo(xd.dtype).min
     win = geo.windows(geo.padded(xd, fill))
     n, c, ho, wo, kh, kw = win.shape
     flat = win.reshape(n, c, ho, wo, kh * kw)
@@ -193,7 +194,7 @@ def max_pool2d(
     x, squeeze = _batched(input, "max_pool2d")
     geo = _Pool("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     xd = x._data
-    fused = ck.max_pool2d(xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
+    fused = call_f32(ck.max_pool2d, xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
     if fused is not None:
         out, idx = fused
     else:
@@ -286,7 +287,7 @@ def avg_pool2d(
         ember.Size([1, 1, 3, 3])
     """
     check_tensor(input, "avg_pool2d")
-    if input._data.dtype.kind != "f":
+    if input._data.dtype.kind not in "fV":
         raise RuntimeError(f"avg_pool2d: expected a floating point input, got {input.dtype}")
     x, squeeze = _batched(input, "avg_pool2d")
     geo = _Pool("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._lowp import is_low
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, grad_state, record
@@ -297,7 +298,7 @@ def _lstm_sequence_forward(gd, state, wd, bd, order):
     out = np.empty((steps, batch, 2 * hsz), dtype=dt)
     tc = np.empty((steps, batch, hsz), dtype=dt)
     act = np.empty((steps, batch, g4), dtype=dt)  # the activations of every step
-    kernels = ck.lstm_step_kernels(gd, state, wd, bd)
+    kernels = None if is_low(gd) else ck.lstm_step_kernels(gd, state, wd, bd)  # float32/64 only
     if kernels:
         args = (np.ascontiguousarray(gd), bd, np.ascontiguousarray(wd.T), np.ascontiguousarray(state))
         _lstm_forward_steps(kernels[0], *args, act, out, tc, order)
@@ -375,7 +376,7 @@ def _lstm_sequence_backward(node, gd, wd):
     hsz = g4 // 4
     dt = act.dtype
     prev = _previous(node.prev, node.inputs[1]._data, node.reverse)
-    kernels = ck.lstm_step_kernels(act, gd, wd)
+    kernels = None if is_low(gd) else ck.lstm_step_kernels(act, gd, wd)
     if kernels and gate_order == "ifgo":
         return _lstm_backward_steps(kernels[1], act, tc, prev, np.ascontiguousarray(gd), wd, node.reverse)
     if gate_order == "ifgo":  # made by the C forward, but the kernels are gone: the NumPy layout

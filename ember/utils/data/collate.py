@@ -25,7 +25,7 @@ def _is_namedtuple(x: Any) -> bool:
 
 def _numeric_array(a: np.ndarray) -> bool:
     # String and object arrays have no tensor dtype.
-    return a.dtype.kind in "biuf"
+    return a.dtype.kind in "biufV"
 
 
 def default_collate(batch: list) -> Any:
