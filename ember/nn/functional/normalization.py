@@ -15,6 +15,7 @@ import numpy as np
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
+from ember.nn.functional._checks import check_channel_params, check_group_norm_params, check_param_dtypes
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, check_tensor, grad_state, record
 
@@ -122,6 +123,7 @@ def layer_norm(
     d = input._data
     if d.dtype.kind != "f":
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
+    check_param_dtypes(input, weight, bias)
     axes = tuple(range(d.ndim - len(shape), d.ndim))
     res = ck.layer_norm(d, _data(weight), _data(bias), len(shape), eps)
     if res is not None:
@@ -192,6 +194,7 @@ def group_norm(
             f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
             f"{list(input.shape)} and num_groups={num_groups}"
         )
+    check_group_norm_params(input, weight, bias)
     grouped = input.reshape(n, num_groups, -1)
     mean = grouped.mean(-1, keepdim=True)
     xc = grouped - mean
@@ -303,6 +306,7 @@ def batch_norm(
     bshape = (1, c) + (1,) * (input.ndim - 2)
     if input._data.dtype.kind != "f":
         raise RuntimeError(f"batch_norm: expected a floating point input, got {input.dtype}")
+    check_channel_params(input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     if training:
         count = input.numel() // c
         if count <= 1:
