@@ -74,7 +74,9 @@ def test_lstm_wrong_bias_size(path):
     [
         lambda lib: lib.nn.functional.layer_norm(lib.ones(2, 3), (3,), lib.ones(3, dtype=lib.float64)),
         lambda lib: lib.nn.functional.layer_norm(lib.ones(2, 3, dtype=lib.float64), (3,), lib.ones(3)),
-        lambda lib: lib.nn.functional.batch_norm(lib.ones(4, 8), None, None, lib.ones(8, dtype=lib.float64), None, True),
+        lambda lib: lib.nn.functional.batch_norm(
+            lib.ones(4, 8), None, None, lib.ones(8, dtype=lib.float64), None, True
+        ),
         lambda lib: lib.nn.functional.batch_norm(
             lib.ones(4, 8), lib.zeros(8, dtype=lib.float64), lib.ones(8, dtype=lib.float64)
         ),

@@ -10,6 +10,7 @@ result list (``autograd.grad``).
 from __future__ import annotations
 
 from ember.autograd import grad_mode
+from ember.autograd._hook_checks import checked_hook_result
 from ember.autograd.node import Node
 
 
@@ -45,7 +46,7 @@ def _run_tensor_hooks(hooks, grad):
     for hook in hooks:
         new = hook(grad)
         if new is not None:
-            grad = new
+            grad = checked_hook_result(hook, grad, new)
     return grad
 
 
