@@ -119,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args)
     if args.command == "train":
         from ember.cli import train
+        from ember.cli.trainer import DeferredInterrupt
 
         try:
-            train.train(args)
+            with DeferredInterrupt():  # from here on, Ctrl-C stops at a step boundary, with a checkpoint
+                train.train(args)
         except Exception as e:  # one clear line, not a traceback (unless --debug)
             if args.debug:
                 raise

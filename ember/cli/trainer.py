@@ -47,15 +47,23 @@ CHECKPOINT = "checkpoint.ckpt"
 
 class DeferredInterrupt:
     """While active (main thread only), SIGINT sets ``requested`` instead of raising; a second
-    SIGINT raises ``KeyboardInterrupt`` at once."""
+    SIGINT raises ``KeyboardInterrupt`` at once. Nested blocks share the outermost one, so a
+    Ctrl-C during set-up (``ember train`` enters one before loading data) is seen by the loop."""
+
+    _active: DeferredInterrupt | None = None
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._outer: DeferredInterrupt | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> DeferredInterrupt:
+        if DeferredInterrupt._active is not None:
+            self._outer = DeferredInterrupt._active
+            return self._outer
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            DeferredInterrupt._active = self
         return self
 
     def _handle(self, signum, frame):
@@ -64,8 +72,10 @@ class DeferredInterrupt:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
+        if self._outer is None and DeferredInterrupt._active is self:
+            DeferredInterrupt._active = None
             signal.signal(signal.SIGINT, self._previous)
+        self._outer = None
         return False
 
 
@@ -217,7 +227,7 @@ class Trainer:
                 self._epoch(epoch, skip if epoch == start_epoch else 0, stop)
                 if stop.requested:
                     self._stop()
-        return self._finish()
+            return self._finish()  # a Ctrl-C while the last files are written: they are finished first
 
     def _epoch(self, epoch: int, first: int, stop: DeferredInterrupt) -> None:
         from tqdm import tqdm
