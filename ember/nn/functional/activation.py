@@ -161,6 +161,8 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=N
         tensor([0.5000, 0.5000])
     """
     input, dim = _prepare(input, dim, dtype, "softmax")
+    if input._data.size == 0:  # nothing to normalize: an empty result, as PyTorch
+        return input * 1
     out = _softmax_array(input._data, dim)
     t = record(Softmax, out, (input,), input._device, dim=dim)
     if t._node is not None:
@@ -177,6 +179,8 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dty
         tensor([0.5000, 0.5000])
     """
     input, dim = _prepare(input, dim, dtype, "log_softmax")
+    if input._data.size == 0:  # nothing to normalize: an empty result, as PyTorch
+        return input * 1
     out = _log_softmax_array(input._data, dim)
     t = record(LogSoftmax, out, (input,), input._device, dim=dim)
     if t._node is not None:

@@ -195,12 +195,22 @@ def group_norm(
             f"{list(input.shape)} and num_groups={num_groups}"
         )
     check_group_norm_params(input, weight, bias)
-    grouped = input.reshape(n, num_groups, -1)
+    grouped = input.reshape(n, num_groups, int(np.prod(input.shape[1:])) // num_groups)  # -1 fails for n = 0
     mean = grouped.mean(-1, keepdim=True)
     xc = grouped - mean
     rstd = ew.rsqrt((xc * xc).mean(-1, keepdim=True) + eps)
     out = (xc * rstd).reshape(input.shape)
     bshape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(bshape)
+    if bias is not None:
+        out = out + bias.reshape(bshape)
+    return out
+
+
+def _affine(input: Tensor, weight, bias, bshape) -> Tensor:
+    """``input * weight + bias`` per channel, recorded (the empty-batch result of batch_norm)."""
+    out = input * 1
     if weight is not None:
         out = out * weight.reshape(bshape)
     if bias is not None:
@@ -309,8 +319,10 @@ def batch_norm(
     check_channel_params(input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     if training:
         count = input.numel() // c
-        if count <= 1:
+        if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        if count == 0:  # an empty batch: an empty output, running statistics unchanged (as PyTorch)
+            return _affine(input, weight, bias, bshape)
         out, mean, var = _batch_norm_train(input, weight, bias, axes, bshape, eps)
         with no_grad():
             if running_mean is not None:
