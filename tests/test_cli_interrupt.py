@@ -62,8 +62,11 @@ def _interrupted_runs(tmp_path, data, n):
         code = proc.wait(timeout=600)
         codes.append(code)
         if code != 0:
-            assert code == 130, proc.stderr.read()
-            assert "interrupted: checkpoint saved" in proc.stdout.read()
+            # 130: stopped at a step boundary with a checkpoint. -SIGINT: the signal came after the
+            # run had finished and restored the default handler (interpreter shutdown).
+            assert code in (130, -signal.SIGINT), proc.stderr.read()
+            if code == 130:
+                assert "interrupted: checkpoint saved" in proc.stdout.read()
             done = subprocess.run(_cmd(out, data, "--resume"), capture_output=True, text=True, env=_env(), timeout=600)
             assert done.returncode == 0, done.stderr
         assert _final(out) == reference, f"run {k} (exit {code}) differs from the uninterrupted run"

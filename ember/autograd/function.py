@@ -134,11 +134,7 @@ class _Select(Node):
         return (_MultiGrad(grads),)
 
 
-class _FunctionMeta(type):
-    pass
-
-
-class Function(metaclass=_FunctionMeta):
+class Function:
     """Base class for ops with a hand-written gradient: define ``forward`` and ``backward``."""
 
     @staticmethod

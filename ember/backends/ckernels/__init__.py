@@ -1,4 +1,4 @@
-"""Runtime-compiled C kernels for the CPU backend (DESIGN.md: "NumPy + generated C").
+"""Runtime-compiled C kernels for the CPU backend (NumPy plus generated C).
 
 The C sources next to this file (``mathf.c``, then ``kernels.c`` and ``conv.c`` instantiated for
 float32 and float64) are compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/

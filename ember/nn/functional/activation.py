@@ -1,6 +1,6 @@
 """Activation functions, with fused eager primitives for softmax, log_softmax and gelu.
 
-The fused ops (DESIGN.md decision 3) compute their forward with one C kernel
+The fused ops compute their forward with one C kernel
 (``ember.backends.ckernels``, for contiguous CPU float32/float64 rows reduced over the last dim)
 or else in a few NumPy passes, and keep the arrays their gradient needs. Their ``backward`` has two paths: plain backward works on those arrays
 directly (fast), and under ``create_graph=True`` it is written in Tensor ops over a re-recorded
