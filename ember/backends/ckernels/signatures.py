@@ -97,7 +97,12 @@ class Param:
         self.name = name.rstrip("?")
         self.dtype = _FIXED[fixed] if fixed else None  # None: the kernel's own dtype
         self.ctype = ctypes.c_void_p
-        self.extent = compile(self.extent_src, self.name, "eval")
+        self.extent = None  # set by Signature: a function of the kernel's scalars
+
+
+def _function_of(names: list, expr: str):
+    """``expr`` as a function of the scalars ``names`` (and ``OB``), compiled once."""
+    return eval(f"lambda {', '.join([*names, 'OB'])}: {expr}", _SAFE)  # a constant of this file
 
 
 class Signature:
@@ -107,8 +112,12 @@ class Signature:
         self.name = name
         self.params = [Param(p) for p in declaration.split()]
         self.argtypes = [p.ctype for p in self.params]
-        self.scalars = [i for i, p in enumerate(self.params) if p.extent is None]
-        self.requires = [(r, compile(r, name, "eval")) for r in requires]
+        self.scalars = [i for i, p in enumerate(self.params) if p.extent_src is None]
+        names = [self.params[i].name for i in self.scalars]
+        for p in self.params:
+            if p.extent_src is not None:
+                p.extent = _function_of(names, p.extent_src)
+        self.requires = [(r, _function_of(names, r)) for r in requires]
 
 
 KERNELS = {name: Signature(name, decl, REQUIRES.get(name, ())) for name, decl in DECLARATIONS.items()}
@@ -136,23 +145,22 @@ class Kernel:
         sig = self.sig
         if len(args) != len(sig.params):
             raise TypeError(f"{self.symbol}: expected {len(sig.params)} arguments, got {len(args)}")
-        env = {"OB": self._ob}
+        scalars = []
         for i in sig.scalars:
             v = args[i]
             if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
                 raise TypeError(
                     f"{self.symbol}: argument '{sig.params[i].name}' must be a number, not {type(v).__name__}"
                 )
-            env[sig.params[i].name] = v
-        for text, code in sig.requires:
-            if not eval(code, _SAFE, env):
+            scalars.append(v)
+        scalars.append(self._ob)
+        for text, holds in sig.requires:
+            if not holds(*scalars):
+                env = {sig.params[i].name: v for i, v in zip(sig.scalars, scalars)}
                 raise RuntimeError(f"{self.symbol}: expected {text}, got {_show(text, env)}")
-        out = []
-        for p, a in zip(sig.params, args):
-            out.append(a if p.extent is None else self._pointer(p, a, env))
-        return out
+        return [a if p.extent is None else self._pointer(p, a, scalars) for p, a in zip(sig.params, args)]
 
-    def _pointer(self, p: Param, a, env: dict):
+    def _pointer(self, p: Param, a, scalars: list):
         if a is None:
             if p.optional:
                 return None
@@ -169,7 +177,7 @@ class Kernel:
             raise RuntimeError(f"{self.symbol}: {p.name} must be contiguous")
         if p.written and not a.flags.writeable:
             raise RuntimeError(f"{self.symbol}: {p.name} is read-only, but the kernel writes it")
-        need = eval(p.extent, _SAFE, env)
+        need = p.extent(*scalars)
         have = a.size - offset
         exact = p.exact and not part
         if offset < 0 or need < 0 or (have != need if exact else have < need):
