@@ -171,11 +171,12 @@ class Kernel:
         if type(a) is not np.ndarray:
             raise TypeError(f"{self.symbol}: {p.name} must be a NumPy array, not {type(a).__name__}")
         want = p.dtype or self.dtype
-        if a.dtype != want:
+        if a.dtype is not want and a.dtype != want:
             raise RuntimeError(f"{self.symbol}: expected {p.name} to have dtype {want}, but got {a.dtype}")
-        if not a.flags.c_contiguous:
+        flags = a.flags
+        if not flags.c_contiguous:
             raise RuntimeError(f"{self.symbol}: {p.name} must be contiguous")
-        if p.written and not a.flags.writeable:
+        if p.written and not flags.writeable:
             raise RuntimeError(f"{self.symbol}: {p.name} is read-only, but the kernel writes it")
         need = p.extent(*scalars)
         have = a.size - offset
