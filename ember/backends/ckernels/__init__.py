@@ -48,6 +48,7 @@ _TYPES = {  # per instantiation of kernels.c: C type, symbol suffix, math functi
 }
 # Each kernel's parameters, declared once (signatures.py); ``load`` sets the ctypes argtypes from them.
 SIGNATURES = _signatures.SIGNATURES
+_I64, _INT, _DBL, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p  # for other libraries' argtypes
 
 _state: dict = {"lib": None, "tried": False, "openmp": False}
 
