@@ -74,7 +74,6 @@ class Tensor:
     _grad = None
     _vc = None  # version counter [int], shared with views; made on the first in-place write
     _base = None  # the tensor this one is a view of
-    _view_fn = None  # re-applies the view to a new base (in-place ops on views)
     _hooks = None
     _views = None  # weak references to views with a grad node, re-derived after in-place writes
     _device = CPU

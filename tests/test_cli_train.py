@@ -7,13 +7,17 @@ and requires the losses after the interruption to equal an uninterrupted run's, 
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 
+import ember
 from ember.cli import main as cli
 from ember.cli import train as train_mod
 from ember.datasets.idx import write_idx
+from ember.models.registry import MODELS
 
 
 @pytest.fixture()
@@ -56,39 +60,41 @@ def test_train_mlp_writes_outputs(tiny_fashion, tmp_path):
 
 
 def test_resume_after_interrupt_gives_identical_losses(tiny_fashion, tmp_path, monkeypatch):
+    # Ctrl-C inside a step (during the forward of the 12th batch, mid-way through epoch 2): the
+    # step completes, then a consistent checkpoint is written and the run exits with 130.
     common = ["--model", "mlp", "--data-root", str(tiny_fashion), "--epochs", "2", "--batch-size", "32"]
-    full = train_mod.train(_train_args(tmp_path / "full", *common, "--checkpoint-every", "0"))
+    full = train_mod.train(_train_args(tmp_path / "full", *common, "--checkpoint-every", "1000"))
     reference = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert full["final"] is not None
 
+    task = MODELS["mlp"].task
     calls = {"n": 0}
-    real = train_mod.compute_loss
+    real = type(task).loss
 
-    def interrupt_after_11(*args, **kwargs):
+    def interrupt_in_step_12(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 12:  # mid-way through epoch 2 (8 steps per epoch)
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        if calls["n"] == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "compute_loss", interrupt_after_11)
+    monkeypatch.setattr(type(task), "loss", interrupt_in_step_12)
     with pytest.raises(SystemExit) as stop:
-        train_mod.train(_train_args(tmp_path / "part", *common, "--checkpoint-every", "0"))
+        train_mod.train(_train_args(tmp_path / "part", *common, "--checkpoint-every", "1000"))
     assert stop.value.code == 130
-    monkeypatch.setattr(train_mod, "compute_loss", real)
+    monkeypatch.setattr(type(task), "loss", real)
+    state = ember.load(tmp_path / "part" / "checkpoint.ckpt")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 4)  # after the whole 12th step
     train_mod.train(_train_args(tmp_path / "part", *common, "--resume"))
     resumed = json.loads((tmp_path / "part" / "metrics.json").read_text())
     assert resumed["epochs"][-1]["test_loss"] == reference["epochs"][-1]["test_loss"]
     assert resumed["epochs"][-1]["train_loss"] == reference["epochs"][-1]["train_loss"]
 
 
-def test_gpt_trains_and_generates(tiny_text, tmp_path, capsys):
+def test_gpt_trains_and_generates(tiny_text, tmp_path, capsys, monkeypatch):
     out = tmp_path / "gpt"
     args = _train_args(out, "--model", "gpt", "--text", str(tiny_text), "--epochs", "1", "--batch-size", "8")
-    train_mod.RECIPES["gpt"].steps_per_epoch, saved_steps = 6, train_mod.RECIPES["gpt"].steps_per_epoch
-    try:
-        metrics = train_mod.train(args)
-    finally:
-        train_mod.RECIPES["gpt"].steps_per_epoch = saved_steps
+    monkeypatch.setattr(MODELS["gpt"].recipe, "steps_per_epoch", 6)
+    metrics = train_mod.train(args)
     assert np.isfinite(metrics["final"]["test_loss"])
     code = cli.main(["generate", "--checkpoint", str(out / "checkpoint.ckpt"), "--prompt", "In the", "--tokens", "20"])
     assert code == 0
@@ -96,13 +102,10 @@ def test_gpt_trains_and_generates(tiny_text, tmp_path, capsys):
     assert text.startswith("In the") and len(text) == len("In the") + 20
 
 
-def test_generate_rejects_unknown_characters(tiny_text, tmp_path):
+def test_generate_rejects_unknown_characters(tiny_text, tmp_path, monkeypatch):
     out = tmp_path / "lstm"
-    train_mod.RECIPES["lstm"].steps_per_epoch, saved = 2, train_mod.RECIPES["lstm"].steps_per_epoch
-    try:
-        train_mod.train(_train_args(out, "--model", "lstm", "--text", str(tiny_text), "--epochs", "1"))
-    finally:
-        train_mod.RECIPES["lstm"].steps_per_epoch = saved
+    monkeypatch.setattr(MODELS["lstm"].recipe, "steps_per_epoch", 2)
+    train_mod.train(_train_args(out, "--model", "lstm", "--text", str(tiny_text), "--epochs", "1"))
     with pytest.raises(SystemExit, match="outside the vocabulary"):
         cli.main(["generate", "--checkpoint", str(out / "checkpoint.ckpt"), "--prompt", "Zebra?"])
 

@@ -155,11 +155,22 @@ def test_device_object():
     assert not ember.zeros(1).is_cuda
 
 
+@pytest.mark.skipif(ember.cuda.is_available(), reason="a CUDA device is available here")
 def test_cuda_not_available_here():
     assert ember.cuda.is_available() is False
     assert ember.cuda.device_count() == 0
     with pytest.raises(RuntimeError, match="CuPy|NVIDIA"):
         ember.zeros(2).cuda()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ember.cuda.is_available(), reason="needs a CUDA device (CuPy)")
+def test_cuda_round_trip():
+    assert ember.cuda.device_count() >= 1
+    x = ember.tensor([1.0, 2.0, 3.0])
+    y = x.cuda()
+    assert y.is_cuda and y.device.type == "cuda"
+    assert (y * 2).cpu().tolist() == [2.0, 4.0, 6.0]
 
 
 def test_pickle_and_deepcopy():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ember.amp import state as amp_state
 from ember.autograd import grad_mode
+from ember.autograd._hook_checks import checked_hook_result
 from ember.autograd.node import Node
 
 
@@ -46,7 +47,7 @@ def _run_tensor_hooks(hooks, grad):
     for hook in hooks:
         new = hook(grad)
         if new is not None:
-            grad = new
+            grad = checked_hook_result(hook, grad, new)
     return grad
 
 

@@ -73,7 +73,7 @@ class FunctionCtx(Node):
         result = self.function.backward(self, *grads)
         if not isinstance(result, tuple):
             result = (result,)
-        if len(result) < len(self.edges):
+        if len(result) < len(self.edges) or any(g is not None for g in result[len(self.edges) :]):
             raise RuntimeError(
                 f"function {self.name()} returned an incorrect number of gradients "
                 f"(expected {len(self.edges)}, got {len(result)})"
@@ -134,11 +134,7 @@ class _Select(Node):
         return (_MultiGrad(grads),)
 
 
-class _FunctionMeta(type):
-    pass
-
-
-class Function(metaclass=_FunctionMeta):
+class Function:
     """Base class for ops with a hand-written gradient: define ``forward`` and ``backward``."""
 
     @staticmethod

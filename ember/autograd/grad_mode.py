@@ -1,15 +1,19 @@
 """Whether ops record the graph: ``no_grad``, ``enable_grad``, ``set_grad_enabled``.
 
-The switch is one module-level flag read by every op on its hot path.
+The switch is per thread, as PyTorch's: a ``no_grad()`` block (or the backward engine, which turns
+recording off while it runs) in one thread never changes what another thread records. Every op
+reads ``state.enabled`` on its hot path; a ``threading.local`` subclass with class-level defaults
+keeps that one attribute read (a new thread starts from the defaults, recording on).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 
-class _State:
-    enabled = True
+class _State(threading.local):
+    enabled = True  # ops record the graph
 
 
 state = _State()

@@ -10,7 +10,7 @@ def load_model(path):
     """Rebuild the model and vocabulary stored in a checkpoint."""
     state = ember.load(path)
     name = state["recipe"]["model"]
-    if name not in ("gpt", "moe-gpt", "lstm"):
+    if name not in models.MODELS or models.MODELS[name].task.dataset != "text":
         raise SystemExit(f"ember generate: {path} holds a '{name}' model, not a language model")
     model = models.build(name, **state["model_kwargs"])
     model.load_state_dict(state["model"])

@@ -3,7 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+from ember.models.registry import MODELS
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def _describe(e: BaseException) -> str:
+    """An exception as one line: its message, with the type where the message alone is unclear."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, FileNotFoundError) and e.filename:
+        return f"file not found: {e.filename}"
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    if type(e).__name__ in ("TrainError", "ValueError", "CheckpointError") and msg:
+        return msg
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 def _add_demo(sub) -> None:
@@ -16,16 +53,16 @@ def _add_demo(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (default: ResNet on Fashion-MNIST)")
-    p.add_argument("--model", default="resnet", choices=["mlp", "resnet", "lstm", "gpt", "moe-gpt"])
+    p.add_argument("--model", default=None, choices=list(MODELS), help="default: resnet (or the checkpoint's)")
     p.add_argument(
         "--dataset",
         default=None,
         choices=["fashion-mnist", "text"],
         help="default: fashion-mnist for mlp/resnet, text for the language models",
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default: runs/<model>)")
     p.add_argument(
@@ -37,9 +74,10 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--text", default=None, help="plain-text corpus (default: the King James Bible)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads")
+    p.add_argument("--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints")
+    p.add_argument("--threads", type=positive_int, default=None, help="BLAS threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
 
 
 def _add_generate(sub) -> None:
@@ -81,8 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args)
     if args.command == "train":
         from ember.cli import train
+        from ember.cli.trainer import DeferredInterrupt
 
-        train.train(args)
+        try:
+            with DeferredInterrupt():  # from here on, Ctrl-C stops at a step boundary, with a checkpoint
+                train.train(args)
+        except Exception as e:  # one clear line, not a traceback (unless --debug)
+            if args.debug:
+                raise
+            print(f"ember train: error: {_describe(e)} (--debug shows the traceback)", file=sys.stderr)
+            return 1
         return 0
     if args.command == "generate":
         from ember.cli import generate

@@ -141,7 +141,17 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, caches=None, pos_offset: int = 0):
+    def forward(self, idx, targets=None):
+        """``(logits, loss)`` as nanoGPT: ``loss`` is the mean cross-entropy, None without targets."""
+        logits, _ = self.decode(idx)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def decode(self, idx, caches=None, pos_offset: int = 0):
+        """``(logits, caches)``: the logits of ``idx`` (B, T) placed at ``pos_offset``, attending over
+        the key/value ``caches`` of earlier positions (one ``(k, v)`` per block, or None)."""
         B, T = idx.shape
         if pos_offset + T > self.config.block_size:
             raise ValueError(f"sequence of length {pos_offset + T} exceeds block_size {self.config.block_size}")
@@ -154,13 +164,7 @@ class GPT(nn.Module):
             else:
                 x, c = block(x, None if caches is None else caches[i])
             new_caches.append(c)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        if caches is not None:
-            return logits, loss, new_caches
-        return logits, loss
+        return self.lm_head(self.transformer.ln_f(x)), new_caches  # (B, T, V)
 
     @ember.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None):
@@ -180,10 +184,10 @@ class GPT(nn.Module):
             if caches is None or fed >= bs:
                 ctx = idx[:, -(bs // 2 if fed >= bs else bs) :]
                 caches = [(None, None) for _ in self.transformer.h]
-                logits, _, caches = self(ctx, caches=caches, pos_offset=0)
+                logits, caches = self.decode(ctx, caches, pos_offset=0)
                 fed = ctx.size(1)
             else:
-                logits, _, caches = self(idx[:, -1:], caches=caches, pos_offset=fed)
+                logits, caches = self.decode(idx[:, -1:], caches, pos_offset=fed)
                 fed += 1
             logits = logits[:, -1, :] / temperature  # (B, V)
             if top_k is not None:

@@ -34,13 +34,12 @@ class MoEGPT(GPT):
     def moe_layers(self) -> list:
         return [block.mlp for block in self.transformer.h]
 
-    def forward(self, idx, targets=None, caches=None, pos_offset: int = 0):
-        out = super().forward(idx, targets, caches, pos_offset)
-        if targets is None:
-            return out
-        aux = sum(m.aux_loss for m in self.moe_layers())
-        loss = out[1] + self.config.moe_aux_loss_coef * aux
-        return (out[0], loss) + tuple(out[2:])
+    def forward(self, idx, targets=None):
+        """``(logits, loss)`` as GPT, the loss with the routers' load-balancing term added."""
+        logits, loss = super().forward(idx, targets)
+        if loss is not None:
+            loss = loss + self.config.moe_aux_loss_coef * sum(m.aux_loss for m in self.moe_layers())
+        return logits, loss
 
     def expert_load(self) -> list:
         """Per layer, the share of routed tokens each expert received in the last forward."""

@@ -4,5 +4,3 @@
 from ember.nn import functional, init, utils
 from ember.nn.modules import *  # noqa: F403 - the layer namespace is public API
 from ember.nn.parameter import Buffer, Parameter
-
-# ---- E2 (conv, pooling, rnn, attention, transformer, moe): append imports below this line ----

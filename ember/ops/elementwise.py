@@ -16,8 +16,6 @@ from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, edge, float_data, grad_state, record
 
-_FLOAT_KINDS = "fV"
-
 
 # --------------------------------------------------------------------------- binary machinery
 def _broadcast_error(op: str, a, b) -> RuntimeError:
@@ -446,7 +444,7 @@ def _maybe_out(res: Tensor, out):
 
 
 # --------------------------------------------------------------------------- non-differentiable binary
-def _nograd_binary(fn, a, b, op: str, out_dtype=None) -> Tensor:
+def _nograd_binary(fn, a, b, op: str) -> Tensor:
     ad, bd, device = _operands(a, b, op)
     try:
         res = fn(ad, bd)

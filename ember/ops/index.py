@@ -15,6 +15,7 @@ import numpy as np
 from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
+from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
 
 _INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
 
@@ -335,6 +336,7 @@ def _check_gather(op, input, dim, index, src=None):
                 f"than self {list(input.shape)} apart from dimension {axis}"
             )
     idx = index._data
+    check_gather_bounds(idx, input._data.shape[axis] if input._data.ndim else 1, axis)
     if idx.size:
         size = input._data.shape[axis] if input._data.ndim else 1
         if idx.max() >= size or idx.min() < -size:
@@ -441,6 +443,7 @@ def _check_index_vector(op, index, size, axis):
         raise IndexError(f"{op}(): Index is supposed to be a vector")
     if idx.dtype.kind not in "iu":
         raise IndexError(f"{op}(): Expected dtype int32/int64 for index")
+    check_index_vector_bounds(op, idx, size, axis)
     if idx.size and (idx.max() >= size or idx.min() < -size):
         bad = int(idx.max()) if idx.max() >= size else int(idx.min())
         raise IndexError(f"{op}(): index {bad} out of range for tensor of size {size} at dimension {axis}")

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import json
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,7 +106,6 @@ class profile:
         self._stack: list = []
         self._backward_depth = 0  # > 0 while a gradient rule runs
         self._t0 = 0
-        self._thread = None
 
     # ----- recording (called by the wrappers) -----
     def _enter_op(self) -> int:
@@ -129,14 +127,10 @@ class profile:
         if self.with_trace:
             self._events.append((name, phase, start, dt))
 
-    def _active_here(self) -> bool:
-        return threading.current_thread() is self._thread
-
     # ----- context manager -----
     def __enter__(self) -> profile:
         if _active:
             raise RuntimeError("ember.profiler.profile: another profile is already active")
-        self._thread = threading.current_thread()
         self._t0 = time.perf_counter_ns()
         _active.append(self)
         _patch.install(self)

@@ -1,4 +1,4 @@
-"""Runtime-compiled C kernels for the CPU backend (DESIGN.md: "NumPy + generated C").
+"""Runtime-compiled C kernels for the CPU backend (NumPy plus generated C).
 
 The C sources next to this file (``mathf.c``, then ``kernels.c`` and ``conv.c`` instantiated for
 float32 and float64) are compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/
@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ember.backends.ckernels import signatures as _signatures
+
 log = logging.getLogger("ember.ckernels")
 
 _HERE = Path(__file__).parent
@@ -44,24 +46,9 @@ _TYPES = {  # per instantiation of kernels.c: C type, symbol suffix, math functi
     "f32": ("float", "exp_f32", "logf", "erf_f32", "tanh_f32", "sqrtf"),
     "f64": ("double", "exp", "log", "erf", "tanh", "sqrt"),
 }
-_I64, _INT, _DBL, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
-SIGNATURES = {  # symbol (without suffix) -> argtypes
-    "softmax_fwd": [_PTR, _PTR, _I64, _I64, _INT, _INT],
-    "softmax_bwd": [_PTR, _PTR, _PTR, _I64, _I64, _INT, _INT],
-    "layer_norm_fwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _DBL, _INT],
-    "layer_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _INT],
-    "batch_norm_fwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _DBL, _PTR, _INT],
-    "batch_norm_bwd": [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _INT],
-    "lstm_fwd_step": [_PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64],
-    "lstm_bwd_step": [_PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64],
-    "gelu_fwd": [_PTR, _PTR, _I64, _INT, _INT],
-    "gelu_bwd": [_PTR, _PTR, _PTR, _I64, _INT, _INT],
-    "pack_nhwc": [_PTR, _PTR, *[_I64] * 9, _INT],
-    "conv_fwd": [_PTR, _PTR, _PTR, _PTR, *[_I64] * 17, _INT],
-    "conv_wgrad": [_PTR, _PTR, _PTR, *[_I64] * 15, _INT],
-    "max_pool2d_fwd": [_PTR, _PTR, _PTR, *[_I64] * 13, _INT],
-    "max_pool2d_bwd": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _INT],
-}
+# Each kernel's parameters, declared once (signatures.py); ``load`` sets the ctypes argtypes from them.
+SIGNATURES = _signatures.SIGNATURES
+_I64, _INT, _DBL, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p  # for other libraries' argtypes
 
 _state: dict = {"lib": None, "tried": False, "openmp": False}
 

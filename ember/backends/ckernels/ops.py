@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ember.backends import ckernels
+from ember.backends.ckernels.signatures import KERNELS, Kernel
 
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 _fns: dict = {}
@@ -28,7 +29,8 @@ _parent = {"pid": os.getpid()}
 
 
 def _fn(name: str, *arrays):
-    """The kernel ``name`` for the arrays' dtype, or None (no library, non-NumPy, mixed dtypes)."""
+    """The kernel ``name`` (a checked :class:`Kernel`) for the arrays' dtype, or None (no library,
+    non-NumPy, mixed dtypes)."""
     a = arrays[0]
     if type(a) is not np.ndarray or a.size == 0:
         return None
@@ -41,7 +43,8 @@ def _fn(name: str, *arrays):
         lib = ckernels.get()
         if lib is None:
             return None
-        fn = _fns[key] = getattr(lib, key)
+        # Calls go through the declared signature: every buffer is checked before the C call.
+        fn = _fns[key] = Kernel(KERNELS[name], getattr(lib, key), dt, key)
     return fn
 
 
@@ -61,10 +64,6 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
-def _ptr(a) -> int | None:
-    return None if a is None else a.ctypes.data
-
-
 def softmax(x, log: bool):
     """softmax (or log_softmax) over the last axis."""
     fn = _fn("softmax_fwd", x)
@@ -73,7 +72,7 @@ def softmax(x, log: bool):
     x = _c(x)
     y = np.empty_like(x)
     cols = x.shape[-1]
-    fn(_ptr(x), _ptr(y), x.size // cols, cols, int(log), _threads(x.size, ROW_PARALLEL_MIN))
+    fn(x, y, x.size // cols, cols, int(log), _threads(x.size, ROW_PARALLEL_MIN))
     return y
 
 
@@ -85,7 +84,7 @@ def softmax_backward(y, g, log: bool):
     y, g = _c(y), _c(g)
     gx = np.empty_like(y)
     cols = y.shape[-1]
-    fn(_ptr(y), _ptr(g), _ptr(gx), y.size // cols, cols, int(log), _threads(y.size, ROW_PARALLEL_MIN))
+    fn(y, g, gx, y.size // cols, cols, int(log), _threads(y.size, ROW_PARALLEL_MIN))
     return gx
 
 
@@ -104,7 +103,7 @@ def layer_norm(x, w, b, k: int, eps: float):
     y = np.empty_like(x)
     mean = np.empty(stat_shape, x.dtype)
     rstd = np.empty(stat_shape, x.dtype)
-    fn(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(rstd), rows, cols, float(eps), _threads(x.size, ROW_PARALLEL_MIN))
+    fn(x, w, b, y, mean, rstd, rows, cols, float(eps), _threads(x.size, ROW_PARALLEL_MIN))
     return y, x, mean, rstd
 
 
@@ -122,7 +121,7 @@ def layer_norm_backward(x, w, g, mean, rstd, pshape: tuple, need_gx: bool, need_
     gx = np.empty_like(x) if need_gx else None
     gw = np.empty((nchunks, cols), x.dtype) if need_gw else None
     gb = np.empty((nchunks, cols), x.dtype) if need_gb else None
-    fn(_ptr(x), _ptr(wc), _ptr(g), _ptr(mean), _ptr(rstd), _ptr(gx), _ptr(gw), _ptr(gb), rows, cols, nchunks)
+    fn(x, wc, g, mean, rstd, gx, gw, gb, rows, cols, nchunks)
     gw = None if gw is None else gw.sum(axis=0).reshape(pshape)
     gb = None if gb is None else gb.sum(axis=0).reshape(pshape)
     return gx, gw, gb
@@ -141,8 +140,8 @@ def batch_norm(x, w, b, eps: float):
     y = np.empty_like(x)
     mean, var, rstd = (np.empty(c, x.dtype) for _ in range(3))
     scratch = np.empty(2 * c)  # float64 accumulators of the (N, C) case
-    fn(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(var), _ptr(rstd), n, c, x.size // (n * c), float(eps),
-       _ptr(scratch), _threads(x.size))  # fmt: skip
+    fn(x, w, b, y, mean, var, rstd, n, c, x.size // (n * c), float(eps),
+       scratch, _threads(x.size))  # fmt: skip
     return y, x, mean, var, rstd
 
 
@@ -159,8 +158,8 @@ def batch_norm_backward(x, w, g, mean, rstd, need_gx: bool, need_gw: bool, need_
     gw = np.empty(c, x.dtype) if need_gw else None
     gb = np.empty(c, x.dtype) if need_gb else None
     scratch = np.empty(2 * c)  # float64 accumulators of the (N, C) case
-    fn(_ptr(x), _ptr(g), _ptr(w), _ptr(mean), _ptr(rstd), _ptr(gx), _ptr(gw), _ptr(gb), n, c, x.size // (n * c),
-       _ptr(scratch), _threads(x.size))  # fmt: skip
+    fn(x, g, w, mean, rstd, gx, gw, gb, n, c, x.size // (n * c),
+       scratch, _threads(x.size))  # fmt: skip
     return gx, gw, gb
 
 
@@ -178,7 +177,7 @@ def gelu(x, approximate: str):
         return None
     x = _c(x)
     y = np.empty_like(x)
-    fn(_ptr(x), _ptr(y), x.size, int(approximate == "tanh"), _threads(x.size, ROW_PARALLEL_MIN))
+    fn(x, y, x.size, int(approximate == "tanh"), _threads(x.size, ROW_PARALLEL_MIN))
     return y
 
 
@@ -189,7 +188,7 @@ def gelu_backward(x, g, approximate: str):
         return None
     x, g = _c(x), _c(g)
     gx = np.empty_like(x)
-    fn(_ptr(x), _ptr(g), _ptr(gx), x.size, int(approximate == "tanh"), _threads(x.size, ROW_PARALLEL_MIN))
+    fn(x, g, gx, x.size, int(approximate == "tanh"), _threads(x.size, ROW_PARALLEL_MIN))
     return gx
 
 
@@ -221,7 +220,7 @@ def _pack(src, hd: int, wd: int, cd: int, oy: int, ox: int):
     src = _c(src)
     n, c, h, w = src.shape
     dst = np.empty((n, hd, wd, cd), src.dtype)
-    fn(_ptr(src), _ptr(dst), n, c, h, w, hd, wd, cd, oy, ox, _threads(dst.size))
+    fn(src, dst, n, c, h, w, hd, wd, cd, oy, ox, _threads(dst.size))
     return dst
 
 
@@ -267,7 +266,7 @@ def conv2d(x, w, b, geom):
     wk = _weight_blocks(w.transpose(2, 3, 1, 0), op)
     b = None if b is None else _c(b)
     out = np.empty((n, o, ho, wo), x.dtype)
-    fn(_ptr(xp), _ptr(wk), _ptr(b), _ptr(out), n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
+    fn(xp, wk, b, out, n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
        _threads(out.size))  # fmt: skip
     return out
 
@@ -340,8 +339,8 @@ def conv2d_input_grad(g, w, x_shape: tuple, geom, packed=None):
             wf = np.zeros((len(ty), len(tx), op, c), g.dtype)
             wf[:, :, :o] = w[:, :, ty][:, :, :, tx].transpose(2, 3, 0, 1)
             wf = _weight_blocks(wf, cp)  # kept in a name: the kernel reads it through a raw pointer
-            origin = _ptr(buf) + ((top + ey) * wb + left + ex) * op * buf.itemsize
-            fn(origin, _ptr(wf), None, _ptr(out) + (qy * wd + qx) * out.itemsize, n, hb, wb, op, my, mx, c, cp,
+            origin = (buf, ((top + ey) * wb + left + ex) * op)  # (array, element offset)
+            fn(origin, wf, None, (out, qy * wd + qx), n, hb, wb, op, my, mx, c, cp,
                len(ty), len(tx), 1, 1, sy, sx, h * wd, sh * wd, sw, _threads(n * c * my * mx))  # fmt: skip
     return out
 
@@ -363,13 +362,13 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
     buf, top, left = packed or (None, 0, 0)
     if buf is not None and min(top, left) >= 0 and top + ho <= buf.shape[1] and left + wo <= buf.shape[2]:
         hb, wb = buf.shape[1:3]
-        g_ptr, g_img, g_row = _ptr(buf) + (top * wb + left) * op * buf.itemsize, hb * wb * op, wb * op
+        g_at, g_img, g_row = (buf, (top * wb + left) * op), hb * wb * op, wb * op
     else:
         buf = _pack(g, ho, wo, op, 0, 0)
-        g_ptr, g_img, g_row = _ptr(buf), ho * wo * op, wo * op
+        g_at, g_img, g_row = buf, ho * wo * op, wo * op
     nt = _threads(g.size)
     gw = np.zeros((nt, kh, kw, cp, op), x.dtype)
-    fn(_ptr(xp), g_ptr, _ptr(gw), n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
+    fn(xp, g_at, gw, n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
     gw = gw[0] if nt == 1 else gw.sum(axis=0)
     return np.ascontiguousarray(gw[:, :, :c, :o].transpose(3, 2, 0, 1))
 
@@ -385,7 +384,7 @@ def max_pool2d(x, out_hw: tuple, k: tuple, s: tuple, p: tuple, d: tuple):
     n, c, h, w = x.shape
     out = np.empty((n, c) + tuple(out_hw), x.dtype)
     idx = np.empty(out.shape, np.int64)
-    fn(_ptr(x), _ptr(out), _ptr(idx), n * c, h, w, *out_hw, *k, *s, *p, *d, _threads(x.size))
+    fn(x, out, idx, n * c, h, w, *out_hw, *k, *s, *p, *d, _threads(x.size))
     return out, idx
 
 
@@ -397,5 +396,5 @@ def max_pool2d_backward(g, idx, in_shape: tuple):
     g, idx = _c(g), _c(idx)
     gx = np.empty(in_shape, g.dtype)
     n, c = in_shape[:2]
-    fn(_ptr(g), _ptr(idx), _ptr(gx), n * c, in_shape[2] * in_shape[3], g[0, 0].size, _threads(gx.size))
+    fn(g, idx, gx, n * c, in_shape[2] * in_shape[3], g[0, 0].size, _threads(gx.size))
     return gx

@@ -72,7 +72,6 @@ from ember.nn.functional.normalization import (
     rms_norm,
 )
 
-# ---- E2 (conv, pooling, attention, rnn): append imports below this line ----
 # isort: split
 from ember.nn.functional.attention import scaled_dot_product_attention
 from ember.nn.functional.conv import conv1d, conv2d

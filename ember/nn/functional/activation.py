@@ -1,6 +1,6 @@
 """Activation functions, with fused eager primitives for softmax, log_softmax and gelu.
 
-The fused ops (DESIGN.md decision 3) compute their forward with one C kernel
+The fused ops compute their forward with one C kernel
 (``ember.backends.ckernels``, for contiguous CPU float32/float64 rows reduced over the last dim)
 or else in a few NumPy passes, and keep the arrays their gradient needs. Their ``backward`` has two paths: plain backward works on those arrays
 directly (fast), and under ``create_graph=True`` it is written in Tensor ops over a re-recorded
@@ -163,6 +163,8 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=N
         tensor([0.5000, 0.5000])
     """
     input, dim = _prepare(input, dim, dtype, "softmax")
+    if input._data.size == 0:  # nothing to normalize: an empty result, as PyTorch
+        return input * 1
     out = _softmax_array(input._data, dim)
     t = record(Softmax, out, (input,), input._device, dim=dim)
     if t._node is not None:
@@ -179,6 +181,8 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dty
         tensor([0.5000, 0.5000])
     """
     input, dim = _prepare(input, dim, dtype, "log_softmax")
+    if input._data.size == 0:  # nothing to normalize: an empty result, as PyTorch
+        return input * 1
     out = _log_softmax_array(input._data, dim)
     t = record(LogSoftmax, out, (input,), input._device, dim=dim)
     if t._node is not None:

@@ -227,6 +227,8 @@ def scaled_dot_product_attention(
     spec, float_mask = _prepare(
         query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, "scaled_dot_product_attention"
     )
+    if key._data.shape[-2] == 0:  # no keys: every output row is an empty sum, zeros (as PyTorch)
+        return _no_keys(query, key, value, spec.rep)
     qd = query._data
     kd, vd = _repeat_kv(key._data, spec.rep), _repeat_kv(value._data, spec.rep)
     fm = None if float_mask is None else float_mask._data
@@ -241,3 +243,10 @@ def scaled_dot_product_attention(
     if t._node is not None:
         t._node.save_versions(*inputs)
     return t
+
+
+def _no_keys(query: Tensor, key: Tensor, value: Tensor, rep: int) -> Tensor:
+    """Attention over zero keys, (..., L, Ev) zeros, recorded so every input gets a (zero or empty) gradient."""
+    if rep > 1:
+        key, value = key.repeat_interleave(rep, dim=-3), value.repeat_interleave(rep, dim=-3)
+    return (query @ key.transpose(-2, -1)).to(value.dtype) @ value

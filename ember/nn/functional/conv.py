@@ -261,6 +261,8 @@ def _im2col_forward(xd, wd, geom: _Geom):
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _input_grad(gd, wd, x_shape, geom: _Geom, layout=None):
     """The input gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
+    if gd.size == 0:  # an empty batch (or output): nothing reaches the input
+        return np.zeros(x_shape, gd.dtype)
     path, buf = layout or (_input_grad_path(x_shape, wd.shape, geom, gd.dtype), None)
     if path == "direct":
         return ckops.conv2d_input_grad(gd, wd, x_shape, geom.kernel_args, buf)
@@ -297,6 +299,8 @@ def _col2im_input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _weight_grad(xd, gd, w_shape, geom: _Geom, layout=None):
     """The weight gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
+    if gd.size == 0 or xd.size == 0:  # an empty batch: a zero weight gradient
+        return np.zeros(w_shape, gd.dtype)
     path, buf = layout or (None, None)
     if geom.groups == 1:
         out = ckops.conv2d_weight_grad(xd, gd, w_shape, geom.kernel_args, buf if path == "direct" else None)
@@ -412,6 +416,11 @@ def _check_conv(op, x, w, b, groups, nd):
     if groups < 1:
         raise RuntimeError(f"{op}: non-positive groups is not supported")
     o = w._data.shape[0]
+    if o == 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be at least 1 at dimension 0, but got weight of size "
+            f"{list(w.shape)} instead"
+        )
     if o % groups:
         raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at dimension 0")
     c = x._data.shape[-nd - 1]

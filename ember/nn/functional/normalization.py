@@ -16,6 +16,7 @@ from ember._lowp import call_f32
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
+from ember.nn.functional._checks import check_channel_params, check_group_norm_params, check_param_dtypes
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, check_tensor, grad_state, record
 
@@ -132,6 +133,7 @@ def layer_norm(
     d = input._data
     if d.dtype.kind not in "fV":
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
+    check_param_dtypes(input, weight, bias)
     axes = tuple(range(d.ndim - len(shape), d.ndim))
     res = call_f32(ck.layer_norm, d, _data(weight), _data(bias), len(shape), eps, round_first=1)
     if res is not None:
@@ -202,12 +204,23 @@ def group_norm(
             f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
             f"{list(input.shape)} and num_groups={num_groups}"
         )
-    grouped = input.reshape(n, num_groups, -1)
+    check_group_norm_params(input, weight, bias)
+    grouped = input.reshape(n, num_groups, int(np.prod(input.shape[1:])) // num_groups)  # -1 fails for n = 0
     mean = grouped.mean(-1, keepdim=True)
     xc = grouped - mean
     rstd = ew.rsqrt((xc * xc).mean(-1, keepdim=True) + eps)
     out = (xc * rstd).reshape(input.shape)
     bshape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(bshape)
+    if bias is not None:
+        out = out + bias.reshape(bshape)
+    return out
+
+
+def _affine(input: Tensor, weight, bias, bshape) -> Tensor:
+    """``input * weight + bias`` per channel, recorded (the empty-batch result of batch_norm)."""
+    out = input * 1
     if weight is not None:
         out = out * weight.reshape(bshape)
     if bias is not None:
@@ -315,10 +328,13 @@ def batch_norm(
     bshape = (1, c) + (1,) * (input.ndim - 2)
     if input._data.dtype.kind not in "fV":
         raise RuntimeError(f"batch_norm: expected a floating point input, got {input.dtype}")
+    check_channel_params(input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     if training:
         count = input.numel() // c
-        if count <= 1:
+        if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        if count == 0:  # an empty batch: an empty output, running statistics unchanged (as PyTorch)
+            return _affine(input, weight, bias, bshape)
         out, mean, var = _batch_norm_train(input, weight, bias, axes, bshape, eps)
         with no_grad():
             if running_mean is not None:

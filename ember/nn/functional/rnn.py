@@ -349,6 +349,12 @@ def _lstm_forward_steps(step, gi, bias, w_t, state, act, out, tc, order):
     p_gi, p_act, p_out, p_tc, p_hh = (a.ctypes.data for a in (gi, act, out, tc, hh))
     p_bias = None if bias is None else bias.ctypes.data
     h, p_c, c_stride = state[:, :hsz], state.ctypes.data + hsz * isz, state.shape[1]
+    # Check the buffers once for the first and the last step (the offsets grow linearly in t).
+    step.check((gi, 0), bias, hh, (state, hsz), c_stride, (act, 0), (out, 0), (tc, 0), batch, hsz)
+    last, prev_c = (steps - 1) * batch, (out, (steps - 2) * batch * 2 * hsz + hsz) if steps > 1 else (state, hsz)
+    step.check((gi, last * g4), bias, hh, prev_c, 2 * hsz if steps > 1 else c_stride, (act, last * g4),
+               (out, last * 2 * hsz), (tc, last * hsz), batch, hsz)  # fmt: skip
+    step = step.raw
     for t in order:
         np.matmul(h, w_t, out=hh)
         at4, row = t * batch * g4 * isz, p_out + t * batch * 2 * hsz * isz
@@ -419,6 +425,10 @@ def _lstm_backward_steps(step, act, tc, prev, gd, wd, reverse):
     carry_c = np.zeros((batch, hsz), dtype=act.dtype)
     p_act, p_prev, p_tc, p_g, p_dg = (a.ctypes.data for a in (act, prev, tc, gd, dgates))
     p_ch, p_cc = carry_h.ctypes.data, carry_c.ctypes.data
+    last = (steps - 1) * batch  # the largest offsets; checked once, then raw pointers per step
+    step.check((act, last * g4), (prev, last * 2 * hsz + hsz), 2 * hsz, (tc, last * hsz), (gd, last * 2 * hsz),
+               carry_h, carry_c, (dgates, last * g4), batch, hsz)  # fmt: skip
+    step = step.raw
     for t in range(steps) if reverse else range(steps - 1, -1, -1):
         at4, at2 = t * batch * g4 * isz, t * batch * 2 * hsz * isz
         c_prev = p_prev + at2 + hsz * isz

@@ -116,7 +116,6 @@ __all__ = [
     "BCEWithLogitsLoss",
 ]
 
-# ---- E2 (conv, pooling, rnn, attention, transformer, moe): append imports below this line ----
 from ember.nn.modules.attention import MultiheadAttention
 from ember.nn.modules.conv import Conv1d, Conv2d
 from ember.nn.modules.moe import ExpertMLP, Experts, MoE

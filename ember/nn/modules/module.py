@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ember.autograd.grad_mode import no_grad
+from ember.nn.modules._backward_hooks import call_with_backward_hooks
 from ember.nn.parameter import Buffer, Parameter
 from ember.tensor import Tensor
 
@@ -114,6 +115,7 @@ class Module:
         setter(self, "_forward_pre_hooks", OrderedDict())
         setter(self, "_forward_pre_hooks_with_kwargs", {})
         setter(self, "_forward_hooks", OrderedDict())
+        setter(self, "_backward_hooks", OrderedDict())
         setter(self, "_forward_hooks_with_kwargs", {})
         setter(self, "_forward_hooks_always_called", {})
         setter(self, "_state_dict_hooks", OrderedDict())
@@ -133,6 +135,8 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         if not (self._forward_pre_hooks or self._forward_hooks):
+            if self._backward_hooks:
+                return call_with_backward_hooks(self, self.forward, args, kwargs)
             return self.forward(*args, **kwargs)
         return self._call_with_hooks(args, kwargs)
 
@@ -152,7 +156,11 @@ class Module:
                     args = res if isinstance(res, tuple) else (res,)
         called_always = set()
         try:
-            result = self.forward(*args, **kwargs)
+            result = (
+                call_with_backward_hooks(self, self.forward, args, kwargs)
+                if self._backward_hooks
+                else self.forward(*args, **kwargs)
+            )
             for hook_id, hook in list(self._forward_hooks.items()):
                 called_always.add(hook_id)
                 if hook_id in self._forward_hooks_with_kwargs:
@@ -174,6 +182,15 @@ class Module:
                         pass
             raise
         return result
+
+    def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(module, grad_input, grad_output)`` when the gradients of the module's tensor
+        inputs are computed; a returned tuple (same count, sizes and dtypes) replaces ``grad_input``."""
+        handle = RemovableHandle(self._backward_hooks)
+        self._backward_hooks[handle.id] = hook
+        if prepend:
+            self._backward_hooks.move_to_end(handle.id, last=False)
+        return handle
 
     def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False) -> RemovableHandle:
         """Run ``hook(module, args)`` before forward; a returned value replaces the args.

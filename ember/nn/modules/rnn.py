@@ -12,6 +12,7 @@ import math
 import warnings
 
 from ember.nn import init
+from ember.nn.functional._checks import check_rnn
 from ember.nn.functional.rnn import _project, gru_step, lstm_step, rnn_sequence, rnn_step
 from ember.nn.modules.module import Module
 from ember.nn.parameter import Parameter
@@ -140,6 +141,13 @@ class RNNBase(Module):
         else:
             state = self._hidden(hx, batch, unbatched, x)
         mode = "RNN" if self.mode.startswith("RNN") else self.mode
+        check_rnn(
+            x,
+            state if self.mode == "LSTM" else (state,),
+            self._weights(),
+            {"LSTM": 4, "GRU": 3}.get(mode, 1),
+            self.hidden_size,
+        )
         nonlin = "relu" if self.mode == "RNN_RELU" else "tanh"
         out, h_n = rnn_sequence(
             mode, x, state, self._weights(), self.num_layers, self.bidirectional, self.dropout, self.training, nonlin
