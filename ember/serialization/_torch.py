@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+import zlib
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -235,19 +236,16 @@ class _Loader:
         if not ok or offset < 0 or min((*size, *stride), default=0) < 0:
             self.fail(f"malformed tensor geometry: offset {offset!r}, size {size!r}, stride {stride!r}")
         flat = storage.typed(dt)
-        if 0 in size:
-            arr = np.empty(size, dt.np)
-        else:
-            last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-            if offset > flat.size or last >= flat.size:
-                self.fail(
-                    f"a tensor of size {list(size)} and stride {list(stride)} at offset {offset} reaches "
-                    f"element {last}, past the end of its storage ({flat.size} elements): corrupt"
-                )
-            # A view of the storage's memory, as PyTorch's tensors are: views saved together stay shared.
-            arr = np.lib.stride_tricks.as_strided(
-                flat[offset:], shape=size, strides=[s * dt.itemsize for s in stride], writeable=True
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if 0 not in size else offset - 1
+        if offset > flat.size or last >= flat.size:
+            self.fail(
+                f"a tensor of size {list(size)} and stride {list(stride)} at offset {offset} reaches "
+                f"element {last}, past the end of its storage ({flat.size} elements): corrupt"
             )
+        # A view of the storage's memory, as PyTorch's tensors are: views saved together stay shared.
+        arr = np.lib.stride_tricks.as_strided(
+            flat[offset:], shape=size, strides=[s * dt.itemsize for s in stride], writeable=True
+        )
         if not self.place_now:
             return _wrap(arr)
         if storage.target is None:
@@ -371,16 +369,26 @@ def _load_zip(fh: BinaryIO, name: str, map_location, weights_only: bool) -> Any:
                 )
             raise CheckpointError(f"ember.load: {name} is a zip archive without data.pkl: not a PyTorch checkpoint")
         prefix = pkl[0][: -len("data.pkl")]
-        order = zf.read(prefix + "byteorder").decode("ascii", "replace") if prefix + "byteorder" in names else "little"
+        order = _read_small(zf, prefix + "byteorder", name) if prefix + "byteorder" in names else "little"
         if order not in ("little", "big"):
             raise CheckpointError(f"ember.load: {name}: unknown byte order {order!r}")
         info = zf.getinfo(pkl[0])
         if info.file_size > limits.max_header_bytes:
             raise CheckpointError(f"ember.load: {name}: data.pkl is {info.file_size} bytes, over the limit")
         loader = _ZipLoader(zf, prefix, name, map_location, weights_only, order == "big")
-        unpickler = loader.unpickler(io.BytesIO(zf.read(info)))
-        unpickler.persistent_load = lambda pid: loader.storage(pid, legacy=False)
-        return _run(unpickler, loader)
+        try:
+            unpickler = loader.unpickler(io.BytesIO(zf.read(info)))
+            unpickler.persistent_load = lambda pid: loader.storage(pid, legacy=False)
+            return _run(unpickler, loader)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a bad CRC, a cut entry
+            raise CheckpointError(f"ember.load: {name}: corrupt zip archive ({exc})") from None
+
+
+def _read_small(zf: zipfile.ZipFile, entry: str, name: str) -> str:
+    try:
+        return zf.read(entry).decode("ascii", "replace").strip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CheckpointError(f"ember.load: {name}: corrupt zip archive ({exc})") from None
 
 
 def _run(unpickler: RestrictedUnpickler, loader: _Loader) -> Any:
@@ -454,7 +462,7 @@ def load(fh: BinaryIO, name: str, start: int | None, prefix: bytes, kind: str, m
         fh.seek(start)
         stream = fh
     else:
-        stream = _Prefixed(prefix, fh)
+        stream = io.BufferedReader(_Prefixed(prefix, fh))  # buffered: pickle needs whole reads
     if kind == "zip":
         if start is None:
             stream = io.BytesIO(prefix + fh.read())

@@ -1,0 +1,282 @@
+"""ember.load of files written by torch.save (zip and legacy layouts), with torch as the oracle."""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import ember
+from ember import nn
+from ember.serialization import CheckpointError, load
+
+LAYOUTS = ["zip", "legacy"]
+
+
+def _torch_bytes(obj, layout: str) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=layout == "zip")
+    return buf.getvalue()
+
+
+def _load(obj, layout, tmp_path, **kwargs):
+    path = tmp_path / f"ckpt-{layout}.pt"
+    path.write_bytes(_torch_bytes(obj, layout))
+    return load(str(path), **kwargs)
+
+
+def _same(e, t):
+    """An Ember tensor equals a torch tensor: dtype, shape, strides and values."""
+    assert str(e.dtype).split(".")[-1] == str(t.dtype).split(".")[-1]
+    assert tuple(e.shape) == tuple(t.shape)
+    assert e.stride() == t.stride()
+    np.testing.assert_array_equal(e.detach().numpy(), t.detach().numpy())
+
+
+def _nanogpt_checkpoint():
+    """What nanoGPT's train.py writes, from a tiny torch model and a real AdamW step."""
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"wte": torch.nn.Embedding(11, 8), "ln_f": torch.nn.LayerNorm(8)})
+    model["lm_head"] = torch.nn.Linear(8, 11, bias=False)
+    model["lm_head"].weight = model["wte"].weight
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95))
+    x = torch.randint(0, 11, (2, 5))
+    loss = model["lm_head"](model["ln_f"](model["wte"](x))).logsumexp(-1).mean()
+    loss.backward()
+    opt.step()
+    config = {"out_dir": "out", "eval_iters": 200, "learning_rate": 6e-4, "compile": False, "wandb_run_name": None}
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "model_args": {"n_layer": 1, "n_embd": 8, "vocab_size": 11, "bias": False, "dropout": 0.0},
+        "iter_num": 250,
+        "best_val_loss": loss.detach(),
+        "config": config,
+    }
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nanogpt_checkpoint_written_by_torch_loads(tmp_path, layout):
+    ckpt = _nanogpt_checkpoint()
+    back = _load(ckpt, layout, tmp_path)
+    assert list(back) == list(ckpt)
+    assert type(back["model"]) is collections.OrderedDict and list(back["model"]) == list(ckpt["model"])
+    for k, t in ckpt["model"].items():
+        _same(back["model"][k], t)
+    # Tied weights share one storage in the file and come back sharing memory.
+    assert np.shares_memory(back["model"]["wte.weight"].numpy(), back["model"]["lm_head.weight"].numpy())
+    state, want = back["optimizer"]["state"], ckpt["optimizer"]["state"]
+    assert sorted(state) == sorted(want)
+    for i in want:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            _same(state[i][name], want[i][name])
+    assert back["optimizer"]["param_groups"] == ckpt["optimizer"]["param_groups"]
+    assert back["model_args"] == ckpt["model_args"] and back["config"] == ckpt["config"] and back["iter_num"] == 250
+    assert back["best_val_loss"].item() == ckpt["best_val_loss"].item() and back["best_val_loss"].shape == ()
+    # The state_dict drives an Ember model with the same outputs.
+    emb, ln = nn.Embedding(11, 8), nn.LayerNorm(8)
+    emb.load_state_dict({"weight": back["model"]["wte.weight"]})
+    ln.load_state_dict({"weight": back["model"]["ln_f.weight"], "bias": back["model"]["ln_f.bias"]})
+    idx = [[1, 2, 3]]
+    with torch.no_grad():
+        want_h = torch.nn.functional.layer_norm(
+            ckpt["model"]["wte.weight"][torch.tensor(idx)],
+            (8,),
+            ckpt["model"]["ln_f.weight"],
+            ckpt["model"]["ln_f.bias"],
+        )
+    np.testing.assert_allclose(ln(emb(ember.tensor(idx))).detach().numpy(), want_h.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tensors_dtypes_views_and_parameters(tmp_path, layout):
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    obj = {
+        "base": base,
+        "cols": base[:, 1::2],  # non-contiguous view of the same storage
+        "row": base[2],  # offset into it
+        "t": base.t(),
+        "expanded": torch.ones(3).expand(2, 3),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 3),
+        "param": torch.nn.Parameter(torch.randn(2, 2)),
+        "frozen": torch.nn.Parameter(torch.randn(2), requires_grad=False),
+        "leaf": torch.ones(2, requires_grad=True),
+        "dtype": torch.float16,
+        "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "misc": [1, (2.5, "s"), None, True, {3: b"\x00\xff"}, {1, 2}, 1 + 2j],
+    }
+    for dt in (
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+        torch.float16,
+        torch.float64,
+    ):
+        obj[str(dt)] = (torch.arange(-3, 5) % 3).to(dt)
+    back = _load(obj, layout, tmp_path)
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            _same(back[k], v)
+            assert back[k].requires_grad == v.requires_grad, k
+            assert isinstance(back[k], nn.Parameter) == isinstance(v, torch.nn.Parameter), k
+    assert back["dtype"] is ember.float16 and back["size"] == ember.Size([2, 3]) and type(back["size"]) is ember.Size
+    assert back["device"] == ember.device("cpu") and back["misc"] == obj["misc"]
+    back["base"].add_(100)  # views of one storage share memory, as in torch
+    assert back["cols"][0, 0].item() == 101 and back["row"][0].item() == 112 and back["t"][1, 0].item() == 101
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bfloat16(tmp_path, layout):
+    t = torch.tensor([1.5, -2.0, 3.25], dtype=torch.bfloat16)
+    if hasattr(ember, "bfloat16"):
+        back = _load({"t": t}, layout, tmp_path)["t"]
+        assert back.dtype == ember.bfloat16 and back.float().tolist() == [1.5, -2.0, 3.25]
+    else:
+        with pytest.raises(CheckpointError, match=r"BFloat16Storage, which Ember has no dtype for"):
+            _load({"t": t}, layout, tmp_path)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_map_location_forms(tmp_path, layout):
+    w = torch.arange(4.0)
+    obj = {"w": w, "v": w[1:]}
+    for loc in ("cpu", ember.device("cpu"), {"cpu": "cpu"}, None):
+        back = _load(obj, layout, tmp_path, map_location=loc)
+        assert back["w"].device == ember.device("cpu") and back["v"].tolist() == [1.0, 2.0, 3.0]
+    seen = []
+    back = _load(obj, layout, tmp_path, map_location=lambda storage, where: seen.append(where) or storage)
+    assert seen == ["cpu"]  # once per storage, as torch calls it
+    assert np.shares_memory(back["w"].numpy(), back["v"].numpy())
+    back = _load(obj, layout, tmp_path, map_location=lambda storage, where: storage * 2)
+    assert back["v"].tolist() == [2.0, 4.0, 6.0]
+
+
+def test_map_location_for_a_cuda_checkpoint():
+    """A torch-format zip whose storage says it was saved on cuda:0 (written here without a GPU)."""
+
+    class Call:
+        def __init__(self, args):
+            self.args = args
+
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, self.args)
+
+    data = np.arange(3, dtype=np.float32).tobytes()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cuda:0", 3) if obj == "STORAGE" else None
+
+    pkl = io.BytesIO()
+    Pickler(pkl, protocol=2).dump({"w": Call(("STORAGE", 0, (3,), (1,), False, collections.OrderedDict()))})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pkl.getvalue())
+        z.writestr("archive/data/0", data)
+    raw = out.getvalue()
+    for loc in ("cpu", {"cuda:0": "cpu"}, ember.device("cpu"), lambda s, where: s):
+        assert load(io.BytesIO(raw), map_location=loc)["w"].tolist() == [0.0, 1.0, 2.0]
+    if not ember.cuda.is_available():
+        with pytest.raises(RuntimeError, match="map_location='cpu'"):
+            load(io.BytesIO(raw))
+
+
+def test_non_seekable_streams(tmp_path):
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self._inner = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            return self._inner.readinto(b)
+
+    for layout in LAYOUTS:
+        back = load(Pipe(_torch_bytes({"w": torch.arange(3)[1:]}, layout)))
+        assert back["w"].tolist() == [1, 2]
+
+
+def test_whole_torch_module_is_refused_with_its_name(tmp_path):
+    for layout in LAYOUTS:
+        path = tmp_path / "m.pt"
+        path.write_bytes(_torch_bytes(torch.nn.Linear(2, 2), layout))
+        with pytest.raises(pickle.UnpicklingError, match=r"torch\.nn\.modules\.linear\.Linear"):
+            load(path)
+        with pytest.raises(pickle.UnpicklingError, match=r"Ember cannot rebuild"):
+            load(path, weights_only=False)
+
+
+class _System:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Eval:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w')",))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("evil", [_System, _Eval])
+def test_hostile_torch_files_are_refused_without_running(tmp_path, layout, evil):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_torch_bytes({"w": torch.ones(2), "x": evil(marker)}, layout))
+    name = "system" if evil is _System else "eval"
+    with pytest.raises(pickle.UnpicklingError, match=rf"GLOBAL (posix|os|builtins)\.{name} was not an allowed"):
+        load(path)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # torch refuses the same file
+        torch.load(path)
+    assert not marker.exists()
+
+
+def test_corrupt_torch_files_are_checkpoint_errors(tmp_path):
+    good = _torch_bytes({"w": torch.arange(10.0)}, "zip")
+    with zipfile.ZipFile(io.BytesIO(good)) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+
+    def rezip(**changes) -> io.BytesIO:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for n, data in entries.items():
+                z.writestr(n, changes.get(n.rsplit("/", 1)[-1], data))
+        out.seek(0)
+        return out
+
+    # A storage shorter than its tensor: refused, never read out of bounds.
+    with pytest.raises(CheckpointError, match="storage '0' holds 8 bytes"):
+        load(rezip(**{"0": entries["archive/data/0"][:8]}))
+    # A tensor whose size (10 -> 20) reaches past its storage.
+    pkl = entries["archive/data.pkl"]
+    assert pkl.count(b"K\x00K\n\x85") == 1
+    with pytest.raises(CheckpointError, match="past the end of its storage"):
+        load(rezip(**{"data.pkl": pkl.replace(b"K\x00K\n\x85", b"K\x00K\x14\x85")}))
+    # A flipped byte in the pickle: the zip's CRC check catches it.
+    with pytest.raises(CheckpointError, match="corrupt zip"):
+        load(io.BytesIO(good.replace(b"_rebuild_tensor_v2", b"_rebuild_tensor_v9")))
+    for cut in (10, 100, len(good) // 2, len(good) - 30):
+        with pytest.raises((CheckpointError, pickle.UnpicklingError)):
+            load(io.BytesIO(good[:cut]))
+    legacy = _torch_bytes({"w": torch.arange(10.0)}, "legacy")
+    for cut in range(20, len(legacy), 17):
+        with pytest.raises((CheckpointError, pickle.UnpicklingError)):
+            load(io.BytesIO(legacy[:cut]))
