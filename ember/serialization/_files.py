@@ -173,6 +173,9 @@ def open_source(f) -> tuple[BinaryIO, str, int | None, bool]:
         name = str(getattr(f, "name", None) or f"<{type(f).__name__}>")
         return f, name, None, False
     path = os.fspath(f)
+    # Check before opening: opening a FIFO for reading would block until someone writes to it.
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+        raise CheckpointError(f"ember.load: {path} is not a regular file (a device, pipe or socket); refusing it")
     fh = open(path, "rb")  # FileNotFoundError / IsADirectoryError / PermissionError name the path
     try:
         st = os.fstat(fh.fileno())
