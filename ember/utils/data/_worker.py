@@ -4,7 +4,9 @@ A worker receives tasks ``(epoch, send_idx, indices)`` on its own index queue, f
 collates the batch, and puts ``(epoch, send_idx, worker_id, result)`` on the shared result queue.
 ``None`` on the index queue means "exit". Tensors travel as NumPy arrays (:class:`_ArrayBox`) and
 are rebuilt in the parent; an exception travels as :class:`ExceptionWrapper` with the worker's
-formatted traceback, and the parent re-raises it.
+formatted traceback, and the parent re-raises it. The worker pickles each result itself
+(:func:`encode`), so a batch or an exception type that cannot be pickled reaches the parent as an
+error it raises, instead of being lost in the queue's feeder thread while the parent waits.
 
 A worker never blocks forever: it waits on its queue with a timeout and exits when the parent
 process has gone (its parent pid changed), so a killed trainer leaves no orphans.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import queue
 import random
 import traceback
@@ -57,6 +60,13 @@ class ExceptionWrapper:
     def __init__(self, exc: BaseException, where: str) -> None:
         self.exc_type = type(exc)
         self.msg = f"Caught {type(exc).__name__} {where}.\nOriginal {traceback.format_exc()}"
+
+    def as_text(self, why: str) -> ExceptionWrapper:
+        """This error with its type reduced to a name in the message, for when the type cannot be pickled."""
+        out = ExceptionWrapper.__new__(ExceptionWrapper)
+        out.exc_type = RuntimeError
+        out.msg = f"{self.msg}\n(The worker's {self.exc_type.__qualname__} could not be sent as itself: {why}.)"
+        return out
 
     def reraise(self):
         # Re-raise the worker's exception type when it can be built from a message; KeyError
@@ -184,7 +194,7 @@ def worker_loop(
                 return
             epoch, send_idx, indices = task
             if init_error is not None:
-                result_queue.put((epoch, send_idx, worker_id, init_error))
+                result_queue.put((epoch, send_idx, worker_id, encode(init_error, worker_id)))
                 continue
             if epoch != epoch_seen:
                 epoch_seen, stream, exhausted = epoch, None, False
@@ -201,7 +211,7 @@ def worker_loop(
                     result = to_transport(_fetch_map(dataset, auto_collation, collate_fn, indices))
             except Exception as exc:
                 result = ExceptionWrapper(exc, f"in DataLoader worker process {worker_id}")
-            result_queue.put((epoch, send_idx, worker_id, result))
+            result_queue.put((epoch, send_idx, worker_id, encode(result, worker_id)))
             del result
     except KeyboardInterrupt:
         pass
@@ -210,6 +220,31 @@ def worker_loop(
         # reading, and waiting would hang this process.
         result_queue.cancel_join_thread()
         result_queue.close()
+
+
+def encode(result: Any, worker_id: int) -> bytes:
+    """Pickle a result here, in the worker: ``Queue.put`` pickles in a background thread, where a
+    failure is only printed and the parent would wait for ever. What cannot be pickled becomes an
+    error for the parent to raise, with the reason as text."""
+    try:
+        return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    if isinstance(result, ExceptionWrapper):
+        wrapped = result.as_text(why)
+    else:
+        wrapped = ExceptionWrapper.__new__(ExceptionWrapper)
+        wrapped.exc_type = RuntimeError
+        wrapped.msg = (
+            f"DataLoader worker process {worker_id} could not send its batch to the main process: "
+            f"the batch cannot be pickled ({why})"
+        )
+    try:
+        return pickle.dumps(wrapped, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # a message that itself fails to pickle (it is a str: should not happen)
+        last = ExceptionWrapper.__new__(ExceptionWrapper)
+        last.exc_type, last.msg = RuntimeError, f"DataLoader worker process {worker_id}: unsendable result ({exc})"
+        return pickle.dumps(last)
 
 
 def _fetch_map(dataset, auto_collation: bool, collate_fn, index):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import pickle
 import queue
 import time
 from collections.abc import Callable, Iterable
@@ -365,8 +366,8 @@ class _MultiProcessIter(_BaseIter):
     def _process(self, result):
         self._try_put_index()
         if isinstance(result, ExceptionWrapper):
-            # The epoch cannot go on without this batch: stop the workers, then raise.
-            self._shutdown_workers()
+            # The epoch cannot go on without this batch: stop the workers (without waiting), then raise.
+            self._shutdown_workers(wait=False)
             result.reraise()
         return _worker.from_transport(result)
 
@@ -379,16 +380,25 @@ class _MultiProcessIter(_BaseIter):
             except queue.Empty:
                 self._check_workers()
                 if deadline is not None and time.monotonic() > deadline:
-                    self._shutdown_workers()
+                    # Raise at the timeout: the stuck worker is terminated, not waited for.
+                    self._shutdown_workers(wait=False)
                     raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds") from None
                 continue
-            if epoch == self._epoch:
-                return send_idx, worker_id, result
+            if epoch != self._epoch:
+                continue
+            try:
+                return send_idx, worker_id, pickle.loads(result)  # pickled by the worker (see _worker.encode)
+            except Exception as exc:
+                self._shutdown_workers(wait=False)
+                raise RuntimeError(
+                    f"DataLoader worker process {worker_id}: its batch could not be unpickled in the main process "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
 
     def _check_workers(self) -> None:
         dead = [w for w, expected in zip(self._workers, self._alive_expected) if expected and not w.is_alive()]
         if dead:
-            self._shutdown_workers()
+            self._shutdown_workers(wait=False)
             described = "; ".join(
                 f"DataLoader worker (pid {w.pid}) exited unexpectedly with exit code {w.exitcode}" for w in dead
             )
@@ -397,8 +407,12 @@ class _MultiProcessIter(_BaseIter):
                 "(-9: killed, often for lack of memory; -11: segmentation fault)."
             )
 
-    def _shutdown_workers(self) -> None:
-        """Ask every worker to exit, wait a little, then terminate the stragglers; idempotent."""
+    def _shutdown_workers(self, wait: bool = True) -> None:
+        """Ask every worker to exit, wait a little (``wait``), then terminate the stragglers; idempotent.
+
+        On errors (a timeout, a dead worker, a batch that cannot be unpickled) there is no waiting:
+        the error is raised at once, not after the workers' join time.
+        """
         if self._shutdown:
             return
         self._shutdown = True
@@ -408,11 +422,14 @@ class _MultiProcessIter(_BaseIter):
                 q.put(None)
             except (OSError, ValueError):  # the queue is already closed
                 pass
+        deadline = time.monotonic() + (_JOIN_S if wait else 0.0)
+        for w in self._workers:  # one join time for all workers together, not each
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
         for w in self._workers:
-            w.join(timeout=_JOIN_S)
             if w.is_alive():
                 w.terminate()
-                w.join(timeout=1.0)
+        for w in self._workers:
+            w.join(timeout=1.0)
             if w.is_alive():
                 w.kill()
                 w.join()
