@@ -280,3 +280,74 @@ def test_corrupt_torch_files_are_checkpoint_errors(tmp_path):
     for cut in range(20, len(legacy), 17):
         with pytest.raises((CheckpointError, pickle.UnpicklingError)):
             load(io.BytesIO(legacy[:cut]))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_every_pickle_protocol_of_the_legacy_layout(protocol):
+    buf = io.BytesIO()
+    w = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    torch.save({"w": w, "t": w.t()}, buf, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    buf.seek(0)
+    back = load(buf)
+    _same(back["w"], w)
+    _same(back["t"], w.t())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64, torch.int16, torch.float16, torch.bool])
+def test_big_endian_zip_archives(dtype):
+    """A file written on a big-endian machine says so in its byteorder record; values are swapped on load."""
+    want = (torch.arange(-3, 5) * 3).to(dtype)
+    with zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": want}, "zip"))) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for n, data in entries.items():
+            if n.endswith("byteorder"):
+                data = b"big"
+            elif n.endswith("data/0"):
+                data = np.frombuffer(data, want.numpy().dtype).byteswap().tobytes()
+            z.writestr(n, data)
+    out.seek(0)
+    _same(load(out)["w"], want)
+
+
+class _Call:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _legacy_cuda_stream() -> bytes:
+    """A legacy-layout file whose storage was saved on cuda:0 (written here without a GPU)."""
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.cuda.FloatStorage, "0", "cuda:0", 4, None) if obj == "STORAGE" else None
+
+    out = io.BytesIO()
+    for head in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+        pickle.dump(head, out, protocol=2)
+    rebuild = torch._utils._rebuild_tensor_v2
+    obj = {"w": _Call(rebuild, ("STORAGE", 0, (4,), (1,), False, collections.OrderedDict()))}
+    obj["v"] = _Call(rebuild, ("STORAGE", 1, (3,), (1,), False, collections.OrderedDict()))
+    Pickler(out, protocol=2).dump(obj)
+    pickle.dump(["0"], out, protocol=2)
+    out.write((4).to_bytes(8, "little") + np.arange(4, dtype=np.float32).tobytes())
+    return out.getvalue()
+
+
+def test_map_location_for_a_legacy_cuda_checkpoint(tmp_path):
+    raw = _legacy_cuda_stream()
+    for loc in ("cpu", {"cuda:0": "cpu"}, ember.device("cpu")):
+        back = load(io.BytesIO(raw), map_location=loc)
+        assert back["w"].tolist() == [0.0, 1.0, 2.0, 3.0] and back["v"].tolist() == [1.0, 2.0, 3.0]
+        assert np.shares_memory(back["w"].numpy(), back["v"].numpy())
+    seen = []
+    back = load(io.BytesIO(raw), map_location=lambda s, where: seen.append((where, s.tolist())) or s)
+    assert seen == [("cuda:0", [0.0, 1.0, 2.0, 3.0])]  # called with the data already read
+    assert back["v"].tolist() == [1.0, 2.0, 3.0]
+    if not ember.cuda.is_available():
+        with pytest.raises(RuntimeError, match="map_location='cpu'"):
+            load(io.BytesIO(raw))

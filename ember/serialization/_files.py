@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 import time
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -204,21 +205,42 @@ def read_exact(fh: BinaryIO, n: int, name: str, what: str) -> bytes:
 
 @dataclass
 class Contents:
-    """A parsed safetensors file: its metadata, entries by name and the payload bytes."""
+    """A parsed safetensors file: its metadata, entries by name and their arrays."""
 
     metadata: dict
     entries: dict[str, dict]
-    payload: bytes
+    arrays: dict[str, np.ndarray]
     name: str
 
     def array(self, key: str) -> np.ndarray:
-        """Entry ``key`` as a fresh, writable, native-order array."""
-        entry = self.entries[key]
-        dt = _ST_TO_NP[entry["dtype"]]
-        begin, end = entry["data_offsets"]
-        flat = np.frombuffer(self.payload, dtype=np.uint8, count=end - begin, offset=begin).view(dt.newbyteorder("<"))
-        # A copy: writable, aligned, native byte order, and not pinning the whole file in memory.
-        return flat.astype(dt, copy=True).reshape(entry["shape"])
+        return self.arrays[key]
+
+
+def _read_arrays(fh: BinaryIO, name: str, entries: dict[str, dict], spans: list) -> dict[str, np.ndarray]:
+    """Read each entry straight into its own array, in file order (no second copy of the payload)."""
+    arrays = {}
+    pos = 0
+    for begin, end, key in spans:
+        if begin > pos:
+            read_exact(fh, begin - pos, name, "the tensor data")  # a gap another writer left: skip it
+        entry = entries[key]
+        arr = np.empty(entry["shape"], _ST_TO_NP[entry["dtype"]])
+        view = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
+        done = 0
+        while done < end - begin:
+            got = fh.readinto(view[done:]) if hasattr(fh, "readinto") else None
+            if got is None:  # a stream without readinto
+                chunk = read_exact(fh, min(end - begin - done, _CHUNK), name, f"tensor {key!r}")
+                view[done : done + len(chunk)] = chunk
+                got = len(chunk)
+            if not got:
+                raise CheckpointError(f"ember.load: {name} is truncated: tensor {key!r} needs {end - begin} bytes")
+            done += got
+        if sys.byteorder == "big" and arr.dtype.itemsize > 1:
+            arr.byteswap(inplace=True)  # the file is little-endian
+        arrays[key] = arr
+        pos = end
+    return arrays
 
 
 def read_safetensors(fh: BinaryIO, name: str, size: int | None, prefix: bytes) -> Contents:
@@ -255,19 +277,16 @@ def read_safetensors(fh: BinaryIO, name: str, size: int | None, prefix: bytes) -
         raise CheckpointError(f"ember.load: {name} declares {len(header)} tensors, more than {limits.max_tensors}")
     spans = [_check_entry(name, key, entry) for key, entry in header.items()]
     spans.sort()
-    end = 0
     for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
         if begin_b < end_a:
             raise CheckpointError(f"ember.load: {name}: tensors {a!r} and {b!r} overlap in the file")
-    if spans:
-        end = max(s[1] for s in spans)
+    end = max((s[1] for s in spans), default=0)
     if available is not None and end > available - n:
         raise CheckpointError(
             f"ember.load: {name} is truncated or corrupt: its tensors need {end} bytes of data, "
             f"but the file holds {available - n}"
         )
-    payload = read_exact(fh, end, name, "the tensor data")
-    return Contents(metadata, header, payload, name)
+    return Contents(metadata, header, _read_arrays(fh, name, header, spans), name)
 
 
 def _check_entry(name: str, key: str, entry) -> tuple[int, int, str]:

@@ -205,7 +205,7 @@ class Decoder:
         if arr is None:
             if not isinstance(key, str) or key not in self.contents.entries:
                 self.fail(f"the structure refers to tensor data {key!r}, which the file does not contain")
-            arr = self.arrays[key] = self.contents.array(key)
+            arr = self.arrays[key] = self.contents.array(key)  # each key is read once, fresh and writable
         return arr
 
     def plain(self) -> dict[str, Tensor]:

@@ -64,11 +64,16 @@ _UNSUPPORTED = {
 
 
 def sniff(prefix: bytes) -> str | None:
-    """'zip' or 'legacy' when the first bytes are those of a PyTorch file, else None."""
+    """'zip' or 'legacy' when the first bytes are those of a PyTorch file, else None (safetensors)."""
     if prefix[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if prefix[:14] == _LEGACY_PREFIX[: len(prefix[:14])] and len(prefix) >= 8:
+    if len(prefix) >= 8 and prefix == _LEGACY_PREFIX[: len(prefix)]:
         return "legacy"
+    # A legacy file pickled with protocol 3-5 starts with PROTO n. Read as a safetensors header
+    # length those bytes declare more than any header may hold, so the two cannot be confused.
+    if len(prefix) >= 8 and prefix[0] == 0x80 and 3 <= prefix[1] <= 5:
+        if int.from_bytes(prefix[:8], "little") > limits.max_header_bytes:
+            return "legacy"
     return None
 
 
@@ -161,6 +166,8 @@ class _Loader:
             t[f"torch.{torch_name}"] = d if d is not None else _TypeName(f"torch.{torch_name}", ember_name)
         for storage, ember_name in _STORAGES.items():
             t[f"torch.{storage}"] = _TypeName(f"torch.{storage}", ember_name)
+            # Old files name CUDA storages by their own classes; the location string says the device.
+            t[f"torch.cuda.{storage}"] = _TypeName(f"torch.cuda.{storage}", ember_name)
         return t
 
     def reject(self, full: str) -> None:
@@ -412,7 +419,7 @@ class _LegacyLoader(_Loader):
         return _Storage(key, nbytes, itemsize, location)  # filled after the object pickle, in key order
 
 
-def _load_legacy(fh: BinaryIO, name: str, map_location, weights_only: bool, size: int | None) -> Any:
+def _load_legacy(fh: BinaryIO, name: str, map_location, weights_only: bool) -> Any:
     loader = _LegacyLoader(name, map_location, weights_only)
     header = [_run(loader.unpickler(fh), loader) for _ in range(3)]
     if header[0] != _MAGIC or header[1] != _PROTOCOL_VERSION:
@@ -467,7 +474,7 @@ def load(fh: BinaryIO, name: str, start: int | None, prefix: bytes, kind: str, m
         if start is None:
             stream = io.BytesIO(prefix + fh.read())
         return _load_zip(stream, name, map_location, weights_only)
-    return _load_legacy(stream, name, map_location, weights_only, None)
+    return _load_legacy(stream, name, map_location, weights_only)
 
 
 class _Prefixed(io.RawIOBase):
