@@ -171,3 +171,9 @@ def test_fifo_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(CheckpointError, match="not a regular file"):
         load(str(fifo))  # refused without opening it (opening a FIFO blocks until a writer comes)
+
+
+def test_huge_declared_tensor_in_a_short_stream_is_refused_before_allocating():
+    header = {"x": {"dtype": "F64", "shape": [2**20, 2**20], "data_offsets": [0, 2**43]}}
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load(io.BytesIO(_craft(header, b"\0" * 64)))

@@ -351,3 +351,10 @@ def test_map_location_for_a_legacy_cuda_checkpoint(tmp_path):
     if not ember.cuda.is_available():
         with pytest.raises(RuntimeError, match="map_location='cpu'"):
             load(io.BytesIO(raw))
+
+
+def test_lying_storage_sizes_are_refused_before_allocating():
+    legacy = _legacy_cuda_stream().replace(b"K\x04N", b"\x8a\x06\x00\x00\x00\x00\x00\x01N")  # numel 4 -> 2**40
+    assert legacy != _legacy_cuda_stream()
+    with pytest.raises(CheckpointError, match="more than the whole file"):
+        load(io.BytesIO(legacy), map_location="cpu")

@@ -172,7 +172,15 @@ def open_source(f) -> tuple[BinaryIO, str, int | None, bool]:
     """(binary file object, name for messages, bytes available or None, whether we opened it)."""
     if hasattr(f, "read"):
         name = str(getattr(f, "name", None) or f"<{type(f).__name__}>")
-        return f, name, None, False
+        size = None
+        try:
+            if f.seekable():  # the bytes left, so that sizes declared in the file can be checked first
+                here = f.tell()
+                size = f.seek(0, os.SEEK_END) - here
+                f.seek(here)
+        except (OSError, ValueError, AttributeError):
+            size = None
+        return f, name, size, False
     path = os.fspath(f)
     # Check before opening: opening a FIFO for reading would block until someone writes to it.
     if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):

@@ -139,7 +139,7 @@ class _Loader:
         self.big_endian = big_endian
         self.storages: dict[str, _Storage] = {}
         self.place_now = True  # False in the legacy layout's first pass: storages not read yet
-        self.needs_second_pass = False
+        self.budget: int | None = None  # bytes in the file, when known: no storage can be larger
 
     def fail(self, msg: str):
         raise CheckpointError(f"ember.load: {self.name}: {msg}")
@@ -211,6 +211,9 @@ class _Loader:
         dt = stype.dtype(self.name)
         nbytes = numel * dt.itemsize
         st = self.storages.get(key)
+        if st is None and self.budget is not None and nbytes > self.budget:
+            # Checked before allocating: a lying size must not make us reserve terabytes.
+            self.fail(f"storage {key!r} declares {nbytes} bytes, more than the whole file ({self.budget})")
         if st is None:
             st = self.storages[key] = self.new_storage(key, nbytes, dt.itemsize, location)
         elif st.bytes.size != nbytes and not (legacy and st.bytes.size >= nbytes):
@@ -343,13 +346,17 @@ class _ZipLoader(_Loader):
         self.prefix = prefix
 
     def new_storage(self, key: str, nbytes: int, itemsize: int, location: str) -> _Storage:
-        st = _Storage(key, nbytes, itemsize, location)
         try:
             info = self.zf.getinfo(f"{self.prefix}data/{key}")
         except KeyError:
             self.fail(f"storage {key!r} is missing from the archive")
         if info.file_size != nbytes:
             self.fail(f"storage {key!r} holds {info.file_size} bytes, but its tensors need {nbytes}")
+        # PyTorch stores entries uncompressed; a compressed one may not claim more than deflate can give.
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else 1032
+        if nbytes > max(info.compress_size, 1) * ratio:
+            self.fail(f"storage {key!r} claims {nbytes} bytes from {info.compress_size} stored: corrupt")
+        st = _Storage(key, nbytes, itemsize, location)
         with self.zf.open(info) as entry:
             view = memoryview(st.bytes)
             done = 0
@@ -361,7 +368,7 @@ class _ZipLoader(_Loader):
         return st
 
 
-def _load_zip(fh: BinaryIO, name: str, map_location, weights_only: bool) -> Any:
+def _load_zip(fh: BinaryIO, name: str, map_location, weights_only: bool, budget: int | None) -> Any:
     try:
         zf = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -383,6 +390,7 @@ def _load_zip(fh: BinaryIO, name: str, map_location, weights_only: bool) -> Any:
         if info.file_size > limits.max_header_bytes:
             raise CheckpointError(f"ember.load: {name}: data.pkl is {info.file_size} bytes, over the limit")
         loader = _ZipLoader(zf, prefix, name, map_location, weights_only, order == "big")
+        loader.budget = budget
         try:
             unpickler = loader.unpickler(io.BytesIO(zf.read(info)))
             unpickler.persistent_load = lambda pid: loader.storage(pid, legacy=False)
@@ -419,8 +427,9 @@ class _LegacyLoader(_Loader):
         return _Storage(key, nbytes, itemsize, location)  # filled after the object pickle, in key order
 
 
-def _load_legacy(fh: BinaryIO, name: str, map_location, weights_only: bool) -> Any:
+def _load_legacy(fh: BinaryIO, name: str, map_location, weights_only: bool, budget: int | None) -> Any:
     loader = _LegacyLoader(name, map_location, weights_only)
+    loader.budget = budget
     header = [_run(loader.unpickler(fh), loader) for _ in range(3)]
     if header[0] != _MAGIC or header[1] != _PROTOCOL_VERSION:
         raise CheckpointError(f"ember.load: {name}: invalid magic number or protocol version; corrupt PyTorch file")
@@ -465,7 +474,9 @@ def _load_legacy(fh: BinaryIO, name: str, map_location, weights_only: bool) -> A
 
 def load(fh: BinaryIO, name: str, start: int | None, prefix: bytes, kind: str, map_location, weights_only) -> Any:
     """Load a PyTorch file whose first bytes ``prefix`` were read from ``fh`` (at ``start`` if seekable)."""
+    budget = None
     if start is not None:
+        budget = fh.seek(0, io.SEEK_END) - start
         fh.seek(start)
         stream = fh
     else:
@@ -473,8 +484,8 @@ def load(fh: BinaryIO, name: str, start: int | None, prefix: bytes, kind: str, m
     if kind == "zip":
         if start is None:
             stream = io.BytesIO(prefix + fh.read())
-        return _load_zip(stream, name, map_location, weights_only)
-    return _load_legacy(stream, name, map_location, weights_only)
+        return _load_zip(stream, name, map_location, weights_only, budget)
+    return _load_legacy(stream, name, map_location, weights_only, budget)
 
 
 class _Prefixed(io.RawIOBase):
