@@ -177,3 +177,29 @@ def test_huge_declared_tensor_in_a_short_stream_is_refused_before_allocating():
     header = {"x": {"dtype": "F64", "shape": [2**20, 2**20], "data_offsets": [0, 2**43]}}
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load(io.BytesIO(_craft(header, b"\0" * 64)))
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 256 KiB tmpfs (needs root and mount permission; skipped elsewhere)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_filesystem_is_an_oserror_and_leaves_the_old_file(tiny_tmpfs):
+    path = tiny_tmpfs / "ckpt.pt"
+    save({"v": 1, "w": ember.ones(10)}, path)
+    with pytest.raises(OSError) as info:
+        save({"w": ember.zeros(1 << 20)}, path)  # 4 MiB into 256 KiB
+    assert info.value.errno == 28  # ENOSPC, and an OSError (safetensors raised SafetensorError)
+    assert load(path)["v"] == 1
+    assert sorted(p.name for p in tiny_tmpfs.iterdir()) == ["ckpt.pt"]
