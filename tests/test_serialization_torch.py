@@ -358,3 +358,32 @@ def test_lying_storage_sizes_are_refused_before_allocating():
     assert legacy != _legacy_cuda_stream()
     with pytest.raises(CheckpointError, match="more than the whole file"):
         load(io.BytesIO(legacy), map_location="cpu")
+
+
+def test_a_run_trained_in_torch_resumes_in_ember():
+    """Model and AdamW state saved by torch.save continue in Ember with the same losses."""
+    torch.manual_seed(0)
+    tm = torch.nn.Linear(4, 3)
+    topt = torch.optim.AdamW(tm.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    x = torch.randn(5, 4)
+    for _ in range(2):
+        topt.zero_grad()
+        tm(x).square().mean().backward()
+        topt.step()
+    ckpt = load(io.BytesIO(_torch_bytes({"model": tm.state_dict(), "optimizer": topt.state_dict()}, "zip")))
+    em = nn.Linear(4, 3)
+    em.load_state_dict(ckpt["model"])
+    eopt = ember.optim.AdamW(em.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    eopt.load_state_dict(ckpt["optimizer"])
+    ex = ember.tensor(x.numpy())
+    for _ in range(3):
+        topt.zero_grad()
+        want = tm(x).square().mean()
+        want.backward()
+        topt.step()
+        eopt.zero_grad()
+        got = em(ex).square().mean()
+        got.backward()
+        eopt.step()
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    np.testing.assert_allclose(em.weight.detach().numpy(), tm.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
