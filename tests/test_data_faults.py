@@ -83,9 +83,12 @@ def _collate_as_is(batch):
     ],
     ids=["unpicklable exception", "unpicklable batch", "batch failing in the parent"],
 )
-def test_unsendable_worker_results_are_reported_not_hung(dataset, error, pattern):
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_unsendable_worker_results_are_reported_not_hung(dataset, error, pattern, context):
     # The loader's timeout only bounds the test if the fix regresses (it used to hang for ever).
-    loader = edata.DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=_collate_as_is, timeout=20)
+    loader = edata.DataLoader(
+        dataset, batch_size=1, num_workers=1, collate_fn=_collate_as_is, timeout=20, multiprocessing_context=context
+    )
     start = time.monotonic()
     with pytest.raises(error, match=pattern):
         list(loader)

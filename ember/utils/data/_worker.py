@@ -4,9 +4,9 @@ A worker receives tasks ``(epoch, send_idx, indices)`` on its own index queue, f
 collates the batch, and puts ``(epoch, send_idx, worker_id, result)`` on the shared result queue.
 ``None`` on the index queue means "exit". Tensors travel as NumPy arrays (:class:`_ArrayBox`) and
 are rebuilt in the parent; an exception travels as :class:`ExceptionWrapper` with the worker's
-formatted traceback, and the parent re-raises it. The worker pickles each result itself
-(:func:`encode`), so a batch or an exception type that cannot be pickled reaches the parent as an
-error it raises, instead of being lost in the queue's feeder thread while the parent waits.
+formatted traceback, and the parent re-raises it. A batch or an exception type that cannot be
+pickled reaches the parent as an error it raises (:class:`ResultQueue`), instead of being lost in
+the queue's feeder thread while the parent waits.
 
 A worker never blocks forever: it waits on its queue with a timeout and exits when the parent
 process has gone (its parent pid changed), so a killed trainer leaves no orphans.
@@ -15,8 +15,8 @@ process has gone (its parent pid changed), so a killed trainer leaves no orphans
 from __future__ import annotations
 
 import copy
+import multiprocessing.queues
 import os
-import pickle
 import queue
 import random
 import traceback
@@ -194,7 +194,7 @@ def worker_loop(
                 return
             epoch, send_idx, indices = task
             if init_error is not None:
-                result_queue.put((epoch, send_idx, worker_id, encode(init_error, worker_id)))
+                result_queue.put((epoch, send_idx, worker_id, init_error))
                 continue
             if epoch != epoch_seen:
                 epoch_seen, stream, exhausted = epoch, None, False
@@ -211,7 +211,7 @@ def worker_loop(
                     result = to_transport(_fetch_map(dataset, auto_collation, collate_fn, indices))
             except Exception as exc:
                 result = ExceptionWrapper(exc, f"in DataLoader worker process {worker_id}")
-            result_queue.put((epoch, send_idx, worker_id, encode(result, worker_id)))
+            result_queue.put((epoch, send_idx, worker_id, result))
             del result
     except KeyboardInterrupt:
         pass
@@ -222,29 +222,34 @@ def worker_loop(
         result_queue.close()
 
 
-def encode(result: Any, worker_id: int) -> bytes:
-    """Pickle a result here, in the worker: ``Queue.put`` pickles in a background thread, where a
-    failure is only printed and the parent would wait for ever. What cannot be pickled becomes an
-    error for the parent to raise, with the reason as text."""
-    try:
-        return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        why = f"{type(exc).__name__}: {exc}"
+class ResultQueue(multiprocessing.queues.Queue):
+    """The workers' result queue. ``put`` pickles in a background thread, where a failure is only
+    printed and the item dropped, so the parent would wait for it for ever: here a result that
+    cannot be pickled is replaced by an error for the parent to raise, with the reason as text.
+    (The hook is the one ``concurrent.futures`` overrides for the same purpose.)"""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx=ctx)
+
+    def _on_queue_feeder_error(self, e: Exception, obj: Any) -> None:
+        if not (isinstance(obj, tuple) and len(obj) == 4):
+            return super()._on_queue_feeder_error(e, obj)
+        epoch, send_idx, worker_id, result = obj
+        self.put((epoch, send_idx, worker_id, unsendable(result, e, worker_id)))
+
+
+def unsendable(result: Any, exc: Exception, worker_id: int) -> ExceptionWrapper:
+    """The error that replaces a result (or an error) that could not be pickled."""
+    why = f"{type(exc).__name__}: {exc}"
     if isinstance(result, ExceptionWrapper):
-        wrapped = result.as_text(why)
-    else:
-        wrapped = ExceptionWrapper.__new__(ExceptionWrapper)
-        wrapped.exc_type = RuntimeError
-        wrapped.msg = (
-            f"DataLoader worker process {worker_id} could not send its batch to the main process: "
-            f"the batch cannot be pickled ({why})"
-        )
-    try:
-        return pickle.dumps(wrapped, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # a message that itself fails to pickle (it is a str: should not happen)
-        last = ExceptionWrapper.__new__(ExceptionWrapper)
-        last.exc_type, last.msg = RuntimeError, f"DataLoader worker process {worker_id}: unsendable result ({exc})"
-        return pickle.dumps(last)
+        return result.as_text(why)
+    wrapped = ExceptionWrapper.__new__(ExceptionWrapper)
+    wrapped.exc_type = RuntimeError
+    wrapped.msg = (
+        f"DataLoader worker process {worker_id} could not send its batch to the main process: "
+        f"the batch cannot be pickled ({why})"
+    )
+    return wrapped
 
 
 def _fetch_map(dataset, auto_collation: bool, collate_fn, index):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import pickle
 import queue
 import time
 from collections.abc import Callable, Iterable
@@ -266,7 +265,7 @@ class _MultiProcessIter(_BaseIter):
         self._shutdown = True  # until the workers exist, so a failed start cleans up what it made
         self._epoch = 0
         ctx = loader._mp_context()
-        self._result_queue = ctx.Queue()
+        self._result_queue = _worker.ResultQueue(ctx)
         self._index_queues = []
         self._workers = []
         self._alive_expected = []
@@ -384,16 +383,13 @@ class _MultiProcessIter(_BaseIter):
                     self._shutdown_workers(wait=False)
                     raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds") from None
                 continue
-            if epoch != self._epoch:
-                continue
-            try:
-                return send_idx, worker_id, pickle.loads(result)  # pickled by the worker (see _worker.encode)
-            except Exception as exc:
+            except Exception as exc:  # a result that pickled in the worker but cannot be rebuilt here
                 self._shutdown_workers(wait=False)
                 raise RuntimeError(
-                    f"DataLoader worker process {worker_id}: its batch could not be unpickled in the main process "
-                    f"({type(exc).__name__}: {exc})"
+                    f"DataLoader: a worker's batch could not be unpickled in the main process ({type(exc).__name__}: {exc})"
                 ) from exc
+            if epoch == self._epoch:
+                return send_idx, worker_id, result
 
     def _check_workers(self) -> None:
         dead = [w for w, expected in zip(self._workers, self._alive_expected) if expected and not w.is_alive()]
