@@ -387,3 +387,10 @@ def test_a_run_trained_in_torch_resumes_in_ember():
         eopt.step()
         assert got.item() == pytest.approx(want.item(), rel=1e-6)
     np.testing.assert_allclose(em.weight.detach().numpy(), tm.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_plain_pickle_is_not_taken_for_a_checkpoint(tmp_path):
+    path = tmp_path / "data.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with pytest.raises(CheckpointError, match="is a pickle but not a PyTorch checkpoint"):
+        load(path)

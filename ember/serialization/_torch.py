@@ -430,10 +430,14 @@ class _LegacyLoader(_Loader):
 def _load_legacy(fh: BinaryIO, name: str, map_location, weights_only: bool, budget: int | None) -> Any:
     loader = _LegacyLoader(name, map_location, weights_only)
     loader.budget = budget
-    header = [_run(loader.unpickler(fh), loader) for _ in range(3)]
-    if header[0] != _MAGIC or header[1] != _PROTOCOL_VERSION:
-        raise CheckpointError(f"ember.load: {name}: invalid magic number or protocol version; corrupt PyTorch file")
-    info = header[2] if isinstance(header[2], dict) else {}
+    for expected in (_MAGIC, _PROTOCOL_VERSION):
+        if _run(loader.unpickler(fh), loader) != expected:
+            raise CheckpointError(
+                f"ember.load: {name} is a pickle but not a PyTorch checkpoint (it does not start with "
+                "torch.save's magic number and protocol version), nor an Ember one"
+            )
+    info = _run(loader.unpickler(fh), loader)
+    info = info if isinstance(info, dict) else {}
     if info.get("little_endian", True) is not True:
         raise CheckpointError(f"ember.load: {name} was written on a big-endian machine; Ember reads little-endian ones")
     start = fh.tell() if fh.seekable() else None
