@@ -83,9 +83,9 @@ def write(arrays: dict[str, np.ndarray], metadata: dict[str, str], fh: BinaryIO)
     fh.write(raw)
     for arr in arrays.values():
         if arr.size:
+            if sys.byteorder == "big" and arr.dtype.itemsize > 1:
+                arr = arr.byteswap()  # safetensors is little-endian
             flat = arr.reshape(-1).view(np.uint8)  # a byte view works for every dtype, bfloat16 included
-            if arr.dtype.byteorder == ">":
-                flat = arr.astype(arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
             fh.write(memoryview(flat))
 
 
