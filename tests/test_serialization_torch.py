@@ -394,3 +394,24 @@ def test_a_plain_pickle_is_not_taken_for_a_checkpoint(tmp_path):
     path.write_bytes(pickle.dumps({"a": 1}, protocol=4))
     with pytest.raises(CheckpointError, match="is a pickle but not a PyTorch checkpoint"):
         load(path)
+
+
+def test_bfloat16_paths_work_once_ember_has_the_dtype(monkeypatch, tmp_path):
+    """The bfloat16 code paths, with a bfloat16 dtype registered for the test (ml_dtypes), as issue 11 adds it."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from ember import _dtype
+
+    bf16 = _dtype._BY_NAME.get("bfloat16") or _dtype.dtype("bfloat16", ml_dtypes.bfloat16, _dtype._FLOAT)
+    monkeypatch.setitem(_dtype._BY_NAME, "bfloat16", bf16)
+    monkeypatch.setitem(_dtype._BY_NP, bf16.np, bf16)
+    t = torch.tensor([[1.5, -2.0], [3.25, 7.0]], dtype=torch.bfloat16)
+    for layout in LAYOUTS:
+        back = _load({"t": t, "c": t.t(), "d": torch.bfloat16}, layout, tmp_path)
+        assert back["t"].dtype is bf16 and back["d"] is bf16
+        assert back["c"].numpy().astype(np.float32).tolist() == t.t().float().tolist()
+    buf = io.BytesIO()
+    ember.save({"x": back["c"]}, buf)  # and Ember's own files store it as safetensors BF16
+    buf.seek(0)
+    again = load(buf)["x"]
+    assert again.dtype is bf16 and again.numpy().astype(np.float32).tolist() == t.t().float().tolist()
+    assert b'"dtype":"BF16"' in buf.getvalue()[:400]

@@ -48,7 +48,7 @@ class _Limits:
 limits = _Limits()
 
 # safetensors dtype names <-> NumPy dtypes. BF16 is added when Ember has a bfloat16 dtype.
-_ST_TO_NP = {
+_BASE_ST_TO_NP = {
     "BOOL": np.dtype(np.bool_),
     "U8": np.dtype(np.uint8),
     "I8": np.dtype(np.int8),
@@ -59,9 +59,15 @@ _ST_TO_NP = {
     "F32": np.dtype(np.float32),
     "F64": np.dtype(np.float64),
 }
-if "bfloat16" in _dtype._BY_NAME:
-    _ST_TO_NP["BF16"] = _dtype._BY_NAME["bfloat16"].np
-_NP_TO_ST = {v: k for k, v in _ST_TO_NP.items()}
+
+
+def _st_to_np() -> dict[str, np.dtype]:
+    """The table, looked up when used: a bfloat16 dtype registered after import counts too."""
+    table = dict(_BASE_ST_TO_NP)
+    if "bfloat16" in _dtype._BY_NAME:
+        table["BF16"] = _dtype._BY_NAME["bfloat16"].np
+    return table
+
 
 _CHUNK = 64 * 1024 * 1024  # reads of declared sizes go in chunks, so a lying size cannot allocate it all
 
@@ -71,8 +77,9 @@ def write(arrays: dict[str, np.ndarray], metadata: dict[str, str], fh: BinaryIO)
     """Write ``arrays`` (C-contiguous, native byte order) and ``metadata`` as one safetensors file."""
     header: dict = {"__metadata__": metadata}
     offset = 0
+    np_to_st = {v: k for k, v in _st_to_np().items()}
     for name, arr in arrays.items():
-        code = _NP_TO_ST.get(arr.dtype)
+        code = np_to_st.get(arr.dtype)
         if code is None:
             raise TypeError(f"ember.save: cannot store arrays of dtype {arr.dtype}")
         header[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
@@ -226,13 +233,14 @@ class Contents:
 
 def _read_arrays(fh: BinaryIO, name: str, entries: dict[str, dict], spans: list) -> dict[str, np.ndarray]:
     """Read each entry straight into its own array, in file order (no second copy of the payload)."""
+    table = _st_to_np()
     arrays = {}
     pos = 0
     for begin, end, key in spans:
         if begin > pos:
             read_exact(fh, begin - pos, name, "the tensor data")  # a gap another writer left: skip it
         entry = entries[key]
-        arr = np.empty(entry["shape"], _ST_TO_NP[entry["dtype"]])
+        arr = np.empty(entry["shape"], table[entry["dtype"]])
         view = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
         done = 0
         while done < end - begin:
@@ -283,7 +291,8 @@ def read_safetensors(fh: BinaryIO, name: str, size: int | None, prefix: bytes) -
         raise CheckpointError(f"ember.load: {name}: header metadata is not a JSON object")
     if len(header) > limits.max_tensors:
         raise CheckpointError(f"ember.load: {name} declares {len(header)} tensors, more than {limits.max_tensors}")
-    spans = [_check_entry(name, key, entry) for key, entry in header.items()]
+    table = _st_to_np()
+    spans = [_check_entry(name, key, entry, table) for key, entry in header.items()]
     spans.sort()
     for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
         if begin_b < end_a:
@@ -297,24 +306,24 @@ def read_safetensors(fh: BinaryIO, name: str, size: int | None, prefix: bytes) -
     return Contents(metadata, header, _read_arrays(fh, name, header, spans), name)
 
 
-def _check_entry(name: str, key: str, entry) -> tuple[int, int, str]:
+def _check_entry(name: str, key: str, entry, table: dict[str, np.dtype]) -> tuple[int, int, str]:
     what = f"ember.load: {name}: tensor {key!r}"
     if not isinstance(entry, dict):
         raise CheckpointError(f"{what} has no description")
     dt, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dt not in _ST_TO_NP:
-        raise CheckpointError(f"{what} has dtype {dt!r}; Ember reads {sorted(_ST_TO_NP)}")
+    if dt not in table:
+        raise CheckpointError(f"{what} has dtype {dt!r}; Ember reads {sorted(table)}")
     if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
         raise CheckpointError(f"{what} has an invalid shape {str(shape)[:100]}")
     if len(shape) > limits.max_dims:
         raise CheckpointError(f"{what} has {len(shape)} dimensions; at most {limits.max_dims} are supported")
     # Even an empty array must have a representable shape: NumPy refuses [2**62, 2**62, 0].
-    if math.prod(max(s, 1) for s in shape) * _ST_TO_NP[dt].itemsize >= 2**62:
+    if math.prod(max(s, 1) for s in shape) * table[dt].itemsize >= 2**62:
         raise CheckpointError(f"{what} has an impossibly large shape {shape}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         raise CheckpointError(f"{what} has invalid data_offsets {str(offsets)[:100]}")
     begin, end = offsets
-    nbytes = math.prod(shape) * _ST_TO_NP[dt].itemsize
+    nbytes = math.prod(shape) * table[dt].itemsize
     if not 0 <= begin <= end or end - begin != nbytes:
         raise CheckpointError(
             f"{what} (dtype {dt}, shape {shape}) needs {nbytes} bytes but its data_offsets {offsets} "
