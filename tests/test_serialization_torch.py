@@ -415,3 +415,15 @@ def test_bfloat16_paths_work_once_ember_has_the_dtype(monkeypatch, tmp_path):
     again = load(buf)["x"]
     assert again.dtype is bf16 and again.numpy().astype(np.float32).tolist() == t.t().float().tolist()
     assert b'"dtype":"BF16"' in buf.getvalue()[:400]
+
+
+def test_other_zip_archives_are_named_for_what_they_are(tmp_path):
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    with pytest.raises(CheckpointError, match="TorchScript archive"):
+        load(scripted)
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as z:
+        z.writestr("readme.txt", "hello")
+    with pytest.raises(CheckpointError, match="zip archive without data.pkl: not a PyTorch checkpoint"):
+        load(plain)
