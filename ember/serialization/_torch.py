@@ -376,11 +376,12 @@ def _load_zip(fh: BinaryIO, name: str, map_location, weights_only: bool, budget:
     with zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+        if any(n.endswith("constants.pkl") for n in names):  # TorchScript archives hold data.pkl too
+            raise CheckpointError(
+                f"ember.load: {name} is a TorchScript archive (torch.jit.save), which holds code; Ember cannot "
+                "load it (save the module's state_dict() with torch.save instead)"
+            )
         if not pkl:
-            if any(n.endswith("constants.pkl") for n in names):
-                raise CheckpointError(
-                    f"ember.load: {name} is a TorchScript archive (torch.jit.save); Ember cannot load it"
-                )
             raise CheckpointError(f"ember.load: {name} is a zip archive without data.pkl: not a PyTorch checkpoint")
         prefix = pkl[0][: -len("data.pkl")]
         order = _read_small(zf, prefix + "byteorder", name) if prefix + "byteorder" in names else "little"
