@@ -35,13 +35,14 @@ def test_stale_temp_files_of_dead_processes_are_removed_on_the_next_save(tmp_pat
         mine = tmp_path / f".ckpt.pt.{os.getpid()}.00000000.tmp"
         fresh = tmp_path / f".ckpt.pt.{_dead_pid()}.11111111.tmp"  # dead writer, but touched just now
         unrelated = tmp_path / ".notes.12.tmp"
-        for p in (dead, other_dead, alive, mine, fresh, unrelated):
+        not_a_pid = tmp_path / f".ckpt.pt.{2**80}.22222222.tmp"
+        for p in (dead, other_dead, alive, mine, fresh, unrelated, not_a_pid):
             p.write_bytes(b"x" * 100)
             if p is not fresh:
                 os.utime(p, (old, old))
         save({"w": ember.ones(2)}, tmp_path / "ckpt.pt")
         assert not dead.exists() and not other_dead.exists()
-        assert alive.exists() and mine.exists() and fresh.exists() and unrelated.exists()
+        assert alive.exists() and mine.exists() and fresh.exists() and unrelated.exists() and not_a_pid.exists()
         assert load(tmp_path / "ckpt.pt")["w"].tolist() == [1.0, 1.0]
     finally:
         live.kill()

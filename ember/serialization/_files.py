@@ -133,8 +133,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # exists but belongs to someone else (or we cannot tell): keep its file
+    except (OSError, OverflowError, ValueError):
+        return True  # exists but belongs to someone else, or not a pid at all: keep its file
     return True
 
 
