@@ -204,3 +204,12 @@ def test_full_filesystem_is_an_oserror_and_leaves_the_old_file(tiny_tmpfs):
     assert info.value.errno == 28  # ENOSPC, and an OSError (safetensors raised SafetensorError)
     assert load(path)["v"] == 1
     assert sorted(p.name for p in tiny_tmpfs.iterdir()) == ["ckpt.pt"]
+
+
+def test_header_of_millions_of_json_values_is_refused_before_parsing():
+    structure = '{"format": 1, "tensors": [], "root": {"list": [' + ",".join(["0"] * 5_000_000) + "]}}"
+    raw = json.dumps({"__metadata__": {"ember.structure": structure}}).encode()
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="JSON values, more than the limit"):
+        load(io.BytesIO(struct.pack("<Q", len(raw)) + raw))
+    assert time.perf_counter() - start < 1.0

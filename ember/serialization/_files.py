@@ -41,6 +41,7 @@ class _Limits:
 
     max_header_bytes: int = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
     max_tensors: int = 200_000  # entries in one file; real checkpoints hold thousands at most
+    max_json_items: int = 4_000_000  # values in the header's JSON (about 100 bytes of memory each once parsed)
     max_depth: int = 200  # nesting of dicts/lists in the saved structure
     max_dims: int = 64  # NumPy's own limit on dimensions
 
@@ -279,6 +280,12 @@ def read_safetensors(fh: BinaryIO, name: str, size: int | None, prefix: bytes) -
         raise CheckpointError(
             f"ember.load: {name} declares {count} tensors, more than the limit of {limits.max_tensors} "
             "(ember.serialization.limits.max_tensors; raise it only for a file you trust)"
+        )
+    items = raw.count(b",") + 1  # a bound on the values a JSON parse would build
+    if items > limits.max_json_items:
+        raise CheckpointError(
+            f"ember.load: {name}: its header holds about {items} JSON values, more than the limit of "
+            f"{limits.max_json_items} (ember.serialization.limits.max_json_items; raise it only for a file you trust)"
         )
     try:
         header = json.loads(raw.decode("utf-8"))
