@@ -133,6 +133,8 @@ class Encoder:
 
         class _Pickler(pickle.Pickler):
             def persistent_id(self, x):
+                if isinstance(x, np.ndarray) and x.dtype not in _dtype._BY_NP:
+                    return None  # e.g. an object array: pickled as NumPy pickles it
                 if isinstance(x, (Tensor, np.ndarray, _dtype.dtype, _device_cls, Size)):
                     return encoder.encode(x, f"{where} (inside {type(obj).__qualname__})")
                 return None
