@@ -27,7 +27,7 @@ import numpy as np
 from ember import _dtype
 from ember._device import device as _device_cls
 from ember.serialization._files import CheckpointError, limits, read_exact
-from ember.serialization._globals import RestrictedUnpickler, refused
+from ember.serialization._globals import RestrictedUnpickler
 from ember.serialization._structure import place
 from ember.tensor import Size, Tensor, _wrap
 
@@ -171,25 +171,20 @@ class _Loader:
         return t
 
     def reject(self, full: str) -> None:
-        """A torch name outside the table: Ember cannot rebuild it, allowlisted or not."""
+        """A torch name outside the table: Ember cannot rebuild it, allowlisted or not, trusted or not."""
         if not full.startswith("torch."):
-            return
+            return  # a user's class: the weights_only rule and the allowlist decide
         short = full.rsplit(".", 1)[-1]
         if short in _UNSUPPORTED:
             what = f"{_UNSUPPORTED[short]} tensors ({full})"
         elif short.endswith("Storage"):
             what = f"storages of type {full}"
         else:
-            what = f"{full}"
-        if self.weights_only and not short.endswith("Storage") and short not in _UNSUPPORTED:
-            raise refused(
-                full,
-                " (Ember cannot rebuild PyTorch classes in any case: save a state_dict() in PyTorch and load that.)",
-            )
+            what = full
         raise pickle.UnpicklingError(
-            f"ember.load: {self.name} is a PyTorch file that needs {what}, which Ember cannot rebuild; "
-            "Ember reads tensors, parameters, containers and plain values from PyTorch files "
-            "(save a state_dict() with dense CPU tensors in PyTorch)"
+            f"ember.load: {self.name} is a PyTorch file that needs {what}, which Ember cannot rebuild: it reads "
+            "tensors, parameters, containers and plain values from PyTorch files. Save a state_dict() (dense "
+            "tensors) in PyTorch and load that."
         )
 
     def unpickler(self, file: BinaryIO) -> RestrictedUnpickler:
