@@ -4,7 +4,9 @@ A worker receives tasks ``(epoch, send_idx, indices)`` on its own index queue, f
 collates the batch, and puts ``(epoch, send_idx, worker_id, result)`` on the shared result queue.
 ``None`` on the index queue means "exit". Tensors travel as NumPy arrays (:class:`_ArrayBox`) and
 are rebuilt in the parent; an exception travels as :class:`ExceptionWrapper` with the worker's
-formatted traceback, and the parent re-raises it.
+formatted traceback, and the parent re-raises it. A batch or an exception type that cannot be
+pickled reaches the parent as an error it raises (:class:`ResultQueue`), instead of being lost in
+the queue's feeder thread while the parent waits.
 
 A worker never blocks forever: it waits on its queue with a timeout and exits when the parent
 process has gone (its parent pid changed), so a killed trainer leaves no orphans.
@@ -13,6 +15,7 @@ process has gone (its parent pid changed), so a killed trainer leaves no orphans
 from __future__ import annotations
 
 import copy
+import multiprocessing.queues
 import os
 import queue
 import random
@@ -57,6 +60,13 @@ class ExceptionWrapper:
     def __init__(self, exc: BaseException, where: str) -> None:
         self.exc_type = type(exc)
         self.msg = f"Caught {type(exc).__name__} {where}.\nOriginal {traceback.format_exc()}"
+
+    def as_text(self, why: str) -> ExceptionWrapper:
+        """This error with its type reduced to a name in the message, for when the type cannot be pickled."""
+        out = ExceptionWrapper.__new__(ExceptionWrapper)
+        out.exc_type = RuntimeError
+        out.msg = f"{self.msg}\n(The worker's {self.exc_type.__qualname__} could not be sent as itself: {why}.)"
+        return out
 
     def reraise(self):
         # Re-raise the worker's exception type when it can be built from a message; KeyError
@@ -210,6 +220,36 @@ def worker_loop(
         # reading, and waiting would hang this process.
         result_queue.cancel_join_thread()
         result_queue.close()
+
+
+class ResultQueue(multiprocessing.queues.Queue):
+    """The workers' result queue. ``put`` pickles in a background thread, where a failure is only
+    printed and the item dropped, so the parent would wait for it for ever: here a result that
+    cannot be pickled is replaced by an error for the parent to raise, with the reason as text.
+    (The hook is the one ``concurrent.futures`` overrides for the same purpose.)"""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx=ctx)
+
+    def _on_queue_feeder_error(self, e: Exception, obj: Any) -> None:
+        if not (isinstance(obj, tuple) and len(obj) == 4):
+            return super()._on_queue_feeder_error(e, obj)
+        epoch, send_idx, worker_id, result = obj
+        self.put((epoch, send_idx, worker_id, unsendable(result, e, worker_id)))
+
+
+def unsendable(result: Any, exc: Exception, worker_id: int) -> ExceptionWrapper:
+    """The error that replaces a result (or an error) that could not be pickled."""
+    why = f"{type(exc).__name__}: {exc}"
+    if isinstance(result, ExceptionWrapper):
+        return result.as_text(why)
+    wrapped = ExceptionWrapper.__new__(ExceptionWrapper)
+    wrapped.exc_type = RuntimeError
+    wrapped.msg = (
+        f"DataLoader worker process {worker_id} could not send its batch to the main process: "
+        f"the batch cannot be pickled ({why})"
+    )
+    return wrapped
 
 
 def _fetch_map(dataset, auto_collation: bool, collate_fn, index):

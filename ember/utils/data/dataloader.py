@@ -265,7 +265,7 @@ class _MultiProcessIter(_BaseIter):
         self._shutdown = True  # until the workers exist, so a failed start cleans up what it made
         self._epoch = 0
         ctx = loader._mp_context()
-        self._result_queue = ctx.Queue()
+        self._result_queue = _worker.ResultQueue(ctx)
         self._index_queues = []
         self._workers = []
         self._alive_expected = []
@@ -365,8 +365,8 @@ class _MultiProcessIter(_BaseIter):
     def _process(self, result):
         self._try_put_index()
         if isinstance(result, ExceptionWrapper):
-            # The epoch cannot go on without this batch: stop the workers, then raise.
-            self._shutdown_workers()
+            # The epoch cannot go on without this batch: stop the workers (without waiting), then raise.
+            self._shutdown_workers(wait=False)
             result.reraise()
         return _worker.from_transport(result)
 
@@ -379,16 +379,22 @@ class _MultiProcessIter(_BaseIter):
             except queue.Empty:
                 self._check_workers()
                 if deadline is not None and time.monotonic() > deadline:
-                    self._shutdown_workers()
+                    # Raise at the timeout: the stuck worker is terminated, not waited for.
+                    self._shutdown_workers(wait=False)
                     raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds") from None
                 continue
+            except Exception as exc:  # a result that pickled in the worker but cannot be rebuilt here
+                self._shutdown_workers(wait=False)
+                raise RuntimeError(
+                    f"DataLoader: a worker's batch could not be unpickled in the main process ({type(exc).__name__}: {exc})"
+                ) from exc
             if epoch == self._epoch:
                 return send_idx, worker_id, result
 
     def _check_workers(self) -> None:
         dead = [w for w, expected in zip(self._workers, self._alive_expected) if expected and not w.is_alive()]
         if dead:
-            self._shutdown_workers()
+            self._shutdown_workers(wait=False)
             described = "; ".join(
                 f"DataLoader worker (pid {w.pid}) exited unexpectedly with exit code {w.exitcode}" for w in dead
             )
@@ -397,8 +403,12 @@ class _MultiProcessIter(_BaseIter):
                 "(-9: killed, often for lack of memory; -11: segmentation fault)."
             )
 
-    def _shutdown_workers(self) -> None:
-        """Ask every worker to exit, wait a little, then terminate the stragglers; idempotent."""
+    def _shutdown_workers(self, wait: bool = True) -> None:
+        """Ask every worker to exit, wait a little (``wait``), then terminate the stragglers; idempotent.
+
+        On errors (a timeout, a dead worker, a batch that cannot be unpickled) there is no waiting:
+        the error is raised at once, not after the workers' join time.
+        """
         if self._shutdown:
             return
         self._shutdown = True
@@ -408,11 +418,14 @@ class _MultiProcessIter(_BaseIter):
                 q.put(None)
             except (OSError, ValueError):  # the queue is already closed
                 pass
+        deadline = time.monotonic() + (_JOIN_S if wait else 0.0)
+        for w in self._workers:  # one join time for all workers together, not each
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
         for w in self._workers:
-            w.join(timeout=_JOIN_S)
             if w.is_alive():
                 w.terminate()
-                w.join(timeout=1.0)
+        for w in self._workers:
+            w.join(timeout=1.0)
             if w.is_alive():
                 w.kill()
                 w.join()
