@@ -223,6 +223,21 @@ def _lbfgs_problem(lib):
     return x, y, [w1, w2]
 
 
+def _lbfgs_run(lib, kwargs):
+    x, y, params = _lbfgs_problem(lib)
+    opt = lib.optim.LBFGS(params, **kwargs)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((lib.tanh(x @ params[0]) @ params[1] - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    losses = [opt.step(closure).item() for _ in range(5)]
+    state = opt.state_dict()["state"][0]
+    return losses, [p.detach().numpy() for p in params], state["func_evals"], state["n_iter"]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -233,20 +248,7 @@ def _lbfgs_problem(lib):
     ],
 )
 def test_lbfgs_matches_torch(kwargs):
-    runs = {}
-    for lib in (ember, torch):
-        x, y, params = _lbfgs_problem(lib)
-        opt = lib.optim.LBFGS(params, **kwargs)
-
-        def closure():
-            opt.zero_grad()
-            loss = ((lib.tanh(x @ params[0]) @ params[1] - y) ** 2).mean()
-            loss.backward()
-            return loss
-
-        losses = [float(opt.step(closure)) for _ in range(5)]
-        state = opt.state_dict()["state"][0]
-        runs[lib.__name__] = (losses, [p.detach().numpy() for p in params], state["func_evals"], state["n_iter"])
+    runs = {lib.__name__: _lbfgs_run(lib, kwargs) for lib in (ember, torch)}
     (le, pe, fe, ne), (lt, pt, ft, nt) = runs["ember"], runs["torch"]
     np.testing.assert_allclose(le, lt, rtol=1e-6)
     for a, b in zip(pe, pt):
