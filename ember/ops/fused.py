@@ -44,22 +44,27 @@ def _check(op: str, params: list, *lists) -> None:
 
 
 def _split(tensor_lists: list) -> tuple[dict, list]:
-    """Indices the kernel takes, grouped by dtype, and the rest (NumPy path)."""
+    """Indices the kernel takes, grouped by dtype, and the rest (NumPy path).
+
+    The kernel takes a CPU float32/float64 parameter whose other buffers have its dtype and
+    shape; contiguity is checked by the caller (gradients are made contiguous, state is not).
+    """
     groups: dict = {}
     rest = []
+    others = [lst for lst in tensor_lists[1:] if lst is not None]
     for i, p in enumerate(tensor_lists[0]):
-        arrays = [lst[i]._data for lst in tensor_lists[1:] if lst is not None]
         pd = p._data
-        ok = (
-            p._device is CPU
-            and type(pd) is np.ndarray
-            and pd.dtype in _KERNEL_DTYPES
-            and pd.flags.c_contiguous
-            and pd.flags.writeable
-            and all(type(a) is np.ndarray and a.dtype == pd.dtype and a.shape == pd.shape for a in arrays)
-        )
+        dt = pd.dtype
+        ok = p._device is CPU and type(pd) is np.ndarray and dt in _KERNEL_DTYPES
         if ok:
-            groups.setdefault(pd.dtype, []).append(i)
+            shape = pd.shape
+            for lst in others:
+                a = lst[i]._data
+                if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
+                    ok = False
+                    break
+        if ok:
+            groups.setdefault(dt, []).append(i)
         else:
             rest.append(i)
     return groups, rest

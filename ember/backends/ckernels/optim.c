@@ -9,11 +9,49 @@
  * FusedAdagradKernel.cpp), in the parameter's dtype.
  */
 
+/* One parameter's Adam update; the flags are compile-time constants at each call site below, so
+ * the compiler emits one branch-free (vectorized) loop per combination. Called inside a parallel
+ * region: the iterations are shared among the threads (an orphaned `omp for`). */
+static inline __attribute__((always_inline)) void K(adam_one)(
+    real *restrict p, const real *restrict g, real *restrict m, real *restrict v, real *restrict vmax, int64_t size,
+    double step, double lr, double beta1, double beta2, double eps, double weight_decay, const int amsgrad,
+    const int maximize, const int wd_mode)
+{
+    const double bc1 = 1.0 - pow(beta1, step);
+    const real bc2_sqrt = (real)sqrt(1.0 - pow(beta2, step));
+    const real step_size = (real)(lr / bc1);
+    const real w = (real)(1.0 - beta1), w_rest = (real)beta1, b2 = (real)beta2, c2 = (real)(1.0 - beta2);
+    const real wd = (real)weight_decay, decay = (real)(1.0 - lr * weight_decay), e = (real)eps;
+    const int small_w = fabs(1.0 - beta1) < 0.5;
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < size; i++) {
+        real gi = maximize ? -g[i] : g[i];
+        real pi = p[i];
+        if (wd_mode == 1) /* L2 penalty (Adam) */
+            gi += pi * wd;
+        else if (wd_mode == 2) /* decoupled (AdamW) */
+            pi = pi * decay;
+        const real mi0 = m[i];
+        /* m.lerp_(g, 1 - beta1), with torch's two formulas */
+        const real mi = small_w ? mi0 + w * (gi - mi0) : gi - (gi - mi0) * w_rest;
+        real vi = v[i] * b2 + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        if (amsgrad) { /* max that propagates NaN, as torch.maximum */
+            const real vm = vmax[i];
+            vi = (vm > vi || vm != vm) ? vm : vi;
+            vmax[i] = vi;
+        }
+        p[i] = pi - step_size * mi / (SQRT(vi) / bc2_sqrt + e);
+    }
+}
+
 void K(fused_adam)(int64_t n, void **params, void **grads, void **exp_avgs, void **exp_avg_sqs,
                    void **max_exp_avg_sqs, const int64_t *sizes, const double *steps, double lr, double beta1,
                    double beta2, double eps, double weight_decay, int amsgrad, int maximize, int decoupled,
                    int nthreads)
 {
+    const int wd_mode = weight_decay == 0 ? 0 : decoupled ? 2 : 1;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     for (int64_t t = 0; t < n; t++) {
         real *p = (real *)params[t];
@@ -21,37 +59,29 @@ void K(fused_adam)(int64_t n, void **params, void **grads, void **exp_avgs, void
         real *m = (real *)exp_avgs[t];
         real *v = (real *)exp_avg_sqs[t];
         real *vmax = amsgrad ? (real *)max_exp_avg_sqs[t] : 0;
-        const double bc1 = 1.0 - pow(beta1, steps[t]);
-        const real bc2_sqrt = (real)sqrt(1.0 - pow(beta2, steps[t]));
-        const real step_size = (real)(lr / bc1);
-        const real w = (real)(1.0 - beta1), b2 = (real)beta2, c2 = (real)(1.0 - beta2);
-        const real wd = (real)weight_decay, decay = (real)(1.0 - lr * weight_decay), e = (real)eps;
-        const int small_w = fabs(1.0 - beta1) < 0.5;
-        const int64_t size = sizes[t];
-#pragma omp for schedule(static) nowait
-        for (int64_t i = 0; i < size; i++) {
-            real gi = maximize ? -g[i] : g[i];
-            real pi = p[i];
-            if (weight_decay != 0) {
-                if (decoupled)
-                    pi = pi * decay;
-                else
-                    gi += pi * wd;
+#define ADAM(A, M, W) K(adam_one)(p, g, m, v, vmax, sizes[t], steps[t], lr, beta1, beta2, eps, weight_decay, A, M, W)
+#define ADAM_WD(A, M) \
+    if (wd_mode == 0) \
+        ADAM(A, M, 0); \
+    else if (wd_mode == 1) \
+        ADAM(A, M, 1); \
+    else \
+        ADAM(A, M, 2)
+        if (amsgrad) {
+            if (maximize) {
+                ADAM_WD(1, 1);
+            } else {
+                ADAM_WD(1, 0);
             }
-            real mi = m[i];
-            mi = small_w ? mi + w * (gi - mi) : gi - (gi - mi) * ((real)1 - w);
-            real vi = v[i] * b2 + c2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            if (amsgrad) { /* max that propagates NaN, as torch.maximum */
-                const real vm = vmax[i];
-                if (vm > vi || vm != vm)
-                    vi = vm;
-                vmax[i] = vi;
+        } else {
+            if (maximize) {
+                ADAM_WD(0, 1);
+            } else {
+                ADAM_WD(0, 0);
             }
-            const real denom = SQRT(vi) / bc2_sqrt + e;
-            p[i] = pi - step_size * mi / denom;
         }
+#undef ADAM_WD
+#undef ADAM
     }
 }
 

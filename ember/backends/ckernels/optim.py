@@ -93,11 +93,16 @@ def _threads(total: int) -> int:
     return max(1, min(get_num_threads(), total // (PARALLEL_MIN // 2)))
 
 
+# The last pointer array built for each (kernel, buffer role), with the arrays it was built from
+# (held, so their addresses stay valid): an optimizer passes the same parameter and state arrays
+# every step, and then only their identity is compared.
+_last: dict = {}
+
+
 def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable: bool):
     """A ``void*[]`` of the arrays' data, after checking each one (dtype, size, contiguity)."""
     if len(arrays) != len(sizes):
         raise ValueError(f"{kernel}: expected {len(sizes)} {what} buffers, got {len(arrays)}")
-    addrs = []
     for i, (a, n) in enumerate(zip(arrays, sizes)):
         if type(a) is not np.ndarray:
             raise TypeError(f"{kernel}: {what}[{i}] must be a NumPy array, got {type(a).__name__}")
@@ -105,12 +110,19 @@ def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable
             raise TypeError(f"{kernel}: {what}[{i}] has dtype {a.dtype}, expected {dtype}")
         if a.size != n:
             raise ValueError(f"{kernel}: {what}[{i}] should contain {n} elements not {a.size}")
-        if not a.flags.c_contiguous:
+        flags = a.flags
+        if not flags.c_contiguous:
             raise ValueError(f"{kernel}: {what}[{i}] must be C-contiguous")
-        if writable and not a.flags.writeable:
+        if writable and not flags.writeable:
             raise ValueError(f"{kernel}: {what}[{i}] is read-only")
-        addrs.append(a.ctypes.data)
-    return (ctypes.c_void_p * len(addrs))(*addrs)
+    key = (kernel, what)
+    last = _last.get(key)
+    if last is not None and len(last[0]) == len(arrays) and all(x is y for x, y in zip(last[0], arrays)):
+        return last[1]
+    addrs = [a.__array_interface__["data"][0] for a in arrays]
+    ptrs = (ctypes.c_void_p * len(addrs))(*addrs)
+    _last[key] = (list(arrays), ptrs)
+    return ptrs
 
 
 def _prepare(kernel: str, params: list):
