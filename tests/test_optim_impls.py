@@ -475,3 +475,51 @@ def test_fused_ops_take_odd_tensors_through_numpy():
         rng = np.random.default_rng(1)
     for a, b in zip(results["ember"], results["torch"]):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- in-place update ops
+@pytest.mark.parametrize(
+    ("name", "args", "kw"),
+    [
+        ("addcmul_", ("b", "c"), {"value": 0.3}),
+        ("addcdiv_", ("b", "c"), {"value": -2}),
+        ("lerp_", ("b", 0.2), {}),
+        ("lerp_", ("b", 0.8), {}),
+        ("lerp_", ("b", "c"), {}),
+        ("sqrt_", (), {}),
+    ],
+)
+def test_inplace_update_ops_match_torch(name, args, kw):
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.uniform(0.5, 2, (3, 4)), "b": rng.uniform(0.5, 2, (3, 4)), "c": rng.uniform(0.1, 0.9, (4,))}
+    out = []
+    for lib in (ember, torch):
+        x = lib.tensor(arrays["a"])
+        getattr(x, name)(*[lib.tensor(arrays[v]) if isinstance(v, str) else v for v in args], **kw)
+        out.append(x.numpy())
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-14)
+
+
+def test_inplace_update_ops_record_gradients_and_check_inputs():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 2, (3, 4)), rng.uniform(0.5, 2, (3, 4))
+    grads = []
+    for lib in (ember, torch):
+        w = lib.tensor(a, requires_grad=True)
+        x = w * 1.0
+        x.addcmul_(lib.tensor(b), w, value=0.5).lerp_(lib.tensor(b), 0.3).addcdiv_(w, lib.tensor(b)).sqrt_()
+        x.sum().backward()
+        grads.append(w.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+    for call in (
+        lambda lib: lib.ones(3, dtype=lib.int64).sqrt_(),
+        lambda lib: lib.ones(3).addcmul_(lib.ones(4), lib.ones(4)),
+    ):
+        with pytest.raises(RuntimeError) as expected:
+            call(torch)
+        with pytest.raises(RuntimeError) as got:
+            call(ember)
+        assert str(expected.value).split(" at non-singleton")[0] in str(got.value)
+    x = ember.tensor([1.0, float("nan"), 3.0])
+    x.maximum_(ember.tensor([2.0, 0.0, float("nan")]))
+    np.testing.assert_array_equal(x.numpy(), [2.0, np.nan, np.nan])

@@ -41,6 +41,9 @@ _TYPES = {"f32": ("float", "sqrtf"), "f64": ("double", "sqrt")}
 # Below this many elements in one call the update runs on one thread (a parallel region costs
 # more than it saves on small work, as for the other kernels).
 PARALLEL_MIN = 1 << 17
+# The kernels' flags, plus no contraction of a * b + c into one FMA: each operation rounds as in
+# PyTorch's kernels, so fused and unfused updates agree to the last bits.
+FLAG_SETS = tuple([*flags, "-ffp-contract=off"] for flags in ckernels.FLAG_SETS)
 _state: dict = {"lib": None, "tried": False, "openmp": False, "pid": os.getpid()}
 
 
@@ -67,7 +70,7 @@ def _lib():
             src = source()
         except OSError:  # an install that left out the .c file
             return None
-        lib = ckernels.load(src, "optim", SIGNATURES, suffixes=("_f32", "_f64"))
+        lib = ckernels.load(src, "optim", SIGNATURES, suffixes=("_f32", "_f64"), flag_sets=FLAG_SETS)
         if lib is not None:
             lib.ember_optim_openmp.restype = _INT
             _state["openmp"] = bool(lib.ember_optim_openmp())
