@@ -96,9 +96,10 @@ def _threads(total: int) -> int:
     return max(1, min(get_num_threads(), total // (PARALLEL_MIN // 2)))
 
 
-# The last pointer array built for each (kernel, buffer role), with the arrays it was built from
-# (held, so their addresses stay valid): an optimizer passes the same parameter and state arrays
-# every step, and then only their identity is compared.
+# The last pointer array built for each (kernel, buffer role) of the buffers a kernel writes
+# (parameters and state), with the arrays it was built from (held, so their addresses stay
+# valid): an optimizer passes the same ones every step, and then only their identity is
+# compared. Gradients are new arrays every step: caching them would keep the last ones alive.
 _last: dict = {}
 
 
@@ -119,12 +120,13 @@ def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable
         if writable and not flags.writeable:
             raise ValueError(f"{kernel}: {what}[{i}] is read-only")
     key = (kernel, what)
-    last = _last.get(key)
+    last = _last.get(key) if writable else None
     if last is not None and len(last[0]) == len(arrays) and all(x is y for x, y in zip(last[0], arrays)):
         return last[1]
     addrs = [a.__array_interface__["data"][0] for a in arrays]
     ptrs = (ctypes.c_void_p * len(addrs))(*addrs)
-    _last[key] = (list(arrays), ptrs)
+    if writable:
+        _last[key] = (list(arrays), ptrs)
     return ptrs
 
 
