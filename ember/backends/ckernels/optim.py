@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +98,9 @@ def _threads(total: int) -> int:
 
 
 # The last pointer array built for each (kernel, buffer role) of the buffers a kernel writes
-# (parameters and state), with the arrays it was built from (held, so their addresses stay
-# valid): an optimizer passes the same ones every step, and then only their identity is
-# compared. Gradients are new arrays every step: caching them would keep the last ones alive.
+# (parameters and state), with weak references to the arrays it was built from: an optimizer
+# passes the same arrays every step, and then only their identity is compared (a dead array
+# never matches, and nothing is kept alive). Gradients are new arrays every step.
 _last: dict = {}
 
 
@@ -121,12 +122,12 @@ def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable
             raise ValueError(f"{kernel}: {what}[{i}] is read-only")
     key = (kernel, what)
     last = _last.get(key) if writable else None
-    if last is not None and len(last[0]) == len(arrays) and all(x is y for x, y in zip(last[0], arrays)):
+    if last is not None and len(last[0]) == len(arrays) and all(r() is a for r, a in zip(last[0], arrays)):
         return last[1]
     addrs = [a.__array_interface__["data"][0] for a in arrays]
     ptrs = (ctypes.c_void_p * len(addrs))(*addrs)
     if writable:
-        _last[key] = (list(arrays), ptrs)
+        _last[key] = ([weakref.ref(a) for a in arrays], ptrs)
     return ptrs
 
 
