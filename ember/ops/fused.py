@@ -43,39 +43,55 @@ def _check(op: str, params: list, *lists) -> None:
             raise RuntimeError(f"{op}: expected floating-point parameters, got {getattr(p, 'dtype', type(p))}")
 
 
-def _split(tensor_lists: list) -> tuple[dict, list]:
-    """Indices the kernel takes, grouped by dtype, and the rest (NumPy path).
+class _Group:
+    """The parameters of one dtype that the kernel takes: their indices and arrays."""
 
-    The kernel takes a CPU float32/float64 parameter whose other buffers have its dtype and
-    shape; contiguity is checked by the caller (gradients are made contiguous, state is not).
+    __slots__ = ("idx", "params", "grads", "states")
+
+    def __init__(self, n_states: int):
+        self.idx, self.params, self.grads = [], [], []
+        self.states = [[] for _ in range(n_states)]
+
+
+def _partition(params: list, grads: list, states: list) -> tuple[list, list]:
+    """Split the parameters (one pass) into kernel groups by dtype and the rest (NumPy path).
+
+    The kernel takes a float32/float64 CPU parameter whose gradient and state buffers have its
+    dtype and shape, with parameter and state C-contiguous and writable; a non-contiguous
+    gradient is copied (it is only read). ``states`` lists the written state lists (None: unused).
     """
+    states = [lst for lst in states if lst is not None]
     groups: dict = {}
     rest = []
-    others = [lst for lst in tensor_lists[1:] if lst is not None]
-    for i, p in enumerate(tensor_lists[0]):
+    for i, p in enumerate(params):
         pd = p._data
         dt = pd.dtype
-        ok = p._device is CPU and type(pd) is np.ndarray and dt in _KERNEL_DTYPES
+        ok = p._device is CPU and type(pd) is np.ndarray and dt in _KERNEL_DTYPES and _writable_contig(pd)
+        gd = grads[i]._data
+        ok = ok and type(gd) is np.ndarray and gd.dtype == dt and gd.shape == pd.shape
         if ok:
-            shape = pd.shape
-            for lst in others:
-                a = lst[i]._data
-                if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
+            arrays = [lst[i]._data for lst in states]
+            for a in arrays:
+                if type(a) is not np.ndarray or a.dtype != dt or a.shape != pd.shape or not _writable_contig(a):
                     ok = False
                     break
-        if ok:
-            groups.setdefault(dt, []).append(i)
-        else:
+        if not ok:
             rest.append(i)
-    return groups, rest
+            continue
+        g = groups.get(dt)
+        if g is None:
+            g = groups[dt] = _Group(len(states))
+        g.idx.append(i)
+        g.params.append(pd)
+        g.grads.append(gd if gd.flags.c_contiguous else np.ascontiguousarray(gd))
+        for lst, a in zip(g.states, arrays):
+            lst.append(a)
+    return list(groups.values()), rest
 
 
-def _contig(a: np.ndarray) -> np.ndarray:
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
-def _state_ok(a: np.ndarray) -> bool:
-    return a.flags.c_contiguous and a.flags.writeable
+def _writable_contig(a: np.ndarray) -> bool:
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
 
 
 def _step_values(state_steps: list) -> list[float]:
@@ -116,36 +132,25 @@ def _fused_adam_impl(op, decoupled, params, grads, exp_avgs, exp_avg_sqs, max_ex
     from ember.backends.ckernels import optim as kernels
 
     amsgrad = hp["amsgrad"]
-    _check(op, params, grads, exp_avgs, exp_avg_sqs, state_steps, max_exp_avg_sqs if amsgrad else None)
+    maxs = max_exp_avg_sqs if amsgrad else None
+    _check(op, params, grads, exp_avgs, exp_avg_sqs, state_steps, maxs)
     steps = _step_values(state_steps)
-    lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None]
-    groups, rest = _split(lists)
+    groups, rest = _partition(params, grads, [exp_avgs, exp_avg_sqs, maxs])
     kw = dict(lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
-    for idx in groups.values():
-        state_ok = all(_state_ok(lst[i]._data) for lst in (exp_avgs, exp_avg_sqs) for i in idx)
-        if amsgrad:
-            state_ok = state_ok and all(_state_ok(max_exp_avg_sqs[i]._data) for i in idx)
-        if state_ok and kernels.fused_adam(
-            [params[i]._data for i in idx],
-            [_contig(grads[i]._data) for i in idx],
-            [exp_avgs[i]._data for i in idx],
-            [exp_avg_sqs[i]._data for i in idx],
-            [max_exp_avg_sqs[i]._data for i in idx] if amsgrad else None,
-            [steps[i] for i in idx],
-            amsgrad=amsgrad,
-            maximize=hp["maximize"],
-            decoupled=decoupled,
-            **kw,
-        ):
-            continue
-        rest.extend(idx)
+    for g in groups:
+        done = kernels.fused_adam(
+            g.params, g.grads, g.states[0], g.states[1], g.states[2] if amsgrad else None, [steps[i] for i in g.idx],
+            amsgrad=amsgrad, maximize=hp["maximize"], decoupled=decoupled, **kw,
+        )  # fmt: skip
+        if not done:
+            rest.extend(g.idx)
     for i in rest:
         _adam_numpy(
             params[i]._data, grads[i]._data, exp_avgs[i]._data, exp_avg_sqs[i]._data,
-            max_exp_avg_sqs[i]._data if amsgrad else None, steps[i], amsgrad=amsgrad, maximize=hp["maximize"],
+            maxs[i]._data if amsgrad else None, steps[i], amsgrad=amsgrad, maximize=hp["maximize"],
             decoupled=decoupled, **kw,
         )  # fmt: skip
-    _bump(*lists)
+    _bump(params, exp_avgs, exp_avg_sqs, maxs)
 
 
 def _fused_adam_(
@@ -210,20 +215,15 @@ def _fused_sgd_(
     bufs = momentum_buffer_list if momentum != 0 else None
     _check("_fused_sgd_", params, grads, bufs)
     first = list(is_first_step) if isinstance(is_first_step, (list, tuple)) else [bool(is_first_step)] * len(params)
-    groups, rest = _split([params, grads, bufs])
+    groups, rest = _partition(params, grads, [bufs])
     kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
-    for idx in groups.values():
-        if (bufs is None or all(_state_ok(bufs[i]._data) for i in idx)) and kernels.fused_sgd(
-            [params[i]._data for i in idx],
-            [_contig(grads[i]._data) for i in idx],
-            [bufs[i]._data for i in idx] if bufs is not None else None,
-            [first[i] for i in idx],
-            nesterov=nesterov,
-            maximize=maximize,
-            **kw,
-        ):
-            continue
-        rest.extend(idx)
+    for g in groups:
+        done = kernels.fused_sgd(
+            g.params, g.grads, g.states[0] if bufs is not None else None, [first[i] for i in g.idx],
+            nesterov=nesterov, maximize=maximize, **kw,
+        )  # fmt: skip
+        if not done:
+            rest.extend(g.idx)
     for i in rest:
         buf = bufs[i]._data if bufs is not None else None
         _sgd_numpy(params[i]._data, grads[i]._data, buf, first[i], nesterov=nesterov, maximize=maximize, **kw)
@@ -255,18 +255,11 @@ def _fused_adagrad_(
     _no_scaler("_fused_adagrad_", grad_scale, found_inf)
     _check("_fused_adagrad_", params, grads, state_sums, state_steps)
     steps = _step_values(state_steps)
-    groups, rest = _split([params, grads, state_sums])
+    groups, rest = _partition(params, grads, [state_sums])
     kw = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
-    for idx in groups.values():
-        if all(_state_ok(state_sums[i]._data) for i in idx) and kernels.fused_adagrad(
-            [params[i]._data for i in idx],
-            [_contig(grads[i]._data) for i in idx],
-            [state_sums[i]._data for i in idx],
-            [steps[i] for i in idx],
-            **kw,
-        ):
-            continue
-        rest.extend(idx)
+    for g in groups:
+        if not kernels.fused_adagrad(g.params, g.grads, g.states[0], [steps[i] for i in g.idx], **kw):
+            rest.extend(g.idx)
     for i in rest:
         _adagrad_numpy(params[i]._data, grads[i]._data, state_sums[i]._data, steps[i], **kw)
     _bump(params, state_sums)
