@@ -20,9 +20,12 @@ static inline __attribute__((always_inline)) void K(adam_one)(
     const double bc1 = 1.0 - pow(beta1, step);
     const real bc2_sqrt = (real)sqrt(1.0 - pow(beta2, step));
     const real step_size = (real)(lr / bc1);
-    const real w = (real)(1.0 - beta1), w_rest = (real)beta1, b2 = (real)beta2, c2 = (real)(1.0 - beta2);
+    const real b2 = (real)beta2, c2 = (real)(1.0 - beta2);
     const real wd = (real)weight_decay, decay = (real)(1.0 - lr * weight_decay), e = (real)eps;
+    /* m.lerp_(g, w) with w = 1 - beta1, as torch's kernel: one fused multiply-add from the nearer end,
+     * m + w (g - m) for |w| < 0.5, else g + (w - 1) (g - m). */
     const int small_w = fabs(1.0 - beta1) < 0.5;
+    const real coeff = (real)(small_w ? 1.0 - beta1 : -beta1);
 #pragma omp for schedule(static) nowait
     for (int64_t i = 0; i < size; i++) {
         real gi = maximize ? -g[i] : g[i];
@@ -32,8 +35,7 @@ static inline __attribute__((always_inline)) void K(adam_one)(
         else if (wd_mode == 2) /* decoupled (AdamW) */
             pi = pi * decay;
         const real mi0 = m[i];
-        /* m.lerp_(g, 1 - beta1), with torch's two formulas */
-        const real mi = small_w ? mi0 + w * (gi - mi0) : gi - (gi - mi0) * w_rest;
+        const real mi = FMA(coeff, gi - mi0, small_w ? mi0 : gi);
         real vi = v[i] * b2 + c2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
