@@ -40,6 +40,7 @@ from ember._dtype import (
     uint8,
 )
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from ember.ops.bucketing import bucketize, histc, searchsorted
 from ember.ops.convert import to as _to  # noqa: F401
 from ember.ops.creation import (
     arange,
@@ -76,7 +77,6 @@ from ember.ops.index import (
     argsort,
     argwhere,
     bincount,
-    bucketize,
     gather,
     index_add,
     index_copy,
@@ -93,7 +93,6 @@ from ember.ops.index import (
     scatter,
     scatter_add,
     scatter_reduce,
-    searchsorted,
     sort,
     take,
     take_along_dim,
@@ -161,6 +160,7 @@ from ember.ops.movement import (
     unsqueeze,
     vstack,
 )
+from ember.ops.products import block_diag, cartesian_prod, combinations, kron, meshgrid
 from ember.ops.reduce import (
     all,
     amax,
@@ -187,6 +187,7 @@ from ember.ops.reduce import (
     var,
     var_mean,
 )
+from ember.ops.special import digamma, lgamma, polygamma
 from ember.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from ember.tensor import Size, Tensor
 
@@ -200,7 +201,6 @@ long = int64
 int = int32  # noqa: A001
 short = int16
 bool_ = bool
-FloatTensor = DoubleTensor = LongTensor = Tensor
 strided = "strided"
 contiguous_format = preserve_format = "contiguous_format"
 
@@ -266,7 +266,37 @@ def get_num_threads():
 
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
-from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
+from ember import (  # noqa: E402
+    accelerator,
+    datasets,
+    distributions,
+    linalg,
+    nn,
+    onnx,
+    optim,
+    profiler,
+    utils,
+    viz,
+)
+from ember._flags import (  # noqa: E402 - PyTorch's precision / determinism switches (stored, no effect)
+    are_deterministic_algorithms_enabled,
+    get_float32_matmul_precision,
+    is_deterministic_algorithms_warn_only_enabled,
+    set_float32_matmul_precision,
+    use_deterministic_algorithms,
+)
+from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
+    BoolTensor,
+    ByteTensor,
+    CharTensor,
+    DoubleTensor,
+    FloatTensor,
+    HalfTensor,
+    IntTensor,
+    LongTensor,
+    ShortTensor,
+    set_default_tensor_type,
+)
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402
@@ -278,3 +308,7 @@ from ember.serialization import load, save  # noqa: E402
 
 Tensor.softmax = lambda self, dim, **kwargs: softmax(self, dim, **kwargs)
 Tensor.log_softmax = lambda self, dim, **kwargs: log_softmax(self, dim, **kwargs)
+
+# Sparse COO tensors (ember.sparse): these layouts replace the placeholder string `strided` above.
+from ember import sparse  # noqa: E402
+from ember.sparse import layout, sparse_coo, sparse_coo_tensor, spmm, strided  # noqa: E402, F811

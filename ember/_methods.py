@@ -42,7 +42,6 @@ for _mod, _names in _SAME_NAME.items():
 Tensor.float = convert.float_
 Tensor.int = convert.int_
 Tensor.bool = convert.bool_
-Tensor.type = convert.type_
 Tensor.where = lambda self, condition, other: ew.where(condition, self, other)
 Tensor.bernoulli = creation.bernoulli
 

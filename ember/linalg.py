@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ember.ops.decomp import cholesky, solve_triangular
 from ember.ops.reduce import norm, vector_norm
 
-__all__ = ["vector_norm", "norm", "matrix_norm"]
+__all__ = ["vector_norm", "norm", "matrix_norm", "cholesky", "solve_triangular"]
 
 
 def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim: bool = False):

@@ -146,6 +146,13 @@ class Tensor:
     def is_complex(self) -> bool:
         return False
 
+    def type(self, dtype=None, non_blocking: bool = False, **kwargs):
+        """PyTorch's type string (``'torch.FloatTensor'``), or a conversion to ``dtype``: a legacy
+        class (``ember.LongTensor``), a dtype or such a string."""
+        from ember._legacy_tensors import type_method
+
+        return type_method(self, dtype, non_blocking, **kwargs)
+
     def data_ptr(self) -> int:
         return self._data.__array_interface__["data"][0] if self._device is CPU else int(self._data.data.ptr)
 

@@ -21,6 +21,7 @@ from ember.autograd.function import Function, FunctionCtx, once_differentiable
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from ember.autograd.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from ember.autograd.node import Node
+from ember.autograd.variable import Variable
 
 __all__ = [
     "backward",
@@ -37,6 +38,7 @@ __all__ = [
     "inference_mode",
     "is_grad_enabled",
     "Node",
+    "Variable",
 ]
 
 

@@ -22,3 +22,11 @@ def get(kind: str):
         mod = importlib.import_module(f"ember.backends.{kind}")
         _LOADED[kind] = mod
     return mod
+
+
+def __getattr__(name: str):
+    # ``ember.backends.cuda`` / ``.cudnn`` / ``.mps`` as attributes (PyTorch programs set flags on
+    # them right after ``import torch``), imported on first access so CuPy loads only when asked.
+    if name in ("cpu", "cuda", "cudnn", "mps"):
+        return importlib.import_module(f"ember.backends.{name}")
+    raise AttributeError(f"module 'ember.backends' has no attribute '{name}'")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._flags import matmul  # noqa: F401 - ember.backends.cuda.matmul.allow_tf32, as torch's
+
 try:  # CuPy is the optional ``[cuda]`` extra.
     import cupy as xp
 except Exception:  # noqa: BLE001 - any import failure means: no CUDA here

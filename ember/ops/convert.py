@@ -114,21 +114,3 @@ def cuda(self: Tensor, device=None, non_blocking: bool = False) -> Tensor:
 
 def type_as(self: Tensor, other: Tensor) -> Tensor:
     return _convert(self, other.dtype, None, False)
-
-
-def type_(self: Tensor, dtype=None):
-    """With no argument, the type name (``'ember.FloatTensor'``); else ``to(dtype)``."""
-    if dtype is None:
-        names = {
-            "float32": "Float",
-            "float64": "Double",
-            "float16": "Half",
-            "int64": "Long",
-            "int32": "Int",
-            "int16": "Short",
-            "int8": "Char",
-            "uint8": "Byte",
-            "bool": "Bool",
-        }
-        return f"ember.{names[self.dtype.name]}Tensor"
-    return _convert(self, _dtype.to_dtype(dtype), None, False)

@@ -143,6 +143,17 @@ def _size(size) -> tuple:
     return tuple(out)
 
 
+def _shape_arg(shape: tuple, size, op: str) -> tuple:
+    """The shape given positionally (``zeros(2, 3)``) or as ``size=`` (``zeros(size=(2, 3))``)."""
+    if size is None:
+        return shape
+    if shape:
+        raise TypeError(f"{op}() got multiple values for argument 'size'")
+    if not isinstance(size, (tuple, list)):
+        raise TypeError(f"{op}(): argument 'size' must be tuple of ints, not {type(size).__name__}")
+    return (size,)
+
+
 def _float_np(dtype):
     d = _dtype.to_dtype(dtype) if dtype is not None else _dtype.defaults.float
     return d.np
@@ -166,14 +177,14 @@ def _filled(size, value, dtype, device, requires_grad, out=None) -> Tensor:
     return t
 
 
-def zeros(*size, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
-    """A tensor of zeros (default float dtype)."""
-    return _filled(size, 0, dtype or _dtype.defaults.float, device, requires_grad, out)
+def zeros(*shape, size=None, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
+    """A tensor of zeros (default float dtype); the shape as ints, a sequence, or ``size=``."""
+    return _filled(_shape_arg(shape, size, "zeros"), 0, dtype or _dtype.defaults.float, device, requires_grad, out)
 
 
-def ones(*size, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
-    """A tensor of ones (default float dtype)."""
-    return _filled(size, 1, dtype or _dtype.defaults.float, device, requires_grad, out)
+def ones(*shape, size=None, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
+    """A tensor of ones (default float dtype); the shape as ints, a sequence, or ``size=``."""
+    return _filled(_shape_arg(shape, size, "ones"), 1, dtype or _dtype.defaults.float, device, requires_grad, out)
 
 
 def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -181,9 +192,9 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = Fal
     return _filled((size,) if isinstance(size, int) else (tuple(size),), fill_value, dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
+def empty(*shape, size=None, dtype=None, device=None, requires_grad: bool = False, memory_format=None) -> Tensor:
     """An uninitialized tensor (Ember zero-fills it: reading garbage is never useful)."""
-    return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+    return zeros(*_shape_arg(shape, size, "empty"), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def _like(input, dtype, device):
@@ -264,19 +275,21 @@ def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad:
 
 
 # --------------------------------------------------------------------------- random
-def rand(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def rand(*shape, size=None, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1)."""
     npd = _float_np(dtype)
     g = numpy_generator(generator)
-    arr = g.random(_size(size), dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    shape = _size(_shape_arg(shape, size, "rand"))
+    arr = g.random(shape, dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
     return _finish(arr, None, device, requires_grad)
 
 
-def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def randn(*shape, size=None, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples."""
     npd = _float_np(dtype)
     g = numpy_generator(generator)
-    arr = g.standard_normal(_size(size), dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
+    shape = _size(_shape_arg(shape, size, "randn"))
+    arr = g.standard_normal(shape, dtype=npd if npd != np.float16 else np.float32).astype(npd, copy=False)
     return _finish(arr, None, device, requires_grad)
 
 
@@ -290,7 +303,7 @@ def randn_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor
     return randn(input._data.shape, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+def randint(low=None, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Integers uniform in [low, high) (``randint(high, size)`` as in PyTorch)."""
     if size is None:
         if isinstance(high, (tuple, list)):
@@ -299,6 +312,8 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
             raise TypeError("randint() missing required argument 'size'")
     elif high is None:
         low, high = 0, low
+    elif low is None:
+        low = 0
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     g = numpy_generator(generator)

@@ -261,8 +261,13 @@ def _index_add_into(out, axis: int, idx: np.ndarray, src, device) -> None:
     size = out.shape[axis]
     counts = np.bincount(_normalized(idx, size), minlength=size)
     most = int(counts.max())
-    if most == 1:
+    if most == 1 and idx.size == size:
+        # A permutation: gather the source into place (a fancy-indexed += is much slower).
+        out += src.take(np.argsort(_normalized(idx, size)), axis=axis)
+    elif most == 1:
         out[key] += src
+    elif not np.any(np.diff(_normalized(idx, size)) < 0):
+        _index_add_sorted(out, axis, _normalized(idx, size), src)
     elif most <= 8 and src.size > idx.size:
         # A few repeats: one buffered add per occurrence rank (the k-th time an index appears).
         idx = _normalized(idx, size)
@@ -276,6 +281,16 @@ def _index_add_into(out, axis: int, idx: np.ndarray, src, device) -> None:
             out[(slice(None),) * axis + (idx[sel],)] += src.take(sel, axis=axis)
     else:
         np.add.at(out, key, src)
+
+
+def _index_add_sorted(out, axis: int, idx: np.ndarray, src) -> None:
+    """The index_add of sorted indices (resampling, segment sums): one segmented sum per run."""
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    sums = np.add.reduceat(src, starts, axis=axis)
+    if starts.size == out.shape[axis]:  # every target once, in order: a plain add
+        out += sums
+    else:
+        out[(slice(None),) * axis + (idx[starts],)] += sums
 
 
 def _scatter_add_into(out, axis: int, index: np.ndarray, src, device) -> None:
@@ -666,20 +681,3 @@ def unique(input, sorted: bool = True, return_inverse: bool = False, return_coun
 def bincount(input, weights=None, minlength: int = 0) -> Tensor:
     w = weights._data if weights is not None else None
     return Tensor._from(np.bincount(input._data, w, minlength), input)
-
-
-def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> Tensor:
-    side = side or ("right" if right else "left")
-    v = input._data if isinstance(input, Tensor) else np.asarray(input)
-    s = sorted_sequence._data
-    if s.ndim == 1:
-        out = np.searchsorted(s, v, side=side)
-    else:
-        out = np.stack(
-            [np.searchsorted(a, b, side=side) for a, b in zip(s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))]
-        ).reshape(v.shape)
-    return Tensor._from(np.asarray(out, dtype=np.int64), sorted_sequence)
-
-
-def bucketize(input, boundaries, *, right: bool = False) -> Tensor:
-    return searchsorted(boundaries, input, right=right)

@@ -68,6 +68,10 @@ def matmul(input, other, *, out=None) -> Tensor:
     """
     check_tensor(input, "matmul")
     check_tensor(other, "matmul", "other")
+    if input.is_sparse or other.is_sparse:  # a sparse COO operand: ember/sparse
+        from ember.sparse.matmul import matmul as sparse_matmul
+
+        return sparse_matmul(input, other)
     ad, bd = input._data, other._data
     if ad.ndim == 0 or bd.ndim == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {ad.ndim}D and {bd.ndim}D")
@@ -164,11 +168,27 @@ def addmv(input, mat, vec, *, beta=1, alpha=1) -> Tensor:
 
 
 def tensordot(a, b, dims=2) -> Tensor:
+    """Contract ``dims`` (a count of last/first dims, or two lists of dims) of ``a`` and ``b``."""
+    if isinstance(dims, Tensor):
+        dims = dims.tolist()
     if isinstance(dims, int):
+        if dims < 0:
+            raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
         da = list(range(a._data.ndim - dims, a._data.ndim))
         db = list(range(dims))
     else:
         da, db = ([d] if isinstance(d, int) else list(d) for d in dims)
+    if len(da) != len(db):
+        raise RuntimeError("both dimension lists should have same length")
+    if a.dtype is not b.dtype:
+        raise RuntimeError(f"both inputs should have same dtype (got {a.dtype} and {b.dtype})")
+    for i, j in zip(da, db):
+        if a.shape[i] != b.shape[j]:
+            raise RuntimeError(
+                f"contracted dimensions need to match, but first has size {a.shape[i]} in dim {i} and second "
+                f"has size {b.shape[j]} in dim {j}"
+            )
+    da, db = [d % a._data.ndim for d in da], [d % b._data.ndim for d in db]
     letters = iter(string.ascii_letters)
     sa = [next(letters) for _ in range(a._data.ndim)]
     sb = [next(letters) for _ in range(b._data.ndim)]

@@ -85,3 +85,16 @@ from ember.nn.functional.pooling import (
     max_pool1d,
     max_pool2d,
 )
+
+# ---- api-layers (issue 12) ----
+# isort: split
+from ember.nn.functional.conv_transpose import conv_transpose1d, conv_transpose2d
+from ember.nn.functional.fold import fold, unfold
+from ember.nn.functional.upsample import (
+    interpolate,
+    pixel_shuffle,
+    pixel_unshuffle,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
+)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ember.autograd.grad_mode import no_grad
@@ -92,10 +94,36 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y_k = x1 @ W_k @ x2 + b_k`` with ``weight`` of shape (out, in1, in2)."""
+    _check_bilinear(input1, input2, weight, bias)
     # (..., 1, 1, in1) @ (out, in1, in2) -> (..., out, 1, in2), then contract in2 with input2.
     left = matmul(input1.unsqueeze(-2).unsqueeze(-2), weight).squeeze(-2)
     out = (left * input2.unsqueeze(-2)).sum(-1)
     return out + bias if bias is not None else out
+
+
+def _check_bilinear(input1, input2, weight, bias) -> None:
+    """PyTorch's checks and messages for ``bilinear``."""
+    if weight.dim() != 3:
+        raise RuntimeError(f"bilinear(): weight must be 3-D (out, in1, in2), got {weight.dim()}-D {list(weight.shape)}")
+    if input1.dim() != input2.dim():
+        raise RuntimeError(f"bilinear(): input dimensions do not match: got {input1.dim()} and {input2.dim()}")
+    for d in range(input1.dim() - 1):
+        if input1.shape[d] != input2.shape[d]:
+            raise RuntimeError(
+                f"bilinear(): input batch dimensions do not match at dim {d}: got {input1.shape[d]} and "
+                f"{input2.shape[d]}"
+            )
+    for i, (x, k) in enumerate(((input1, 1), (input2, 2))):
+        if x.shape[-1] != weight.shape[k]:
+            raise RuntimeError(
+                f"bilinear(): input{i + 1} size does not match weight size: got {x.shape[-1]} but expected "
+                f"{weight.shape[k]}"
+            )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise RuntimeError(
+            f"bilinear(): bias size does not match weight size: got {bias.shape[-1] if bias.dim() else 0} but "
+            f"expected {weight.shape[0]}"
+        )
 
 
 # --------------------------------------------------------------------------- embedding
@@ -247,31 +275,68 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     return _apply_mask(input, _dropout_mask(input, p, input._data.shape), inplace)
 
 
-def _feature_dropout(input: Tensor, p: float, training: bool, inplace: bool, batched_ndim: int, name: str) -> Tensor:
-    _check_p(p)
-    if input.ndim not in (batched_ndim - 1, batched_ndim):
-        raise RuntimeError(
-            f"{name}: Expected {batched_ndim - 1}D or {batched_ndim}D input, but received a {input.ndim}D input."
-        )
-    if not training or p == 0.0:
+def _feature_dropout(input: Tensor, p: float, training: bool, inplace: bool, batched: bool = True) -> Tensor:
+    """PyTorch's ``feature_dropout``: one draw per (sample, channel) of an (N, C, ...) input.
+
+    ``batched=False`` reads the input as (C, ...), as PyTorch does by unsqueezing a batch dim.
+    """
+    lead = 2 if batched else 1
+    if not training or p == 0.0 or input.numel() == 0:
         return input
-    lead = 2 if input.ndim == batched_ndim else 1
+    if input.ndim + (0 if batched else 1) < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
     shape = tuple(input.shape[:lead]) + (1,) * (input.ndim - lead)
     return _apply_mask(input, _dropout_mask(input, p, shape), inplace)
 
 
+def _deprecated_dim_warning(name: str, ndim: int, spatial: int) -> None:
+    warnings.warn(
+        f"{name}: Received a {ndim}-D input to {name}, which is deprecated and will result in an error in a future "
+        f"release. To retain the behavior and silence this warning, please use dropout instead. Note that {name} "
+        f"exists to provide channel-wise dropout on inputs with {spatial} spatial dimensions, a channel dimension, "
+        f"and an optional batch dimension (i.e. {spatial + 1}D or {spatial + 2}D inputs).",
+        stacklevel=3,
+    )
+
+
 def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero whole channels of (N, C, L) or (C, L) inputs."""
-    return _feature_dropout(input, p, training, inplace, 3, "dropout1d")
+    """Zero whole channels of (N, C, L) or (C, L) inputs (other ranks are an error, as in PyTorch)."""
+    _check_p(p)
+    if input.ndim not in (2, 3):
+        raise RuntimeError(
+            f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that dropout1d exists to "
+            "provide channel-wise dropout on inputs with 1 spatial dimension, a channel dimension, and an optional "
+            "batch dimension (i.e. 2D or 3D inputs)."
+        )
+    return _feature_dropout(input, p, training, inplace, batched=input.ndim == 3)
 
 
 def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero whole channels of (N, C, H, W) or (C, H, W) inputs."""
-    return _feature_dropout(input, p, training, inplace, 4, "dropout2d")
+    """Zero whole channels of (N, C, H, W) inputs.
+
+    As in PyTorch, other ranks warn: a 3-D input is read as (N, C, L) (1-D channel dropout), and
+    2-D or 5-D inputs are deprecated (channels are still dim 1).
+    """
+    _check_p(p)
+    if input.ndim not in (3, 4):
+        _deprecated_dim_warning("dropout2d", input.ndim, 2)
+    if input.ndim == 3:
+        warnings.warn(
+            "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout behavior is "
+            "desired - input is interpreted as shape (N, C, L), where C is the channel dim. This behavior will "
+            "change in a future release to interpret the input as one without a batch dimension, i.e. shape "
+            "(C, H, W). To maintain the 1D channel-wise dropout behavior, please switch to using dropout1d instead.",
+            stacklevel=2,
+        )
+    return _feature_dropout(input, p, training, inplace)
 
 
 def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    return _feature_dropout(input, p, training, inplace, 5, "dropout3d")
+    """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) inputs (other ranks warn, as in PyTorch)."""
+    _check_p(p)
+    if input.ndim not in (4, 5):
+        _deprecated_dim_warning("dropout3d", input.ndim, 3)
+    return _feature_dropout(input, p, training, inplace, batched=input.ndim == 5)
 
 
 def alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace: bool = False) -> Tensor:

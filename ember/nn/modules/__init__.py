@@ -156,3 +156,24 @@ __all__ += [
     "TransformerEncoder",
     "TransformerEncoderLayer",
 ]
+
+# ---- api-layers (issue 12): transposed convs, upsampling, folding, transformer decoder ----
+from ember.nn.modules.conv_transpose import ConvTranspose1d, ConvTranspose2d  # noqa: E402
+from ember.nn.modules.fold import Fold, Unfold  # noqa: E402
+from ember.nn.modules.transformer_decoder import Transformer, TransformerDecoder, TransformerDecoderLayer  # noqa: E402
+from ember.nn.modules.upsample import (  # noqa: E402
+    PixelShuffle,
+    PixelUnshuffle,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
+
+__all__ += ["ConvTranspose1d", "ConvTranspose2d", "Fold", "Unfold", "PixelShuffle", "PixelUnshuffle", "Upsample"]
+__all__ += [
+    "UpsamplingBilinear2d",
+    "UpsamplingNearest2d",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+]

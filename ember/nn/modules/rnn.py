@@ -152,7 +152,16 @@ class RNNBase(Module):
         return out, h_n
 
     def forward(self, input: Tensor, hx=None):
+        from ember.nn.utils.rnn import PackedSequence
+
+        if isinstance(input, PackedSequence):
+            from ember.nn.modules.rnn_packed import packed_forward
+
+            return packed_forward(self, input, hx)
         return self._run(input, hx)
+
+    def flatten_parameters(self) -> None:
+        """A no-op, as PyTorch's on CPU: Ember keeps no flattened cuDNN weight buffer."""
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -3,17 +3,22 @@
 The layer is self-attention then a feed-forward block, each with dropout, a residual connection
 and a LayerNorm, either after the residual (``norm_first=False``, the original Transformer) or
 before the sublayer (``norm_first=True``, pre-LN). ``TransformerEncoder`` stacks deep copies of
-one layer; unlike PyTorch it never switches to nested tensors, so with a key padding mask in
-eval mode the outputs at padded positions are computed (PyTorch's fast path returns zeros there
-unless ``enable_nested_tensor=False``).
+one layer. Ember has no nested tensors, but it keeps what PyTorch's nested-tensor fast path does
+to the values: in inference (eval mode, no gradient to the weights) with a left-aligned key
+padding mask and no attention mask, the outputs at padded positions are zeros before the final
+norm, as PyTorch returns them, unless ``enable_nested_tensor=False``.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 
+from ember.autograd.grad_mode import state as grad_state
 from ember.nn.functional.activation import gelu, relu
+from ember.nn.modules._transformer_masks import canonical_mask, detect_is_causal, none_or_dtype, seq_len
+from ember.nn.modules.activation import GELU, ReLU
 from ember.nn.modules.attention import MultiheadAttention
 from ember.nn.modules.container import ModuleList
 from ember.nn.modules.dropout import Dropout
@@ -33,6 +38,15 @@ def _activation(activation):
     if callable(activation):
         return activation
     raise RuntimeError(f"activation should be relu/gelu, not {activation}")
+
+
+def _relu_or_gelu(activation) -> int:
+    """PyTorch's ``activation_relu_or_gelu`` flag: 1 for ReLU, 2 for GELU, 0 otherwise."""
+    if activation is relu or isinstance(activation, ReLU):
+        return 1
+    if activation is gelu or isinstance(activation, GELU):
+        return 2
+    return 0
 
 
 class TransformerEncoderLayer(Module):
@@ -77,6 +91,7 @@ class TransformerEncoderLayer(Module):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.activation = _activation(activation)
+        self.activation_relu_or_gelu = _relu_or_gelu(self.activation)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
         x = self.self_attn(
@@ -94,6 +109,10 @@ class TransformerEncoderLayer(Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
+        src_key_padding_mask = canonical_mask(
+            src_key_padding_mask, "src_key_padding_mask", none_or_dtype(src_mask), "src_mask", src.dtype
+        )
+        src_mask = canonical_mask(src_mask, "src_mask", None, "", src.dtype, check_other=False)
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -128,7 +147,27 @@ class TransformerEncoder(Module):
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor = enable_nested_tensor
+        self.use_nested_tensor = enable_nested_tensor
         self.mask_check = mask_check
+        why_not = _why_not_nested(encoder_layer)
+        if enable_nested_tensor and why_not:
+            warnings.warn(
+                f"enable_nested_tensor is True, but self.use_nested_tensor is False because {why_not}", stacklevel=2
+            )
+            self.use_nested_tensor = False
+
+    def _pads_to_zero(self, src: Tensor, mask, kpm) -> bool:
+        """Whether PyTorch would run this call on nested tensors (padded outputs become zeros)."""
+        first = self.layers[0]
+        if not getattr(self, "use_nested_tensor", False) or first.training or src.dim() != 3:
+            return False
+        if kpm is None or mask is not None:
+            return False
+        if self.mask_check and not _left_aligned(kpm):
+            return False
+        if grad_state.enabled and (src.requires_grad or any(p.requires_grad for p in first.parameters())):
+            return False
+        return True
 
     def forward(
         self,
@@ -137,9 +176,47 @@ class TransformerEncoder(Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool | None = None,
     ) -> Tensor:
+        src_key_padding_mask = canonical_mask(
+            src_key_padding_mask, "src_key_padding_mask", none_or_dtype(mask), "mask", src.dtype
+        )
+        mask = canonical_mask(mask, "mask", None, "", src.dtype, check_other=False)
+        batch_first = self.layers[0].self_attn.batch_first
+        is_causal = detect_is_causal(mask, is_causal, seq_len(src, batch_first))
         out = src
         for mod in self.layers:
-            out = mod(out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+            out = mod(out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+        if self._pads_to_zero(src, mask, src_key_padding_mask):
+            keep = (src_key_padding_mask == 0).to(out.dtype)  # (N, S): 1 where not padding
+            out = out * (keep.unsqueeze(-1) if batch_first else keep.transpose(0, 1).unsqueeze(-1))
         if self.norm is not None:
             out = self.norm(out)
         return out
+
+
+def _why_not_nested(layer) -> str:
+    """PyTorch's reason (same words) for not using nested tensors with this layer, or ''."""
+    name = "encoder_layer"
+    if not isinstance(layer, TransformerEncoderLayer):
+        return f"{name} was not TransformerEncoderLayer"
+    if layer.norm_first:
+        return f"{name}.norm_first was True"
+    if not layer.self_attn.batch_first:
+        return f"{name}.self_attn.batch_first was not True(use batch_first for better inference performance)"
+    if not layer.self_attn._qkv_same_embed_dim:
+        return f"{name}.self_attn._qkv_same_embed_dim was not True"
+    if layer.self_attn.in_proj_bias is None:
+        return f"{name}.self_attn was passed bias=False"
+    if not layer.activation_relu_or_gelu:
+        return f"{name}.activation_relu_or_gelu was not True"
+    if layer.norm1.eps != layer.norm2.eps:
+        return f"{name}.norm1.eps was not equal to {name}.norm2.eps"
+    if layer.self_attn.num_heads % 2 == 1:
+        return f"{name}.self_attn.num_heads is odd"
+    return ""
+
+
+def _left_aligned(kpm: Tensor) -> bool:
+    """Every row of the (additive) key padding mask is real positions first, then padding."""
+    pad = (kpm != 0).numpy()
+    # Left-aligned: once padding starts in a row it never stops.
+    return bool((pad[:, :-1] <= pad[:, 1:]).all()) if pad.shape[1] > 1 else True
