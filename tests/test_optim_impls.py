@@ -384,6 +384,11 @@ def test_foreach_errors_and_autograd():
         ember._foreach_add_(a, [ember.ones(2)])
     with pytest.raises(RuntimeError, match="at least one tensor"):
         ember._foreach_mul_([], 2.0)
+    ints = [ember.ones(2, dtype=ember.int64)]
+    ember._foreach_add_(ints, 2)  # integer tensors take the Tensor ops, with their casting rules
+    assert ints[0].tolist() == [3, 3]
+    with pytest.raises(RuntimeError, match="result type Float can't be cast to the desired output type Long"):
+        ember._foreach_mul_(ints, 0.5)
     leaf = [ember.ones(2, requires_grad=True)]
     with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
         ember._foreach_mul_(leaf, 2.0)

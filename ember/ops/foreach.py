@@ -94,6 +94,15 @@ def _recording(*lists) -> bool:
     return False
 
 
+def _per_tensor(self: list, *lists) -> bool:
+    """Whether to run the per-tensor Tensor ops: to record gradients, or for non-float tensors
+    (whose promotion and casting errors the Tensor ops implement)."""
+    for t in self:
+        if t._data.dtype.kind not in "fc":
+            return True
+    return _recording(self, *lists)
+
+
 def _arr(x):
     return x._data if isinstance(x, Tensor) else x
 
@@ -105,8 +114,6 @@ def _writable(op: str, t: Tensor):
             f"{op}: unsupported operation: more than one element of the written-to tensor refers to a single "
             "memory location (or the memory is read-only). Please clone() the tensor before performing the operation."
         )
-    if a.dtype.kind not in "fc":
-        raise RuntimeError(f"{op}: in-place foreach ops support floating-point tensors only, got {t.dtype}")
     return a
 
 
@@ -124,7 +131,7 @@ def _binary(name: str, ufunc, method: str):
     def inplace(self: list, other, *, alpha=1) -> list:
         self = _check_list(op_, self)
         others = _others(op_, len(self), other)
-        if _recording(self, others):
+        if _per_tensor(self, others):
             for t, o in zip(self, others):
                 getattr(t, method + "_")(o, alpha=alpha) if takes_alpha else getattr(t, method + "_")(o)
             return self
@@ -165,7 +172,7 @@ def _unary(name: str, ufunc):
 
     def inplace(self: list) -> list:
         self = _check_list(op_, self)
-        if _recording(self):
+        if _per_tensor(self):
             for t in self:
                 getattr(t, name + "_")()
             return self
@@ -227,7 +234,7 @@ def _addc(name: str, ufunc):
         t1s = _others(op_, len(self), tensor1)
         t2s = _others(op_, len(self), tensor2)
         values = _others(op_, len(self), value)
-        if _recording(self, t1s, t2s):
+        if _per_tensor(self, t1s, t2s):
             for t, a, b, v in zip(self, t1s, t2s, values):
                 getattr(t, name + "_")(a, b, value=v)
             return self
@@ -273,7 +280,7 @@ def _foreach_lerp_(self: list, tensors1: list, weight) -> list:
     self = _check_list("_foreach_lerp_", self)
     ends = _others("_foreach_lerp_", len(self), tensors1)
     weights = _others("_foreach_lerp_", len(self), weight)
-    if _recording(self, ends, weights) or any(isinstance(w, Tensor) for w in weights):
+    if _per_tensor(self, ends, weights) or any(isinstance(w, Tensor) for w in weights):
         for t, e, w in zip(self, ends, weights):
             t.lerp_(e, w)
         return self
