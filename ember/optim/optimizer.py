@@ -25,6 +25,7 @@ from typing import Any
 
 from ember import _dtype
 from ember.autograd import grad_mode
+from ember.ops.foreach import _foreach_zero_
 from ember.optim._common import step_tensor, to_scalar
 from ember.tensor import Tensor
 
@@ -290,8 +291,6 @@ class Optimizer:
                         g.requires_grad_(False)
                     to_zero.append(g)
         if to_zero:
-            from ember.ops.foreach import _foreach_zero_
-
             with grad_mode.no_grad():
                 _foreach_zero_(to_zero)
 
