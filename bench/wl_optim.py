@@ -13,7 +13,7 @@ The parameters drift with repeated steps; they stay finite (small lr), so times 
 
 Example:
     >>> import ember
-    >>> step = adam_fused(ember, tiny=True)
+    >>> step = adam_fused.impls["ember"](ember, tiny=True)
     >>> step()
 """
 
