@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from bench import harness
 
 #: Modules whose import registers workloads, in report order.
-WORKLOAD_MODULES = ["bench.micro", "bench.wl_train", "bench.wl_ops"]
+WORKLOAD_MODULES = ["bench.micro", "bench.wl_train", "bench.wl_ops", "bench.wl_optim"]
 TRAIN_GROUP = "train"
 GEOMEAN_TARGET = 1.2  # geometric mean of the training-step ratios
 MEMORY_TARGET = 1.5  # peak memory of a training step, ember / torch

@@ -307,6 +307,10 @@ from ember.amp import autocast, get_autocast_dtype, is_autocast_enabled, set_aut
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402
+
+# Multi-tensor and fused optimizer ops, as torch._foreach_add_ and torch._fused_adam_.
+from ember.ops.foreach import *  # noqa: E402, F403
+from ember.ops.fused import *  # noqa: E402, F403
 from ember.serialization import load, save  # noqa: E402
 
 Tensor.softmax = lambda self, dim, **kwargs: softmax(self, dim, **kwargs)

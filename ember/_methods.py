@@ -124,6 +124,8 @@ for _mod, _names in _GENERIC_INPLACE.items():
     for _name in _names.split():
         setattr(Tensor, _name + "_", inplace._generic_inplace(getattr(_mod, _name), _name + "_"))
 Tensor.clip_ = Tensor.clamp_
+for _name in ("addcmul_", "addcdiv_", "lerp_", "maximum_", "sqrt_"):  # direct paths for optimizer updates
+    setattr(Tensor, _name, getattr(inplace, _name))
 Tensor.index_add_ = inplace.index_add_
 Tensor.true_divide_ = inplace.div_
 Tensor.resize_ = lambda self, *size: _set_data(self, creation.zeros(*size, dtype=self.dtype))

@@ -387,3 +387,69 @@ def index_add_(self: Tensor, dim: int, index, source, *, alpha=1) -> Tensor:
     return apply_inplace(
         self, lambda x: ix.index_add(x, dim, index, source, alpha=alpha), (source,), raw=raw, op="index_add_"
     )
+
+
+# --------------------------------------------------------------------------- optimizer update ops
+# ``addcmul_``, ``addcdiv_``, ``lerp_``, ``maximum_`` and ``sqrt_`` with direct array paths when no
+# gradient is recorded (optimizer steps run them under no_grad on every parameter); with
+# autograd they are recorded as their out-of-place twins, like every in-place op.
+def _operand(self: Tensor, other, op: str):
+    od, rt = _other_array(self, other, op)
+    _check_cast(self, np.dtype(rt), op)
+    return od
+
+
+def _addc_(ufunc, fn, op: str):
+    def method(self, tensor1, tensor2, *, value=1):
+        def raw(arr):
+            tmp = ufunc(_operand(self, tensor1, op), _operand(self, tensor2, op))
+            if value != 1:
+                tmp *= value
+            np.add(arr, tmp, out=arr, casting="unsafe")
+
+        return apply_inplace(
+            self, lambda x: fn(x, tensor1, tensor2, value=value), (tensor1, tensor2), raw=raw, op=op
+        )  # fmt: skip
+
+    method.__name__ = op
+    method.__doc__ = f"In-place ``{op[:-1]}``: ``self += value * tensor1 {'*' if op == 'addcmul_' else '/'} tensor2``."
+    return method
+
+
+addcmul_ = _addc_(np.multiply, ew.addcmul, "addcmul_")
+addcdiv_ = _addc_(np.true_divide, ew.addcdiv, "addcdiv_")
+
+
+def lerp_(self: Tensor, end, weight) -> Tensor:
+    """In-place ``lerp``: ``self + weight * (end - self)``, with PyTorch's two formulas (exact at 0 and 1)."""
+    from ember.ops.foreach import _lerp_array
+
+    def raw(arr):
+        e = _operand(self, end, "lerp_")
+        if isinstance(weight, Tensor):
+            w = _operand(self, weight, "lerp_")
+            diff = e - arr
+            arr[...] = np.where(np.abs(w) < 0.5, arr + w * diff, e - diff * (1 - w))
+        else:
+            _lerp_array(arr, e, weight)
+
+    return apply_inplace(self, lambda x: ew.lerp(x, end, weight), (end, weight), raw=raw, op="lerp_")
+
+
+def maximum_(self: Tensor, other) -> Tensor:
+    """In-place ``maximum`` (NaN propagates); returns self."""
+
+    def raw(arr):
+        np.maximum(arr, _operand(self, other, "maximum_"), out=arr, casting="unsafe")
+
+    return apply_inplace(self, lambda x: ew.maximum(x, other), (other,), raw=raw, op="maximum_")
+
+
+def sqrt_(self: Tensor) -> Tensor:
+    """In-place ``sqrt``; returns self."""
+
+    def raw(arr):
+        _check_cast(self, np.dtype(_dtype.defaults.float.np) if arr.dtype.kind in "biu" else arr.dtype, "sqrt_")
+        np.sqrt(arr, out=arr)
+
+    return apply_inplace(self, ew.sqrt, (), raw=raw, op="sqrt_")

@@ -1,21 +1,20 @@
 """``Adagrad``: per-coordinate learning rates from the running sum of squared gradients.
 
-The update is torch's (``torch/optim/adagrad.py``, single-tensor path), written on arrays::
+The update is torch's (``torch/optim/adagrad.py``), as in-place Tensor ops::
 
     t += 1; g = -grad if maximize else grad; g = g + wd * p (if wd)
     clr = lr / (1 + (t - 1) * lr_decay)
-    s += g * g
-    p -= clr * g / (sqrt(s) + eps)
+    s.addcmul_(g, g)
+    p.addcdiv_(g, sqrt(s) + eps, value=-clr)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
-
-from ember.optim.optimizer import Optimizer, _increment, _params_with_grad, _step_tensor, _to_scalar
-from ember.tensor import Tensor, _wrap
+from ember.ops import creation
+from ember.ops import fused as fused_ops
+from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim.optimizer import Optimizer
+from ember.tensor import Tensor
 
 __all__ = ["Adagrad"]
 
@@ -31,7 +30,9 @@ class Adagrad(Optimizer):
         initial_accumulator_value: initial value of the sum of squared gradients (default: 0).
         eps: added to the denominator for numerical stability (default: 1e-10).
         maximize: maximize the objective instead of minimizing (default: False).
-        foreach, fused: accepted for compatibility; Ember has one implementation.
+        foreach: use the multi-tensor ops (``ember._foreach_*``); False: one op per tensor.
+        fused: use the fused C kernel (one native call for all parameters); with both None,
+            Ember picks it where available (see ``Optimizer._implementation``).
         differentiable: must be False.
 
     Example:
@@ -58,18 +59,10 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= initial_accumulator_value:
-            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_hyperparameters(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, eps=eps,
+        )  # fmt: skip
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -85,51 +78,38 @@ class Adagrad(Optimizer):
         # As torch: the state of every parameter exists from the start.
         for group in self.param_groups:
             for p in group["params"]:
-                self._init_state(p, initial_accumulator_value)
+                self._init_state(p, self.state[p], group)
 
-    def _init_state(self, p: Tensor, initial_accumulator_value: float) -> dict:
-        state = self.state[p]
-        state["step"] = _step_tensor()
-        xp = p._device.backend.xp
-        state["sum"] = _wrap(xp.full_like(p._data, initial_accumulator_value), p._device)
-        return state
+    _supports_fused = True
+    _group_fallbacks = {"foreach": None, "maximize": False, "differentiable": False, "fused": None}
 
-    def __setstate__(self, state) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", None)
-        for s in self.state.values():
-            if "step" in s and not isinstance(s["step"], Tensor):
-                s["step"] = _step_tensor(float(s["step"]))
+    def _init_state(self, p: Tensor, state: dict, group: dict) -> None:
+        state["step"] = step_tensor(is_fused=bool(group["fused"]))
+        state["sum"] = creation.full_like(p, group["initial_accumulator_value"])
 
-    def step(self, closure: Callable | None = None):
-        """Perform one optimization step (``closure`` re-evaluates the loss and returns it)."""
-        loss = self._eval_closure(closure)
-        for group in self.param_groups:
-            lr = _to_scalar(group["lr"])
-            lr_decay = group["lr_decay"]
-            eps = group["eps"]
-            weight_decay = group["weight_decay"]
-            maximize = group["maximize"]
-            for p, g in _params_with_grad(group["params"]):
-                state = self.state[p]
-                if len(state) == 0:
-                    # A parameter added after construction: torch reads the optimizer's default here.
-                    state = self._init_state(p, self.defaults["initial_accumulator_value"])
-                step = _increment(state["step"])
-                d = p._data
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    g = g + weight_decay * d
-                clr = lr / (1 + (step - 1) * lr_decay)
-                s = state["sum"]._data
-                s += g * g
-                std = np.sqrt(s)
-                std += eps
-                d -= clr * g / std
-                p._bump_version()
-        return loss
+    def _update(self, group, params, grads, states, impl) -> None:
+        lr = to_scalar(group["lr"])
+        lr_decay, eps, weight_decay, maximize = (
+            group["lr_decay"],
+            group["eps"],
+            group["weight_decay"],
+            group["maximize"],
+        )
+        steps = [s["step"] for s in states]
+        sums = [s["sum"] for s in states]
+        F = FOR_LOOP if impl == "forloop" else FOR_EACH
+        F.add_(steps, 1)
+        if impl == "fused":
+            fused_ops._fused_adagrad_(
+                params, grads, sums, steps, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
+                maximize=maximize,
+            )  # fmt: skip
+            return
+        if maximize:
+            grads = F.neg(grads)
+        if weight_decay != 0:
+            grads = F.add(grads, params, alpha=weight_decay)
+        F.addcmul_(sums, grads, grads, 1)
+        std = F.sqrt(sums)
+        F.add_(std, eps)
+        F.addcdiv_(params, grads, std, [-lr / (1 + (s.item() - 1) * lr_decay) for s in steps])

@@ -1,29 +1,22 @@
 """``Adam`` and ``AdamW``: adaptive moment estimation, with L2 or decoupled weight decay.
 
-The update is torch's (``torch/optim/adam.py``, single-tensor path), written on arrays::
+The update is torch's (``torch/optim/adam.py``), as in-place Tensor ops::
 
     t += 1; g = -grad if maximize else grad
     p *= 1 - lr * wd  (AdamW)    |    g = g + wd * p  (Adam, if wd)
-    m.lerp_(g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+    m.lerp_(g, 1 - beta1);  v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     v_max = max(v_max, v)  (amsgrad; used instead of v below)
-    p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+    p.addcdiv_(m, sqrt(v) / sqrt(1 - beta2**t) + eps, value=-lr / (1 - beta1**t))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 
-import numpy as np
-
-from ember.optim.optimizer import (
-    Optimizer,
-    _increment,
-    _lerp_,
-    _params_with_grad,
-    _step_tensor,
-    _to_scalar,
-    _zeros_like,
-)
+from ember.ops import creation
+from ember.ops import fused as fused_ops
+from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor
 
 __all__ = ["Adam", "AdamW"]
@@ -42,7 +35,11 @@ class Adam(Optimizer):
         amsgrad: use the AMSGrad variant (default: False).
         maximize: maximize the objective instead of minimizing (default: False).
         decoupled_weight_decay: apply weight decay to the parameter directly, as AdamW (default: False).
-        foreach, capturable, fused: accepted for compatibility; Ember has one implementation.
+        foreach: use the multi-tensor ops (``ember._foreach_*``); False: one op per tensor.
+        fused: use the fused C kernel (one native call for all parameters). When ``foreach``
+            and ``fused`` are both None, Ember picks the fused kernel where it is available,
+            else foreach (see ``Optimizer._implementation``).
+        capturable: accepted for compatibility (CPU only).
         differentiable: must be False.
 
     Example:
@@ -54,6 +51,17 @@ class Adam(Optimizer):
         >>> w
         tensor([ 0.9000, -1.9000], requires_grad=True)
     """
+
+    _supports_fused = True
+    _group_fallbacks = {
+        "amsgrad": False,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+        "fused": None,
+    }
 
     def __init__(
         self,
@@ -71,25 +79,11 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_hyperparameters(lr=lr, eps=eps, betas=betas, weight_decay=weight_decay)
         both_float = isinstance(betas[0], float) and isinstance(betas[1], float)
         both_tensor = isinstance(betas[0], Tensor) and isinstance(betas[1], Tensor)
         if not (both_float or both_tensor):
             raise ValueError("betas must be either both floats or both Tensors")
-        for i, beta in enumerate(betas):
-            if isinstance(beta, Tensor) and beta.numel() != 1:
-                raise ValueError(f"Tensor betas[{i}] must be 1-element")
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -105,68 +99,48 @@ class Adam(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if p_state and not isinstance(p_state["step"], Tensor):
-                    p_state["step"] = _step_tensor(float(p_state["step"]))
+    def _init_state(self, p, state, group) -> None:
+        state["step"] = step_tensor(is_fused=bool(group["fused"]))
+        state["exp_avg"] = creation.zeros_like(p)
+        state["exp_avg_sq"] = creation.zeros_like(p)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = creation.zeros_like(p)
 
-    def step(self, closure: Callable | None = None):
-        """Perform one optimization step (``closure`` re-evaluates the loss and returns it)."""
-        loss = self._eval_closure(closure)
-        for group in self.param_groups:
-            lr = _to_scalar(group["lr"])
-            beta1, beta2 = (_to_scalar(b) for b in group["betas"])
-            eps = group["eps"]
-            weight_decay = group["weight_decay"]
-            amsgrad = group["amsgrad"]
-            maximize = group["maximize"]
-            decoupled = group["decoupled_weight_decay"]
-            for p, g in _params_with_grad(group["params"]):
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = _step_tensor()
-                    state["exp_avg"] = _zeros_like(p)
-                    state["exp_avg_sq"] = _zeros_like(p)
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = _zeros_like(p)
-                step = _increment(state["step"])
-                d = p._data
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    if decoupled:
-                        d *= 1 - lr * weight_decay
-                    else:
-                        g = g + weight_decay * d
-                m = state["exp_avg"]._data
-                v = state["exp_avg_sq"]._data
-                _lerp_(m, g, 1 - beta1)
-                v *= beta2
-                v += (1 - beta2) * g * g
-
-                bias_correction1 = 1 - beta1**step
-                bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-                step_size = lr / bias_correction1
-                if amsgrad:
-                    v_max = state["max_exp_avg_sq"]._data
-                    np.maximum(v_max, v, out=v_max)
-                    v = v_max
-                denom = np.sqrt(v)
-                denom /= bias_correction2_sqrt
-                denom += eps
-                d -= step_size * m / denom
-                p._bump_version()
-        return loss
+    def _update(self, group, params, grads, states, impl) -> None:
+        lr = to_scalar(group["lr"])
+        beta1, beta2 = (to_scalar(b) for b in group["betas"])
+        eps, weight_decay, amsgrad = group["eps"], group["weight_decay"], group["amsgrad"]
+        maximize, decoupled = group["maximize"], group["decoupled_weight_decay"]
+        steps = [s["step"] for s in states]
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        max_sqs = [s["max_exp_avg_sq"] for s in states] if amsgrad else None
+        F = FOR_LOOP if impl == "forloop" else FOR_EACH
+        F.add_(steps, 1)
+        if impl == "fused":
+            fn = fused_ops._fused_adamw_ if decoupled else fused_ops._fused_adam_
+            fn(
+                params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, lr=lr, beta1=beta1, beta2=beta2,
+                weight_decay=weight_decay, eps=eps, amsgrad=amsgrad, maximize=maximize,
+            )  # fmt: skip
+            return
+        if maximize:
+            grads = F.neg(grads)
+        if weight_decay != 0:
+            if decoupled:
+                F.mul_(params, 1 - lr * weight_decay)
+            else:
+                grads = F.add(grads, params, alpha=weight_decay)
+        F.lerp_(exp_avgs, grads, 1 - beta1)
+        F.mul_(exp_avg_sqs, beta2)
+        F.addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        counts = [s.item() for s in steps]
+        if amsgrad:
+            F.maximum_(max_sqs, exp_avg_sqs)
+        denom = F.sqrt(max_sqs if amsgrad else exp_avg_sqs)
+        F.div_(denom, [math.sqrt(1 - beta2**t) for t in counts])
+        F.add_(denom, eps)
+        F.addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in counts])
 
 
 class AdamW(Adam):

@@ -36,6 +36,7 @@ __all__ = [
     "OneCycleLR",
     "PolynomialLR",
     "LRScheduler",
+    "CyclicLR",
 ]
 
 EPOCH_DEPRECATION_WARNING = (
@@ -843,3 +844,6 @@ def _phase(end_step: float, start_lr: str, end_lr: str, start_momentum: str, end
         "start_momentum": start_momentum,
         "end_momentum": end_momentum,
     }
+
+
+from ember.optim._cyclic_lr import CyclicLR  # noqa: E402  (defined beside: it subclasses LRScheduler)

@@ -5,26 +5,29 @@ that group, filled from ``defaults``) and ``state`` (a dict keyed by parameter).
 ``state_dict()`` replaces parameters by their position in the groups, exactly as
 ``torch.optim.Optimizer.state_dict`` does, so checkpoints have the same structure.
 
-Subclasses implement ``step``. They update ``p._data`` in place with array ops (NumPy, or CuPy
-through the same ufuncs): per-parameter Python overhead dominates small models, so the update
-avoids building Tensor objects. The update rules follow torch's single-tensor ("for-loop")
-implementations, the ones torch uses for CPU tensors.
+The step loop is shared: :meth:`Optimizer.step` evaluates the closure, then, under ``no_grad``,
+collects each group's parameters that have a gradient, creates their state on first use
+(``_init_state``) and hands lists to the subclass's ``_update(group, params, grads, states, impl)``.
+``impl`` is ``"forloop"``, ``"foreach"`` or ``"fused"`` (:meth:`Optimizer._implementation`).
+Updates are in-place Tensor ops (or multi-tensor / fused ops): no optimizer writes arrays
+directly, so every update is an op that a capture of the step can see. A subclass written in
+PyTorch's style (its own ``step`` with ``p.add_(...)``) works as well.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from copy import deepcopy
 from itertools import chain
 from typing import Any
 
-import numpy as np
-
 from ember import _dtype
 from ember.autograd import grad_mode
-from ember.tensor import Tensor, _wrap
+from ember.ops.foreach import _foreach_zero_
+from ember.optim._common import step_tensor, to_scalar
+from ember.tensor import Tensor
 
 __all__ = ["Optimizer", "register_optimizer_step_post_hook", "register_optimizer_step_pre_hook", "required"]
 
@@ -82,37 +85,7 @@ def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
 
 def _to_scalar(x):
     """A hyperparameter as a Python number (a one-element tensor gives its value)."""
-    return x.item() if isinstance(x, Tensor) else x
-
-
-def _scalar_dtype():
-    """The dtype of ``state['step']``: float64 when that is the default dtype, else float32 (as torch)."""
-    return _dtype.defaults.float.np if _dtype.defaults.float.np == np.float64 else np.float32
-
-
-def _step_tensor(value: float = 0.0) -> Tensor:
-    """A 0-d CPU tensor holding a step count; updated in place with ``_increment``."""
-    return _wrap(np.array(value, dtype=_scalar_dtype()))
-
-
-def _increment(step: Tensor) -> float:
-    """``step += 1`` in place; returns the new count as a float."""
-    d = step._data
-    d += 1
-    return float(d)
-
-
-def _zeros_like(p: Tensor) -> Tensor:
-    """A zero state buffer with the parameter's shape, dtype and device."""
-    return _wrap(p._device.backend.xp.zeros_like(p._data), p._device)
-
-
-def _lerp_(a, b, weight: float) -> None:
-    """``a.lerp_(b, weight)`` on arrays, with torch's two formulas (exact at weight 0 and 1)."""
-    if weight < 0.5:
-        a += weight * (b - a)
-    else:
-        a[...] = b - (b - a) * (1.0 - weight)
+    return to_scalar(x)
 
 
 def _hook_step(func: Callable) -> Callable:
@@ -196,6 +169,14 @@ class Optimizer:
         self.__dict__.setdefault("_optimizer_step_post_hooks", OrderedDict())
         self._patch_step_function()
         self.defaults.setdefault("differentiable", False)
+        # Groups saved by older versions lack newer options; step counts saved as numbers
+        # become 0-d tensors (as PyTorch's optimizers do on load).
+        for group in self.param_groups:
+            for key, value in self._group_fallbacks.items():
+                group.setdefault(key, value)
+        for p_state in self.state.values():
+            if isinstance(p_state, dict) and "step" in p_state and not isinstance(p_state["step"], Tensor):
+                p_state["step"] = step_tensor(float(p_state["step"]))
 
     def __repr__(self) -> str:
         text = self.__class__.__name__ + " ("
@@ -295,24 +276,96 @@ class Optimizer:
     # ----- gradients -----
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of all optimized tensors: to None (default), or to zeros in place."""
+        to_zero = []
         for group in self.param_groups:
             for p in group["params"]:
-                g = p._grad
+                g = p.grad
                 if g is None:
                     continue
                 if set_to_none:
-                    p._grad = None
+                    p.grad = None
                 else:
-                    if g._node is not None:
+                    if g.grad_fn is not None:
                         g.detach_()
                     else:
-                        g._requires_grad = False
-                    g._data[...] = 0
-                    g._bump_version()
+                        g.requires_grad_(False)
+                    to_zero.append(g)
+        if to_zero:
+            with grad_mode.no_grad():
+                _foreach_zero_(to_zero)
 
     def step(self, closure: Callable[[], Any] | None = None):
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss.
+
+        The shared loop: the closure runs with grad mode on; then, under ``no_grad``, each
+        group's parameters that have a gradient are updated by the subclass's ``_update``.
+        """
+        if type(self)._update is Optimizer._update:
+            raise NotImplementedError
+        loss = self._eval_closure(closure)
+        with grad_mode.no_grad():
+            for group in self.param_groups:
+                params, grads = [], []
+                for p in group["params"]:
+                    g = p.grad
+                    if g is not None:
+                        params.append(p)
+                        grads.append(g)
+                if not params:
+                    continue
+                states = None
+                if self._has_state(group):
+                    states = []
+                    for p in params:
+                        state = self.state[p]
+                        if not state:
+                            self._init_state(p, state, group)
+                        states.append(state)
+                self._update(group, params, grads, states, self._implementation(group, params))
+        return loss
+
+    # ----- what a subclass of the shared step loop provides -----
+    #: Whether the class has a fused implementation (``fused=True``).
+    _supports_fused = False
+    #: Options a loaded param group may lack, with their values (``__setstate__`` fills them in).
+    _group_fallbacks: dict[str, Any] = {}
+
+    def _has_state(self, group: dict[str, Any]) -> bool:
+        """Whether ``group``'s parameters keep per-parameter state (SGD without momentum does not)."""
+        return True
+
+    def _init_state(self, p: Tensor, state: dict, group: dict[str, Any]) -> None:
+        """Fill the empty ``state`` of parameter ``p`` on its first step."""
+
+    def _update(self, group: dict[str, Any], params: list, grads: list, states: list | None, impl: str) -> None:
+        """Update ``params`` in place from ``grads`` with ``group``'s hyperparameters."""
         raise NotImplementedError
+
+    def _implementation(self, group: dict[str, Any], params: list) -> str:
+        """``"fused"``, ``"foreach"`` or ``"forloop"`` for this group.
+
+        An explicit ``fused=True`` or ``foreach=True`` wins; ``foreach=False`` (with ``fused``
+        unset) is the per-tensor loop. When both are left at None, Ember takes its fastest
+        correct path on CPU: the fused C kernel where the class has one, the kernels are
+        available and every parameter is a float32/float64 CPU tensor; else the multi-tensor
+        (foreach) path. (PyTorch defaults to the for-loop on CPU; the values agree.)
+        """
+        fused, foreach = group.get("fused"), group.get("foreach")
+        if fused:
+            for p in params:
+                if not p.is_floating_point():
+                    raise RuntimeError(
+                        "`fused=True` requires all the params to be floating point Tensors of supported "
+                        f"devices: ['cpu'] but {p.dtype} and {p.device.type}"
+                    )
+            return "fused"
+        if foreach:
+            return "foreach"
+        if foreach is False:
+            return "forloop"
+        if fused is None and self._supports_fused and _fused_available(params):
+            return "fused"
+        return "foreach"
 
     @staticmethod
     def _eval_closure(closure: Callable[[], Any] | None):
@@ -404,17 +457,22 @@ class Optimizer:
         self.__setstate__({"state": state, "param_groups": param_groups})
 
 
+_FUSED_DTYPES = (_dtype.float32, _dtype.float64)
+
+
+def _fused_available(params: list) -> bool:
+    """Whether the fused C kernels are built and take every parameter (float32/float64 on CPU)."""
+    from ember.backends.ckernels import optim as kernels
+
+    for p in params:
+        if p.device.type != "cpu" or p.dtype not in _FUSED_DTYPES:
+            return False
+    return kernels.available()
+
+
 def _typename(obj) -> str:
     if isinstance(obj, Tensor):
         return obj.type()
     module = type(obj).__module__
     name = type(obj).__qualname__
     return name if module in ("builtins", None) else f"{module}.{name}"
-
-
-def _params_with_grad(params: Iterable[Tensor]):
-    """The (parameter, gradient array) pairs of the parameters that have a gradient."""
-    for p in params:
-        g = p._grad
-        if g is not None:
-            yield p, g._data

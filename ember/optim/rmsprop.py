@@ -1,29 +1,18 @@
 """``RMSprop``: divide the gradient by a running root-mean-square of recent gradients.
 
-The update is torch's (``torch/optim/rmsprop.py``, single-tensor path), written on arrays::
+The update is torch's (``torch/optim/rmsprop.py``), as in-place Tensor ops::
 
     t += 1; g = -grad if maximize else grad; g = g + wd * p (if wd)
-    v = alpha * v + (1 - alpha) * g * g
+    v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
     avg = sqrt(v - ga * ga) + eps, with ga.lerp_(g, 1 - alpha)  (centered)  |  sqrt(v) + eps
-    b = momentum * b + g / avg; p -= lr * b  (momentum > 0)  |  p -= lr * g / avg
+    b.mul_(momentum).addcdiv_(g, avg); p -= lr * b  (momentum > 0)  |  p.addcdiv_(g, avg, value=-lr)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
-
-from ember.optim.optimizer import (
-    Optimizer,
-    _increment,
-    _lerp_,
-    _params_with_grad,
-    _step_tensor,
-    _to_scalar,
-    _zeros_like,
-)
-from ember.tensor import Tensor
+from ember.ops import creation
+from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim.optimizer import Optimizer
 
 __all__ = ["RMSprop"]
 
@@ -40,7 +29,9 @@ class RMSprop(Optimizer):
         momentum: momentum factor (default: 0).
         centered: normalize by an estimate of the gradient's variance (default: False).
         maximize: maximize the objective instead of minimizing (default: False).
-        capturable, foreach: accepted for compatibility; Ember has one implementation.
+        foreach: use the multi-tensor ops (``ember._foreach_*``); False: one op per tensor
+            (None: foreach).
+        capturable: accepted for compatibility (CPU only).
         differentiable: must be False.
 
     Example:
@@ -67,18 +58,7 @@ class RMSprop(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= alpha:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_hyperparameters(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -93,62 +73,48 @@ class RMSprop(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("momentum", 0)
-            group.setdefault("centered", False)
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if p_state and not isinstance(p_state["step"], Tensor):
-                    p_state["step"] = _step_tensor(float(p_state["step"]))
+    _group_fallbacks = {
+        "momentum": 0,
+        "centered": False,
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
 
-    def step(self, closure: Callable | None = None):
-        """Perform one optimization step (``closure`` re-evaluates the loss and returns it)."""
-        loss = self._eval_closure(closure)
-        for group in self.param_groups:
-            lr = _to_scalar(group["lr"])
-            alpha = group["alpha"]
-            eps = group["eps"]
-            weight_decay = group["weight_decay"]
-            momentum = group["momentum"]
-            centered = group["centered"]
-            maximize = group["maximize"]
-            for p, g in _params_with_grad(group["params"]):
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = _step_tensor()
-                    state["square_avg"] = _zeros_like(p)
-                    if momentum > 0:
-                        state["momentum_buffer"] = _zeros_like(p)
-                    if centered:
-                        state["grad_avg"] = _zeros_like(p)
-                _increment(state["step"])
-                d = p._data
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    g = g + weight_decay * d
-                square_avg = state["square_avg"]._data
-                square_avg *= alpha
-                square_avg += (1 - alpha) * g * g
-                if centered:
-                    grad_avg = state["grad_avg"]._data
-                    _lerp_(grad_avg, g, 1 - alpha)
-                    avg = np.sqrt(square_avg - grad_avg * grad_avg)
-                else:
-                    avg = np.sqrt(square_avg)
-                avg += eps
-                if momentum > 0:
-                    buf = state["momentum_buffer"]._data
-                    buf *= momentum
-                    buf += g / avg
-                    d -= lr * buf
-                else:
-                    d -= lr * g / avg
-                p._bump_version()
-        return loss
+    def _init_state(self, p, state, group) -> None:
+        state["step"] = step_tensor()
+        state["square_avg"] = creation.zeros_like(p)
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = creation.zeros_like(p)
+        if group["centered"]:
+            state["grad_avg"] = creation.zeros_like(p)
+
+    def _update(self, group, params, grads, states, impl) -> None:
+        lr = to_scalar(group["lr"])
+        alpha, eps, weight_decay = group["alpha"], group["eps"], group["weight_decay"]
+        momentum, centered, maximize = group["momentum"], group["centered"], group["maximize"]
+        F = FOR_LOOP if impl == "forloop" else FOR_EACH
+        F.add_([s["step"] for s in states], 1)
+        if maximize:
+            grads = F.neg(grads)
+        if weight_decay != 0:
+            grads = F.add(grads, params, alpha=weight_decay)
+        square_avgs = [s["square_avg"] for s in states]
+        F.mul_(square_avgs, alpha)
+        F.addcmul_(square_avgs, grads, grads, 1 - alpha)
+        if centered:
+            grad_avgs = [s["grad_avg"] for s in states]
+            F.lerp_(grad_avgs, grads, 1 - alpha)
+            avg = F.addcmul(square_avgs, grad_avgs, grad_avgs, -1)
+            F.sqrt_(avg)
+        else:
+            avg = F.sqrt(square_avgs)
+        F.add_(avg, eps)
+        if momentum > 0:
+            bufs = [s["momentum_buffer"] for s in states]
+            F.mul_(bufs, momentum)
+            F.addcdiv_(bufs, grads, avg, 1)
+            F.add_(params, bufs, alpha=-lr)
+        else:
+            F.addcdiv_(params, grads, avg, -lr)

@@ -1,6 +1,6 @@
 """``SGD``: stochastic gradient descent with optional momentum, dampening, Nesterov and weight decay.
 
-The update is torch's (``torch/optim/sgd.py``, single-tensor path), written on arrays::
+The update is torch's (``torch/optim/sgd.py``), as in-place Tensor ops::
 
     g = -grad if maximize else grad
     g = g + weight_decay * p                      (if weight_decay)
@@ -11,10 +11,9 @@ The update is torch's (``torch/optim/sgd.py``, single-tensor path), written on a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ember.optim.optimizer import Optimizer, _params_with_grad, _to_scalar
-from ember.tensor import _wrap
+from ember.ops import fused as fused_ops
+from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, to_scalar
+from ember.optim.optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -30,7 +29,10 @@ class SGD(Optimizer):
         weight_decay: L2 penalty (default: 0).
         nesterov: use Nesterov momentum (default: False).
         maximize: maximize the objective instead of minimizing (default: False).
-        foreach, fused: accepted for compatibility; Ember has one implementation.
+        foreach: use the multi-tensor ops (``ember._foreach_*``); False: one op per tensor.
+        fused: use the fused C kernel (one native call for all parameters). When ``foreach``
+            and ``fused`` are both None, Ember picks the fused kernel where it is available,
+            else foreach (see ``Optimizer._implementation``).
         differentiable: must be False.
 
     Example:
@@ -42,6 +44,9 @@ class SGD(Optimizer):
         >>> w
         tensor([ 0.8000, -1.6000], requires_grad=True)
     """
+
+    _supports_fused = True
+    _group_fallbacks = {"nesterov": False, "maximize": False, "foreach": None, "differentiable": False, "fused": False}
 
     def __init__(
         self,
@@ -57,14 +62,7 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if hasattr(lr, "numel") and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -80,42 +78,46 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, defaults)
 
-    def __setstate__(self, state) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", False)
+    def _has_state(self, group) -> bool:
+        return group["momentum"] != 0  # as torch: no state without momentum
 
-    def step(self, closure: Callable | None = None):
-        """Perform one optimization step (``closure`` re-evaluates the loss and returns it)."""
-        loss = self._eval_closure(closure)
-        for group in self.param_groups:
-            lr = _to_scalar(group["lr"])
-            momentum = group["momentum"]
-            dampening = group["dampening"]
-            weight_decay = group["weight_decay"]
-            nesterov = group["nesterov"]
-            maximize = group["maximize"]
-            for p, g in _params_with_grad(group["params"]):
-                d = p._data
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    g = g + weight_decay * d
-                if momentum != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = _wrap(g.copy(), p._device)
-                        b = buf._data
-                    else:
-                        b = buf._data
-                        b *= momentum
-                        b += (1 - dampening) * g
-                    g = g + momentum * b if nesterov else b
-                d -= lr * g
-                p._bump_version()
-        return loss
+    def _update(self, group, params, grads, states, impl) -> None:
+        lr = to_scalar(group["lr"])
+        momentum, dampening, weight_decay = group["momentum"], group["dampening"], group["weight_decay"]
+        nesterov, maximize = group["nesterov"], group["maximize"]
+        if impl == "fused":
+            bufs, first = [], []
+            for g, state in zip(grads, states or [{}] * len(params)):
+                buf = state.get("momentum_buffer") if momentum != 0 else None
+                if momentum != 0 and buf is None:
+                    buf = state["momentum_buffer"] = g.detach().new_empty(g.shape)
+                    first.append(True)
+                else:
+                    first.append(False)
+                bufs.append(buf)
+            fused_ops._fused_sgd_(
+                params, grads, bufs, weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening,
+                nesterov=nesterov, maximize=maximize, is_first_step=first,
+            )  # fmt: skip
+            return
+        F = FOR_EACH if impl == "foreach" else FOR_LOOP
+        if maximize:
+            grads = F.neg(grads)
+        if weight_decay != 0:
+            grads = F.add(grads, params, alpha=weight_decay)
+        if momentum != 0:
+            bufs = []
+            old_bufs, old_grads = [], []
+            for g, state in zip(grads, states):
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = g.detach().clone()
+                else:
+                    old_bufs.append(buf)
+                    old_grads.append(g)
+                bufs.append(buf)
+            if old_bufs:
+                F.mul_(old_bufs, momentum)
+                F.add_(old_bufs, old_grads, alpha=1 - dampening)
+            grads = F.add(grads, bufs, alpha=momentum) if nesterov else bufs
+        F.add_(params, grads, alpha=-lr)

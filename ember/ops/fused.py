@@ -1,0 +1,265 @@
+"""Fused optimizer ops: one native update over every parameter, as ``torch._fused_adam_`` and co.
+
+Each op updates lists of tensors in place (parameters and optimizer state) with one call into
+the C kernels (``ember/backends/ckernels/optim.c``) per dtype; tensors the kernel does not take
+(non-contiguous state, other devices) and every tensor when no C compiler is available
+(``EMBER_CKERNELS=0``) take the NumPy path below, which computes the same update. They are ops:
+a captured training step records one op for the whole update. Step counts are read from the
+``state_steps`` tensors, which the caller has already incremented (as in PyTorch).
+
+Example:
+    >>> import ember
+    >>> p, g, buf = ember.ones(3), ember.ones(3), ember.zeros(3)
+    >>> _ = ember._fused_sgd_([p], [g], [buf], weight_decay=0.0, momentum=0.9, lr=0.5, dampening=0.0,
+    ...                       nesterov=False, maximize=False, is_first_step=True)
+    >>> p
+    tensor([0.5000, 0.5000, 0.5000])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember.ops._base import CPU, Tensor, grad_state
+from ember.ops.foreach import _lerp_array
+
+__all__ = ["_fused_adagrad_", "_fused_adam_", "_fused_adamw_", "_fused_sgd_"]
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check(op: str, params: list, *lists) -> None:
+    if grad_state.enabled and any(t._requires_grad for t in params):
+        raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place operation.")
+    for lst in lists:
+        if lst is not None and len(lst) != len(params):
+            raise RuntimeError(
+                f"{op}: Tensor lists must have the same number of tensors, got {len(params)} and {len(lst)}"
+            )
+    for p in params:
+        if not isinstance(p, Tensor) or p._data.dtype.kind != "f":
+            raise RuntimeError(f"{op}: expected floating-point parameters, got {getattr(p, 'dtype', type(p))}")
+
+
+class _Group:
+    """The parameters of one dtype that the kernel takes: their indices and arrays."""
+
+    __slots__ = ("idx", "params", "grads", "states")
+
+    def __init__(self, n_states: int):
+        self.idx, self.params, self.grads = [], [], []
+        self.states = [[] for _ in range(n_states)]
+
+
+def _partition(params: list, grads: list, states: list) -> tuple[list, list]:
+    """Split the parameters (one pass) into kernel groups by dtype and the rest (NumPy path).
+
+    The kernel takes a float32/float64 CPU parameter whose gradient and state buffers have its
+    dtype and shape, with parameter and state C-contiguous and writable; a non-contiguous
+    gradient is copied (it is only read). ``states`` lists the written state lists (None: unused).
+    """
+    states = [lst for lst in states if lst is not None]
+    groups: dict = {}
+    rest = []
+    for i, p in enumerate(params):
+        pd = p._data
+        dt = pd.dtype
+        ok = p._device is CPU and type(pd) is np.ndarray and dt in _KERNEL_DTYPES and _writable_contig(pd)
+        gd = grads[i]._data
+        ok = ok and type(gd) is np.ndarray and gd.dtype == dt and gd.shape == pd.shape
+        if ok:
+            arrays = [lst[i]._data for lst in states]
+            for a in arrays:
+                if type(a) is not np.ndarray or a.dtype != dt or a.shape != pd.shape or not _writable_contig(a):
+                    ok = False
+                    break
+        if not ok:
+            rest.append(i)
+            continue
+        g = groups.get(dt)
+        if g is None:
+            g = groups[dt] = _Group(len(states))
+        g.idx.append(i)
+        g.params.append(pd)
+        g.grads.append(gd if gd.flags.c_contiguous else np.ascontiguousarray(gd))
+        for lst, a in zip(g.states, arrays):
+            lst.append(a)
+    return list(groups.values()), rest
+
+
+def _writable_contig(a: np.ndarray) -> bool:
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
+
+
+def _step_values(state_steps: list) -> list[float]:
+    return [float(s.item()) for s in state_steps]
+
+
+def _bump(*lists) -> None:
+    for lst in lists:
+        if lst is not None:
+            for t in lst:
+                t._bump_version()
+
+
+# --------------------------------------------------------------------------- Adam / AdamW
+def _adam_numpy(p, g, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled):
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    _lerp_array(m, g, 1 - beta1)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    if amsgrad:
+        np.maximum(vmax, v, out=vmax)
+        v = vmax
+    denom = np.sqrt(v)
+    denom /= math.sqrt(1 - beta2**step)
+    denom += eps
+    upd = m / denom
+    upd *= lr / (1 - beta1**step)
+    np.subtract(p, upd, out=p, casting="unsafe")
+
+
+def _fused_adam_impl(op, decoupled, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, **hp):
+    from ember.backends.ckernels import optim as kernels
+
+    amsgrad = hp["amsgrad"]
+    maxs = max_exp_avg_sqs if amsgrad else None
+    _check(op, params, grads, exp_avgs, exp_avg_sqs, state_steps, maxs)
+    steps = _step_values(state_steps)
+    groups, rest = _partition(params, grads, [exp_avgs, exp_avg_sqs, maxs])
+    kw = dict(lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
+    for g in groups:
+        done = kernels.fused_adam(
+            g.params, g.grads, g.states[0], g.states[1], g.states[2] if amsgrad else None, [steps[i] for i in g.idx],
+            amsgrad=amsgrad, maximize=hp["maximize"], decoupled=decoupled, **kw,
+        )  # fmt: skip
+        if not done:
+            rest.extend(g.idx)
+    for i in rest:
+        _adam_numpy(
+            params[i]._data, grads[i]._data, exp_avgs[i]._data, exp_avg_sqs[i]._data,
+            maxs[i]._data if amsgrad else None, steps[i], amsgrad=amsgrad, maximize=hp["maximize"],
+            decoupled=decoupled, **kw,
+        )  # fmt: skip
+    _bump(params, exp_avgs, exp_avg_sqs, maxs)
+
+
+def _fused_adam_(
+    params: list, grads: list, exp_avgs: list, exp_avg_sqs: list, max_exp_avg_sqs: list, state_steps: list, *,
+    lr: float, beta1: float, beta2: float, weight_decay: float, eps: float, amsgrad: bool, maximize: bool,
+    grad_scale=None, found_inf=None,
+) -> None:  # fmt: skip
+    """One Adam step (L2 weight decay) over every parameter, in place, as ``torch._fused_adam_``."""
+    _no_scaler("_fused_adam_", grad_scale, found_inf)
+    _fused_adam_impl(
+        "_fused_adam_", False, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
+        beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=amsgrad, maximize=maximize,
+    )  # fmt: skip
+
+
+def _fused_adamw_(
+    params: list, grads: list, exp_avgs: list, exp_avg_sqs: list, max_exp_avg_sqs: list, state_steps: list, *,
+    lr: float, beta1: float, beta2: float, weight_decay: float, eps: float, amsgrad: bool, maximize: bool,
+    grad_scale=None, found_inf=None,
+) -> None:  # fmt: skip
+    """One AdamW step (decoupled weight decay) over every parameter, as ``torch._fused_adamw_``."""
+    _no_scaler("_fused_adamw_", grad_scale, found_inf)
+    _fused_adam_impl(
+        "_fused_adamw_", True, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
+        beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=amsgrad, maximize=maximize,
+    )  # fmt: skip
+
+
+def _no_scaler(op: str, grad_scale, found_inf) -> None:
+    if grad_scale is not None or found_inf is not None:
+        raise NotImplementedError(f"{op}: grad_scale and found_inf are not supported by ember (no GradScaler)")
+
+
+# --------------------------------------------------------------------------- SGD
+def _sgd_numpy(p, g, buf, first, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    if momentum != 0:
+        if first:
+            buf[...] = g
+        else:
+            buf *= momentum
+            buf += (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    np.subtract(p, lr * g, out=p, casting="unsafe")
+
+
+def _fused_sgd_(
+    params: list, grads: list, momentum_buffer_list: list, *, weight_decay: float, momentum: float, lr: float,
+    dampening: float, nesterov: bool, maximize: bool, is_first_step, grad_scale=None, found_inf=None,
+) -> None:  # fmt: skip
+    """One SGD step over every parameter, in place, as ``torch._fused_sgd_``.
+
+    ``is_first_step`` is a bool for all parameters (PyTorch's form) or one bool per parameter:
+    on a first step the momentum buffer is set to the gradient.
+    """
+    from ember.backends.ckernels import optim as kernels
+
+    _no_scaler("_fused_sgd_", grad_scale, found_inf)
+    bufs = momentum_buffer_list if momentum != 0 else None
+    _check("_fused_sgd_", params, grads, bufs)
+    first = list(is_first_step) if isinstance(is_first_step, (list, tuple)) else [bool(is_first_step)] * len(params)
+    groups, rest = _partition(params, grads, [bufs])
+    kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
+    for g in groups:
+        done = kernels.fused_sgd(
+            g.params, g.grads, g.states[0] if bufs is not None else None, [first[i] for i in g.idx],
+            nesterov=nesterov, maximize=maximize, **kw,
+        )  # fmt: skip
+        if not done:
+            rest.extend(g.idx)
+    for i in rest:
+        buf = bufs[i]._data if bufs is not None else None
+        _sgd_numpy(params[i]._data, grads[i]._data, buf, first[i], nesterov=nesterov, maximize=maximize, **kw)
+    _bump(params, bufs)
+
+
+# --------------------------------------------------------------------------- Adagrad
+def _adagrad_numpy(p, g, s, step, lr, lr_decay, weight_decay, eps, maximize):
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    clr = lr / (1 + (step - 1) * lr_decay)
+    s += g * g
+    std = np.sqrt(s)
+    std += eps
+    upd = g / std
+    upd *= clr
+    np.subtract(p, upd, out=p, casting="unsafe")
+
+
+def _fused_adagrad_(
+    params: list, grads: list, state_sums: list, state_steps: list, *, lr: float, lr_decay: float,
+    weight_decay: float, eps: float, maximize: bool, grad_scale=None, found_inf=None,
+) -> None:  # fmt: skip
+    """One Adagrad step over every parameter, in place, as ``torch._fused_adagrad_``."""
+    from ember.backends.ckernels import optim as kernels
+
+    _no_scaler("_fused_adagrad_", grad_scale, found_inf)
+    _check("_fused_adagrad_", params, grads, state_sums, state_steps)
+    steps = _step_values(state_steps)
+    groups, rest = _partition(params, grads, [state_sums])
+    kw = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
+    for g in groups:
+        if not kernels.fused_adagrad(g.params, g.grads, g.states[0], [steps[i] for i in g.idx], **kw):
+            rest.extend(g.idx)
+    for i in rest:
+        _adagrad_numpy(params[i]._data, grads[i]._data, state_sums[i]._data, steps[i], **kw)
+    _bump(params, state_sums)
