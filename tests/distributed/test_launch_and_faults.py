@@ -1,0 +1,80 @@
+"""`ember run`, bare mpiexec, init errors and faults, with real ranks under a timeout."""
+
+import re
+
+import pytest
+
+from tests.distributed._launch import launch
+
+import ember
+import ember.distributed as dist
+
+
+def test_collective_before_init_raises_pytorch_error():
+    assert not dist.is_initialized()
+    for fn in (lambda: dist.all_reduce(ember.ones(2)), dist.get_rank, dist.get_world_size, dist.barrier):
+        with pytest.raises(ValueError, match="Default process group has not been initialized"):
+            fn()
+
+
+def test_nccl_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="nccl.*needs a CUDA GPU"):
+        dist.init_process_group("nccl")
+    assert not dist.is_initialized()
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="Invalid backend"):
+        dist.init_process_group("carrier-pigeon")
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_collectives_all_ranks(n):
+    rc, out, _ = launch("collectives.py", n=n)
+    assert rc == 0, out
+    assert len(re.findall(r"rank \d+: \d+ checks passed", out)) == n, out
+
+
+def test_bare_mpiexec_and_torchrun_env():
+    rc, out, _ = launch("faults.py", "env", bare=True)
+    assert rc == 0, out
+    rc, out, _ = launch("faults.py", "env", env={"OMP_NUM_THREADS": ""})
+    assert rc == 0, out
+    lines = sorted(line for line in out.splitlines() if line.startswith("ENV"))
+    assert len(lines) == 2, out
+    for r, line in enumerate(lines):
+        assert f"RANK={r} WORLD_SIZE=2 LOCAL_RANK={r} LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500" in line
+
+
+@pytest.mark.parametrize(
+    "mode, cause",
+    [
+        ("exception", r"rank 1 failed: ValueError: boom on purpose"),
+        ("sigkill", r"rank 1 \(pid \d+\) died without finishing"),
+        ("exit0", r"rank 1 \(pid \d+\) died without finishing"),
+        ("exit3", r"rank 1 \(pid \d+\) died without finishing"),
+    ],
+)
+def test_dead_rank_ends_the_job(mode, cause):
+    rc, out, secs = launch("faults.py", mode, timeout=30)
+    assert rc != 0, out
+    assert re.search(cause, out), out
+    assert secs < 5 + 2, f"took {secs:.1f} s (5 s budget after startup)"
+
+
+def test_exception_under_bare_mpiexec_aborts():
+    rc, out, secs = launch("faults.py", "exception", bare=True, timeout=30)
+    assert rc != 0 and "rank 1 failed with ValueError: boom on purpose" in out, out
+
+
+def test_mismatched_shapes_raise_on_every_rank():
+    rc, out, _ = launch("faults.py", "mismatch")
+    assert rc == 0, out
+    assert out.count("mismatched tensor sizes (element counts) across ranks (rank 0: 3, rank 1: 4)") == 2, out
+    assert out.count("RECOVERED") == 2
+
+
+def test_collective_timeout_raises():
+    rc, out, secs = launch("faults.py", "timeout", env={"T": "2"}, timeout=40)
+    assert "TIMEOUT after 2." in out, out
+    assert rc != 0 and "rank 0 failed: DistBackendError" in out and "timed out after 2 s" in out, out
