@@ -6,3 +6,4 @@ from ember.nn.modules import *  # noqa: F403 - the layer namespace is public API
 from ember.nn.parameter import Buffer, Parameter
 
 # ---- E2 (conv, pooling, rnn, attention, transformer, moe): append imports below this line ----
+from ember.nn import parallel  # DistributedDataParallel (ember.distributed, imported lazily)
