@@ -1,5 +1,7 @@
 """ZeRO stages 1 and 2 against one process with Adam on the global batch (run under mpiexec)."""
 
+import copy
+
 import numpy as np
 
 import ember
@@ -56,7 +58,12 @@ for stage in (1, 2):
     for a, b in zip(m.parameters(), ref.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"stage {stage}")
     mem = opt.memory_bytes()
-    assert mem["optimizer_state"] <= full_state / n * 1.35, (mem, full_state)
+    every = [None] * n
+    dist.all_gather_object(every, mem["optimizer_state"])
+    if stage == 1:  # whole parameters per rank: the shares add up to the unsharded state
+        assert sum(every) == full_state and max(every) < full_state, (every, full_state)
+    else:  # flat shards: an equal share each, up to padding (and Adam's step counters)
+        assert max(every) <= full_state / n + 64, (every, full_state)
     print(f"rank {r}: OK zero stage {stage} memory {mem} (unsharded state {full_state} B)", flush=True)
     # the consolidated checkpoint is the unsharded optimizer's
     opt.consolidate_state_dict(to=0)
@@ -71,10 +78,10 @@ for stage in (1, 2):
     # loading the unsharded state into a fresh sharded optimizer continues identically
     m2 = net()
     opt2 = ZeroRedundancyOptimizer(groups(m2), ember.optim.Adam, stage=stage, lr=0.01)
-    opt2.load_state_dict(ref_opt.state_dict())
+    opt2.load_state_dict(copy.deepcopy(ref_opt.state_dict()))  # state tensors are live, as in torch
     ref2 = net()
     ref2_opt = ember.optim.Adam(groups(ref2), lr=0.01)
-    ref2_opt.load_state_dict(ref_opt.state_dict())
+    ref2_opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))
     for a, b, c in zip(m2.parameters(), ref2.parameters(), ref.parameters()):
         a.data.copy_(c.detach())
         b.data.copy_(c.detach())
