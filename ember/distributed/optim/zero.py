@@ -245,8 +245,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                 if not any(entries):
                     continue
                 merged = {}
-                for key, v in next(e for e in entries if e).items():
-                    if hasattr(v, "_data"):
+                j0 = next(j for j, e in enumerate(entries) if e)
+                for key, v in entries[j0].items():
+                    if hasattr(v, "_data") and v._data.size == f.params[j0]._data.size and v._data.ndim:
                         flat = np.zeros(f.padded, v._data.dtype)
                         for j, e in enumerate(entries):
                             if e is not None:
@@ -301,6 +302,15 @@ class _FlatGroup:
         shard = _wrap(np.empty(self.shard, self.dtype))
         reduce_scatter_tensor(shard, flat, op=ReduceOp.AVG, group=pg)
         self.shard_param._grad = shard
+        self._refresh_shard()
+
+    def _refresh_shard(self) -> None:
+        """Copy this rank's slice of the parameters into the shard (they may have been loaded or edited)."""
+        dst = self.shard_param._data
+        for p, o in zip(self.params, self.offsets):
+            a, b = max(o, self.lo), min(o + p._data.size, self.hi)
+            if a < b:
+                dst[a - self.lo : b - self.lo] = p._data.reshape(-1)[a - o : b - o]
 
     def all_gather_params(self, pg) -> None:
         from ember.distributed import all_gather_into_tensor
