@@ -1,0 +1,23 @@
+"""Tensor and pipeline parallelism with real ranks: equal loss and gradients to the unsplit model."""
+
+import re
+
+import pytest
+
+from tests.distributed._launch import launch
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_tensor_parallel_gpt(n):
+    rc, out, _ = launch("tp.py", n=n, timeout=120)
+    assert rc == 0, out
+    assert len(re.findall(r"OK tensor parallel GPT .* grads equal, block all-reduces fwd 2 bwd 2", out)) == n, out
+    assert len(re.findall(r"OK column/row parallel linear", out)) == n, out
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_pipeline_gpipe_and_1f1b(n):
+    rc, out, _ = launch("pp.py", n=n, timeout=120)
+    assert rc == 0, out
+    for sched in ("ScheduleGPipe", "Schedule1F1B"):
+        assert len(re.findall(rf"rank \d: OK {sched}", out)) == n, out
