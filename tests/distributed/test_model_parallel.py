@@ -21,3 +21,10 @@ def test_pipeline_gpipe_and_1f1b(n):
     assert rc == 0, out
     for sched in ("ScheduleGPipe", "Schedule1F1B"):
         assert len(re.findall(rf"rank \d: OK {sched}", out)) == n, out
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_expert_parallel_moe(n):
+    rc, out, _ = launch("ep.py", n=n, timeout=120)
+    assert rc == 0, out
+    assert len(re.findall(r"rank \d: OK expert parallel MoE", out)) == n, out
