@@ -28,3 +28,10 @@ def test_expert_parallel_moe(n):
     rc, out, _ = launch("ep.py", n=n, timeout=120)
     assert rc == 0, out
     assert len(re.findall(r"rank \d: OK expert parallel MoE", out)) == n, out
+
+
+def test_device_mesh_combinations_on_4_ranks():
+    rc, out, _ = launch("mesh.py", n=4, timeout=240)
+    assert rc == 0, out
+    for what in ("mesh groups", "DPxTP equals one process", "PPxDP equals one process", "DPxEP trains"):
+        assert len(re.findall(rf"rank \d: OK {what}", out)) == 4, (what, out)
