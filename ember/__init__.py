@@ -266,8 +266,7 @@ def get_num_threads():
 
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
-from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
-from ember import distributed  # noqa: E402 - needs no mpi4py until used
+from ember import datasets, distributed, linalg, nn, optim, profiler, utils, viz  # noqa: E402
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

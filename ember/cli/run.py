@@ -44,7 +44,9 @@ def find_mpiexec() -> str:
         return here
     found = shutil.which("mpiexec")
     if found is None:
-        raise SystemExit("ember run: no mpiexec found; install the MPI extra: pip install 'ember[dist]' (mpi4py, mpich)")
+        raise SystemExit(
+            "ember run: no mpiexec found; install the MPI extra: pip install 'ember[dist]' (mpi4py, mpich)"
+        )
     return found
 
 
@@ -203,4 +205,3 @@ def main(args) -> int:
         return 0
     sys.stderr.write(message + "\n")
     return 1
-

@@ -77,7 +77,9 @@ def _dtype_code(dtype: np.dtype) -> int:
 
 
 # ----- the metadata check -----
-def _check(pg: ProcessGroup, op: str, dtype=None, count: int = 0, root: int = -1, redop: int = -1, local_err=None, peers=()):
+def _check(
+    pg: ProcessGroup, op: str, dtype=None, count: int = 0, root: int = -1, redop: int = -1, local_err=None, peers=()
+):
     """Generator: all-gather one row per rank, then raise the same error on every rank if they disagree.
 
     ``peers`` is an optional flat list of per-peer counts (all_to_all: sends then receives).
@@ -86,7 +88,14 @@ def _check(pg: ProcessGroup, op: str, dtype=None, count: int = 0, root: int = -1
     n = pg.size()
     width = _HEAD + 2 * n
     row = np.zeros(width, np.int64)
-    row[:_HEAD] = [_OP_IDS[op], _dtype_code(dtype) if dtype is not None else 0, count, root, redop, local_err is not None]
+    row[:_HEAD] = [
+        _OP_IDS[op],
+        _dtype_code(dtype) if dtype is not None else 0,
+        count,
+        root,
+        redop,
+        local_err is not None,
+    ]
     if len(peers):
         row[_HEAD : _HEAD + len(peers)] = peers
     table = np.empty((n, width), np.int64)
@@ -100,7 +109,9 @@ def _check(pg: ProcessGroup, op: str, dtype=None, count: int = 0, root: int = -1
                 f"while rank {pg.ranks[pg.rank()]} called {op}: every rank of a group must call the same collectives in the same order"
             )
         if table[r, 5]:
-            raise DistBackendError(f"ember.distributed: {op}: rank {pg.ranks[r]} passed invalid arguments (see its error)")
+            raise DistBackendError(
+                f"ember.distributed: {op}: rank {pg.ranks[r]} passed invalid arguments (see its error)"
+            )
     return table
 
 
@@ -154,15 +165,19 @@ def _mpi_op(op: ReduceOp, dtype: np.dtype, name: str):
     if op == ReduceOp.PREMUL_SUM:
         raise ValueError(f"{name}: ReduceOp.PREMUL_SUM is only supported by NCCL")
     if dtype == np.bool_:
-        return {
-            ReduceOp.SUM: MPI.LOR,
-            ReduceOp.MAX: MPI.LOR,
-            ReduceOp.BOR: MPI.LOR,
-            ReduceOp.PRODUCT: MPI.LAND,
-            ReduceOp.MIN: MPI.LAND,
-            ReduceOp.BAND: MPI.LAND,
-            ReduceOp.BXOR: MPI.LXOR,
-        }[op] if op != ReduceOp.AVG else _bad_avg(name, dtype)
+        return (
+            {
+                ReduceOp.SUM: MPI.LOR,
+                ReduceOp.MAX: MPI.LOR,
+                ReduceOp.BOR: MPI.LOR,
+                ReduceOp.PRODUCT: MPI.LAND,
+                ReduceOp.MIN: MPI.LAND,
+                ReduceOp.BAND: MPI.LAND,
+                ReduceOp.BXOR: MPI.LXOR,
+            }[op]
+            if op != ReduceOp.AVG
+            else _bad_avg(name, dtype)
+        )
     if op in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and dtype.kind not in "iu":
         raise TypeError(f"{name}: bitwise ReduceOp.{op.name} needs an integer tensor, got {dtype}")
     if op == ReduceOp.AVG and dtype.kind not in "fc":
@@ -272,7 +287,9 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
         err = TypeError(f"reduce_scatter_tensor: input dtype {src.arr.dtype} and output dtype {out.arr.dtype} differ")
 
     def body():
-        table = yield from _check(pg, "reduce_scatter_tensor", out.arr.dtype, out.arr.size, redop=int(op), local_err=err)
+        table = yield from _check(
+            pg, "reduce_scatter_tensor", out.arr.dtype, out.arr.size, redop=int(op), local_err=err
+        )
         for col, what in ((1, "dtypes"), (2, "output sizes (element counts)"), (4, "reduce ops")):
             _require_equal(pg, "reduce_scatter_tensor", table, col, what)
         yield [pg.comm.Ireduce_scatter_block(src.spec, out.spec, src.mop)]

@@ -50,7 +50,9 @@ class DeviceMesh:
             return 0
         if isinstance(mesh_dim, str):
             if not self.mesh_dim_names or mesh_dim not in self.mesh_dim_names:
-                raise KeyError(f"Mesh dimension '{mesh_dim}' does not exist. Available mesh dimensions are: {self.mesh_dim_names}")
+                raise KeyError(
+                    f"Mesh dimension '{mesh_dim}' does not exist. Available mesh dimensions are: {self.mesh_dim_names}"
+                )
             return self.mesh_dim_names.index(mesh_dim)
         return int(mesh_dim)
 
@@ -91,7 +93,9 @@ def init_device_mesh(device_type: str, mesh_shape: tuple, *, mesh_dim_names: tup
     world = dist.get_world_size()
     shape = tuple(int(s) for s in mesh_shape)
     if int(np.prod(shape)) != world:
-        raise RuntimeError(f"init_device_mesh: mesh shape {shape} needs {int(np.prod(shape))} ranks, the world has {world}")
+        raise RuntimeError(
+            f"init_device_mesh: mesh shape {shape} needs {int(np.prod(shape))} ranks, the world has {world}"
+        )
     if mesh_dim_names is not None and len(mesh_dim_names) != len(shape):
         raise RuntimeError(f"mesh_dim_names {mesh_dim_names} must name each of the {len(shape)} mesh dimensions")
     mesh = np.arange(world).reshape(shape)

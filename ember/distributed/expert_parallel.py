@@ -118,4 +118,3 @@ def _cat(ts):
     import ember
 
     return ember.cat(ts)
-

@@ -76,7 +76,9 @@ def all_gather_object(object_list: list, obj, group=None) -> None:
     object_list[:] = w.result()
 
 
-def gather_object(obj, object_gather_list: list | None = None, dst: int | None = None, group=None, group_dst=None) -> None:
+def gather_object(
+    obj, object_gather_list: list | None = None, dst: int | None = None, group=None, group_dst=None
+) -> None:
     """Collect every rank's ``obj`` into ``object_gather_list`` on rank ``dst``."""
     pg = _group(group, "gather_object")
     if pg is None:

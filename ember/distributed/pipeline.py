@@ -88,7 +88,10 @@ class _Schedule:
         header[0], header[1] = t.ndim, _DTYPES.index(t._data.dtype.name)
         header[2 : 2 + t.ndim] = t.shape
         data = _wrap(np.ascontiguousarray(t._data))
-        self._pending += [dist.isend(_wrap(header), peer, self.stage.group, tag), dist.isend(data, peer, self.stage.group, tag + 1)]
+        self._pending += [
+            dist.isend(_wrap(header), peer, self.stage.group, tag),
+            dist.isend(data, peer, self.stage.group, tag + 1),
+        ]
 
     def _recv(self, peer, tag):
         header = _wrap(np.zeros(_MAX_DIMS + 2, np.int64))

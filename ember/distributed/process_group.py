@@ -310,7 +310,9 @@ def get_backend(group: ProcessGroup | None = None) -> str:
     return _resolve(group).backend
 
 
-def new_group(ranks=None, timeout=None, backend=None, pg_options=None, use_local_synchronization=False, group_desc=None):
+def new_group(
+    ranks=None, timeout=None, backend=None, pg_options=None, use_local_synchronization=False, group_desc=None
+):
     """A group of the given global ranks (all ranks of the world must call this, in the same order).
 
     Example:
@@ -349,4 +351,6 @@ def get_group_rank(group: ProcessGroup, global_rank: int) -> int:
 
 
 def _warn_not_in_group(op: str) -> None:
-    warnings.warn(f"Running {op} on global rank {_world().rank()} which does not belong to the given group.", stacklevel=3)
+    warnings.warn(
+        f"Running {op} on global rank {_world().rank()} which does not belong to the given group.", stacklevel=3
+    )

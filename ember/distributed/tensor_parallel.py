@@ -76,7 +76,9 @@ class ColumnParallelLinear(nn.Module):
         m.group, m.gather_output = group, gather_output
         m.in_features, m.out_features = w.shape[1], w.shape[0]
         m.weight = _param(np.concatenate([w[c * out + lo : c * out + hi] for c in range(chunks)]))
-        m.bias = _param(np.concatenate([b[c * out + lo : c * out + hi] for c in range(chunks)])) if b is not None else None
+        m.bias = (
+            _param(np.concatenate([b[c * out + lo : c * out + hi] for c in range(chunks)])) if b is not None else None
+        )
         return m
 
     def forward(self, x):
@@ -91,7 +93,9 @@ class RowParallelLinear(nn.Module):
         input_is_parallel: the input is already this rank's slice (after a column-parallel layer).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, input_is_parallel: bool = True, group=None):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, input_is_parallel: bool = True, group=None
+    ):
         super().__init__()
         lo, hi = _share(in_features, group, "RowParallelLinear")
         self.group, self.input_is_parallel = group, input_is_parallel

@@ -154,7 +154,15 @@ class profile:
     def export_chrome_trace(self, path) -> None:
         """Write the recorded calls as a Chrome trace (open in chrome://tracing or Perfetto)."""
         events = [
-            {"name": name, "cat": phase, "ph": "X", "ts": (start - self._t0) / 1e3, "dur": dt / 1e3, "pid": 0, "tid": 1 if phase == "communication" else 0}
+            {
+                "name": name,
+                "cat": phase,
+                "ph": "X",
+                "ts": (start - self._t0) / 1e3,
+                "dur": dt / 1e3,
+                "pid": 0,
+                "tid": 1 if phase == "communication" else 0,
+            }
             for name, phase, start, dt in self._events
         ]
         with open(path, "w") as f:

@@ -4,10 +4,9 @@ import re
 
 import pytest
 
-from tests.distributed._launch import launch
-
 import ember
 import ember.distributed as dist
+from tests.distributed._launch import launch
 
 
 def test_collective_before_init_raises_pytorch_error():
@@ -43,7 +42,9 @@ def test_bare_mpiexec_and_torchrun_env():
     lines = sorted(line for line in out.splitlines() if line.startswith("ENV"))
     assert len(lines) == 2, out
     for r, line in enumerate(lines):
-        assert f"RANK={r} WORLD_SIZE=2 LOCAL_RANK={r} LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500" in line
+        assert (
+            f"RANK={r} WORLD_SIZE=2 LOCAL_RANK={r} LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500" in line
+        )
 
 
 @pytest.mark.parametrize(
@@ -78,3 +79,20 @@ def test_collective_timeout_raises():
     rc, out, secs = launch("faults.py", "timeout", env={"T": "2"}, timeout=40)
     assert "TIMEOUT after 2." in out, out
     assert rc != 0 and "rank 0 failed: DistBackendError" in out and "timed out after 2 s" in out, out
+
+
+def test_ember_imports_without_mpi4py_and_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['mpi4py'] = None\n"
+        "import ember, ember.distributed as dist\n"
+        "from ember.nn.parallel import DistributedDataParallel\n"
+        "assert not dist.is_available()\n"
+        "try:\n    dist.init_process_group('gloo')\n"
+        "except RuntimeError as e:\n    print('ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "ERR ember.distributed runs on MPI" in out.stdout and "pip install 'ember[dist]'" in out.stdout

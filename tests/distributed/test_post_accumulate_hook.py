@@ -8,7 +8,9 @@ import ember
 
 def _mlp(lib):
     lib.manual_seed(0)
-    return lib.nn.Sequential(lib.nn.Linear(4, 5), lib.nn.Tanh(), lib.nn.Linear(5, 5), lib.nn.Tanh(), lib.nn.Linear(5, 2))
+    return lib.nn.Sequential(
+        lib.nn.Linear(4, 5), lib.nn.Tanh(), lib.nn.Linear(5, 5), lib.nn.Tanh(), lib.nn.Linear(5, 2)
+    )
 
 
 def _fire_order(lib):

@@ -138,7 +138,9 @@ class _AllToAllSingle(Function):
         n = dist.get_world_size(group)
         rows = sum(output_split_sizes) if output_split_sizes else x.shape[0]
         out = _wrap(np.empty((rows,) + tuple(x.shape[1:]), x._data.dtype))
-        dist.all_to_all_single(out, _fresh(x) if not x._data.flags.c_contiguous else x, output_split_sizes, input_split_sizes, group)
+        dist.all_to_all_single(
+            out, _fresh(x) if not x._data.flags.c_contiguous else x, output_split_sizes, input_split_sizes, group
+        )
         del n
         return out
 

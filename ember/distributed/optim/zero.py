@@ -62,7 +62,9 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._me = self.process_group.rank()
         if stage == 1:
             self._partition = self._partition_parameters()
-            local_groups = [self._local_group(g, parts[self._me]) for g, parts in zip(self.param_groups, self._partition)]
+            local_groups = [
+                self._local_group(g, parts[self._me]) for g, parts in zip(self.param_groups, self._partition)
+            ]
         else:
             self._flat = [_FlatGroup(g["params"], self._n, self._me) for g in self.param_groups]
             local_groups = [self._local_group(g, [f.shard_param]) for g, f in zip(self.param_groups, self._flat)]
@@ -163,7 +165,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 if i in local["state"]:
                     mine[index[id(p)]] = local["state"][i]
         else:
-            for gi, f in enumerate(self._flat):
+            for gi in range(len(self._flat)):
                 if gi in local["state"]:
                     mine[gi] = local["state"][gi]
         got = [None] * self._n if self._me == self.process_group.group_rank(to) else None
@@ -194,7 +196,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                 for key, v in shards[0].items():
                     if hasattr(v, "_data") and v._data.shape == f.shard_param._data.shape:
                         whole = np.concatenate([s[key]._data for s in shards])
-                        entry[key] = _wrap(whole[f.offsets[j] : f.offsets[j] + p._data.size].reshape(p._data.shape).copy())
+                        entry[key] = _wrap(
+                            whole[f.offsets[j] : f.offsets[j] + p._data.size].reshape(p._data.shape).copy()
+                        )
                     else:
                         entry[key] = v
                 if entry:
@@ -251,7 +255,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                         flat = np.zeros(f.padded, v._data.dtype)
                         for j, e in enumerate(entries):
                             if e is not None:
-                                flat[f.offsets[j] : f.offsets[j] + f.params[j]._data.size] = np.asarray(e[key]._data).reshape(-1)
+                                flat[f.offsets[j] : f.offsets[j] + f.params[j]._data.size] = np.asarray(
+                                    e[key]._data
+                                ).reshape(-1)
                         merged[key] = _wrap(flat[f.lo : f.hi].copy())
                     else:
                         merged[key] = v

@@ -320,7 +320,9 @@ def average_gradients(parameters, group=None) -> None:
     for p in params:
         by_dtype.setdefault(p._data.dtype.str, []).append(p)
     for ps in by_dtype.values():
-        flat = np.concatenate([p._grad._data.reshape(-1) if p._grad is not None else np.zeros(p._data.size, p._data.dtype) for p in ps])
+        flat = np.concatenate(
+            [p._grad._data.reshape(-1) if p._grad is not None else np.zeros(p._data.size, p._data.dtype) for p in ps]
+        )
         all_reduce(_wrap(flat), op=ReduceOp.AVG, group=group)
         off = 0
         for p in ps:

@@ -13,7 +13,9 @@ checks = []
 
 
 def check(name, got, want):
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), rtol=1e-6, err_msg=name
+    )
     checks.append(name)
 
 
@@ -34,10 +36,16 @@ for op, fn in [
     w = dist.all_reduce(t, op=op, async_op=True)
     assert w.wait() is True
     check(f"all_reduce {op.name}", t.numpy(), fn(np.stack([val(k).numpy() for k in ranks]), axis=0))
-for op, fn in [(dist.ReduceOp.BAND, np.bitwise_and), (dist.ReduceOp.BOR, np.bitwise_or), (dist.ReduceOp.BXOR, np.bitwise_xor)]:
+for op, fn in [
+    (dist.ReduceOp.BAND, np.bitwise_and),
+    (dist.ReduceOp.BOR, np.bitwise_or),
+    (dist.ReduceOp.BXOR, np.bitwise_xor),
+]:
     t = val(r, dtype=ember.int64) + 3
     dist.all_reduce(t, op=op)
-    check(f"all_reduce {op.name}", t.numpy(), fn.reduce(np.stack([val(k, dtype=ember.int64).numpy() + 3 for k in ranks])))
+    check(
+        f"all_reduce {op.name}", t.numpy(), fn.reduce(np.stack([val(k, dtype=ember.int64).numpy() + 3 for k in ranks]))
+    )
 t = val(r, dtype=ember.float16)
 dist.all_reduce(t)
 check("all_reduce float16", t.numpy(), sum(val(k).numpy() for k in ranks))

@@ -36,5 +36,8 @@ for e in range(E):
         for (name, _), p, t in zip(ref_params, mine, totals):
             np.testing.assert_allclose(p.grad.numpy(), t.numpy(), rtol=1e-5, atol=1e-6, err_msg=f"expert {e} {name}")
 dropped = ep.global_dropped_tokens()
-print(f"rank {r}: OK expert parallel MoE ({len(ep.experts.expert_ids)} of {E} experts here, {dropped} dropped in the group)", flush=True)
+print(
+    f"rank {r}: OK expert parallel MoE ({len(ep.experts.expert_ids)} of {E} experts here, {dropped} dropped in the group)",
+    flush=True,
+)
 dist.destroy_process_group()

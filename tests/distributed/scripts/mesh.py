@@ -75,7 +75,10 @@ for s in range(STEPS):
         np.testing.assert_allclose(avg_over(mesh.get_group("dp"), loss.item()), ref_loss.item(), rtol=1e-5)
     else:
         avg_over(mesh.get_group("dp"), 0.0)
-print(f"rank {r}: OK PPxDP equals one process over {STEPS} steps (bubble {sched.last_stats['ideal_bubble']:.2f})", flush=True)
+print(
+    f"rank {r}: OK PPxDP equals one process over {STEPS} steps (bubble {sched.last_stats['ideal_bubble']:.2f})",
+    flush=True,
+)
 
 # ----- DP x EP: experts sharded along one axis, data parallel along the other; it trains -----
 ep_group, dp_group = mesh.get_group("tp"), mesh.get_group("dp")
@@ -89,7 +92,7 @@ ember.manual_seed(100 + r)
 x = ember.randn(16, 8)
 target = x.sum(-1, keepdim=True).tanh()
 first = None
-for s in range(15):
+for _ in range(15):
     loss = nn.functional.mse_loss(head(moe(x)), target) + moe.weighted_aux_loss()
     loss.backward()
     average_gradients(shared, group=None)  # replicated everywhere

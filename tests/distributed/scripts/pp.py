@@ -40,9 +40,14 @@ for Sched in (ScheduleGPipe, Schedule1F1B):
     checked = 0
     for k, p in full.named_parameters():
         if id(p) in mine:
-            np.testing.assert_allclose(p.grad.numpy(), ref_grads[k], rtol=1e-5, atol=1e-7, err_msg=f"{Sched.__name__} {k}")
+            np.testing.assert_allclose(
+                p.grad.numpy(), ref_grads[k], rtol=1e-5, atol=1e-7, err_msg=f"{Sched.__name__} {k}"
+            )
             checked += 1
     assert checked > 0
     s = sched.last_stats
-    print(f"rank {r}: OK {Sched.__name__} {checked} grads, bubble ideal {s['ideal_bubble']:.2f} measured {s['measured_bubble']:.2f}", flush=True)
+    print(
+        f"rank {r}: OK {Sched.__name__} {checked} grads, bubble ideal {s['ideal_bubble']:.2f} measured {s['measured_bubble']:.2f}",
+        flush=True,
+    )
 dist.destroy_process_group()

@@ -56,7 +56,9 @@ for stage in (1, 2):
     losses = run(model, opt, shard=True)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, err_msg=f"stage {stage} losses")
     for a, b in zip(m.parameters(), ref.parameters()):
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"stage {stage}")
+        np.testing.assert_allclose(
+            a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"stage {stage}"
+        )
     mem = opt.memory_bytes()
     every = [None] * n
     dist.all_gather_object(every, mem["optimizer_state"])
