@@ -7,7 +7,7 @@ import pytest
 from tests.distributed._launch import launch
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_ddp_matches_single_process(n):
     rc, out, _ = launch("ddp.py", n=n, timeout=120)
     assert rc == 0, out

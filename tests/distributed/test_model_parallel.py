@@ -7,7 +7,7 @@ import pytest
 from tests.distributed._launch import launch
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_tensor_parallel_gpt(n):
     rc, out, _ = launch("tp.py", n=n, timeout=120)
     assert rc == 0, out
@@ -15,7 +15,7 @@ def test_tensor_parallel_gpt(n):
     assert len(re.findall(r"OK column/row parallel linear", out)) == n, out
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_pipeline_gpipe_and_1f1b(n):
     rc, out, _ = launch("pp.py", n=n, timeout=120)
     assert rc == 0, out
@@ -23,7 +23,7 @@ def test_pipeline_gpipe_and_1f1b(n):
         assert len(re.findall(rf"rank \d: OK {sched}", out)) == n, out
 
 
-@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("n", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_expert_parallel_moe(n):
     rc, out, _ = launch("ep.py", n=n, timeout=120)
     assert rc == 0, out
