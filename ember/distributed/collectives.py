@@ -26,7 +26,7 @@ from ember.distributed.process_group import (
     _resolve,
     _warn_not_in_group,
 )
-from ember.distributed.work import Work, completed
+from ember.distributed.work import Op, Work, completed
 
 __all__ = [
     "all_reduce",
@@ -138,7 +138,7 @@ def _group(group, op: str):
 
 
 def _run(body, op: str, pg, async_op: bool):
-    work = Work(body, op, pg)
+    work = Work(body, op, pg, blocking=not async_op)
     if async_op:
         return work
     work.wait()
@@ -241,7 +241,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
         _require_equal(pg, "all_reduce", table, 1, "dtypes")
         _require_equal(pg, "all_reduce", table, 2, "tensor sizes (element counts)")
         _require_equal(pg, "all_reduce", table, 4, "reduce ops")
-        yield [pg.comm.Iallreduce(mpi().IN_PLACE, red.spec, red.mop)]
+        yield Op(pg.comm, "allreduce", mpi().IN_PLACE, red.spec, red.mop)
         red.finish(op, pg.size())
 
     return _run(body(), "all_reduce", pg, async_op)
@@ -262,10 +262,10 @@ def reduce(tensor, dst: int | None = None, op=ReduceOp.SUM, group=None, async_op
             _require_equal(pg, "reduce", table, col, what)
         MPI = mpi()
         if me == root:
-            yield [pg.comm.Ireduce(MPI.IN_PLACE, red.spec, red.mop, root=root)]
+            yield Op(pg.comm, "reduce", MPI.IN_PLACE, red.spec, red.mop, root=root)
             red.finish(op, pg.size())
         else:
-            yield [pg.comm.Ireduce(red.spec, None, red.mop, root=root)]
+            yield Op(pg.comm, "reduce", red.spec, None, red.mop, root=root)
 
     return _run(body(), "reduce", pg, async_op)
 
@@ -292,7 +292,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
         )
         for col, what in ((1, "dtypes"), (2, "output sizes (element counts)"), (4, "reduce ops")):
             _require_equal(pg, "reduce_scatter_tensor", table, col, what)
-        yield [pg.comm.Ireduce_scatter_block(src.spec, out.spec, src.mop)]
+        yield Op(pg.comm, "reduce_scatter_block", src.spec, out.spec, src.mop)
         out.finish(op, n)
 
     return _run(body(), "reduce_scatter_tensor", pg, async_op)
@@ -334,7 +334,7 @@ def broadcast(tensor, src: int | None = None, group=None, async_op: bool = False
         table = yield from _check(pg, "broadcast", arr.dtype, arr.size, root)
         for col, what in ((1, "dtypes"), (2, "tensor sizes (element counts)"), (3, "src ranks")):
             _require_equal(pg, "broadcast", table, col, what)
-        yield [pg.comm.Ibcast(_bytes(arr), root=root)]
+        yield Op(pg.comm, "bcast", _bytes(arr), root=root)
         if pg.rank() != root:
             if not own:
                 write_back(tensor, arr)
@@ -361,7 +361,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op: bo
         table = yield from _check(pg, "all_gather_into_tensor", src.dtype, src.size, local_err=err)
         _require_equal(pg, "all_gather_into_tensor", table, 1, "dtypes")
         _require_equal(pg, "all_gather_into_tensor", table, 2, "input sizes (element counts)")
-        yield [pg.comm.Iallgather(_bytes(src), _bytes(dst))]
+        yield Op(pg.comm, "allgather", _bytes(src), _bytes(dst))
         if not own:
             write_back(output_tensor, dst)
         output_tensor._bump_version()
@@ -387,7 +387,7 @@ def all_gather(tensor_list, tensor, group=None, async_op: bool = False):
         table = yield from _check(pg, "all_gather", src.dtype, src.size, local_err=err)
         _require_equal(pg, "all_gather", table, 1, "dtypes")
         _require_equal(pg, "all_gather", table, 2, "tensor sizes (element counts)")
-        yield [pg.comm.Iallgather(_bytes(src), _bytes(recv))]
+        yield Op(pg.comm, "allgather", _bytes(src), _bytes(recv))
         for i, t in enumerate(tensor_list):
             write_back(t, recv[i * src.size : (i + 1) * src.size])
             t._bump_version()
@@ -417,7 +417,7 @@ def gather(tensor, gather_list=None, dst: int | None = None, group=None, async_o
         table = yield from _check(pg, "gather", src.dtype, src.size, root, local_err=err)
         for col, what in ((1, "dtypes"), (2, "tensor sizes (element counts)"), (3, "dst ranks")):
             _require_equal(pg, "gather", table, col, what)
-        yield [pg.comm.Igather(_bytes(src), _bytes(recv) if recv is not None else None, root=root)]
+        yield Op(pg.comm, "gather", _bytes(src), _bytes(recv) if recv is not None else None, root=root)
         if recv is not None:
             for i, t in enumerate(gather_list):
                 write_back(t, recv[i * src.size : (i + 1) * src.size])
@@ -450,7 +450,7 @@ def scatter(tensor, scatter_list=None, src: int | None = None, group=None, async
         table = yield from _check(pg, "scatter", dst.dtype, dst.size, root, local_err=err)
         for col, what in ((1, "dtypes"), (2, "tensor sizes (element counts)"), (3, "src ranks")):
             _require_equal(pg, "scatter", table, col, what)
-        yield [pg.comm.Iscatter(_bytes(send) if send is not None else None, _bytes(dst), root=root)]
+        yield Op(pg.comm, "scatter", _bytes(send) if send is not None else None, _bytes(dst), root=root)
         if not own:
             write_back(tensor, dst)
         tensor._bump_version()
@@ -476,7 +476,7 @@ def _alltoallv(pg, op, send, recv, scounts, rcounts, dtype, err):
     rc = [c * item for c in rcounts]
     sd = np.concatenate([[0], np.cumsum(sc)[:-1]]).tolist()
     rd = np.concatenate([[0], np.cumsum(rc)[:-1]]).tolist()
-    yield [pg.comm.Ialltoallv([_bytes(send), (sc, sd)], [_bytes(recv), (rc, rd)])]
+    yield Op(pg.comm, "alltoallv", [_bytes(send), (sc, sd)], [_bytes(recv), (rc, rd)])
 
 
 def all_to_all_single(
@@ -566,6 +566,6 @@ def barrier(group=None, async_op: bool = False, device_ids=None):
 
     def body():
         yield from _check(pg, "barrier")
-        yield [pg.comm.Ibarrier()]
+        yield Op(pg.comm, "barrier")
 
     return _run(body(), "barrier", pg, async_op)

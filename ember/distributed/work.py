@@ -14,7 +14,28 @@ from collections import deque
 
 from ember.distributed._mpi import mpi
 
-__all__ = ["Work"]
+__all__ = ["Work", "Op"]
+
+
+class Op:
+    """A data-moving MPI call a collective's body yields: ``Op(comm, "allreduce", *args)``.
+
+    An async Work posts the nonblocking form (``comm.Iallreduce``) and polls it; a synchronous one
+    calls the blocking form (``comm.Allreduce``), which is MPI's fastest path. Blocking is safe
+    there: the metadata exchange before it has already shown that every peer reached this
+    collective, so only a peer dying mid-transfer could stall it, and the launcher ends the job then.
+    """
+
+    __slots__ = ("comm", "name", "args", "kwargs")
+
+    def __init__(self, comm, name: str, *args, **kwargs):
+        self.comm, self.name, self.args, self.kwargs = comm, name, args, kwargs
+
+    def start(self):
+        return getattr(self.comm, "I" + self.name)(*self.args, **self.kwargs)
+
+    def run(self) -> None:
+        getattr(self.comm, self.name[0].upper() + self.name[1:])(*self.args, **self.kwargs)
 
 
 class Work:
@@ -26,7 +47,7 @@ class Work:
         True
     """
 
-    def __init__(self, body, name: str, group, ordered: bool = True):
+    def __init__(self, body, name: str, group, ordered: bool = True, blocking: bool = False):
         self._body = body
         self._name = name
         self._group = group
@@ -36,6 +57,7 @@ class Work:
         self._done = False
         self._exc: BaseException | None = None
         self._result = None
+        self._blocking = blocking
         self._start_ns = time.perf_counter_ns()
         self._deadline = time.monotonic() + group.timeout
         self._MPI = mpi()
@@ -50,6 +72,12 @@ class Work:
     def _resume(self, value) -> None:
         try:
             reqs = self._body.send(value)
+            while isinstance(reqs, Op):
+                if self._blocking:
+                    reqs.run()
+                    reqs = self._body.send(None)
+                else:
+                    reqs = [reqs.start()]
         except StopIteration as stop:
             self._result = stop.value
             self._finish()
