@@ -134,13 +134,16 @@ class Work:
                 secs = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
                 deadline = min(deadline, time.monotonic() + secs)
             spins = 0
+            started = time.monotonic()
             while not self.is_completed():
                 spins += 1
-                if spins & 63 == 0:
-                    if time.monotonic() > deadline:
-                        self._raise_timeout()
-                    if spins > 8192:
-                        time.sleep(0)  # give the core to other ranks when the machine is oversubscribed
+                if spins < 256:
+                    continue  # peers usually arrive within microseconds: spin first
+                now = time.monotonic()
+                if now > deadline:
+                    self._raise_timeout()
+                # A peer that is late is often waiting for a core (more ranks than cores): give it ours.
+                time.sleep(0 if now - started < 0.002 else 5e-5)
         if self._exc is not None:
             raise self._exc
         return True
