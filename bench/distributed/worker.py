@@ -46,7 +46,7 @@ def result(**kw):
 
 def median_time(fn, steps=STEPS, warmup=WARMUP):
     times = []
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         dist.barrier()
         t0 = time.perf_counter()
         fn()
@@ -126,7 +126,7 @@ elif TASK == "allreduce":
 
         arr, comm = t.numpy(), MPI.COMM_WORLD
         ours, raw = [], []
-        for i in range(25):  # alternate, so both see the same machine load
+        for _ in range(25):  # alternate, so both see the same machine load
             ours.append(median_time(lambda: dist.all_reduce(t), steps=1, warmup=0))
             raw.append(median_time(lambda: comm.Allreduce(MPI.IN_PLACE, arr), steps=1, warmup=0))
         result(allreduce_16MB_ms=statistics.median(ours[3:]) * 1e3, mpi4py_16MB_ms=statistics.median(raw[3:]) * 1e3)

@@ -58,6 +58,7 @@ class Work:
         self._exc: BaseException | None = None
         self._result = None
         self._blocking = blocking
+        self._stage = 0  # data stages posted so far (0: still exchanging metadata)
         self._start_ns = time.perf_counter_ns()
         self._deadline = time.monotonic() + group.timeout
         self._MPI = mpi()
@@ -73,6 +74,7 @@ class Work:
         try:
             reqs = self._body.send(value)
             while isinstance(reqs, Op):
+                self._stage += 1
                 if self._blocking:
                     reqs.run()
                     reqs = self._body.send(None)
@@ -129,6 +131,8 @@ class Work:
     def wait(self, timeout=None) -> bool:
         """Block until done; raise the collective's error, or ``DistBackendError`` at the deadline."""
         if not self._done:
+            # The caller blocks from here on: stages not yet posted use MPI's blocking calls.
+            self._blocking = True
             deadline = self._deadline
             if timeout is not None:
                 secs = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
@@ -142,8 +146,9 @@ class Work:
                 now = time.monotonic()
                 if now > deadline:
                     self._raise_timeout()
-                # A peer that is late is often waiting for a core (more ranks than cores): give it ours.
-                time.sleep(0 if now - started < 0.002 else 5e-5)
+                # A peer that is late is often waiting for a core (more ranks than cores): give it
+                # ours. Once data moves (stage > 0), each poll drives MPI's progress: only yield.
+                time.sleep(0 if self._stage or now - started < 0.002 else 5e-5)
         if self._exc is not None:
             raise self._exc
         return True

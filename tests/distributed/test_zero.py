@@ -15,3 +15,9 @@ def test_zero_matches_single_process(n):
         assert len(re.findall(rf"rank \d: OK zero stage {stage} memory", out)) == n, out
         assert len(re.findall(rf"rank \d: OK zero stage {stage} load_state_dict", out)) == n, out
         assert f"rank 0: OK zero stage {stage} consolidated state_dict" in out
+
+
+def test_setup_data_parallel_modes_agree():
+    rc, out, _ = launch("training.py", n=2, timeout=120)
+    assert rc == 0, out
+    assert len(re.findall(r"rank \d: OK setup_data_parallel dp == zero == zero2", out)) == 2, out
