@@ -89,12 +89,16 @@ def main() -> int:
     raw = med(res["allreduce ember"], "mpi4py_16MB_ms")
     g = med(res["allreduce torch"], "allreduce_16MB_ms")
     lines.append(f"| all_reduce 16 MB float32, 2 ranks | {a:.1f} ms | gloo {g:.1f} ms | {a / g:.2f}x | ~ raw MPI |")
-    lines.append(f"| same, raw mpi4py `Allreduce(IN_PLACE)` | {raw:.1f} ms | | ember/raw {a / raw:.2f}x | <= 1.0x + noise |")
+    lines.append(
+        f"| same, raw mpi4py `Allreduce(IN_PLACE)` | {raw:.1f} ms | | ember/raw {a / raw:.2f}x | <= 1.0x + noise |"
+    )
     lines += ["", "| derived | value | target |", "|---|---|---|"]
     for model in ("mlp", "gpt"):
         for fw in ("ember", "torch"):
             eff = med(res[f"ddp1 {model} {fw}"], "step_ms") / med(res[f"ddp2 {model} {fw}"], "step_ms")
-            lines.append(f"| weak scaling 1 -> 2 ranks, {model}, {fw} (per-rank throughput kept) | {100 * eff:.0f}% | >= 90% |")
+            lines.append(
+                f"| weak scaling 1 -> 2 ranks, {model}, {fw} (per-rank throughput kept) | {100 * eff:.0f}% | >= 90% |"
+            )
     lines.append(
         f"| exposed communication of a DDP GPT step (trace: time in `wait_allreduce` / step) | "
         f"{100 * med(res['trace'], 'exposed_fraction'):.1f}% | <= 10% |"

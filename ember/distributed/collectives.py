@@ -247,6 +247,21 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
     return _run(body(), "all_reduce", pg, async_op)
 
 
+def _all_reduce_unchecked(tensor, group, op=ReduceOp.SUM) -> Work:
+    """Async all_reduce without the metadata exchange, for callers whose peers are known to
+    match by construction (DDP's buckets: parameter shapes are verified once, at wrap time)."""
+    pg = _group(group, "all_reduce")
+    red = _Reduction(tensor, "all_reduce", op)
+    if red.err is not None:
+        raise red.err
+
+    def body():
+        yield Op(pg.comm, "allreduce", mpi().IN_PLACE, red.spec, red.mop)
+        red.finish(op, pg.size())
+
+    return Work(body(), "all_reduce", pg, deferred=True)
+
+
 def reduce(tensor, dst: int | None = None, op=ReduceOp.SUM, group=None, async_op: bool = False, group_dst=None):
     """Reduce ``tensor`` across the group into rank ``dst``'s tensor (the others keep theirs)."""
     pg = _group(group, "reduce")

@@ -16,6 +16,8 @@ from ember.distributed._mpi import mpi
 
 __all__ = ["Work", "Op"]
 
+_SPIN_SECONDS = 0.002  # poll without yielding this long: MPI's own blocking calls spin too
+
 
 class Op:
     """A data-moving MPI call a collective's body yields: ``Op(comm, "allreduce", *args)``.
@@ -47,7 +49,7 @@ class Work:
         True
     """
 
-    def __init__(self, body, name: str, group, ordered: bool = True, blocking: bool = False):
+    def __init__(self, body, name: str, group, ordered: bool = True, blocking: bool = False, deferred: bool = False):
         self._body = body
         self._name = name
         self._group = group
@@ -66,7 +68,12 @@ class Work:
         # in program order. Later stages post on the data communicator only when every earlier
         # collective of the group has finished, so all ranks post them in one order, as MPI needs.
         self._queue = group.__dict__.setdefault("_queue", deque()) if ordered else None
-        self._resume(None)
+        if deferred and self._queue:
+            # A body that starts with data (no metadata stage) waits for its turn to post it.
+            self._reqs, self._statuses, self._ready, self._started = [], [], True, False
+        else:
+            self._started = True
+            self._resume(None)
         if self._queue is not None and not self._done:
             self._queue.append(self)
 
@@ -114,6 +121,10 @@ class Work:
                 self._ready = True
             if not may_post:
                 return False
+            if not self._started:
+                self._started = True
+                self._resume(None)
+                continue
             self._resume(self._statuses)
         return True
 
@@ -141,14 +152,15 @@ class Work:
             started = time.monotonic()
             while not self.is_completed():
                 spins += 1
-                if spins < 256:
+                if spins & 255:
                     continue  # peers usually arrive within microseconds: spin first
                 now = time.monotonic()
                 if now > deadline:
                     self._raise_timeout()
-                # A peer that is late is often waiting for a core (more ranks than cores): give it
-                # ours. Once data moves (stage > 0), each poll drives MPI's progress: only yield.
-                time.sleep(0 if self._stage or now - started < 0.002 else 5e-5)
+                if now - started > _SPIN_SECONDS:
+                    # A peer this late is often waiting for a core (more ranks than cores): let it
+                    # run. sleep(0) keeps this process runnable, so it is back at once.
+                    time.sleep(0)
         if self._exc is not None:
             raise self._exc
         return True

@@ -91,6 +91,7 @@ class DistributedDataParallel(Module):
             raise RuntimeError(
                 "DistributedDataParallel is not needed when a module doesn't have any parameter that requires a gradient."
             )
+        self._verify_param_shapes()
         self._sync_module_states()
         self._buckets: list[_Bucket] = []
         self._where: dict[int, tuple[_Bucket, int]] = {}
@@ -102,6 +103,21 @@ class DistributedDataParallel(Module):
         self._hooks = [p.register_post_accumulate_grad_hook(self._grad_ready) for p in self._params]
 
     # ----- construction -----
+    def _verify_param_shapes(self) -> None:
+        """Every rank must wrap the same model: checked once, so buckets need no per-call check."""
+        from ember.distributed import all_gather_object
+
+        mine = [[list(p.shape), p._data.dtype.name] for p in self._params]
+        every = [None] * self.process_group.size()
+        all_gather_object(every, mine, group=self.process_group)
+        for r, theirs in enumerate(every):
+            if theirs != mine:
+                raise RuntimeError(
+                    f"DistributedDataParallel: rank {self.process_group.ranks[r]} has parameters of other shapes or "
+                    f"dtypes than rank {self.process_group.ranks[self.process_group.rank()]} "
+                    f"({len(theirs)} vs {len(mine)} parameters); every rank must wrap the same model"
+                )
+
     def _sync_module_states(self) -> None:
         """Broadcast rank 0's parameters and buffers, coalesced into one message per dtype."""
         from ember.distributed import broadcast
@@ -219,12 +235,12 @@ class DistributedDataParallel(Module):
                 p._grad = _wrap(view)
 
     def _launch_ready(self) -> None:
-        from ember.distributed import all_reduce
+        from ember.distributed.collectives import _all_reduce_unchecked
         from ember.tensor import _wrap
 
         while self._next_bucket < len(self._buckets) and self._buckets[self._next_bucket].pending == 0:
             b = self._buckets[self._next_bucket]
-            b.work = all_reduce(_wrap(b.flat), group=self.process_group, async_op=True)
+            b.work = _all_reduce_unchecked(_wrap(b.flat), self.process_group)
             self._next_bucket += 1
         if self._next_bucket == len(self._buckets):
             self._finalize()
@@ -247,6 +263,8 @@ class DistributedDataParallel(Module):
                 used = _wrap(self._used_map)
                 all_reduce(used, op=ReduceOp.MAX, group=self.process_group)
                 globally_used = self._used_map
+            for b in self._buckets:
+                b.work._blocking = True  # stages not posted yet may use MPI's blocking calls
             for b in self._buckets:
                 b.work.wait()
         for b in self._buckets:
