@@ -96,3 +96,30 @@ def test_ember_imports_without_mpi4py_and_says_what_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "ERR ember.distributed runs on MPI" in out.stdout and "pip install 'ember[dist]'" in out.stdout
+
+
+def test_hostfile_launch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.distributed._launch import ROOT, SCRIPTS
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("localhost:2\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "ember.cli.main",
+        "run",
+        "-n",
+        "2",
+        "--hostfile",
+        str(hosts),
+        str(SCRIPTS / "faults.py"),
+        "env",
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("MASTER_ADDR=localhost") == 2, out.stdout
