@@ -35,3 +35,9 @@ def test_device_mesh_combinations_on_4_ranks():
     assert rc == 0, out
     for what in ("mesh groups", "DPxTP equals one process", "PPxDP equals one process", "DPxEP trains"):
         assert len(re.findall(rf"rank \d: OK {what}", out)) == 4, (what, out)
+
+
+def test_differentiable_collectives():
+    rc, out, _ = launch("functional.py", n=2, timeout=120)
+    assert rc == 0, out
+    assert len(re.findall(r"rank \d: OK differentiable collectives", out)) == 2, out
