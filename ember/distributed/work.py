@@ -26,6 +26,8 @@ class Op:
     calls the blocking form (``comm.Allreduce``), which is MPI's fastest path. Blocking is safe
     there: the metadata exchange before it has already shown that every peer reached this
     collective, so only a peer dying mid-transfer could stall it, and the launcher ends the job then.
+    The choice follows ``async_op`` alone, never timing: MPI does not match a blocking collective
+    on one rank with a nonblocking one on another, so every rank must choose the same form.
     """
 
     __slots__ = ("comm", "name", "args", "kwargs")
@@ -142,8 +144,6 @@ class Work:
     def wait(self, timeout=None) -> bool:
         """Block until done; raise the collective's error, or ``DistBackendError`` at the deadline."""
         if not self._done:
-            # The caller blocks from here on: stages not yet posted use MPI's blocking calls.
-            self._blocking = True
             deadline = self._deadline
             if timeout is not None:
                 secs = timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)

@@ -264,8 +264,6 @@ class DistributedDataParallel(Module):
                 all_reduce(used, op=ReduceOp.MAX, group=self.process_group)
                 globally_used = self._used_map
             for b in self._buckets:
-                b.work._blocking = True  # stages not posted yet may use MPI's blocking calls
-            for b in self._buckets:
                 b.work.wait()
         for b in self._buckets:
             b.flat /= n
