@@ -84,7 +84,7 @@ def main() -> int:
         lines.append(f"| DDP step, {model}, 2 ranks | {e:.1f} ms | {t:.1f} ms | {e / t:.2f}x | <= 1.0x |")
     for model in ("mlp", "gpt"):
         e, t = med(res[f"ddp1 {model} ember"], "step_ms"), med(res[f"ddp1 {model} torch"], "step_ms")
-        lines.append(f"| same step, 1 rank (no DDP) | {e:.1f} ms | {t:.1f} ms | {e / t:.2f}x | (reference) |")
+        lines.append(f"| same {model} step, 1 rank (no DDP) | {e:.1f} ms | {t:.1f} ms | {e / t:.2f}x | (reference) |")
     a = med(res["allreduce ember"], "allreduce_16MB_ms")
     raw = med(res["allreduce ember"], "mpi4py_16MB_ms")
     g = med(res["allreduce torch"], "allreduce_16MB_ms")
