@@ -82,6 +82,7 @@ def test_collective_timeout_raises():
 
 
 def test_ember_imports_without_mpi4py_and_says_what_to_install():
+    import os
     import subprocess
     import sys
 
@@ -93,7 +94,10 @@ def test_ember_imports_without_mpi4py_and_says_what_to_install():
         "try:\n    dist.init_process_group('gloo')\n"
         "except RuntimeError as e:\n    print('ERR', e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    from tests.distributed._launch import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "ERR ember.distributed runs on MPI" in out.stdout and "pip install 'ember[dist]'" in out.stdout
 
@@ -120,6 +124,6 @@ def test_hostfile_launch(tmp_path):
         str(SCRIPTS / "faults.py"),
         "env",
     ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("MASTER_ADDR=localhost") == 2, out.stdout
