@@ -30,8 +30,9 @@ def launch(script: str, *args: str, n: int = 2, timeout: float = 60, bare: bool 
     else:
         cmd = [sys.executable, "-m", "ember.cli.main", "run", "-n", str(n), path, *args]
     t0 = time.monotonic()
+    # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
     p = subprocess.Popen(
-        cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     try:
         out, _ = p.communicate(timeout=timeout)
