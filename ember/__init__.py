@@ -274,6 +274,7 @@ from ember import (  # noqa: E402
     amp,
     cpu,
     datasets,
+    distributed,
     distributions,
     linalg,
     nn,

@@ -75,6 +75,7 @@ class Tensor:
     _vc = None  # version counter [int], shared with views; made on the first in-place write
     _base = None  # the tensor this one is a view of
     _hooks = None
+    _post_acc_hooks = None  # called with the leaf once its .grad is final in a backward
     _views = None  # weak references to views with a grad node, re-derived after in-place writes
     _device = CPU
     __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
@@ -277,6 +278,30 @@ class Tensor:
 
         self._hooks.append(hook)
         return _RemovableHandle(self._hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` once this leaf's ``.grad`` holds its final value in a backward pass.
+
+        It fires as soon as the leaf's last gradient contribution is accumulated, while the
+        rest of the backward still runs (DDP starts a bucket's all-reduce from here).
+
+        Example:
+            >>> import ember
+            >>> w = ember.ones(2, requires_grad=True)
+            >>> h = w.register_post_accumulate_grad_hook(lambda p: print(p.grad))
+            >>> (w * 3).sum().backward()
+            tensor([3., 3.])
+        """
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._node is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if self._post_acc_hooks is None:
+            self._post_acc_hooks = []
+        from ember.autograd.node import _RemovableHandle
+
+        self._post_acc_hooks.append(hook)
+        return _RemovableHandle(self._post_acc_hooks, hook)
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's data, cut from the graph."""

@@ -78,6 +78,10 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                     needed.add(id(node))
                     break
 
+    # A leaf's gradient is final once every node with an edge to it has run: count those edges, so
+    # the leaf is accumulated (and its post-accumulate hooks fire) at once, mid-backward.
+    pending = None if capture is not None else _leaf_edge_counts(order)
+
     prev_mode = grad_mode.state.enabled
     grad_mode.state.enabled = create_graph
     prev_amp, amp_state.local.active = amp_state.local.active, False  # backward is not autocast
@@ -85,6 +89,8 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
         for node in order:
             grad = buffers.pop(id(node), None)
             if grad is None:
+                if pending:
+                    _release_leaves(node, pending, buffers, leaves, create_graph)
                 continue
             if node.out_hooks:
                 grad = _run_tensor_hooks(node.out_hooks, grad)
@@ -108,6 +114,8 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                 _accumulate(buffers, id(edge), g)
                 if not isinstance(edge, Node):
                     leaves[id(edge)] = edge
+            if pending:
+                _release_leaves(node, pending, buffers, leaves, create_graph)
     finally:
         grad_mode.state.enabled = prev_mode
         amp_state.local.active = prev_amp
@@ -122,17 +130,47 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
         return [captured.get(id(e)) if e is not None else None for e in capture]
 
     for key, leaf in leaves.items():
-        g = buffers.get(key)
-        if g is None:
-            continue
-        if leaf._hooks:
-            g = _run_tensor_hooks(leaf._hooks, g)
-        if not create_graph:
-            g = g.detach()
-        if leaf._grad is None:
-            # A fresh gradient may share memory with another buffer (e.g. an expand of the same
-            # array); own it so later in-place accumulation never writes through a view.
-            leaf._grad = g if create_graph else g._owned()
-        else:
-            leaf._grad = leaf._grad + g if create_graph else leaf._grad._accumulate_(g)
+        g = buffers.pop(key, None)
+        if g is not None:
+            _finalize_leaf(leaf, g, create_graph)
     return None
+
+
+def _leaf_edge_counts(order: list) -> dict:
+    counts: dict = {}
+    for node in order:
+        for e in node.edges:
+            if e is not None and not isinstance(e, Node):
+                counts[id(e)] = counts.get(id(e), 0) + 1
+    return counts
+
+
+def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_graph: bool) -> None:
+    """Count ``node``'s edges to leaves as delivered; finalize the leaves that got their last one."""
+    for e in node.edges:
+        if e is None or isinstance(e, Node):
+            continue
+        left = pending[id(e)] - 1
+        pending[id(e)] = left
+        if left == 0:
+            g = buffers.pop(id(e), None)
+            leaves.pop(id(e), None)
+            if g is not None:
+                _finalize_leaf(e, g, create_graph)
+
+
+def _finalize_leaf(leaf, g, create_graph: bool) -> None:
+    """Run the leaf's hooks, accumulate into ``.grad``, then its post-accumulate-grad hooks."""
+    if leaf._hooks:
+        g = _run_tensor_hooks(leaf._hooks, g)
+    if not create_graph:
+        g = g.detach()
+    if leaf._grad is None:
+        # A fresh gradient may share memory with another buffer (e.g. an expand of the same
+        # array); own it so later in-place accumulation never writes through a view.
+        leaf._grad = g if create_graph else g._owned()
+    else:
+        leaf._grad = leaf._grad + g if create_graph else leaf._grad._accumulate_(g)
+    if leaf._post_acc_hooks:
+        for hook in list(leaf._post_acc_hooks):
+            hook(leaf)

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_bench(sub)
+    from ember.cli import run as _run
+
+    _run.add_parser(sub)
     return parser
 
 
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         from ember.cli import bench
 
         return bench.main(args)
+    if args.command == "run":
+        from ember.cli import run
+
+        return run.main(args)
     raise SystemExit(f"unknown command {args.command}")
 
 

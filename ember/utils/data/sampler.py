@@ -7,7 +7,6 @@ seed from the global generator at the start of each epoch, as PyTorch does, so
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -186,77 +185,3 @@ class BatchSampler(Sampler):
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else (n + self.batch_size - 1) // self.batch_size
-
-
-def _world() -> tuple[int, int]:
-    """(world size, rank) from ember.distributed when it is initialized, else torchrun's variables."""
-    try:
-        from ember import distributed
-
-        if distributed.is_initialized():
-            return distributed.get_world_size(), distributed.get_rank()
-    except (ImportError, AttributeError):
-        pass
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-
-
-class DistributedSampler(Sampler):
-    """Each of ``num_replicas`` ranks gets a disjoint, equally long share of the indices.
-
-    The order is shuffled from ``seed + epoch`` (call ``set_epoch`` each epoch), identically on
-    every rank. Unless ``drop_last``, the list is padded by repeating indices so it divides evenly.
-    ``num_replicas`` and ``rank`` default to ember.distributed's, or to WORLD_SIZE / RANK.
-
-    Example:
-        >>> from ember.utils.data import DistributedSampler
-        >>> list(DistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False))
-        [1, 3, 0]
-    """
-
-    def __init__(
-        self,
-        dataset,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-    ) -> None:
-        world, my_rank = _world()
-        num_replicas = world if num_replicas is None else num_replicas
-        rank = my_rank if rank is None else rank
-        if rank >= num_replicas or rank < 0:
-            raise ValueError(f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]")
-        self.dataset = dataset
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.drop_last = drop_last
-        n = len(dataset)
-        # drop_last drops the tail that does not divide evenly; otherwise the tail is padded.
-        self.num_samples = n // num_replicas if drop_last else -(-n // num_replicas)
-        self.total_size = self.num_samples * num_replicas
-        self.shuffle = shuffle
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[int]:
-        n = len(self.dataset)
-        if self.shuffle:
-            indices = Generator().manual_seed(self.seed + self.epoch).np.permutation(n).tolist()
-        else:
-            indices = list(range(n))
-        if not self.drop_last:
-            pad = self.total_size - len(indices)
-            while pad > 0:
-                indices += indices[:pad]
-                pad = self.total_size - len(indices)
-        else:
-            indices = indices[: self.total_size]
-        return iter(indices[self.rank : self.total_size : self.num_replicas])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``__iter__`` use ``seed + epoch`` (call it at the start of every epoch)."""
-        self.epoch = epoch

@@ -1,0 +1,5 @@
+"""``ember.distributed.nn``: differentiable collectives (``functional``) and tensor-parallel layers."""
+
+from ember.distributed.nn import functional
+
+__all__ = ["functional"]
