@@ -188,11 +188,16 @@ def edge(t):
     return t if t._requires_grad else None
 
 
-def device_of(inputs):
-    """The device of the first tensor among ``inputs`` (CPU when none is a tensor)."""
+def device_of(inputs, params=None):
+    """The device of the first tensor among ``inputs``; with none (factories), the ``device``
+    parameter, else CPU."""
     for x in inputs:
         if isinstance(x, Tensor):
             return x._device
+    if params:
+        dev = params.get("device")
+        if dev is not None:
+            return dev
     return CPU
 
 
@@ -210,8 +215,8 @@ def apply(prim: Primitive, *inputs, **params):
     # The eager step, written out here rather than calling run(): this is every op's hot path.
     try:
         dev = inputs[0]._device
-    except AttributeError:
-        dev = device_of(inputs)
+    except (AttributeError, IndexError):
+        dev = device_of(inputs, params)
     impl = prim.cpu if dev is CPU else None
     if impl is None:
         impl = prim.impl_for(dev)

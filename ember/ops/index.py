@@ -248,17 +248,22 @@ def setitem(input: Tensor, key, value) -> None:
     def write(x):
         return index_put(x, nkey, value, _converted=True)
 
-    def raw(xd):
-        vd = value._data if isinstance(value, Tensor) else value
-        try:
-            xd[nkey] = vd
-        except ValueError:
-            raise RuntimeError(
-                f"shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast to indexing "
-                f"result of shape {list(np.shape(xd[nkey]))}"
-            ) from None
+    apply_inplace(input, write, (value,), raw=(_SETITEM, (value,), {"key": nkey}), op="setitem")
 
-    apply_inplace(input, write, (value,), raw=raw, op="setitem")
+
+def _setitem_impl(x, value, key):
+    vd = value._data if isinstance(value, Tensor) else value
+    xd = x._data
+    try:
+        xd[key] = vd
+    except ValueError:
+        raise RuntimeError(
+            f"shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast to indexing "
+            f"result of shape {list(np.shape(xd[key]))}"
+        ) from None
+
+
+_SETITEM = Primitive("setitem_", None, _setitem_impl, inplace=True)
 
 
 # --------------------------------------------------------------------------- accumulating writes
