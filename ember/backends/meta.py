@@ -358,7 +358,8 @@ def _ufunc(ufunc, method, inputs, out, kwargs):
             res = MetaArray(_shell(_matmul_shape(_shape(a), _shape(b))), np.result_type(_sample(a), _sample(b)))
         else:
             shape = np.broadcast_shapes(*(_shape(x) for x in inputs))
-            dts = ufunc(*(_sample(x) for x in inputs), **kwargs)
+            with np.errstate(all="ignore"):
+                dts = ufunc(*(_sample(x) for x in inputs), **kwargs)
             if ufunc.nout > 1:
                 return tuple(MetaArray(_shell(shape), np.asarray(d).dtype) for d in dts)
             res = MetaArray(_shell(shape), np.asarray(dts).dtype)
@@ -403,8 +404,10 @@ def _structural(fn, dtype_from=0):
 
     def impl(*args, **kwargs):
         arrays = [a for a in _flat(args) if isinstance(a, MetaArray)]
-        shells = _to_shells(args)
-        out = fn(*shells, **{k: _to_shells(v) for k, v in kwargs.items()})
+        # The first argument is the data; later array arguments are indices or sizes, whose
+        # values NumPy reads: zeros of their shape stand in for them.
+        shells = (_to_shells(args[0]),) + tuple(_index_stand_in(a) for a in args[1:])
+        out = fn(*shells, **{k: _index_stand_in(v) for k, v in kwargs.items()})
         dt = _dtype_of(*arrays) if dtype_from is None else arrays[0].dtype
         if isinstance(out, (list, tuple)):
             return type(out)(MetaArray(o, dt) for o in out)
@@ -419,6 +422,14 @@ def _flat(args):
             yield from _flat(a)
         else:
             yield a
+
+
+def _index_stand_in(x):
+    if isinstance(x, MetaArray):
+        if x.dtype.kind not in "iu":
+            return x._v
+        return np.broadcast_to(np.zeros((), np.intp), x.shape)
+    return x
 
 
 def _to_shells(x):

@@ -29,6 +29,7 @@ import weakref
 import numpy as np
 
 from ember._device import CPU
+from ember._mode import mode
 from ember.autograd.grad_mode import state as grad_state
 from ember.tensor import Tensor
 
@@ -58,6 +59,9 @@ class Primitive:
             ``ops.movement``); "maybe" when it is one only if the array shares its memory.
         inplace: the implementation writes into the first input, which is the result.
         out_device: the output lives on the device given as the ``device`` parameter (``to``).
+        multi: the implementation returns a tuple of arrays (None where an output is not
+            wanted), and ``apply`` a tuple of tensors; such a primitive records no node (the
+            gradient kernels of fused ops are of this kind).
 
     Example:
         >>> import numpy as np
@@ -78,6 +82,7 @@ class Primitive:
         "view",
         "inplace",
         "out_device",
+        "multi",
         "special",
         "__weakref__",
     )
@@ -94,6 +99,7 @@ class Primitive:
         view: bool | str = False,
         inplace: bool = False,
         out_device: bool = False,
+        multi: bool = False,
         jvp=None,
     ):
         self.name = name
@@ -111,7 +117,10 @@ class Primitive:
         self.view = view
         self.inplace = inplace
         self.out_device = out_device
-        self.special = save_out or extras or view or inplace or out_device  # apply's slow path
+        self.multi = multi
+        if multi and node is not None:
+            raise ValueError(f"{name}: a primitive with several outputs records no node")
+        self.special = save_out or extras or view or inplace or out_device or multi  # apply's slow path
         REGISTRY[name] = self
 
     def register(self, kind: str, fn=None):
@@ -137,20 +146,6 @@ class Primitive:
 
     def __repr__(self) -> str:
         return f"Primitive({self.name!r})"
-
-
-class _Mode:
-    """The active mode of ``apply``: ``handler`` is None in eager mode (the fast path)."""
-
-    __slots__ = ("handler", "composite", "backward_hook")
-
-    def __init__(self):
-        self.handler = None  # fn(prim, inputs, params) -> result, for profile and capture
-        self.composite = None  # fn(name, fn, args, kwargs) -> result: composite ops (profile)
-        self.backward_hook = None  # fn(node, grad) -> grads, wraps gradient rules (profile)
-
-
-mode = _Mode()
 
 
 def composite(fn):
@@ -238,13 +233,30 @@ def apply(prim: Primitive, *inputs, **params):
 
 
 def run(prim: Primitive, inputs: tuple, params: dict):
-    """The eager step of ``apply``, for modes: compute on the inputs' device and wrap."""
-    handler = mode.handler
-    mode.handler = None
+    """The eager step of ``apply`` (what modes call to compute): the same code as ``apply``'s
+    body after its handler test, which is written out there to spare the hot path a call."""
     try:
-        return apply(prim, *inputs, **params)
-    finally:
-        mode.handler = handler
+        dev = inputs[0]._device
+    except (AttributeError, IndexError):
+        dev = device_of(inputs, params)
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(*inputs, **params) if params else impl(*inputs)
+    if prim.special:
+        return _finish(prim, out, inputs, params, dev)
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    node_cls = prim.node
+    if node_cls is not None and grad_state.enabled:
+        for x in inputs:
+            if isinstance(x, Tensor) and x._requires_grad:
+                return _record(node_cls, t, inputs, params)
+    return t
 
 
 def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Tensor:
@@ -268,6 +280,8 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
         t = inputs[0]
         t._bump_version()
         return t
+    if prim.multi:
+        return tuple(None if a is None else _plain(a, dev) for a in out)
     attrs = None
     if prim.extras:
         out, attrs = out
@@ -342,4 +356,14 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
             n = len(views)
             if n >= 64 and not n & (n - 1):  # at powers of two: drop dead views (amortized O(1))
                 base._views = [r for r in views if r() is not None]
+    return t
+
+
+def _plain(out, dev) -> Tensor:
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
     return t
