@@ -37,6 +37,20 @@ __all__ = ["Primitive", "REGISTRY", "apply", "run", "composite", "mode", "edge",
 
 #: Every primitive by name.
 REGISTRY: dict = {}
+_FIRST_OF: dict = {}  # a multi-output primitive with a node -> its single-output twin
+
+
+def _first_of(prim):
+    """The twin of a multi-output primitive that finishes its first output (with the node)."""
+    twin = _FIRST_OF.get(prim)
+    if twin is None:
+        twin = _FIRST_OF[prim] = Primitive.__new__(Primitive)
+        for k in Primitive.__slots__[:-1]:
+            setattr(twin, k, getattr(prim, k))
+        twin.multi = False
+        twin.extras = True
+    return twin
+
 
 _KINDS = ("cpu", "meta", "cuda")
 _ndarray = np.ndarray
@@ -60,8 +74,8 @@ class Primitive:
         inplace: the implementation writes into the first input, which is the result.
         out_device: the output lives on the device given as the ``device`` parameter (``to``).
         multi: the implementation returns a tuple of arrays (None where an output is not
-            wanted), and ``apply`` a tuple of tensors; such a primitive records no node (the
-            gradient kernels of fused ops are of this kind).
+            wanted), and ``apply`` a tuple of tensors (the gradient kernels of fused ops are of
+            this kind); a node, if any, is the history of the first output only.
 
     Example:
         >>> import numpy as np
@@ -118,8 +132,6 @@ class Primitive:
         self.inplace = inplace
         self.out_device = out_device
         self.multi = multi
-        if multi and node is not None:
-            raise ValueError(f"{name}: a primitive with several outputs records no node")
         self.special = save_out or extras or view or inplace or out_device or multi  # apply's slow path
         REGISTRY[name] = self
 
@@ -280,11 +292,16 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
         t = inputs[0]
         t._bump_version()
         return t
-    if prim.multi:
-        return tuple(None if a is None else _plain(a, dev) for a in out)
     attrs = None
     if prim.extras:
         out, attrs = out
+    if prim.multi:
+        # Several outputs: the node (if any) is the history of the first; the others are plain.
+        rest = tuple(None if a is None else _plain(a, dev) for a in out[1:])
+        out = out[0]
+        if prim.node is None:
+            return (None if out is None else _plain(out, dev),) + rest
+        return (_finish(_first_of(prim), (out, attrs), inputs, params, dev),) + rest
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)
     if prim.out_device:
