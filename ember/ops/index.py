@@ -17,6 +17,40 @@ from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops.dispatch import Primitive, apply
 
+__all__ = [
+    "argsort",
+    "argwhere",
+    "bincount",
+    "bucketize",
+    "gather",
+    "getitem",
+    "getitem_raw",
+    "index_add",
+    "index_add_args",
+    "index_copy",
+    "index_fill",
+    "index_put",
+    "index_put_zeros",
+    "index_select",
+    "kthvalue",
+    "masked_fill",
+    "masked_scatter",
+    "masked_select",
+    "median",
+    "msort",
+    "nonzero",
+    "scatter",
+    "scatter_add",
+    "scatter_reduce",
+    "searchsorted",
+    "setitem",
+    "sort",
+    "take",
+    "take_along_dim",
+    "topk",
+    "unique",
+]
+
 _INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
 
 
