@@ -42,6 +42,7 @@ from ember._dtype import (
 from ember._finfo import finfo, iinfo
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from ember.ops.bucketing import bucketize, histc, searchsorted
+from ember.ops.cdist import cdist
 from ember.ops.convert import to as _to  # noqa: F401
 from ember.ops.creation import (
     arange,
@@ -305,6 +306,7 @@ from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
     set_default_tensor_type,
 )
 from ember.amp import autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_enabled  # noqa: E402
+from ember.backends import cpu_kernels as _cpu_kernels  # noqa: E402, F401 - the C kernels as cpu implementations
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

@@ -49,12 +49,40 @@ class device:
     def __hash__(self) -> int:
         return hash(self.type)
 
+    def __enter__(self) -> device:
+        """``with ember.device("meta"):`` makes factories (and modules built inside) default here."""
+        _default.stack.append(_default.device)
+        _default.device = CPU if self == CPU else self
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        _default.device = _default.stack.pop()
+        return False
+
 
 CPU = device("cpu")
 
 
+class _Default:
+    """The device factories use when none is given (``with ember.device(...)``)."""
+
+    def __init__(self):
+        self.device = CPU
+        self.stack = []
+
+
+_default = _Default()
+
+
+def get_default_device() -> device:
+    """The device factories use when none is given: cpu, or the one of an enclosing ``with``."""
+    return _default.device
+
+
 def to_device(d) -> device:
-    if d is None or d is CPU:
+    if d is None:
+        return _default.device
+    if d is CPU:
         return CPU
     if isinstance(d, device):
         return d

@@ -9,6 +9,7 @@ result list (``autograd.grad``).
 
 from __future__ import annotations
 
+from ember._mode import mode as _mode
 from ember.amp import state as amp_state
 from ember.autograd import grad_mode
 from ember.autograd._hook_checks import checked_hook_result
@@ -105,7 +106,8 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                 if id(node) not in needed:
                     continue
             node.check_saved()
-            grads = node.backward(grad)
+            hook = _mode.backward_hook
+            grads = node.backward(grad) if hook is None else hook(node, grad)
             if not retain_graph and node.saves_values:
                 node.freed = True
             for edge, g in zip(node.edges, grads):

@@ -14,11 +14,11 @@ _LOADED: dict = {}
 
 
 def get(kind: str):
-    """Return the backend module for a device kind ('cpu' or 'cuda'), importing it on first use."""
+    """Return the backend module for a device kind ('cpu', 'cuda' or 'meta'), importing it on first use."""
     mod = _LOADED.get(kind)
     if mod is None:
-        if kind not in ("cpu", "cuda"):
-            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {kind}")
+        if kind not in ("cpu", "cuda", "meta"):
+            raise RuntimeError(f"Expected one of cpu, cuda, meta device type at start of device string: {kind}")
         mod = importlib.import_module(f"ember.backends.{kind}")
         _LOADED[kind] = mod
     return mod

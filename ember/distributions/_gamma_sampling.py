@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, record
+from ember.ops._base import Tensor
+from ember.ops.dispatch import Primitive, apply
 from ember.ops.special import lgamma_array, polygamma_array
 from ember.random import numpy_generator
 
@@ -61,10 +62,17 @@ class StandardGamma(Node):
 
 def standard_gamma(alpha: Tensor) -> Tensor:
     """One Gamma(alpha, 1) draw per element of ``alpha``, differentiable in ``alpha``."""
+    return apply(_STANDARD_GAMMA, alpha)
+
+
+def _standard_gamma_impl(alpha):
     a = alpha._data
     x = numpy_generator(None).standard_gamma(a.astype(np.float64)).astype(a.dtype)
     x = np.maximum(x, np.finfo(a.dtype).tiny)  # never exactly 0: log_prob and the gradient need x > 0
-    out = record(StandardGamma, x, (alpha,), alpha._device)
-    if out._node is not None:
-        out._node.out = x
-    return out
+    return x, {"out": x}  # the node keeps the sample: the gradient rule reads it
+
+
+_STANDARD_GAMMA = Primitive("standard_gamma", StandardGamma, cpu=_standard_gamma_impl, extras=True)
+_STANDARD_GAMMA.register(
+    "meta", lambda alpha: (alpha._device.backend.xp.empty(alpha._data.shape, alpha._data.dtype), {"out": None})
+)

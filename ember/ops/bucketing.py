@@ -1,7 +1,7 @@
 """Bucketing without gradients: ``searchsorted``, ``bucketize`` and ``histc``, as in PyTorch.
 
-These return indices or counts, so they are array code (NumPy's ``searchsorted`` and
-``bincount``) with PyTorch's argument checks and messages.
+These return indices or counts, so they are primitives without a gradient rule (NumPy's
+``searchsorted`` and ``bincount``) with PyTorch's argument checks and messages.
 
 Example:
     >>> import ember
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.ops._base import Tensor, _wrap
+from ember.ops._base import Tensor
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = ["searchsorted", "bucketize", "histc"]
 
@@ -75,13 +76,23 @@ def searchsorted(
                 "torch.searchsorted(): boundary and sorter must have the same size, but got boundary tensor "
                 f"{list(s.shape)}and got sorter tensor {list(sorter._data.shape)}"
             )
+    return apply(_SEARCHSORTED, sorted_sequence, input, sorter, side=side, out_int32=out_int32)
+
+
+def _searchsorted_impl(sorted_sequence, input, sorter, side, out_int32):
+    s = sorted_sequence._data
+    v = input._data if isinstance(input, Tensor) else np.asarray(input)
+    if sorter is not None:
         s = np.take_along_axis(s, sorter._data, -1)
     if s.ndim == 1:
         out = np.searchsorted(s, v, side=side)
     else:
         rows_s, rows_v = s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1])
         out = np.stack([np.searchsorted(a, b, side=side) for a, b in zip(rows_s, rows_v)]).reshape(v.shape)
-    return _wrap(np.asarray(out, dtype=np.int32 if out_int32 else np.int64), sorted_sequence._device)
+    return np.asarray(out, dtype=np.int32 if out_int32 else np.int64)
+
+
+_SEARCHSORTED = Primitive("searchsorted", None, _searchsorted_impl)
 
 
 def bucketize(input, boundaries: Tensor, *, out_int32: bool = False, right: bool = False) -> Tensor:
@@ -109,11 +120,15 @@ def histc(input: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Ten
         tensor([2., 1., 0., 1.])
     """
     x = input._data
-    if x.dtype.kind != "f":
+    if x.dtype.kind not in "fV":
         raise NotImplementedError(f"\"histogram_cpu\" not implemented for '{input.type()[6:-6]}'")
     if bins <= 0:
         raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
-    lo, hi = float(min), float(max)
+    return apply(_HISTC, input, bins=bins, lo=float(min), hi=float(max))
+
+
+def _histc_impl(input, bins, lo, hi):
+    x = input._data
     if lo == hi and x.size:
         lo, hi = float(x.min()), float(x.max())
     if lo == hi:
@@ -128,5 +143,7 @@ def histc(input: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Ten
     flat = flat[(flat >= lo_t) & (flat <= hi_t)]
     idx = ((flat - lo_t) * x.dtype.type(bins) / (hi_t - lo_t)).astype(np.int64)
     idx = np.minimum(idx, bins - 1)  # the maximum belongs to the last bin
-    counts = np.bincount(idx, minlength=bins).astype(x.dtype)
-    return _wrap(counts, input._device)
+    return np.bincount(idx, minlength=bins).astype(x.dtype)
+
+
+_HISTC = Primitive("histc", None, cpu=_histc_impl)  # the range may come from the data: no meta form

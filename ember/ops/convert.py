@@ -6,13 +6,31 @@ from ember import _dtype
 from ember._device import CPU, to_device
 from ember._device import device as _device_cls
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, record
+from ember.ops._base import Tensor
+from ember.ops.dispatch import Primitive, apply
+
+__all__ = [
+    "bool_",
+    "byte",
+    "char",
+    "cpu",
+    "cuda",
+    "double",
+    "float_",
+    "half",
+    "int_",
+    "long",
+    "parse_to_args",
+    "short",
+    "to",
+    "type_as",
+]
 
 
 class Cast(Node):
     """Dtype and/or device change; the gradient goes back in the source's dtype and device."""
 
-    __slots__ = ()
+    __slots__ = ("dtype", "device")
     saves_values = False
 
     def backward(self, g):
@@ -25,11 +43,17 @@ def _convert(x: Tensor, dt, dev, copy: bool) -> Tensor:
     same_dev = dev is None or dev == x._device
     if same_dtype and same_dev and not copy:
         return x
+    target = dev if dev is not None and dev.type != "cpu" else (x._device if same_dev else CPU)
     if dt is not None and not dt.is_floating_point and x._requires_grad:
         # Casting to an integer type cuts the graph, as in PyTorch.
-        data = x._data.astype(dt.np)
-        return Tensor._from(data, x)
+        return apply(_TO_DETACHED, x, dtype=dt, device=x._device)
+    return apply(_TO, x, dtype=dt, device=target)
+
+
+def _to_impl(x, dtype, device):
+    dt, dev = dtype, device
     arr = x._data
+    same_dev = dev == x._device
     if not same_dev:
         arr = (
             x._device.backend.to_host(arr)
@@ -40,7 +64,12 @@ def _convert(x: Tensor, dt, dev, copy: bool) -> Tensor:
         arr = arr.astype(dt.np)
     elif arr is x._data:
         arr = arr.copy()
-    return record(Cast, arr, (x,), dev if dev is not None and dev.type != "cpu" else (x._device if same_dev else CPU))
+    return arr
+
+
+# The output lives on the ``device`` parameter's device (``apply`` reads it: ``out_device``).
+_TO = Primitive("to", Cast, _to_impl, out_device=True)
+_TO_DETACHED = Primitive("to_detached", None, _to_impl, out_device=True)
 
 
 def parse_to_args(args, kwargs, op: str = "to") -> tuple:

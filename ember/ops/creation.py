@@ -9,7 +9,39 @@ import numpy as np
 from ember import _dtype
 from ember._device import CPU, to_device
 from ember.ops._base import Tensor, _wrap
+from ember.ops.dispatch import Primitive, apply
 from ember.random import numpy_generator
+
+__all__ = [
+    "arange",
+    "as_tensor",
+    "asarray",
+    "bernoulli",
+    "empty",
+    "empty_like",
+    "eye",
+    "from_numpy",
+    "full",
+    "full_like",
+    "linspace",
+    "logspace",
+    "multinomial",
+    "normal",
+    "ones",
+    "ones_like",
+    "poisson",
+    "rand",
+    "rand_like",
+    "randint",
+    "randint_like",
+    "randn",
+    "randn_like",
+    "randperm",
+    "range_",
+    "tensor",
+    "zeros",
+    "zeros_like",
+]
 
 
 def _finish(arr, dtype, device, requires_grad: bool) -> Tensor:
@@ -165,16 +197,79 @@ def _filled(size, value, dtype, device, requires_grad, out=None) -> Tensor:
         npd = _dtype.scalar_dtype(value).np if not isinstance(value, Tensor) else value._data.dtype
     else:
         npd = _dtype.to_dtype(dtype).np
-    dev = to_device(device)
-    xp = dev.backend.xp
-    arr = xp.full(shape, value, dtype=npd) if value != 0 else xp.zeros(shape, dtype=npd)
-    t = _wrap(arr, dev)
+    t = apply(_FULL, shape=shape, value=value, dtype=npd, device=to_device(device))
     if requires_grad:
         t.requires_grad = True
     if out is not None:
-        out._data = arr
+        out._data = t._data
         return out
     return t
+
+
+def _full_impl(shape, value, dtype, device):
+    xp = device.backend.xp
+    return xp.full(shape, value, dtype=dtype) if value != 0 else xp.zeros(shape, dtype=dtype)
+
+
+# Factories: no tensor inputs; the output lives on the ``device`` parameter's device.
+_FULL = Primitive("full", None, _full_impl, out_device=True)
+
+
+def _host_impl(make):
+    """A factory computed on the host by ``make(**params) -> ndarray``, then placed on the device."""
+
+    def impl(device, **params):
+        arr = make(**params)
+        return arr if device is CPU else device.backend.asarray(arr)
+
+    return impl
+
+
+def _host_prim(name: str, make, shape) -> Primitive:
+    """A factory primitive; on meta only ``shape(**params)`` and the dtype are computed."""
+    prim = Primitive(name, None, _host_impl(make), out_device=True)
+    prim.register("meta", lambda device, **p: device.backend.xp.empty(shape(**p), p["dtype"]))
+    return prim
+
+
+def _sample_dtype(npd):
+    return npd if np.dtype(npd).itemsize > 2 else np.float32  # float16/bfloat16: sample in float32
+
+
+_RAND = _host_prim(
+    "rand",
+    lambda shape, dtype, generator: (
+        numpy_generator(generator).random(shape, dtype=_sample_dtype(dtype)).astype(dtype, copy=False)
+    ),
+    lambda shape, **p: shape,
+)
+_RANDN = _host_prim(
+    "randn",
+    lambda shape, dtype, generator: (
+        numpy_generator(generator).standard_normal(shape, dtype=_sample_dtype(dtype)).astype(dtype, copy=False)
+    ),
+    lambda shape, **p: shape,
+)
+_RANDINT = _host_prim(
+    "randint",
+    lambda shape, dtype, generator, low, high: (
+        numpy_generator(generator).integers(low, high, size=shape, dtype=np.int64).astype(dtype, copy=False)
+    ),
+    lambda shape, **p: shape,
+)
+_ARANGE = _host_prim(
+    "arange",
+    lambda start, step, n, dtype: (
+        start + np.arange(n, dtype=np.float64 if np.dtype(dtype).kind in "fV" else np.int64) * step
+    ).astype(dtype),
+    lambda n, **p: (n,),
+)
+_LINSPACE = _host_prim(
+    "linspace",
+    lambda start, end, steps, dtype: np.linspace(start, end, steps).astype(dtype),
+    lambda steps, **p: (steps,),
+)
+_EYE = _host_prim("eye", lambda n, m, dtype: np.eye(n, m, dtype=dtype), lambda n, m, **p: (n, m))
 
 
 def zeros(*shape, size=None, dtype=None, device=None, requires_grad: bool = False, out=None) -> Tensor:
@@ -239,8 +334,13 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: b
         dtype = _dtype.int64 if all(isinstance(v, int) for v in vals) else _dtype.defaults.float
     d = _dtype.to_dtype(dtype)
     n = max(0, math.ceil((end - start) / step))
-    arr = (start + np.arange(n, dtype=np.float64 if d.is_floating_point else np.int64) * step).astype(d.np)
-    return _finish(arr, None, device, requires_grad)
+    return _grad(apply(_ARANGE, start=start, step=step, n=n, dtype=d.np, device=to_device(device)), requires_grad)
+
+
+def _grad(t: Tensor, requires_grad: bool) -> Tensor:
+    if requires_grad:
+        t.requires_grad = True
+    return t
 
 
 def range_(start, end, step=1, *, dtype=None, device=None) -> Tensor:
@@ -257,8 +357,15 @@ def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad: 
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
     if int(steps) < 0:
         raise RuntimeError("linspace(): number of steps must be non-negative")
-    arr = np.linspace(float(start), float(end), int(steps)).astype(_float_np(dtype))
-    return _finish(arr, None, device, requires_grad)
+    t = apply(
+        _LINSPACE,
+        start=float(start),
+        end=float(end),
+        steps=int(steps),
+        dtype=_float_np(dtype),
+        device=to_device(device),
+    )
+    return _grad(t, requires_grad)
 
 
 def logspace(
@@ -270,27 +377,33 @@ def logspace(
 
 def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """The identity matrix (``n`` x ``m``)."""
-    arr = np.eye(n, m if m is not None else n, dtype=_float_np(dtype) if dtype is None else _dtype.to_dtype(dtype).np)
-    return _finish(arr, None, device, requires_grad)
+    npd = _float_np(dtype) if dtype is None else _dtype.to_dtype(dtype).np
+    return _grad(apply(_EYE, n=n, m=m if m is not None else n, dtype=npd, device=to_device(device)), requires_grad)
 
 
 # --------------------------------------------------------------------------- random
 def rand(*shape, size=None, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1)."""
-    npd = _float_np(dtype)
-    g = numpy_generator(generator)
-    shape = _size(_shape_arg(shape, size, "rand"))
-    arr = g.random(shape, dtype=npd if npd.itemsize > 2 else np.float32).astype(npd, copy=False)
-    return _finish(arr, None, device, requires_grad)
+    t = apply(
+        _RAND,
+        shape=_size(_shape_arg(shape, size, "rand")),
+        dtype=_float_np(dtype),
+        generator=generator,
+        device=to_device(device),
+    )
+    return _grad(t, requires_grad)
 
 
 def randn(*shape, size=None, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples."""
-    npd = _float_np(dtype)
-    g = numpy_generator(generator)
-    shape = _size(_shape_arg(shape, size, "randn"))
-    arr = g.standard_normal(shape, dtype=npd if npd.itemsize > 2 else np.float32).astype(npd, copy=False)
-    return _finish(arr, None, device, requires_grad)
+    t = apply(
+        _RANDN,
+        shape=_size(_shape_arg(shape, size, "randn")),
+        dtype=_float_np(dtype),
+        generator=generator,
+        device=to_device(device),
+    )
+    return _grad(t, requires_grad)
 
 
 def rand_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -316,9 +429,10 @@ def randint(low=None, high=None, size=None, *, generator=None, dtype=None, devic
         low = 0
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
-    g = numpy_generator(generator)
-    arr = g.integers(low, high, size=_size((size,) if isinstance(size, int) else tuple(size)), dtype=np.int64)
-    return _finish(arr, dtype, device, requires_grad)
+    shape = _size((size,) if isinstance(size, int) else tuple(size))
+    npd = _dtype.to_dtype(dtype).np if dtype is not None else np.dtype(np.int64)
+    t = apply(_RANDINT, shape=shape, dtype=npd, generator=generator, low=low, high=high, device=to_device(device))
+    return _grad(t, requires_grad)
 
 
 def randint_like(input, low=0, high=None, *, dtype=None, device=None) -> Tensor:

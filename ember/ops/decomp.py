@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, grad_state, record
+from ember.ops._base import Tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = ["cholesky", "solve_triangular"]
 
@@ -63,16 +64,26 @@ class Cholesky(Node):
 def cholesky(A: Tensor, *, upper: bool = False) -> Tensor:
     """The Cholesky factor of symmetric positive-definite ``A`` (lower, or upper with ``upper=True``)."""
     _check_square(A, "cholesky")
+    out = apply(_CHOLESKY, A)
+    return out.mT if upper else out
+
+
+def _cholesky_impl(A):
     try:
         L = np.linalg.cholesky(A._data)
     except np.linalg.LinAlgError:
         raise RuntimeError(
             "linalg.cholesky: The factorization could not be completed because the input is not positive-definite."
         ) from None
-    out = record(Cholesky, L, (A,), A._device)
-    if out._node is not None:
-        out._node.out = L
-    return out.mT if upper else out
+    return L, {"out": L}  # the node keeps the factor: its gradient rule reads it
+
+
+def _empty(shape, dtype, like):
+    return like._device.backend.xp.empty(shape, dtype)
+
+
+_CHOLESKY = Primitive("cholesky", Cholesky, _cholesky_impl, extras=True)
+_CHOLESKY.register("meta", lambda A: (_empty(A._data.shape, A._data.dtype, A), {"out": None}))
 
 
 class SolveTriangular(Node):
@@ -111,13 +122,25 @@ def solve_triangular(A: Tensor, B: Tensor, *, upper: bool, left: bool = True, un
         raise RuntimeError(
             f"linalg.solve_triangular: Expected A and B to have the same dtype, but found A of type {A.dtype} and B of type {B.dtype} instead"
         )
+    out = apply(_SOLVE_TRIANGULAR, A, B, upper=upper)
+    if out._node is not None:
+        out._node.save_versions(A, B)
+    return out
+
+
+def _solve_triangular_impl(A, B, upper):
     a = np.triu(A._data) if upper else np.tril(A._data)
     batch = np.broadcast_shapes(a.shape[:-2], B._data.shape[:-2])
     a = np.broadcast_to(a, batch + a.shape[-2:])
     b = np.broadcast_to(B._data, batch + B._data.shape[-2:])
     X = np.linalg.solve(a, b).astype(B._data.dtype, copy=False)
-    out = record(SolveTriangular, X, (A, B), A._device, upper=upper)
-    if out._node is not None:
-        out._node.out = X
-        out._node.save_versions(A, B)
-    return out
+    return X, {"out": X}  # the node keeps the solution: its gradient rule reads it
+
+
+def _solve_triangular_meta(A, B, upper):
+    batch = np.broadcast_shapes(A._data.shape[:-2], B._data.shape[:-2])
+    return _empty(batch + B._data.shape[-2:], B._data.dtype, B), {"out": None}
+
+
+_SOLVE_TRIANGULAR = Primitive("solve_triangular", SolveTriangular, _solve_triangular_impl, extras=True)
+_SOLVE_TRIANGULAR.register("meta", _solve_triangular_meta)

@@ -14,7 +14,105 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.ops._base import CPU, Tensor, edge, float_data, grad_state, record
+from ember.ops._base import CPU, Tensor, float_data, grad_state
+from ember.ops.dispatch import Primitive, apply, apply1, apply2
+
+# The public functions (what ``from ember.ops.elementwise import *`` gives ``ember``).
+__all__ = [
+    "abs",
+    "absolute",
+    "acos",
+    "acosh",
+    "add",
+    "addcdiv",
+    "addcmul",
+    "allclose",
+    "arccos",
+    "arccosh",
+    "arcsin",
+    "arcsinh",
+    "arctan",
+    "arctan2",
+    "arctanh",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "bitwise_and",
+    "bitwise_not",
+    "bitwise_or",
+    "bitwise_xor",
+    "ceil",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "clip",
+    "cos",
+    "cosh",
+    "div",
+    "eq",
+    "equal",
+    "erf",
+    "exp",
+    "exp2",
+    "expm1",
+    "fix",
+    "floor",
+    "floor_divide",
+    "fmod",
+    "frac",
+    "ge",
+    "greater",
+    "greater_equal",
+    "gt",
+    "isclose",
+    "isfinite",
+    "isinf",
+    "isnan",
+    "le",
+    "lerp",
+    "less",
+    "less_equal",
+    "log",
+    "log10",
+    "log1p",
+    "log2",
+    "logical_and",
+    "logical_not",
+    "logical_or",
+    "logical_xor",
+    "lt",
+    "maximum",
+    "minimum",
+    "mul",
+    "nan_to_num",
+    "ne",
+    "neg",
+    "negative",
+    "not_equal",
+    "pow",
+    "reciprocal",
+    "relu",
+    "remainder",
+    "round",
+    "rsqrt",
+    "rsub",
+    "sgn",
+    "sigmoid",
+    "sign",
+    "signbit",
+    "sin",
+    "sinh",
+    "sqrt",
+    "square",
+    "sub",
+    "tan",
+    "tanh",
+    "true_divide",
+    "trunc",
+    "where",
+]
 
 
 # --------------------------------------------------------------------------- binary machinery
@@ -77,25 +175,21 @@ def _operands(a, b, op: str, float_result: bool = False):
     return ad, bd, device
 
 
-def _binary(node_cls, ufunc, a, b, op: str, float_result: bool = False):
-    ad, bd, device = _operands(a, b, op, float_result)
-    try:
-        out = ufunc(ad, bd)
-    except ValueError:
-        raise _broadcast_error(op, ad, bd) from None
-    t = Tensor.__new__(Tensor)
-    t._data = out
-    if device is not CPU:
-        t._device = device
-    if grad_state.enabled and (
-        (isinstance(a, Tensor) and a._requires_grad) or (isinstance(b, Tensor) and b._requires_grad)
-    ):
-        node = node_cls()
-        node.inputs = (a, b)
-        node.edges = (edge(a), edge(b))
-        t._node = node
-        t._requires_grad = True
-    return t
+def _binary_impl(ufunc, op: str, float_result: bool = False):
+    """The implementation of a broadcasting binary op: promote, then apply ``ufunc``."""
+
+    def impl(a, b):
+        ad, bd, _ = _operands(a, b, op, float_result)
+        try:
+            return ufunc(ad, bd)
+        except ValueError:
+            raise _broadcast_error(op, ad, bd) from None
+
+    return impl
+
+
+def _binary_prim(name: str, node_cls, ufunc, op: str | None = None, float_result: bool = False) -> Primitive:
+    return Primitive(name, node_cls, _binary_impl(ufunc, op or name, float_result))
 
 
 def _is_t(x) -> bool:
@@ -281,7 +375,7 @@ def add(input, other, *, alpha=1, out=None) -> Tensor:
     """
     if alpha != 1 and not (_is_bool(input) and _is_bool(other)):
         other = mul(other, alpha)
-    return _maybe_out(_binary(Add, np.add, input, other, "add"), out)
+    return _maybe_out(apply2(_ADD, input, other), out)
 
 
 def sub(input, other, *, alpha=1, out=None) -> Tensor:
@@ -298,7 +392,7 @@ def sub(input, other, *, alpha=1, out=None) -> Tensor:
         )
     if alpha != 1:
         other = mul(other, alpha)
-    return _maybe_out(_binary(Sub, np.subtract, input, other, "sub"), out)
+    return _maybe_out(apply2(_SUB, input, other), out)
 
 
 def rsub(input, other, *, alpha=1) -> Tensor:
@@ -307,19 +401,17 @@ def rsub(input, other, *, alpha=1) -> Tensor:
 
 def mul(input, other, *, out=None) -> Tensor:
     """Elementwise product with broadcasting."""
-    if _is_bool(input) and _is_bool(other):
-        return _maybe_out(_binary(Mul, np.logical_and, input, other, "mul"), out)
-    return _maybe_out(_binary(Mul, np.multiply, input, other, "mul"), out)
+    return _maybe_out(apply2(_MUL, input, other), out)
 
 
 def div(input, other, *, rounding_mode=None, out=None) -> Tensor:
     """True division (``rounding_mode=None``), or ``'trunc'`` / ``'floor'`` rounding."""
     if rounding_mode is None:
-        res = _binary(Div, np.true_divide, input, other, "div", float_result=True)
+        res = apply2(_DIV, input, other)
     elif rounding_mode == "floor":
-        res = _binary(RoundedDiv, _floor_div_array, input, other, "div")
+        res = apply2(_DIV_FLOOR, input, other)
     elif rounding_mode == "trunc":
-        res = _binary(RoundedDiv, _trunc_div, input, other, "div")
+        res = apply2(_DIV_TRUNC, input, other)
     else:
         raise ValueError(
             f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{rounding_mode}'"
@@ -380,6 +472,21 @@ def _pow_array(a, b):
     return np.where(neg, recip, pos).astype(pos.dtype, copy=False)
 
 
+_ADD = _binary_prim("add", Add, np.add)
+_SUB = _binary_prim("sub", Sub, np.subtract)
+_MUL = _binary_prim("mul", Mul, np.multiply)  # bool * bool is logical and, as NumPy computes it
+_DIV = _binary_prim("div", Div, np.true_divide, float_result=True)
+_DIV_FLOOR = _binary_prim("div_floor", RoundedDiv, _floor_div_array, "div")
+_DIV_TRUNC = _binary_prim("div_trunc", RoundedDiv, _trunc_div, "div")
+_POW = _binary_prim("pow", Pow, _pow_array)
+_MAXIMUM = _binary_prim("maximum", Maximum, np.maximum)
+_MINIMUM = _binary_prim("minimum", Minimum, np.minimum)
+_ATAN2 = _binary_prim("atan2", Atan2, np.arctan2, float_result=True)
+_REMAINDER = _binary_prim("remainder", Remainder, _remainder_array)
+_FMOD = _binary_prim("fmod", Fmod, _fmod_array)
+_FLOOR_DIVIDE = _binary_prim("floor_divide", FloorDivide, _floor_div_array)
+
+
 def true_divide(input, other) -> Tensor:
     return div(input, other)
 
@@ -390,19 +497,19 @@ def pow(input, exponent, *, out=None) -> Tensor:
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if isinstance(exponent, Tensor) and exponent._data.dtype.kind == "b" and _is_bool(input):
         raise NotImplementedError("\"pow\" not implemented for 'Bool'")
-    return _maybe_out(_binary(Pow, _pow_array, input, exponent, "pow"), out)
+    return _maybe_out(apply2(_POW, input, exponent), out)
 
 
 def maximum(input, other) -> Tensor:
-    return _binary(Maximum, np.maximum, input, other, "maximum")
+    return apply2(_MAXIMUM, input, other)
 
 
 def minimum(input, other) -> Tensor:
-    return _binary(Minimum, np.minimum, input, other, "minimum")
+    return apply2(_MINIMUM, input, other)
 
 
 def atan2(input, other) -> Tensor:
-    return _binary(Atan2, np.arctan2, input, other, "atan2", float_result=True)
+    return apply2(_ATAN2, input, other)
 
 
 arctan2 = atan2
@@ -410,17 +517,17 @@ arctan2 = atan2
 
 def remainder(input, other) -> Tensor:
     """Python-style modulus (sign of the divisor)."""
-    return _binary(Remainder, _remainder_array, input, other, "remainder")
+    return apply2(_REMAINDER, input, other)
 
 
 def fmod(input, other) -> Tensor:
     """C-style modulus (sign of the dividend)."""
-    return _binary(Fmod, _fmod_array, input, other, "fmod")
+    return apply2(_FMOD, input, other)
 
 
 def floor_divide(input, other) -> Tensor:
     """``floor(input / other)`` elementwise (Python's ``//``); it has no gradient, as in PyTorch."""
-    return _binary(FloorDivide, _floor_div_array, input, other, "floor_divide")
+    return apply2(_FLOOR_DIVIDE, input, other)
 
 
 def _any_bool(a, b) -> bool:
@@ -444,64 +551,64 @@ def _maybe_out(res: Tensor, out):
 
 
 # --------------------------------------------------------------------------- non-differentiable binary
-def _nograd_binary(fn, a, b, op: str) -> Tensor:
-    ad, bd, device = _operands(a, b, op)
-    try:
-        res = fn(ad, bd)
-    except ValueError:
-        raise _broadcast_error(op, ad, bd) from None
-    t = Tensor.__new__(Tensor)
-    t._data = res
-    if device is not CPU:
-        t._device = device
-    return t
+_EQ = _binary_prim("eq", None, np.equal)
+_NE = _binary_prim("ne", None, np.not_equal)
+_LT = _binary_prim("lt", None, np.less)
+_LE = _binary_prim("le", None, np.less_equal)
+_GT = _binary_prim("gt", None, np.greater)
+_GE = _binary_prim("ge", None, np.greater_equal)
+_LOGICAL_AND = _binary_prim("logical_and", None, np.logical_and)
+_LOGICAL_OR = _binary_prim("logical_or", None, np.logical_or)
+_LOGICAL_XOR = _binary_prim("logical_xor", None, np.logical_xor)
 
 
 def eq(input, other) -> Tensor:
-    return _nograd_binary(np.equal, input, other, "eq")
+    return apply2(_EQ, input, other)
 
 
 def ne(input, other) -> Tensor:
-    return _nograd_binary(np.not_equal, input, other, "ne")
+    return apply2(_NE, input, other)
 
 
 def lt(input, other) -> Tensor:
-    return _nograd_binary(np.less, input, other, "lt")
+    return apply2(_LT, input, other)
 
 
 def le(input, other) -> Tensor:
-    return _nograd_binary(np.less_equal, input, other, "le")
+    return apply2(_LE, input, other)
 
 
 def gt(input, other) -> Tensor:
-    return _nograd_binary(np.greater, input, other, "gt")
+    return apply2(_GT, input, other)
 
 
 def ge(input, other) -> Tensor:
-    return _nograd_binary(np.greater_equal, input, other, "ge")
+    return apply2(_GE, input, other)
 
 
 greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
 def logical_and(input, other) -> Tensor:
-    return _nograd_binary(np.logical_and, input, other, "logical_and")
+    return apply2(_LOGICAL_AND, input, other)
 
 
 def logical_or(input, other) -> Tensor:
-    return _nograd_binary(np.logical_or, input, other, "logical_or")
+    return apply2(_LOGICAL_OR, input, other)
 
 
 def logical_xor(input, other) -> Tensor:
-    return _nograd_binary(np.logical_xor, input, other, "logical_xor")
+    return apply2(_LOGICAL_XOR, input, other)
 
 
 def _bitwise(fn, name):
+    prim = _binary_prim(name, None, fn)
+
     def op(input, other) -> Tensor:
         for x in (input, other):
             if isinstance(x, Tensor) and x._data.dtype.kind in "fV":
                 raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{_TORCH_NAMES[x._data.dtype.name]}'")
-        return _nograd_binary(fn, input, other, name)
+        return apply2(prim, input, other)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integer or bool tensors."
@@ -523,33 +630,37 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> Tensor:
-    od = other._data if isinstance(other, Tensor) else other
-    return Tensor._from(np.isclose(input._data, od, rtol=rtol, atol=atol, equal_nan=equal_nan), input)
+    return apply(_ISCLOSE, input, other, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def _isclose_impl(a, b, rtol, atol, equal_nan):
+    bd = b._data if isinstance(b, Tensor) else b
+    return np.isclose(a._data, bd, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+_ISCLOSE = Primitive("isclose", None, _isclose_impl)
 
 
 # --------------------------------------------------------------------------- unary machinery
-def _unary(node_cls, fn, x: Tensor, *, keep_int: bool = False, save_out: bool = False) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{fn.__name__}(): argument 'input' must be Tensor, not {type(x).__name__}")
-    d = x._data
-    out = fn(d if keep_int or d.dtype.kind in "fV" else float_data(x))
-    t = Tensor.__new__(Tensor)
-    t._data = out
-    if x._device is not CPU:
-        t._device = x._device
-    if x._requires_grad and grad_state.enabled:
-        node = node_cls()
-        node.inputs = (x,)
-        node.edges = (edge(x),)
-        if save_out:
-            # Keep the output array, not the Tensor: a tensor-node-tensor cycle would delay
-            # freeing memory until the garbage collector runs.
-            node.out = out
-            t._vc = [0]
-            node.out_vc = t._vc
-        t._node = node
-        t._requires_grad = True
-    return t
+def _unary_impl(fn, keep_int: bool = False):
+    """The implementation of a unary op: ``fn`` on the array (integers as the default float)."""
+
+    def impl(x):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{fn.__name__}(): argument 'input' must be Tensor, not {type(x).__name__}")
+        d = x._data
+        return fn(d if keep_int or d.dtype.kind in "fV" else float_data(x))
+
+    return impl
+
+
+def _unary_prim(name: str, node_cls, fn, *, keep_int: bool = False, save_out: bool = False) -> Primitive:
+    return Primitive(name, node_cls, _unary_impl(fn, keep_int), save_out=save_out)
+
+
+def _array_prim(name: str, fn) -> Primitive:
+    """A non-differentiable op computed by ``fn`` on the input's array alone."""
+    return Primitive(name, None, lambda x: fn(x._data))
 
 
 class _UnaryOut(Node):
@@ -792,18 +903,19 @@ def _bool_error(name: str, kernel: str | None = None) -> Exception:
 
 
 def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, no_bool=False, doc=""):
+    prim = _unary_prim(name, node_cls, fn, keep_int=keep_int, save_out=save_out)
     if no_bool:
         # Only ops PyTorch refuses on bool tensors pay for the check.
         def op(input, *, out=None):
             if isinstance(input, Tensor) and input._data.dtype.kind == "b":
                 raise _bool_error(name, f"{name}_vml_cpu" if name in ("floor", "ceil", "trunc") else None)
-            res = _unary(node_cls, fn, input, keep_int=keep_int, save_out=save_out)
+            res = apply1(prim, input)
             return _maybe_out(res, out)
 
     else:
 
         def op(input, *, out=None):
-            res = _unary(node_cls, fn, input, keep_int=keep_int, save_out=save_out)
+            res = apply1(prim, input)
             return _maybe_out(res, out)
 
     op.__name__ = op.__qualname__ = name
@@ -814,7 +926,7 @@ def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, no_bool=F
 def neg(input, *, out=None) -> Tensor:
     """Elementwise ``-input``."""
     try:  # NumPy refuses to negate bools: translate its error only then (free on the hot path)
-        res = _unary(Neg, np.negative, input, keep_int=True)
+        res = apply1(_NEG, input)
     except TypeError:
         if isinstance(input, Tensor) and input._data.dtype.kind == "b":
             raise _bool_error("neg") from None
@@ -822,6 +934,7 @@ def neg(input, *, out=None) -> Tensor:
     return _maybe_out(res, out)
 
 
+_NEG = _unary_prim("neg", Neg, np.negative, keep_int=True)
 negative = neg
 exp = _make_unary("exp", Exp, np.exp, save_out=True)
 log = _make_unary("log", Log, np.log)
@@ -879,7 +992,20 @@ def round(input, *, decimals: int = 0) -> Tensor:
     """Round half to even, as PyTorch does."""
     if isinstance(input, Tensor) and input._data.dtype.kind == "b":
         raise _bool_error("round", "round_vml_cpu")
-    return _unary(ZeroGrad, lambda a: np.round(a, decimals), input, keep_int=True)
+    return apply(_ROUND, input, decimals=decimals)
+
+
+class Round(ZeroGrad):
+    __slots__ = ("decimals",)
+
+
+def _round_impl(x, decimals):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"round(): argument 'input' must be Tensor, not {type(x).__name__}")
+    return np.round(x._data, decimals)
+
+
+_ROUND = Primitive("round", Round, _round_impl)
 
 
 def frac(input) -> Tensor:
@@ -921,49 +1047,87 @@ def exp2(input) -> Tensor:
     return pow(2.0, input)
 
 
+_LOGICAL_NOT = _array_prim("logical_not", np.logical_not)
+
+
 def logical_not(input) -> Tensor:
-    return Tensor._from(np.logical_not(input._data), input)
+    return apply(_LOGICAL_NOT, input)
+
+
+_BITWISE_NOT = _array_prim("bitwise_not", np.invert)
 
 
 def bitwise_not(input) -> Tensor:
     if input._data.dtype.kind in "fV":
         raise RuntimeError("bitwise_not is only supported for integer and boolean tensors")
-    return Tensor._from(np.invert(input._data), input)
+    return apply(_BITWISE_NOT, input)
+
+
+_ISNAN = _array_prim("isnan", np.isnan)
 
 
 def isnan(input) -> Tensor:
-    return Tensor._from(np.isnan(input._data), input)
+    return apply(_ISNAN, input)
+
+
+_ISINF = _array_prim("isinf", np.isinf)
 
 
 def isinf(input) -> Tensor:
-    return Tensor._from(np.isinf(input._data), input)
+    return apply(_ISINF, input)
+
+
+_ISFINITE = _array_prim("isfinite", np.isfinite)
 
 
 def isfinite(input) -> Tensor:
-    return Tensor._from(np.isfinite(input._data), input)
+    return apply(_ISFINITE, input)
+
+
+_SIGNBIT = _array_prim("signbit", np.signbit)
 
 
 def signbit(input) -> Tensor:
-    return Tensor._from(np.signbit(input._data), input)
+    return apply(_SIGNBIT, input)
+
+
+_NAN_TO_NUM = Primitive(
+    "nan_to_num", None, lambda x, nan, posinf, neginf: np.nan_to_num(x._data, nan=nan, posinf=posinf, neginf=neginf)
+)
 
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None) -> Tensor:
     bad = isnan(input) | isinf(input)
-    fixed = Tensor._from(np.nan_to_num(input._data, nan=nan, posinf=posinf, neginf=neginf), input)
+    fixed = apply(_NAN_TO_NUM, input, nan=nan, posinf=posinf, neginf=neginf)
     return where(bad, fixed, input)
 
 
 # --------------------------------------------------------------------------- where / clamp
 class Where(Node):
-    __slots__ = ("cond",)
+    __slots__ = ()
     saves_values = False
 
     def backward(self, g):
-        _, a, b = self.inputs
+        cond, a, b = self.inputs
         zero = 0.0
-        ga = sum_to(where(self.cond, g, zero), a) if _is_t(a) and a._requires_grad else None
-        gb = sum_to(where(self.cond, zero, g), b) if _is_t(b) and b._requires_grad else None
+        ga = sum_to(where(cond, g, zero), a) if _is_t(a) and a._requires_grad else None
+        gb = sum_to(where(cond, zero, g), b) if _is_t(b) and b._requires_grad else None
         return None, ga, gb
+
+
+def _where_impl(condition, a, b):
+    cond = condition._data
+    ad, bd, _ = _operands(a, b, "where")
+    try:
+        return np.where(cond, ad, bd)
+    except ValueError:
+        raise RuntimeError(
+            f"where: shapes of condition {list(cond.shape)}, input {list(np.shape(ad))} and other "
+            f"{list(np.shape(bd))} cannot be broadcast together"
+        ) from None
+
+
+_WHERE = Primitive("where", Where, _where_impl)
 
 
 def where(condition, input=None, other=None) -> Tensor:
@@ -975,32 +1139,16 @@ def where(condition, input=None, other=None) -> Tensor:
         from ember.ops.index import nonzero
 
         return nonzero(condition, as_tuple=True)
-    cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
-    if cond.dtype != np.bool_:
-        if isinstance(condition, Tensor) and cond.dtype.kind != "b":
-            raise RuntimeError(
-                f"where expected condition to be a boolean tensor, but got a tensor with dtype {condition.dtype}"
-            )
-    ad, bd, device = _operands(input, other, "where")
-    try:
-        out = np.where(cond, ad, bd)
-    except ValueError:
+    if not isinstance(condition, Tensor):
+        from ember.ops.creation import tensor
+
+        like = input if isinstance(input, Tensor) else other
+        condition = tensor(np.asarray(condition, dtype=bool), device=like.device if isinstance(like, Tensor) else None)
+    if condition._data.dtype != np.bool_:
         raise RuntimeError(
-            f"where: shapes of condition {list(cond.shape)}, input {list(np.shape(ad))} and other "
-            f"{list(np.shape(bd))} cannot be broadcast together"
-        ) from None
-    t = Tensor.__new__(Tensor)
-    t._data = out
-    if device is not CPU:
-        t._device = device
-    if grad_state.enabled and ((_is_t(input) and input._requires_grad) or (_is_t(other) and other._requires_grad)):
-        node = Where()
-        node.cond = condition if isinstance(condition, Tensor) else Tensor._from(cond, t)
-        node.inputs = (None, input, other)
-        node.edges = (None, edge(input), edge(other))
-        t._node = node
-        t._requires_grad = True
-    return t
+            f"where expected condition to be a boolean tensor, but got a tensor with dtype {condition.dtype}"
+        )
+    return apply(_WHERE, condition, input, other)
 
 
 class Clamp(Node):
@@ -1008,13 +1156,27 @@ class Clamp(Node):
 
     def backward(self, g):
         x = self.inputs[0]
-        d = x._data
-        mask = np.ones(d.shape, dtype=bool)
+        mask = None
         if self.lo is not None:
-            mask &= d >= self.lo
+            mask = x >= self.lo
         if self.hi is not None:
-            mask &= d <= self.hi
-        return (g * Tensor._from(mask, x),)
+            mask = x <= self.hi if mask is None else mask & (x <= self.hi)
+        return (g * mask,)
+
+
+def _clamp_impl(input, lo, hi):
+    d = input._data
+    rt = _dtype.result_type(input, *(v for v in (lo, hi) if v is not None))
+    if rt is _dtype.bool_:
+        raise NotImplementedError("\"clamp_scalar_cpu\" not implemented for 'Bool'")
+    if rt.np != d.dtype:
+        d = d.astype(rt.np)
+    if hi is not None and lo is not None and lo > hi:
+        return np.full_like(d, hi)
+    return np.clip(d, lo, hi).astype(d.dtype, copy=False)  # bfloat16 with a Python bound stays bfloat16
+
+
+_CLAMP = Primitive("clamp", Clamp, _clamp_impl)
 
 
 def clamp(input, min=None, max=None, *, out=None) -> Tensor:
@@ -1022,28 +1184,8 @@ def clamp(input, min=None, max=None, *, out=None) -> Tensor:
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        return _maybe_out(_clamp_tensor(input, min, max), out)
-    d = input._data
-    rt = _dtype.result_type(input, *(v for v in (min, max) if v is not None))
-    if rt is _dtype.bool_:
-        raise NotImplementedError("\"clamp_scalar_cpu\" not implemented for 'Bool'")
-    if rt.np != d.dtype:
-        d = d.astype(rt.np)
-    res = np.clip(d, min, max).astype(d.dtype, copy=False)  # bfloat16 with a Python bound stays bfloat16
-    if max is not None and min is not None and min > max:
-        res = np.full_like(d, max)
-    t = Tensor.__new__(Tensor)
-    t._data = res
-    if input._device is not CPU:
-        t._device = input._device
-    if input._requires_grad and grad_state.enabled:
-        node = Clamp()
-        node.inputs = (input,)
-        node.edges = (edge(input),)
-        node.lo, node.hi = min, max
-        t._node = node
-        t._requires_grad = True
-    return _maybe_out(t, out)
+        return _maybe_out(apply(_CLAMP_TENSOR, input, min, max), out)
+    return _maybe_out(apply(_CLAMP, input, lo=min, hi=max), out)
 
 
 clip = clamp
@@ -1080,7 +1222,7 @@ class ClampTensor(Node):
         return gx, glo, ghi
 
 
-def _clamp_tensor(input, lo, hi) -> Tensor:
+def _clamp_tensor_impl(input, lo, hi):
     rt = _dtype.result_type(input, *(v for v in (lo, hi) if v is not None))
     npd = rt.np
     d = input._data.astype(npd, copy=False)
@@ -1092,8 +1234,10 @@ def _clamp_tensor(input, lo, hi) -> Tensor:
     except ValueError:
         shapes = [list(np.shape(v._data if isinstance(v, Tensor) else v)) for v in (input, lo, hi) if v is not None]
         raise RuntimeError(f"clamp: shapes {shapes} cannot be broadcast together") from None
-    d = np.asarray(d, dtype=npd)
-    return record(ClampTensor, d, (input, lo, hi), input._device)
+    return d.astype(npd, copy=False)
+
+
+_CLAMP_TENSOR = Primitive("clamp_tensor", ClampTensor, _clamp_tensor_impl)
 
 
 def clamp_min(input, min) -> Tensor:

@@ -2,8 +2,9 @@
 
 Each op takes lists of tensors (and scalars, a list of scalars, or a list of tensors as the
 other operand) and runs one loop over their arrays, instead of one Python-level op per tensor.
-Optimizers use them for ``foreach=True``; they are ops like any other, so a captured training
-step sees the whole update.
+Optimizers use them for ``foreach=True``; they are ops like any other: each in-place one is one
+primitive applied through ``ember.ops.dispatch.apply`` to the flattened lists (the written tensors
+first, ``n_written`` of them), so the profiler times it and a captured training step records it.
 
 When gradients must be recorded (grad mode on and some input requires grad), each op falls back
 to the per-tensor Tensor op, which records the graph (and refuses in-place writes to leaves
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ember.ops._base import Tensor, _wrap, grad_state
+from ember.ops._base import Tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = [
     "_foreach_abs",
@@ -118,8 +120,24 @@ def _writable(op: str, t: Tensor):
 
 
 def _done(ts) -> None:
-    for t in ts:
+    for t in ts[1:]:  # apply bumps the first written tensor (an in-place primitive's result)
         t._bump_version()
+
+
+def _list_prim(name: str, impl) -> Primitive:
+    """An in-place multi-tensor primitive: ``impl(*tensors, n_written, **params)`` writes the
+    first ``n_written`` tensors (``apply`` returns the first; capture records all of them)."""
+    return Primitive(name, None, impl, inplace=True)
+
+
+def _run(prim: Primitive, self: list, *lists, **params) -> list:
+    """Apply ``prim`` to ``self`` (written) followed by the other lists, flattened; returns ``self``."""
+    flat = list(self)
+    for lst in lists:
+        flat.extend(lst)
+    apply(prim, *flat, n_written=len(self), **params)
+    _done(self)
+    return self
 
 
 # --------------------------------------------------------------------------- binary ops
@@ -135,14 +153,17 @@ def _binary(name: str, ufunc, method: str):
             for t, o in zip(self, others):
                 getattr(t, method + "_")(o, alpha=alpha) if takes_alpha else getattr(t, method + "_")(o)
             return self
-        for t, o in zip(self, others):
+        return _run(prim, self, others, alpha=alpha)
+
+    def impl(*xs, n_written, alpha):
+        for t, o in zip(xs[:n_written], xs[n_written:]):
             a = _writable(op_, t)
             od = _arr(o)
             if alpha != 1:
                 od = od * alpha
             ufunc(a, od, out=a, casting="unsafe")
-        _done(self)
-        return self
+
+    prim = _list_prim(op_, impl)
 
     def outofplace(self: list, other, *, alpha=1) -> list:
         # Tensor ops give PyTorch's dtype promotion, devices and (when needed) the graph.
@@ -176,11 +197,14 @@ def _unary(name: str, ufunc):
             for t in self:
                 getattr(t, name + "_")()
             return self
-        for t in self:
+        return _run(prim, self)
+
+    def impl(*xs, n_written):
+        for t in xs:
             a = _writable(op_, t)
             ufunc(a, out=a)
-        _done(self)
-        return self
+
+    prim = _list_prim(op_, impl)
 
     def outofplace(self: list) -> list:
         self = _check_list(op, self)
@@ -204,10 +228,15 @@ def _foreach_zero_(self: list) -> list:
         for t in self:
             t.zero_()
         return self
-    for t in self:
+    return _run(_ZERO, self)
+
+
+def _zero_impl(*xs, n_written):
+    for t in xs:
         t._data[...] = 0
-    _done(self)
-    return self
+
+
+_ZERO = _list_prim("_foreach_zero_", _zero_impl)
 
 
 def _foreach_copy_(self: list, src: list, non_blocking: bool = False) -> list:
@@ -218,10 +247,15 @@ def _foreach_copy_(self: list, src: list, non_blocking: bool = False) -> list:
         for t, s in zip(self, src):
             t.copy_(s)
         return self
-    for t, s in zip(self, src):
+    return _run(_COPY, self, src)
+
+
+def _copy_impl(*xs, n_written):
+    for t, s in zip(xs[:n_written], xs[n_written:]):
         t._data[...] = s._data
-    _done(self)
-    return self
+
+
+_COPY = _list_prim("_foreach_copy_", _copy_impl)
 
 
 # --------------------------------------------------------------------------- ternary ops
@@ -238,14 +272,18 @@ def _addc(name: str, ufunc):
             for t, a, b, v in zip(self, t1s, t2s, values):
                 getattr(t, name + "_")(a, b, value=v)
             return self
-        for t, a, b, v in zip(self, t1s, t2s, values):
+        return _run(prim, self, t1s, t2s, values=tuple(values))
+
+    def impl(*xs, n_written, values):
+        n = n_written
+        for t, a, b, v in zip(xs[:n], xs[n : 2 * n], xs[2 * n :], values):
             d = _writable(op_, t)
             tmp = ufunc(_arr(a), _arr(b))
             if v != 1:
                 tmp *= v
             np.add(d, tmp, out=d, casting="unsafe")
-        _done(self)
-        return self
+
+    prim = _list_prim(op_, impl)
 
     def outofplace(self: list, tensor1: list, tensor2: list, value=1) -> list:
         self = _check_list(op, self)
@@ -284,14 +322,19 @@ def _foreach_lerp_(self: list, tensors1: list, weight) -> list:
         for t, e, w in zip(self, ends, weights):
             t.lerp_(e, w)
         return self
-    for t, e, w in zip(self, ends, weights):
+    return _run(_LERP, self, ends, weights=tuple(weights))
+
+
+def _lerp_impl(*xs, n_written, weights):
+    for t, e, w in zip(xs[:n_written], xs[n_written:], weights):
         _lerp_array(_writable("_foreach_lerp_", t), _arr(e), w)
-    _done(self)
-    return self
+
+
+_LERP = _list_prim("_foreach_lerp_", _lerp_impl)
 
 
 def _foreach_lerp(self: list, tensors1: list, weight) -> list:
     """``[self[i].lerp(tensors1[i], weight[i]) for i]`` as one op."""
     self = _check_list("_foreach_lerp", self)
-    out = [_wrap(t._data.copy(), t._device) if not _recording(self) else t.clone() for t in self]
+    out = [t.clone() for t in self]  # clone is an op (recorded when gradients flow)
     return _foreach_lerp_(out, tensors1, weight)

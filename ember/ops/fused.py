@@ -7,6 +7,10 @@ the C kernels (``ember/backends/ckernels/optim.c``) per dtype; tensors the kerne
 a captured training step records one op for the whole update. Step counts are read from the
 ``state_steps`` tensors, which the caller has already incremented (as in PyTorch).
 
+Each op is one in-place primitive applied through ``ember.ops.dispatch.apply`` to its flattened
+tensor lists, the written ones first (``layout``: each list's length, None for an unused list),
+so the profiler and capture see it; on the meta device it writes nothing.
+
 Example:
     >>> import ember
     >>> p, g, buf = ember.ones(3), ember.ones(3), ember.zeros(3)
@@ -23,6 +27,7 @@ import math
 import numpy as np
 
 from ember.ops._base import CPU, Tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 from ember.ops.foreach import _lerp_array
 
 __all__ = ["_fused_adagrad_", "_fused_adam_", "_fused_adamw_", "_fused_sgd_"]
@@ -39,7 +44,7 @@ def _check(op: str, params: list, *lists) -> None:
                 f"{op}: Tensor lists must have the same number of tensors, got {len(params)} and {len(lst)}"
             )
     for p in params:
-        if not isinstance(p, Tensor) or p._data.dtype.kind != "f":
+        if not isinstance(p, Tensor) or p._data.dtype.kind not in "fV":
             raise RuntimeError(f"{op}: expected floating-point parameters, got {getattr(p, 'dtype', type(p))}")
 
 
@@ -98,11 +103,39 @@ def _step_values(state_steps: list) -> list[float]:
     return [float(s.item()) for s in state_steps]
 
 
-def _bump(*lists) -> None:
-    for lst in lists:
-        if lst is not None:
-            for t in lst:
-                t._bump_version()
+def _apply_lists(prim: Primitive, written: list, read: list, **params) -> None:
+    """Apply ``prim`` to the tensors of the ``written`` lists, then the ``read`` ones (lists may be None).
+
+    The implementation gets the lists back in this order (``_lists``); ``apply`` bumps the first
+    written tensor's version, the others are bumped here.
+    """
+    lists = written + read
+    layout = tuple(None if lst is None else len(lst) for lst in lists)
+    flat = [t for lst in lists if lst is not None for t in lst]
+    n_written = sum(len(lst) for lst in written if lst is not None)
+    if not n_written:
+        return
+    apply(prim, *flat, layout=layout, n_written=n_written, **params)
+    for t in flat[1:n_written]:
+        t._bump_version()
+
+
+def _lists(xs: tuple, layout: tuple) -> list:
+    """The flat inputs of a fused primitive cut back into its lists (None where unused)."""
+    out, i = [], 0
+    for n in layout:
+        if n is None:
+            out.append(None)
+        else:
+            out.append(list(xs[i : i + n]))
+            i += n
+    return out
+
+
+def _fused_prim(name: str, impl) -> Primitive:
+    prim = Primitive(name, None, impl, inplace=True)
+    prim.register("meta", lambda *xs, **params: None)  # shapes and dtypes do not change
+    return prim
 
 
 # --------------------------------------------------------------------------- Adam / AdamW
@@ -129,11 +162,24 @@ def _adam_numpy(p, g, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay, ams
 
 
 def _fused_adam_impl(op, decoupled, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, **hp):
+    maxs = max_exp_avg_sqs if hp["amsgrad"] else None
+    _check(op, params, grads, exp_avgs, exp_avg_sqs, state_steps, maxs)
+    prim = _FUSED_ADAMW if decoupled else _FUSED_ADAM
+    _apply_lists(prim, [params, exp_avgs, exp_avg_sqs, maxs], [grads, state_steps], **hp)
+
+
+def _adam_kernel(decoupled: bool):
+    def impl(*xs, layout, n_written, **hp):
+        params, exp_avgs, exp_avg_sqs, maxs, grads, state_steps = _lists(xs, layout)
+        _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, **hp)
+
+    return impl
+
+
+def _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, **hp):
     from ember.backends.ckernels import optim as kernels
 
     amsgrad = hp["amsgrad"]
-    maxs = max_exp_avg_sqs if amsgrad else None
-    _check(op, params, grads, exp_avgs, exp_avg_sqs, state_steps, maxs)
     steps = _step_values(state_steps)
     groups, rest = _partition(params, grads, [exp_avgs, exp_avg_sqs, maxs])
     kw = dict(lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
@@ -150,7 +196,10 @@ def _fused_adam_impl(op, decoupled, params, grads, exp_avgs, exp_avg_sqs, max_ex
             maxs[i]._data if amsgrad else None, steps[i], amsgrad=amsgrad, maximize=hp["maximize"],
             decoupled=decoupled, **kw,
         )  # fmt: skip
-    _bump(params, exp_avgs, exp_avg_sqs, maxs)
+
+
+_FUSED_ADAM = _fused_prim("_fused_adam_", _adam_kernel(False))
+_FUSED_ADAMW = _fused_prim("_fused_adamw_", _adam_kernel(True))
 
 
 def _fused_adam_(
@@ -209,14 +258,21 @@ def _fused_sgd_(
     ``is_first_step`` is a bool for all parameters (PyTorch's form) or one bool per parameter:
     on a first step the momentum buffer is set to the gradient.
     """
-    from ember.backends.ckernels import optim as kernels
-
     _no_scaler("_fused_sgd_", grad_scale, found_inf)
     bufs = momentum_buffer_list if momentum != 0 else None
     _check("_fused_sgd_", params, grads, bufs)
     first = list(is_first_step) if isinstance(is_first_step, (list, tuple)) else [bool(is_first_step)] * len(params)
+    _apply_lists(
+        _FUSED_SGD, [params, bufs], [grads], first=tuple(first), lr=lr, momentum=momentum, dampening=dampening,
+        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+    )  # fmt: skip
+
+
+def _sgd_impl(*xs, layout, n_written, first, nesterov, maximize, **kw):
+    from ember.backends.ckernels import optim as kernels
+
+    params, bufs, grads = _lists(xs, layout)
     groups, rest = _partition(params, grads, [bufs])
-    kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
     for g in groups:
         done = kernels.fused_sgd(
             g.params, g.grads, g.states[0] if bufs is not None else None, [first[i] for i in g.idx],
@@ -227,7 +283,9 @@ def _fused_sgd_(
     for i in rest:
         buf = bufs[i]._data if bufs is not None else None
         _sgd_numpy(params[i]._data, grads[i]._data, buf, first[i], nesterov=nesterov, maximize=maximize, **kw)
-    _bump(params, bufs)
+
+
+_FUSED_SGD = _fused_prim("_fused_sgd_", _sgd_impl)
 
 
 # --------------------------------------------------------------------------- Adagrad
@@ -250,16 +308,25 @@ def _fused_adagrad_(
     weight_decay: float, eps: float, maximize: bool, grad_scale=None, found_inf=None,
 ) -> None:  # fmt: skip
     """One Adagrad step over every parameter, in place, as ``torch._fused_adagrad_``."""
-    from ember.backends.ckernels import optim as kernels
-
     _no_scaler("_fused_adagrad_", grad_scale, found_inf)
     _check("_fused_adagrad_", params, grads, state_sums, state_steps)
+    _apply_lists(
+        _FUSED_ADAGRAD, [params, state_sums], [grads, state_steps], lr=lr, lr_decay=lr_decay,
+        weight_decay=weight_decay, eps=eps, maximize=maximize,
+    )  # fmt: skip
+
+
+def _adagrad_impl(*xs, layout, n_written, **kw):
+    from ember.backends.ckernels import optim as kernels
+
+    params, state_sums, grads, state_steps = _lists(xs, layout)
     steps = _step_values(state_steps)
     groups, rest = _partition(params, grads, [state_sums])
-    kw = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
     for g in groups:
         if not kernels.fused_adagrad(g.params, g.grads, g.states[0], [steps[i] for i in g.idx], **kw):
             rest.extend(g.idx)
     for i in rest:
         _adagrad_numpy(params[i]._data, grads[i]._data, state_sums[i]._data, steps[i], **kw)
-    _bump(params, state_sums)
+
+
+_FUSED_ADAGRAD = _fused_prim("_fused_adagrad_", _adagrad_impl)

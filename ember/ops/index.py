@@ -14,8 +14,41 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
+from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
+from ember.ops.dispatch import Primitive, apply
+
+__all__ = [
+    "argsort",
+    "argwhere",
+    "bincount",
+    "gather",
+    "getitem",
+    "getitem_raw",
+    "index_add",
+    "index_add_args",
+    "index_copy",
+    "index_fill",
+    "index_put",
+    "index_put_zeros",
+    "index_select",
+    "kthvalue",
+    "masked_fill",
+    "masked_scatter",
+    "masked_select",
+    "median",
+    "msort",
+    "nonzero",
+    "scatter",
+    "scatter_add",
+    "scatter_reduce",
+    "setitem",
+    "sort",
+    "take",
+    "take_along_dim",
+    "topk",
+    "unique",
+]
 
 _INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
 
@@ -141,40 +174,51 @@ class Index(Node):
 
 def getitem(input: Tensor, key) -> Tensor:
     """``input[key]`` with PyTorch's indexing rules."""
-    d = input._data
-    nkey, basic = _convert_key(key, d.shape)
-    out = d[nkey]
-    if basic:
-        from ember.ops.movement import _make_view
+    nkey, basic = _convert_key(key, input._data.shape)
+    return apply(_GETITEM, input, key=nkey, basic=basic)
 
-        if not isinstance(out, np.ndarray) and not hasattr(out, "__cuda_array_interface__"):
-            out = d[nkey + (Ellipsis,)]  # a 0-d view rather than a NumPy scalar
-        return _make_view(out, input, Index, getitem, (key,), key=nkey, basic=True)
-    return record(Index, out, (input,), input._device, key=nkey, basic=False)
+
+def _getitem_impl(x, key, basic):
+    d = x._data
+    out = d[key]
+    if basic and isinstance(out, np.generic):
+        out = d[key + (Ellipsis,)]  # a 0-d view rather than a NumPy scalar
+    return out
+
+
+# Basic indexing gives a view (``apply`` sees that the array is one); "index" never does.
+_GETITEM = Primitive("getitem", Index, _getitem_impl, view="maybe")
+_INDEX = Primitive("index", Index, lambda x, key, basic: x._data[key])
 
 
 class IndexPutZeros(Node):
     """``zeros(shape)[key] += g``: the gradient of a read; its own gradient is the read."""
 
-    __slots__ = ("key", "basic")
+    __slots__ = ("shape", "key", "basic")
     saves_values = False
 
     def backward(self, g):
-        return (Tensor._from(g._data[self.key], g) if not grad_state.enabled else getitem_raw(g, self.key),)
+        return (getitem_raw(g, self.key),)
 
 
 def getitem_raw(x: Tensor, nkey) -> Tensor:
-    return record(Index, x._data[nkey], (x,), x._device, key=nkey, basic=False)
+    return apply(_INDEX, x, key=nkey, basic=False)
 
 
 def index_put_zeros(g: Tensor, shape, key, basic: bool = False) -> Tensor:
-    xp = g._device.backend.xp
-    out = xp.zeros(shape, dtype=g._data.dtype)
+    return apply(_INDEX_PUT_ZEROS, g, shape=shape, key=key, basic=basic)
+
+
+def _index_put_zeros_impl(g, shape, key, basic):
+    out = g._device.backend.xp.zeros(shape, dtype=g._data.dtype)
     if basic:
         out[key] = g._data
     else:
         g._device.backend.scatter_add(out, key, g._data)
-    return record(IndexPutZeros, out, (g,), g._device, key=key, basic=basic)
+    return out
+
+
+_INDEX_PUT_ZEROS = Primitive("index_put_zeros", IndexPutZeros, _index_put_zeros_impl)
 
 
 # --------------------------------------------------------------------------- writing
@@ -198,6 +242,11 @@ def index_put(input: Tensor, indices, values, accumulate: bool = False, *, _conv
     """Out-of-place ``input[indices] = values`` (``+=`` with ``accumulate``)."""
     d = input._data
     key = indices if _converted else _convert_key(indices if isinstance(indices, tuple) else tuple(indices), d.shape)[0]
+    return apply(_INDEX_PUT, input, values, key=key, accumulate=accumulate)
+
+
+def _index_put_impl(input, values, key, accumulate):
+    d = input._data
     vd = values._data if isinstance(values, Tensor) else values
     if isinstance(vd, np.ndarray) and vd.dtype != d.dtype:
         vd = vd.astype(d.dtype)
@@ -212,7 +261,10 @@ def index_put(input: Tensor, indices, values, accumulate: bool = False, *, _conv
             f"index_put: shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast "
             f"to indexing result ({exc})"
         ) from None
-    return record(IndexPut, out, (input, values), input._device, key=key, accumulate=accumulate)
+    return out
+
+
+_INDEX_PUT = Primitive("index_put", IndexPut, _index_put_impl)
 
 
 def setitem(input: Tensor, key, value) -> None:
@@ -229,17 +281,22 @@ def setitem(input: Tensor, key, value) -> None:
     def write(x):
         return index_put(x, nkey, value, _converted=True)
 
-    def raw(xd):
-        vd = value._data if isinstance(value, Tensor) else value
-        try:
-            xd[nkey] = vd
-        except ValueError:
-            raise RuntimeError(
-                f"shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast to indexing "
-                f"result of shape {list(np.shape(xd[nkey]))}"
-            ) from None
+    apply_inplace(input, write, (value,), raw=(_SETITEM, (value,), {"key": nkey}), op="setitem")
 
-    apply_inplace(input, write, (value,), raw=raw, op="setitem")
+
+def _setitem_impl(x, value, key):
+    vd = value._data if isinstance(value, Tensor) else value
+    xd = x._data
+    try:
+        xd[key] = vd
+    except ValueError:
+        raise RuntimeError(
+            f"shape mismatch: value tensor of shape {list(np.shape(vd))} cannot be broadcast to indexing "
+            f"result of shape {list(np.shape(xd[key]))}"
+        ) from None
+
+
+_SETITEM = Primitive("setitem_", None, _setitem_impl, inplace=True)
 
 
 # --------------------------------------------------------------------------- accumulating writes
@@ -319,6 +376,11 @@ def _full_index(index: np.ndarray, axis: int) -> tuple:
     return tuple(key)
 
 
+def _is_meta(a) -> bool:
+    """A meta array: no values to check (bounds are checked where the data lives)."""
+    return getattr(a, "is_meta", False)
+
+
 def _check_gather(op, input, dim, index, src=None):
     check_tensor(index, op, "index")
     if index._data.dtype != np.int64 and index._data.dtype.kind not in "i":
@@ -336,8 +398,9 @@ def _check_gather(op, input, dim, index, src=None):
                 f"than self {list(input.shape)} apart from dimension {axis}"
             )
     idx = index._data
-    check_gather_bounds(idx, input._data.shape[axis] if input._data.ndim else 1, axis)
-    if idx.size:
+    if not _is_meta(idx):
+        check_gather_bounds(idx, input._data.shape[axis] if input._data.ndim else 1, axis)
+    if idx.size and not _is_meta(idx):
         size = input._data.shape[axis] if input._data.ndim else 1
         if idx.max() >= size or idx.min() < -size:
             raise RuntimeError(
@@ -347,14 +410,14 @@ def _check_gather(op, input, dim, index, src=None):
 
 
 class Gather(Node):
-    __slots__ = ("axis", "index")
+    __slots__ = ("axis",)
     saves_values = False
 
     def backward(self, g):
         x = self.inputs[0]
         from ember.ops.creation import zeros_like
 
-        return (scatter_add(zeros_like(x, dtype=g.dtype), self.axis, self.index, g),)
+        return (scatter_add(zeros_like(x, dtype=g.dtype), self.axis, self.inputs[1], g),)
 
 
 def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:
@@ -364,8 +427,10 @@ def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:
 
         return reshape(gather(reshape(input, (1,)), 0, reshape(index, (1,))), ())
     axis = _check_gather("gather", input, dim, index)
-    out = input._data[_full_index(index._data, axis)]
-    return record(Gather, out, (input,), input._device, axis=axis, index=index)
+    return apply(_GATHER, input, index, axis=axis)
+
+
+_GATHER = Primitive("gather", Gather, lambda x, index, axis: x._data[_full_index(index._data, axis)])
 
 
 def take_along_dim(input, indices, dim=None) -> Tensor:
@@ -379,14 +444,14 @@ def take(input, index) -> Tensor:
 
 
 class Scatter(Node):
-    __slots__ = ("axis", "index")
+    __slots__ = ("axis",)
     saves_values = False
 
     def backward(self, g):
-        x, src = self.inputs
-        gx = scatter(g, self.axis, self.index, 0.0) if isinstance(x, Tensor) and x._requires_grad else None
-        gs = gather(g, self.axis, self.index) if isinstance(src, Tensor) and src._requires_grad else None
-        return gx, gs
+        x, index, src = self.inputs
+        gx = scatter(g, self.axis, index, 0.0) if isinstance(x, Tensor) and x._requires_grad else None
+        gs = gather(g, self.axis, index) if isinstance(src, Tensor) and src._requires_grad else None
+        return gx, None, gs
 
 
 def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Tensor:
@@ -398,6 +463,10 @@ def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Ten
             return scatter_add(input, dim, index, src)
         raise RuntimeError(f"scatter(): reduce '{reduce}' is not supported by Ember (use scatter_reduce)")
     axis = _check_gather("scatter", input, dim, index, src)
+    return apply(_SCATTER, input, index, src, axis=axis)
+
+
+def _scatter_impl(input, index, src, axis):
     idx = index._data
     out = input._data.copy()
     key = _full_index(idx, axis)
@@ -406,27 +475,37 @@ def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Ten
         out[key] = sd.astype(out.dtype, copy=False)
     else:
         out[key] = src
-    return record(Scatter, out, (input, src), input._device, axis=axis, index=index)
+    return out
+
+
+_SCATTER = Primitive("scatter", Scatter, _scatter_impl)
 
 
 class ScatterAdd(Node):
-    __slots__ = ("axis", "index")
+    __slots__ = ("axis",)
     saves_values = False
 
     def backward(self, g):
-        x, src = self.inputs
-        gs = gather(g, self.axis, self.index) if isinstance(src, Tensor) and src._requires_grad else None
-        return (g if x._requires_grad else None), gs
+        x, index, src = self.inputs
+        gs = gather(g, self.axis, index) if isinstance(src, Tensor) and src._requires_grad else None
+        return (g if x._requires_grad else None), None, gs
 
 
 def scatter_add(input, dim: int, index, src) -> Tensor:
     """Out-of-place ``out[index[i][j]][j] += src[i][j]`` with repeated indices summed."""
     axis = _check_gather("scatter_add", input, dim, index, src)
+    return apply(_SCATTER_ADD, input, index, src, axis=axis)
+
+
+def _scatter_add_impl(input, index, src, axis):
     idx = index._data
     out = input._data.copy()
     sd = src._data[tuple(slice(0, s) for s in idx.shape)]
     _scatter_add_into(out, axis, idx, sd.astype(out.dtype, copy=False), input._device)
-    return record(ScatterAdd, out, (input, src), input._device, axis=axis, index=index)
+    return out
+
+
+_SCATTER_ADD = Primitive("scatter_add", ScatterAdd, _scatter_add_impl)
 
 
 def scatter_reduce(input, dim, index, src, reduce: str, *, include_self: bool = True) -> Tensor:
@@ -443,62 +522,91 @@ def _check_index_vector(op, index, size, axis):
         raise IndexError(f"{op}(): Index is supposed to be a vector")
     if idx.dtype.kind not in "iu":
         raise IndexError(f"{op}(): Expected dtype int32/int64 for index")
-    check_index_vector_bounds(op, idx, size, axis)
-    if idx.size and (idx.max() >= size or idx.min() < -size):
+    if not _is_meta(idx):
+        check_index_vector_bounds(op, idx, size, axis)
+    if idx.size and not _is_meta(idx) and (idx.max() >= size or idx.min() < -size):
         bad = int(idx.max()) if idx.max() >= size else int(idx.min())
         raise IndexError(f"{op}(): index {bad} out of range for tensor of size {size} at dimension {axis}")
     return idx.reshape(-1)
 
 
 class IndexSelect(Node):
-    __slots__ = ("axis", "index")
+    __slots__ = ("axis",)
     saves_values = False
 
     def backward(self, g):
-        from ember.ops.creation import zeros_like
+        x, index = self.inputs
+        return (apply(_INDEX_SELECT_BACKWARD, g, index, axis=self.axis, shape=x._data.shape),)
 
-        x = self.inputs[0]
-        if grad_state.enabled:  # create_graph: a recorded index_add
-            return (index_add(zeros_like(x, dtype=g.dtype), self.axis, self.index, g),)
-        xp = g._device.backend.xp
-        gx = xp.zeros(x._data.shape, dtype=g._data.dtype)
-        if not x._data.ndim:
-            gx = gx.reshape(1)
-        _index_add_into(gx, self.axis, self.index._data.reshape(-1), g._data, g._device)
-        return (Tensor._from(gx.reshape(x._data.shape), g),)
+
+class IndexSelectBackward(Node):
+    """The gradient of index_select's gradient (``create_graph``): index_select again."""
+
+    __slots__ = ("axis", "shape")
+    saves_values = False
+
+    def backward(self, gg):
+        return (index_select(gg, self.axis, self.inputs[1]),)
+
+
+def _index_select_backward_impl(g, index, axis, shape):
+    gx = g._device.backend.xp.zeros(shape, dtype=g._data.dtype)
+    if not len(shape):
+        gx = gx.reshape(1)
+    _index_add_into(gx, axis, index._data.reshape(-1), g._data, g._device)
+    return gx.reshape(shape)
+
+
+_INDEX_SELECT_BACKWARD = Primitive("index_select_backward", IndexSelectBackward, _index_select_backward_impl)
 
 
 def index_select(input, dim: int, index) -> Tensor:
     """The slices ``index`` of ``dim``, in order (a copy)."""
     axis = _wrap_dim(dim, builtins.max(input._data.ndim, 1), "index_select")
     shape = input._data.shape or (1,)
-    idx = _check_index_vector("index_select", index, shape[axis], axis)
-    out = input._data.take(idx, axis=axis) if input._data.ndim else input._data.reshape(1).take(idx)
-    return record(IndexSelect, out, (input,), input._device, axis=axis, index=index)
+    _check_index_vector("index_select", index, shape[axis], axis)
+    return apply(_INDEX_SELECT, input, index, axis=axis)
+
+
+def _index_select_impl(x, index, axis):
+    idx = index._data.reshape(-1)
+    d = x._data
+    return d.take(idx, axis=axis) if d.ndim else d.reshape(1).take(idx)
+
+
+_INDEX_SELECT = Primitive("index_select", IndexSelect, _index_select_impl)
 
 
 class IndexAdd(Node):
-    __slots__ = ("axis", "index", "alpha")
+    __slots__ = ("axis", "alpha")
     saves_values = False
 
     def backward(self, g):
-        x, src = self.inputs
+        x, index, src = self.inputs
         gs = None
         if isinstance(src, Tensor) and src._requires_grad:
-            gs = index_select(g, self.axis, self.index)
+            gs = index_select(g, self.axis, index)
             if self.alpha != 1:
                 gs = gs * self.alpha
-        return (g if x._requires_grad else None), gs
+        return (g if x._requires_grad else None), None, gs
 
 
 def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:
     """Out-of-place ``out.index_select(dim, index) += alpha * source`` (repeats accumulate)."""
-    axis, idx, sd = index_add_args(input, dim, index, source)
+    axis, _, _ = index_add_args(input, dim, index, source)
+    return apply(_INDEX_ADD, input, index, source, axis=axis, alpha=alpha)
+
+
+def _index_add_impl(input, index, source, axis, alpha):
     out = input._data.copy()
+    sd = source._data
     if alpha != 1:
         sd = sd * alpha
-    _index_add_into(out, axis, idx, sd.astype(out.dtype, copy=False), input._device)
-    return record(IndexAdd, out, (input, source), input._device, axis=axis, index=index, alpha=alpha)
+    _index_add_into(out, axis, index._data.reshape(-1), sd.astype(out.dtype, copy=False), input._device)
+    return out
+
+
+_INDEX_ADD = Primitive("index_add", IndexAdd, _index_add_impl)
 
 
 def index_add_args(input, dim: int, index, source):
@@ -590,10 +698,18 @@ def _argsort(d, axis, descending, stable=True):
 
 def argsort(input, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
     d = input._data
-    if d.ndim == 0:
-        return Tensor._from(np.zeros((), dtype=np.int64), input)
-    axis = _wrap_dim(dim, d.ndim, "argsort")
-    return Tensor._from(_argsort(d, axis, descending).astype(np.int64), input)
+    axis = _wrap_dim(dim, d.ndim, "argsort") if d.ndim else None
+    return apply(_ARGSORT, input, axis=axis, descending=descending)
+
+
+def _argsort_impl(x, axis, descending):
+    d = x._data
+    if axis is None:
+        return np.zeros((), dtype=np.int64)
+    return _argsort(d, axis, descending).astype(np.int64)
+
+
+_ARGSORT = Primitive("argsort", None, _argsort_impl)
 
 
 def sort(input, dim: int = -1, descending: bool = False, stable: bool = False):
@@ -615,8 +731,18 @@ def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
     size = d.shape[axis] if d.ndim else 1
     if k < 0 or k > size:
         raise RuntimeError(f"selected index k out of range (k={k}, size {size} along dim {axis})")
+    it = apply(_TOPK_INDICES, input, k=k, axis=axis, largest=largest)
     if d.ndim == 0:
-        return topk_result(input.clone(), Tensor._from(np.zeros((), dtype=np.int64), input))
+        return topk_result(input.clone(), it)
+    return topk_result(gather(input, axis, it), it)
+
+
+def _topk_indices_impl(x, k, axis, largest):
+    """The indices of the ``k`` largest (smallest) elements along ``axis``, in sorted order."""
+    d = x._data
+    if d.ndim == 0:
+        return np.zeros((), dtype=np.int64)
+    size = d.shape[axis]
     if k < size // 8 and size > 64:
         # Partition first: O(n) selection, then sort only the k survivors.
         if largest:  # the k largest sit at the end of an ascending partition (NaN counts as largest)
@@ -630,8 +756,18 @@ def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
         idx = np.take_along_axis(cand, order, axis)
     else:
         idx = np.take(_argsort(d, axis, largest), np.arange(k), axis=axis)
-    it = Tensor._from(idx.astype(np.int64), input)
-    return topk_result(gather(input, axis, it), it)
+    return idx.astype(np.int64)
+
+
+def _topk_indices_meta(x, k, axis, largest):
+    shape = list(x._data.shape)
+    if shape:
+        shape[axis] = k
+    return x._device.backend.xp.empty(tuple(shape), np.int64)
+
+
+_TOPK_INDICES = Primitive("topk_indices", None, _topk_indices_impl)
+_TOPK_INDICES.register("meta", _topk_indices_meta)
 
 
 def kthvalue(input, k: int, dim: int = -1, keepdim: bool = False):
@@ -656,12 +792,24 @@ def median(input, dim=None, keepdim: bool = False):
 
 def nonzero(input, *, as_tuple: bool = False):
     """Indices of the non-zero elements: an (n, ndim) int64 tensor, or one tensor per dim."""
-    d = input._data
+    idx = apply(_NONZERO, input)  # (n, ndim)
     if as_tuple:
-        if d.ndim == 0:
-            return (Tensor._from(np.zeros(int(bool(d)), dtype=np.int64), input),)
-        return tuple(Tensor._from(i.astype(np.int64), input) for i in np.nonzero(d))
-    return Tensor._from(np.argwhere(d).astype(np.int64), input)
+        if input._data.ndim == 0:
+            return (idx.reshape(-1),)
+        return tuple(idx[:, k] for k in range(input._data.ndim))
+    return idx
+
+
+def _nonzero_impl(x):
+    d = x._data
+    if d.ndim == 0:
+        return np.zeros((int(bool(d)), 0), dtype=np.int64)
+    return np.argwhere(d).astype(np.int64)
+
+
+# The output's shape depends on the values: cpu (and cuda) only, as PyTorch's meta device has none.
+_NONZERO = Primitive("nonzero", None, cpu=_nonzero_impl)
+_NONZERO.register("cuda", _nonzero_impl)
 
 
 def argwhere(input) -> Tensor:
@@ -669,18 +817,26 @@ def argwhere(input) -> Tensor:
 
 
 def unique(input, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):
-    d = input._data
-    res = np.unique(d, return_inverse=return_inverse, return_counts=return_counts, axis=dim)
-    if not (return_inverse or return_counts):
-        return Tensor._from(res, input)
-    out = [Tensor._from(res[0], input)]
-    if return_inverse:
-        out.append(Tensor._from(res[1].reshape(d.shape if dim is None else -1).astype(np.int64), input))
-    if return_counts:
-        out.append(Tensor._from(res[-1].astype(np.int64), input))
-    return tuple(out)
+    out = apply(_UNIQUE, input, return_inverse=return_inverse, return_counts=return_counts, dim=dim)
+    out = tuple(t for t in out if t is not None)
+    return out[0] if len(out) == 1 else out
+
+
+def _unique_impl(x, return_inverse, return_counts, dim):
+    d = x._data
+    res = np.unique(d, return_inverse=True, return_counts=True, axis=dim)
+    inverse = res[1].reshape(d.shape if dim is None else -1).astype(np.int64) if return_inverse else None
+    return res[0], inverse, res[2].astype(np.int64) if return_counts else None
+
+
+# Values, inverse indices and counts; the output's shape depends on the values: no meta form.
+_UNIQUE = Primitive("unique", None, cpu=_unique_impl, multi=True)
 
 
 def bincount(input, weights=None, minlength: int = 0) -> Tensor:
-    w = weights._data if weights is not None else None
-    return Tensor._from(np.bincount(input._data, w, minlength), input)
+    return apply(_BINCOUNT, input, weights, minlength=minlength)
+
+
+_BINCOUNT = Primitive(
+    "bincount", None, cpu=lambda x, w, minlength: np.bincount(x._data, None if w is None else w._data, minlength)
+)

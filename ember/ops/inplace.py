@@ -20,8 +20,37 @@ from ember import _dtype
 from ember.autograd.function import FunctionCtx
 from ember.autograd.node import Node, tick
 from ember.ops import elementwise as ew
-from ember.ops._base import CPU, Tensor, edge, grad_state
+from ember.ops._base import CPU, Tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 from ember.ops.movement import apply_view_chain, replay_view, view_chain
+
+__all__ = [
+    "add_",
+    "addcdiv_",
+    "addcmul_",
+    "apply_inplace",
+    "bernoulli_",
+    "cauchy_",
+    "copy_",
+    "div_",
+    "exponential_",
+    "fill_",
+    "geometric_",
+    "index_add_",
+    "lerp_",
+    "log_normal_",
+    "maximum_",
+    "mul_",
+    "normal_",
+    "pow_",
+    "random_",
+    "refresh_views",
+    "setitem_method",
+    "sqrt_",
+    "sub_",
+    "uniform_",
+    "zero_",
+]
 
 
 class CopySlices(Node):
@@ -133,8 +162,10 @@ def _reads_old_value(res: Tensor, snap: Tensor, since: int) -> bool:
 def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> Tensor:
     """Run ``fn(old) -> new`` as an in-place update of ``self``.
 
-    ``raw(array)``, when given, performs the write directly on the array; it is used when no
-    gradient is recorded (the common case: optimizer updates under ``no_grad``).
+    ``raw``, when given, is ``(prim, inputs, params)``: an in-place primitive that writes into
+    ``self`` directly, used when no gradient is recorded (the common case: optimizer updates
+    under ``no_grad``). Otherwise the new value is computed out of place and written back by
+    the ``write_`` primitive; either way the write is one op that ``apply`` sees.
     """
     _check_leaf(self)
     if not self._data.flags.writeable and self._device is CPU:
@@ -148,19 +179,15 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     )
     if not recording:
         if raw is not None:
-            raw(self._data)
-        else:
-            res = fn(self)
-            _write(self, res, op)
-        self._bump_version()
-        return self
+            prim, inputs, params = raw
+            return apply(prim, self, *inputs, **params)
+        return apply(_WRITE, self, fn(self), op=op)
     since = tick()
     snap = _snapshot(self)
     res = fn(snap)
     if _reads_old_value(res, snap, since):
         snap._data = snap._data.copy()
-    _write(self, res, op)
-    self._bump_version()
+    apply(_WRITE, self, res, op=op)
     if self._base is None:
         self._node = res._node
         self._requires_grad = res._requires_grad
@@ -172,11 +199,8 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     base_old._data = base._data
     base_old._node = base._node
     base_old._requires_grad = base._requires_grad
-    node = CopySlices()
-    node.inputs = (base_old, res)
-    node.edges = (edge(base_old), edge(res))
-    node.chain = chain = view_chain(self)
-    base._node = node
+    chain = view_chain(self)
+    base._node = apply(_COPY_SLICES, base_old, res, chain=chain)._node
     base._requires_grad = True
     self._node = apply_view_chain(chain, base)._node
     self._requires_grad = True
@@ -202,7 +226,7 @@ def refresh_views(base: Tensor, skip) -> None:
     base._views = live
 
 
-def _write(self: Tensor, res: Tensor, op: str) -> None:
+def _write_impl(self: Tensor, res: Tensor, op: str) -> None:
     rd = res._data
     if rd.shape != self._data.shape:
         try:
@@ -214,6 +238,14 @@ def _write(self: Tensor, res: Tensor, op: str) -> None:
     _check_cast(self, rd.dtype, op)
     if rd is not self._data:
         self._data[...] = rd
+
+
+# ``self[...] = res``: the write-back of an in-place op computed out of place.
+_WRITE = Primitive("write_", None, _write_impl, inplace=True)
+# The history of a base after a write into one of its views: its gradient rule splits the
+# incoming gradient between the old base (outside the view) and the written value (inside).
+# Its output is the base's (already written) array.
+_COPY_SLICES = Primitive("copy_slices", CopySlices, lambda base_old, res, chain: base_old._data)
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -236,19 +268,25 @@ def _other_array(self: Tensor, other, op: str):
     return od, rt
 
 
+def _ufunc_inplace_impl(ufunc, op: str, float_result: bool):
+    def impl(self, other):
+        od, rt = _other_array(self, other, op)
+        if float_result and np.dtype(rt).kind not in "fV":
+            rt = _dtype.defaults.float.np
+        _check_cast(self, np.dtype(rt), op)
+        arr = self._data
+        ufunc(arr, od, out=arr, casting="unsafe")
+
+    return impl
+
+
 def _ufunc_inplace(ufunc, fn, op: str, float_result: bool = False):
+    prim = Primitive(op, None, _ufunc_inplace_impl(ufunc, op, float_result), inplace=True)
+
     def method(self, other, *, alpha=1):
         if alpha != 1:
             other = other * alpha
-
-        def raw(arr):
-            od, rt = _other_array(self, other, op)
-            if float_result and np.dtype(rt).kind not in "fV":
-                rt = _dtype.defaults.float.np
-            _check_cast(self, np.dtype(rt), op)
-            ufunc(arr, od, out=arr, casting="unsafe")
-
-        return apply_inplace(self, lambda x: fn(x, other), (other,), raw=raw, op=op)
+        return apply_inplace(self, lambda x: fn(x, other), (other,), raw=(prim, (other,), {}), op=op)
 
     method.__name__ = op
     method.__doc__ = f"In-place ``{fn.__name__}``; returns self."
@@ -275,10 +313,14 @@ def _generic_inplace(fn, op: str):
 def zero_(self: Tensor) -> Tensor:
     """Fill with zeros in place."""
 
-    def raw(arr):
-        arr[...] = 0
+    return apply_inplace(self, lambda x: x * 0, (), raw=(_FILL, (), {"value": 0}), op="zero_")
 
-    return apply_inplace(self, lambda x: x * 0, (), raw=raw, op="zero_")
+
+def _fill_impl(self, value):
+    self._data[...] = value._data if isinstance(value, Tensor) else value
+
+
+_FILL = Primitive("fill_", None, _fill_impl, inplace=True)
 
 
 def fill_(self: Tensor, value) -> Tensor:
@@ -288,15 +330,12 @@ def fill_(self: Tensor, value) -> Tensor:
             f"fill_ only supports 0-dimension value tensor but got tensor with {value._data.ndim} dimensions."
         )
 
-    def raw(arr):
-        arr[...] = value._data if isinstance(value, Tensor) else value
-
     def fn(x):
         from ember.ops.creation import zeros_like
 
         return zeros_like(x) + value
 
-    return apply_inplace(self, fn, (value,), raw=raw, op="fill_")
+    return apply_inplace(self, fn, (value,), raw=(_FILL, (), {"value": value}), op="fill_")
 
 
 def copy_(self: Tensor, src, non_blocking: bool = False) -> Tensor:
@@ -310,19 +349,23 @@ def copy_(self: Tensor, src, non_blocking: bool = False) -> Tensor:
             f"copy_: the source shape {list(src.shape)} cannot be broadcast to the destination shape {list(self.shape)}"
         ) from None
 
-    def raw(arr):
-        sd = src._data
-        if src._device is not self._device:
-            sd = self._device.backend.asarray(src._device.backend.to_host(sd))
-        arr[...] = sd
-
     def fn(x):
         from ember.ops.movement import expand
 
         s = src.to(self.dtype) if src._data.dtype != self._data.dtype else src
         return expand(s, self._data.shape) + x * 0
 
-    return apply_inplace(self, fn, (src,), raw=raw, op="copy_")
+    return apply_inplace(self, fn, (src,), raw=(_COPY, (src,), {}), op="copy_")
+
+
+def _copy_impl(self, src):
+    sd = src._data
+    if src._device is not self._device:
+        sd = self._device.backend.asarray(src._device.backend.to_host(sd))
+    self._data[...] = sd
+
+
+_COPY = Primitive("copy_", None, _copy_impl, inplace=True)
 
 
 def setitem_method(self: Tensor, key, value) -> None:
@@ -332,19 +375,23 @@ def setitem_method(self: Tensor, key, value) -> None:
 
 
 # --------------------------------------------------------------------------- random fills (nn.init)
-def _random_fill(sample):
-    def method(self, *args, generator=None, **kwargs):
+def _random_fill(name: str, sample):
+    def impl(self, *args, generator=None, **kwargs):
         from ember.random import numpy_generator
 
-        def raw(arr):
-            vals = sample(numpy_generator(generator), arr.shape, *args, **kwargs)
-            arr[...] = self._device.backend.asarray(vals) if self._device is not CPU else vals
+        arr = self._data
+        vals = sample(numpy_generator(generator), arr.shape, *args, **kwargs)
+        arr[...] = self._device.backend.asarray(vals) if self._device is not CPU else vals
 
+    prim = Primitive(name, None, impl, inplace=True)
+    prim.register("meta", lambda self, *args, **kwargs: None)  # nothing to sample into
+
+    def method(self, *args, generator=None, **kwargs):
         _check_leaf_for_init(self)
-        raw(self._data)
-        self._bump_version()
-        return self
+        return apply(prim, self, *args, generator=generator, **kwargs)
 
+    method.__name__ = name
+    method.__doc__ = f"Fill in place with samples (``{name}``); returns self."
     return method
 
 
@@ -356,10 +403,10 @@ def _check_leaf_for_init(self: Tensor) -> None:
         )
 
 
-uniform_ = _random_fill(lambda g, shape, a=0.0, b=1.0: g.uniform(a, b, shape))
-normal_ = _random_fill(lambda g, shape, mean=0.0, std=1.0: g.normal(mean, std, shape))
-bernoulli_ = _random_fill(lambda g, shape, p=0.5: g.random(shape) < p)
-exponential_ = _random_fill(lambda g, shape, lambd=1.0: g.exponential(1.0 / lambd, shape))
+uniform_ = _random_fill("uniform_", lambda g, shape, a=0.0, b=1.0: g.uniform(a, b, shape))
+normal_ = _random_fill("normal_", lambda g, shape, mean=0.0, std=1.0: g.normal(mean, std, shape))
+bernoulli_ = _random_fill("bernoulli_", lambda g, shape, p=0.5: g.random(shape) < p)
+exponential_ = _random_fill("exponential_", lambda g, shape, lambd=1.0: g.exponential(1.0 / lambd, shape))
 
 
 def _random_ints(g, shape, low=0, high=None):
@@ -368,48 +415,55 @@ def _random_ints(g, shape, low=0, high=None):
     return g.integers(low, high, shape)
 
 
-random_ = _random_fill(_random_ints)
-geometric_ = _random_fill(lambda g, shape, p: g.geometric(p, shape))
-log_normal_ = _random_fill(lambda g, shape, mean=1.0, std=2.0: g.lognormal(mean, std, shape))
-cauchy_ = _random_fill(lambda g, shape, median=0.0, sigma=1.0: median + sigma * g.standard_cauchy(shape))
+random_ = _random_fill("random_", _random_ints)
+geometric_ = _random_fill("geometric_", lambda g, shape, p: g.geometric(p, shape))
+log_normal_ = _random_fill("log_normal_", lambda g, shape, mean=1.0, std=2.0: g.lognormal(mean, std, shape))
+cauchy_ = _random_fill("cauchy_", lambda g, shape, median=0.0, sigma=1.0: median + sigma * g.standard_cauchy(shape))
 
 
 def index_add_(self: Tensor, dim: int, index, source, *, alpha=1) -> Tensor:
     """In-place ``index_add``: without autograd, only the indexed slices are touched."""
     from ember.ops import index as ix
 
-    def raw(arr):
-        axis, idx, sd = ix.index_add_args(self, dim, index, source)
-        if alpha != 1:
-            sd = sd * alpha
-        ix._index_add_into(arr, axis, idx, sd.astype(arr.dtype, copy=False), self._device)
-
+    raw = (_INDEX_ADD_, (index, source), {"dim": dim, "alpha": alpha})
     return apply_inplace(
         self, lambda x: ix.index_add(x, dim, index, source, alpha=alpha), (source,), raw=raw, op="index_add_"
     )
 
 
 # --------------------------------------------------------------------------- optimizer update ops
-# ``addcmul_``, ``addcdiv_``, ``lerp_``, ``maximum_`` and ``sqrt_`` with direct array paths when no
-# gradient is recorded (optimizer steps run them under no_grad on every parameter); with
-# autograd they are recorded as their out-of-place twins, like every in-place op.
+# ``addcmul_``, ``addcdiv_``, ``lerp_``, ``maximum_`` and ``sqrt_`` are in-place primitives that
+# write the array directly when no gradient is recorded (optimizer steps run them under no_grad on
+# every parameter, and capture records them); with autograd they are recorded as their
+# out-of-place twins, like every in-place op.
 def _operand(self: Tensor, other, op: str):
     od, rt = _other_array(self, other, op)
     _check_cast(self, np.dtype(rt), op)
     return od
 
 
-def _addc_(ufunc, fn, op: str):
-    def method(self, tensor1, tensor2, *, value=1):
-        def raw(arr):
-            tmp = ufunc(_operand(self, tensor1, op), _operand(self, tensor2, op))
-            if value != 1:
-                tmp *= value
-            np.add(arr, tmp, out=arr, casting="unsafe")
+def _addc_impl(ufunc, op: str):
+    def impl(self, tensor1, tensor2, value):
+        arr = self._data
+        tmp = ufunc(_operand(self, tensor1, op), _operand(self, tensor2, op))
+        if value != 1:
+            tmp *= value
+        np.add(arr, tmp, out=arr, casting="unsafe")
 
+    return impl
+
+
+def _addc_(ufunc, fn, op: str):
+    prim = Primitive(op, None, _addc_impl(ufunc, op), inplace=True)
+
+    def method(self, tensor1, tensor2, *, value=1):
         return apply_inplace(
-            self, lambda x: fn(x, tensor1, tensor2, value=value), (tensor1, tensor2), raw=raw, op=op
-        )  # fmt: skip
+            self,
+            lambda x: fn(x, tensor1, tensor2, value=value),
+            (tensor1, tensor2),
+            raw=(prim, (tensor1, tensor2), {"value": value}),
+            op=op,
+        )
 
     method.__name__ = op
     method.__doc__ = f"In-place ``{op[:-1]}``: ``self += value * tensor1 {'*' if op == 'addcmul_' else '/'} tensor2``."
@@ -420,36 +474,64 @@ addcmul_ = _addc_(np.multiply, ew.addcmul, "addcmul_")
 addcdiv_ = _addc_(np.true_divide, ew.addcdiv, "addcdiv_")
 
 
-def lerp_(self: Tensor, end, weight) -> Tensor:
-    """In-place ``lerp``: ``self + weight * (end - self)``, with PyTorch's two formulas (exact at 0 and 1)."""
+def _lerp_inplace_impl(self, end, weight):
     from ember.ops.foreach import _lerp_array
 
-    def raw(arr):
-        e = _operand(self, end, "lerp_")
-        if isinstance(weight, Tensor):
-            w = _operand(self, weight, "lerp_")
-            diff = e - arr
-            arr[...] = np.where(np.abs(w) < 0.5, arr + w * diff, e - diff * (1 - w))
-        else:
-            _lerp_array(arr, e, weight)
+    arr = self._data
+    e = _operand(self, end, "lerp_")
+    if isinstance(weight, Tensor):
+        w = _operand(self, weight, "lerp_")
+        diff = e - arr
+        arr[...] = np.where(np.abs(w) < 0.5, arr + w * diff, e - diff * (1 - w))
+    else:
+        _lerp_array(arr, e, weight)
 
-    return apply_inplace(self, lambda x: ew.lerp(x, end, weight), (end, weight), raw=raw, op="lerp_")
+
+_LERP_ = Primitive("lerp_", None, _lerp_inplace_impl, inplace=True)
+
+
+def lerp_(self: Tensor, end, weight) -> Tensor:
+    """In-place ``lerp``: ``self + weight * (end - self)``, with PyTorch's two formulas (exact at 0 and 1)."""
+    return apply_inplace(
+        self, lambda x: ew.lerp(x, end, weight), (end, weight), raw=(_LERP_, (end, weight), {}), op="lerp_"
+    )
+
+
+def _maximum_inplace_impl(self, other):
+    arr = self._data
+    np.maximum(arr, _operand(self, other, "maximum_"), out=arr, casting="unsafe")
+
+
+_MAXIMUM_ = Primitive("maximum_", None, _maximum_inplace_impl, inplace=True)
 
 
 def maximum_(self: Tensor, other) -> Tensor:
     """In-place ``maximum`` (NaN propagates); returns self."""
+    return apply_inplace(self, lambda x: ew.maximum(x, other), (other,), raw=(_MAXIMUM_, (other,), {}), op="maximum_")
 
-    def raw(arr):
-        np.maximum(arr, _operand(self, other, "maximum_"), out=arr, casting="unsafe")
 
-    return apply_inplace(self, lambda x: ew.maximum(x, other), (other,), raw=raw, op="maximum_")
+def _sqrt_inplace_impl(self):
+    arr = self._data
+    _check_cast(self, np.dtype(_dtype.defaults.float.np) if arr.dtype.kind in "biu" else arr.dtype, "sqrt_")
+    np.sqrt(arr, out=arr)
+
+
+_SQRT_ = Primitive("sqrt_", None, _sqrt_inplace_impl, inplace=True)
 
 
 def sqrt_(self: Tensor) -> Tensor:
     """In-place ``sqrt``; returns self."""
+    return apply_inplace(self, ew.sqrt, (), raw=(_SQRT_, (), {}), op="sqrt_")
 
-    def raw(arr):
-        _check_cast(self, np.dtype(_dtype.defaults.float.np) if arr.dtype.kind in "biu" else arr.dtype, "sqrt_")
-        np.sqrt(arr, out=arr)
 
-    return apply_inplace(self, ew.sqrt, (), raw=raw, op="sqrt_")
+def _index_add_inplace_impl(self, index, source, dim, alpha):
+    from ember.ops import index as ix
+
+    axis, idx, sd = ix.index_add_args(self, dim, index, source)
+    if alpha != 1:
+        sd = sd * alpha
+    arr = self._data
+    ix._index_add_into(arr, axis, idx, sd.astype(arr.dtype, copy=False), self._device)
+
+
+_INDEX_ADD_ = Primitive("index_add_", None, _index_add_inplace_impl, inplace=True)

@@ -15,7 +15,25 @@ from ember._lowp import f32_compute
 from ember.amp import state as amp_state
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, check_tensor, record
+from ember.ops._base import Tensor, check_tensor
+from ember.ops.dispatch import Primitive, apply
+
+__all__ = [
+    "addmm",
+    "addmv",
+    "baddbmm",
+    "bmm",
+    "dot",
+    "einsum",
+    "ger",
+    "inner",
+    "matmul",
+    "mm",
+    "mv",
+    "outer",
+    "tensordot",
+    "vdot",
+]
 
 _matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
 _einsum = f32_compute(np.einsum)
@@ -86,6 +104,15 @@ def matmul(input, other, *, out=None) -> Tensor:
         raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {input.dtype} != {other.dtype}")
     if ad.shape[-1] != bd.shape[-2 if bd.ndim > 1 else 0]:
         raise _matmul_error(input, other, "matmul")
+    t = apply(_MATMUL, input, other)
+    if out is not None:
+        out.copy_(t)
+        return out
+    return t
+
+
+def _matmul_impl(input, other):
+    ad, bd = input._data, other._data
     try:
         if ad.ndim > 2 and bd.ndim == 2 and ad.flags.c_contiguous:
             # Rows of a batch times one matrix: one large GEMM instead of a batched loop.
@@ -94,16 +121,10 @@ def matmul(input, other, *, out=None) -> Tensor:
             res = _matmul(ad, bd)
     except ValueError:
         raise _matmul_error(input, other, "matmul") from None
-    t = record(
-        Matmul,
-        res if isinstance(res, np.ndarray) or input._device.type != "cpu" else np.asarray(res),
-        (input, other),
-        input._device,
-    )
-    if out is not None:
-        out.copy_(t)
-        return out
-    return t
+    return res
+
+
+_MATMUL = Primitive("matmul", Matmul, _matmul_impl)
 
 
 def mm(input, mat2) -> Tensor:
@@ -253,8 +274,7 @@ def _parse_einsum(equation: str, shapes) -> tuple[list[str], str]:
 
 
 class Einsum(Node):
-    # (``out_sub``, not ``out``: ``record`` takes ``out`` as its own argument.)
-    __slots__ = ("subs", "out_sub")
+    __slots__ = ("subs", "out_sub", "equation")
 
     def backward(self, g):
         from ember.ops.index import index_put_zeros
@@ -297,11 +317,17 @@ def einsum(equation: str, *operands) -> Tensor:
     for i, x in enumerate(operands):
         check_tensor(x, "einsum", f"operands[{i}]")
     subs, out = _parse_einsum(equation, [x._data.shape for x in operands])
-    eq = ",".join(subs) + "->" + out
+    return apply(_EINSUM, *operands, subs=subs, out_sub=out, equation=equation)
+
+
+def _einsum_impl(*operands, subs, out_sub, equation):
+    eq = ",".join(subs) + "->" + out_sub
     try:
-        res = _einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
+        return _einsum(eq, *[x._data for x in operands], optimize=len(operands) > 2 or "greedy")
     except ValueError as exc:
         raise RuntimeError(
             f"einsum(): {exc} (equation '{equation}', shapes {[list(x.shape) for x in operands]})"
         ) from None
-    return record(Einsum, np.asarray(res), tuple(operands), operands[0]._device, subs=subs, out_sub=out)
+
+
+_EINSUM = Primitive("einsum", Einsum, _einsum_impl)

@@ -9,14 +9,70 @@ from __future__ import annotations
 
 import builtins
 import math
-import weakref
 
 import numpy as np
 
 from ember import _dtype
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
-from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
+from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, wrap_dims
+from ember.ops.dispatch import Primitive, apply
+
+__all__ = [
+    "adjoint",
+    "apply_view_chain",
+    "atleast_1d",
+    "atleast_2d",
+    "broadcast_shapes",
+    "broadcast_tensors",
+    "broadcast_to",
+    "cat",
+    "chunk",
+    "clone",
+    "concat",
+    "concatenate",
+    "contiguous",
+    "diag",
+    "diag_embed",
+    "diagonal",
+    "expand",
+    "expand_as",
+    "flatten",
+    "flip",
+    "fliplr",
+    "flipud",
+    "hstack",
+    "moveaxis",
+    "movedim",
+    "narrow",
+    "permute",
+    "repeat",
+    "repeat_interleave",
+    "replay_view",
+    "reshape",
+    "reshape_as",
+    "roll",
+    "select",
+    "split",
+    "squeeze",
+    "stack",
+    "swapaxes",
+    "swapdims",
+    "t",
+    "tensor_split",
+    "tile",
+    "trace",
+    "transpose",
+    "tril",
+    "triu",
+    "unbind",
+    "unflatten",
+    "unsqueeze",
+    "view",
+    "view_as",
+    "view_chain",
+    "vstack",
+]
 
 
 # --------------------------------------------------------------------------- view bookkeeping
@@ -25,58 +81,17 @@ def _is_view(out, d) -> bool:
     return b is not None and (b is d or (d.base is not None and b is d.base))
 
 
-def _make_view(out, x: Tensor, node_cls, fn, args, **attrs) -> Tensor:
-    """Wrap ``out`` (a NumPy view of ``x``'s data) as a view tensor of ``x``."""
-    t = Tensor.__new__(Tensor)
-    t._data = out
-    dev = x._device
-    if dev is not CPU:
-        t._device = dev
-    base = x if x._base is None else x._base
-    t._base = base
-    t._view_of = (x, fn, args)
-    if x._vc is not None:
-        t._vc = x._vc
-    if not x._requires_grad:
-        return t
-    if not grad_state.enabled:
-        # As in PyTorch: a view made under no_grad of a tensor that requires grad requires grad
-        # too (as a leaf), and may not be modified in place once grad mode is back on.
-        t._requires_grad = True
-        t._no_grad_view = True
-        return t
-    node = node_cls()
-    node.inputs = (x,)
-    node.edges = (edge(x),)
-    for k, v in attrs.items():
-        setattr(node, k, v)
-    t._node = node
-    t._requires_grad = True
-    if base._node is not None:
-        # An in-place op on the base (or another view) gives the base new history; this view
-        # must then be re-derived from it (inplace.refresh_views). Leaves never get history.
-        views = base._views
-        if views is None:
-            base._views = [weakref.ref(t)]
-        else:
-            views.append(weakref.ref(t))
-            n = len(views)
-            if n >= 64 and not n & (n - 1):  # at powers of two: drop dead views (amortized O(1))
-                base._views = [r for r in views if r() is not None]
-    return t
-
-
 Tensor._view_of = None
 Tensor._no_grad_view = False
 
 
 def view_chain(view: Tensor) -> tuple:
-    """The view ops, base first, that made ``view`` from its base: ``((fn, args), ...)``."""
+    """The view ops, base first, that made ``view`` from its base: ``((prim, params), ...)``."""
     chain = []
     t = view
     while t._view_of is not None and t is not view._base:
-        parent, fn, args = t._view_of
-        chain.append((fn, args))
+        parent, prim, params = t._view_of
+        chain.append((prim, params))
         t = parent
     chain.reverse()
     return tuple(chain)
@@ -84,8 +99,8 @@ def view_chain(view: Tensor) -> tuple:
 
 def apply_view_chain(chain: tuple, new_base: Tensor) -> Tensor:
     out = new_base
-    for fn, args in chain:
-        out = fn(out, *args)
+    for prim, params in chain:
+        out = apply(prim, out, **params)
     return out
 
 
@@ -131,7 +146,7 @@ def _infer_shape(shape: tuple, numel: int, op: str) -> tuple:
 
 # --------------------------------------------------------------------------- reshape family
 class Reshape(Node):
-    __slots__ = ()
+    __slots__ = ("shape",)
     saves_values = False
 
     def backward(self, g):
@@ -146,14 +161,29 @@ def reshape(input, *shape) -> Tensor:
         >>> ember.arange(6).reshape(2, 3).shape
         ember.Size([2, 3])
     """
-    d = input._data
-    shape = _infer_shape(_shape_arg(shape), d.size, "reshape")
-    if shape == d.shape:
-        return _make_view(d.view(), input, Reshape, reshape, (shape,))
-    out = d.reshape(shape)
-    if _is_view(out, d):
-        return _make_view(out, input, Reshape, reshape, (shape,))
-    return record(Reshape, out, (input,), input._device)
+    shape = _infer_shape(_shape_arg(shape), input._data.size, "reshape")
+    return apply(_RESHAPE, input, shape=shape)
+
+
+# A view when NumPy's reshape gives one (``apply`` checks), else a copy.
+_RESHAPE = Primitive("reshape", Reshape, lambda x, shape: x._data.reshape(shape), view="maybe")
+
+
+def _view_impl(x, shape):
+    d = x._data
+    try:
+        return d.reshape(shape, copy=False) if x._device is CPU else d.reshape(shape)
+    except ValueError:
+        raise RuntimeError(
+            "view size is not compatible with input tensor's size and stride (at least one dimension "
+            f"spans across two contiguous subspaces): input shape {list(d.shape)}, strides "
+            f"{list(x.stride())}, requested {list(shape)}. Use .reshape(...) instead."
+        ) from None
+
+
+_VIEW = Primitive("view", Reshape, _view_impl, view=True)
+# Shares memory but is no autograd view (it has no gradient), as before the dispatcher.
+_VIEW_DTYPE = Primitive("view_dtype", None, lambda x, dtype: x._data.view(dtype.np))
 
 
 def view(input, *shape) -> Tensor:
@@ -165,18 +195,9 @@ def view(input, *shape) -> Tensor:
         target = shape[0]
         if target.itemsize != input._data.itemsize:
             raise RuntimeError("view(dtype): only dtypes of the same element size are supported")
-        return Tensor._from(input._data.view(target.np), input)
-    d = input._data
-    shape = _infer_shape(_shape_arg(shape), d.size, "view")
-    try:
-        out = d.reshape(shape, copy=False) if input._device is CPU else d.reshape(shape)
-    except ValueError:
-        raise RuntimeError(
-            "view size is not compatible with input tensor's size and stride (at least one dimension "
-            f"spans across two contiguous subspaces): input shape {list(d.shape)}, strides "
-            f"{list(input.stride())}, requested {list(shape)}. Use .reshape(...) instead."
-        ) from None
-    return _make_view(out, input, Reshape, view, (shape,))
+        return apply(_VIEW_DTYPE, input, dtype=target)
+    shape = _infer_shape(_shape_arg(shape), input._data.size, "view")
+    return apply(_VIEW, input, shape=shape)
 
 
 def view_as(input, other) -> Tensor:
@@ -222,7 +243,7 @@ def squeeze(input, dim=None) -> Tensor:
     else:
         axes = wrap_dims(dim, len(shape), "squeeze") if shape else ()
         new = tuple(s for i, s in enumerate(shape) if not (i in axes and s == 1))
-    return reshape(input, new) if new != shape else _make_view(input._data.view(), input, Reshape, reshape, (new,))
+    return apply(_RESHAPE, input, shape=new)
 
 
 def unsqueeze(input, dim: int) -> Tensor:
@@ -256,14 +277,17 @@ def permute(input, *dims) -> Tensor:
     dims = tuple(_wrap_dim(p, d.ndim, "permute") for p in dims)
     if len(set(dims)) != len(dims):
         raise RuntimeError("permute(): duplicate dims are not allowed.")
-    return _make_view(d.transpose(dims), input, Permute, permute, (dims,), dims=dims)
+    return apply(_PERMUTE, input, dims=dims)
+
+
+_PERMUTE = Primitive("permute", Permute, lambda x, dims: x._data.transpose(dims), view=True)
 
 
 def transpose(input, dim0: int, dim1: int) -> Tensor:
     """Swap two dims (a view)."""
     n = input._data.ndim
     if n == 0:
-        return _make_view(input._data.view(), input, Reshape, reshape, ((),))
+        return apply(_RESHAPE, input, shape=())
     a, b = _wrap_dim(dim0, n, "transpose"), _wrap_dim(dim1, n, "transpose")
     dims = list(range(n))
     dims[a], dims[b] = dims[b], dims[a]
@@ -277,11 +301,7 @@ def t(input) -> Tensor:
     """Transpose a matrix (tensors of at most 2 dims)."""
     if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
-    return (
-        transpose(input, 0, 1)
-        if input._data.ndim == 2
-        else _make_view(input._data.view(), input, Reshape, reshape, (input._data.shape,))
-    )
+    return transpose(input, 0, 1) if input._data.ndim == 2 else apply(_RESHAPE, input, shape=input._data.shape)
 
 
 def adjoint(input) -> Tensor:
@@ -305,7 +325,7 @@ moveaxis = movedim
 
 # --------------------------------------------------------------------------- expand / repeat
 class Expand(Node):
-    __slots__ = ()
+    __slots__ = ("target",)
     saves_values = False
 
     def backward(self, g):
@@ -339,9 +359,11 @@ def expand(input, *sizes) -> Tensor:
         target.append(s)
     target = tuple(target)
     if target == d.shape:
-        return _make_view(d.view(), input, Reshape, reshape, (target,))
-    out = np.broadcast_to(d, target) if input._device is CPU else input._device.backend.xp.broadcast_to(d, target)
-    return _make_view(out, input, Expand, expand, (target,))
+        return apply(_RESHAPE, input, shape=target)
+    return apply(_EXPAND, input, target=target)
+
+
+_EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True)
 
 
 def expand_as(input, other) -> Tensor:
@@ -399,15 +421,22 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None) -> Ten
     from ember.ops.index import index_select
 
     if repeats is None:
-        reps = input._data
-        return Tensor._from(np.repeat(np.arange(reps.size, dtype=np.int64), reps), input)
+        return apply(_REPEAT_COUNTS, input)
     if dim is None:
         input = flatten(input)
         dim = 0
     n = input._data.shape[dim]
-    reps = repeats._data if isinstance(repeats, Tensor) else np.full(n, repeats)
-    idx = np.repeat(np.arange(n), reps)
-    return index_select(input, dim, Tensor._from(idx.astype(np.int64), input))
+    if not isinstance(repeats, Tensor):
+        from ember.ops.creation import full
+
+        repeats = full((n,), repeats, dtype=_dtype.int64, device=input.device)
+    return index_select(input, dim, apply(_REPEAT_COUNTS, repeats))
+
+
+# The indices 0..n-1, each repeated by its count (the counts' values are read: no meta form).
+_REPEAT_COUNTS = Primitive(
+    "repeat_interleave_counts", None, lambda r: np.repeat(np.arange(r._data.size, dtype=np.int64), r._data)
+)
 
 
 # --------------------------------------------------------------------------- copies
@@ -424,12 +453,19 @@ def contiguous(input, memory_format=None) -> Tensor:
     d = input._data
     if d.flags.c_contiguous:
         return input
-    return record(Copy, np.ascontiguousarray(d) if input._device is CPU else d.copy(), (input,), input._device)
+    return apply(_CONTIGUOUS, input)
+
+
+_CONTIGUOUS = Primitive("contiguous", Copy, lambda x: x._data.copy())
+_CONTIGUOUS.register("cpu", lambda x: np.ascontiguousarray(x._data))
 
 
 def clone(input, *, memory_format=None) -> Tensor:
     """A copy with its own memory; gradients flow back to ``input``."""
-    return record(Copy, input._data.copy(), (input,), input._device)
+    return apply(_CLONE, input)
+
+
+_CLONE = Primitive("clone", Copy, lambda x: x._data.copy())
 
 
 # --------------------------------------------------------------------------- slicing helpers
@@ -509,7 +545,7 @@ def unbind(input, dim: int = 0):
 
 # --------------------------------------------------------------------------- joining
 class Cat(Node):
-    __slots__ = ("axis", "sizes")
+    __slots__ = ("axis", "sizes", "dtype")
     saves_values = False
 
     def backward(self, g):
@@ -548,12 +584,7 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
                     f"torch.cat(): Sizes of tensors must match except in dimension {axis}. Expected size "
                     f"{ref.shape[k]} but got size {s[k]} for tensor number {i} in the list."
                 )
-    dev = parts[0]._device
-    xp = dev.backend.xp
-    arrays = [x._data if x._data.dtype == rt.np else x._data.astype(rt.np) for x in parts]
-    res = record(
-        Cat, xp.concatenate(arrays, axis=axis), tuple(parts), dev, axis=axis, sizes=[x._data.shape[axis] for x in parts]
-    )
+    res = apply(_CAT, *parts, axis=axis, sizes=[x._data.shape[axis] for x in parts], dtype=rt)
     if out is not None:
         out.copy_(res)
         return out
@@ -561,6 +592,14 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
 
 
 concat = concatenate = cat
+
+
+def _cat_impl(*parts, axis, sizes, dtype):
+    arrays = [x._data if x._data.dtype == dtype.np else x._data.astype(dtype.np) for x in parts]
+    return np.concatenate(arrays, axis=axis)
+
+
+_CAT = Primitive("cat", Cat, _cat_impl)
 
 
 def stack(tensors, dim: int = 0, *, out=None) -> Tensor:
@@ -617,12 +656,10 @@ def flip(input, *dims_args, dims=None) -> Tensor:
     if isinstance(dims, int):
         dims = (dims,)
     axes = wrap_dims(dims, input._data.ndim, "flip")
-    out = (
-        np.flip(input._data, axes).copy()
-        if input._device is CPU
-        else input._device.backend.xp.flip(input._data, axes).copy()
-    )
-    return record(Flip, out, (input,), input._device, axes=axes)
+    return apply(_FLIP, input, axes=axes)
+
+
+_FLIP = Primitive("flip", Flip, lambda x, axes: np.flip(x._data, axes).copy())
 
 
 def fliplr(input) -> Tensor:
@@ -651,8 +688,10 @@ def roll(input, shifts, dims=None) -> Tensor:
     if len(shifts) != len(dims):
         raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
     axes = tuple(_wrap_dim(d, input._data.ndim, "roll") for d in dims)
-    out = np.roll(input._data, shifts, axes)
-    return record(Roll, out, (input,), input._device, shifts=shifts, axes=axes)
+    return apply(_ROLL, input, shifts=shifts, axes=axes)
+
+
+_ROLL = Primitive("roll", Roll, lambda x, shifts, axes: np.roll(x._data, shifts, axes))
 
 
 class TriMask(Node):
@@ -667,14 +706,17 @@ def tril(input, diagonal: int = 0) -> Tensor:
     """Zero the elements above the ``diagonal``-th diagonal of the last two dims."""
     if input._data.ndim < 2:
         raise RuntimeError("tril: input tensor must have at least 2 dimensions")
-    return record(TriMask, np.tril(input._data, diagonal), (input,), input._device, k=diagonal, upper=False)
+    return apply(_TRI, input, k=diagonal, upper=False)
 
 
 def triu(input, diagonal: int = 0) -> Tensor:
     """Zero the elements below the ``diagonal``-th diagonal of the last two dims."""
     if input._data.ndim < 2:
         raise RuntimeError("triu: input tensor must have at least 2 dimensions")
-    return record(TriMask, np.triu(input._data, diagonal), (input,), input._device, k=diagonal, upper=True)
+    return apply(_TRI, input, k=diagonal, upper=True)
+
+
+_TRI = Primitive("tri_mask", TriMask, lambda x, k, upper: (np.triu if upper else np.tril)(x._data, k))
 
 
 class Diagonal(Node):
@@ -708,16 +750,24 @@ def diagonal(input, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
     a, b = _wrap_dim(dim1, n, "diagonal"), _wrap_dim(dim2, n, "diagonal")
     if a == b:
         raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
-    d = input._data
+    return apply(_DIAGONAL, input, offset=offset, d1=a, d2=b)
+
+
+def _diagonal_impl(x, offset, d1, d2):
+    a, b, n = d1, d2, x._data.ndim
+    d = x._data
     out = d.diagonal(offset, a, b)
-    if input._device is CPU and out.size:
+    if x._device is CPU and out.size:
         # NumPy's diagonal is a read-only view; the same strides through as_strided are writable.
         key = [slice(None)] * n
         key[a] = slice(builtins.max(-offset, 0), None)
         key[b] = slice(builtins.max(offset, 0), None)
         start = d[tuple(key)]
         out = np.lib.stride_tricks.as_strided(start, out.shape, out.strides, writeable=d.flags.writeable)
-    return _make_view(out, input, Diagonal, diagonal, (offset, a, b), offset=offset, d1=a, d2=b)
+    return out
+
+
+_DIAGONAL = Primitive("diagonal", Diagonal, _diagonal_impl, view=True)
 
 
 def diag(input, diagonal: int = 0) -> Tensor:
@@ -735,7 +785,9 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1) -> Tensor:
     if (offset, dim1, dim2) != (0, -2, -1):
         raise RuntimeError("diag_embed: only the default offset and dims are supported")
     n = input._data.shape[-1]
-    eye = Tensor._from(np.eye(n, dtype=input._data.dtype), input)
+    from ember.ops.creation import eye as _eye
+
+    eye = _eye(n, dtype=input.dtype, device=input.device)
     return unsqueeze(input, -1) * eye
 
 

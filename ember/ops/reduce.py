@@ -16,7 +16,37 @@ from ember import _dtype
 from ember._lowp import LOW_NP, is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
-from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, edge, grad_state, record, wrap_dims
+from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
+from ember.ops.dispatch import Primitive, apply, composite
+
+__all__ = [
+    "all",
+    "amax",
+    "amin",
+    "aminmax",
+    "any",
+    "argmax",
+    "argmin",
+    "count_nonzero",
+    "cummax",
+    "cumprod",
+    "cumsum",
+    "logsumexp",
+    "max",
+    "mean",
+    "min",
+    "nanmean",
+    "nansum",
+    "norm",
+    "prod",
+    "prod_axes",
+    "std",
+    "std_mean",
+    "sum",
+    "var",
+    "var_mean",
+    "vector_norm",
+]
 
 _sum = builtins.sum
 
@@ -44,13 +74,13 @@ def _axes(dim, ndim: int, op: str) -> tuple:
     return axes if ndim else ()
 
 
-def _result(res, x: Tensor, node_cls, axes, keepdim, **attrs) -> Tensor:
-    # (``res``, not ``out``: AmaxAmin and friends pass their own ``out`` attribute.)
-    return record(node_cls, res, (x,), x._device, axes=axes, keepdim=keepdim, **attrs)
+def _with_result(out):
+    """An implementation's return for nodes that keep their output array as ``result``."""
+    return out, {"result": out}
 
 
 class Sum(Node):
-    __slots__ = ("axes", "keepdim")
+    __slots__ = ("axes", "keepdim", "dtype", "out_dtype")
     saves_values = False
 
     def backward(self, g):
@@ -91,30 +121,29 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         npd = np.int64
     else:
         npd = np.float32 if is_low(d) else None  # float16/bfloat16 accumulate in float32, as torch
-    dev = input._device
-    if dev is CPU:
-        # np.add.reduce directly: np.sum's wrapper costs more than the reduction on small inputs.
-        out = _add_reduce(d, axis=axes, dtype=npd, keepdims=keepdim)
-        if type(out) is not np.ndarray:
-            out = np.asarray(out)
-    else:
-        out = d.sum(axis=axes, dtype=npd, keepdims=keepdim)
-    if dtype is None and out.dtype != d.dtype and is_low(d):
-        with np.errstate(over="ignore"):  # overflow rounds to inf, as torch's, without a warning
-            out = out.astype(d.dtype)
-    t = Tensor.__new__(Tensor)
-    t._data = out
-    if dev is not CPU:
-        t._device = dev
-    if input._requires_grad and grad_state.enabled:
-        node = Sum()
-        node.inputs = (input,)
-        node.edges = (edge(input),)
-        node.axes = axes
-        node.keepdim = keepdim
-        t._node = node
-        t._requires_grad = True
-    return t
+    if npd is None:  # the common case: one parameter less to pass and to set on the node
+        return apply(_SUM, input, axes=axes, keepdim=keepdim)
+    if dtype is None and is_low(d):
+        return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=npd, out_dtype=d.dtype)
+    return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=npd)
+
+
+def _sum_impl(reduce):
+    def impl(x, axes, keepdim, dtype=None, out_dtype=None):
+        out = reduce(x._data, axes, dtype, keepdim)
+        if out_dtype is not None:
+            with np.errstate(over="ignore"):  # overflow rounds to inf, as torch's, without a warning
+                out = out.astype(out_dtype)
+        return out
+
+    return impl
+
+
+_SUM = Primitive("sum", Sum, _sum_impl(lambda d, axes, dtype, keepdim: d.sum(axis=axes, dtype=dtype, keepdims=keepdim)))
+# np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
+_SUM.register(
+    "cpu", _sum_impl(lambda d, axes, dtype, keepdim: _add_reduce(d, axis=axes, dtype=dtype, keepdims=keepdim))
+)
 
 
 def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
@@ -123,6 +152,7 @@ def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
     return sum(where(isnan(input), 0.0, input), dim, keepdim)
 
 
+@composite
 def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Arithmetic mean over ``dim``; floating-point inputs only, as in PyTorch."""
     if not isinstance(input, Tensor):
@@ -147,8 +177,7 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     # sum, then scale in place: the sum is a fresh array, and d(mean)/dx is d(sum)/dx / n.
     s = sum(input, axes, keepdim)
     if s._node is None:
-        np.multiply(s._data, 1.0 / n, out=s._data, casting="unsafe")
-        return s
+        return s.mul_(1.0 / n)
     return s * (1.0 / n)
 
 
@@ -193,6 +222,10 @@ class VarStd(Node):
 
 
 def _var_std(input, axes, keepdim, correction, take_sqrt) -> Tensor:
+    return apply(_VAR_STD, input, axes=axes, keepdim=keepdim, correction=correction, sqrt=take_sqrt)
+
+
+def _var_std_impl(input, axes, keepdim, correction, sqrt):
     d = input._data
     n = 1
     for a in axes:
@@ -202,10 +235,12 @@ def _var_std(input, axes, keepdim, correction, take_sqrt) -> Tensor:
         mu = np.mean(d, axis=axes, keepdims=True, dtype=acc) if n else np.zeros((1,) * d.ndim, acc)
         c = d - mu
         out = np.sum(c * c, axis=axes, keepdims=keepdim, dtype=acc) / acc.type(builtins.max(n - correction, 0))
-        if take_sqrt:
+        if sqrt:
             out = np.sqrt(out)
-    out = np.asarray(out, dtype=d.dtype)
-    return _result(out, input, VarStd, axes, keepdim, correction=correction, sqrt=take_sqrt, result=out)
+    return _with_result(out.astype(d.dtype, copy=False))
+
+
+_VAR_STD = Primitive("var_std", VarStd, _var_std_impl, extras=True)
 
 
 def _var_args(op, input, dim, unbiased, correction):
@@ -267,8 +302,8 @@ def _prod_of_others(x: Tensor, axes) -> Tensor:
     """
     from ember.ops.elementwise import where
 
-    is_zero = Tensor._from(x._data == 0, x)
-    n_zero = Tensor._from(np.sum(x._data == 0, axis=axes, keepdims=True), x)
+    is_zero = (x == 0).detach()
+    n_zero = sum(is_zero, axes, keepdim=True)
     safe = where(is_zero, 1.0, x)
     p_safe = prod_axes(safe, axes, keepdim=True)  # product of the non-zero elements
     zsum = sum(where(is_zero, x, 0.0), axes, keepdim=True)
@@ -278,8 +313,10 @@ def _prod_of_others(x: Tensor, axes) -> Tensor:
 
 
 def prod_axes(input, axes, keepdim=False):
-    out = np.prod(input._data, axis=axes, keepdims=keepdim)
-    return _result(np.asarray(out), input, Prod, axes, keepdim)
+    return apply(_PROD, input, axes=axes, keepdim=keepdim)
+
+
+_PROD = Primitive("prod", Prod, lambda x, axes, keepdim: np.prod(x._data, axis=axes, keepdims=keepdim))
 
 
 def prod(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
@@ -301,11 +338,10 @@ class AmaxAmin(Node):
 
     def backward(self, g):
         x = self.inputs[0]
-        xd = x._data
-        out = self.result if self.keepdim else np.expand_dims(self.result, self.axes)
-        mask = (xd == out).astype(xd.dtype)
-        mask /= mask.sum(axis=self.axes, keepdims=True)
-        return (_expand_back(g, xd.shape, self.axes, self.keepdim) * Tensor._from(mask, x),)
+        res = self.result if self.keepdim else np.expand_dims(self.result, self.axes)
+        mask = (x == Tensor._from(res, x)).to(x.dtype)
+        mask = mask / sum(mask, self.axes, keepdim=True)
+        return (_expand_back(g, x._data.shape, self.axes, self.keepdim) * mask,)
 
 
 def _check_nonempty(d, axes, op):
@@ -321,8 +357,15 @@ def _amax_amin(input, dim, keepdim, fn, op):
     d = input._data
     axes = _axes(dim, d.ndim, op)
     _check_nonempty(d, axes, op)
-    out = np.asarray(fn(d, axis=axes, keepdims=keepdim))
-    return _result(out, input, AmaxAmin, axes, keepdim, result=out)
+    return apply(_AMAX if op == "amax" else _AMIN, input, axes=axes, keepdim=keepdim)
+
+
+_AMAX = Primitive(
+    "amax", AmaxAmin, lambda x, axes, keepdim: _with_result(np.max(x._data, axis=axes, keepdims=keepdim)), extras=True
+)
+_AMIN = Primitive(
+    "amin", AmaxAmin, lambda x, axes, keepdim: _with_result(np.min(x._data, axis=axes, keepdims=keepdim)), extras=True
+)
 
 
 def amax(input, dim=(), keepdim: bool = False) -> Tensor:
@@ -341,16 +384,32 @@ def _arg_extreme(input, dim, keepdim, fn, op):
         raise RuntimeError(f"{op}(): does not support bool input")
     if dim is None:
         _check_nonempty(d, (), op) if d.size == 0 else None
-        out = np.asarray(fn(d.reshape(-1)))
-        if keepdim:
-            out = out.reshape((1,) * d.ndim)
-        return Tensor._from(out.astype(np.int64), input)
+        return apply(_ARG_EXTREME[op], input, axis=None, keepdim=keepdim)
     axis = _wrap_dim(dim, d.ndim, op)
     if d.ndim == 0:
-        return Tensor._from(np.asarray(0, dtype=np.int64), input)
+        from ember.ops.creation import zeros
+
+        return zeros((), dtype=_dtype.int64, device=input.device)
     _check_nonempty(d, (axis,), op)
-    out = fn(d, axis=axis, keepdims=keepdim)
-    return Tensor._from(np.asarray(out, dtype=np.int64), input)
+    return apply(_ARG_EXTREME[op], input, axis=axis, keepdim=keepdim)
+
+
+def _arg_extreme_impl(fn):
+    def impl(x, axis, keepdim):
+        d = x._data
+        if axis is None:
+            out = fn(d.reshape(-1))
+            return out.reshape((1,) * d.ndim).astype(np.int64) if keepdim else out.astype(np.int64)
+        return fn(d, axis=axis, keepdims=keepdim).astype(np.int64)
+
+    return impl
+
+
+_ARG_EXTREME = {
+    "argmax": Primitive("argmax", None, _arg_extreme_impl(np.argmax)),
+    "argmin": Primitive("argmin", None, _arg_extreme_impl(np.argmin)),
+}
+_ARG_EXTREME["max"], _ARG_EXTREME["min"] = _ARG_EXTREME["argmax"], _ARG_EXTREME["argmin"]
 
 
 def argmax(input, dim=None, keepdim: bool = False) -> Tensor:
@@ -407,9 +466,10 @@ class LogSumExp(Node):
         from ember.ops.elementwise import exp
 
         x = self.inputs[0]
-        out = Tensor._from(self.result if self.keepdim else np.expand_dims(self.result, self.axes), x)
         if grad_state.enabled:
             out = logsumexp(x, self.axes, keepdim=True)  # differentiable path for create_graph
+        else:
+            out = Tensor._from(self.result if self.keepdim else np.expand_dims(self.result, self.axes), x)
         return (_expand_back(g, x._data.shape, self.axes, self.keepdim) * exp(x - out),)
 
 
@@ -418,8 +478,12 @@ def logsumexp(input, dim=None, keepdim: bool = False) -> Tensor:
     check_tensor(input, "logsumexp")
     if input._data.dtype.kind not in "fV":
         input = input.to(_dtype.defaults.float)
-    d = input._data
-    axes = _axes(dim, d.ndim, "logsumexp")
+    axes = _axes(dim, input._data.ndim, "logsumexp")
+    return apply(_LOGSUMEXP, input, axes=axes, keepdim=keepdim)
+
+
+def _logsumexp_impl(x, axes, keepdim):
+    d = x._data
     if d.size == 0:
         out = np.log(np.sum(np.exp(d), axis=axes, keepdims=keepdim))
     else:
@@ -428,8 +492,10 @@ def logsumexp(input, dim=None, keepdim: bool = False) -> Tensor:
         out = np.log(np.sum(np.exp(d - m), axis=axes, keepdims=True)) + m
         if not keepdim:
             out = np.squeeze(out, axis=axes)
-    out = np.asarray(out, dtype=d.dtype)
-    return _result(out, input, LogSumExp, axes, keepdim, result=out)
+    return _with_result(out.astype(d.dtype, copy=False))
+
+
+_LOGSUMEXP = Primitive("logsumexp", LogSumExp, _logsumexp_impl, extras=True)
 
 
 class Norm2(Node):
@@ -439,9 +505,10 @@ class Norm2(Node):
 
     def backward(self, g):
         x = self.inputs[0]
-        out = Tensor._from(self.result if self.keepdim else np.expand_dims(self.result, self.axes), x)
         if grad_state.enabled:
             out = vector_norm(x, 2, self.axes, keepdim=True)
+        else:
+            out = Tensor._from(self.result if self.keepdim else np.expand_dims(self.result, self.axes), x)
         safe = out.masked_fill(out == 0, 1.0)
         scale = (x / safe).masked_fill(out == 0, 0.0)
         return (_expand_back(g, x._data.shape, self.axes, self.keepdim) * scale,)
@@ -470,19 +537,30 @@ def vector_norm(input, ord=2, dim=None, keepdim: bool = False) -> Tensor:
     d = input._data
     axes = _axes(dim, d.ndim, "norm") if dim is not None else tuple(range(d.ndim))
     if ord == 2:
-        out = np.sqrt(np.sum(d * d, axis=axes, keepdims=keepdim))
-        out = np.asarray(out, dtype=d.dtype)
-        return _result(out, input, Norm2, axes, keepdim, result=out)
+        return apply(_NORM2, input, axes=axes, keepdim=keepdim)
     if ord == float("inf"):
         return amax(_abs(input), axes, keepdim)
     if ord == -float("inf"):
         return amin(_abs(input), axes, keepdim)
     if ord == 0:
-        count = np.asarray(np.sum(d != 0, axis=axes, keepdims=keepdim), dtype=d.dtype)
-        return _result(count, input, CountNonzero, axes, keepdim)
+        return apply(_NORM0, input, axes=axes, keepdim=keepdim)
     if ord == 1:
         return sum(_abs(input), axes, keepdim)
     return _pow(sum(_pow(_abs(input), ord), axes, keepdim), 1.0 / ord)
+
+
+def _norm2_impl(x, axes, keepdim):
+    d = x._data
+    out = np.sqrt(np.sum(d * d, axis=axes, keepdims=keepdim))
+    return _with_result(out.astype(d.dtype, copy=False))
+
+
+_NORM2 = Primitive("norm2", Norm2, _norm2_impl, extras=True)
+_NORM0 = Primitive(
+    "norm0",
+    CountNonzero,
+    lambda x, axes, keepdim: np.sum(x._data != 0, axis=axes, keepdims=keepdim).astype(x._data.dtype),
+)
 
 
 def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
@@ -502,24 +580,31 @@ def any(input, dim=None, keepdim: bool = False) -> Tensor:
     """True where any element along ``dim`` is non-zero."""
     d = input._data
     axes = wrap_dims(dim, d.ndim, "any") if dim is not None else None
-    return Tensor._from(np.asarray(np.any(d, axis=axes, keepdims=keepdim)), input)
+    return apply(_ANY, input, axes=axes, keepdim=keepdim)
+
+
+_ANY = Primitive("any", None, lambda x, axes, keepdim: np.any(x._data, axis=axes, keepdims=keepdim))
+_ALL = Primitive("all", None, lambda x, axes, keepdim: np.all(x._data, axis=axes, keepdims=keepdim))
+_COUNT_NONZERO = Primitive(
+    "count_nonzero", None, lambda x, axes: np.asarray(np.count_nonzero(x._data, axis=axes)).astype(np.int64)
+)
 
 
 def all(input, dim=None, keepdim: bool = False) -> Tensor:
     """True where every element along ``dim`` is non-zero."""
     d = input._data
     axes = wrap_dims(dim, d.ndim, "all") if dim is not None else None
-    return Tensor._from(np.asarray(np.all(d, axis=axes, keepdims=keepdim)), input)
+    return apply(_ALL, input, axes=axes, keepdim=keepdim)
 
 
 def count_nonzero(input, dim=None) -> Tensor:
     d = input._data
     axes = wrap_dims(dim, d.ndim, "count_nonzero") if dim is not None else None
-    return Tensor._from(np.asarray(np.count_nonzero(d, axis=axes), dtype=np.int64), input)
+    return apply(_COUNT_NONZERO, input, axes=axes)
 
 
 class Cumsum(Node):
-    __slots__ = ("axis",)
+    __slots__ = ("axis", "dtype")
     saves_values = False
 
     def backward(self, g):
@@ -539,16 +624,27 @@ def cumsum(input, dim: int, *, dtype=None) -> Tensor:
     d = input._data
     axis = _wrap_dim(dim, d.ndim, "cumsum")
     npd = _dtype.to_dtype(dtype).np if dtype is not None else (np.int64 if d.dtype.kind in "biu" else None)
-    if npd is None and is_low(d):  # float16/bfloat16 accumulate in float32
-        with np.errstate(over="ignore"):
-            out = np.cumsum(d, axis=axis, dtype=np.float32).astype(d.dtype) if d.ndim else d.copy()
-    else:
-        out = np.cumsum(d, axis=axis, dtype=npd) if d.ndim else d.astype(npd or d.dtype, copy=True)
-    return record(Cumsum, out, (input,), input._device, axis=axis)
+    return apply(_CUMSUM, input, axis=axis, dtype=npd)
+
+
+def _scan_impl(fn):
+    def impl(x, axis, dtype):
+        d = x._data
+        if dtype is None and is_low(d):  # float16/bfloat16 accumulate in float32
+            if not d.ndim:
+                return d.copy()
+            with np.errstate(over="ignore"):
+                return fn(d, axis=axis, dtype=np.float32).astype(d.dtype)
+        return fn(d, axis=axis, dtype=dtype) if d.ndim else d.astype(dtype or d.dtype, copy=True)
+
+    return impl
+
+
+_CUMSUM = Primitive("cumsum", Cumsum, _scan_impl(np.cumsum))
 
 
 class Cumprod(Node):
-    __slots__ = ("axis",)
+    __slots__ = ("axis", "dtype")
 
     def backward(self, g):
         from ember.ops.movement import flip
@@ -578,9 +674,12 @@ def _cumprod_grad_with_zeros(x: Tensor, g: Tensor, axis: int) -> Tensor:
     n = x._data.shape[axis]
     xm = movedim(x, axis, -1)  # (..., n)
     gm = movedim(g, axis, -1)
-    eye = Tensor._from(np.eye(n, dtype=bool), x)
+    from ember.ops.creation import eye as _eye
+    from ember.ops.creation import ones
+
+    eye = _eye(n, dtype=_dtype.bool_, device=x.device)
     rows = cumprod(where(eye, 1.0, unsqueeze(xm, -2)), -1)  # rows[..., k, j] = prod_{i<=j, i!=k} x_i
-    upper = Tensor._from(np.triu(np.ones((n, n), dtype=bool)), x)  # j >= k
+    upper = ones((n, n), dtype=_dtype.bool_, device=x.device).triu()  # j >= k
     gk = sum(where(upper, rows * unsqueeze(gm, -2), 0.0), -1)
     return movedim(gk, -1, axis)
 
@@ -590,18 +689,25 @@ def cumprod(input, dim: int, *, dtype=None) -> Tensor:
     d = input._data
     axis = _wrap_dim(dim, d.ndim, "cumprod")
     npd = _dtype.to_dtype(dtype).np if dtype is not None else (np.int64 if d.dtype.kind in "biu" else None)
-    out = np.cumprod(d, axis=axis, dtype=npd) if d.ndim else d.astype(npd or d.dtype, copy=True)
-    return record(Cumprod, out, (input,), input._device, axis=axis)
+    return apply(_CUMPROD, input, axis=axis, dtype=npd)
+
+
+_CUMPROD = Primitive("cumprod", Cumprod, _scan_impl(np.cumprod))
 
 
 def cummax(input, dim: int):
     from ember.ops.index import gather
 
-    d = input._data
-    axis = _wrap_dim(dim, d.ndim, "cummax")
-    vals = np.maximum.accumulate(d, axis=axis)
-    n = d.shape[axis]
-    ar = np.arange(n).reshape([-1 if i == axis else 1 for i in range(d.ndim)])
-    idx = np.maximum.accumulate(np.where(d == vals, ar, 0), axis=axis).astype(np.int64)
-    it = Tensor._from(idx, input)
+    axis = _wrap_dim(dim, input._data.ndim, "cummax")
+    it = apply(_CUMMAX_INDICES, input, axis=axis)
     return values_indices(gather(input, axis, it), it)
+
+
+def _cummax_indices_impl(x, axis):
+    d = x._data
+    vals = np.maximum.accumulate(d, axis=axis)
+    ar = np.arange(d.shape[axis]).reshape([-1 if i == axis else 1 for i in range(d.ndim)])
+    return np.maximum.accumulate(np.where(d == vals, ar, 0), axis=axis).astype(np.int64)
+
+
+_CUMMAX_INDICES = Primitive("cummax_indices", None, _cummax_indices_impl)

@@ -25,7 +25,8 @@ import math
 import numpy as np
 
 from ember.autograd.node import Node
-from ember.ops._base import Tensor, default_float_np, record
+from ember.ops._base import Tensor, default_float_np
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = ["lgamma", "digamma", "polygamma"]
 
@@ -122,7 +123,7 @@ def polygamma_array(n: int, x: np.ndarray) -> np.ndarray:
 
 
 def _float_out(x: Tensor, arr: np.ndarray) -> np.ndarray:
-    return arr.astype(x._data.dtype if x._data.dtype.kind == "f" else default_float_np())
+    return arr.astype(x._data.dtype if x._data.dtype.kind in "fV" else default_float_np())
 
 
 class Lgamma(Node):
@@ -141,15 +142,26 @@ class Polygamma(Node):
 
 def lgamma(input: Tensor) -> Tensor:
     """``log|Gamma(input)|`` elementwise (``+inf`` at the poles 0, -1, -2, ...)."""
-    return record(Lgamma, _float_out(input, lgamma_array(input._data)), (input,), input._device)
+    return apply(_LGAMMA, input)
 
 
 def polygamma(n: int, input: Tensor) -> Tensor:
     """The ``n``-th derivative of the digamma function, elementwise (``n = 0`` is ``digamma``)."""
     if not isinstance(n, int) or n < 0:
         raise RuntimeError(f"polygamma(n, x) does not support negative n (got {n})")
-    out = _float_out(input, polygamma_array(n, input._data))
-    return record(Polygamma, out, (input,), input._device, n=n)
+    return apply(_POLYGAMMA, input, n=n)
+
+
+def _float_meta(x, **params):
+    """Shape and dtype only: the input's shape in its float dtype (integers: the default float)."""
+    d = x._data
+    return x._device.backend.xp.empty(d.shape, d.dtype if d.dtype.kind in "fV" else default_float_np())
+
+
+_LGAMMA = Primitive("lgamma", Lgamma, lambda x: _float_out(x, lgamma_array(x._data)))
+_LGAMMA.register("meta", _float_meta)
+_POLYGAMMA = Primitive("polygamma", Polygamma, lambda x, n: _float_out(x, polygamma_array(n, x._data)))
+_POLYGAMMA.register("meta", _float_meta)
 
 
 def digamma(input: Tensor) -> Tensor:

@@ -1,10 +1,11 @@
 """``ember.profiler``: where eager time goes, op by op, forward and backward.
 
-Inside ``with profile() as prof:`` every public op function (``ember.*``, Tensor methods and
-operators, ``ember.nn.functional``) runs through a timing wrapper, and the backward engine times
-each node's gradient rule (``MulBackward0``, ...). Self time excludes the ops an op called, so a
-composite (``var``) and the primitives it is made of (``sum``, ``mul``) each show their own share.
-Nothing is wrapped outside the ``with`` block: profiling costs nothing when it is off.
+Profiling is a mode of ``ember.ops.dispatch.apply``, the one place every op runs: inside
+``with profile() as prof:`` apply times each primitive under its name (``matmul``, ``add``),
+composites marked with ``@composite`` (``mean``) are timed around the primitives they call, and
+the backward engine times each node's gradient rule (``MulBackward0``, ...). Self time excludes
+the ops an op called, so a composite and the primitives it is made of each show their own share.
+Nothing is patched: outside the ``with`` block the mode is off and costs one attribute test.
 
 Example:
     >>> import ember
@@ -19,11 +20,13 @@ Example:
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ember.profiler import _patch
+from ember._mode import mode
+from ember.ops.dispatch import run
 
 __all__ = ["profile", "record_function", "FunctionEventAvg"]
 
@@ -127,17 +130,52 @@ class profile:
         if self.with_trace:
             self._events.append((name, phase, start, dt))
 
+    # ----- the mode's hooks (called by apply, composites and the backward engine) -----
+    def _phase(self) -> str:
+        # Ops called by a gradient rule belong to the backward pass.
+        return "backward" if self._backward_depth else "forward"
+
+    def _on_apply(self, prim, inputs, params):
+        if threading.current_thread() is not self._thread:
+            return run(prim, inputs, params)
+        start = self._enter_op()
+        try:
+            return run(prim, inputs, params)
+        finally:
+            self._exit_op(prim.name, start, self._phase())
+
+    def _on_composite(self, name, fn, args, kwargs):
+        if threading.current_thread() is not self._thread:
+            return fn(*args, **kwargs)
+        start = self._enter_op()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._exit_op(name, start, self._phase())
+
+    def _on_backward(self, node, grad):
+        if threading.current_thread() is not self._thread:
+            return node.backward(grad)
+        start = self._enter_op()
+        self._backward_depth += 1
+        try:
+            return node.backward(grad)
+        finally:
+            self._backward_depth -= 1
+            self._exit_op(node.name(), start, "backward")
+
     # ----- context manager -----
     def __enter__(self) -> profile:
-        if _active:
-            raise RuntimeError("ember.profiler.profile: another profile is already active")
+        if _active or mode.handler is not None:
+            raise RuntimeError("ember.profiler.profile: another profile (or a capture) is already active")
+        self._thread = threading.current_thread()
         self._t0 = time.perf_counter_ns()
         _active.append(self)
-        _patch.install(self)
+        mode.handler, mode.composite, mode.backward_hook = self._on_apply, self._on_composite, self._on_backward
         return self
 
     def __exit__(self, *exc) -> bool:
-        _patch.uninstall()
+        mode.handler = mode.composite = mode.backward_hook = None
         _active.clear()
         return False
 

@@ -150,7 +150,7 @@ class SparseCOOTensor(Tensor):
         return self
 
     @property
-    def _requires_grad(self) -> bool:  # read by the base class and by record()
+    def _requires_grad(self) -> bool:  # read by the base class and by apply()
         return self._sp_values._requires_grad
 
     @property

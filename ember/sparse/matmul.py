@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ember.autograd.node import Node
-from ember.ops._base import _wrap, check_tensor, record
+from ember.ops._base import _wrap, check_tensor
+from ember.ops.dispatch import Primitive, apply
 from ember.sparse.coo import SparseCOOTensor
 from ember.tensor import Tensor
 
@@ -53,8 +54,16 @@ class SparseMM(Node):
 
 
 def _spmm(vals: Tensor, rows: np.ndarray, cols: np.ndarray, dense: Tensor, n: int) -> Tensor:
-    out = _spmm_array(vals._data, rows, cols, dense._data, n)
-    return record(SparseMM, out, (vals, dense), dense._device, rows=rows, cols=cols, n=n)
+    return apply(_SPMM, vals, dense, rows=rows, cols=cols, n=n)
+
+
+_SPMM = Primitive(
+    "sparse_mm", SparseMM, lambda vals, dense, rows, cols, n: _spmm_array(vals._data, rows, cols, dense._data, n)
+)
+_SPMM.register(
+    "meta",
+    lambda vals, dense, rows, cols, n: dense._device.backend.xp.empty((n,) + dense._data.shape[1:], dense._data.dtype),
+)
 
 
 def _check_mm(op: str, sparse: SparseCOOTensor, dense: Tensor) -> None:

@@ -18,7 +18,8 @@ from ember._lowp import is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
-from ember.ops._base import Tensor, _wrap, check_tensor, grad_state, record
+from ember.ops._base import Tensor, _wrap, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 from ember.random import numpy_generator
 
 __all__ = ["scaled_dot_product_attention", "attention_composite"]
@@ -85,33 +86,10 @@ class SDPA(Node):
     __slots__ = ("spec", "probs")
 
     def backward(self, g):
-        spec = self.spec
-        q, k, v = self.inputs[:3]
         if grad_state.enabled:
             return self._composite_backward(g)
-        qd, gd = q._data, g._data
-        kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
-        if is_low(qd):  # float16/bfloat16: float32 compute (probs are kept in float32)
-            qd, gd, kd, vd = (a.astype(np.float32) for a in (qd, gd, kd, vd))
-        p = self.probs
-        pd = p if spec.drop is None else p * spec.drop
-        dq = dk = dv = dm = None
-        if v._requires_grad:
-            dv = _wrap(_sum_to(_fold_kv(np.matmul(np.swapaxes(pd, -1, -2), gd), spec.rep), v._data.shape), v._device)
-        dp = np.matmul(gd, np.swapaxes(vd, -1, -2))
-        if spec.drop is not None:
-            dp = dp * spec.drop
-        ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
-        if q._requires_grad:
-            dq = _wrap(_sum_to(np.matmul(ds, kd) * spec.scale, qd.shape), q._device)
-        if k._requires_grad:
-            dk_full = np.matmul(np.swapaxes(ds, -1, -2), qd) * spec.scale
-            dk = _wrap(_sum_to(_fold_kv(dk_full, spec.rep), k._data.shape), k._device)
-        if spec.mask_is_input:
-            m = self.inputs[3]
-            dm = _wrap(_sum_to(ds, m._data.shape).astype(m._data.dtype), m._device) if m._requires_grad else None
-            return _cast_like(dq, q), _cast_like(dk, k), _cast_like(dv, v), dm
-        return _cast_like(dq, q), _cast_like(dk, k), _cast_like(dv, v)
+        need = tuple(t._requires_grad for t in self.inputs)
+        return apply(_SDPA_BACKWARD, g, *self.inputs, node=self, need=need)
 
     def _composite_backward(self, g):
         from ember.autograd import grad
@@ -125,8 +103,38 @@ class SDPA(Node):
         return tuple(next(grads) if t._requires_grad else None for t in inputs)
 
 
+def _sdpa_backward_impl(g, q, k, v, *mask, node, need):
+    """(dq, dk, dv[, dmask]) on arrays, from the saved attention probabilities."""
+    spec = node.spec
+    qd, gd = q._data, g._data
+    kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
+    if is_low(qd):  # float16/bfloat16: float32 compute (probs are kept in float32)
+        qd, gd, kd, vd = (a.astype(np.float32) for a in (qd, gd, kd, vd))
+    p = node.probs
+    pd = p if spec.drop is None else p * spec.drop
+    dq = dk = dv = dm = None
+    if need[2]:
+        dv = _sum_to(_fold_kv(np.matmul(np.swapaxes(pd, -1, -2), gd), spec.rep), v._data.shape)
+    dp = np.matmul(gd, np.swapaxes(vd, -1, -2))
+    if spec.drop is not None:
+        dp = dp * spec.drop
+    ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
+    if need[0]:
+        dq = _sum_to(np.matmul(ds, kd) * spec.scale, qd.shape)
+    if need[1]:
+        dk = _sum_to(_fold_kv(np.matmul(np.swapaxes(ds, -1, -2), qd) * spec.scale, spec.rep), k._data.shape)
+    dq, dk, dv = _cast_like(dq, q), _cast_like(dk, k), _cast_like(dv, v)
+    if mask:
+        dm = _sum_to(ds, mask[0]._data.shape).astype(mask[0]._data.dtype) if need[3] else None
+        return dq, dk, dv, dm
+    return dq, dk, dv
+
+
 def _cast_like(g, x):
-    return g if g is None or g._data.dtype == x._data.dtype else _wrap(g._data.astype(x._data.dtype), g._device)
+    return g if g is None or g.dtype == x._data.dtype else g.astype(x._data.dtype)
+
+
+_SDPA_BACKWARD = Primitive("scaled_dot_product_attention_backward", None, _sdpa_backward_impl, multi=True)
 
 
 def attention_composite(q: Tensor, k: Tensor, v: Tensor, float_mask, spec: _Spec):
@@ -142,8 +150,8 @@ def attention_composite(q: Tensor, k: Tensor, v: Tensor, float_mask, spec: _Spec
     if spec.bool_mask is not None:
         s = where(_wrap(spec.bool_mask, q._device), s, _wrap(np.array(-np.inf, dtype=q._data.dtype), q._device))
     # Subtracting a constant row maximum keeps exp finite and does not change the gradient.
-    m = np.max(s._data, axis=-1, keepdims=True)
-    e = (s - _wrap(np.where(np.isfinite(m), m, 0), q._device)).exp()
+    m = s.detach().amax(-1, keepdim=True)
+    e = (s - where(m.isfinite(), m, 0.0)).exp()
     p = e / e.sum(-1, keepdim=True)
     pd = p if spec.drop is None else p * _wrap(spec.drop, q._device)
     return pd @ v, pd
@@ -229,17 +237,8 @@ def scaled_dot_product_attention(
     )
     if key._data.shape[-2] == 0:  # no keys: every output row is an empty sum, zeros (as PyTorch)
         return _no_keys(query, key, value, spec.rep)
-    qd = query._data
-    kd, vd = _repeat_kv(key._data, spec.rep), _repeat_kv(value._data, spec.rep)
-    fm = None if float_mask is None else float_mask._data
-    if is_low(qd):  # float16/bfloat16: float32 compute, one rounding of the output
-        qd, kd, vd = (a.astype(np.float32) for a in (qd, kd, vd))
-        fm = None if fm is None else fm.astype(np.float32)
-    p = _softmax_rows(_scores(qd, kd, spec, fm))
-    pd = p if spec.drop is None else p * spec.drop
-    out = np.matmul(pd, vd).astype(query._data.dtype, copy=False)
     inputs = (query, key, value) if float_mask is None else (query, key, value, float_mask)
-    t = record(SDPA, out, inputs, query._device, spec=spec, probs=p)
+    t = apply(_SDPA, *inputs, spec=spec)
     if t._node is not None:
         t._node.save_versions(*inputs)
     return t
@@ -250,3 +249,19 @@ def _no_keys(query: Tensor, key: Tensor, value: Tensor, rep: int) -> Tensor:
     if rep > 1:
         key, value = key.repeat_interleave(rep, dim=-3), value.repeat_interleave(rep, dim=-3)
     return (query @ key.transpose(-2, -1)).to(value.dtype) @ value
+
+
+def _sdpa_impl(q, k, v, *mask, spec):
+    """The attention output, and the probabilities backward reads."""
+    qd = q._data
+    kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
+    fm = mask[0]._data if mask else None
+    if is_low(qd):  # float16/bfloat16: float32 compute, one rounding of the output
+        qd, kd, vd = (a.astype(np.float32) for a in (qd, kd, vd))
+        fm = None if fm is None else fm.astype(np.float32)
+    p = _softmax_rows(_scores(qd, kd, spec, fm))
+    pd = p if spec.drop is None else p * spec.drop
+    return np.matmul(pd, vd).astype(q._data.dtype, copy=False), {"probs": p}
+
+
+_SDPA = Primitive("scaled_dot_product_attention", SDPA, _sdpa_impl, extras=True)

@@ -31,7 +31,8 @@ from ember._lowp import f32_compute
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ckops
-from ember.ops._base import Tensor, check_tensor, record
+from ember.ops._base import Tensor, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = ["conv1d", "conv2d"]
 
@@ -322,20 +323,31 @@ class Conv2d(Node):
     __slots__ = ("geom",)
 
     def backward(self, g):
-        x, w = self.inputs[0], self.inputs[1]
-        gx = gw = gb = None
-        layout = None  # the rearranged g, made once when both gradients need it
-        if x._requires_grad and w._requires_grad:
-            layout = _grad_layout(g._data, x._data.shape, w._data.shape, self.geom)
-        if x._requires_grad:
-            gx = conv2d_input_grad(g, w, x._data.shape, self.geom, layout)
-        if w._requires_grad:
-            gw = conv2d_weight_grad(x, g, w._data.shape, self.geom, layout)
-        if len(self.inputs) == 3:
-            if self.inputs[2]._requires_grad:
-                gb = g.sum((0, 2, 3))
-            return gx, gw, gb
-        return gx, gw
+        x, w, b = self.inputs
+        need = (x._requires_grad, w._requires_grad)
+        if not grad_state.enabled:
+            gx, gw = apply(_CONV2D_BACKWARD, g, x, w, geom=self.geom, need=need)
+        else:  # create_graph: the two gradients as differentiable primitives
+            gx = conv2d_input_grad(g, w, x._data.shape, self.geom) if need[0] else None
+            gw = conv2d_weight_grad(x, g, w._data.shape, self.geom) if need[1] else None
+        gb = g.sum((0, 2, 3)) if b is not None and b._requires_grad else None
+        return gx, gw, gb
+
+
+def _conv2d_backward_impl(g, x, w, geom, need):
+    """(gx, gw) on arrays; the rearranged ``g`` is made once when both are needed."""
+    gd, x_shape, w_shape = g._data, x._data.shape, w._data.shape
+    layout = _grad_layout(gd, x_shape, w_shape, geom) if all(need) else None
+    gx = _input_grad(gd, w._data, x_shape, geom, layout) if need[0] else None
+    gw = _weight_grad(x._data, gd, w_shape, geom, layout) if need[1] else None
+    return gx, gw
+
+
+def _conv2d_backward_meta(g, x, w, geom, need):
+    zeros = g._device.backend.xp.empty
+    return (zeros(x._data.shape, g._data.dtype) if need[0] else None), (
+        zeros(w._data.shape, g._data.dtype) if need[1] else None
+    )
 
 
 class Conv2dInputGrad(Node):
@@ -362,26 +374,52 @@ class Conv2dWeightGrad(Node):
         return dx, dg
 
 
-def conv2d_input_grad(g: Tensor, w: Tensor, x_shape: tuple, geom: _Geom, layout=None) -> Tensor:
-    out = _input_grad(g._data, w._data, tuple(x_shape), geom, layout)
-    return record(Conv2dInputGrad, out, (g, w), g._device, geom=geom, x_shape=tuple(x_shape))
+def conv2d_input_grad(g: Tensor, w: Tensor, x_shape: tuple, geom: _Geom) -> Tensor:
+    return apply(_CONV2D_INPUT_GRAD, g, w, geom=geom, x_shape=tuple(x_shape))
 
 
-def conv2d_weight_grad(x: Tensor, g: Tensor, w_shape: tuple, geom: _Geom, layout=None) -> Tensor:
-    out = _weight_grad(x._data, g._data, tuple(w_shape), geom, layout)
-    return record(Conv2dWeightGrad, out, (x, g), g._device, geom=geom, w_shape=tuple(w_shape))
+def conv2d_weight_grad(x: Tensor, g: Tensor, w_shape: tuple, geom: _Geom) -> Tensor:
+    return apply(_CONV2D_WEIGHT_GRAD, x, g, geom=geom, w_shape=tuple(w_shape))
 
 
 def _conv2d_raw(x: Tensor, w: Tensor, b, geom: _Geom) -> Tensor:
-    out = _conv_forward(x._data, w._data, None if b is None else b._data, geom)
-    inputs = (x, w) if b is None else (x, w, b)
-    t = record(Conv2d, out, inputs, x._device, geom=geom)
+    t = apply(_CONV2D, x, w, b, geom=geom)
     node = t._node
     if node is not None:
         # Only the input is kept (as in PyTorch), not the im2col columns, which would be
         # kh*kw times its size: the backward repacks it.
-        node.save_versions(*inputs)
+        node.save_versions(*(i for i in node.inputs if i is not None))
     return t
+
+
+def _conv2d_meta(x, w, b, geom):
+    n, _, h, wd = x._data.shape
+    o, _, kh, kw = w._data.shape
+    pt, pb, pl, pr = geom.pad
+    ho = _out_size(h, pt + pb, kh, geom.stride[0], geom.dilation[0])
+    wo = _out_size(wd, pl + pr, kw, geom.stride[1], geom.dilation[1])
+    return x._device.backend.xp.empty((n, o, ho, wo), x._data.dtype)
+
+
+def _meta_of(shape_param: str):
+    return lambda a, b, geom, **p: a._device.backend.xp.empty(p[shape_param], a._data.dtype)
+
+
+_CONV2D = Primitive(
+    "conv2d", Conv2d, lambda x, w, b, geom: _conv_forward(x._data, w._data, None if b is None else b._data, geom)
+)
+_CONV2D_INPUT_GRAD = Primitive(
+    "conv2d_input_grad", Conv2dInputGrad, lambda g, w, geom, x_shape: _input_grad(g._data, w._data, x_shape, geom)
+)
+_CONV2D_WEIGHT_GRAD = Primitive(
+    "conv2d_weight_grad", Conv2dWeightGrad, lambda x, g, geom, w_shape: _weight_grad(x._data, g._data, w_shape, geom)
+)
+_CONV2D_BACKWARD = Primitive("conv2d_backward", None, _conv2d_backward_impl, multi=True)
+# Meta: the output shapes by formula (the array code packs real buffers).
+_CONV2D.register("meta", _conv2d_meta)
+_CONV2D_INPUT_GRAD.register("meta", _meta_of("x_shape"))
+_CONV2D_WEIGHT_GRAD.register("meta", _meta_of("w_shape"))
+_CONV2D_BACKWARD.register("meta", _conv2d_backward_meta)
 
 
 # --------------------------------------------------------------------------- public API

@@ -14,7 +14,8 @@ from ember.amp.policy import autocast_args
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.ops import elementwise as ew
-from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
+from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 from ember.ops.linalg import matmul
 
 __all__ = [
@@ -62,15 +63,21 @@ class Linear(Node):
             gw = matmul(g2.mT, x.reshape(-1, k)) if w._requires_grad else None
             gb = g2.sum(0) if b is not None and b._requires_grad else None
             return gx, gw, gb
-        g2 = g._data.reshape(-1, m)
-        gx = gw = gb = None
-        if x._requires_grad:
-            gx = Tensor._from(_mm(g2, w._data).reshape(x._data.shape), g)
-        if w._requires_grad:
-            gw = Tensor._from(_mm(g2.T, x._data.reshape(-1, k)), g)
-        if b is not None and b._requires_grad:
-            gb = Tensor._from(_sum0(g2), g)
-        return gx, gw, gb
+        need = (x._requires_grad, w._requires_grad, b is not None and b._requires_grad)
+        return apply(_LINEAR_BACKWARD, g, x, w, need=need)
+
+
+def _linear_backward_impl(g, x, w, need):
+    """(gx, gw, gb) of ``x @ W.T + b`` on arrays: one GEMM each (None where not needed)."""
+    k, m = w._data.shape[1], w._data.shape[0]
+    g2 = g._data.reshape(-1, m)
+    gx = _mm(g2, w._data).reshape(x._data.shape) if need[0] else None
+    gw = _mm(g2.T, x._data.reshape(-1, k)) if need[1] else None
+    gb = _sum0(g2) if need[2] else None
+    return gx, gw, gb
+
+
+_LINEAR_BACKWARD = Primitive("linear_backward", None, _linear_backward_impl, multi=True)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -94,16 +101,22 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         wd.ndim == 2
         and xd.ndim >= 1
         and xd.dtype == wd.dtype
-        and input._device.type == "cpu"
+        and input._device.type != "cuda"
         and (bias is None or (bias._data.shape == (wd.shape[0],) and bias._data.dtype == wd.dtype))
     )
     if not fused:  # unusual shapes or dtypes: the composed form gives PyTorch's errors and rules
         out = matmul(input, weight.mT if weight.ndim > 1 else weight)
         return out + bias if bias is not None else out
-    x2 = xd.reshape(-1, xd.shape[-1])
-    out = _affine(x2, wd, None if bias is None else bias._data)
-    out = out.reshape(xd.shape[:-1] + (wd.shape[0],))
-    return record(Linear, out, (input, weight, bias), input._device)
+    return apply(_LINEAR, input, weight, bias)
+
+
+def _linear_impl(x, w, b):
+    xd, wd = x._data, w._data
+    out = _affine(xd.reshape(-1, xd.shape[-1]), wd, None if b is None else b._data)
+    return out.reshape(xd.shape[:-1] + (wd.shape[0],))
+
+
+_LINEAR = Primitive("linear", Linear, _linear_impl)
 
 
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -144,31 +157,16 @@ def _check_bilinear(input1, input2, weight, bias) -> None:
 class Embedding(Node):
     """Row lookup; the gradient scatter-adds rows, skipping ``padding_idx``."""
 
-    __slots__ = ("index", "padding_idx", "scale_grad_by_freq")
+    __slots__ = ("padding_idx", "scale_grad_by_freq")
     saves_values = False
 
     def backward(self, g):
-        w = self.inputs[0]
-        idx = self.index.reshape(-1)
-        dim = w._data.shape[1]
+        w, index = self.inputs
         if grad_state.enabled:
-            return (self._backward_graph(g, w, idx, dim),)
-        rows = g._data.reshape(-1, dim)
-        if self.scale_grad_by_freq:
-            counts = np.bincount(idx, minlength=w._data.shape[0])
-            rows = rows / counts[idx][:, None]
-        out = np.zeros(w._data.shape, dtype=g._data.dtype)
-        if g._device.type == "cpu" and idx.size:
-            # Sort + reduceat is much faster than an unbuffered scatter-add for big batches.
-            order = np.argsort(idx, kind="stable")
-            sidx = idx[order]
-            starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
-            out[sidx[starts]] = np.add.reduceat(rows[order], starts, axis=0)
-        elif idx.size:
-            g._device.backend.scatter_add(out, idx, rows)
-        if self.padding_idx is not None:
-            out[self.padding_idx] = 0
-        return (Tensor._from(out, g),)
+            idx = index._device.backend.to_host(index._data).reshape(-1).astype(np.int64, copy=False)
+            return (self._backward_graph(g, w, idx, w._data.shape[1]), None)
+        params = {"padding_idx": self.padding_idx, "scale_grad_by_freq": self.scale_grad_by_freq}
+        return apply(_EMBEDDING_BACKWARD, g, w, index, **params), None
 
     def _backward_graph(self, g, w, idx, dim):
         from ember.ops.creation import tensor, zeros
@@ -184,6 +182,30 @@ class Embedding(Node):
             mask[self.padding_idx] = 0
             out = out * Tensor._from(mask, g)
         return out
+
+
+def _embedding_backward_impl(g, w, index, padding_idx, scale_grad_by_freq):
+    """The weight gradient: the rows of ``g`` added at their indices (``padding_idx`` gets none)."""
+    idx = index._data.reshape(-1)
+    rows = g._data.reshape(-1, w._data.shape[1])
+    if scale_grad_by_freq:
+        counts = np.bincount(idx, minlength=w._data.shape[0])
+        rows = rows / counts[idx][:, None]
+    out = g._device.backend.xp.zeros(w._data.shape, dtype=g._data.dtype)
+    if g._device.type == "cpu" and idx.size:
+        # Sort + reduceat is much faster than an unbuffered scatter-add for big batches.
+        order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
+        starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+        out[sidx[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    elif idx.size:
+        g._device.backend.scatter_add(out, idx, rows)
+    if padding_idx is not None:
+        out[padding_idx] = 0
+    return out
+
+
+_EMBEDDING_BACKWARD = Primitive("embedding_backward", None, _embedding_backward_impl)
 
 
 def _embedding_renorm_(weight: Tensor, idx: np.ndarray, max_norm: float, norm_type: float) -> None:
@@ -233,22 +255,28 @@ def embedding(
             if padding_idx < -num:
                 raise AssertionError("Padding_idx must be within num_embeddings")
             padding_idx = num + padding_idx
-    idx = input._device.backend.to_host(input._data).astype(np.int64, copy=False)
+    if max_norm is not None:
+        idx = input._device.backend.to_host(input._data).astype(np.int64, copy=False)
+        _check_rows(idx, num)
+        _embedding_renorm_(weight, idx, max_norm, norm_type)
+    return apply(_EMBEDDING, weight, input, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)
+
+
+def _check_rows(idx, num: int) -> None:
     if idx.size and (idx.min() < 0 or idx.max() >= num):
         bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
         raise IndexError(f"index {bad} is out of bounds for dimension 0 with size {num}")
-    if max_norm is not None:
-        _embedding_renorm_(weight, idx, max_norm, norm_type)
-    out = weight._data.take(input._data, axis=0)
-    return record(
-        Embedding,
-        out,
-        (weight,),
-        weight._device,
-        index=idx,
-        padding_idx=padding_idx,
-        scale_grad_by_freq=scale_grad_by_freq,
-    )
+
+
+def _embedding_impl(w, index, padding_idx, scale_grad_by_freq):
+    idx = index._data
+    if not getattr(idx, "is_meta", False):
+        _check_rows(idx, w._data.shape[0])
+    return w._data.take(idx.astype(np.int64, copy=False), axis=0)
+
+
+# The indices are the second input: the implementation reads them, the gradient goes to the weight.
+_EMBEDDING = Primitive("embedding", Embedding, _embedding_impl)
 
 
 # --------------------------------------------------------------------------- dropout
@@ -258,14 +286,21 @@ def _check_p(p: float) -> None:
 
 
 def _dropout_mask(input: Tensor, p: float, shape) -> Tensor:
+    return apply(_DROPOUT_MASK, input, p=p, shape=tuple(shape))
+
+
+def _dropout_mask_impl(x, p, shape):
+    """Kept elements scaled by ``1/(1-p)``, the others 0, in the input's dtype (random)."""
     from ember.random import numpy_generator
 
     keep = numpy_generator(None).random(shape) >= p
-    scale = np.asarray(0.0 if p == 1.0 else 1.0 / (1.0 - p), dtype=input._data.dtype)
-    mask = keep.astype(input._data.dtype) * scale
-    if input._device.type != "cpu":
-        mask = input._device.backend.asarray(mask)
-    return Tensor._from(mask, input)
+    scale = np.asarray(0.0 if p == 1.0 else 1.0 / (1.0 - p), dtype=x._data.dtype)
+    mask = keep.astype(x._data.dtype) * scale
+    return mask if x._device.type == "cpu" else x._device.backend.asarray(mask)
+
+
+_DROPOUT_MASK = Primitive("dropout_mask", None, _dropout_mask_impl)
+_DROPOUT_MASK.register("meta", lambda x, p, shape: x._device.backend.xp.empty(shape, x._data.dtype))
 
 
 def _apply_mask(input: Tensor, mask: Tensor, inplace: bool) -> Tensor:
@@ -374,7 +409,7 @@ def alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace
 class ConstantPad(Node):
     """Gradient of padding with a constant: the interior slice of the upstream gradient."""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "widths", "value")
     saves_values = False
 
     def backward(self, g):
@@ -459,9 +494,13 @@ def _constant_pad(input: Tensor, pairs, value) -> Tensor:
     x = input[tuple(crop)] if any(s != slice(None) for s in crop) else input
     if all(w == (0, 0) for w in widths):
         return x if x is not input else input.clone()
-    out = np.pad(x._data, widths, mode="constant", constant_values=value)
     key = tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, x._data.shape))
-    return record(ConstantPad, out, (x,), x._device, key=key)
+    return apply(_CONSTANT_PAD, x, key=key, widths=tuple(widths), value=value)
+
+
+_CONSTANT_PAD = Primitive(
+    "constant_pad", ConstantPad, lambda x, key, widths, value: np.pad(x._data, widths, constant_values=value)
+)
 
 
 # --------------------------------------------------------------------------- misc

@@ -16,9 +16,10 @@ import numpy as np
 
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
-from ember.nn.functional.activation import _log_softmax_array, _logsigmoid, log_softmax, softmax
+from ember.nn.functional.activation import _LOG_SOFTMAX, _logsigmoid, log_softmax, softmax
 from ember.ops import elementwise as ew
-from ember.ops._base import Tensor, check_tensor, grad_state, record
+from ember.ops._base import Tensor, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = [
     "cross_entropy",
@@ -141,7 +142,7 @@ class _ClassTargets:
 class _ClassLoss(Node):
     """Shared backward of the fused class-target losses (``sm`` holds softmax for cross entropy)."""
 
-    __slots__ = ("ct", "ls", "reduction", "denom", "logp", "softmax_mode")
+    __slots__ = ("ct", "ls", "reduction", "denom", "logp", "softmax_mode", "ignore_index", "op")
 
     def _scale(self, g):
         """Upstream gradient as a per-sample column (M, 1) array or Tensor."""
@@ -153,27 +154,39 @@ class _ClassLoss(Node):
     def backward(self, g):
         ct = self.ct
         x = self.inputs[0]
+        if not grad_state.enabled:
+            return (apply(_CLASS_LOSS_BACKWARD, g, x, node=self),)
         dtype = x._data.dtype
         q = ct.q(self.ls, dtype)
         qsum = q.sum(axis=1, keepdims=True)
-        if grad_state.enabled:
-            q_t = Tensor._from(q, g)
-            if self.softmax_mode:
-                p = softmax(x, 1 if x.ndim > 1 else 0)
-                p2 = _to_2d_tensor(p, ct)
-                grad2 = p2 * Tensor._from(qsum, g) - q_t
-            else:
-                grad2 = -q_t
-            grad2 = grad2 * (g.reshape(-1, 1) if self.reduction == "none" else self._scale(g))
-            return (_from_2d_tensor(grad2, ct),)
+        q_t = Tensor._from(q, g)
         if self.softmax_mode:
-            grad2 = np.exp(self.logp)
-            grad2 *= qsum
-            grad2 -= q
+            p = softmax(x, 1 if x.ndim > 1 else 0)
+            p2 = _to_2d_tensor(p, ct)
+            grad2 = p2 * Tensor._from(qsum, g) - q_t
         else:
-            grad2 = -q
-        grad2 *= self._scale(g._data)
-        return (Tensor._from(ct.from_2d(grad2).astype(dtype, copy=False), g),)
+            grad2 = -q_t
+        grad2 = grad2 * (g.reshape(-1, 1) if self.reduction == "none" else self._scale(g))
+        return (_from_2d_tensor(grad2, ct),)
+
+
+def _class_loss_backward_impl(g, x, node):
+    """The gradient of a fused class loss on arrays (no ``create_graph``)."""
+    ct = node.ct
+    dtype = x._data.dtype
+    q = ct.q(node.ls, dtype)
+    if node.softmax_mode:
+        grad2 = np.exp(node.logp)
+        grad2 *= q.sum(axis=1, keepdims=True)
+        grad2 -= q
+    else:
+        grad2 = -q
+    grad2 *= node._scale(g._data)
+    return ct.from_2d(grad2).astype(dtype, copy=False)
+
+
+_CLASS_LOSS_BACKWARD = Primitive("class_loss_backward", None, cpu=_class_loss_backward_impl)
+_CLASS_LOSS_BACKWARD.register("meta", lambda g, x, node: np.zeros_like(x._data))
 
 
 class CrossEntropy(_ClassLoss):
@@ -203,9 +216,25 @@ def _from_2d_tensor(t: Tensor, ct: _ClassTargets) -> Tensor:
 
 def _class_loss(input, target, weight, ignore_index, reduction, ls, softmax_mode, op) -> Tensor:
     _check_reduction(reduction)
+    return apply(
+        _CROSS_ENTROPY if softmax_mode else _NLL_LOSS,
+        input,
+        target,
+        weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        ls=ls,
+        softmax_mode=softmax_mode,
+        op=op,
+    )
+
+
+def _class_loss_impl(input, target, weight, ignore_index, reduction, ls, softmax_mode, op):
+    """The loss on arrays; the node keeps the targets' layout and the log-probabilities."""
     ct = _ClassTargets(input, target, weight, ignore_index, op)
     x2 = ct.to_2d(input._data)
-    logp = _log_softmax_array(x2, 1) if softmax_mode else x2
+    # log_softmax by its primitive's implementation for this device (the C row kernel on cpu).
+    logp = _LOG_SOFTMAX.impl_for(input._device)(Tensor._from(x2, input), 1) if softmax_mode else x2
     loss = ct.per_sample(logp, ls).astype(input._data.dtype, copy=False)
     denom = None
     if reduction == "none":
@@ -216,18 +245,25 @@ def _class_loss(input, target, weight, ignore_index, reduction, ls, softmax_mode
         denom = ct.denominator()
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.asarray(loss.sum() / denom, dtype=loss.dtype)
-    return record(
-        CrossEntropy if softmax_mode else NllLoss,
-        out,
-        (input,),
-        input._device,
-        ct=ct,
-        ls=ls,
-        reduction=reduction,
-        denom=denom,
-        logp=logp if softmax_mode else None,
-        softmax_mode=softmax_mode,
-    )
+    return out, {"ct": ct, "denom": denom, "logp": logp if softmax_mode else None}
+
+
+def _class_loss_meta(input, target, weight, ignore_index, reduction, ls, softmax_mode, op):
+    """Shapes only: the targets' values (bounds, ignored samples) are not known on meta."""
+    d = input._data
+    if reduction == "none":
+        out = np.zeros_like(target._data, dtype=d.dtype)
+    else:
+        out = d.sum()
+    return out, {"ct": None, "denom": None, "logp": None}
+
+
+# The targets (and class weights) are inputs: the implementation reads them, the gradient
+# goes to the logits only.
+_CROSS_ENTROPY = Primitive("cross_entropy", CrossEntropy, cpu=_class_loss_impl, extras=True)
+_NLL_LOSS = Primitive("nll_loss", NllLoss, cpu=_class_loss_impl, extras=True)
+for _prim in (_CROSS_ENTROPY, _NLL_LOSS):
+    _prim.register("meta", _class_loss_meta)
 
 
 def nll_loss(

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember._lowp import call_f32
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.nn.functional._checks import check_channel_params, check_group_norm_params, check_param_dtypes
 from ember.ops import elementwise as ew
-from ember.ops._base import Tensor, check_tensor, grad_state, record
+from ember.ops._base import Tensor, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = ["layer_norm", "group_norm", "rms_norm", "batch_norm", "instance_norm", "local_response_norm"]
 
@@ -52,36 +51,36 @@ class LayerNorm(Node):
         lead = tuple(range(x._data.ndim - len(self.axes)))
         if grad_state.enabled:
             return _norm_backward_graph(g, x, w, b, self.axes, self.eps, lead)
-        xhat, rstd = self.xhat, self.rstd
-        gd = g._data
-        need_gw = w is not None and w._requires_grad
-        need_gb = b is not None and b._requires_grad
-        if xhat is None:
-            pshape = x._data.shape[len(lead) :]
-            grads = call_f32(
-                ck.layer_norm_backward,
-                self.xc,
-                None if w is None else w._data,
-                gd,
-                self.mean,
-                rstd,
-                pshape,
-                x._requires_grad,
-                need_gw,
-                need_gb,
-            )
-            if grads is not None:
-                return tuple(None if a is None else Tensor._from(a, g) for a in grads)
-            xhat = (self.xc - self.mean) * rstd
-        gw = gb = gx = None
-        if need_gw:
-            gw = Tensor._from((gd * xhat).sum(axis=lead), g)
-        if need_gb:
-            gb = Tensor._from(gd.sum(axis=lead), g)
-        if x._requires_grad:
-            gxhat = gd * w._data if w is not None else gd
-            gx = Tensor._from(_norm_input_grad(gxhat, xhat, rstd, self.axes, x._data.dtype), g)
-        return gx, gw, gb
+        need = (x._requires_grad, w is not None and w._requires_grad, b is not None and b._requires_grad)
+        return apply(_LAYER_NORM_BACKWARD, g, x, w, node=self, need=need)
+
+
+def _layer_norm_backward_impl(g, x, w, node, need):
+    """(gx, gw, gb) of layer norm on arrays, from the node's saved statistics."""
+    lead = tuple(range(x._data.ndim - len(node.axes)))
+    xhat, rstd = node.xhat, node.rstd
+    gd = g._data
+    if xhat is None:  # saved by the C kernel (ember/backends/cpu_kernels.py): the input and mean
+        xhat = (node.xc - node.mean) * rstd
+    gw = (gd * xhat).sum(axis=lead) if need[1] else None
+    gb = gd.sum(axis=lead) if need[2] else None
+    gx = None
+    if need[0]:
+        gxhat = gd * w._data if w is not None else gd
+        gx = _norm_input_grad(gxhat, xhat, rstd, node.axes, x._data.dtype)
+    return gx, gw, gb
+
+
+def _norm_backward_meta(g, x, w, node, need):
+    empty = g._device.backend.xp.empty
+    gx = empty(x._data.shape, x._data.dtype) if need[0] else None
+    gw = empty(w._data.shape, w._data.dtype) if need[1] else None
+    gb = empty(w._data.shape, w._data.dtype) if need[2] else None
+    return gx, gw, gb
+
+
+_LAYER_NORM_BACKWARD = Primitive("layer_norm_backward", None, _layer_norm_backward_impl, multi=True)
+_LAYER_NORM_BACKWARD.register("meta", _norm_backward_meta)
 
 
 def _norm_backward_graph(g, x, w, b, axes, eps, param_axes, wshape=None):
@@ -135,15 +134,17 @@ def layer_norm(
         raise RuntimeError(f"\"LayerNormKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
     check_param_dtypes(input, weight, bias)
     axes = tuple(range(d.ndim - len(shape), d.ndim))
-    res = call_f32(ck.layer_norm, d, _data(weight), _data(bias), len(shape), eps, round_first=1)
-    if res is not None:
-        out, xc, mean, rstd = res
-        t = record(LayerNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps)
-        node = t._node
-        if node is not None:
-            node.xhat, node.xc, node.mean, node.rstd = None, xc, mean, rstd
-            node.save_versions(*(v for v in (input, weight) if v is not None))
-        return t
+    t = apply(_LAYER_NORM, input, weight, bias, axes=axes, eps=eps)
+    node = t._node
+    if node is not None:
+        node.save_versions(*(v for v in (input, weight) if v is not None))
+    return t
+
+
+def _layer_norm_impl(input, weight, bias, axes, eps):
+    """The output, and what backward needs: the C kernel's (contiguous input, mean, 1/std), or
+    NumPy's (normalized input, 1/std)."""
+    d = input._data
     mean = d.mean(axis=axes, keepdims=True)
     xc = d - mean
     var = np.mean(np.square(xc), axis=axes, keepdims=True)
@@ -156,15 +157,12 @@ def layer_norm(
         out = xhat * weight._data if weight is not None else xhat.copy()
         if bias is not None:
             out += bias._data
-    t = record(LayerNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps)
-    node = t._node
-    if node is not None:
-        node.xhat = xhat
-        node.rstd = rstd
-        node.save_versions(*(v for v in (input, weight) if v is not None))
-        if out is xhat:  # the output array is the saved one: copy it so in-place edits can't corrupt it
-            t._data = xhat.copy()
-    return t
+    else:
+        out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+    return out, {"xhat": xhat, "rstd": rstd, "xc": None, "mean": None}
+
+
+_LAYER_NORM = Primitive("layer_norm", LayerNorm, _layer_norm_impl, extras=True)
 
 
 def _data(t: Tensor | None):
@@ -246,61 +244,65 @@ class BatchNorm(Node):
         x, w, b = self.inputs
         if grad_state.enabled:
             return _norm_backward_graph(g, x, w, b, self.axes, self.eps, self.axes, self.bshape)
-        xhat, rstd, axes = self.xhat, self.rstd, self.axes
-        gd = g._data
-        need_gw = w is not None and w._requires_grad
-        need_gb = b is not None and b._requires_grad
-        if xhat is None:
-            wd = None if w is None else w._data
-            grads = call_f32(
-                ck.batch_norm_backward, self.xc, wd, gd, self.mean, rstd, x._requires_grad, need_gw, need_gb
-            )
-            if grads is not None:
-                return tuple(None if a is None else Tensor._from(a, g) for a in grads)
-            rstd = rstd.reshape(self.bshape)
-            xhat = (self.xc - self.mean.reshape(self.bshape)) * rstd
-        gw = gb = gx = None
-        if need_gw:
-            n, c = gd.shape[:2]
-            gw = Tensor._from(np.einsum("ncl,ncl->c", gd.reshape(n, c, -1), xhat.reshape(n, c, -1)), g)
-        if need_gb:
-            gb = Tensor._from(gd.sum(axis=axes), g)
-        if x._requires_grad:
-            gxhat = gd * w._data.reshape(self.bshape) if w is not None else gd
-            gx = Tensor._from(_norm_input_grad(gxhat, xhat, rstd, axes, x._data.dtype), g)
-        return gx, gw, gb
+        need = (x._requires_grad, w is not None and w._requires_grad, b is not None and b._requires_grad)
+        return apply(_BATCH_NORM_BACKWARD, g, x, w, node=self, need=need)
+
+
+def _batch_norm_backward_impl(g, x, w, node, need):
+    """(gx, gw, gb) of training batch norm on arrays, from the node's saved statistics."""
+    xhat, rstd, axes = node.xhat, node.rstd, node.axes
+    gd = g._data
+    if xhat is None:  # saved by the C kernel (ember/backends/cpu_kernels.py): the input and mean
+        rstd = rstd.reshape(node.bshape)
+        xhat = (node.xc - node.mean.reshape(node.bshape)) * rstd
+    gw = gb = gx = None
+    if need[1]:
+        n, c = gd.shape[:2]
+        gw = np.einsum("ncl,ncl->c", gd.reshape(n, c, -1), xhat.reshape(n, c, -1))
+    if need[2]:
+        gb = gd.sum(axis=axes)
+    if need[0]:
+        gxhat = gd * w._data.reshape(node.bshape) if w is not None else gd
+        gx = _norm_input_grad(gxhat, xhat, rstd, axes, x._data.dtype)
+    return gx, gw, gb
+
+
+_BATCH_NORM_BACKWARD = Primitive("batch_norm_backward", None, _batch_norm_backward_impl, multi=True)
+_BATCH_NORM_BACKWARD.register("meta", _norm_backward_meta)
 
 
 def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
-    """The fused training forward: returns (output, batch mean (C,), biased batch var (C,)) arrays."""
-    d = input._data
-    fused = call_f32(ck.batch_norm, d, _data(weight), _data(bias), eps, round_first=1)
-    if fused is not None:
-        out, xc, mean, var, rstd = fused
-        saved = {"xhat": None, "xc": xc, "mean": mean, "rstd": rstd}
-    else:
-        mean = d.mean(axis=axes, keepdims=True)
-        xc = d - mean
-        var = np.mean(np.square(xc), axis=axes, keepdims=True)
-        rstd = 1.0 / np.sqrt(var + eps)
-        xhat = xc
-        xhat *= rstd
-        if weight is not None:
-            out = xhat * weight._data.reshape(bshape)
-            if bias is not None:
-                out += bias._data.reshape(bshape)
-        elif bias is not None:
-            out = xhat + bias._data.reshape(bshape)
-        else:
-            out = xhat.copy()  # xhat is kept for backward: the output must not alias it
-        saved = {"xhat": xhat, "rstd": rstd}
-    t = record(BatchNorm, out, (input, weight, bias), input._device, axes=axes, eps=eps, bshape=bshape)
-    node = t._node
+    """The fused training forward: (output, batch mean (C,), biased batch var (C,)) tensors."""
+    out, mean, var = apply(_BATCH_NORM, input, weight, bias, axes=axes, eps=eps, bshape=bshape)
+    node = out._node
     if node is not None:
-        for name, value in saved.items():
-            setattr(node, name, value)
         node.save_versions(*(v for v in (input, weight) if v is not None))
-    return t, mean.reshape(-1), var.reshape(-1)
+    return out, mean, var
+
+
+def _batch_norm_impl(input, weight, bias, axes, eps, bshape):
+    d = input._data
+    mean = d.mean(axis=axes, keepdims=True)
+    xc = d - mean
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = xc
+    xhat *= rstd
+    if weight is not None:
+        out = xhat * weight._data.reshape(bshape)
+        if bias is not None:
+            out += bias._data.reshape(bshape)
+    elif bias is not None:
+        out = xhat + bias._data.reshape(bshape)
+    else:
+        out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+    saved = {"xhat": xhat, "rstd": rstd, "xc": None, "mean": None}
+    return (out, mean.reshape(-1), var.reshape(-1)), saved
+
+
+# Outputs: the normalized input (with the node), and the batch mean and biased variance (C,)
+# for the running statistics.
+_BATCH_NORM = Primitive("batch_norm", BatchNorm, _batch_norm_impl, multi=True, extras=True)
 
 
 def batch_norm(
@@ -338,9 +340,9 @@ def batch_norm(
         out, mean, var = _batch_norm_train(input, weight, bias, axes, bshape, eps)
         with no_grad():
             if running_mean is not None:
-                _update_running(running_mean, Tensor._from(mean, input), momentum)
+                _update_running(running_mean, mean, momentum)
             if running_var is not None:
-                _update_running(running_var, Tensor._from(var * (count / (count - 1)), input), momentum)
+                _update_running(running_var, var * (count / (count - 1)), momentum)
         return out
     if running_mean is None or running_var is None:
         raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
