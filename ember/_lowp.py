@@ -32,8 +32,8 @@ def _widen(x):
 
 
 def _round(x, dt, first=None):
-    if isinstance(x, np.ndarray) and x.dtype == _F32:
-        return x.astype(dt)
+    if x.__class__ is not tuple and not isinstance(x, np.generic) and getattr(x, "dtype", None) == _F32:
+        return x.astype(dt)  # NumPy arrays, and meta arrays (capture's shape and dtype inference)
     if isinstance(x, tuple):
         n = len(x) if first is None else first
         return tuple(_round(v, dt) if i < n else v for i, v in enumerate(x))

@@ -224,7 +224,7 @@ class MetaArray:
         return _reduce(self, axis, keepdims, _sum_dtype(self.dtype, dtype))
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
-        dt = np.dtype(dtype) if dtype is not None else (self.dtype if self.dtype.kind == "f" else np.dtype(np.float64))
+        dt = np.dtype(dtype) if dtype is not None else (self.dtype if self.dtype.kind in "fV" else np.dtype(np.float64))
         return _reduce(self, axis, keepdims, dt)
 
     def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._lowp import f32_compute
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
 from ember.nn.functional._checks import check_channel_params, check_group_norm_params, check_param_dtypes
@@ -35,6 +36,9 @@ def _check_norm_shape(input: Tensor, shape: tuple, op: str) -> None:
             f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], "
             f"but got input of size{list(input.shape)}"
         )
+
+
+_einsum = f32_compute(np.einsum)  # NumPy's einsum takes no bfloat16: float32 compute, rounded back
 
 
 class LayerNorm(Node):
@@ -258,7 +262,7 @@ def _batch_norm_backward_impl(g, x, w, node, need):
     gw = gb = gx = None
     if need[1]:
         n, c = gd.shape[:2]
-        gw = np.einsum("ncl,ncl->c", gd.reshape(n, c, -1), xhat.reshape(n, c, -1))
+        gw = _einsum("ncl,ncl->c", gd.reshape(n, c, -1), xhat.reshape(n, c, -1))
     if need[2]:
         gb = gd.sum(axis=axes)
     if need[0]:
