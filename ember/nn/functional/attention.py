@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 from ember.random import numpy_generator
@@ -23,10 +22,11 @@ from ember.random import numpy_generator
 __all__ = ["scaled_dot_product_attention", "attention_composite"]
 
 
-def _softmax_rows(s: np.ndarray) -> np.ndarray:
-    p = ck.softmax(s, log=False)  # the C row kernel; None without it
-    if p is not None:
-        return p
+def _softmax_rows(s: np.ndarray, kernels=None) -> np.ndarray:
+    if kernels is not None:  # the cpu implementation (ember/backends/cpu_kernels.py)
+        p = kernels.softmax(s, log=False)  # the C row kernel; None without it
+        if p is not None:
+            return p
     m = np.max(s, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     e = np.exp(s - m)
@@ -232,11 +232,11 @@ def scaled_dot_product_attention(
     return t
 
 
-def _sdpa_impl(q, k, v, *mask, spec):
+def _sdpa_impl(q, k, v, *mask, spec, kernels=None):
     """The attention output, and the probabilities backward reads."""
     qd = q._data
     kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
-    p = _softmax_rows(_scores(qd, kd, spec, mask[0]._data if mask else None))
+    p = _softmax_rows(_scores(qd, kd, spec, mask[0]._data if mask else None), kernels)
     pd = p if spec.drop is None else p * spec.drop
     return np.matmul(pd, vd).astype(qd.dtype, copy=False), {"probs": p}
 
