@@ -7,18 +7,23 @@ handle). Imported once by ``ember/__init__.py``; nothing else calls the kernels'
 these ops. Every kernel call goes through ``call_f32``: the kernels take float32/float64 buffers,
 so float16/bfloat16 arrays are widened and the results rounded back (saved statistics stay float32).
 
-Not yet moved here: conv2d's direct kernels (``nn/functional/conv.py`` chooses among three
-algorithms by layout), the LSTM step kernels (``nn/functional/rnn.py``) and the attention row
-softmax (``nn/functional/attention.py``), which still call the wrappers themselves.
+conv2d (three algorithms chosen by layout), the LSTM sequence and attention keep their array
+code in ``nn/functional``; their cpu implementations here call it with the kernels' module
+(``k=ck``), the other devices' with none.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 from ember._lowp import call_f32
 from ember.backends.ckernels import ops as ck
 from ember.nn.functional import activation as _act
+from ember.nn.functional import attention as _attn
+from ember.nn.functional import conv as _conv
 from ember.nn.functional import normalization as _norm
 from ember.nn.functional import pooling as _pool
+from ember.nn.functional import rnn as _rnn
 
 __all__ = ["register"]
 
@@ -128,6 +133,13 @@ _KERNELS = [
     (_norm._BATCH_NORM_BACKWARD, _batch_norm_backward),
     (_pool._MAX_POOL, _max_pool),
     (_pool._MAX_SCATTER, _max_pool_backward),
+    (_conv._CONV2D, lambda x, w, b, geom: _conv._conv_forward(x._data, w._data, _data(b), geom, ck)),
+    (_conv._CONV2D_INPUT_GRAD, lambda g, w, geom, x_shape: _conv._input_grad(g._data, w._data, x_shape, geom, k=ck)),
+    (_conv._CONV2D_WEIGHT_GRAD, lambda x, g, geom, w_shape: _conv._weight_grad(x._data, g._data, w_shape, geom, k=ck)),
+    (_conv._CONV2D_BACKWARD, partial(_conv._conv2d_backward_impl, k=ck)),
+    (_rnn._SEQUENCE, partial(_rnn._sequence_impl, k=ck)),
+    (_rnn._SEQUENCE_BACKWARD, partial(_rnn._sequence_backward_impl, k=ck)),
+    (_attn._SDPA, partial(_attn._sdpa_impl, kernels=ck)),
 ]
 
 

@@ -62,11 +62,11 @@ def test_direct_conv_matches_torch(xs, ws, kw, dtype):
 
 def test_direct_path_is_taken():
     geom = conv_mod._Geom((1, 1), (1, 1, 1, 1), (1, 1), 1)
-    assert conv_mod._input_grad_path((32, 16, 28, 28), (16, 16, 3, 3), geom, np.float32) == "direct"
+    assert conv_mod._input_grad_path((32, 16, 28, 28), (16, 16, 3, 3), geom, np.float32, ckops) == "direct"
     strided = conv_mod._Geom((2, 2), (1, 1, 1, 1), (1, 1), 1)  # input gradient by stride phases
-    assert conv_mod._input_grad_path((32, 16, 28, 28), (32, 16, 3, 3), strided, np.float32) == "direct"
+    assert conv_mod._input_grad_path((32, 16, 28, 28), (32, 16, 3, 3), strided, np.float32, ckops) == "direct"
     grouped = conv_mod._Geom((1, 1), (1, 1, 1, 1), (1, 1), 2)
-    assert conv_mod._input_grad_path((2, 16, 8, 8), (16, 8, 3, 3), grouped, np.float32) != "direct"
+    assert conv_mod._input_grad_path((2, 16, 8, 8), (16, 8, 3, 3), grouped, np.float32, ckops) != "direct"
 
 
 def _grads(x, w, b, kw):

@@ -17,7 +17,6 @@ import numpy as np
 from ember._lowp import is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 from ember.random import numpy_generator
@@ -25,10 +24,11 @@ from ember.random import numpy_generator
 __all__ = ["scaled_dot_product_attention", "attention_composite"]
 
 
-def _softmax_rows(s: np.ndarray) -> np.ndarray:
-    p = ck.softmax(s, log=False)  # the C row kernel; None without it
-    if p is not None:
-        return p
+def _softmax_rows(s: np.ndarray, kernels=None) -> np.ndarray:
+    if kernels is not None:  # the cpu implementation (ember/backends/cpu_kernels.py)
+        p = kernels.softmax(s, log=False)  # the C row kernel; None without it
+        if p is not None:
+            return p
     m = np.max(s, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     e = np.exp(s - m)
@@ -251,7 +251,7 @@ def _no_keys(query: Tensor, key: Tensor, value: Tensor, rep: int) -> Tensor:
     return (query @ key.transpose(-2, -1)).to(value.dtype) @ value
 
 
-def _sdpa_impl(q, k, v, *mask, spec):
+def _sdpa_impl(q, k, v, *mask, spec, kernels=None):
     """The attention output, and the probabilities backward reads."""
     qd = q._data
     kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
@@ -259,7 +259,7 @@ def _sdpa_impl(q, k, v, *mask, spec):
     if is_low(qd):  # float16/bfloat16: float32 compute, one rounding of the output
         qd, kd, vd = (a.astype(np.float32) for a in (qd, kd, vd))
         fm = None if fm is None else fm.astype(np.float32)
-    p = _softmax_rows(_scores(qd, kd, spec, fm))
+    p = _softmax_rows(_scores(qd, kd, spec, fm), kernels)
     pd = p if spec.drop is None else p * spec.drop
     return np.matmul(pd, vd).astype(q._data.dtype, copy=False), {"probs": p}
 

@@ -30,7 +30,6 @@ from numpy.lib.stride_tricks import as_strided
 from ember._lowp import f32_compute
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ckops
 from ember.ops._base import Tensor, check_tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 
@@ -212,30 +211,32 @@ def _shift_weight_grad(xd, gd, w_shape, geom: _Geom, g2=None):
 
 # --------------------------------------------------------------------------- array kernels
 # Three implementations, best first: the direct C kernels (groups=1, float32/float64, a C
-# compiler), shift-and-GEMM (stride 1, few channels), and im2col + GEMM (everything).
-def _input_grad_path(x_shape, w_shape, geom: _Geom, dtype) -> str:
-    if geom.groups == 1 and ckops.has_conv(dtype):
+# compiler), shift-and-GEMM (stride 1, few channels), and im2col + GEMM (everything). ``k`` is
+# the C kernels' module when the cpu implementations (ember/backends/cpu_kernels.py) call these,
+# None in the NumPy implementations every device runs.
+def _input_grad_path(x_shape, w_shape, geom: _Geom, dtype, k=None) -> str:
+    if k is not None and geom.groups == 1 and k.has_conv(dtype):
         return "direct"
     return "shift" if _use_shift(x_shape, w_shape, geom) else "im2col"
 
 
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
-def _grad_layout(gd, x_shape, w_shape, geom: _Geom):
+def _grad_layout(gd, x_shape, w_shape, geom: _Geom, k=None):
     """``(path, buffer)``: the output gradient rearranged once for the input gradient's kernel
     (and reused by the weight gradient's where the layouts agree)."""
-    path = _input_grad_path(x_shape, w_shape, geom, gd.dtype)
+    path = _input_grad_path(x_shape, w_shape, geom, gd.dtype, k)
     if path == "direct":
-        return path, ckops.conv2d_pack_grad(gd, x_shape, w_shape, geom.kernel_args)
+        return path, k.conv2d_pack_grad(gd, x_shape, w_shape, geom.kernel_args)
     if path == "shift":
         return path, _grad_cm(gd, _Shift(x_shape, w_shape, geom))
     return path, _grad_rows(gd, geom.groups)
 
 
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
-def _conv_forward(xd, wd, bd, geom: _Geom):
+def _conv_forward(xd, wd, bd, geom: _Geom, k=None):
     """The convolution of arrays, bias included (``bd`` may be None)."""
-    if geom.groups == 1:
-        out = ckops.conv2d(xd, wd, bd, geom.kernel_args)
+    if k is not None and geom.groups == 1:
+        out = k.conv2d(xd, wd, bd, geom.kernel_args)
         if out is not None:
             return out
     if _use_shift(xd.shape, wd.shape, geom):
@@ -260,13 +261,13 @@ def _im2col_forward(xd, wd, geom: _Geom):
 
 
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
-def _input_grad(gd, wd, x_shape, geom: _Geom, layout=None):
+def _input_grad(gd, wd, x_shape, geom: _Geom, layout=None, k=None):
     """The input gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
     if gd.size == 0:  # an empty batch (or output): nothing reaches the input
         return np.zeros(x_shape, gd.dtype)
-    path, buf = layout or (_input_grad_path(x_shape, wd.shape, geom, gd.dtype), None)
+    path, buf = layout or (_input_grad_path(x_shape, wd.shape, geom, gd.dtype, k), None)
     if path == "direct":
-        return ckops.conv2d_input_grad(gd, wd, x_shape, geom.kernel_args, buf)
+        return k.conv2d_input_grad(gd, wd, x_shape, geom.kernel_args, buf)
     if path == "shift":
         return _shift_input_grad(gd, wd, x_shape, geom, buf)
     return _col2im_input_grad(gd, wd, x_shape, geom, buf)
@@ -298,13 +299,13 @@ def _col2im_input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
 
 
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
-def _weight_grad(xd, gd, w_shape, geom: _Geom, layout=None):
+def _weight_grad(xd, gd, w_shape, geom: _Geom, layout=None, k=None):
     """The weight gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
     if gd.size == 0 or xd.size == 0:  # an empty batch: a zero weight gradient
         return np.zeros(w_shape, gd.dtype)
     path, buf = layout or (None, None)
-    if geom.groups == 1:
-        out = ckops.conv2d_weight_grad(xd, gd, w_shape, geom.kernel_args, buf if path == "direct" else None)
+    if k is not None and geom.groups == 1:
+        out = k.conv2d_weight_grad(xd, gd, w_shape, geom.kernel_args, buf if path == "direct" else None)
         if out is not None:
             return out
     if _use_shift(xd.shape, w_shape, geom):
@@ -334,12 +335,12 @@ class Conv2d(Node):
         return gx, gw, gb
 
 
-def _conv2d_backward_impl(g, x, w, geom, need):
+def _conv2d_backward_impl(g, x, w, geom, need, k=None):
     """(gx, gw) on arrays; the rearranged ``g`` is made once when both are needed."""
     gd, x_shape, w_shape = g._data, x._data.shape, w._data.shape
-    layout = _grad_layout(gd, x_shape, w_shape, geom) if all(need) else None
-    gx = _input_grad(gd, w._data, x_shape, geom, layout) if need[0] else None
-    gw = _weight_grad(x._data, gd, w_shape, geom, layout) if need[1] else None
+    layout = _grad_layout(gd, x_shape, w_shape, geom, k) if all(need) else None
+    gx = _input_grad(gd, w._data, x_shape, geom, layout, k) if need[0] else None
+    gw = _weight_grad(x._data, gd, w_shape, geom, layout, k) if need[1] else None
     return gx, gw
 
 

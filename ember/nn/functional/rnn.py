@@ -17,7 +17,6 @@ import numpy as np
 
 from ember._lowp import is_low
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 
@@ -295,10 +294,11 @@ class RecurrentSequence(Node):
         return tuple(next(grads) if t._requires_grad else None for t in inputs)
 
 
-def _sequence_backward_impl(g, gi_all, state0, w_hh, node, need):
-    """Backpropagation through time on arrays: (dgi_all, dstate0, dw_hh, db_hh)."""
+def _sequence_backward_impl(g, gi_all, state0, w_hh, node, need, k=None):
+    """Backpropagation through time on arrays: (dgi_all, dstate0, dw_hh, db_hh). ``k``: the C
+    kernels' module in the cpu implementation (ember/backends/cpu_kernels.py), else None."""
     if node.kind == "LSTM":
-        dgi_all, dgh_all, hprev, dstate = _lstm_sequence_backward(node, g._data, w_hh._data)
+        dgi_all, dgh_all, hprev, dstate = _lstm_sequence_backward(node, g._data, w_hh._data, k)
     else:
         dgi_all, dgh_all, hprev, dstate = node._steps_backward(g._data, w_hh._data)
     rows = dgh_all.reshape(-1, dgh_all.shape[-1])
@@ -321,7 +321,7 @@ _SEQUENCE_BACKWARD.register("meta", _inputs_meta)
 # with the factors -1 and -2 folded into the input projections and the weights once per sequence
 # (NumPy's float32 exp is about twice as fast as its tanh, and a step is then 3 passes over the
 # gates instead of 5). ``saved`` is ``(act, tc, order)`` with ``order`` naming the gate layout.
-def _lstm_sequence_forward(gd, state, wd, bd, order):
+def _lstm_sequence_forward(gd, state, wd, bd, order, k=None):
     """Arrays of one LSTM direction: returns ``out (T, B, 2H)`` and ``(act, tc, gate order)``."""
     steps, batch, g4 = gd.shape
     hsz = g4 // 4
@@ -329,7 +329,7 @@ def _lstm_sequence_forward(gd, state, wd, bd, order):
     out = np.empty((steps, batch, 2 * hsz), dtype=dt)
     tc = np.empty((steps, batch, hsz), dtype=dt)
     act = np.empty((steps, batch, g4), dtype=dt)  # the activations of every step
-    kernels = None if is_low(gd) else ck.lstm_step_kernels(gd, state, wd, bd)  # float32/64 only
+    kernels = k.lstm_step_kernels(gd, state, wd, bd) if k is not None and not is_low(gd) else None  # float32/64 only
     if kernels:
         args = (np.ascontiguousarray(gd), bd, np.ascontiguousarray(wd.T), np.ascontiguousarray(state))
         _lstm_forward_steps(kernels[0], *args, act, out, tc, order)
@@ -405,7 +405,7 @@ def _previous(out, state0, reverse):
     return prev
 
 
-def _lstm_sequence_backward(node, gd, wd):
+def _lstm_sequence_backward(node, gd, wd, k=None):
     """BPTT for one LSTM direction. The factors that do not depend on the incoming gradient are
     computed for all steps at once before the loop, so a step is a few multiplies and one GEMM."""
     act, tc, gate_order = node.saved
@@ -413,7 +413,7 @@ def _lstm_sequence_backward(node, gd, wd):
     hsz = g4 // 4
     dt = act.dtype
     prev = _previous(node.prev, node.inputs[1]._data, node.reverse)
-    kernels = None if is_low(gd) else ck.lstm_step_kernels(act, gd, wd)
+    kernels = k.lstm_step_kernels(act, gd, wd) if k is not None and not is_low(gd) else None
     if kernels and gate_order == "ifgo":
         return _lstm_backward_steps(kernels[1], act, tc, prev, np.ascontiguousarray(gd), wd, node.reverse)
     if gate_order == "ifgo":  # made by the C forward, but the kernels are gone: the NumPy layout
@@ -504,7 +504,7 @@ def _sequence_meta(gi_all, state0, w_hh, b_hh, kind, reverse, relu):
     return gi_all._device.backend.xp.empty(shape, state0._data.dtype), {"saved": None, "prev": None}
 
 
-def _sequence_impl(gi_all, state0, w_hh, b_hh, kind, reverse, relu):
+def _sequence_impl(gi_all, state0, w_hh, b_hh, kind, reverse, relu, k=None):
     """The states of every step, and what backward needs (gates, each step's starting state)."""
     gd, wd = gi_all._data, w_hh._data
     bd = None if b_hh is None else b_hh._data
@@ -512,7 +512,7 @@ def _sequence_impl(gi_all, state0, w_hh, b_hh, kind, reverse, relu):
     state = state0._data
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     if kind == "LSTM":
-        out, saved = _lstm_sequence_forward(gd, state, wd, bd, order)
+        out, saved = _lstm_sequence_forward(gd, state, wd, bd, order, k)
         prev = out  # backward shifts the outputs by one step to get each step's starting state
     else:
         fwd = _KINDS[kind][1]
