@@ -78,6 +78,15 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="BLAS threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    p.add_argument(
+        "--nproc", type=positive_int, default=None, help="train on N ranks (relaunches under ember run -n N)"
+    )
+    p.add_argument(
+        "--parallel",
+        default="dp",
+        choices=["dp", "zero", "zero2"],
+        help="with several ranks: DDP (dp), DDP + ZeRO-1 (zero) or ZeRO-2 (zero2)",
+    )
 
 
 def _add_generate(sub) -> None:
@@ -115,18 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from ember.cli import demo
 
         return demo.main(args)
     if args.command == "train":
-        from ember.cli import train
+        from ember.cli import train, train_parallel
         from ember.cli.trainer import DeferredInterrupt
+        from ember.distributed import _env
 
+        if args.nproc and args.nproc > 1 and not _env.under_mpi_launcher():
+            from ember.cli import run
+
+            launch = build_parser().parse_args(["run", "-n", str(args.nproc), "-m", "ember.cli.main"])
+            launch.script = train_parallel.relaunch_argv(argv)
+            return run.main(launch)
         try:
             with DeferredInterrupt():  # from here on, Ctrl-C stops at a step boundary, with a checkpoint
-                train.train(args)
+                train.train(args, **train_parallel.trainer_options(args.parallel))
         except Exception as e:  # one clear line, not a traceback (unless --debug)
             if args.debug:
                 raise

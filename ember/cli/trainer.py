@@ -7,7 +7,10 @@ model trains on and how a batch is scored comes from its task in the registry
 
 Hooks for other runs: ``wrap_model`` (e.g. DDP) wraps the module used for forward while
 checkpoints keep the plain module's ``state_dict``; ``wrap_optimizer`` (e.g. ZeRO) wraps the
-optimizer; ``is_writer=False`` (ranks other than 0) trains without writing files or printing.
+optimizer; ``is_writer=False`` (ranks other than 0) trains without writing files or printing;
+``sync`` (data-parallel runs, see ``ember/cli/train_parallel.py``) gives each rank its share of
+every batch and sums the step's figures (loss, accuracy, a pending Ctrl-C) over the ranks, so all
+ranks log, stop and checkpoint at the same step.
 
 Ctrl-C (SIGINT) is deferred to the next step boundary: the step that is running finishes (the
 optimizer and scheduler never stop half-way), then a consistent checkpoint is written and the run
@@ -125,12 +128,14 @@ class Trainer:
         wrap_model: Callable | None = None,
         wrap_optimizer: Callable | None = None,
         is_writer: bool = True,
+        sync=None,
     ):
         self.spec, self.recipe, self.out = spec, recipe, Path(out)
         self.task = spec.task
         self.seed, self.checkpoint_every, self.quiet = seed, checkpoint_every, quiet
         self.data_root, self.text = data_root, text
         self.wrap_model, self.wrap_optimizer, self.is_writer = wrap_model, wrap_optimizer, is_writer
+        self.sync = sync
         self.history: dict = {"epochs": [], "steps": []}
         self.position = (0, 0)  # (epoch, steps done in it)
         self.progress: dict = {}  # running sums of the current epoch
@@ -145,6 +150,8 @@ class Trainer:
         self.module = self.spec.builder(**self.model_kwargs)
         self.model = self.wrap_model(self.module) if self.wrap_model else self.module
         self.optimizer = build_optimizer(self.module, recipe)
+        if self.wrap_optimizer:  # first: the scheduler must drive the wrapper's parameter groups
+            self.optimizer = self.wrap_optimizer(self.optimizer)
         total = recipe.epochs * len(self.train_batches)
         if state is None:
             self.scheduler = build_scheduler(self.optimizer, recipe, total)
@@ -164,8 +171,6 @@ class Trainer:
             self.history = state["history"]
             self.position = (state["epoch"], state["step_in_epoch"])
             self.progress = dict(state.get("progress", {}))
-        if self.wrap_optimizer:
-            self.optimizer = self.wrap_optimizer(self.optimizer)
         return self
 
     def log(self, msg: str) -> None:
@@ -190,6 +195,8 @@ class Trainer:
         }
 
     def save(self) -> None:
+        if hasattr(self.optimizer, "consolidate_state_dict"):  # ZeRO: every rank sends its shard
+            self.optimizer.consolidate_state_dict(to=0)
         if self.is_writer:
             ember.save(self.state_dict(), self.out / CHECKPOINT)
 
@@ -208,10 +215,14 @@ class Trainer:
         total, correct, count = 0.0, 0, 0
         with ember.no_grad():
             for x, y in self.test_batches.epoch(seed=0, epoch=0):
-                loss, right, n = self.task.eval_batch(self.model, x, y)
+                if self.sync is not None:
+                    x, y = self.sync.shard(x, y)
+                loss, right, n = self.task.eval_batch(self.module, x, y)
                 total += loss
                 correct += right or 0
                 count += n
+        if self.sync is not None:
+            total, correct, count = self.sync.sum([total, correct, count])
         self.model.train()
         out = {"loss": total / max(count, 1)}
         if self.task.reports_accuracy:
@@ -249,11 +260,21 @@ class Trainer:
             disable=self.quiet or not self.is_writer,
         )
         for i, (x, y) in enumerate(bar, start=first):
+            n = len(y)
+            if self.sync is not None:
+                x, y = self.sync.shard(x, y)
             lv, right = self.train_step(x, y)
+            if self.sync is not None:  # the whole batch's figures, and a Ctrl-C seen by any rank
+                lv_sum, right, n, stop_any = self.sync.sum([lv * len(y), right or 0, len(y), float(stop.requested)])
+                lv, right, stop.requested = (
+                    lv_sum / n,
+                    (int(right) if self.task.reports_accuracy else None),
+                    bool(stop_any),
+                )
             if not math.isfinite(lv):
                 raise FloatingPointError(f"loss became {lv} at epoch {epoch + 1}, step {i}")
             self.history["steps"].append(lv)
-            seen, steps, loss_sum = seen + len(y), steps + 1, loss_sum + lv
+            seen, steps, loss_sum = seen + n, steps + 1, loss_sum + lv
             if right is not None:
                 correct += right
             self.position = (epoch, i + 1)
