@@ -120,30 +120,31 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     elif d.dtype.kind in "biu":
         npd = np.int64
     else:
-        npd = np.float32 if is_low(d) else None  # float16/bfloat16 accumulate in float32, as torch
+        npd = None
+        if d.dtype.itemsize == 2:  # float16/bfloat16 accumulate in float32, as torch, rounded back once
+            return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=np.float32, out_dtype=d.dtype)
     if npd is None:  # the common case: one parameter less to pass and to set on the node
         return apply(_SUM, input, axes=axes, keepdim=keepdim)
-    if dtype is None and is_low(d):
-        return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=npd, out_dtype=d.dtype)
     return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=npd)
 
 
-def _sum_impl(reduce):
-    def impl(x, axes, keepdim, dtype=None, out_dtype=None):
-        out = reduce(x._data, axes, dtype, keepdim)
-        if out_dtype is not None:
-            with np.errstate(over="ignore"):  # overflow rounds to inf, as torch's, without a warning
-                out = out.astype(out_dtype)
-        return out
-
-    return impl
+def _round_low(out, out_dtype):
+    with np.errstate(over="ignore"):  # overflow rounds to inf, as torch's, without a warning
+        return out.astype(out_dtype)
 
 
-_SUM = Primitive("sum", Sum, _sum_impl(lambda d, axes, dtype, keepdim: d.sum(axis=axes, dtype=dtype, keepdims=keepdim)))
-# np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
-_SUM.register(
-    "cpu", _sum_impl(lambda d, axes, dtype, keepdim: _add_reduce(d, axis=axes, dtype=dtype, keepdims=keepdim))
-)
+def _sum_impl(x, axes, keepdim, dtype=None, out_dtype=None):
+    out = x._data.sum(axis=axes, dtype=dtype, keepdims=keepdim)
+    return out if out_dtype is None else _round_low(out, out_dtype)
+
+
+def _sum_cpu(x, axes, keepdim, dtype=None, out_dtype=None):
+    # np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
+    out = _add_reduce(x._data, axis=axes, dtype=dtype, keepdims=keepdim)
+    return out if out_dtype is None else _round_low(out, out_dtype)
+
+
+_SUM = Primitive("sum", Sum, _sum_impl, cpu=_sum_cpu)
 
 
 def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
