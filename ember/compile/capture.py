@@ -1,0 +1,141 @@
+"""Trace a Python callable into a captured :class:`~ember.ops.capture.Graph`.
+
+The callable runs once in capture mode (``ember.ops.capture``) with the caller's real tensors:
+each one that reaches an op is traced by a meta stand-in, so nothing is computed. Afterwards
+every graph input is bound either to an argument (by position among the flattened tensor
+arguments) or to a tensor the function reached otherwise (parameters, buffers, closures), which
+is read again on every call.
+
+Anything the graph cannot represent raises :class:`Unsupported` with the reason (data-dependent
+Python such as ``.item()``, ``backward()`` inside the function, an op that ran outside the
+dispatch point); the caller falls back to eager.
+
+Example:
+    >>> import ember
+    >>> from ember.compile.capture import trace
+    >>> t = trace(lambda x: (x * 2).relu(), (ember.ones(3),), {})
+    >>> [r.op for r in t.graph.ops]
+    ['mul', 'relu']
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from ember import _device
+from ember._mode import mode
+from ember.ops import capture as _capture
+from ember.ops.capture import Graph, _Tracer
+from ember.tensor import Tensor
+
+__all__ = ["Unsupported", "Traced", "trace", "flatten", "unflatten"]
+
+
+class Unsupported(Exception):
+    """The function cannot be captured as one graph; ``str(e)`` names the reason."""
+
+
+def flatten(obj, out: list):
+    """Replace each tensor in a nest of tuples/lists/dicts by a slot; collect the tensors."""
+    if isinstance(obj, Tensor):
+        out.append(obj)
+        return ("T", len(out) - 1)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj), [flatten(o, out) for o in obj])
+    if isinstance(obj, dict):
+        return (dict, [(k, flatten(v, out)) for k, v in obj.items()])
+    return ("C", obj)
+
+
+def unflatten(spec, values: list):
+    kind, body = spec
+    if kind == "T":
+        return values[body]
+    if kind == "C":
+        return body
+    if kind is dict:
+        return {k: unflatten(v, values) for k, v in body}
+    items = [unflatten(s, values) for s in body]
+    return kind(items) if kind in (list, tuple) else kind(*items)  # namedtuples
+
+
+@dataclass
+class Traced:
+    """A captured graph and how to connect it to a call."""
+
+    graph: Graph
+    bindings: list  # per graph input: ("arg", k) or ("const", tensor)
+    out_spec: object  # the result's structure (see flatten)
+    out_refs: list  # per output slot: ("value", vid) or ("arg", k) or ("const", tensor)
+
+
+class _BindingTracer(_Tracer):
+    """The capture tracer, remembering which caller tensor each graph input stands for."""
+
+    def __init__(self, graph):
+        super().__init__(graph)
+        self.owner: dict = {}  # input value id -> the tensor the program passed to the op
+
+    def _trace(self, x):
+        n = len(self.graph.inputs)
+        t = super()._trace(x)
+        if len(self.graph.inputs) > n:
+            self.owner[self.graph.inputs[-1]] = x
+        return t
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame outside ember (the user's code that caused it)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for f in reversed(frames):
+        if "/ember/" not in f.filename.replace("\\", "/"):
+            return f"{f.filename}:{f.lineno}"
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "<unknown>"
+
+
+def trace(fn, args: tuple, kwargs: dict) -> Traced:
+    """Run ``fn(*args, **kwargs)`` in capture mode and bind the graph to the call."""
+    if mode.handler is not None:
+        raise Unsupported("another capture or a profile is active")
+    arg_tensors: list = []
+    flatten((args, kwargs), arg_tensors)
+    if _capture._META is None:  # what capture() sets on first use: the stand-ins' device
+        _capture._META = _device.device("meta")
+    graph = Graph()
+    tracer = _BindingTracer(graph)
+    mode.handler, mode.backward_hook = tracer.on_apply, tracer.on_backward
+    try:
+        result = fn(*args, **kwargs)
+    except Unsupported:
+        raise
+    except Exception as e:  # data-dependent Python on a tracer, or an op meta cannot run
+        raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
+    finally:
+        mode.handler = mode.backward_hook = None
+    if any(r.phase == "backward" for r in graph.ops):
+        raise Unsupported("backward() inside the compiled function is not captured yet")
+    by_id = {id(t): k for k, t in enumerate(arg_tensors)}
+    stand_in_of = {id(s): real for real_id, s in tracer.stand_ins.items() for real in tracer.keep if id(real) == real_id}
+    bindings = []
+    for vid in graph.inputs:
+        x = tracer.owner[vid]
+        if x._device.type == "meta" and id(x) in stand_in_of:
+            x = stand_in_of[id(x)]
+        if x._device.type == "meta" and id(x) not in by_id:
+            raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
+        bindings.append(("arg", by_id[id(x)]) if id(x) in by_id else ("const", x))
+    outs: list = []
+    out_spec = flatten(result, outs)
+    out_refs = []
+    for t in outs:
+        vid = tracer.ids.get(id(t))
+        if vid is not None and t._device.type == "meta":
+            out_refs.append(("value", vid))
+        elif id(t) in by_id:
+            out_refs.append(("arg", by_id[id(t)]))
+        elif t._device.type != "meta":
+            out_refs.append(("const", t))
+        else:
+            raise Unsupported("the function returned a tensor capture did not see being made")
+    return Traced(graph, bindings, out_spec, out_refs)

@@ -1,0 +1,53 @@
+"""Lowering: an optimized IR graph and its fusion groups become a schedule of steps.
+
+A step is either one node (run through ``apply``, eagerly) or one fusion group (one generated
+kernel). Steps are in a topological order that keeps the captured order wherever it can.
+
+Example:
+    >>> from ember.compile.lower import schedule  # see tests/test_compile.py
+"""
+
+from __future__ import annotations
+
+from ember.compile.ir import Node
+
+__all__ = ["schedule"]
+
+
+def schedule(graph, groups: list) -> list:
+    """The steps: ``("node", node)`` or ``("group", group)`` for every call/item/constant node."""
+    group_of = {n: g for g in groups for n in g.nodes}
+    units, deps, seen = [], [], {}
+    for n in graph.nodes:
+        if n.kind == "placeholder":
+            continue
+        g = group_of.get(n)
+        key = ("group", g) if g is not None else ("node", n)
+        k = seen.get(id(key[1]))
+        if k is None:
+            k = seen[id(key[1])] = len(units)
+            units.append(key)
+            deps.append(set())
+        for a in n.inputs():
+            if a.kind == "placeholder":
+                continue
+            ga = group_of.get(a)
+            ka = seen.get(id(ga if ga is not None else a))
+            if ka is not None and ka != k:
+                deps[k].add(ka)
+    done, order = set(), []
+    pending = list(range(len(units)))
+    while pending:
+        for i, k in enumerate(pending):
+            if deps[k] <= done:
+                order.append(units[k])
+                done.add(k)
+                del pending[i]
+                break
+        else:  # fusion guarantees acyclicity; reaching here is a compiler bug
+            raise RuntimeError("ember.compile: cyclic schedule")
+    return order
+
+
+def is_node(x) -> bool:
+    return isinstance(x, Node)
