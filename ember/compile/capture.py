@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from dataclasses import dataclass
 
 from ember import _device
@@ -30,6 +31,9 @@ from ember.ops.capture import Graph, _Tracer
 from ember.tensor import Tensor
 
 __all__ = ["Unsupported", "Traced", "trace", "flatten", "unflatten"]
+
+
+_EMBER_DIR = str(Path(__file__).resolve().parents[1]).replace("\\", "/") + "/"
 
 
 class Unsupported(Exception):
@@ -89,7 +93,8 @@ def _where(exc: BaseException) -> str:
     """``file:line`` of the innermost frame outside ember (the user's code that caused it)."""
     frames = traceback.extract_tb(exc.__traceback__)
     for f in reversed(frames):
-        if "/ember/" not in f.filename.replace("\\", "/"):
+        path = f.filename.replace("\\", "/")
+        if not path.startswith(_EMBER_DIR) and "site-packages/" not in path and not path.startswith("<frozen"):
             return f"{f.filename}:{f.lineno}"
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "<unknown>"
 
@@ -106,6 +111,10 @@ def trace(fn, args: tuple, kwargs: dict) -> Traced:
     tracer = _BindingTracer(graph)
     mode.handler, mode.backward_hook = tracer.on_apply, tracer.on_backward
     try:
+        # The arguments are tracers from the start, so Python that reads their data before any
+        # op (``x.tolist()``, ``print(x)``) is seen as data-dependent instead of specialized.
+        stand_ins = [tracer._trace(t) for t in arg_tensors]
+        args, kwargs = unflatten(flatten((args, kwargs), []), stand_ins)
         result = fn(*args, **kwargs)
     except Unsupported:
         raise

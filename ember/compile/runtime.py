@@ -21,7 +21,7 @@ from ember.compile.ir import Node
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
 
-__all__ = ["BuildError", "render_c", "build_kernels", "execute"]
+__all__ = ["BuildError", "render_c", "render_cuda", "build_kernels", "execute"]
 
 
 class BuildError(Exception):
@@ -78,3 +78,13 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
             env[x] = env[x.args[0]][x.index]
         elif x.kind == "constant":
             env[x] = x.value
+
+
+def render_cuda(groups: list) -> str:
+    """The CUDA C source of ``groups`` (one ``__global__`` kernel each), from the same IR and
+    expression table as :func:`render_c`."""
+    from ember.compile.codegen.cuda import PRELUDE as CU_PRELUDE
+    from ember.compile.codegen.cuda import CudaRenderer
+
+    r = CudaRenderer()
+    return CU_PRELUDE + "\n".join(r.render(g, f"ember_k{g.id}") for g in groups)
