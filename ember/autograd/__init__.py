@@ -74,7 +74,7 @@ def _root_grads(outputs, grad_outputs, create_graph: bool):
 
 
 def _check_roots(outputs) -> list:
-    from ember.ops._base import edge
+    from ember.ops.dispatch import edge
 
     roots = []
     for i, out in enumerate(outputs):
@@ -130,8 +130,8 @@ def grad(
         >>> ember.autograd.grad((x * x).sum(), x)
         (tensor([2., 4.]),)
     """
-    from ember.ops._base import edge
     from ember.ops.creation import zeros_like
+    from ember.ops.dispatch import edge
 
     outputs = _as_tuple(outputs)
     inputs = _as_tuple(inputs)

@@ -151,7 +151,7 @@ class Function(metaclass=_FunctionMeta):
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from ember.ops._base import edge
+        from ember.ops.dispatch import edge
         from ember.tensor import Tensor
 
         ctx = FunctionCtx()
@@ -213,7 +213,7 @@ def once_differentiable(fn):
 
     @functools.wraps(fn)
     def wrapper(ctx, *args):
-        from ember.ops._base import edge
+        from ember.ops.dispatch import edge
         from ember.tensor import Tensor
 
         with grad_mode.no_grad():

@@ -1,4 +1,4 @@
-"""Helpers every op module uses: wrapping results, recording nodes, dtype handling."""
+"""Helpers every op module uses: argument checks and dtype handling (nodes are made by ``dispatch.apply``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ __all__ = [
     "_wrap",
     "_wrap_dim",
     "grad_state",
-    "edge",
-    "needs_grad",
-    "record",
     "to_tensor",
     "float_data",
     "wrap_dims",
@@ -25,43 +22,6 @@ __all__ = [
     "default_float_np",
     "check_tensor",
 ]
-
-
-def edge(t):
-    """Where a gradient for ``t`` goes: its node, the leaf itself, or nowhere (``None``)."""
-    if type(t) is not Tensor and not isinstance(t, Tensor):
-        return None
-    node = t._node
-    if node is not None:
-        return node
-    return t if t._requires_grad else None
-
-
-def needs_grad(*inputs) -> bool:
-    """True when grad mode is on and some tensor input requires grad."""
-    if not grad_state.enabled:
-        return False
-    for x in inputs:
-        if isinstance(x, Tensor) and x._requires_grad:
-            return True
-    return False
-
-
-def record(node_cls, out, inputs: tuple, device=CPU, /, **attrs) -> Tensor:
-    """Wrap ``out`` and, when gradients are needed, attach a ``node_cls`` record of ``inputs``."""
-    t = Tensor.__new__(Tensor)
-    t._data = out
-    if device is not CPU:
-        t._device = device
-    if needs_grad(*inputs):
-        node = node_cls()
-        node.inputs = inputs
-        node.edges = tuple(edge(x) for x in inputs)
-        for k, v in attrs.items():
-            setattr(node, k, v)
-        t._node = node
-        t._requires_grad = True
-    return t
 
 
 def check_tensor(x, op: str, name: str = "input") -> Tensor:

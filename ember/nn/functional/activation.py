@@ -19,7 +19,8 @@ from ember import _dtype
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
-from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, record
+from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = [
     "softmax",
@@ -50,13 +51,6 @@ __all__ = [
     "glu",
     "prelu",
 ]
-
-
-def _saved_output(node: Node, t: Tensor, out) -> None:
-    """Keep the output array on the node, guarded by the output's version counter."""
-    node.out = out
-    t._vc = [0]
-    node.out_vc = t._vc
 
 
 def _check_out_version(node) -> None:
@@ -98,12 +92,7 @@ class Softmax(Node):
         if grad_state.enabled:  # create_graph: differentiable in x and g
             y = softmax(x, self.dim)
             return (y * (g - (g * y).sum(self.dim, keepdim=True)),)
-        y = self.out
-        gy = ck.softmax_backward(y, g._data, log=False) if self.dim == y.ndim - 1 else None
-        if gy is None:
-            gy = g._data * y
-            gy -= y * gy.sum(axis=self.dim, keepdims=True)
-        return (Tensor._from(gy, g),)
+        return (apply(_SOFTMAX_BACKWARD, g, Tensor._from(self.out, g), dim=self.dim, log=False),)
 
 
 class LogSoftmax(Node):
@@ -117,13 +106,26 @@ class LogSoftmax(Node):
         if grad_state.enabled:
             y = log_softmax(x, self.dim)
             return (g - y.exp() * g.sum(self.dim, keepdim=True),)
-        gd = g._data
-        gx = ck.softmax_backward(self.out, gd, log=True) if self.dim == self.out.ndim - 1 else None
-        if gx is None:
-            gx = np.exp(self.out)
-            gx *= gd.sum(axis=self.dim, keepdims=True)
-            np.subtract(gd, gx, out=gx)
-        return (Tensor._from(gx, g),)
+        return (apply(_SOFTMAX_BACKWARD, g, Tensor._from(self.out, g), dim=self.dim, log=True),)
+
+
+def _softmax_backward_impl(g, y, dim, log):
+    """The input gradient of softmax (log_softmax) from its output ``y`` (the saved array)."""
+    gd, yd = g._data, y._data
+    gx = ck.softmax_backward(yd, gd, log=log) if dim == yd.ndim - 1 else None
+    if gx is not None:
+        return gx
+    if log:
+        gx = np.exp(yd)
+        gx *= gd.sum(axis=dim, keepdims=True)
+        np.subtract(gd, gx, out=gx)
+        return gx
+    gx = gd * yd
+    gx -= yd * gx.sum(axis=dim, keepdims=True)
+    return gx
+
+
+_SOFTMAX_BACKWARD = Primitive("softmax_backward", None, _softmax_backward_impl)
 
 
 def _softmax_array(d, dim):
@@ -161,11 +163,7 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=N
         tensor([0.5000, 0.5000])
     """
     input, dim = _prepare(input, dim, dtype, "softmax")
-    out = _softmax_array(input._data, dim)
-    t = record(Softmax, out, (input,), input._device, dim=dim)
-    if t._node is not None:
-        _saved_output(t._node, t, out)
-    return t
+    return apply(_SOFTMAX, input, dim=dim)
 
 
 def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
@@ -177,11 +175,12 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dty
         tensor([0.5000, 0.5000])
     """
     input, dim = _prepare(input, dim, dtype, "log_softmax")
-    out = _log_softmax_array(input._data, dim)
-    t = record(LogSoftmax, out, (input,), input._device, dim=dim)
-    if t._node is not None:
-        _saved_output(t._node, t, out)
-    return t
+    return apply(_LOG_SOFTMAX, input, dim=dim)
+
+
+# Both keep their output array for backward (``save_out``).
+_SOFTMAX = Primitive("softmax", Softmax, lambda x, dim: _softmax_array(x._data, dim), save_out=True)
+_LOG_SOFTMAX = Primitive("log_softmax", LogSoftmax, lambda x, dim: _log_softmax_array(x._data, dim), save_out=True)
 
 
 def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
@@ -232,26 +231,33 @@ class Gelu(Node):
         x = self.inputs[0]
         if grad_state.enabled:
             return (g * _gelu_grad_tensor(x, self.approximate),)
-        d = x._data
-        saved = self.saved
-        if saved is None:
-            gx = ck.gelu_backward(d, g._data, self.approximate)
-            if gx is not None:
-                return (Tensor._from(gx, g),)
-            saved = _gelu_saved(d, self.approximate)
-        if self.approximate == "tanh":
-            t = saved  # tanh(inner) from the forward
-            dt = (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * d * d)
-            gx = 0.5 * (1.0 + t) + 0.5 * d * dt
-        else:
-            gx = d * d
-            gx *= -0.5
-            np.exp(gx, out=gx)
-            gx *= d
-            gx *= _INV_SQRT_2PI
-            gx += saved  # the normal CDF from the forward
-        gx *= g._data
-        return (Tensor._from(gx.astype(d.dtype, copy=False), g),)
+        return (apply(_GELU_BACKWARD, g, x, approximate=self.approximate, saved=self.saved),)
+
+
+def _gelu_backward_impl(g, x, approximate, saved):
+    """The input gradient of gelu on arrays (``saved``: the NumPy forward's Phi(x) or tanh)."""
+    d = x._data
+    if saved is None:
+        gx = ck.gelu_backward(d, g._data, approximate)
+        if gx is not None:
+            return gx
+        saved = _gelu_saved(d, approximate)
+    if approximate == "tanh":
+        t = saved  # tanh(inner) from the forward
+        dt = (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * d * d)
+        gx = 0.5 * (1.0 + t) + 0.5 * d * dt
+    else:
+        gx = d * d
+        gx *= -0.5
+        np.exp(gx, out=gx)
+        gx *= d
+        gx *= _INV_SQRT_2PI
+        gx += saved  # the normal CDF from the forward
+    gx *= g._data
+    return gx.astype(d.dtype, copy=False)
+
+
+_GELU_BACKWARD = Primitive("gelu_backward", None, _gelu_backward_impl)
 
 
 def _gelu_saved(d, approximate: str):
@@ -283,9 +289,16 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     check_tensor(input, "gelu")
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh (got '{approximate}')")
-    d = input._data
-    if d.dtype.kind != "f":
+    if input._data.dtype.kind != "f":
         raise RuntimeError(f"\"GeluKernelImpl\" not implemented for '{input.dtype.name.capitalize()}'")
+    t = apply(_GELU, input, approximate=approximate)
+    if t._node is not None:
+        t._node.save_versions(input)
+    return t
+
+
+def _gelu_impl(input, approximate):
+    d = input._data
     saved = None
     out = ck.gelu(d, approximate)
     if out is None:
@@ -295,11 +308,10 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
             out *= 0.5 * d
         else:
             out = d * saved
-    t = record(Gelu, out.astype(d.dtype, copy=False), (input,), input._device, approximate=approximate)
-    if t._node is not None:
-        t._node.saved = saved
-        t._node.save_versions(input)
-    return t
+    return out.astype(d.dtype, copy=False), {"saved": saved}
+
+
+_GELU = Primitive("gelu", Gelu, _gelu_impl, extras=True)
 
 
 # --------------------------------------------------------------------------- compositions
@@ -367,10 +379,16 @@ class LogSigmoid(Node):
 
 
 def _logsigmoid(x: Tensor) -> Tensor:
+    return apply(_LOGSIGMOID, x)
+
+
+def _logsigmoid_impl(x):
     d = x._data if x._data.dtype.kind == "f" else x._data.astype(np.float32)
     # min(x, 0) - log1p(exp(-|x|)): no overflow for any x.
-    out = np.minimum(d, 0) - np.log1p(np.exp(-np.abs(d)))
-    return record(LogSigmoid, out, (x,), x._device)
+    return np.minimum(d, 0) - np.log1p(np.exp(-np.abs(d)))
+
+
+_LOGSIGMOID = Primitive("logsigmoid", LogSigmoid, _logsigmoid_impl)
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:

@@ -16,7 +16,8 @@ import numpy as np
 
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
-from ember.ops._base import Tensor, _wrap, check_tensor, grad_state, record
+from ember.ops._base import Tensor, _wrap, check_tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 from ember.random import numpy_generator
 
 __all__ = ["scaled_dot_product_attention", "attention_composite"]
@@ -83,31 +84,10 @@ class SDPA(Node):
     __slots__ = ("spec", "probs")
 
     def backward(self, g):
-        spec = self.spec
-        q, k, v = self.inputs[:3]
         if grad_state.enabled:
             return self._composite_backward(g)
-        qd, gd = q._data, g._data
-        kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
-        p = self.probs
-        pd = p if spec.drop is None else p * spec.drop
-        dq = dk = dv = dm = None
-        if v._requires_grad:
-            dv = _wrap(_sum_to(_fold_kv(np.matmul(np.swapaxes(pd, -1, -2), gd), spec.rep), v._data.shape), v._device)
-        dp = np.matmul(gd, np.swapaxes(vd, -1, -2))
-        if spec.drop is not None:
-            dp = dp * spec.drop
-        ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
-        if q._requires_grad:
-            dq = _wrap(_sum_to(np.matmul(ds, kd) * spec.scale, qd.shape), q._device)
-        if k._requires_grad:
-            dk_full = np.matmul(np.swapaxes(ds, -1, -2), qd) * spec.scale
-            dk = _wrap(_sum_to(_fold_kv(dk_full, spec.rep), k._data.shape), k._device)
-        if spec.mask_is_input:
-            m = self.inputs[3]
-            dm = _wrap(_sum_to(ds, m._data.shape).astype(m._data.dtype), m._device) if m._requires_grad else None
-            return dq, dk, dv, dm
-        return dq, dk, dv
+        need = tuple(t._requires_grad for t in self.inputs)
+        return apply(_SDPA_BACKWARD, g, *self.inputs, node=self, need=need)
 
     def _composite_backward(self, g):
         from ember.autograd import grad
@@ -119,6 +99,33 @@ class SDPA(Node):
         wanted = [t for t in inputs if t._requires_grad]
         grads = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
         return tuple(next(grads) if t._requires_grad else None for t in inputs)
+
+
+def _sdpa_backward_impl(g, q, k, v, *mask, node, need):
+    """(dq, dk, dv[, dmask]) on arrays, from the saved attention probabilities."""
+    spec = node.spec
+    qd, gd = q._data, g._data
+    kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
+    p = node.probs
+    pd = p if spec.drop is None else p * spec.drop
+    dq = dk = dv = dm = None
+    if need[2]:
+        dv = _sum_to(_fold_kv(np.matmul(np.swapaxes(pd, -1, -2), gd), spec.rep), v._data.shape)
+    dp = np.matmul(gd, np.swapaxes(vd, -1, -2))
+    if spec.drop is not None:
+        dp = dp * spec.drop
+    ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
+    if need[0]:
+        dq = _sum_to(np.matmul(ds, kd) * spec.scale, qd.shape)
+    if need[1]:
+        dk = _sum_to(_fold_kv(np.matmul(np.swapaxes(ds, -1, -2), qd) * spec.scale, spec.rep), k._data.shape)
+    if mask:
+        dm = _sum_to(ds, mask[0]._data.shape).astype(mask[0]._data.dtype) if need[3] else None
+        return dq, dk, dv, dm
+    return dq, dk, dv
+
+
+_SDPA_BACKWARD = Primitive("scaled_dot_product_attention_backward", None, _sdpa_backward_impl, multi=True)
 
 
 def attention_composite(q: Tensor, k: Tensor, v: Tensor, float_mask, spec: _Spec):
@@ -134,8 +141,8 @@ def attention_composite(q: Tensor, k: Tensor, v: Tensor, float_mask, spec: _Spec
     if spec.bool_mask is not None:
         s = where(_wrap(spec.bool_mask, q._device), s, _wrap(np.array(-np.inf, dtype=q._data.dtype), q._device))
     # Subtracting a constant row maximum keeps exp finite and does not change the gradient.
-    m = np.max(s._data, axis=-1, keepdims=True)
-    e = (s - _wrap(np.where(np.isfinite(m), m, 0), q._device)).exp()
+    m = s.detach().amax(-1, keepdim=True)
+    e = (s - where(m.isfinite(), m, 0.0)).exp()
     p = e / e.sum(-1, keepdim=True)
     pd = p if spec.drop is None else p * _wrap(spec.drop, q._device)
     return pd @ v, pd
@@ -218,13 +225,20 @@ def scaled_dot_product_attention(
     spec, float_mask = _prepare(
         query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, "scaled_dot_product_attention"
     )
-    qd = query._data
-    kd, vd = _repeat_kv(key._data, spec.rep), _repeat_kv(value._data, spec.rep)
-    p = _softmax_rows(_scores(qd, kd, spec, None if float_mask is None else float_mask._data))
-    pd = p if spec.drop is None else p * spec.drop
-    out = np.matmul(pd, vd).astype(qd.dtype, copy=False)
     inputs = (query, key, value) if float_mask is None else (query, key, value, float_mask)
-    t = record(SDPA, out, inputs, query._device, spec=spec, probs=p)
+    t = apply(_SDPA, *inputs, spec=spec)
     if t._node is not None:
         t._node.save_versions(*inputs)
     return t
+
+
+def _sdpa_impl(q, k, v, *mask, spec):
+    """The attention output, and the probabilities backward reads."""
+    qd = q._data
+    kd, vd = _repeat_kv(k._data, spec.rep), _repeat_kv(v._data, spec.rep)
+    p = _softmax_rows(_scores(qd, kd, spec, mask[0]._data if mask else None))
+    pd = p if spec.drop is None else p * spec.drop
+    return np.matmul(pd, vd).astype(qd.dtype, copy=False), {"probs": p}
+
+
+_SDPA = Primitive("scaled_dot_product_attention", SDPA, _sdpa_impl, extras=True)

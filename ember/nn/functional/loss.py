@@ -158,16 +158,15 @@ class _ClassLoss(Node):
         dtype = x._data.dtype
         q = ct.q(self.ls, dtype)
         qsum = q.sum(axis=1, keepdims=True)
-        if True:
-            q_t = Tensor._from(q, g)
-            if self.softmax_mode:
-                p = softmax(x, 1 if x.ndim > 1 else 0)
-                p2 = _to_2d_tensor(p, ct)
-                grad2 = p2 * Tensor._from(qsum, g) - q_t
-            else:
-                grad2 = -q_t
-            grad2 = grad2 * (g.reshape(-1, 1) if self.reduction == "none" else self._scale(g))
-            return (_from_2d_tensor(grad2, ct),)
+        q_t = Tensor._from(q, g)
+        if self.softmax_mode:
+            p = softmax(x, 1 if x.ndim > 1 else 0)
+            p2 = _to_2d_tensor(p, ct)
+            grad2 = p2 * Tensor._from(qsum, g) - q_t
+        else:
+            grad2 = -q_t
+        grad2 = grad2 * (g.reshape(-1, 1) if self.reduction == "none" else self._scale(g))
+        return (_from_2d_tensor(grad2, ct),)
 
 
 def _class_loss_backward_impl(g, x, node):

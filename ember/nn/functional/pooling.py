@@ -19,7 +19,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
-from ember.ops._base import Tensor, _wrap, check_tensor, record
+from ember.ops._base import Tensor, _wrap, check_tensor
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = [
     "max_pool1d",
@@ -121,7 +122,7 @@ def _batched(x: Tensor, op: str):
 class MaxPool(Node):
     """Forward: select the argmax of each window; backward: scatter to those positions."""
 
-    __slots__ = ("idx", "in_shape")
+    __slots__ = ("idx", "in_shape", "geo")
     saves_values = False
 
     def backward(self, g):
@@ -137,23 +138,46 @@ class MaxScatter(Node):
 
 
 def _max_gather(x: Tensor, idx: np.ndarray) -> Tensor:
+    return apply(_MAX_GATHER, x, idx=idx, in_shape=x._data.shape)
+
+
+def _max_gather_impl(x, idx, in_shape):
     n, c = idx.shape[:2]
     flat = x._data.reshape(n, c, -1)
-    out = np.take_along_axis(flat, idx.reshape(n, c, -1), axis=2).reshape(idx.shape)
-    return record(MaxPool, out, (x,), x._device, idx=idx, in_shape=x._data.shape)
+    return np.take_along_axis(flat, idx.reshape(n, c, -1), axis=2).reshape(idx.shape)
 
 
 def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
+    return apply(_MAX_SCATTER, g, idx=idx, in_shape=in_shape)
+
+
+def _max_scatter_impl(g, idx, in_shape):
+    """Each window's gradient added at the position of its maximum."""
     out = ck.max_pool2d_backward(g._data, idx, in_shape)
     if out is not None:
-        return record(MaxScatter, out, (g,), g._device, idx=idx, in_shape=in_shape)
+        return out
     n, c = idx.shape[:2]
     hw = in_shape[2] * in_shape[3]
     # One bincount over (plane, position) keys: repeated argmaxes of overlapping windows add up.
     keys = idx.reshape(n * c, -1) + (np.arange(n * c, dtype=np.int64) * hw)[:, None]
     out = np.bincount(keys.ravel(), weights=g._data.ravel(), minlength=n * c * hw)
-    out = out.astype(g._data.dtype, copy=False).reshape(in_shape)
-    return record(MaxScatter, out, (g,), g._device, idx=idx, in_shape=in_shape)
+    return out.astype(g._data.dtype, copy=False).reshape(in_shape)
+
+
+def _empty_like_param(name: str, dtype_of=None):
+    """A meta implementation: an empty array of the shape given by parameter ``name``."""
+
+    def impl(x, **params):
+        shape = params[name]
+        return x._device.backend.xp.empty(shape if isinstance(shape, tuple) else shape.shape, x._data.dtype)
+
+    return impl
+
+
+_MAX_GATHER = Primitive("max_pool2d_gather", MaxPool, _max_gather_impl)
+_MAX_SCATTER = Primitive("max_pool2d_backward", MaxScatter, _max_scatter_impl)
+_MAX_GATHER.register("meta", _empty_like_param("idx"))
+_MAX_SCATTER.register("meta", _empty_like_param("in_shape"))
 
 
 def _max_pool_numpy(xd: np.ndarray, geo: _Pool):
@@ -192,17 +216,30 @@ def max_pool2d(
     check_tensor(input, "max_pool2d")
     x, squeeze = _batched(input, "max_pool2d")
     geo = _Pool("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
-    xd = x._data
-    fused = ck.max_pool2d(xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
-    if fused is not None:
-        out, idx = fused
-    else:
-        out, idx = _max_pool_numpy(xd, geo)
-    t = record(MaxPool, out, (x,), x._device, idx=idx, in_shape=xd.shape)
-    i = _wrap(idx, x._device)
+    t, i = apply(_MAX_POOL, x, geo=geo)
     if squeeze:
         t, i = t.squeeze(0), i.squeeze(0)
     return (t, i) if return_indices else t
+
+
+def _max_pool_impl(x, geo):
+    """(output, flat H*W index of each window's maximum); the node keeps the indices."""
+    xd = x._data
+    fused = ck.max_pool2d(xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
+    out, idx = fused if fused is not None else _max_pool_numpy(xd, geo)
+    return (out, idx), {"idx": idx, "in_shape": xd.shape}
+
+
+def _max_pool_meta(x, geo):
+    xd = x._data
+    empty = x._device.backend.xp.empty
+    shape = xd.shape[:2] + tuple(geo.out_hw)
+    idx = empty(shape, np.int64)
+    return (empty(shape, xd.dtype), idx), {"idx": idx, "in_shape": xd.shape}
+
+
+_MAX_POOL = Primitive("max_pool2d", MaxPool, _max_pool_impl, multi=True, extras=True)
+_MAX_POOL.register("meta", _max_pool_meta)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -249,13 +286,20 @@ class AvgSpread(Node):
 
 
 def _avg_sum(x: Tensor, geo: _Pool, div: np.ndarray) -> Tensor:
+    return apply(_AVG_POOL, x, geo=geo, div=div, in_shape=x._data.shape)
+
+
+def _avg_sum_impl(x, geo, div, in_shape):
     xd = x._data
     win = geo.windows(geo.padded(xd, 0))
-    out = (win.sum(axis=(-2, -1)) / div).astype(xd.dtype, copy=False)
-    return record(AvgPool, out, (x,), x._device, geo=geo, div=div, in_shape=xd.shape)
+    return (win.sum(axis=(-2, -1)) / div).astype(xd.dtype, copy=False)
 
 
 def _avg_spread(g: Tensor, geo: _Pool, div: np.ndarray, in_shape: tuple) -> Tensor:
+    return apply(_AVG_SPREAD, g, geo=geo, div=div, in_shape=in_shape)
+
+
+def _avg_spread_impl(g, geo, div, in_shape):
     gd = (g._data / div).astype(g._data.dtype, copy=False)
     (h, w), (ho, wo) = geo.in_hw, geo.out_hw
     acc = geo.padded(np.zeros(in_shape, dtype=gd.dtype), 0)
@@ -264,8 +308,15 @@ def _avg_spread(g: Tensor, geo: _Pool, div: np.ndarray, in_shape: tuple) -> Tens
             hs, ws = i * geo.d[0], j * geo.d[1]
             acc[:, :, hs : hs + geo.s[0] * (ho - 1) + 1 : geo.s[0], ws : ws + geo.s[1] * (wo - 1) + 1 : geo.s[1]] += gd
     ph, pw = geo.p
-    out = np.ascontiguousarray(acc[:, :, ph : ph + h, pw : pw + w])
-    return record(AvgSpread, out, (g,), g._device, geo=geo, div=div, in_shape=in_shape)
+    return np.ascontiguousarray(acc[:, :, ph : ph + h, pw : pw + w])
+
+
+_AVG_POOL = Primitive("avg_pool2d", AvgPool, _avg_sum_impl)
+_AVG_SPREAD = Primitive("avg_pool2d_backward", AvgSpread, _avg_spread_impl)
+_AVG_POOL.register(
+    "meta", lambda x, geo, div, in_shape: x._device.backend.xp.empty(in_shape[:2] + tuple(geo.out_hw), x._data.dtype)
+)
+_AVG_SPREAD.register("meta", _empty_like_param("in_shape"))
 
 
 def avg_pool2d(

@@ -17,7 +17,8 @@ import numpy as np
 
 from ember.autograd.node import Node
 from ember.backends.ckernels import ops as ck
-from ember.ops._base import Tensor, _wrap, grad_state, record
+from ember.ops._base import Tensor, grad_state
+from ember.ops.dispatch import Primitive, apply
 
 __all__ = ["lstm_step", "gru_step", "rnn_step", "recurrent_sequence", "rnn_sequence"]
 
@@ -42,27 +43,15 @@ class _Step(Node):
     def backward(self, g):
         if grad_state.enabled:
             return self._composite_backward(g)
-        gi, state, w_hh = self.inputs[:3]
-        has_b = len(self.inputs) == 4
-        dgi, dgh, dstate = self.grads(g._data)  # gate gradients w.r.t. input and hidden projections
-        h = self.hidden(state._data)
-        dh = dgh @ w_hh._data
-        dstate = dh if dstate is None else self.join(dh, dstate)
-        out = [
-            _wrap(dgi, gi._device) if gi._requires_grad else None,
-            _wrap(dstate, state._device) if state._requires_grad else None,
-            _wrap(dgh.T @ h, w_hh._device) if w_hh._requires_grad else None,
-        ]
-        if has_b:
-            b = self.inputs[3]
-            out.append(_wrap(dgh.sum(0), b._device) if b._requires_grad else None)
+        need = tuple(t is not None and t._requires_grad for t in self.inputs)
+        out = apply(_STEP_BACKWARD, g, *self.inputs[:3], node=self, need=need)
         self.saved = None
-        return tuple(out)
+        return out
 
     def _composite_backward(self, g):
         from ember.autograd import grad
 
-        inputs = tuple(t.view_as(t) for t in self.inputs)
+        inputs = tuple(t.view_as(t) for t in self.inputs if t is not None)
         b = inputs[3] if len(inputs) == 4 else None
         out = self.composite(inputs[0], inputs[1], inputs[2], b)
         wanted = [t for t in inputs if t._requires_grad]
@@ -76,6 +65,43 @@ class _Step(Node):
     @staticmethod
     def join(dh, dstate):
         return dh + dstate
+
+
+def _step_backward_impl(g, gi, state, w_hh, node, need):
+    """(dgi, dstate, dw_hh, db_hh) of one step on arrays, from the node's saved gates."""
+    dgi, dgh, dstate = node.grads(g._data)  # gate gradients w.r.t. input and hidden projections
+    h = node.hidden(state._data)
+    dh = dgh @ w_hh._data
+    dstate = dh if dstate is None else node.join(dh, dstate)
+    return (
+        dgi if need[0] else None,
+        dstate if need[1] else None,
+        dgh.T @ h if need[2] else None,
+        dgh.sum(0) if need[3] else None,
+    )
+
+
+def _inputs_meta(g, *inputs, node, need):
+    """Meta: gradients shaped like the inputs that need them."""
+    empty = g._device.backend.xp.empty
+    ins = list(inputs) + list(node.inputs[len(inputs) :])
+    return tuple(empty(x._data.shape, x._data.dtype) if n else None for x, n in zip(ins, need))
+
+
+_STEP_BACKWARD = Primitive("rnn_step_backward", None, _step_backward_impl, multi=True)
+_STEP_BACKWARD.register("meta", _inputs_meta)
+
+
+def _step_impl(arrays):
+    def impl(gi, state, w_hh, b_hh, **params):
+        out, saved = arrays(gi._data, state._data, w_hh._data, None if b_hh is None else b_hh._data, **params)
+        return out, {"saved": saved}
+
+    return impl
+
+
+def _step_meta(gi, state, w_hh, b_hh, **params):
+    return state._device.backend.xp.empty(state._data.shape, state._data.dtype), {"saved": None}
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -129,9 +155,7 @@ def _lstm_arrays(gi, hcd, w_hh, b_hh):
 
 def lstm_step(gi: Tensor, hc: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
     """One LSTM step: ``gi = x W_ih^T + b_ih`` (B, 4H), ``hc = [h | c]`` (B, 2H) -> new ``[h | c]``."""
-    out, saved = _lstm_arrays(gi._data, hc._data, w_hh._data, None if b_hh is None else b_hh._data)
-    inputs = (gi, hc, w_hh) if b_hh is None else (gi, hc, w_hh, b_hh)
-    return record(LSTMStep, out, inputs, gi._device, saved=saved)
+    return apply(_LSTM_STEP, gi, hc, w_hh, b_hh)
 
 
 # --------------------------------------------------------------------------- GRU
@@ -173,9 +197,7 @@ def _gru_arrays(gid, hd, w_hh, b_hh):
 
 def gru_step(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
     """One GRU step (gates r, z, n as PyTorch): ``gi = x W_ih^T + b_ih`` (B, 3H), ``h`` (B, H)."""
-    out, saved = _gru_arrays(gi._data, h._data, w_hh._data, None if b_hh is None else b_hh._data)
-    inputs = (gi, h, w_hh) if b_hh is None else (gi, h, w_hh, b_hh)
-    return record(GRUStep, out, inputs, gi._device, saved=saved)
+    return apply(_GRU_STEP, gi, h, w_hh, b_hh)
 
 
 # --------------------------------------------------------------------------- Elman RNN
@@ -202,10 +224,14 @@ def _rnn_arrays(gid, hd, w_hh, b_hh, relu):
 
 def rnn_step(gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None, nonlinearity: str = "tanh") -> Tensor:
     """One Elman RNN step: ``act(gi + h W_hh^T + b_hh)`` with ``act`` tanh or relu."""
-    relu = nonlinearity == "relu"
-    out, saved = _rnn_arrays(gi._data, h._data, w_hh._data, None if b_hh is None else b_hh._data, relu)
-    inputs = (gi, h, w_hh) if b_hh is None else (gi, h, w_hh, b_hh)
-    return record(RNNStep, out, inputs, gi._device, saved=saved, relu=relu)
+    return apply(_RNN_STEP, gi, h, w_hh, b_hh, relu=nonlinearity == "relu")
+
+
+_LSTM_STEP = Primitive("lstm_step", LSTMStep, _step_impl(_lstm_arrays), extras=True)
+_GRU_STEP = Primitive("gru_step", GRUStep, _step_impl(_gru_arrays), extras=True)
+_RNN_STEP = Primitive("rnn_step", RNNStep, _step_impl(_rnn_arrays), extras=True)
+for _prim in (_LSTM_STEP, _GRU_STEP, _RNN_STEP):
+    _prim.register("meta", _step_meta)
 
 
 # --------------------------------------------------------------------------- whole-sequence primitive
@@ -228,28 +254,14 @@ class RecurrentSequence(Node):
     def backward(self, g):
         if grad_state.enabled:
             return self._composite_backward(g)
-        gi_all, state0, w_hh = self.inputs[:3]
-        if self.kind == "LSTM":
-            if self.out_vc[0] != 0:
-                raise RuntimeError(
-                    "one of the variables needed for gradient computation has been modified by an inplace "
-                    f"operation: the output of {self.name()} is at version {self.out_vc[0]}; expected version 0 "
-                    "instead."
-                )
-            dgi_all, dgh_all, hprev, dstate = _lstm_sequence_backward(self, g._data, w_hh._data)
-        else:
-            dgi_all, dgh_all, hprev, dstate = self._steps_backward(g._data, w_hh._data)
-        out = [
-            _wrap(dgi_all, gi_all._device) if gi_all._requires_grad else None,
-            _wrap(dstate, state0._device) if state0._requires_grad else None,
-            None,
-        ]
-        rows = dgh_all.reshape(-1, dgh_all.shape[-1])
-        if w_hh._requires_grad:
-            out[2] = _wrap(rows.T @ hprev.reshape(-1, hprev.shape[-1]), w_hh._device)
-        if len(self.inputs) == 4:
-            out.append(_wrap(rows.sum(0), w_hh._device) if self.inputs[3]._requires_grad else None)
-        return tuple(out)
+        if self.kind == "LSTM" and self.out_vc[0] != 0:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: the output of {self.name()} is at version {self.out_vc[0]}; expected version 0 "
+                "instead."
+            )
+        need = tuple(t is not None and t._requires_grad for t in self.inputs)
+        return apply(_SEQUENCE_BACKWARD, g, *self.inputs[:3], node=self, need=need)
 
     def _steps_backward(self, gd, wd):
         """GRU / RNN: the step classes' gate-gradient formulas, one step at a time."""
@@ -275,11 +287,30 @@ class RecurrentSequence(Node):
     def _composite_backward(self, g):
         from ember.autograd import grad
 
-        inputs = tuple(t.view_as(t) for t in self.inputs)
+        inputs = tuple(t.view_as(t) for t in self.inputs if t is not None)
         out = _sequence_by_steps(self.kind, self.reverse, self.relu, *inputs)
         wanted = [t for t in inputs if t._requires_grad]
         grads = iter(grad(out, wanted, g, create_graph=True, allow_unused=True))
         return tuple(next(grads) if t._requires_grad else None for t in inputs)
+
+
+def _sequence_backward_impl(g, gi_all, state0, w_hh, node, need):
+    """Backpropagation through time on arrays: (dgi_all, dstate0, dw_hh, db_hh)."""
+    if node.kind == "LSTM":
+        dgi_all, dgh_all, hprev, dstate = _lstm_sequence_backward(node, g._data, w_hh._data)
+    else:
+        dgi_all, dgh_all, hprev, dstate = node._steps_backward(g._data, w_hh._data)
+    rows = dgh_all.reshape(-1, dgh_all.shape[-1])
+    return (
+        dgi_all if need[0] else None,
+        dstate if need[1] else None,
+        rows.T @ hprev.reshape(-1, hprev.shape[-1]) if need[2] else None,
+        rows.sum(0) if need[3] else None,
+    )
+
+
+_SEQUENCE_BACKWARD = Primitive("recurrent_sequence_backward", None, _sequence_backward_impl, multi=True)
+_SEQUENCE_BACKWARD.register("meta", _inputs_meta)
 
 
 # --------------------------------------------------------------------------- LSTM over a sequence
@@ -447,6 +478,23 @@ def recurrent_sequence(
     kind: str, gi_all: Tensor, state0: Tensor, w_hh: Tensor, b_hh, reverse: bool = False, relu: bool = False
 ) -> Tensor:
     """All states ``(T, B, S)`` of one recurrent direction given the projected inputs ``gi_all``."""
+    t = apply(_SEQUENCE, gi_all, state0, w_hh, b_hh, kind=kind, reverse=reverse, relu=relu)
+    node = t._node
+    if node is not None:
+        node.save_versions(*(x for x in (gi_all, state0, w_hh, b_hh) if x is not None))
+        if kind == "LSTM":  # backward reads the output array: guard it against in-place writes
+            t._vc = [0]
+            node.out_vc = t._vc
+    return t
+
+
+def _sequence_meta(gi_all, state0, w_hh, b_hh, kind, reverse, relu):
+    shape = gi_all._data.shape[:1] + state0._data.shape
+    return gi_all._device.backend.xp.empty(shape, state0._data.dtype), {"saved": None, "prev": None}
+
+
+def _sequence_impl(gi_all, state0, w_hh, b_hh, kind, reverse, relu):
+    """The states of every step, and what backward needs (gates, each step's starting state)."""
     gd, wd = gi_all._data, w_hh._data
     bd = None if b_hh is None else b_hh._data
     steps = gd.shape[0]
@@ -463,16 +511,11 @@ def recurrent_sequence(
             prev[t] = state
             state, saved[t] = fwd(gd[t], state, wd, bd, relu) if kind == "RNN" else fwd(gd[t], state, wd, bd)
             out[t] = state
-    inputs = (gi_all, state0, w_hh) if b_hh is None else (gi_all, state0, w_hh, b_hh)
-    t = record(RecurrentSequence, out, inputs, gi_all._device, kind=kind, reverse=reverse, relu=relu)
-    node = t._node
-    if node is not None:
-        node.saved, node.prev = saved, prev
-        node.save_versions(*inputs)
-        if kind == "LSTM":  # backward reads the output array: guard it against in-place writes
-            t._vc = [0]
-            node.out_vc = t._vc
-    return t
+    return out, {"saved": saved, "prev": prev}
+
+
+_SEQUENCE = Primitive("recurrent_sequence", RecurrentSequence, _sequence_impl, extras=True)
+_SEQUENCE.register("meta", _sequence_meta)
 
 
 # --------------------------------------------------------------------------- sequences
