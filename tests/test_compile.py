@@ -9,7 +9,7 @@ import torch
 
 import ember
 from ember.compile import RECOMPILE_LIMIT, CompileError
-from ember.models import MLP, GPT, GPTConfig
+from ember.models import GPT, MLP, GPTConfig
 
 UNARY = {
     "exp": lambda m, x: m.exp(x),
@@ -114,7 +114,7 @@ def test_small_gpt_compiled_matches_eager():
     idx = ember.randint(0, 16, (2, 8))
     tgt = ember.randint(0, 16, (2, 8))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ops not yet behind the dispatch point fall back
+        warnings.simplefilter("error")  # the whole forward is captured: no fallback
         logits, loss = cg(idx, tgt)
     logits2, loss2 = g(idx, tgt)
     np.testing.assert_allclose(logits.detach().numpy(), logits2.detach().numpy(), rtol=1e-5, atol=1e-6)
@@ -263,7 +263,9 @@ def test_kernel_cache_on_disk_is_reused(tmp_path, monkeypatch):
     other.mkdir()
     (other / files[0].name).write_bytes(b"corrupt")
     monkeypatch.setenv("EMBER_CACHE_DIR", str(other))
-    np.testing.assert_allclose(ember.compile(lambda x: (x * 5).tanh() + 2)(x).numpy(), ((x * 5).tanh() + 2).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        ember.compile(lambda x: (x * 5).tanh() + 2)(x).numpy(), ((x * 5).tanh() + 2).numpy(), rtol=1e-6
+    )
     assert (other / files[0].name).read_bytes()[:4] == b"\x7fELF"
 
 

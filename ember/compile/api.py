@@ -26,7 +26,7 @@ from ember._mode import mode as _dispatch_mode
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.capture import Unsupported, flatten, trace, unflatten
 from ember.compile.ir import IRGraph, Node
-from ember.compile.lower import schedule
+from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.runtime import BuildError, build_kernels, execute
 from ember.nn.modules.module import Module
@@ -134,6 +134,7 @@ class CompiledFunction:
         graph = IRGraph.from_traced(traced)
         self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
         run_passes(graph, log=lambda m: self._say("graph", m))
+        relax_views(graph)
         plain = schedule(graph, [])
         steps, kernels = plain, {}
         if self.backend == "inductor":
@@ -219,7 +220,7 @@ def compile(
         raise RuntimeError("Either mode or options can be specified, but both can't be specified at the same time.")
     if mode not in _MODES:
         raise RuntimeError(f"Unrecognized mode={mode}, should be one of: {', '.join(m for m in _MODES if m)}")
-    if not (backend in _BACKENDS):
+    if backend not in _BACKENDS:
         raise ValueError(f"ember.compile: unknown backend {backend!r} (expected one of {', '.join(_BACKENDS)})")
     if model is None:
         return functools.partial(

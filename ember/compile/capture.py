@@ -21,8 +21,8 @@ Example:
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from ember import _device
 from ember._mode import mode
@@ -82,6 +82,19 @@ class _BindingTracer(_Tracer):
         self.owner: dict = {}  # input value id -> the tensor the program passed to the op
 
     def _trace(self, x):
+        if isinstance(x, Tensor) and x._device.type != "meta" and id(x) not in self.stand_ins:
+            vid = self.by_data.get(id(x._data))
+            if vid is not None:
+                # A captured op's output on a real device (a factory given device="cpu"): it
+                # holds a meta array already; trace it as that value, not as a new input.
+                s = Tensor.__new__(Tensor)
+                s._data = x._data
+                s._device = _capture._META
+                s._requires_grad = x._requires_grad
+                self.stand_ins[id(x)] = s
+                self.keep += [x, s]
+                self.ids[id(s)] = vid
+                return s
         n = len(self.graph.inputs)
         t = super()._trace(x)
         if len(self.graph.inputs) > n:
@@ -125,7 +138,9 @@ def trace(fn, args: tuple, kwargs: dict) -> Traced:
     if any(r.phase == "backward" for r in graph.ops):
         raise Unsupported("backward() inside the compiled function is not captured yet")
     by_id = {id(t): k for k, t in enumerate(arg_tensors)}
-    stand_in_of = {id(s): real for real_id, s in tracer.stand_ins.items() for real in tracer.keep if id(real) == real_id}
+    stand_in_of = {
+        id(s): real for real_id, s in tracer.stand_ins.items() for real in tracer.keep if id(real) == real_id
+    }
     bindings = []
     for vid in graph.inputs:
         x = tracer.owner[vid]

@@ -37,7 +37,9 @@ class Node:
 
     __slots__ = ("id", "kind", "prim", "args", "params", "shape", "dtype", "binding", "value", "index")
 
-    def __init__(self, id, kind, *, prim=None, args=(), params=None, shape=(), dtype=None, binding=None, value=None, index=0):
+    def __init__(
+        self, id, kind, *, prim=None, args=(), params=None, shape=(), dtype=None, binding=None, value=None, index=0
+    ):
         self.id = id
         self.kind = kind  # "placeholder", "constant", "call" or "item"
         self.prim = prim

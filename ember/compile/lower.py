@@ -9,9 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from ember.compile.ir import Node
-
-__all__ = ["schedule"]
+__all__ = ["schedule", "relax_views"]
 
 
 def schedule(graph, groups: list) -> list:
@@ -49,5 +47,21 @@ def schedule(graph, groups: list) -> list:
     return order
 
 
-def is_node(x) -> bool:
-    return isinstance(x, Node)
+def relax_views(graph) -> int:
+    """Run ``view`` nodes as ``reshape`` when the graph writes nothing in place.
+
+    Meta tracers carry no strides, so capture does not see that a tensor is non-contiguous and
+    a ``.contiguous()`` before a ``.view()`` is not recorded; on real data the ``view`` would then
+    fail. Without in-place writes nobody can observe whether a result aliases its input, and
+    ``reshape`` gives the same values. Returns the number of nodes changed.
+    """
+    from ember.ops.dispatch import REGISTRY
+
+    if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
+        return 0
+    changed = 0
+    for n in graph.nodes:
+        if n.kind == "call" and n.op == "view" and set(n.params) == {"shape"}:
+            n.prim = REGISTRY["reshape"]
+            changed += 1
+    return changed
