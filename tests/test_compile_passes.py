@@ -241,3 +241,14 @@ def test_cuda_kernels_launch_and_match_eager():
         for o, arr in zip(gr.outputs, outs):
             env[o] = cp.asnumpy(arr)
     np.testing.assert_allclose(env[g.outputs[0]], CHAINS["all_ops"](x).numpy(), rtol=1e-5)
+
+
+def test_fusion_merges_independent_sibling_groups():
+    def f(x):
+        return ember.maximum((x * 2 + 1).relu(), (x * 0.5).exp())
+
+    g = graph_of(f, X)
+    (group,) = fuse(g)
+    assert [n.op for n in group.nodes] == ["mul", "add", "relu", "mul", "exp", "maximum"]
+    assert group.inputs == [g.nodes[0]] and len(group.outputs) == 1
+    np.testing.assert_allclose(run(g, X, groups=[group])[0], f(X).numpy(), rtol=1e-6)

@@ -65,6 +65,7 @@ class _Entry:
         self.kernels = kernels
         self.plain_steps = plain_steps  # every node through apply (autograd records)
         self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
+        self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
 
     def consts_ok(self) -> bool:
         return all(_tensor_guard(t) == g for _, t, g in self.consts)
@@ -72,8 +73,7 @@ class _Entry:
     def run(self, arg_tensors: list):
         env = {}
         needs_grad = False
-        placeholders = [n for n in self.graph.nodes if n.kind == "placeholder"]
-        for n in placeholders:
+        for n in self.placeholders:
             kind, ref = n.binding
             t = arg_tensors[ref] if kind == "arg" else ref
             needs_grad = needs_grad or t._requires_grad
@@ -117,7 +117,7 @@ class CompiledFunction:
         tensors: list = []
         spec = flatten((args, kwargs), tensors)
         training = self.module.training if self.module is not None else None
-        key = (repr(spec), tuple(_tensor_guard(t) for t in tensors), training, grad_state.enabled)
+        key = (_freeze(spec), tuple(_tensor_guard(t) for t in tensors), training, grad_state.enabled)
         return key, tensors
 
     def _fallback(self, reason: str):
@@ -144,8 +144,13 @@ class CompiledFunction:
             else:
                 groups = fuse(graph, log=lambda m: self._say("fusion", m))
             try:
+                fused_steps = schedule(graph, groups)
+            except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
+                self._say("fusion", f"no fusion: {e}")
+                groups, fused_steps = [], plain
+            try:
                 fns = build_kernels(groups, log=lambda m: self._say("codegen", m))
-                steps, kernels = schedule(graph, groups), dict(enumerate(fns))
+                steps, kernels = fused_steps, dict(enumerate(fns))
             except BuildError as e:
                 self._fallback(f"{e}; the graph runs op by op")
         return _Entry(traced, graph, steps, kernels, plain)
@@ -169,6 +174,23 @@ class CompiledFunction:
         if isinstance(entry, str):
             return self.fn(*args, **kwargs)
         return entry.run(tensors)
+
+
+def _freeze(spec):
+    """A hashable form of an argument structure (lists become tuples; unhashable constants are
+    guarded by their repr)."""
+    kind, body = spec
+    if kind == "T":
+        return spec
+    if kind == "C":
+        try:
+            hash(body)
+            return (kind, type(body), body)
+        except TypeError:
+            return (kind, type(body), repr(body))
+    if kind is dict:
+        return (kind, tuple((k, _freeze(v)) for k, v in body))
+    return (kind, tuple(_freeze(s) for s in body))
 
 
 def _name(fn) -> str:

@@ -16,7 +16,7 @@ import ctypes
 import numpy as np
 
 from ember.backends import ckernels
-from ember.compile.codegen.c import PRELUDE, CRenderer
+from ember.compile.codegen.c import CRenderer, prelude
 from ember.compile.ir import Node
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
@@ -30,7 +30,7 @@ class BuildError(Exception):
 
 def render_c(groups: list) -> str:
     r = CRenderer()
-    return PRELUDE + "\n".join(r.render(g, f"ember_k{g.id}") for g in groups)
+    return prelude() + "\n".join(r.render(g, f"ember_k{g.id}") for g in groups)
 
 
 def build_kernels(groups: list, log=None) -> list:

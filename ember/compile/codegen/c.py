@@ -2,29 +2,40 @@
 when the array is big enough to pay for threads) and a SIMD inner loop.
 
 Example:
-    >>> from ember.compile.codegen.c import CRenderer, PRELUDE
-    >>> "omp.h" in PRELUDE
+    >>> from ember.compile.codegen.c import CRenderer, prelude
+    >>> "exp_f32" in prelude()
     True
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ember.compile.codegen.cstyle import CStyleRenderer
 
-__all__ = ["CRenderer", "PRELUDE", "BLOCK", "PARALLEL_MIN"]
+__all__ = ["CRenderer", "prelude", "BLOCK", "PARALLEL_MIN"]
 
 BLOCK = 4096  # elements per inner loop: a few pages, long enough to vectorize
 PARALLEL_MIN = 1 << 17  # below this, waking threads costs more than the loop itself
 
-PRELUDE = """#include <math.h>
-#include <stdint.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-"""
+# float32 exp/tanh/erf from the hand kernels' mathf.c: branch-free, so loops over them vectorize
+# (glibc's expf/tanhf are scalar calls; tanhf alone costs ~40 ns an element).
+_FAST_F32 = {"EXP": "exp_f32", "TANH": "tanh_f32", "ERF": "erf_f32"}
+
+
+def prelude() -> str:
+    """The C text before the kernels: headers and the vectorizable float32 math functions."""
+    from ember.backends import ckernels
+
+    return (Path(ckernels.__file__).parent / "mathf.c").read_text()
 
 
 class CRenderer(CStyleRenderer):
+    def math(self, name: str, dtype) -> str:
+        if str(dtype).endswith("float32") and name in _FAST_F32:
+            return _FAST_F32[name]
+        return super().math(name, dtype)
+
     def render(self, group, name: str) -> str:
         T = self.ctype(group.dtype)
         params = [f"const {T} *restrict in{i}" for i in range(len(group.inputs))]

@@ -37,8 +37,9 @@ EXPRESSIONS = {
     "tanh": "TANH({0})",
     "sigmoid": "(({T})1 / (({T})1 + EXP(-{0})))",
     "relu": "({0} < ({T})0 ? ({T})0 : {0})",  # NaN stays NaN, as in PyTorch
-    "maximum": "(({0} != {0} || {0} > {1}) ? {0} : {1})",  # NaN-propagating
-    "minimum": "(({0} != {0} || {0} < {1}) ? {0} : {1})",
+    # NaN-propagating, as two selects (GCC does not vectorize a select on ``a != a || a > b``)
+    "maximum": "(({1} != {1}) ? {1} : (({0} <= {1}) ? {1} : {0}))",
+    "minimum": "(({1} != {1}) ? {1} : (({0} >= {1}) ? {1} : {0}))",
     "pow": "POW({0}, {1})",
     "erf": "ERF({0})",
 }

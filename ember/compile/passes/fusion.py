@@ -64,35 +64,54 @@ def _why_not(n: Node) -> str | None:
 def fuse(graph, log=None) -> list:
     """Group the graph's elementwise chains; returns the groups (each of two or more ops).
 
+    A call joins the group of one of its inputs; when its inputs come from several groups that
+    do not depend on each other (``max(f(x), g(x))``), those groups merge into one.
     ``log(msg)``, when given, hears each group formed and each refused candidate with the reason.
     """
-    group_of: dict = {}  # node -> FusionGroup
+    group_of: dict = {}  # node -> FusionGroup (follow ``merged`` for the live one)
+    merged: dict = {}  # group id -> the group it was merged into
     deps: dict = {}  # node -> ids of the groups it transitively reads
     groups: list = []
+
+    def live(g):
+        while g.id in merged:
+            g = merged[g.id]
+        return g
+
+    def grp(a):
+        g = group_of.get(a)
+        return None if g is None else live(g)
+
+    def rdeps(a) -> set:
+        return {live(groups[i]).id for i in deps.get(a, ())}
+
     for n in graph.nodes:
         d = set()
         for a in n.inputs():
             d |= deps.get(a, set())
-            if a in group_of:
-                d.add(group_of[a].id)
         why = _why_not(n)
         if why is not None:
             deps[n] = d
-            if log and n.kind == "call" and any(a in group_of for a in n.inputs()):
+            if log and n.kind == "call" and any(grp(a) is not None for a in n.inputs()):
                 log(f"refused %{n.id} ({n.op}): {why}")
             continue
-        target = None
+        candidates = []
         for a in n.inputs():
-            g = group_of.get(a)
-            if g is None or g.numel() != n.numel():
-                continue
-            others = [b for b in n.inputs() if group_of.get(b) is not g]
-            if any(g.id in deps.get(b, set()) or group_of.get(b) is g for b in others):
+            g = grp(a)
+            if g is not None and g not in candidates:
+                candidates.append(g)
+        target = None
+        for g in candidates:
+            others = [b for b in n.inputs() if grp(b) is not g]
+            if any(g.id in rdeps(b) for b in others):
                 if log:
                     log(f"refused %{n.id} ({n.op}) into group{g.id}: another input depends on the group (cycle)")
                 continue
-            target = g
-            break
+            if target is None:
+                target = g
+            else:  # an independent sibling group: merge it
+                target.nodes = sorted(target.nodes + g.nodes, key=graph.nodes.index)
+                merged[g.id] = target
         if target is None:
             target = FusionGroup(len(groups), n)
             groups.append(target)
@@ -100,6 +119,7 @@ def fuse(graph, log=None) -> list:
             target.nodes.append(n)
         group_of[n] = target
         deps[n] = d | {target.id}
+    groups = [g for g in groups if g.id not in merged]
     groups = [g for g in groups if len(g.nodes) > 1]
     users = graph.users()
     outs = graph.output_nodes()
