@@ -75,8 +75,8 @@ def main(argv=None) -> None:
         (entry,) = f.cache.values()
         groups = [s[1] for s in entry.steps if s[0] == "group"]
         assert len(groups) == 1 and len(groups[0].nodes) == 8, groups
-        t_comp = _best(lambda: f(x), args.repeat)
-        t_eager = _best(lambda: chain(x), max(3, args.repeat // 4))
+        t_comp = _best(lambda f=f: f(x), args.repeat)
+        t_eager = _best(lambda chain=chain: chain(x), max(3, args.repeat // 4))
         print(f"  {label}:")
         print(
             f"    ember compiled          {t_comp[0] * 1e3:8.2f} / {t_comp[1] * 1e3:8.2f} ms"
