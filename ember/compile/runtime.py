@@ -43,8 +43,8 @@ def build_kernels(groups: list, log=None) -> list:
     if cc is None:
         raise BuildError("no C compiler found (set $CC)")
     path = ckernels.library_path(src, "compiled", cc)
-    if log:
-        log(f"generated source ({path}):\n{src}")
+    if log:  # the kernels, without the prelude of math helpers (mathf.c)
+        log(f"generated source ({path}):\n{src[len(prelude()) :]}")
     sigs = {f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs)) + [ctypes.c_int64] for g in groups}
     lib = ckernels.load(src, "compiled", sigs)
     if lib is None:
