@@ -26,6 +26,7 @@ from ember._mode import mode as _dispatch_mode
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.capture import Unsupported, flatten, trace, unflatten
 from ember.compile.ir import IRGraph, Node
+from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.runtime import BuildError, build_kernels, execute
@@ -66,6 +67,21 @@ class _Entry:
         self.plain_steps = plain_steps  # every node through apply (autograd records)
         self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
         self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
+        self.joint = False
+
+    def make_joint(self, bwd_steps, saved) -> None:
+        """Set up the forward/backward split (see ``joint.JointFunction``)."""
+        g = self.graph
+        self.joint = True
+        self.bwd_steps = bwd_steps
+        self.saved = saved
+        self.ret_nodes = list(dict.fromkeys(o for o in g.outputs[: g.n_out] if isinstance(o, Node)))
+        self.diff_order = g.outputs[g.n_out : g.n_out + g.n_diff]
+        self.diff_nodes = set(self.diff_order)
+        self.gouts = [(n, n.binding[1]) for n in self.placeholders if n.binding[0] == "gout"]
+        self.grad_of = {p: o for p, o in zip(g.grad_inputs, g.outputs[g.n_out + g.n_diff :]) if isinstance(o, Node)}
+        if not all(n in self.ret_nodes for n in self.diff_order):
+            self.joint = False  # a differentiable output that is not a graph value: op by op
 
     def consts_ok(self) -> bool:
         return all(_tensor_guard(t) == g for _, t, g in self.consts)
@@ -75,17 +91,23 @@ class _Entry:
         needs_grad = False
         for n in self.placeholders:
             kind, ref = n.binding
+            if kind == "gout":
+                continue
             t = arg_tensors[ref] if kind == "arg" else ref
             needs_grad = needs_grad or t._requires_grad
             env[n] = t
-        if needs_grad and grad_state.enabled:
+        if self.joint and needs_grad and grad_state.enabled:
+            ins = [env.get(n) for n in self.placeholders]
+            outs = JointFunction.apply(self, *ins)
+            env.update(zip(self.ret_nodes, outs if isinstance(outs, tuple) else (outs,)))
+        elif needs_grad and grad_state.enabled:
             # Training through the compiled forward: every op runs through apply so the
             # primitives' gradient rules record the backward graph (the forward is not fused).
             execute(self.plain_steps, {}, env)
         else:
             execute(self.steps, self.kernels, env)
         outs = []
-        for o in self.graph.outputs:
+        for o in self.graph.outputs[: self.graph.n_out]:
             if isinstance(o, Node):
                 outs.append(env[o])
             elif o[0] == "arg":
@@ -126,34 +148,65 @@ class CompiledFunction:
         warnings.warn(f"ember.compile: running {_name(self.fn)} eagerly: {reason}", stacklevel=4)
         return reason
 
+    def _trace(self, args, kwargs):
+        """The capture: joint (forward and backward) when grad mode is on, else forward only."""
+        if not grad_state.enabled:
+            return trace(self.fn, args, kwargs)
+        try:
+            return trace(self.fn, args, kwargs, joint=True)
+        except Unsupported as e:
+            traced = trace(self.fn, args, kwargs)  # raises Unsupported if the forward fails too
+            self._say("graph", f"backward not captured ({e}): with gradients the graph runs op by op")
+            return traced
+
+    def _fuse_and_build(self, graph, views):
+        """Fuse each view (forward, backward) and build every kernel into one library; returns
+        ``(steps per view, kernels)``, unfused when fusion is off or the build fails."""
+        plain = [schedule(v, []) for v in views]
+        if self.backend != "inductor":
+            return plain, {}
+        if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
+            self._say("fusion", "no fusion: the graph writes tensors in place")
+            return plain, {}
+        all_groups, steps = [], []
+        try:
+            for v in views:
+                groups = fuse(v, log=lambda m: self._say("fusion", m))
+                for g in groups:
+                    g.id = len(all_groups)
+                    all_groups.append(g)
+                steps.append(schedule(v, groups))
+        except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
+            self._say("fusion", f"no fusion: {e}")
+            return plain, {}
+        try:
+            fns = build_kernels(all_groups, log=lambda m: self._say("codegen", m))
+        except BuildError as e:
+            self._fallback(f"{e}; the graph runs op by op")
+            return plain, {}
+        return steps, dict(enumerate(fns))
+
     def _compile(self, args, kwargs):
         try:
-            traced = trace(self.fn, args, kwargs)
+            traced = self._trace(args, kwargs)
         except Unsupported as e:
             return self._fallback(str(e))
         graph = IRGraph.from_traced(traced)
         self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
         run_passes(graph, log=lambda m: self._say("graph", m))
         relax_views(graph)
-        plain = schedule(graph, [])
-        steps, kernels = plain, {}
-        if self.backend == "inductor":
-            if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
-                self._say("fusion", "no fusion: the graph writes tensors in place")
-                groups = []
-            else:
-                groups = fuse(graph, log=lambda m: self._say("fusion", m))
-            try:
-                fused_steps = schedule(graph, groups)
-            except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
-                self._say("fusion", f"no fusion: {e}")
-                groups, fused_steps = [], plain
-            try:
-                fns = build_kernels(groups, log=lambda m: self._say("codegen", m))
-                steps, kernels = fused_steps, dict(enumerate(fns))
-            except BuildError as e:
-                self._fallback(f"{e}; the graph runs op by op")
-        return _Entry(traced, graph, steps, kernels, plain)
+        if not graph.grad_inputs:
+            (steps,), kernels = self._fuse_and_build(graph, [graph])
+            return _Entry(traced, graph, steps, kernels, schedule(graph, []))
+        fwd, bwd, saved = partition(graph)
+        plain = schedule(fwd, [])  # op by op through apply: eager's backward
+        if not any(isinstance(o, Node) for o in graph.outputs[graph.n_out + graph.n_diff :]):
+            (steps,), kernels = self._fuse_and_build(graph, [fwd])
+            return _Entry(traced, graph, steps, kernels, plain)
+        (steps, bwd_steps), kernels = self._fuse_and_build(graph, [fwd, bwd])
+        entry = _Entry(traced, graph, steps, kernels, plain)
+        entry.make_joint(bwd_steps, saved)
+        return entry
 
     def __call__(self, *args, **kwargs):
         if _dispatch_mode.handler is not None or self.gave_up is not None:

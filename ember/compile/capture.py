@@ -26,6 +26,8 @@ from pathlib import Path
 
 from ember import _device
 from ember._mode import mode
+from ember.autograd.node import Node as AutogradNode
+from ember.backends import meta as _meta
 from ember.ops import capture as _capture
 from ember.ops.capture import Graph, _Tracer
 from ember.tensor import Tensor
@@ -72,6 +74,11 @@ class Traced:
     bindings: list  # per graph input: ("arg", k) or ("const", tensor)
     out_spec: object  # the result's structure (see flatten)
     out_refs: list  # per output slot: ("value", vid) or ("arg", k) or ("const", tensor)
+    # A joint trace (forward and backward): the outputs that get a gradient (value ids), the
+    # gradient of each graph input that requires grad (input vid -> grad vid or None).
+    diff_outputs: list = None
+    input_grads: dict = None
+    n_forward_ops: int = 0  # ops before this index are the forward, the rest its backward
 
 
 class _BindingTracer(_Tracer):
@@ -112,8 +119,50 @@ def _where(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "<unknown>"
 
 
-def trace(fn, args: tuple, kwargs: dict) -> Traced:
-    """Run ``fn(*args, **kwargs)`` in capture mode and bind the graph to the call."""
+def _grads(tracer, result) -> tuple:
+    """Inside the capture: the backward of ``result`` w.r.t. every traced input that requires
+    grad, with a fresh meta tensor as the gradient of each differentiable output."""
+    import ember
+    from ember.autograd import grad
+
+    outs: list = []
+    flatten(result, outs)
+    diff = []
+    for t in outs:
+        if t._requires_grad and t._data.dtype.kind == "f" and id(t) in tracer.ids and all(t is not d for d in diff):
+            diff.append(t)
+    wrt_vids = []
+    for vid in tracer.graph.inputs:
+        x = tracer.owner[vid]
+        t = tracer.stand_ins.get(id(x), x)
+        if t._requires_grad:
+            wrt_vids.append((vid, t))
+    if not diff or not wrt_vids:
+        return [], {}
+    handler = mode.handler
+    mode.handler = None  # the output gradients are new graph inputs, not captured ops
+    try:
+        gouts = [ember.empty(t.shape, dtype=t.dtype, device="meta") for t in diff]
+    finally:
+        mode.handler = handler
+    tracer.grad_outputs = {id(g): k for k, g in enumerate(gouts)}
+    tracer.keep += gouts
+    diff_vids = [tracer.ids[id(t)] for t in diff]
+    grads = grad(diff, [t for _, t in wrt_vids], grad_outputs=gouts, allow_unused=True)
+    out = {}
+    for (vid, _), g in zip(wrt_vids, grads):
+        gv = None if g is None else tracer.ids.get(id(g), tracer.by_data.get(id(g._data)))
+        if g is not None and gv is None:
+            raise Unsupported("a gradient was computed outside the dispatch point")
+        out[vid] = gv
+    return diff_vids, out
+
+
+def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
+    """Run ``fn(*args, **kwargs)`` in capture mode and bind the graph to the call.
+
+    With ``joint``, also capture the backward of the result (see :func:`_grads`); its output
+    gradients are graph inputs bound as ``("gout", k)``."""
     if mode.handler is not None:
         raise Unsupported("another capture or a profile is active")
     arg_tensors: list = []
@@ -129,14 +178,21 @@ def trace(fn, args: tuple, kwargs: dict) -> Traced:
         stand_ins = [tracer._trace(t) for t in arg_tensors]
         args, kwargs = unflatten(flatten((args, kwargs), []), stand_ins)
         result = fn(*args, **kwargs)
+        if any(r.phase == "backward" for r in graph.ops):
+            raise Unsupported("backward() inside the compiled function is not captured yet")
+        tracer.grad_outputs = {}
+        n_forward = len(graph.ops)
+        diff_vids, input_grads = _grads(tracer, result) if joint else (None, None)
+        for r in graph.ops:
+            if any(isinstance(v, AutogradNode) for v in r.params.values()):
+                # its state lives on the node, which backward frees: the op cannot be replayed
+                raise Unsupported(f"'{r.op}' takes an autograd node as a parameter")
     except Unsupported:
         raise
     except Exception as e:  # data-dependent Python on a tracer, or an op meta cannot run
         raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
     finally:
         mode.handler = mode.backward_hook = None
-    if any(r.phase == "backward" for r in graph.ops):
-        raise Unsupported("backward() inside the compiled function is not captured yet")
     by_id = {id(t): k for k, t in enumerate(arg_tensors)}
     stand_in_of = {
         id(s): real for real_id, s in tracer.stand_ins.items() for real in tracer.keep if id(real) == real_id
@@ -144,9 +200,14 @@ def trace(fn, args: tuple, kwargs: dict) -> Traced:
     bindings = []
     for vid in graph.inputs:
         x = tracer.owner[vid]
+        if id(x) in tracer.grad_outputs:
+            bindings.append(("gout", tracer.grad_outputs[id(x)]))
+            continue
         if x._device.type == "meta" and id(x) in stand_in_of:
             x = stand_in_of[id(x)]
         if x._device.type == "meta" and id(x) not in by_id:
+            raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
+        if id(x) not in by_id and isinstance(x._data, _meta.MetaArray):
             raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
         bindings.append(("arg", by_id[id(x)]) if id(x) in by_id else ("const", x))
     outs: list = []
@@ -162,4 +223,4 @@ def trace(fn, args: tuple, kwargs: dict) -> Traced:
             out_refs.append(("const", t))
         else:
             raise Unsupported("the function returned a tensor capture did not see being made")
-    return Traced(graph, bindings, out_spec, out_refs)
+    return Traced(graph, bindings, out_spec, out_refs, diff_vids, input_grads, n_forward)

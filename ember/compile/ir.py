@@ -19,7 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
+
+from ember._device import CPU
 
 __all__ = ["Node", "IRGraph", "IMPURE"]
 
@@ -35,7 +38,7 @@ IMPURE = frozenset(
 class Node:
     """One SSA value of an :class:`IRGraph`."""
 
-    __slots__ = ("id", "kind", "prim", "args", "params", "shape", "dtype", "binding", "value", "index")
+    __slots__ = ("id", "kind", "prim", "args", "params", "shape", "dtype", "binding", "value", "index", "phase")
 
     def __init__(
         self, id, kind, *, prim=None, args=(), params=None, shape=(), dtype=None, binding=None, value=None, index=0
@@ -50,6 +53,7 @@ class Node:
         self.binding = binding  # placeholders: ("arg", k) or ("const", tensor)
         self.value = value  # constants: the Tensor
         self.index = index  # items: which output of args[0]
+        self.phase = "forward"  # or "backward" for a joint graph's gradient ops
 
     @property
     def op(self) -> str:
@@ -87,6 +91,11 @@ class IRGraph:
         self.nodes = nodes
         self.outputs = outputs
         self.traced = traced  # the capture this came from (output structure, bindings)
+        # A joint graph: outputs are [forward outputs][differentiable outputs][input gradients];
+        # ``grad_inputs`` are the placeholders whose gradients the last part holds.
+        self.n_out = len(outputs)
+        self.n_diff = 0
+        self.grad_inputs: list = []
         self._next = max((n.id for n in nodes), default=-1) + 1
 
     def new_id(self) -> int:
@@ -103,7 +112,13 @@ class IRGraph:
             nodes.append(n)
             of_value[vid] = n
         for r in g.ops:
+            first = len(nodes)
             args = tuple(of_value[a] if type(a).__name__ == "_Ref" else a for a in r.inputs)
+            if any(getattr(v, "type", None) == "meta" for v in r.params.values()):
+                # the tracers' device, seen by gradient rules (``x.to(dtype)``, ``zeros_like``):
+                # the compiled graph runs where its inputs are, on the CPU
+                r = copy.copy(r)
+                r.params = {k: CPU if getattr(v, "type", None) == "meta" else v for k, v in r.params.items()}
             if r.prim.multi:
                 call = Node(len(nodes), "call", prim=r.prim, args=args, params=r.params, shape=(), dtype=None)
                 nodes.append(call)
@@ -117,15 +132,30 @@ class IRGraph:
                 n = Node(len(nodes), "call", prim=r.prim, args=args, params=r.params, shape=v.shape, dtype=v.dtype)
                 nodes.append(n)
                 of_value[r.outputs[0]] = n
+            for n in nodes[first:]:  # gradient sums the engine does between rules count too
+                n.phase = (
+                    "backward" if traced.diff_outputs is not None and r.index >= traced.n_forward_ops else "forward"
+                )
         outputs = [of_value[ref[1]] if ref[0] == "value" else ref for ref in traced.out_refs]
-        return cls(nodes, outputs, traced)
+        if traced.diff_outputs is None:
+            return cls(nodes, outputs, traced)
+        n_out = len(outputs)
+        outputs += [of_value[v] for v in traced.diff_outputs]
+        grad_inputs = list(traced.input_grads)
+        outputs += [
+            ("none", None) if traced.input_grads[v] is None else of_value[traced.input_grads[v]] for v in grad_inputs
+        ]
+        graph = cls(nodes, outputs, traced)
+        graph.n_out, graph.n_diff = n_out, len(traced.diff_outputs)
+        graph.grad_inputs = [of_value[v] for v in grad_inputs]
+        return graph
 
     def users(self) -> dict:
         """Node -> list of nodes that read it."""
         users = {n: [] for n in self.nodes}
         for n in self.nodes:
             for a in n.inputs():
-                users[a].append(n)
+                users.setdefault(a, []).append(n)  # a view's nodes may read nodes outside it
         return users
 
     def output_nodes(self) -> set:

@@ -74,8 +74,8 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
                 env[o] = _wrap(arr)
         elif x.kind == "call":
             env[x] = apply(x.prim, *[_arg(env, a) for a in x.args], **x.params)
-        elif x.kind == "item":
-            env[x] = env[x.args[0]][x.index]
+        elif x.kind == "item":  # capture numbers the tensor outputs, skipping the None ones
+            env[x] = [t for t in env[x.args[0]] if t is not None][x.index]
         elif x.kind == "constant":
             env[x] = x.value
 
