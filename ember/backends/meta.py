@@ -42,30 +42,36 @@ def _no_data(what: str):
 
 
 class _Flags:
-    c_contiguous = True
+    """What ops read of ``ndarray.flags``: meta arrays are writeable; C-contiguity is tracked
+    (transposes, strided slices and broadcasts make non-contiguous views, as in NumPy)."""
+
+    __slots__ = ("c_contiguous",)
     f_contiguous = False
     writeable = True
     owndata = True
+
+    def __init__(self, contiguous: bool):
+        self.c_contiguous = contiguous
 
     def __getitem__(self, key):
         return getattr(self, key.lower(), True)
 
 
-_FLAGS = _Flags()
+_CONTIGUOUS, _STRIDED = _Flags(True), _Flags(False)
 
 
 class MetaArray:
     """An array's shape and dtype, without data; NumPy functions and ufuncs accept it."""
 
-    __slots__ = ("_v", "dtype", "base")
+    __slots__ = ("_v", "dtype", "base", "flags")
     is_meta = True
     __array_priority__ = 2000
-    flags = _FLAGS
 
-    def __init__(self, shell: np.ndarray, dtype, base=None):
+    def __init__(self, shell: np.ndarray, dtype, base=None, contiguous: bool = True):
         self._v = shell
         self.dtype = np.dtype(dtype)
         self.base = base
+        self.flags = _CONTIGUOUS if contiguous else _STRIDED
 
     # ----- attributes -----
     @property
@@ -135,14 +141,19 @@ class MetaArray:
             yield self[i]
 
     # ----- structure -----
-    def _like(self, shell, dtype=None, view=True) -> MetaArray:
+    def _like(self, shell, dtype=None, view=True, contiguous=None) -> MetaArray:
         base = (self.base if self.base is not None else self) if view else None
-        return MetaArray(shell, self.dtype if dtype is None else dtype, base)
+        if contiguous is None:
+            contiguous = self.flags.c_contiguous or not view
+        return MetaArray(shell, self.dtype if dtype is None else dtype, base, contiguous)
 
     def reshape(self, *shape, order="C", copy=None):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return self._like(self._v.reshape(shape))
+        shell = self._v.reshape(shape)
+        if not self.flags.c_contiguous and _significant(self._v.shape) != _significant(shell.shape):
+            return self._like(shell.copy(), view=False)  # NumPy copies here too
+        return self._like(shell)
 
     def view(self, dtype=None):
         if dtype is not None and np.dtype(dtype).itemsize != self.dtype.itemsize:
@@ -152,16 +163,21 @@ class MetaArray:
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return self._like(self._v.transpose(*axes) if axes else self._v.transpose())
+        perm = tuple(a % self.ndim for a in axes) if axes else tuple(reversed(range(self.ndim)))
+        shell = self._v.transpose(perm)
+        moved = [p for p in perm if self._v.shape[p] != 1] != sorted(p for p in perm if self._v.shape[p] != 1)
+        return self._like(shell, contiguous=self.flags.c_contiguous and not moved)
 
     def swapaxes(self, a, b):
-        return self._like(self._v.swapaxes(a, b))
+        perm = list(range(self.ndim))
+        perm[a], perm[b] = perm[b], perm[a]
+        return self.transpose(perm)
 
     def squeeze(self, axis=None):
         return self._like(self._v.squeeze(axis))
 
     def diagonal(self, offset=0, axis1=0, axis2=1):
-        return self._like(self._v.diagonal(offset, axis1, axis2))
+        return self._like(self._v.diagonal(offset, axis1, axis2), contiguous=False)
 
     def ravel(self, order="C"):
         return self._like(self._v.reshape(-1))
@@ -189,7 +205,10 @@ class MetaArray:
 
     def __getitem__(self, key):
         key = _shell_key(key)
-        return self._like(self._v[key], view=_is_basic(key))
+        basic = _is_basic(key)
+        out = self._v[key]
+        contiguous = not basic or (self.flags.c_contiguous and _keeps_contiguous(key, self._v.shape, out.shape))
+        return self._like(out, view=basic, contiguous=contiguous)
 
     def __setitem__(self, key, value) -> None:
         # Writes check that the value broadcasts to the selected region, and store nothing.
@@ -312,6 +331,39 @@ def _shell_index(k):
     if isinstance(k, np.ndarray) and k.dtype == np.bool_:
         return k
     return k
+
+
+def _significant(shape) -> tuple:
+    return tuple(s for s in shape if s != 1)
+
+
+def _keeps_contiguous(key, shape, out_shape) -> bool:
+    """Whether a basic index of a contiguous array gives a contiguous view: after the first
+    dim that is cut (an int, or a partial slice), every later dim must be taken whole."""
+    parts = key if isinstance(key, tuple) else (key,)
+    cut = False
+    dim = 0
+    for k in parts:
+        if k is None:
+            continue
+        if k is Ellipsis:
+            dim = len(shape) - sum(1 for p in parts[parts.index(k) + 1 :] if p is not None)
+            continue
+        if dim >= len(shape):
+            break
+        size = shape[dim]
+        if isinstance(k, slice):
+            start, stop, step = k.indices(size)
+            whole = step == 1 and start == 0 and stop == size
+            if cut and not whole and size != 1 and len(range(start, stop, step)) != 1:
+                return False
+            if step != 1 and len(range(start, stop, step)) > 1:
+                return False
+            cut = cut or not whole
+        else:
+            cut = True
+        dim += 1
+    return True
 
 
 def _is_basic(key) -> bool:
@@ -536,6 +588,15 @@ _FUNCTIONS = {
         take take_along_axis tril triu diagonal atleast_1d atleast_2d atleast_3d copy ascontiguousarray
         broadcast_arrays split array_split tile stack concatenate""".split()
 }
+
+
+def _broadcast_to(array, shape, subok=False):
+    out = np.broadcast_to(array._v, shape)
+    expanded = _significant(out.shape) != _significant(array.shape)
+    return MetaArray(out, array.dtype, array if array.base is None else array.base, not expanded)
+
+
+_FUNCTIONS["broadcast_to"] = _broadcast_to
 _FUNCTIONS["concatenate"] = _structural(np.concatenate, dtype_from=None)
 _FUNCTIONS["stack"] = _structural(np.stack, dtype_from=None)
 _FUNCTIONS.update(

@@ -33,7 +33,7 @@ from ember._mode import mode
 from ember.autograd.grad_mode import state as grad_state
 from ember.tensor import Tensor
 
-__all__ = ["Primitive", "REGISTRY", "apply", "run", "composite", "mode", "edge", "device_of"]
+__all__ = ["Primitive", "REGISTRY", "apply", "apply1", "apply2", "run", "composite", "mode", "edge", "device_of"]
 
 #: Every primitive by name.
 REGISTRY: dict = {}
@@ -244,6 +244,70 @@ def apply(prim: Primitive, *inputs, **params):
     return t
 
 
+_NO_PARAMS: dict = {}
+
+
+def apply1(prim: Primitive, x):
+    """``apply(prim, x)``: one operand, no parameters, without the general form's argument packing.
+
+    The same steps as :func:`apply` (unary math is among the hottest paths); nodes are still made
+    by ``_record`` and the modes see the call exactly as through ``apply``.
+    """
+    handler = mode.handler
+    if handler is not None:
+        return handler(prim, (x,), _NO_PARAMS)
+    try:
+        dev = x._device
+    except AttributeError:
+        dev = CPU
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(x)
+    if prim.special:
+        return _finish(prim, out, (x,), _NO_PARAMS, dev)
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    node_cls = prim.node
+    if node_cls is not None and grad_state.enabled and x._requires_grad:
+        return _record(node_cls, t, (x,), None)
+    return t
+
+
+def apply2(prim: Primitive, a, b):
+    """``apply(prim, a, b)``: two operands (tensors or numbers), no parameters, without the general
+    form's argument packing; binary arithmetic is the hottest path. Same steps as :func:`apply`."""
+    handler = mode.handler
+    if handler is not None:
+        return handler(prim, (a, b), _NO_PARAMS)
+    try:
+        dev = a._device
+    except AttributeError:
+        dev = b._device if isinstance(b, Tensor) else CPU
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(a, b)
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    node_cls = prim.node
+    if (
+        node_cls is not None
+        and grad_state.enabled
+        and ((isinstance(a, Tensor) and a._requires_grad) or (isinstance(b, Tensor) and b._requires_grad))
+    ):
+        return _record(node_cls, t, (a, b), None)
+    return t
+
+
 def run(prim: Primitive, inputs: tuple, params: dict):
     """The eager step of ``apply`` (what modes call to compute): the same code as ``apply``'s
     body after its handler test, which is written out there to spare the hot path a call."""
@@ -274,7 +338,11 @@ def run(prim: Primitive, inputs: tuple, params: dict):
 def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Tensor:
     node = node_cls()
     node.inputs = inputs
-    node.edges = tuple(map(edge, inputs))
+    if len(inputs) == 2:
+        a, b = inputs
+        node.edges = (edge(a), edge(b))
+    else:
+        node.edges = tuple(map(edge, inputs))
     if params:
         for k, v in params.items():
             setattr(node, k, v)

@@ -15,7 +15,7 @@ import numpy as np
 from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, float_data, grad_state
-from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch import Primitive, apply, apply1, apply2
 
 _FLOAT_KINDS = "f"
 
@@ -280,7 +280,7 @@ def add(input, other, *, alpha=1, out=None) -> Tensor:
     """
     if alpha != 1 and not (_is_bool(input) and _is_bool(other)):
         other = mul(other, alpha)
-    return _maybe_out(apply(_ADD, input, other), out)
+    return _maybe_out(apply2(_ADD, input, other), out)
 
 
 def sub(input, other, *, alpha=1, out=None) -> Tensor:
@@ -297,7 +297,7 @@ def sub(input, other, *, alpha=1, out=None) -> Tensor:
         )
     if alpha != 1:
         other = mul(other, alpha)
-    return _maybe_out(apply(_SUB, input, other), out)
+    return _maybe_out(apply2(_SUB, input, other), out)
 
 
 def rsub(input, other, *, alpha=1) -> Tensor:
@@ -306,17 +306,17 @@ def rsub(input, other, *, alpha=1) -> Tensor:
 
 def mul(input, other, *, out=None) -> Tensor:
     """Elementwise product with broadcasting."""
-    return _maybe_out(apply(_MUL, input, other), out)
+    return _maybe_out(apply2(_MUL, input, other), out)
 
 
 def div(input, other, *, rounding_mode=None, out=None) -> Tensor:
     """True division (``rounding_mode=None``), or ``'trunc'`` / ``'floor'`` rounding."""
     if rounding_mode is None:
-        res = apply(_DIV, input, other)
+        res = apply2(_DIV, input, other)
     elif rounding_mode == "floor":
-        res = apply(_DIV_FLOOR, input, other)
+        res = apply2(_DIV_FLOOR, input, other)
     elif rounding_mode == "trunc":
-        res = apply(_DIV_TRUNC, input, other)
+        res = apply2(_DIV_TRUNC, input, other)
     else:
         raise ValueError(
             f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found '{rounding_mode}'"
@@ -402,19 +402,19 @@ def pow(input, exponent, *, out=None) -> Tensor:
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if isinstance(exponent, Tensor) and exponent._data.dtype.kind == "b" and _is_bool(input):
         raise NotImplementedError("\"pow\" not implemented for 'Bool'")
-    return _maybe_out(apply(_POW, input, exponent), out)
+    return _maybe_out(apply2(_POW, input, exponent), out)
 
 
 def maximum(input, other) -> Tensor:
-    return apply(_MAXIMUM, input, other)
+    return apply2(_MAXIMUM, input, other)
 
 
 def minimum(input, other) -> Tensor:
-    return apply(_MINIMUM, input, other)
+    return apply2(_MINIMUM, input, other)
 
 
 def atan2(input, other) -> Tensor:
-    return apply(_ATAN2, input, other)
+    return apply2(_ATAN2, input, other)
 
 
 arctan2 = atan2
@@ -422,17 +422,17 @@ arctan2 = atan2
 
 def remainder(input, other) -> Tensor:
     """Python-style modulus (sign of the divisor)."""
-    return apply(_REMAINDER, input, other)
+    return apply2(_REMAINDER, input, other)
 
 
 def fmod(input, other) -> Tensor:
     """C-style modulus (sign of the dividend)."""
-    return apply(_FMOD, input, other)
+    return apply2(_FMOD, input, other)
 
 
 def floor_divide(input, other) -> Tensor:
     """``floor(input / other)`` elementwise (Python's ``//``); it has no gradient, as in PyTorch."""
-    return apply(_FLOOR_DIVIDE, input, other)
+    return apply2(_FLOOR_DIVIDE, input, other)
 
 
 def _any_bool(a, b) -> bool:
@@ -468,42 +468,42 @@ _LOGICAL_XOR = _binary_prim("logical_xor", None, np.logical_xor)
 
 
 def eq(input, other) -> Tensor:
-    return apply(_EQ, input, other)
+    return apply2(_EQ, input, other)
 
 
 def ne(input, other) -> Tensor:
-    return apply(_NE, input, other)
+    return apply2(_NE, input, other)
 
 
 def lt(input, other) -> Tensor:
-    return apply(_LT, input, other)
+    return apply2(_LT, input, other)
 
 
 def le(input, other) -> Tensor:
-    return apply(_LE, input, other)
+    return apply2(_LE, input, other)
 
 
 def gt(input, other) -> Tensor:
-    return apply(_GT, input, other)
+    return apply2(_GT, input, other)
 
 
 def ge(input, other) -> Tensor:
-    return apply(_GE, input, other)
+    return apply2(_GE, input, other)
 
 
 greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
 def logical_and(input, other) -> Tensor:
-    return apply(_LOGICAL_AND, input, other)
+    return apply2(_LOGICAL_AND, input, other)
 
 
 def logical_or(input, other) -> Tensor:
-    return apply(_LOGICAL_OR, input, other)
+    return apply2(_LOGICAL_OR, input, other)
 
 
 def logical_xor(input, other) -> Tensor:
-    return apply(_LOGICAL_XOR, input, other)
+    return apply2(_LOGICAL_XOR, input, other)
 
 
 def _bitwise(fn, name):
@@ -513,7 +513,7 @@ def _bitwise(fn, name):
         for x in (input, other):
             if isinstance(x, Tensor) and x._data.dtype.kind == "f":
                 raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{_TORCH_NAMES[x._data.dtype.name]}'")
-        return apply(prim, input, other)
+        return apply2(prim, input, other)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integer or bool tensors."
@@ -814,13 +814,13 @@ def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, no_bool=F
         def op(input, *, out=None):
             if isinstance(input, Tensor) and input._data.dtype.kind == "b":
                 raise _bool_error(name, f"{name}_vml_cpu" if name in ("floor", "ceil", "trunc") else None)
-            res = apply(prim, input)
+            res = apply1(prim, input)
             return _maybe_out(res, out)
 
     else:
 
         def op(input, *, out=None):
-            res = apply(prim, input)
+            res = apply1(prim, input)
             return _maybe_out(res, out)
 
     op.__name__ = op.__qualname__ = name
@@ -831,7 +831,7 @@ def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, no_bool=F
 def neg(input, *, out=None) -> Tensor:
     """Elementwise ``-input``."""
     try:  # NumPy refuses to negate bools: translate its error only then (free on the hot path)
-        res = apply(_NEG, input)
+        res = apply1(_NEG, input)
     except TypeError:
         if isinstance(input, Tensor) and input._data.dtype.kind == "b":
             raise _bool_error("neg") from None

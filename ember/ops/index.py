@@ -641,10 +641,18 @@ def _argsort(d, axis, descending, stable=True):
 
 def argsort(input, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
     d = input._data
-    if d.ndim == 0:
-        return Tensor._from(np.zeros((), dtype=np.int64), input)
-    axis = _wrap_dim(dim, d.ndim, "argsort")
-    return Tensor._from(_argsort(d, axis, descending).astype(np.int64), input)
+    axis = _wrap_dim(dim, d.ndim, "argsort") if d.ndim else None
+    return apply(_ARGSORT, input, axis=axis, descending=descending)
+
+
+def _argsort_impl(x, axis, descending):
+    d = x._data
+    if axis is None:
+        return np.zeros((), dtype=np.int64)
+    return _argsort(d, axis, descending).astype(np.int64)
+
+
+_ARGSORT = Primitive("argsort", None, _argsort_impl)
 
 
 def sort(input, dim: int = -1, descending: bool = False, stable: bool = False):
@@ -707,12 +715,24 @@ def median(input, dim=None, keepdim: bool = False):
 
 def nonzero(input, *, as_tuple: bool = False):
     """Indices of the non-zero elements: an (n, ndim) int64 tensor, or one tensor per dim."""
-    d = input._data
+    idx = apply(_NONZERO, input)  # (n, ndim)
     if as_tuple:
-        if d.ndim == 0:
-            return (Tensor._from(np.zeros(int(bool(d)), dtype=np.int64), input),)
-        return tuple(Tensor._from(i.astype(np.int64), input) for i in np.nonzero(d))
-    return Tensor._from(np.argwhere(d).astype(np.int64), input)
+        if input._data.ndim == 0:
+            return (idx.reshape(-1),)
+        return tuple(idx[:, k] for k in range(input._data.ndim))
+    return idx
+
+
+def _nonzero_impl(x):
+    d = x._data
+    if d.ndim == 0:
+        return np.zeros((int(bool(d)), 0), dtype=np.int64)
+    return np.argwhere(d).astype(np.int64)
+
+
+# The output's shape depends on the values: cpu (and cuda) only, as PyTorch's meta device has none.
+_NONZERO = Primitive("nonzero", None, cpu=_nonzero_impl)
+_NONZERO.register("cuda", _nonzero_impl)
 
 
 def argwhere(input) -> Tensor:
@@ -733,8 +753,12 @@ def unique(input, sorted: bool = True, return_inverse: bool = False, return_coun
 
 
 def bincount(input, weights=None, minlength: int = 0) -> Tensor:
-    w = weights._data if weights is not None else None
-    return Tensor._from(np.bincount(input._data, w, minlength), input)
+    return apply(_BINCOUNT, input, weights, minlength=minlength)
+
+
+_BINCOUNT = Primitive(
+    "bincount", None, cpu=lambda x, w, minlength: np.bincount(x._data, None if w is None else w._data, minlength)
+)
 
 
 def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> Tensor:

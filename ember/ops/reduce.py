@@ -95,7 +95,7 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
 
 _SUM = Primitive("sum", Sum, lambda x, axes, keepdim, dtype: x._data.sum(axis=axes, dtype=dtype, keepdims=keepdim))
 # np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
-_SUM.register("cpu", lambda x, axes, keepdim, dtype: _add_reduce(x._data, axes, dtype, None, keepdim))
+_SUM.register("cpu", lambda x, axes, keepdim, dtype: _add_reduce(x._data, axis=axes, dtype=dtype, keepdims=keepdim))
 
 
 def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
