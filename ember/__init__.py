@@ -267,11 +267,11 @@ def get_num_threads():
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
 from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
+from ember.compile import compile  # noqa: E402, A004 - PyTorch's name
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402
 from ember.serialization import load, save  # noqa: E402
-from ember.compile import compile  # noqa: E402, A004 - PyTorch's name
 
 Tensor.softmax = lambda self, dim, **kwargs: softmax(self, dim, **kwargs)
 Tensor.log_softmax = lambda self, dim, **kwargs: log_softmax(self, dim, **kwargs)
