@@ -335,3 +335,19 @@ def test_gradient_kernels_that_read_their_node_run_op_by_op(capsys):
     x.grad = None
     ln(x).tanh().sum().backward()
     np.testing.assert_allclose(g, x.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_a_failing_compiled_graph_falls_back_to_eager(monkeypatch):
+    from ember.compile import api
+
+    def broken(steps, kernels, env):
+        raise RuntimeError("simulated compiler bug")
+
+    monkeypatch.setattr(api, "execute", broken)
+    cf = ember.compile(lambda x: (x * 2).exp())
+    x = ember.randn(3)
+    with pytest.warns(UserWarning, match="simulated compiler bug"):
+        got = cf(x)
+    np.testing.assert_allclose(got.numpy(), (x * 2).exp().numpy())
+    with pytest.raises(RuntimeError, match="invalid for input of size 3"):  # a genuine error still surfaces
+        ember.compile(lambda x: x.reshape(7) * 2)(x)

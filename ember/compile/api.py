@@ -68,6 +68,8 @@ class _Entry:
         self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
         self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
         self.joint = False
+        self.ran = False  # set after the first call that succeeded
+        self.writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
 
     def make_joint(self, bwd_steps, saved) -> None:
         """Set up the forward/backward split (see ``joint.JointFunction``)."""
@@ -226,7 +228,19 @@ class CompiledFunction:
             entry = self.cache[key] = self._compile(args, kwargs)
         if isinstance(entry, str):
             return self.fn(*args, **kwargs)
-        return entry.run(tensors)
+        if entry.ran:
+            return entry.run(tensors)
+        try:
+            out = entry.run(tensors)
+        except Exception as e:
+            # A compiler bug must not break the program: the first run of a graph that writes
+            # nothing in place can be redone eagerly (a genuine error is raised again there).
+            if entry.writes:
+                raise
+            self.cache[key] = self._fallback(f"the compiled graph failed ({type(e).__name__}: {e})")
+            return self.fn(*args, **kwargs)
+        entry.ran = True
+        return out
 
 
 def _freeze(spec):
