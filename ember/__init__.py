@@ -40,6 +40,7 @@ from ember._dtype import (
     uint8,
 )
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from ember.ops.cdist import cdist
 from ember.ops.convert import to as _to  # noqa: F401
 from ember.ops.creation import (
     arange,

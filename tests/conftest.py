@@ -37,3 +37,20 @@ def no_kernels(kernel_state, monkeypatch):
     monkeypatch.setattr(ckernels, "compiler", lambda: None)
     ckernels.reset()
     ckops._fns.clear()
+
+
+def _available_devices() -> list:
+    """Device kinds the oracle tests run on: cpu, meta (shapes and dtypes only), and cuda when a
+    GPU and CuPy are present."""
+    kinds = ["cpu", "meta"]
+    from ember.backends import cuda as _cuda
+
+    if _cuda.is_available():
+        kinds.append("cuda")
+    return kinds
+
+
+@pytest.fixture(params=_available_devices())
+def device(request):
+    """Each available device kind in turn (tests/test_devices.py compares against PyTorch on CPU)."""
+    return request.param

@@ -23,3 +23,8 @@ def test_softmax_function_and_method_match_torch():
         np.testing.assert_allclose(
             ember.tensor(x).log_softmax(dim).numpy(), torch.tensor(x).log_softmax(dim).numpy(), rtol=1e-5, atol=1e-6
         )
+
+
+def test_no_internals_leak_into_the_namespace():
+    leaked = [n for n in ("np", "math", "record", "Add", "Node", "grad_state", "CPU", "apply", "sum_to") if hasattr(ember, n)]
+    assert not leaked, leaked

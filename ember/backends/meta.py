@@ -632,6 +632,14 @@ _FUNCTIONS.update(
 )
 for _name in ("sum", "prod", "mean", "max", "min", "amax", "amin", "any", "all", "std", "var"):
     _FUNCTIONS[_name] = _reduction({"amax": "max", "amin": "min"}.get(_name, _name))
+
+
+def _scan(a, axis=None, dtype=None, out=None):
+    shape = _shape(a) if axis is not None else (math.prod(_shape(a)),)
+    return MetaArray(_shell(shape), _sum_dtype(a.dtype, dtype))
+
+
+_FUNCTIONS["cumsum"] = _FUNCTIONS["cumprod"] = _scan
 _FUNCTIONS["argmax"] = lambda a, axis=None, out=None, keepdims=False: a.argmax(axis, keepdims=keepdims)
 _FUNCTIONS["argmin"] = _FUNCTIONS["argmax"]
 

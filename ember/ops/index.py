@@ -328,6 +328,11 @@ def _full_index(index: np.ndarray, axis: int) -> tuple:
     return tuple(key)
 
 
+def _is_meta(a) -> bool:
+    """A meta array: no values to check (bounds are checked where the data lives)."""
+    return getattr(a, "is_meta", False)
+
+
 def _check_gather(op, input, dim, index, src=None):
     check_tensor(index, op, "index")
     if index._data.dtype != np.int64 and index._data.dtype.kind not in "i":
@@ -345,7 +350,7 @@ def _check_gather(op, input, dim, index, src=None):
                 f"than self {list(input.shape)} apart from dimension {axis}"
             )
     idx = index._data
-    if idx.size:
+    if idx.size and not _is_meta(idx):
         size = input._data.shape[axis] if input._data.ndim else 1
         if idx.max() >= size or idx.min() < -size:
             raise RuntimeError(
@@ -467,7 +472,7 @@ def _check_index_vector(op, index, size, axis):
         raise IndexError(f"{op}(): Index is supposed to be a vector")
     if idx.dtype.kind not in "iu":
         raise IndexError(f"{op}(): Expected dtype int32/int64 for index")
-    if idx.size and (idx.max() >= size or idx.min() < -size):
+    if idx.size and not _is_meta(idx) and (idx.max() >= size or idx.min() < -size):
         bad = int(idx.max()) if idx.max() >= size else int(idx.min())
         raise IndexError(f"{op}(): index {bad} out of range for tensor of size {size} at dimension {axis}")
     return idx.reshape(-1)
