@@ -351,3 +351,24 @@ def test_a_failing_compiled_graph_falls_back_to_eager(monkeypatch):
     np.testing.assert_allclose(got.numpy(), (x * 2).exp().numpy())
     with pytest.raises(RuntimeError, match="invalid for input of size 3"), pytest.warns(UserWarning):
         ember.compile(lambda x: x.reshape(7) * 2)(x)  # a genuine error still surfaces
+
+
+def test_lstm_with_gradients_runs_eagerly_and_says_why():
+    from ember.models import LSTMLanguageModel
+
+    m = LSTMLanguageModel(vocab_size=12)
+    cm = ember.compile(m)
+    idx = ember.randint(0, 12, (2, 5))
+    with pytest.warns(UserWarning, match="'recurrent_sequence' finishes its autograd node outside apply"):
+        out = cm(idx)
+    out = out[0] if isinstance(out, tuple) else out
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_value_dependent_shapes_name_the_model_line():
+    from ember.models import GPTConfig, MoEGPT
+
+    cm = ember.compile(MoEGPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=16)))
+    with pytest.warns(UserWarning, match=r"bincount.*moe\.py:\d+"):
+        cm(ember.randint(0, 16, (2, 8)))

@@ -193,6 +193,10 @@ class CompiledFunction:
             traced = self._trace(args, kwargs)
         except Unsupported as e:
             return self._fallback(str(e))
+        if grad_state.enabled and any(b[0] != "gout" and _requires_grad(b, args, kwargs) for b in traced.bindings):
+            late = sorted({r.op for r in traced.graph.ops} & _NODE_FINISHED_OUTSIDE_APPLY)
+            if late:
+                return self._fallback(f"'{late[0]}' finishes its autograd node outside apply; it cannot be replayed")
         graph = IRGraph.from_traced(traced)
         self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
         run_passes(graph, log=lambda m: self._say("graph", m))
@@ -241,6 +245,19 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         entry.ran = True
         return out
+
+
+# Ops whose caller completes the autograd node after apply returns (state backward needs).
+_NODE_FINISHED_OUTSIDE_APPLY = frozenset({"recurrent_sequence"})
+
+
+def _requires_grad(binding, args, kwargs) -> bool:
+    kind, ref = binding
+    if kind == "const":
+        return ref.requires_grad
+    tensors: list = []
+    flatten((args, kwargs), tensors)
+    return tensors[ref].requires_grad
 
 
 def _freeze(spec):

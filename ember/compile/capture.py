@@ -110,12 +110,19 @@ class _BindingTracer(_Tracer):
 
 
 def _where(exc: BaseException) -> str:
-    """``file:line`` of the innermost frame outside ember (the user's code that caused it)."""
+    """``file:line`` of the innermost frame of user code that caused it: outside ember, else in
+    ember's models and layers (a compiled ember model), else the innermost frame."""
     frames = traceback.extract_tb(exc.__traceback__)
-    for f in reversed(frames):
-        path = f.filename.replace("\\", "/")
-        if not path.startswith(_EMBER_DIR) and "site-packages/" not in path and not path.startswith("<frozen"):
-            return f"{f.filename}:{f.lineno}"
+    internal = tuple(_EMBER_DIR + d for d in ("ops/", "backends/", "autograd/", "compile/", "tensor.py", "_"))
+    for outside_ember in (True, False):
+        for f in reversed(frames):
+            path = f.filename.replace("\\", "/")
+            if "site-packages/" in path or path.startswith("<frozen"):
+                continue
+            if outside_ember and not path.startswith(_EMBER_DIR):
+                return f"{f.filename}:{f.lineno}"
+            if not outside_ember and not path.startswith(internal):
+                return f"{f.filename}:{f.lineno}"
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "<unknown>"
 
 
