@@ -142,7 +142,7 @@ def test_pipeline_reaches_fixed_point():
 def test_fusion_groups_vertical_chain_and_refuses_with_reasons():
     def f(x, y):
         a = (x * 2 + 1).tanh()  # chain: fused
-        s = a.sum(dim=1, keepdim=True)  # reduction: not elementwise
+        s = a.sum(dim=1, keepdim=True)  # a sum over trailing axes closes the chain's group
         b = a - s  # broadcast input: refused
         return (b.exp() * 3).sigmoid(), x @ y  # a second chain; matmul is not elementwise
 
@@ -150,8 +150,7 @@ def test_fusion_groups_vertical_chain_and_refuses_with_reasons():
     g = graph_of(f, x, y)
     msgs = []
     groups = fuse(g, log=msgs.append)
-    assert [[n.op for n in gr.nodes] for gr in groups] == [["mul", "add", "tanh"], ["exp", "mul", "sigmoid"]]
-    assert any("'sum' has no elementwise lowering" in m for m in msgs)
+    assert [[n.op for n in gr.nodes] for gr in groups] == [["mul", "add", "tanh", "sum"], ["exp", "mul", "sigmoid"]]
     assert any("broadcasts" in m for m in msgs)
     want = run(g, x, y)
     got = run(g, x, y, groups=groups)
@@ -180,7 +179,8 @@ def test_fused_group_outputs_every_value_read_outside():
 
     g = graph_of(f, X)
     (group,) = fuse(g)
-    assert [n.op for n in group.outputs] == ["exp", "add"]
+    assert [n.op for n in group.nodes] == ["mul", "exp", "tanh", "add", "sum"]
+    assert [n.op for n in group.outputs] == ["add", "sum"]  # exp is read only inside
     got = run(g, X, groups=[group])
     np.testing.assert_allclose(got[0], f(X)[0].numpy(), rtol=1e-6)
     np.testing.assert_allclose(got[1], f(X)[1].numpy(), rtol=1e-5)
@@ -192,6 +192,7 @@ CHAINS = {
         + ember.minimum(x.sin(), x.cos()).neg().reciprocal().expm1()
         + x.pow(2)
     ),
+    "reduction": lambda x: ((x * 2).exp() - x).sum(dim=-1),
     "scalars_inf_nan": lambda x: (x * float("inf")).sigmoid() + (x + float("nan")) * 0 - (x * float("-inf")).exp(),
 }
 
@@ -256,6 +257,41 @@ def test_fusion_merges_independent_sibling_groups():
     assert [n.op for n in group.nodes] == ["mul", "add", "relu", "mul", "exp", "maximum"]
     assert group.inputs == [g.nodes[0]] and len(group.outputs) == 1
     np.testing.assert_allclose(run(g, X, groups=[group])[0], f(X).numpy(), rtol=1e-6)
+
+
+def test_reductions_fuse_with_their_producers_only_over_trailing_axes():
+    def f(x):
+        a = (x * 2).tanh()
+        return a.sum(dim=1) * 3, a.sum(dim=0), (x - 1).exp().sum()
+
+    g = graph_of(f, X)
+    msgs = []
+    groups = fuse(g, log=msgs.append)
+    assert [[n.op for n in gr.nodes] for gr in groups] == [["mul", "tanh", "sum"], ["sub", "exp", "sum"]]
+    assert any("only trailing axes fuse" in m for m in msgs)  # a.sum(dim=0) runs eagerly
+    assert groups[0].rows_cols() == (4, 6) and groups[1].rows_cols() == (1, 24)
+    for got, want in zip(run(g, X, groups=groups), f(X)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5)
+
+
+def test_reduction_of_empty_rows_is_zero():
+    x = ember.ones(3, 0)
+    g = graph_of(lambda x: (x * 2 + 1).sum(dim=1), x)
+    groups = fuse(g)
+    np.testing.assert_array_equal(run(g, x, groups=groups)[0], np.zeros(3, np.float32))
+
+
+def test_gradients_through_fused_reductions():
+    w = ember.randn(6, requires_grad=True)
+    f = ember.compile(lambda x: ((x * w).tanh().sum(dim=1) * 2).exp().sum())
+    x = ember.randn(4, 6)
+    f(x).backward()
+    (entry,) = f.cache.values()
+    assert entry.joint and any(g.reduction is not None for k, g in entry.steps if k == "group")
+    got = w.grad.numpy().copy()
+    w.grad = None
+    ((x * w).tanh().sum(dim=1) * 2).exp().sum().backward()
+    np.testing.assert_allclose(got, w.grad.numpy(), rtol=1e-5)
 
 
 _UNARY_OPS = ["exp", "tanh", "sigmoid", "relu", "neg", "abs", "sin", "cos"]

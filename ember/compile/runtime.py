@@ -45,7 +45,11 @@ def build_kernels(groups: list, log=None) -> list:
     path = ckernels.library_path(src, "compiled", cc)
     if log:  # the kernels, without the prelude of math helpers (mathf.c)
         log(f"generated source ({path}):\n{src[len(prelude()) :]}")
-    sigs = {f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs)) + [ctypes.c_int64] for g in groups}
+    sigs = {
+        f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
+        + [ctypes.c_int64] * (1 if g.reduction is None else 3)
+        for g in groups
+    }
     lib = ckernels.load(src, "compiled", sigs)
     if lib is None:
         raise BuildError(f"the C compiler failed on the generated source (see {path.parent}; logger ember.ckernels)")
@@ -69,7 +73,8 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
             dt = np.dtype(str(x.dtype).replace("ember.", ""))
             outs = [np.empty(o.shape, dt) for o in x.outputs]
-            kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], x.numel())
+            sizes = (x.numel(),) if x.reduction is None else (x.numel(), *x.rows_cols())
+            kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):
                 env[o] = _wrap(arr)
         elif x.kind == "call":

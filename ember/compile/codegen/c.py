@@ -43,6 +43,8 @@ class CRenderer(CStyleRenderer):
         params.append("int64_t n")
         names = {x: f"in{i}[i]" for i, x in enumerate(group.inputs)}
         body = self.body(group, names)
+        if group.reduction is not None:
+            return self._render_reduction(group, name, params, names, body)
         body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
         inner = "\n".join("            " + s for s in body)
         return (
@@ -53,5 +55,25 @@ class CRenderer(CStyleRenderer):
             f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
             f"        #pragma omp simd\n"
             f"        for (int64_t i = b * {BLOCK}; i < end; i++) {{\n{inner}\n        }}\n"
+            f"    }}\n}}\n"
+        )
+
+    def _render_reduction(self, group, name, params, names, body) -> str:
+        """Rows in parallel; each row's loop computes the chain and sums it (in double)."""
+        T = self.ctype(group.dtype)
+        red = group.reduction
+        body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs) if o is not red]
+        body.append(f"acc += {names[red.args[0]]};")
+        k = group.outputs.index(red)
+        inner = "\n".join("            " + s for s in body)
+        params = params + ["int64_t rows", "int64_t cols"]
+        return (
+            f"void {name}({', '.join(params)}) {{\n"
+            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
+            f"    for (int64_t r = 0; r < rows; r++) {{\n"
+            f"        double acc = 0;\n"
+            f"        #pragma omp simd reduction(+:acc)\n"
+            f"        for (int64_t i = r * cols; i < (r + 1) * cols; i++) {{\n{inner}\n        }}\n"
+            f"        out{k}[r] = ({T})acc;\n"
             f"    }}\n}}\n"
         )

@@ -74,6 +74,8 @@ class CStyleRenderer:
         T = self.ctype(group.dtype)
         lines = []
         for i, n in enumerate(group.nodes):
+            if n is group.reduction:
+                continue
             args = [names[a] if hasattr(a, "kind") else self.literal(a, T) for a in n.args]
             expr = EXPRESSIONS[n.op].format(*args, T=T)
             for m in MATH:

@@ -24,6 +24,18 @@ class CudaRenderer(CStyleRenderer):
         params.append("long long n")
         names = {x: f"in{i}[i]" for i, x in enumerate(group.inputs)}
         body = self.body(group, names)
+        red = group.reduction
+        if red is not None:  # one thread per row
+            body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs) if o is not red]
+            body.append(f"acc += {names[red.args[0]]};")
+            inner = "\n".join("        " + s for s in body)
+            return (
+                f'extern "C" __global__ void {name}({", ".join(params)}, long long rows, long long cols) {{\n'
+                f"    const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+                f"    if (r >= rows) return;\n    double acc = 0;\n"
+                f"    for (long long i = r * cols; i < (r + 1) * cols; i++) {{\n{inner}\n    }}\n"
+                f"    out{group.outputs.index(red)}[r] = ({T})acc;\n}}\n"
+            )
         body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
         inner = "\n".join("    " + s for s in body)
         return (

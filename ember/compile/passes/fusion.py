@@ -31,19 +31,48 @@ class FusionGroup:
         self.dtype = first.dtype
         self.inputs: list = []
         self.outputs: list = []
+        self.reduction: Node | None = None  # a closing sum over trailing axes, if any
 
     def numel(self) -> int:
         return self.nodes[0].numel()
+
+    def rows_cols(self) -> tuple:
+        """For a group closed by a reduction: (rows, elements summed per row)."""
+        k = len(self.shape) - len(self.reduction.params["axes"])
+        rows = cols = 1
+        for s in self.shape[:k]:
+            rows *= s
+        for s in self.shape[k:]:
+            cols *= s
+        return rows, cols
 
     def __repr__(self) -> str:
         ops = " -> ".join(n.op for n in self.nodes)
         return f"group{self.id}[{len(self.nodes)} ops: {ops}; in {self.inputs}, out {self.outputs}]"
 
 
+def _why_not_reduction(n: Node) -> str | None:
+    """Why the ``sum`` ``n`` cannot close a group (None if it can)."""
+    x = n.args[0] if n.args else None
+    if len(n.args) != 1 or not isinstance(x, Node):
+        return "sum of a non-tensor"
+    axes = n.params.get("axes")
+    if n.params.get("dtype") is not None or axes is None:
+        return "sum with a dtype or over no axes"
+    nd = len(x.shape)
+    if not axes or sorted(axes) != list(range(nd - len(axes), nd)):
+        return f"sum over axes {axes} (only trailing axes fuse)"
+    if x.dtype != n.dtype or str(n.dtype).replace("ember.", "") not in _FLOATS:
+        return f"sum of {x.dtype} to {n.dtype}"
+    return None
+
+
 def _why_not(n: Node) -> str | None:
     """Why ``n`` cannot be in any group (None if it can)."""
     if n.kind != "call":
         return "not a call"
+    if n.op == "sum":
+        return _why_not_reduction(n)
     if not supported(n.op):
         return f"'{n.op}' has no elementwise lowering"
     if str(n.dtype).replace("ember.", "") not in _FLOATS:
@@ -100,8 +129,22 @@ def fuse(graph, log=None) -> list:
             g = grp(a)
             if g is not None and g not in candidates:
                 candidates.append(g)
+        if n.op == "sum":  # closes the group of its input: the loop sums as it goes
+            g = grp(n.args[0])
+            if g is None or g.reduction is not None or g.shape != n.args[0].shape:
+                if log and g is not None:
+                    log(f"refused %{n.id} (sum) into group{g.id}: the group is closed or of another shape")
+                deps[n] = d
+                continue
+            g.nodes.append(n)
+            g.reduction = n
+            group_of[n] = g
+            deps[n] = d | {g.id}
+            continue
         target = None
         for g in candidates:
+            if g.reduction is not None or g.shape != n.shape:
+                continue  # a closed group's loop runs over another shape
             others = [b for b in n.inputs() if grp(b) is not g]
             if any(g.id in rdeps(b) for b in others):
                 if log:
