@@ -307,6 +307,7 @@ from ember._legacy_tensors import (  # noqa: E402 - PyTorch's typed constructors
 )
 from ember.amp import autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_enabled  # noqa: E402
 from ember.backends import cpu_kernels as _cpu_kernels  # noqa: E402, F401 - the C kernels as cpu implementations
+from ember.compile import compile  # noqa: E402, A004 - PyTorch's name
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

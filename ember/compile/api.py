@@ -1,0 +1,343 @@
+"""``ember.compile``: capture a function or module, optimize the graph, fuse and run native code.
+
+Each call is checked against guards (the shapes, dtypes, devices and ``requires_grad`` of the
+tensor arguments, the other arguments' values, ``module.training``, grad mode, and the tensors the
+graph reads besides its arguments, such as parameters). A guard set seen before reuses its
+compiled graph; a new one recompiles, up to :data:`RECOMPILE_LIMIT` graphs per function, after
+which calls run eagerly with a logged reason. Anything that cannot be compiled runs eagerly with
+one warning naming the cause, or raises :class:`CompileError` under ``fullgraph=True``.
+
+Example:
+    >>> import ember
+    >>> f = ember.compile(lambda x: (x * 2 + 1).relu())
+    >>> f(ember.ones(3))
+    tensor([3., 3., 3.])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+
+from ember._mode import mode as _dispatch_mode
+from ember.autograd.grad_mode import state as grad_state
+from ember.compile.capture import Unsupported, flatten, trace, unflatten
+from ember.compile.ir import IRGraph, Node
+from ember.compile.joint import JointFunction, partition
+from ember.compile.lower import relax_views, schedule
+from ember.compile.passes import fuse, run_passes
+from ember.compile.runtime import BuildError, build_kernels, execute
+from ember.nn.modules.module import Module
+from ember.tensor import Tensor
+
+__all__ = ["compile", "CompileError", "OptimizedModule", "CompiledFunction", "RECOMPILE_LIMIT"]
+
+log = logging.getLogger("ember.compile")
+RECOMPILE_LIMIT = 8  # as torch._dynamo.config.cache_size_limit
+_BACKENDS = ("inductor", "eager", "aot_eager")
+_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class CompileError(RuntimeError):
+    """``fullgraph=True`` and the function cannot be captured as one graph."""
+
+
+def _channels(options) -> set:
+    env = {c.strip() for c in os.environ.get("EMBER_LOGS", "").split(",") if c.strip()}
+    if options and options.get("explain"):
+        env |= {"graph", "fusion", "codegen"}
+    return env
+
+
+def _tensor_guard(t: Tensor):
+    return (tuple(t.shape), t.dtype, str(t.device), t.requires_grad)
+
+
+class _Entry:
+    """One compiled graph for one guard set."""
+
+    def __init__(self, traced, graph, steps, kernels, plain_steps):
+        self.traced = traced
+        self.graph = graph
+        self.steps = steps  # with fused groups
+        self.kernels = kernels
+        self.plain_steps = plain_steps  # every node through apply (autograd records)
+        self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
+        self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
+        self.joint = False
+        self.ran = False  # set after the first call that succeeded
+        self.writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
+
+    def make_joint(self, bwd_steps, saved) -> None:
+        """Set up the forward/backward split (see ``joint.JointFunction``)."""
+        g = self.graph
+        self.joint = True
+        self.bwd_steps = bwd_steps
+        self.saved = saved
+        self.ret_nodes = list(dict.fromkeys(o for o in g.outputs[: g.n_out] if isinstance(o, Node)))
+        self.diff_order = g.outputs[g.n_out : g.n_out + g.n_diff]
+        self.diff_nodes = set(self.diff_order)
+        self.gouts = [(n, n.binding[1]) for n in self.placeholders if n.binding[0] == "gout"]
+        self.grad_of = {p: o for p, o in zip(g.grad_inputs, g.outputs[g.n_out + g.n_diff :]) if isinstance(o, Node)}
+        if not all(n in self.ret_nodes for n in self.diff_order):
+            self.joint = False  # a differentiable output that is not a graph value: op by op
+
+    def consts_ok(self) -> bool:
+        return all(_tensor_guard(t) == g for _, t, g in self.consts)
+
+    def run(self, arg_tensors: list):
+        env = {}
+        needs_grad = False
+        for n in self.placeholders:
+            kind, ref = n.binding
+            if kind == "gout":
+                continue
+            t = arg_tensors[ref] if kind == "arg" else ref
+            needs_grad = needs_grad or t._requires_grad
+            env[n] = t
+        if self.joint and needs_grad and grad_state.enabled:
+            ins = [env.get(n) for n in self.placeholders]
+            outs = JointFunction.apply(self, *ins)
+            env.update(zip(self.ret_nodes, outs if isinstance(outs, tuple) else (outs,)))
+        elif needs_grad and grad_state.enabled:
+            # Training through the compiled forward: every op runs through apply so the
+            # primitives' gradient rules record the backward graph (the forward is not fused).
+            execute(self.plain_steps, {}, env)
+        else:
+            execute(self.steps, self.kernels, env)
+        outs = []
+        for o in self.graph.outputs[: self.graph.n_out]:
+            if isinstance(o, Node):
+                outs.append(env[o])
+            elif o[0] == "arg":
+                outs.append(arg_tensors[o[1]])
+            else:
+                outs.append(o[1])
+        return unflatten(self.traced.out_spec, outs)
+
+
+class CompiledFunction:
+    """A function compiled by :func:`compile`; call it like the original."""
+
+    def __init__(self, fn, *, fullgraph, backend, options, module=None):
+        self.fn = fn
+        self.fullgraph = fullgraph
+        self.backend = backend
+        self.options = dict(options or {})
+        self.module = module
+        self.cache: dict = {}  # guard key -> _Entry or the reason it runs eagerly (str)
+        self.recompiles = 0
+        self.gave_up = None  # reason every call runs eagerly
+        functools.update_wrapper(self, fn)
+
+    def _say(self, channel, msg):
+        if channel in _channels(self.options):
+            print(f"[ember.compile:{channel}] {msg}", file=sys.stderr)
+
+    def _key(self, args, kwargs):
+        tensors: list = []
+        spec = flatten((args, kwargs), tensors)
+        training = self.module.training if self.module is not None else None
+        key = (_freeze(spec), tuple(_tensor_guard(t) for t in tensors), training, grad_state.enabled)
+        return key, tensors
+
+    def _fallback(self, reason: str):
+        if self.fullgraph:
+            raise CompileError(f"ember.compile(fullgraph=True) cannot capture {_name(self.fn)}: {reason}")
+        warnings.warn(f"ember.compile: running {_name(self.fn)} eagerly: {reason}", stacklevel=4)
+        return reason
+
+    def _trace(self, args, kwargs):
+        """The capture: joint (forward and backward) when grad mode is on, else forward only."""
+        if not grad_state.enabled:
+            return trace(self.fn, args, kwargs)
+        try:
+            return trace(self.fn, args, kwargs, joint=True)
+        except Unsupported as e:
+            traced = trace(self.fn, args, kwargs)  # raises Unsupported if the forward fails too
+            self._say("graph", f"backward not captured ({e}): with gradients the graph runs op by op")
+            return traced
+
+    def _fuse_and_build(self, graph, views):
+        """Fuse each view (forward, backward) and build every kernel into one library; returns
+        ``(steps per view, kernels)``, unfused when fusion is off or the build fails."""
+        plain = [schedule(v, []) for v in views]
+        if self.backend != "inductor":
+            return plain, {}
+        if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
+            self._say("fusion", "no fusion: the graph writes tensors in place")
+            return plain, {}
+        all_groups, steps = [], []
+        try:
+            for v in views:
+                groups = fuse(v, log=lambda m: self._say("fusion", m))
+                for g in groups:
+                    g.id = len(all_groups)
+                    all_groups.append(g)
+                steps.append(schedule(v, groups))
+        except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
+            self._say("fusion", f"no fusion: {e}")
+            return plain, {}
+        try:
+            fns = build_kernels(all_groups, log=lambda m: self._say("codegen", m))
+        except BuildError as e:
+            self._fallback(f"{e}; the graph runs op by op")
+            return plain, {}
+        return steps, dict(enumerate(fns))
+
+    def _compile(self, args, kwargs):
+        try:
+            traced = self._trace(args, kwargs)
+        except Unsupported as e:
+            return self._fallback(str(e))
+        if grad_state.enabled and any(b[0] != "gout" and _requires_grad(b, args, kwargs) for b in traced.bindings):
+            late = sorted({r.op for r in traced.graph.ops} & _NODE_FINISHED_OUTSIDE_APPLY)
+            if late:
+                return self._fallback(f"'{late[0]}' finishes its autograd node outside apply; it cannot be replayed")
+        graph = IRGraph.from_traced(traced)
+        self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
+        run_passes(graph, log=lambda m: self._say("graph", m))
+        relax_views(graph)
+        if not graph.grad_inputs:
+            (steps,), kernels = self._fuse_and_build(graph, [graph])
+            return _Entry(traced, graph, steps, kernels, schedule(graph, []))
+        fwd, bwd, saved = partition(graph)
+        plain = schedule(fwd, [])  # op by op through apply: eager's backward
+        if not any(isinstance(o, Node) for o in graph.outputs[graph.n_out + graph.n_diff :]):
+            (steps,), kernels = self._fuse_and_build(graph, [fwd])
+            return _Entry(traced, graph, steps, kernels, plain)
+        (steps, bwd_steps), kernels = self._fuse_and_build(graph, [fwd, bwd])
+        entry = _Entry(traced, graph, steps, kernels, plain)
+        entry.make_joint(bwd_steps, saved)
+        return entry
+
+    def __call__(self, *args, **kwargs):
+        if _dispatch_mode.handler is not None or self.gave_up is not None:
+            return self.fn(*args, **kwargs)  # inside a capture or a profile: trace through
+        key, tensors = self._key(args, kwargs)
+        if any(t.device.type != "cpu" for t in tensors):
+            return self.fn(*args, **kwargs)  # generated code is CPU-only for now
+        entry = self.cache.get(key)
+        if isinstance(entry, _Entry) and not entry.consts_ok():
+            entry = None
+        if entry is None:
+            if self.recompiles >= RECOMPILE_LIMIT:
+                self.gave_up = f"recompile limit ({RECOMPILE_LIMIT}) reached: guards keep failing (last key {key[1]})"
+                log.warning("ember.compile: %s: %s; running eagerly from now on", _name(self.fn), self.gave_up)
+                return self.fn(*args, **kwargs)
+            self.recompiles += 1
+            entry = self.cache[key] = self._compile(args, kwargs)
+        if isinstance(entry, str):
+            return self.fn(*args, **kwargs)
+        if entry.ran:
+            return entry.run(tensors)
+        try:
+            out = entry.run(tensors)
+        except Exception as e:
+            # A compiler bug must not break the program: the first run of a graph that writes
+            # nothing in place can be redone eagerly (a genuine error is raised again there).
+            if entry.writes:
+                raise
+            self.cache[key] = self._fallback(f"the compiled graph failed ({type(e).__name__}: {e})")
+            return self.fn(*args, **kwargs)
+        entry.ran = True
+        return out
+
+
+# Ops whose caller completes the autograd node after apply returns (state backward needs).
+_NODE_FINISHED_OUTSIDE_APPLY = frozenset({"recurrent_sequence"})
+
+
+def _requires_grad(binding, args, kwargs) -> bool:
+    kind, ref = binding
+    if kind == "const":
+        return ref.requires_grad
+    tensors: list = []
+    flatten((args, kwargs), tensors)
+    return tensors[ref].requires_grad
+
+
+def _freeze(spec):
+    """A hashable form of an argument structure (lists become tuples; unhashable constants are
+    guarded by their repr)."""
+    kind, body = spec
+    if kind == "T":
+        return spec
+    if kind == "C":
+        try:
+            hash(body)
+            return (kind, type(body), body)
+        except TypeError:
+            return (kind, type(body), repr(body))
+    if kind is dict:
+        return (kind, tuple((k, _freeze(v)) for k, v in body))
+    return (kind, tuple(_freeze(s) for s in body))
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+class OptimizedModule(Module):
+    """The module :func:`compile` returns for a Module: calls run the compiled forward;
+    ``state_dict()`` keys carry the ``_orig_mod.`` prefix and other attributes come from the
+    original module, as in PyTorch."""
+
+    def __init__(self, mod: Module, compiled: CompiledFunction):
+        super().__init__()
+        self._orig_mod = mod
+        object.__setattr__(self, "_compiled", compiled)
+        self.training = mod.training
+
+    def forward(self, *args, **kwargs):
+        return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["_orig_mod"], name)
+
+
+def compile(
+    model=None,
+    *,
+    fullgraph: bool = False,
+    dynamic: bool | None = None,
+    backend="inductor",
+    mode: str | None = None,
+    options: dict | None = None,
+    disable: bool = False,
+):
+    """Compile a function or a Module (PyTorch's ``torch.compile``); usable as a decorator.
+
+    Example:
+        >>> import ember
+        >>> @ember.compile
+        ... def f(x):
+        ...     return (x.exp() * 2).sigmoid()
+        >>> f(ember.zeros(2)).shape
+        ember.Size([2])
+    """
+    if mode is not None and options is not None:
+        raise RuntimeError("Either mode or options can be specified, but both can't be specified at the same time.")
+    if mode not in _MODES:
+        raise RuntimeError(f"Unrecognized mode={mode}, should be one of: {', '.join(m for m in _MODES if m)}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"ember.compile: unknown backend {backend!r} (expected one of {', '.join(_BACKENDS)})")
+    if model is None:
+        return functools.partial(
+            compile, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode, options=options, disable=disable
+        )
+    if disable:
+        return model
+    be = "eager" if backend == "aot_eager" else backend
+    if isinstance(model, Module):
+        cf = CompiledFunction(model.__call__, fullgraph=fullgraph, backend=be, options=options, module=model)
+        return OptimizedModule(model, cf)
+    if not callable(model):
+        raise RuntimeError(f"ember.compile: expected a callable or a Module, got {type(model).__name__}")
+    return CompiledFunction(model, fullgraph=fullgraph, backend=be, options=options)

@@ -1,0 +1,233 @@
+"""Trace a Python callable into a captured :class:`~ember.ops.capture.Graph`.
+
+The callable runs once in capture mode (``ember.ops.capture``) with the caller's real tensors:
+each one that reaches an op is traced by a meta stand-in, so nothing is computed. Afterwards
+every graph input is bound either to an argument (by position among the flattened tensor
+arguments) or to a tensor the function reached otherwise (parameters, buffers, closures), which
+is read again on every call.
+
+Anything the graph cannot represent raises :class:`Unsupported` with the reason (data-dependent
+Python such as ``.item()``, ``backward()`` inside the function, an op that ran outside the
+dispatch point); the caller falls back to eager.
+
+Example:
+    >>> import ember
+    >>> from ember.compile.capture import trace
+    >>> t = trace(lambda x: (x * 2).relu(), (ember.ones(3),), {})
+    >>> [r.op for r in t.graph.ops]
+    ['mul', 'relu']
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from ember import _device
+from ember._mode import mode
+from ember.autograd.node import Node as AutogradNode
+from ember.backends import meta as _meta
+from ember.ops import capture as _capture
+from ember.ops.capture import Graph, _Tracer
+from ember.tensor import Tensor
+
+__all__ = ["Unsupported", "Traced", "trace", "flatten", "unflatten"]
+
+
+_EMBER_DIR = str(Path(__file__).resolve().parents[1]).replace("\\", "/") + "/"
+
+
+class Unsupported(Exception):
+    """The function cannot be captured as one graph; ``str(e)`` names the reason."""
+
+
+def flatten(obj, out: list):
+    """Replace each tensor in a nest of tuples/lists/dicts by a slot; collect the tensors."""
+    if isinstance(obj, Tensor):
+        out.append(obj)
+        return ("T", len(out) - 1)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj), [flatten(o, out) for o in obj])
+    if isinstance(obj, dict):
+        return (dict, [(k, flatten(v, out)) for k, v in obj.items()])
+    return ("C", obj)
+
+
+def unflatten(spec, values: list):
+    kind, body = spec
+    if kind == "T":
+        return values[body]
+    if kind == "C":
+        return body
+    if kind is dict:
+        return {k: unflatten(v, values) for k, v in body}
+    items = [unflatten(s, values) for s in body]
+    return kind(items) if kind in (list, tuple) else kind(*items)  # namedtuples
+
+
+@dataclass
+class Traced:
+    """A captured graph and how to connect it to a call."""
+
+    graph: Graph
+    bindings: list  # per graph input: ("arg", k) or ("const", tensor)
+    out_spec: object  # the result's structure (see flatten)
+    out_refs: list  # per output slot: ("value", vid) or ("arg", k) or ("const", tensor)
+    # A joint trace (forward and backward): the outputs that get a gradient (value ids), the
+    # gradient of each graph input that requires grad (input vid -> grad vid or None).
+    diff_outputs: list = None
+    input_grads: dict = None
+    n_forward_ops: int = 0  # ops before this index are the forward, the rest its backward
+
+
+class _BindingTracer(_Tracer):
+    """The capture tracer, remembering which caller tensor each graph input stands for."""
+
+    def __init__(self, graph):
+        super().__init__(graph)
+        self.owner: dict = {}  # input value id -> the tensor the program passed to the op
+
+    def _trace(self, x):
+        if isinstance(x, Tensor) and x._device.type != "meta" and id(x) not in self.stand_ins:
+            vid = self.by_data.get(id(x._data))
+            if vid is not None:
+                # A captured op's output on a real device (a factory given device="cpu"): it
+                # holds a meta array already; trace it as that value, not as a new input.
+                s = Tensor.__new__(Tensor)
+                s._data = x._data
+                s._device = _capture._META
+                s._requires_grad = x._requires_grad
+                self.stand_ins[id(x)] = s
+                self.keep += [x, s]
+                self.ids[id(s)] = vid
+                return s
+        n = len(self.graph.inputs)
+        t = super()._trace(x)
+        if len(self.graph.inputs) > n:
+            self.owner[self.graph.inputs[-1]] = x
+        return t
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of user code that caused it: outside ember, else in
+    ember's models and layers (a compiled ember model), else the innermost frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    internal = tuple(_EMBER_DIR + d for d in ("ops/", "backends/", "autograd/", "compile/", "tensor.py", "_"))
+    for outside_ember in (True, False):
+        for f in reversed(frames):
+            path = f.filename.replace("\\", "/")
+            if "site-packages/" in path or path.startswith("<frozen"):
+                continue
+            if outside_ember and not path.startswith(_EMBER_DIR):
+                return f"{f.filename}:{f.lineno}"
+            if not outside_ember and not path.startswith(internal):
+                return f"{f.filename}:{f.lineno}"
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "<unknown>"
+
+
+def _grads(tracer, result) -> tuple:
+    """Inside the capture: the backward of ``result`` w.r.t. every traced input that requires
+    grad, with a fresh meta tensor as the gradient of each differentiable output."""
+    import ember
+    from ember.autograd import grad
+
+    outs: list = []
+    flatten(result, outs)
+    diff = []
+    for t in outs:
+        if t._requires_grad and t._data.dtype.kind == "f" and id(t) in tracer.ids and all(t is not d for d in diff):
+            diff.append(t)
+    wrt_vids = []
+    for vid in tracer.graph.inputs:
+        x = tracer.owner[vid]
+        t = tracer.stand_ins.get(id(x), x)
+        if t._requires_grad:
+            wrt_vids.append((vid, t))
+    if not diff or not wrt_vids:
+        return [], {}
+    handler = mode.handler
+    mode.handler = None  # the output gradients are new graph inputs, not captured ops
+    try:
+        gouts = [ember.empty(t.shape, dtype=t.dtype, device="meta") for t in diff]
+    finally:
+        mode.handler = handler
+    tracer.grad_outputs = {id(g): k for k, g in enumerate(gouts)}
+    tracer.keep += gouts
+    diff_vids = [tracer.ids[id(t)] for t in diff]
+    grads = grad(diff, [t for _, t in wrt_vids], grad_outputs=gouts, allow_unused=True)
+    out = {}
+    for (vid, _), g in zip(wrt_vids, grads):
+        gv = None if g is None else tracer.ids.get(id(g), tracer.by_data.get(id(g._data)))
+        if g is not None and gv is None:
+            raise Unsupported("a gradient was computed outside the dispatch point")
+        out[vid] = gv
+    return diff_vids, out
+
+
+def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
+    """Run ``fn(*args, **kwargs)`` in capture mode and bind the graph to the call.
+
+    With ``joint``, also capture the backward of the result (see :func:`_grads`); its output
+    gradients are graph inputs bound as ``("gout", k)``."""
+    if mode.handler is not None:
+        raise Unsupported("another capture or a profile is active")
+    arg_tensors: list = []
+    flatten((args, kwargs), arg_tensors)
+    if _capture._META is None:  # what capture() sets on first use: the stand-ins' device
+        _capture._META = _device.device("meta")
+    graph = Graph()
+    tracer = _BindingTracer(graph)
+    mode.handler, mode.backward_hook = tracer.on_apply, tracer.on_backward
+    try:
+        # The arguments are tracers from the start, so Python that reads their data before any
+        # op (``x.tolist()``, ``print(x)``) is seen as data-dependent instead of specialized.
+        stand_ins = [tracer._trace(t) for t in arg_tensors]
+        args, kwargs = unflatten(flatten((args, kwargs), []), stand_ins)
+        result = fn(*args, **kwargs)
+        if any(r.phase == "backward" for r in graph.ops):
+            raise Unsupported("backward() inside the compiled function is not captured yet")
+        tracer.grad_outputs = {}
+        n_forward = len(graph.ops)
+        diff_vids, input_grads = _grads(tracer, result) if joint else (None, None)
+        for r in graph.ops:
+            if any(isinstance(v, AutogradNode) for v in r.params.values()):
+                # its state lives on the node, which backward frees: the op cannot be replayed
+                raise Unsupported(f"'{r.op}' takes an autograd node as a parameter")
+    except Unsupported:
+        raise
+    except Exception as e:  # data-dependent Python on a tracer, or an op meta cannot run
+        raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
+    finally:
+        mode.handler = mode.backward_hook = None
+    by_id = {id(t): k for k, t in enumerate(arg_tensors)}
+    stand_in_of = {
+        id(s): real for real_id, s in tracer.stand_ins.items() for real in tracer.keep if id(real) == real_id
+    }
+    bindings = []
+    for vid in graph.inputs:
+        x = tracer.owner[vid]
+        if id(x) in tracer.grad_outputs:
+            bindings.append(("gout", tracer.grad_outputs[id(x)]))
+            continue
+        if x._device.type == "meta" and id(x) in stand_in_of:
+            x = stand_in_of[id(x)]
+        if x._device.type == "meta" and id(x) not in by_id:
+            raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
+        if id(x) not in by_id and isinstance(x._data, _meta.MetaArray):
+            raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
+        bindings.append(("arg", by_id[id(x)]) if id(x) in by_id else ("const", x))
+    outs: list = []
+    out_spec = flatten(result, outs)
+    out_refs = []
+    for t in outs:
+        vid = tracer.ids.get(id(t))
+        if vid is not None and t._device.type == "meta":
+            out_refs.append(("value", vid))
+        elif id(t) in by_id:
+            out_refs.append(("arg", by_id[id(t)]))
+        elif t._device.type != "meta":
+            out_refs.append(("const", t))
+        else:
+            raise Unsupported("the function returned a tensor capture did not see being made")
+    return Traced(graph, bindings, out_spec, out_refs, diff_vids, input_grads, n_forward)
