@@ -338,7 +338,11 @@ def run(prim: Primitive, inputs: tuple, params: dict):
 def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Tensor:
     node = node_cls()
     node.inputs = inputs
-    if len(inputs) == 2:
+    n = len(inputs)
+    if n == 1:
+        x = inputs[0]  # a node is made only when an input requires grad: this one
+        node.edges = (x._node or x,)
+    elif n == 2:
         a, b = inputs
         node.edges = (edge(a), edge(b))
     else:
