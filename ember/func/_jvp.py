@@ -4,7 +4,7 @@ Both run the function once per tangent inside a forward-AD level
 (``ember.autograd.forward_ad``): the primals become dual tensors, every op computes its
 output's tangent through its primitive's JVP rule at the dispatch point, and the outputs'
 tangents are read back. ``jacfwd`` pushes one basis tangent per input element (columns of the
-Jacobian). Inputs and outputs may be pytrees (nested tuples, lists and dicts of tensors).
+Jacobian), all at once under ``vmap``. Inputs and outputs may be pytrees (nested tuples, lists and dicts of tensors).
 
 Example:
     >>> import ember
@@ -143,6 +143,7 @@ def jacfwd(func: Callable, argnums: int | tuple = 0, has_aux: bool = False, *, r
                 [0., 6.]])
     """
     import ember
+    from ember.func._vmap import vmap
 
     def wrapper(*args):
         nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
@@ -180,25 +181,19 @@ def jacfwd(func: Callable, argnums: int | tuple = 0, has_aux: bool = False, *, r
             in_leaves, in_spec = leaves_of[n]
             blocks_per_in = []
             for k, x in enumerate(in_leaves):
-                cols = [[] for _ in o_leaves]
-                for j in range(x.numel()):
+                m = x.numel()
+                if m == 0:
+                    blocks = [ember.zeros(tuple(o.shape) + tuple(x.shape), dtype=o.dtype) for o in o_leaves]
+                else:
+                    # all basis tangents of this leaf at once: vmap over the rows of an identity
+                    eye = ember.eye(m, dtype=x.dtype).reshape((m,) + tuple(x.shape))
 
-                    def basis(n2, k2, x2, j=j, n=n, k=k):
-                        z = ember.zeros_like(x2)
-                        if n2 == n and k2 == k:
-                            z.view(-1)[j] = 1.0
-                        return z
+                    def push(e, n=n, k=k):
+                        tangent = lambda n2, k2, x2: e if (n2, k2) == (n, k) else ember.zeros_like(x2)  # noqa: E731
+                        return tuple(_flatten(run(tangent)[1])[0])
 
-                    jv = _flatten(run(basis)[1])[0]
-                    for i, t in enumerate(jv):
-                        cols[i].append(t)
-                blocks = []
-                for i, o in enumerate(o_leaves):
-                    if cols[i]:
-                        jac = ember.stack(cols[i], -1)
-                    else:
-                        jac = ember.zeros(tuple(o.shape) + (0,), dtype=o.dtype)
-                    blocks.append(jac.reshape(tuple(o.shape) + tuple(x.shape)))
+                    cols = vmap(push)(eye)
+                    blocks = [c.movedim(0, -1).reshape(tuple(o.shape) + tuple(x.shape)) for c, o in zip(cols, o_leaves)]
                 blocks_per_in.append(blocks)
             # per output leaf: the input pytree of Jacobian blocks
             per_out = [_unflatten([b[i] for b in blocks_per_in], in_spec) for i in range(len(o_leaves))]
