@@ -55,6 +55,25 @@ CASES = [
     ("gelu", lambda m, x: m.nn.functional.gelu(x) + m.nn.functional.gelu(x, approximate="tanh"), [_arr(6)]),
     ("layer_norm", lambda m, x, w, b: m.nn.functional.layer_norm(x, (4,), w, b), [_arr(3, 4), _arr(4), _arr(4)]),
     ("logsigmoid", lambda m, x: m.nn.functional.logsigmoid(x), [_arr(5)]),
+    ("remainder_fmod", lambda m, x, y: m.remainder(x, y) + m.fmod(x, y), [_arr(6) * 3, _arr(6, positive=True)]),
+    ("clamp_tensor", lambda m, x, lo, hi: m.clamp(x, lo, hi - 10 * (hi < lo)), [_arr(8), _arr(8) - 1, _arr(8) + 1]),
+    ("norm", lambda m, x: m.linalg.vector_norm(x) + x.norm(dim=1).sum(), [_arr(3, 4)]),
+    ("einsum", lambda m, x, y: m.einsum("ij,jk->ik", x, y), [_arr(2, 3), _arr(3, 4)]),
+    (
+        "conv2d",
+        lambda m, x, w, b: m.nn.functional.conv2d(x, w, b, padding=1),
+        [_arr(2, 3, 5, 5), _arr(4, 3, 3, 3), _arr(4)],
+    ),
+    (
+        "pad_avgpool",
+        lambda m, x: m.nn.functional.avg_pool2d(m.nn.functional.pad(x, (1, 1, 0, 2), value=3.0), 2),
+        [_arr(1, 2, 4, 4)],
+    ),
+    (
+        "scatter_index_put",
+        lambda m, x, y: x.scatter(0, m.tensor([[1, 0, 2]]), y[:1]).index_add(1, m.tensor([0, 0]), y[:, :2]),
+        [_arr(3, 3), _arr(3, 3)],
+    ),
     ("cumsum_flip", lambda m, x: m.cumsum(x, 1).flip(0), [_arr(3, 4)]),
 ]
 

@@ -57,12 +57,17 @@ def _linear(name):
         from ember.ops.dispatch import REGISTRY, apply
 
         args = tuple(
-            t if t is not None else (_zeros_for(x, out) if _is_t(x) and x.dtype.is_floating_point else x)
+            t if t is not None else (_zeros_for(x, out) if _is_t(x) and x.dtype.is_floating_point else _const(x))
             for x, t in zip(inputs, tangents)
         )
         return apply(REGISTRY[name], *args, **params)
 
     return rule
+
+
+def _const(x):
+    """A linear primitive's non-tensor operand (``scatter``'s value): a constant, so its tangent is 0."""
+    return 0.0 if isinstance(x, float) else x
 
 
 def _is_t(x):
@@ -219,6 +224,88 @@ for _n in ("sum", "cumsum", "reshape", "view", "permute", "expand", "getitem", "
     RULES[_n] = _linear(_n)
 for _n in ("flip", "roll", "diagonal", "tri_mask", "to", "gather", "index_select", "cat"):
     RULES[_n] = _linear(_n)
+
+
+for _n in ("index_put", "index_put_zeros", "scatter", "scatter_add", "index_add", "avg_pool2d"):
+    RULES[_n] = _linear(_n)
+
+
+@_rule("constant_pad")
+def _constant_pad(inputs, tangents, out, key, widths, value):
+    from ember.ops.dispatch import REGISTRY, apply
+
+    return apply(REGISTRY["constant_pad"], tangents[0], key=key, widths=widths, value=0.0)
+
+
+@_rule("div_floor", "div_trunc", "floor_divide", "norm0")
+def _zero_op(inputs, tangents, out, **params):
+    return _zeros_for(out, out)
+
+
+def _mod(rounding):
+    def rule(inputs, tangents, out):
+        (a, b), (ta, tb) = inputs, tangents
+        if tb is None:
+            return _fit(ta, out)
+        q = getattr(a / b, rounding)()
+        return _fit(_plus(ta, -tb * q), out)
+
+    return rule
+
+
+RULES["remainder"] = _mod("floor")
+RULES["fmod"] = _mod("trunc")
+
+
+@_rule("clamp_tensor")
+def _clamp_tensor(inputs, tangents, out):
+    import ember
+
+    (x, lo, hi), (tx, tlo, thi) = inputs, tangents
+    r = tx if tx is not None else _zeros_for(out, out)
+    r = _fit(r, out)
+    if lo is not None:
+        r = ember.where(x < lo, _fit(tlo, out) if tlo is not None else 0.0, r)
+    if hi is not None:
+        r = ember.where(x > hi, _fit(thi, out) if thi is not None else 0.0, r)
+    return r
+
+
+@_rule("norm2")
+def _norm2(inputs, tangents, out, axes, keepdim):
+    import ember
+
+    x, t = inputs[0], tangents[0]
+    ax = _axes_of(axes, x.ndim)
+    dot = (x * t).sum(ax, keepdim=keepdim) if ax else x * t
+    return ember.where(out == 0, ember.zeros_like(out), dot / out)
+
+
+@_rule("einsum")
+def _einsum(inputs, tangents, out, **params):
+    from ember.ops.dispatch import REGISTRY, apply
+
+    r = None  # multilinear: one term per operand with a tangent
+    for i, t in enumerate(tangents):
+        if t is not None:
+            args = inputs[:i] + (t,) + inputs[i + 1 :]
+            r = _plus(r, apply(REGISTRY["einsum"], *args, **params))
+    return r
+
+
+@_rule("conv2d")
+def _conv2d(inputs, tangents, out, **params):
+    from ember.ops.dispatch import REGISTRY, apply
+
+    (x, w, _b), (tx, tw, tb) = inputs, tangents
+    conv = REGISTRY["conv2d"]
+    r = _plus(
+        None if tx is None else apply(conv, tx, w, None, **params),
+        None if tw is None else apply(conv, x, tw, None, **params),
+    )
+    if tb is not None:
+        r = _plus(r, _fit(tb.reshape((1, -1, 1, 1)), out))
+    return r
 
 
 @_rule("embedding")
