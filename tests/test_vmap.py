@@ -141,3 +141,25 @@ def test_vmap_of_forward_mode_transforms():
         torch.tensor(x), torch.tensor(v)
     )
     np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_image_ops_fold_the_batch():
+    x, w, b = _a(3, 2, 2, 6, 6), _a(4, 2, 3, 3), _a(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check(
+            lambda m, x, w, b: m.nn.functional.avg_pool2d(m.nn.functional.conv2d(x, w, b, padding=1), 2),
+            [x, w, b],
+            (0, None, None),
+        )
+    # a batched weight (per-sample filters) goes through the loop fallback, still correct
+    with pytest.warns(UserWarning, match="conv2d"):
+        _check(lambda m, x, w: m.nn.functional.conv2d(x, w), [_a(3, 1, 2, 5, 5), _a(3, 4, 2, 3, 3)], 0)
+
+
+def test_inplace_inside_vmap():
+    x = _a(4, 3)
+    e = vmap(lambda v: v.clone().mul_(2).add_(v))(ember.tensor(x))
+    np.testing.assert_allclose(e.numpy(), 3 * x)
+    with pytest.raises(RuntimeError, match="add_"):
+        vmap(lambda v, y: y.add_(v), in_dims=(0, None))(ember.tensor(x), ember.zeros(3))

@@ -287,3 +287,22 @@ def _embedding(apply, prim, inputs, params, level, B):
 
 
 RULES["embedding"] = _embedding
+
+
+def _fold(fn):
+    """An image op over (N, C, H, W): the batch dim is folded into N, then split out again."""
+
+    def rule(apply, prim, inputs, params, level, B):
+        x, rest = inputs[0], inputs[1:]
+        if any(is_batched(r, level) for r in rest):
+            return None  # a batched weight: the loop fallback
+        v = x._value
+        folded = v.reshape((B * v.shape[1],) + tuple(v.shape[2:]))
+        out = fn(apply, prim, folded, rest, params)
+        return out.reshape((B, v.shape[1]) + tuple(out.shape[1:]))
+
+    return rule
+
+
+RULES["conv2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, *rest, **params))
+RULES["avg_pool2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, **dict(params, in_shape=x._data.shape)))
