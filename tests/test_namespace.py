@@ -26,5 +26,7 @@ def test_softmax_function_and_method_match_torch():
 
 
 def test_no_internals_leak_into_the_namespace():
-    leaked = [n for n in ("np", "math", "record", "Add", "Node", "grad_state", "CPU", "apply", "sum_to") if hasattr(ember, n)]
+    leaked = [
+        n for n in ("np", "math", "record", "Add", "Node", "grad_state", "CPU", "apply", "sum_to") if hasattr(ember, n)
+    ]
     assert not leaked, leaked
