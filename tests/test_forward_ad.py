@@ -167,3 +167,21 @@ def test_reverse_over_forward():
         lambda x: (x.sin() ** 2).sum(), x, torch.tensor([1.0, 0.5, -2.0], dtype=torch.float64)
     )[1]
     np.testing.assert_allclose(hv.numpy(), th.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_forward_over_reverse_through_softmax(log):
+    # autograd.grad(create_graph=True) inside a dual level: a Hessian-vector product
+    a, v, w = _arr(2, 5), _arr(2, 5), _arr(2, 5)
+
+    def f(m, x):
+        s = m.log_softmax(x, -1) if log else m.softmax(x, -1)
+        return (s * m.tensor(w)).sum()
+
+    x = ember.tensor(a, requires_grad=True)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x, ember.tensor(v))
+        (g,) = ember.autograd.grad(f(ember, d), d, create_graph=True)
+        hv = fwAD.unpack_dual(g).tangent
+    ref = torch.autograd.functional.hvp(lambda t: f(torch, t), torch.tensor(a), torch.tensor(v))[1]
+    np.testing.assert_allclose(hv.detach().numpy(), ref.numpy(), rtol=1e-6, atol=1e-9)
