@@ -1,0 +1,124 @@
+"""ember.onnx.export: every model in ember.models and nn.TransformerEncoderLayer, run by onnxruntime.
+
+Each model is exported with a dynamic batch axis and run at the exported batch size and at another
+one; outputs must be within 1e-4 of Ember's.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import ember
+import ember.nn as nn
+import ember.onnx
+from ember.models import GPT, MLP, GPTConfig, LSTMLanguageModel, MoEGPT, ResNet
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+_GPT = dict(block_size=16, vocab_size=32, n_layer=2, n_head=2, n_embd=32)
+
+
+def _mlp():
+    return MLP(in_features=20, hidden=(16, 12), batch_norm=True), lambda b: ember.randn(b, 20)
+
+
+def _resnet():
+    return ResNet(depth=8, widths=(4, 8, 16)), lambda b: ember.randn(b, 1, 28, 28)
+
+
+def _lstm():
+    return LSTMLanguageModel(vocab_size=32, embed_dim=16, hidden_size=16), lambda b: ember.randint(0, 32, (b, 7))
+
+
+def _gpt():
+    return GPT(GPTConfig(**_GPT)), lambda b: ember.randint(0, 32, (b, 7))
+
+
+def _moe_gpt():
+    return MoEGPT(GPTConfig(**_GPT, moe_num_experts=4)), lambda b: ember.randint(0, 32, (b, 7))
+
+
+def _encoder_layer():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True)
+    return layer, lambda b: ember.randn(b, 5, 16)
+
+
+def _export(model, x, **kw) -> bytes:
+    f = io.BytesIO()
+    ember.onnx.export(
+        model,
+        (x,),
+        f,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        **kw,
+    )
+    return f.getvalue()
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+
+@pytest.mark.parametrize(
+    "make", [_mlp, _resnet, _lstm, _gpt, _moe_gpt, _encoder_layer], ids=lambda f: f.__name__.strip("_")
+)
+def test_export_matches_ember_with_dynamic_batch(make):
+    model, data = make()
+    model.eval()
+    proto = _export(model, data(3))
+    onnx.checker.check_model(onnx.load_from_string(proto))
+    sess = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
+    for batch in (3, 5):  # 5: a batch size the model was not exported with
+        x = data(batch)
+        with ember.no_grad():
+            want = _first(model(x)).numpy()
+        (got,) = sess.run(None, {"x": x.numpy()})
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_export_to_path_and_names(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    path = tmp_path / "m.onnx"
+    ember.onnx.export(model, (ember.randn(2, 4),), str(path), input_names=["inp"], output_names=["out"])
+    m = onnx.load(str(path))
+    assert [i.name for i in m.graph.input] == ["inp"]
+    assert [o.name for o in m.graph.output] == ["out"]
+    assert len(m.graph.initializer) >= 4  # two weights, two biases, with their values
+    # A static export keeps the batch size in the declared shape.
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 4]
+    x = ember.randn(2, 4)
+    (got,) = ort.InferenceSession(str(path)).run(None, {"inp": x.numpy()})
+    with ember.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)
+
+
+def test_dynamic_axis_is_symbolic_in_the_model():
+    model, data = _gpt()
+    m = onnx.load_from_string(_export(model.eval(), data(2)))
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert m.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_unsupported_op_names_the_op():
+    class Cumsum(nn.Module):
+        def forward(self, x):
+            return x.cumsum(0)
+
+    with pytest.raises(ember.onnx.UnsupportedOperatorError, match="'cumsum'"):
+        ember.onnx.export(Cumsum(), (ember.randn(3),), io.BytesIO())
+
+
+def test_model_mode_is_restored():
+    model = nn.Sequential(nn.Linear(4, 3))
+    model.train()
+    ember.onnx.export(model, (ember.randn(2, 4),), io.BytesIO())
+    assert model.training
