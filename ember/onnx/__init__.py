@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from ember.onnx._export import export
+from ember.onnx._state import is_in_onnx_export
 from ember.onnx.errors import UnsupportedOperatorError
 
-__all__ = ["export", "UnsupportedOperatorError"]
+__all__ = ["export", "is_in_onnx_export", "UnsupportedOperatorError"]

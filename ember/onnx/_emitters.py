@@ -13,7 +13,7 @@ import math
 import numpy as np
 from onnx import helper
 
-from ember.onnx._build import np_dtype, onnx_type
+from ember.onnx._build import _is_ref, np_dtype, onnx_type
 from ember.onnx.errors import UnsupportedOperatorError
 
 __all__ = ["EMITTERS"]
@@ -66,6 +66,30 @@ def _softmax(op):
         b.node(op, [b.input(rec, 0)], b.out(rec), axis=int(rec.params["dim"]))
 
     return emit
+
+
+def _compare(op):
+    def emit(b, rec):
+        # Operands of different dtypes compare in the dtype of the higher-rank one (a 0-d tensor
+        # or a number does not promote, as in PyTorch).
+        a, c = rec.inputs[0], rec.inputs[1]
+        ranks = [len(b.value(v).shape) if _is_ref(v) else -1 for v in (a, c)]
+        src = a if ranks[0] >= ranks[1] else c
+        dt = b.dtype(src)
+        b.node(op, [b.input(rec, 0, dt), b.input(rec, 1, dt)], b.out(rec))
+
+    return emit
+
+
+def _ne(b, rec):
+    _compare("Equal")(b, rec)
+    out = b.nodes[-1].output[0]
+    b.nodes[-1].output[0] = tmp = b.fresh("eq")
+    b.node("Not", [tmp], out)
+
+
+def _cast(b, rec):
+    b.node("Cast", [b.input(rec, 0)], b.out(rec), to=onnx_type(b.value(rec.outputs[0]).dtype))
 
 
 # --------------------------------------------------------------------------- shapes and movement
@@ -155,6 +179,26 @@ def _sum(b, rec):
     if axes is not None:
         ins.append(b.const(_i64(list(axes))))
     b.node("ReduceSum", ins, b.out(rec), keepdims=int(bool(rec.params.get("keepdim", False))))
+
+
+def _cumsum(b, rec):
+    x = b.input(rec, 0, b.dtype(rec.outputs[0]))
+    b.node("CumSum", [x, b.const(np.array(int(rec.params["axis"]), dtype=np.int64))], b.out(rec))
+
+
+def _argsort(b, rec):
+    axis = rec.params["axis"]
+    if axis is None:
+        raise _unsupported(rec, "a 0-d input")
+    size = b.shape(rec.inputs[0])[axis]
+    k = b.shape_tensor([size])
+    largest = int(bool(rec.params.get("descending", False)))
+    # TopK over the whole axis is a sort; equal values keep index order, as a stable sort does.
+    b.node("TopK", [b.input(rec, 0), k], [b.fresh("sorted"), b.out(rec)], axis=int(axis), largest=largest, sorted=1)
+
+
+def _gather(b, rec):
+    b.node("GatherElements", [b.input(rec, 0), b.input(rec, 1, np.int64)], b.out(rec), axis=int(rec.params["axis"]))
 
 
 # --------------------------------------------------------------------------- nn
@@ -293,7 +337,19 @@ EMITTERS: dict = {
     "tanh": _unary("Tanh"),
     "sigmoid": _unary("Sigmoid"),
     "abs": _unary("Abs"),
+    "ceil": _unary("Ceil"),
+    "floor": _unary("Floor"),
     "rsqrt": _rsqrt,
+    "eq": _compare("Equal"),
+    "ne": _ne,
+    "lt": _compare("Less"),
+    "le": _compare("LessOrEqual"),
+    "gt": _compare("Greater"),
+    "ge": _compare("GreaterOrEqual"),
+    "to": _cast,
+    "cumsum": _cumsum,
+    "argsort": _argsort,
+    "gather": _gather,
     "gelu": _gelu,
     "softmax": _softmax("Softmax"),
     "log_softmax": _softmax("LogSoftmax"),

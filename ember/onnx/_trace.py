@@ -76,8 +76,14 @@ def _flatten(out) -> list:
 
 def trace(model, args: tuple):
     """``(graph, sources, input value ids, output value ids)`` of one forward pass of ``model``."""
+    from ember.onnx._state import _exporting
+
     with ember.no_grad(), _export_capture() as tracer:
-        out = model(*args)
+        _exporting[0] = True
+        try:
+            out = model(*args)
+        finally:
+            _exporting[0] = False
         in_ids = []
         for a in args:
             tracer._trace(a)  # an input the model never used is still a graph input

@@ -84,6 +84,20 @@ def test_export_matches_ember_with_dynamic_batch(make):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
+def test_moe_capacity_drops_follow_the_batch():
+    # A small capacity factor drops assignments; the exported graph computes capacity from the
+    # token count, so the drops match Ember at a batch size other than the exported one too.
+    model = MoEGPT(GPTConfig(**_GPT, moe_num_experts=4, moe_capacity_factor=0.5)).eval()
+    sess = ort.InferenceSession(_export(model, ember.randint(0, 32, (2, 7))))
+    for batch in (2, 6):
+        x = ember.randint(0, 32, (batch, 7))
+        with ember.no_grad():
+            want = _first(model(x)).numpy()
+        assert sum(m.dropped_tokens for m in model.moe_layers()) > 0
+        (got,) = sess.run(None, {"x": x.numpy()})
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
 def test_export_to_path_and_names(tmp_path):
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
     path = tmp_path / "m.onnx"
