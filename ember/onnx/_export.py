@@ -158,4 +158,3 @@ def export(
         f.write(data)
     if verbose:
         print(helper.printable_graph(m.graph))
-

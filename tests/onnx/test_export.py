@@ -65,7 +65,6 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-
 @pytest.mark.parametrize(
     "make", [_mlp, _resnet, _lstm, _gpt, _moe_gpt, _encoder_layer], ids=lambda f: f.__name__.strip("_")
 )
