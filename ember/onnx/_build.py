@@ -29,6 +29,7 @@ class Builder:
         self.nodes: list = []
         self.initializers: list = []
         self._count = 0
+        self.aliases: dict = {}  # value id -> a name of its own (a parameter's)
         self._sizes: dict = {}  # dynamic axis name -> 1-D int64 tensor holding its size
 
     # ---------------------------------------------------------------- names and values
@@ -37,7 +38,7 @@ class Builder:
         return f"_{hint}{self._count}"
 
     def name(self, vid) -> str:
-        return f"v{int(vid)}"
+        return self.aliases.get(int(vid), f"v{int(vid)}")
 
     def value(self, vid):
         return self.graph.values[int(vid)]

@@ -82,6 +82,8 @@ def export(
     if args and isinstance(args[-1], dict):
         raise NotImplementedError("ember.onnx.export: keyword arguments in args are not supported")
     was_training = isinstance(model, Module) and model.training
+    if isinstance(model, Module):
+        model.eval()  # as PyTorch's default (training=TrainingMode.EVAL): no dropout, running stats
     try:
         graph, sources, in_ids, out_ids = trace(model, args)
         input_names = list(input_names or [])
@@ -99,6 +101,10 @@ def export(
         for ax, n in axes.items():
             axis_sources.setdefault(n, (input_names[pos], ax))
     b = Builder(graph, sym, axis_sources)
+    param_names = {}
+    if isinstance(model, Module):
+        for n, t in list(model.named_parameters()) + list(model.named_buffers()):
+            param_names.setdefault(id(t), n)
 
     # Graph inputs are the model's arguments; every other captured input is a parameter, buffer
     # or constant tensor: an initializer holding its real value.
@@ -111,6 +117,9 @@ def export(
             raise RuntimeError(
                 "ember.onnx.export: a tensor on the meta device has no values to write; build the model on cpu"
             )
+        name = param_names.get(id(src))
+        if name is not None and name not in b.aliases.values():
+            b.aliases[vid] = name  # initializers carry the parameter's name, as in PyTorch
         b.initializers.append(numpy_helper.from_array(np.asarray(src.detach().numpy()), b.name(vid)))
 
     for rec in graph.ops:

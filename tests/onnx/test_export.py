@@ -104,7 +104,10 @@ def test_export_to_path_and_names(tmp_path):
     m = onnx.load(str(path))
     assert [i.name for i in m.graph.input] == ["inp"]
     assert [o.name for o in m.graph.output] == ["out"]
-    assert len(m.graph.initializer) >= 4  # two weights, two biases, with their values
+    # Parameters are initializers named as the module names them, with their values.
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert {"0.weight", "0.bias", "2.weight", "2.bias"} <= set(inits)
+    np.testing.assert_array_equal(inits["2.weight"], model[2].weight.detach().numpy())
     # A static export keeps the batch size in the declared shape.
     dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 4]
@@ -130,8 +133,14 @@ def test_unsupported_op_names_the_op():
         ember.onnx.export(Distances(), (ember.randn(3, 2),), io.BytesIO())
 
 
-def test_model_mode_is_restored():
-    model = nn.Sequential(nn.Linear(4, 3))
+def test_exports_in_eval_mode_and_restores_the_mode():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.BatchNorm1d(3))
     model.train()
-    ember.onnx.export(model, (ember.randn(2, 4),), io.BytesIO())
+    f = io.BytesIO()
+    ember.onnx.export(model, (ember.randn(8, 4),), f, input_names=["x"])
     assert model.training
+    x = ember.randn(8, 4)
+    (got,) = ort.InferenceSession(f.getvalue()).run(None, {"x": x.numpy()})
+    model.eval()
+    with ember.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)
