@@ -268,6 +268,7 @@ def get_num_threads():
 
 # Sub-packages of the higher layers, available as attributes like torch.optim.
 from ember import datasets, linalg, nn, optim, profiler, utils, viz  # noqa: E402
+from ember.backends import cpu_kernels as _cpu_kernels  # noqa: E402, F401 - the C kernels as cpu implementations
 
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402

@@ -9,6 +9,24 @@ from ember.autograd.node import Node
 from ember.ops._base import Tensor
 from ember.ops.dispatch import Primitive, apply
 
+__all__ = [
+    "bool_",
+    "byte",
+    "char",
+    "cpu",
+    "cuda",
+    "double",
+    "float_",
+    "half",
+    "int_",
+    "long",
+    "parse_to_args",
+    "short",
+    "to",
+    "type_",
+    "type_as",
+]
+
 
 class Cast(Node):
     """Dtype and/or device change; the gradient goes back in the source's dtype and device."""

@@ -12,6 +12,37 @@ from ember.ops._base import Tensor, _wrap
 from ember.ops.dispatch import Primitive, apply
 from ember.random import numpy_generator
 
+__all__ = [
+    "arange",
+    "as_tensor",
+    "asarray",
+    "bernoulli",
+    "empty",
+    "empty_like",
+    "eye",
+    "from_numpy",
+    "full",
+    "full_like",
+    "linspace",
+    "logspace",
+    "multinomial",
+    "normal",
+    "ones",
+    "ones_like",
+    "poisson",
+    "rand",
+    "rand_like",
+    "randint",
+    "randint_like",
+    "randn",
+    "randn_like",
+    "randperm",
+    "range_",
+    "tensor",
+    "zeros",
+    "zeros_like",
+]
+
 
 def _finish(arr, dtype, device, requires_grad: bool) -> Tensor:
     """Place a host array on ``device`` with ``dtype`` and set ``requires_grad``."""

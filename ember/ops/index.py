@@ -17,6 +17,40 @@ from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops.dispatch import Primitive, apply
 
+__all__ = [
+    "argsort",
+    "argwhere",
+    "bincount",
+    "bucketize",
+    "gather",
+    "getitem",
+    "getitem_raw",
+    "index_add",
+    "index_add_args",
+    "index_copy",
+    "index_fill",
+    "index_put",
+    "index_put_zeros",
+    "index_select",
+    "kthvalue",
+    "masked_fill",
+    "masked_scatter",
+    "masked_select",
+    "median",
+    "msort",
+    "nonzero",
+    "scatter",
+    "scatter_add",
+    "scatter_reduce",
+    "searchsorted",
+    "setitem",
+    "sort",
+    "take",
+    "take_along_dim",
+    "topk",
+    "unique",
+]
+
 _INDEX_HELP = "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices"
 
 
@@ -679,8 +713,18 @@ def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
     size = d.shape[axis] if d.ndim else 1
     if k < 0 or k > size:
         raise RuntimeError(f"selected index k out of range (k={k}, size {size} along dim {axis})")
+    it = apply(_TOPK_INDICES, input, k=k, axis=axis, largest=largest)
     if d.ndim == 0:
-        return topk_result(input.clone(), Tensor._from(np.zeros((), dtype=np.int64), input))
+        return topk_result(input.clone(), it)
+    return topk_result(gather(input, axis, it), it)
+
+
+def _topk_indices_impl(x, k, axis, largest):
+    """The indices of the ``k`` largest (smallest) elements along ``axis``, in sorted order."""
+    d = x._data
+    if d.ndim == 0:
+        return np.zeros((), dtype=np.int64)
+    size = d.shape[axis]
     if k < size // 8 and size > 64:
         # Partition first: O(n) selection, then sort only the k survivors.
         if largest:  # the k largest sit at the end of an ascending partition (NaN counts as largest)
@@ -694,8 +738,18 @@ def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
         idx = np.take_along_axis(cand, order, axis)
     else:
         idx = np.take(_argsort(d, axis, largest), np.arange(k), axis=axis)
-    it = Tensor._from(idx.astype(np.int64), input)
-    return topk_result(gather(input, axis, it), it)
+    return idx.astype(np.int64)
+
+
+def _topk_indices_meta(x, k, axis, largest):
+    shape = list(x._data.shape)
+    if shape:
+        shape[axis] = k
+    return x._device.backend.xp.empty(tuple(shape), np.int64)
+
+
+_TOPK_INDICES = Primitive("topk_indices", None, _topk_indices_impl)
+_TOPK_INDICES.register("meta", _topk_indices_meta)
 
 
 def kthvalue(input, k: int, dim: int = -1, keepdim: bool = False):
@@ -745,16 +799,20 @@ def argwhere(input) -> Tensor:
 
 
 def unique(input, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):
-    d = input._data
-    res = np.unique(d, return_inverse=return_inverse, return_counts=return_counts, axis=dim)
-    if not (return_inverse or return_counts):
-        return Tensor._from(res, input)
-    out = [Tensor._from(res[0], input)]
-    if return_inverse:
-        out.append(Tensor._from(res[1].reshape(d.shape if dim is None else -1).astype(np.int64), input))
-    if return_counts:
-        out.append(Tensor._from(res[-1].astype(np.int64), input))
-    return tuple(out)
+    out = apply(_UNIQUE, input, return_inverse=return_inverse, return_counts=return_counts, dim=dim)
+    out = tuple(t for t in out if t is not None)
+    return out[0] if len(out) == 1 else out
+
+
+def _unique_impl(x, return_inverse, return_counts, dim):
+    d = x._data
+    res = np.unique(d, return_inverse=True, return_counts=True, axis=dim)
+    inverse = res[1].reshape(d.shape if dim is None else -1).astype(np.int64) if return_inverse else None
+    return res[0], inverse, res[2].astype(np.int64) if return_counts else None
+
+
+# Values, inverse indices and counts; the output's shape depends on the values: no meta form.
+_UNIQUE = Primitive("unique", None, cpu=_unique_impl, multi=True)
 
 
 def bincount(input, weights=None, minlength: int = 0) -> Tensor:
@@ -768,6 +826,10 @@ _BINCOUNT = Primitive(
 
 def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> Tensor:
     side = side or ("right" if right else "left")
+    return apply(_SEARCHSORTED, sorted_sequence, input, side=side)
+
+
+def _searchsorted_impl(sorted_sequence, input, side):
     v = input._data if isinstance(input, Tensor) else np.asarray(input)
     s = sorted_sequence._data
     if s.ndim == 1:
@@ -776,7 +838,10 @@ def searchsorted(sorted_sequence, input, *, right: bool = False, side=None) -> T
         out = np.stack(
             [np.searchsorted(a, b, side=side) for a, b in zip(s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))]
         ).reshape(v.shape)
-    return Tensor._from(np.asarray(out, dtype=np.int64), sorted_sequence)
+    return np.asarray(out, dtype=np.int64)
+
+
+_SEARCHSORTED = Primitive("searchsorted", None, _searchsorted_impl)
 
 
 def bucketize(input, boundaries, *, right: bool = False) -> Tensor:

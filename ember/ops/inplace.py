@@ -24,6 +24,29 @@ from ember.ops._base import CPU, Tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 from ember.ops.movement import apply_view_chain, replay_view, view_chain
 
+__all__ = [
+    "add_",
+    "apply_inplace",
+    "bernoulli_",
+    "cauchy_",
+    "copy_",
+    "div_",
+    "exponential_",
+    "fill_",
+    "geometric_",
+    "index_add_",
+    "log_normal_",
+    "mul_",
+    "normal_",
+    "pow_",
+    "random_",
+    "refresh_views",
+    "setitem_method",
+    "sub_",
+    "uniform_",
+    "zero_",
+]
+
 
 class CopySlices(Node):
     """Gradient of writing a new value into a view of ``base``."""

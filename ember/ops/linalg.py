@@ -15,6 +15,23 @@ from ember.autograd.node import Node
 from ember.ops._base import Tensor, check_tensor
 from ember.ops.dispatch import Primitive, apply
 
+__all__ = [
+    "addmm",
+    "addmv",
+    "baddbmm",
+    "bmm",
+    "dot",
+    "einsum",
+    "ger",
+    "inner",
+    "matmul",
+    "mm",
+    "mv",
+    "outer",
+    "tensordot",
+    "vdot",
+]
+
 
 class Matmul(Node):
     __slots__ = ()

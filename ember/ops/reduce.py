@@ -17,6 +17,35 @@ from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
 from ember.ops.dispatch import Primitive, apply, composite
 
+__all__ = [
+    "all",
+    "amax",
+    "amin",
+    "aminmax",
+    "any",
+    "argmax",
+    "argmin",
+    "count_nonzero",
+    "cummax",
+    "cumprod",
+    "cumsum",
+    "logsumexp",
+    "max",
+    "mean",
+    "min",
+    "nanmean",
+    "nansum",
+    "norm",
+    "prod",
+    "prod_axes",
+    "std",
+    "std_mean",
+    "sum",
+    "var",
+    "var_mean",
+    "vector_norm",
+]
+
 _sum = builtins.sum
 
 values_indices = namedtuple("values_indices", ["values", "indices"])
@@ -90,12 +119,16 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         npd = np.int64
     else:
         npd = None
+    if npd is None:  # the common case: one parameter less to pass and to set on the node
+        return apply(_SUM, input, axes=axes, keepdim=keepdim)
     return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=npd)
 
 
-_SUM = Primitive("sum", Sum, lambda x, axes, keepdim, dtype: x._data.sum(axis=axes, dtype=dtype, keepdims=keepdim))
+_SUM = Primitive("sum", Sum, lambda x, axes, keepdim, dtype=None: x._data.sum(axis=axes, dtype=dtype, keepdims=keepdim))
 # np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
-_SUM.register("cpu", lambda x, axes, keepdim, dtype: _add_reduce(x._data, axis=axes, dtype=dtype, keepdims=keepdim))
+_SUM.register(
+    "cpu", lambda x, axes, keepdim, dtype=None: _add_reduce(x._data, axis=axes, dtype=dtype, keepdims=keepdim)
+)
 
 
 def nansum(input, dim=None, keepdim: bool = False) -> Tensor:

@@ -17,7 +17,6 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
@@ -112,9 +111,6 @@ class LogSoftmax(Node):
 def _softmax_backward_impl(g, y, dim, log):
     """The input gradient of softmax (log_softmax) from its output ``y`` (the saved array)."""
     gd, yd = g._data, y._data
-    gx = ck.softmax_backward(yd, gd, log=log) if dim == yd.ndim - 1 else None
-    if gx is not None:
-        return gx
     if log:
         gx = np.exp(yd)
         gx *= gd.sum(axis=dim, keepdims=True)
@@ -131,10 +127,6 @@ _SOFTMAX_BACKWARD = Primitive("softmax_backward", None, _softmax_backward_impl)
 def _softmax_array(d, dim):
     if d.ndim == 0:
         return np.ones_like(d)
-    if dim == d.ndim - 1:
-        out = ck.softmax(d, log=False)
-        if out is not None:
-            return out
     e = d - d.max(axis=dim, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=dim, keepdims=True)
@@ -144,10 +136,6 @@ def _softmax_array(d, dim):
 def _log_softmax_array(d, dim):
     if d.ndim == 0:
         return np.zeros_like(d)
-    if dim == d.ndim - 1:
-        out = ck.softmax(d, log=True)
-        if out is not None:
-            return out
     s = d - d.max(axis=dim, keepdims=True)
     lse = np.log(np.exp(s).sum(axis=dim, keepdims=True))
     s -= lse
@@ -238,9 +226,6 @@ def _gelu_backward_impl(g, x, approximate, saved):
     """The input gradient of gelu on arrays (``saved``: the NumPy forward's Phi(x) or tanh)."""
     d = x._data
     if saved is None:
-        gx = ck.gelu_backward(d, g._data, approximate)
-        if gx is not None:
-            return gx
         saved = _gelu_saved(d, approximate)
     if approximate == "tanh":
         t = saved  # tanh(inner) from the forward
@@ -299,15 +284,12 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 def _gelu_impl(input, approximate):
     d = input._data
-    saved = None
-    out = ck.gelu(d, approximate)
-    if out is None:
-        saved = _gelu_saved(d, approximate)
-        if approximate == "tanh":
-            out = saved + 1.0
-            out *= 0.5 * d
-        else:
-            out = d * saved
+    saved = _gelu_saved(d, approximate)
+    if approximate == "tanh":
+        out = saved + 1.0
+        out *= 0.5 * d
+    else:
+        out = d * saved
     return out.astype(d.dtype, copy=False), {"saved": saved}
 
 

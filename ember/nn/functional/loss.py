@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from ember.autograd.node import Node
-from ember.nn.functional.activation import _log_softmax_array, _logsigmoid, log_softmax, softmax
+from ember.nn.functional.activation import _LOG_SOFTMAX, _logsigmoid, log_softmax, softmax
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, check_tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
@@ -232,7 +232,8 @@ def _class_loss_impl(input, target, weight, ignore_index, reduction, ls, softmax
     """The loss on arrays; the node keeps the targets' layout and the log-probabilities."""
     ct = _ClassTargets(input, target, weight, ignore_index, op)
     x2 = ct.to_2d(input._data)
-    logp = _log_softmax_array(x2, 1) if softmax_mode else x2
+    # log_softmax by its primitive's implementation for this device (the C row kernel on cpu).
+    logp = _LOG_SOFTMAX.impl_for(input._device)(Tensor._from(x2, input), 1) if softmax_mode else x2
     loss = ct.per_sample(logp, ls).astype(input._data.dtype, copy=False)
     denom = None
     if reduction == "none":

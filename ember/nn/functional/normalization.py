@@ -14,7 +14,6 @@ import numpy as np
 
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.ops import elementwise as ew
 from ember.ops._base import Tensor, check_tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
@@ -60,12 +59,7 @@ def _layer_norm_backward_impl(g, x, w, node, need):
     lead = tuple(range(x._data.ndim - len(node.axes)))
     xhat, rstd = node.xhat, node.rstd
     gd = g._data
-    if xhat is None:
-        pshape = x._data.shape[len(lead) :]
-        wd = None if w is None else w._data
-        grads = ck.layer_norm_backward(node.xc, wd, gd, node.mean, rstd, pshape, *need)
-        if grads is not None:
-            return grads
+    if xhat is None:  # saved by the C kernel (ember/backends/cpu_kernels.py): the input and mean
         xhat = (node.xc - node.mean) * rstd
     gw = (gd * xhat).sum(axis=lead) if need[1] else None
     gb = gd.sum(axis=lead) if need[2] else None
@@ -149,10 +143,6 @@ def _layer_norm_impl(input, weight, bias, axes, eps):
     """The output, and what backward needs: the C kernel's (contiguous input, mean, 1/std), or
     NumPy's (normalized input, 1/std)."""
     d = input._data
-    res = ck.layer_norm(d, _data(weight), _data(bias), len(axes), eps)
-    if res is not None:
-        out, xc, mean, rstd = res
-        return out, {"xhat": None, "xc": xc, "mean": mean, "rstd": rstd}
     mean = d.mean(axis=axes, keepdims=True)
     xc = d - mean
     var = np.mean(np.square(xc), axis=axes, keepdims=True)
@@ -249,11 +239,7 @@ def _batch_norm_backward_impl(g, x, w, node, need):
     """(gx, gw, gb) of training batch norm on arrays, from the node's saved statistics."""
     xhat, rstd, axes = node.xhat, node.rstd, node.axes
     gd = g._data
-    if xhat is None:
-        wd = None if w is None else w._data
-        grads = ck.batch_norm_backward(node.xc, wd, gd, node.mean, rstd, *need)
-        if grads is not None:
-            return grads
+    if xhat is None:  # saved by the C kernel (ember/backends/cpu_kernels.py): the input and mean
         rstd = rstd.reshape(node.bshape)
         xhat = (node.xc - node.mean.reshape(node.bshape)) * rstd
     gw = gb = gx = None
@@ -283,26 +269,21 @@ def _batch_norm_train(input: Tensor, weight, bias, axes, bshape, eps: float):
 
 def _batch_norm_impl(input, weight, bias, axes, eps, bshape):
     d = input._data
-    fused = ck.batch_norm(d, _data(weight), _data(bias), eps)
-    if fused is not None:
-        out, xc, mean, var, rstd = fused
-        saved = {"xhat": None, "xc": xc, "mean": mean, "rstd": rstd}
+    mean = d.mean(axis=axes, keepdims=True)
+    xc = d - mean
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = xc
+    xhat *= rstd
+    if weight is not None:
+        out = xhat * weight._data.reshape(bshape)
+        if bias is not None:
+            out += bias._data.reshape(bshape)
+    elif bias is not None:
+        out = xhat + bias._data.reshape(bshape)
     else:
-        mean = d.mean(axis=axes, keepdims=True)
-        xc = d - mean
-        var = np.mean(np.square(xc), axis=axes, keepdims=True)
-        rstd = 1.0 / np.sqrt(var + eps)
-        xhat = xc
-        xhat *= rstd
-        if weight is not None:
-            out = xhat * weight._data.reshape(bshape)
-            if bias is not None:
-                out += bias._data.reshape(bshape)
-        elif bias is not None:
-            out = xhat + bias._data.reshape(bshape)
-        else:
-            out = xhat.copy()  # xhat is kept for backward: the output must not alias it
-        saved = {"xhat": xhat, "rstd": rstd, "xc": None, "mean": None}
+        out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+    saved = {"xhat": xhat, "rstd": rstd, "xc": None, "mean": None}
     return (out, mean.reshape(-1), var.reshape(-1)), saved
 
 

@@ -18,7 +18,6 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ember.autograd.node import Node
-from ember.backends.ckernels import ops as ck
 from ember.ops._base import Tensor, _wrap, check_tensor
 from ember.ops.dispatch import Primitive, apply
 
@@ -153,9 +152,6 @@ def _max_scatter(g: Tensor, idx: np.ndarray, in_shape: tuple) -> Tensor:
 
 def _max_scatter_impl(g, idx, in_shape):
     """Each window's gradient added at the position of its maximum."""
-    out = ck.max_pool2d_backward(g._data, idx, in_shape)
-    if out is not None:
-        return out
     n, c = idx.shape[:2]
     hw = in_shape[2] * in_shape[3]
     # One bincount over (plane, position) keys: repeated argmaxes of overlapping windows add up.
@@ -225,8 +221,7 @@ def max_pool2d(
 def _max_pool_impl(x, geo):
     """(output, flat H*W index of each window's maximum); the node keeps the indices."""
     xd = x._data
-    fused = ck.max_pool2d(xd, geo.out_hw, geo.k, geo.s, geo.p, geo.d)  # None: ints, or no C kernels
-    out, idx = fused if fused is not None else _max_pool_numpy(xd, geo)
+    out, idx = _max_pool_numpy(xd, geo)
     return (out, idx), {"idx": idx, "in_shape": xd.shape}
 
 
