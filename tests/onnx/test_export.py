@@ -144,3 +144,17 @@ def test_exports_in_eval_mode_and_restores_the_mode():
     model.eval()
     with ember.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)
+
+
+def test_dynamic_axes_as_a_list_and_unknown_names():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Flatten(0))
+    f = io.BytesIO()
+    ember.onnx.export(model, (ember.randn(2, 4),), f, input_names=["x"], dynamic_axes={"x": [0]})
+    m = onnx.load_from_string(f.getvalue())
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "x_dynamic_axes_1"
+    x = ember.randn(7, 4)
+    (got,) = ort.InferenceSession(f.getvalue()).run(None, {"x": x.numpy()})
+    with ember.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)  # the flatten follows the batch
+    with pytest.raises(ValueError, match="'z'"):
+        ember.onnx.export(model, (ember.randn(2, 4),), io.BytesIO(), input_names=["x"], dynamic_axes={"z": {0: "b"}})
