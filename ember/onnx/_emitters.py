@@ -197,6 +197,13 @@ def _argsort(b, rec):
     b.node("TopK", [b.input(rec, 0), k], [b.fresh("sorted"), b.out(rec)], axis=int(axis), largest=largest, sorted=1)
 
 
+def _topk_indices(b, rec):
+    p = rec.params
+    k = b.const(np.array([int(p["k"])], dtype=np.int64))
+    outs = [b.fresh("topk"), b.out(rec)]
+    b.node("TopK", [b.input(rec, 0), k], outs, axis=int(p["axis"]), largest=int(bool(p["largest"])), sorted=1)
+
+
 def _gather(b, rec):
     b.node("GatherElements", [b.input(rec, 0), b.input(rec, 1, np.int64)], b.out(rec), axis=int(rec.params["axis"]))
 
@@ -349,6 +356,7 @@ EMITTERS: dict = {
     "to": _cast,
     "cumsum": _cumsum,
     "argsort": _argsort,
+    "topk_indices": _topk_indices,
     "gather": _gather,
     "gelu": _gelu,
     "softmax": _softmax("Softmax"),

@@ -23,9 +23,7 @@ def dense_forward(moe, x):
     x2 = x.reshape(-1, moe.d_model)
     t, k, n_exp = x2.shape[0], moe.top_k, moe.num_experts
     probs = softmax(moe.router(x2), dim=-1)
-    # topk through argsort (a primitive): a stable descending sort, so ties pick the lower expert.
-    top_idx = probs.argsort(dim=-1, descending=True)[:, :k]
-    top_vals = probs.gather(1, top_idx)
+    top_vals, top_idx = probs.topk(k, dim=-1)
     gates = top_vals / top_vals.sum(-1, keepdim=True) if moe.normalize_gates else top_vals
     experts = ember.arange(n_exp, dtype=ember.int64)
     chosen = (top_idx.unsqueeze(-1) == experts).to(x.dtype)  # (T, k, E)

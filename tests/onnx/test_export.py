@@ -158,3 +158,19 @@ def test_dynamic_axes_as_a_list_and_unknown_names():
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)  # the flatten follows the batch
     with pytest.raises(ValueError, match="'z'"):
         ember.onnx.export(model, (ember.randn(2, 4),), io.BytesIO(), input_names=["x"], dynamic_axes={"z": {0: "b"}})
+
+
+def test_sorting_ops_keep_ember_order():
+    class Sorts(nn.Module):
+        def forward(self, x):
+            vals, idx = x.topk(2, dim=-1)
+            return vals, idx, x.argsort(dim=0, descending=True), x.sort(dim=-1).values
+
+    x = ember.tensor([[1.0, 3.0, 3.0, 0.5], [2.0, -1.0, 2.0, 7.0], [0.0, 0.0, 1.0, 1.0]])
+    f = io.BytesIO()
+    ember.onnx.export(Sorts(), (x,), f, input_names=["x"])
+    got = ort.InferenceSession(f.getvalue()).run(None, {"x": x.numpy()})
+    with ember.no_grad():
+        want = Sorts()(x)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w.numpy())  # ties: the lower index first, as in Ember
