@@ -6,6 +6,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from ember.onnx._trace import SymDim
+from ember.ops.capture import _Ref
 
 __all__ = ["Builder"]
 
@@ -109,6 +110,5 @@ class Builder:
 
 
 def _is_ref(x) -> bool:
-    from ember.ops.capture import _Ref
-
+    """True for a Value id among an op's inputs (other inputs are Python numbers or None)."""
     return isinstance(x, _Ref)

@@ -51,14 +51,18 @@ def export(
     opset_version: int | None = 17,
     dynamic_axes: dict | None = None,
     do_constant_folding: bool = True,
-    **kwargs,
+    training=None,
+    dynamo: bool = False,
 ) -> None:
     """Export ``model`` run on ``args`` to ONNX, written to ``f`` (a path or a binary file).
 
     ``dynamic_axes`` maps an input or output name to ``{axis: name}`` (or a list of axes): those
     dims stay symbolic, and shapes the graph computes from them (reshape targets, ``zeros`` of the
     batch size) are computed at run time. Raises :class:`UnsupportedOperatorError` naming the op
-    when a captured primitive has no ONNX form. ``export_params=False`` is not supported.
+    when a captured primitive has no ONNX form. The model is exported in eval mode (PyTorch's
+    default ``training=TrainingMode.EVAL``) and its mode restored. Not supported:
+    ``export_params=False``, ``training`` other than eval, ``dynamo=True``; ``do_constant_folding``
+    is accepted and has no effect (parameters are already initializers).
 
     Example:
         >>> import io, ember, ember.nn as nn
@@ -74,6 +78,10 @@ def export(
 
     if not export_params:
         raise NotImplementedError("ember.onnx.export: export_params=False is not supported")
+    if training is not None and str(getattr(training, "name", training)).upper() != "EVAL":
+        raise NotImplementedError(f"ember.onnx.export: training={training} is not supported (only eval mode)")
+    if dynamo:
+        raise NotImplementedError("ember.onnx.export: dynamo=True is not supported; Ember exports from its capture")
     if opset_version is None:
         opset_version = 17
     if opset_version < 17:

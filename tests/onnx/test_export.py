@@ -174,3 +174,17 @@ def test_sorting_ops_keep_ember_order():
         want = Sorts()(x)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w.numpy())  # ties: the lower index first, as in Ember
+
+
+def test_a_model_on_meta_has_no_values_to_export():
+    with ember.device("meta"):
+        model = nn.Linear(4, 2)
+    with pytest.raises(RuntimeError, match="meta device"):
+        ember.onnx.export(model, (ember.randn(2, 4),), io.BytesIO())
+
+
+def test_unsupported_options_raise():
+    with pytest.raises(NotImplementedError, match="export_params=False"):
+        ember.onnx.export(nn.Linear(4, 2), (ember.randn(2, 4),), io.BytesIO(), export_params=False)
+    with pytest.raises(TypeError):
+        ember.onnx.export(nn.Linear(4, 2), (ember.randn(2, 4),), io.BytesIO(), no_such_option=1)
