@@ -188,3 +188,18 @@ def test_unsupported_options_raise():
         ember.onnx.export(nn.Linear(4, 2), (ember.randn(2, 4),), io.BytesIO(), export_params=False)
     with pytest.raises(TypeError):
         ember.onnx.export(nn.Linear(4, 2), (ember.randn(2, 4),), io.BytesIO(), no_such_option=1)
+
+
+def test_encoder_layer_matches_torch():
+    # PyTorch as the oracle: the exported layer, run by onnxruntime, against torch's layer with
+    # the same weights (PyTorch's own exporter fails on this layer here: its sdpa fast path).
+    torch = pytest.importorskip("torch")
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=True).eval()
+    ref = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=True).eval()
+    ref.load_state_dict({k: torch.from_numpy(v.detach().numpy().copy()) for k, v in layer.state_dict().items()})
+    sess = ort.InferenceSession(_export(layer, ember.randn(2, 6, 16)))
+    x = np.random.randn(3, 6, 16).astype(np.float32)
+    (got,) = sess.run(None, {"x": x})
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
