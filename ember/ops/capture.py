@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class _Tracer:
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self.thread = threading.current_thread()  # the capturing thread; others run eagerly
         self.depth = 0  # > 0 while an op's own implementation runs: its inner ops are its own
         self.backward_depth = 0
         self.ids: dict = {}  # id(tensor) -> latest Value id
@@ -137,8 +139,8 @@ class _Tracer:
         return x
 
     def on_apply(self, prim: Primitive, inputs: tuple, params: dict):
-        if self.depth:
-            return run(prim, inputs, params)
+        if self.depth or threading.current_thread() is not self.thread:
+            return run(prim, inputs, params)  # an op's inner ops, or another thread's: not ours
         inputs = tuple(self._trace(x) for x in inputs)
         in_refs = tuple(_Ref(self.ids[id(x)]) if isinstance(x, Tensor) else x for x in inputs)
         self.depth += 1
@@ -154,6 +156,8 @@ class _Tracer:
         return out
 
     def on_backward(self, node, grad):
+        if threading.current_thread() is not self.thread:
+            return node.backward(grad)
         self.backward_depth += 1
         try:
             return node.backward(grad)
