@@ -18,12 +18,14 @@ from functools import partial
 
 from ember._lowp import call_f32
 from ember.backends.ckernels import ops as ck
+from ember.backends.ckernels import optim as ck_optim
 from ember.nn.functional import activation as _act
 from ember.nn.functional import attention as _attn
 from ember.nn.functional import conv as _conv
 from ember.nn.functional import normalization as _norm
 from ember.nn.functional import pooling as _pool
 from ember.nn.functional import rnn as _rnn
+from ember.ops import fused as _fused
 
 __all__ = ["register"]
 
@@ -140,6 +142,10 @@ _KERNELS = [
     (_rnn._SEQUENCE, partial(_rnn._sequence_impl, k=ck)),
     (_rnn._SEQUENCE_BACKWARD, partial(_rnn._sequence_backward_impl, k=ck)),
     (_attn._SDPA, partial(_attn._sdpa_impl, kernels=ck)),
+    (_fused._FUSED_ADAM, partial(_fused._adam_kernel(False), k=ck_optim)),
+    (_fused._FUSED_ADAMW, partial(_fused._adam_kernel(True), k=ck_optim)),
+    (_fused._FUSED_SGD, partial(_fused._sgd_impl, k=ck_optim)),
+    (_fused._FUSED_ADAGRAD, partial(_fused._adagrad_impl, k=ck_optim)),
 ]
 
 

@@ -9,7 +9,9 @@ a captured training step records one op for the whole update. Step counts are re
 
 Each op is one in-place primitive applied through ``ember.ops.dispatch.apply`` to its flattened
 tensor lists, the written ones first (``layout``: each list's length, None for an unused list),
-so the profiler and capture see it; on the meta device it writes nothing.
+so the profiler and capture see it; on the meta device it writes nothing. The implementations
+here are the NumPy path; ``ember/backends/cpu_kernels.py`` registers them on cpu with the
+kernels' module (``k=``).
 
 Example:
     >>> import ember
@@ -169,22 +171,28 @@ def _fused_adam_impl(op, decoupled, params, grads, exp_avgs, exp_avg_sqs, max_ex
 
 
 def _adam_kernel(decoupled: bool):
-    def impl(*xs, layout, n_written, **hp):
+    def impl(*xs, layout, n_written, k=None, **hp):
         params, exp_avgs, exp_avg_sqs, maxs, grads, state_steps = _lists(xs, layout)
-        _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, **hp)
+        _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, k, **hp)
 
     return impl
 
 
-def _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, **hp):
-    from ember.backends.ckernels import optim as kernels
+def _kernel_groups(k, params, grads, states) -> tuple[list, list]:
+    """With the kernels' module ``k`` (the cpu implementation), the groups it takes and the rest;
+    without (other devices), every parameter takes the NumPy path."""
+    if k is None:
+        return [], list(range(len(params)))
+    return _partition(params, grads, states)
 
+
+def _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, k, **hp):
     amsgrad = hp["amsgrad"]
     steps = _step_values(state_steps)
-    groups, rest = _partition(params, grads, [exp_avgs, exp_avg_sqs, maxs])
+    groups, rest = _kernel_groups(k, params, grads, [exp_avgs, exp_avg_sqs, maxs])
     kw = dict(lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
     for g in groups:
-        done = kernels.fused_adam(
+        done = k.fused_adam(
             g.params, g.grads, g.states[0], g.states[1], g.states[2] if amsgrad else None, [steps[i] for i in g.idx],
             amsgrad=amsgrad, maximize=hp["maximize"], decoupled=decoupled, **kw,
         )  # fmt: skip
@@ -268,13 +276,11 @@ def _fused_sgd_(
     )  # fmt: skip
 
 
-def _sgd_impl(*xs, layout, n_written, first, nesterov, maximize, **kw):
-    from ember.backends.ckernels import optim as kernels
-
+def _sgd_impl(*xs, layout, n_written, first, nesterov, maximize, k=None, **kw):
     params, bufs, grads = _lists(xs, layout)
-    groups, rest = _partition(params, grads, [bufs])
+    groups, rest = _kernel_groups(k, params, grads, [bufs])
     for g in groups:
-        done = kernels.fused_sgd(
+        done = k.fused_sgd(
             g.params, g.grads, g.states[0] if bufs is not None else None, [first[i] for i in g.idx],
             nesterov=nesterov, maximize=maximize, **kw,
         )  # fmt: skip
@@ -316,14 +322,12 @@ def _fused_adagrad_(
     )  # fmt: skip
 
 
-def _adagrad_impl(*xs, layout, n_written, **kw):
-    from ember.backends.ckernels import optim as kernels
-
+def _adagrad_impl(*xs, layout, n_written, k=None, **kw):
     params, state_sums, grads, state_steps = _lists(xs, layout)
     steps = _step_values(state_steps)
-    groups, rest = _partition(params, grads, [state_sums])
+    groups, rest = _kernel_groups(k, params, grads, [state_sums])
     for g in groups:
-        if not kernels.fused_adagrad(g.params, g.grads, g.states[0], [steps[i] for i in g.idx], **kw):
+        if not k.fused_adagrad(g.params, g.grads, g.states[0], [steps[i] for i in g.idx], **kw):
             rest.extend(g.idx)
     for i in rest:
         _adagrad_numpy(params[i]._data, grads[i]._data, state_sums[i]._data, steps[i], **kw)
