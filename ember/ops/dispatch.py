@@ -342,9 +342,12 @@ def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Ten
     if n == 1:
         x = inputs[0]  # a node is made only when an input requires grad: this one
         node.edges = (x._node or x,)
-    elif n == 2:
+    elif n == 2:  # edge() inline: binary arithmetic is the hottest path
         a, b = inputs
-        node.edges = (edge(a), edge(b))
+        node.edges = (
+            (a._node or (a if a._requires_grad else None)) if isinstance(a, Tensor) else None,
+            (b._node or (b if b._requires_grad else None)) if isinstance(b, Tensor) else None,
+        )
     else:
         node.edges = tuple(map(edge, inputs))
     if params:
