@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 from ember import (  # noqa: F401
-    _methods,  # noqa: F401 - binds the Tensor methods and operators
     autograd,
     backends,
     cuda,
@@ -273,6 +272,3 @@ from ember.backends import cpu_kernels as _cpu_kernels  # noqa: E402, F401 - the
 # PyTorch also exposes these two functional ops at the top level and as Tensor methods.
 from ember.nn.functional import log_softmax, softmax  # noqa: E402
 from ember.serialization import load, save  # noqa: E402
-
-Tensor.softmax = lambda self, dim, **kwargs: softmax(self, dim, **kwargs)
-Tensor.log_softmax = lambda self, dim, **kwargs: log_softmax(self, dim, **kwargs)

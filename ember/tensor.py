@@ -5,8 +5,9 @@ op's record (``_node``: a :class:`~ember.autograd.node.Node` with the op's input
 the user with ``requires_grad=True`` have no node and collect ``.grad``.
 
 The arithmetic and movement methods (``x + y``, ``x.sum()``, ``x.view(...)``) are the functions of
-``ember.ops`` bound onto this class in ``ember/_methods.py``; this file keeps what is particular to
-the Tensor object: attributes, autograd entry points, conversion and printing.
+``ember.ops``, named one by one in the mixin classes of ``ember/_tensor_methods.py``, which
+:class:`Tensor` inherits; :class:`TensorBase` holds what is particular to the Tensor object:
+attributes, autograd entry points, conversion and printing.
 """
 
 from __future__ import annotations
@@ -53,19 +54,10 @@ class Size(tuple):
         return n
 
 
-class Tensor:
-    """A multi-dimensional array that records the ops applied to it.
-
-    Construct tensors with :func:`ember.tensor` and the other factories; ``ember.Tensor(data)``
-    also works and gives the default float dtype, as in PyTorch.
-
-    Example:
-        >>> import ember
-        >>> x = ember.tensor([1.0, 2.0], requires_grad=True)
-        >>> (x * x).sum().backward()
-        >>> x.grad
-        tensor([2., 4.])
-    """
+class TensorBase:
+    """What is particular to the Tensor object: attributes, autograd entry points, conversion and
+    printing. :class:`Tensor` adds the op methods; the ops check ``isinstance(x, TensorBase)``
+    (every Tensor is one) so that they can be imported before :class:`Tensor` is defined."""
 
     # Class-level defaults keep tensor creation cheap: an op sets only _data (and, in grad mode,
     # _node and _requires_grad).
@@ -78,6 +70,8 @@ class Tensor:
     _hooks = None
     _views = None  # weak references to views with a grad node, re-derived after in-place writes
     _device = CPU
+    _view_of = None  # the view node of a view made in grad mode (ops.movement)
+    _no_grad_view = False  # a view made under no_grad (ops.movement)
     __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
 
     def __init__(self, *args, dtype=None, device=None, requires_grad: bool = False):
@@ -393,6 +387,13 @@ class Tensor:
         memo[id(self)] = out
         return out
 
+    @staticmethod
+    def _from(data, like) -> Tensor:
+        """A graph-less tensor of ``data`` (an array or a number) on ``like``'s device."""
+        if not hasattr(data, "shape"):
+            data = np.asarray(data)
+        return _wrap(data, like._device)
+
 
 def _rebuild(array, requires_grad):
     t = _wrap(array)
@@ -420,3 +421,35 @@ def _wrap_dim(dim: int, ndim: int, op: str = "") -> int:
             f"{op + ': ' if op else ''}Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
         )
     return dim % ndim if ndim else 0
+
+
+def _new_tensor() -> Tensor:
+    """An empty :class:`Tensor` (no array yet): for the ops, which see only ``TensorBase``."""
+    return Tensor.__new__(Tensor)
+
+
+# The ops import TensorBase, _wrap and _wrap_dim from above; the method mixins import the ops.
+from ember._tensor_methods import (  # noqa: E402
+    ArithmeticOps,
+    ConversionOps,
+    IndexingOps,
+    InplaceOps,
+    MathOps,
+    MovementOps,
+    ReductionOps,
+)
+
+
+class Tensor(TensorBase, ArithmeticOps, MathOps, ReductionOps, MovementOps, IndexingOps, InplaceOps, ConversionOps):
+    """A multi-dimensional array that records the ops applied to it.
+
+    Construct tensors with :func:`ember.tensor` and the other factories; ``ember.Tensor(data)``
+    also works and gives the default float dtype, as in PyTorch.
+
+    Example:
+        >>> import ember
+        >>> x = ember.tensor([1.0, 2.0], requires_grad=True)
+        >>> (x * x).sum().backward()
+        >>> x.grad
+        tensor([2., 4.])
+    """
