@@ -26,13 +26,6 @@ __all__ = [
 ]
 
 
-def _new_tensor():
-    """An empty instance of the full :class:`ember.Tensor` (defined after this module)."""
-    from ember.tensor import Tensor
-
-    return Tensor.__new__(Tensor)
-
-
 class ArithmeticOps:
     """Python's operators: ``+ - * / // % ** @``, comparisons, bitwise ops, indexing, iteration."""
 
@@ -267,13 +260,14 @@ def _inplace_view(fn):
 
     def method(self, *args):
         from ember.autograd.grad_mode import state
+        from ember.tensor import Tensor
 
         if self._requires_grad and state.enabled:
             if self._node is None:
                 raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
             # The op's node must see self as it was: record it on a stand-in with the old
             # array and history, then take over the result's array and node.
-            old = _new_tensor()
+            old = Tensor.__new__(Tensor)
             old.__dict__.update(self.__dict__)
             res = fn(old, *args)
             self._node = res._node

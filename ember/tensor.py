@@ -21,6 +21,7 @@ from ember._device import CPU
 from ember.autograd.node import tick
 
 _BY_NP = _dtype._BY_NP
+_new = object.__new__
 
 
 class Size(tuple):
@@ -73,6 +74,11 @@ class TensorBase:
     _view_of = None  # the view node of a view made in grad mode (ops.movement)
     _no_grad_view = False  # a view made under no_grad (ops.movement)
     __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
+
+    def __new__(cls, *args, **kwargs):
+        # The ops know this class only (ember.ops._base.Tensor): `Tensor.__new__(Tensor)` there
+        # still makes a full Tensor, with its methods. Hot paths call object.__new__ directly.
+        return _new(Tensor if cls is TensorBase else cls)
 
     def __init__(self, *args, dtype=None, device=None, requires_grad: bool = False):
         from ember.ops.creation import _tensor_init
@@ -268,7 +274,7 @@ class TensorBase:
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's data, cut from the graph."""
-        out = Tensor.__new__(Tensor)
+        out = _new(Tensor)
         out._data = self._data
         out._device = self._device
         # Shares memory and the version counter, but is no autograd view: an in-place op on it
@@ -403,7 +409,7 @@ def _rebuild(array, requires_grad):
 
 def _wrap(data, device=CPU) -> Tensor:
     """A new graph-less tensor around a backend array."""
-    t = Tensor.__new__(Tensor)
+    t = _new(Tensor)
     t._data = data
     if device is not CPU:
         t._device = device
@@ -421,11 +427,6 @@ def _wrap_dim(dim: int, ndim: int, op: str = "") -> int:
             f"{op + ': ' if op else ''}Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
         )
     return dim % ndim if ndim else 0
-
-
-def _new_tensor() -> Tensor:
-    """An empty :class:`Tensor` (no array yet): for the ops, which see only ``TensorBase``."""
-    return Tensor.__new__(Tensor)
 
 
 # The ops import TensorBase, _wrap and _wrap_dim from above; the method mixins import the ops.

@@ -72,3 +72,13 @@ def test_methods_behave():
     assert x.new_zeros(2).dtype == x.dtype and [r.tolist() for r in x] == x.tolist()
     assert 3.0 in x and hash(x) == id(x)
     assert x.softmax(1).shape == (2, 2)
+
+
+def test_ops_view_of_tensor_makes_full_tensors():
+    # The ops import TensorBase (as `Tensor`); making an instance there still gives a full Tensor.
+    from ember.ops._base import Tensor as OpsTensor
+    from ember.tensor import TensorBase
+
+    assert OpsTensor is TensorBase and isinstance(ember.ones(1), OpsTensor)
+    assert type(OpsTensor.__new__(OpsTensor)) is Tensor
+    assert type(ember.nn.Parameter(ember.ones(2))) is ember.nn.Parameter

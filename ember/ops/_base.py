@@ -8,13 +8,12 @@ from ember import _dtype
 from ember._device import CPU
 from ember.autograd.grad_mode import state as grad_state
 from ember.tensor import TensorBase as Tensor  # every Tensor is one; see ember.tensor
-from ember.tensor import _new_tensor, _wrap, _wrap_dim
+from ember.tensor import _wrap, _wrap_dim
 
 __all__ = [
     "Tensor",
     "_wrap",
     "_wrap_dim",
-    "_new_tensor",
     "grad_state",
     "to_tensor",
     "float_data",

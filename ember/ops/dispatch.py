@@ -57,7 +57,7 @@ _KINDS = ("cpu", "meta", "cuda")
 _ndarray = np.ndarray
 _generic = np.generic
 _asarray = np.asarray
-_new = Tensor.__new__
+_new = object.__new__
 # The module, for its full Tensor class (made after the op modules load); not `from ember import
 # tensor`, which is the factory function once ember is imported.
 _tensor = importlib.import_module("ember.tensor")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.node import Node
-from ember.ops._base import CPU, Tensor, _new_tensor, float_data, grad_state
+from ember.ops._base import CPU, Tensor, float_data, grad_state
 from ember.ops.dispatch import Primitive, apply, apply1, apply2
 
 # The public functions (what ``from ember.ops.elementwise import *`` gives ``ember``).
@@ -676,7 +676,7 @@ class _UnaryOut(Node):
                 "one of the variables needed for gradient computation has been modified by an inplace "
                 f"operation: the output of {self.name()} is at version {self.out_vc[0]}; expected version 0 instead."
             )
-        t = _new_tensor()
+        t = Tensor.__new__(Tensor)
         t._data = self.out
         dev = self.inputs[0]._device
         if dev is not CPU:

@@ -21,7 +21,7 @@ from ember.autograd.function import FunctionCtx
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node, tick
 from ember.ops import elementwise as ew
-from ember.ops._base import CPU, Tensor, _new_tensor, grad_state
+from ember.ops._base import CPU, Tensor, grad_state
 from ember.ops.dispatch import Primitive, apply, run
 from ember.ops.movement import apply_view_chain, replay_view, view_chain
 
@@ -132,7 +132,7 @@ def _snapshot(self: Tensor) -> Tensor:
     It shares ``self``'s memory at first; ``_keep_old_value`` copies it only when a recorded
     gradient rule will read it (``x.mul_(y)`` does, ``out.index_add_(0, i, y)`` does not).
     """
-    snap = _new_tensor()
+    snap = Tensor.__new__(Tensor)
     snap._data = self._data
     if self._device is not CPU:
         snap._device = self._device
@@ -203,7 +203,7 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
             refresh_views(self, None)
         return self
     base = self._base
-    base_old = _new_tensor()
+    base_old = Tensor.__new__(Tensor)
     base_old._data = base._data
     base_old._node = base._node
     base_old._requires_grad = base._requires_grad
