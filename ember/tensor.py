@@ -439,6 +439,7 @@ from ember._tensor_methods import (  # noqa: E402
     MovementOps,
     ReductionOps,
 )
+from ember.ops import dispatch as _dispatch  # noqa: E402
 
 
 class Tensor(TensorBase, ArithmeticOps, MathOps, ReductionOps, MovementOps, IndexingOps, InplaceOps, ConversionOps):
@@ -454,3 +455,7 @@ class Tensor(TensorBase, ArithmeticOps, MathOps, ReductionOps, MovementOps, Inde
         >>> x.grad
         tensor([2., 4.])
     """
+
+
+# apply() makes its results of this class (the ops see TensorBase; see ember.ops.dispatch).
+_dispatch.register_tensor_class(Tensor)

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import importlib
 import weakref
 
 import numpy as np
@@ -32,9 +31,21 @@ import numpy as np
 from ember._device import CPU
 from ember._mode import mode
 from ember.autograd.grad_mode import state as grad_state
-from ember.tensor import TensorBase as Tensor  # isinstance: every Tensor is one
+from ember.tensor import TensorBase as Tensor  # the full class once ember.tensor registers it
 
-__all__ = ["Primitive", "REGISTRY", "apply", "apply1", "apply2", "run", "composite", "mode", "edge", "device_of"]
+__all__ = [
+    "Primitive",
+    "REGISTRY",
+    "apply",
+    "apply1",
+    "apply2",
+    "run",
+    "composite",
+    "mode",
+    "edge",
+    "device_of",
+    "register_tensor_class",
+]
 
 #: Every primitive by name.
 REGISTRY: dict = {}
@@ -58,9 +69,15 @@ _ndarray = np.ndarray
 _generic = np.generic
 _asarray = np.asarray
 _new = object.__new__
-# The module, for its full Tensor class (made after the op modules load); not `from ember import
-# tensor`, which is the factory function once ember is imported.
-_tensor = importlib.import_module("ember.tensor")
+
+
+def register_tensor_class(cls) -> None:
+    """Make ``apply``'s results instances of ``cls``: ``ember.tensor`` registers the full Tensor
+    class (TensorBase plus its method mixins, which import the ops) once it is defined. Until
+    then this module knows TensorBase only; keeping the class in a plain global keeps the hot
+    path's creation and isinstance checks as cheap as a module-level class."""
+    global Tensor
+    Tensor = cls
 
 
 class Primitive:
@@ -236,7 +253,7 @@ def apply(prim: Primitive, *inputs, **params):
         return _finish(prim, out, inputs, params, dev)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)  # a 0-d result is a 0-d array, never a NumPy scalar
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     if dev is not CPU:
         t._device = dev
@@ -272,7 +289,7 @@ def apply1(prim: Primitive, x):
         return _finish(prim, out, (x,), _NO_PARAMS, dev)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     if dev is not CPU:
         t._device = dev
@@ -298,7 +315,7 @@ def apply2(prim: Primitive, a, b):
     out = impl(a, b)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     if dev is not CPU:
         t._device = dev
@@ -327,7 +344,7 @@ def run(prim: Primitive, inputs: tuple, params: dict):
         return _finish(prim, out, inputs, params, dev)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     if dev is not CPU:
         t._device = dev
@@ -386,7 +403,7 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
         d = x._data
         if b is not None and (b is d or (d.base is not None and b is d.base)):
             return _wrap_view(prim, out, x, inputs, params, attrs)
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     if dev is not CPU:
         t._device = dev
@@ -415,7 +432,7 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
     The view remembers how it was made (``_view_of``: parent, primitive, params) so that an
     in-place op on it can re-derive it from an updated base (``ember/ops/inplace.py``).
     """
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     dev = x._device
     if dev is not CPU:
@@ -451,7 +468,7 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
 def _plain(out, dev) -> Tensor:
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)
-    t = _new(_tensor.Tensor)
+    t = _new(Tensor)
     t._data = out
     if dev is not CPU:
         t._device = dev
