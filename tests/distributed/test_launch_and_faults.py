@@ -39,7 +39,8 @@ def test_bare_mpiexec_and_torchrun_env():
     assert rc == 0, out
     rc, out, _ = launch("faults.py", "env", env={"OMP_NUM_THREADS": ""})
     assert rc == 0, out
-    lines = sorted(line for line in out.splitlines() if line.startswith("ENV"))
+    # mpiexec forwards the ranks' output in chunks: two ranks' lines can share one line of `out`.
+    lines = sorted("ENV " + chunk for chunk in out.split("ENV ")[1:])
     assert len(lines) == 2, out
     for r, line in enumerate(lines):
         assert (
