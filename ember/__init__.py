@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 from ember import (  # noqa: F401
-    _methods,  # noqa: F401 - binds the Tensor methods and operators
     autograd,
     backends,
     cuda,
@@ -317,9 +316,7 @@ from ember.ops.foreach import *  # noqa: E402, F403
 from ember.ops.fused import *  # noqa: E402, F403
 from ember.serialization import load, save  # noqa: E402
 
-Tensor.softmax = lambda self, dim, **kwargs: softmax(self, dim, **kwargs)
-Tensor.log_softmax = lambda self, dim, **kwargs: log_softmax(self, dim, **kwargs)
-
+# isort: split
 # Sparse COO tensors (ember.sparse): these layouts replace the placeholder string `strided` above.
 from ember import sparse  # noqa: E402
 from ember.sparse import layout, sparse_coo, sparse_coo_tensor, spmm, strided  # noqa: E402, F811

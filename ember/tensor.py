@@ -5,8 +5,9 @@ op's record (``_node``: a :class:`~ember.autograd.node.Node` with the op's input
 the user with ``requires_grad=True`` have no node and collect ``.grad``.
 
 The arithmetic and movement methods (``x + y``, ``x.sum()``, ``x.view(...)``) are the functions of
-``ember.ops`` bound onto this class in ``ember/_methods.py``; this file keeps what is particular to
-the Tensor object: attributes, autograd entry points, conversion and printing.
+``ember.ops``, named one by one in the mixin classes of ``ember/_tensor_methods.py``, which
+:class:`Tensor` inherits; :class:`TensorBase` holds what is particular to the Tensor object:
+attributes, autograd entry points, conversion and printing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ember._device import CPU
 from ember.autograd.node import tick
 
 _BY_NP = _dtype._BY_NP
+_new = object.__new__
 
 
 class Size(tuple):
@@ -53,19 +55,10 @@ class Size(tuple):
         return n
 
 
-class Tensor:
-    """A multi-dimensional array that records the ops applied to it.
-
-    Construct tensors with :func:`ember.tensor` and the other factories; ``ember.Tensor(data)``
-    also works and gives the default float dtype, as in PyTorch.
-
-    Example:
-        >>> import ember
-        >>> x = ember.tensor([1.0, 2.0], requires_grad=True)
-        >>> (x * x).sum().backward()
-        >>> x.grad
-        tensor([2., 4.])
-    """
+class TensorBase:
+    """What is particular to the Tensor object: attributes, autograd entry points, conversion and
+    printing. :class:`Tensor` adds the op methods; the ops check ``isinstance(x, TensorBase)``
+    (every Tensor is one) so that they can be imported before :class:`Tensor` is defined."""
 
     # Class-level defaults keep tensor creation cheap: an op sets only _data (and, in grad mode,
     # _node and _requires_grad).
@@ -78,7 +71,14 @@ class Tensor:
     _post_acc_hooks = None  # called with the leaf once its .grad is final in a backward
     _views = None  # weak references to views with a grad node, re-derived after in-place writes
     _device = CPU
+    _view_of = None  # the view node of a view made in grad mode (ops.movement)
+    _no_grad_view = False  # a view made under no_grad (ops.movement)
     __array_priority__ = 1000  # make `ndarray op Tensor` defer to Tensor's reflected operators
+
+    def __new__(cls, *args, **kwargs):
+        # The ops know this class only (ember.ops._base.Tensor): `Tensor.__new__(Tensor)` there
+        # still makes a full Tensor, with its methods. Hot paths call object.__new__ directly.
+        return _new(Tensor if cls is TensorBase else cls)
 
     def __init__(self, *args, dtype=None, device=None, requires_grad: bool = False):
         from ember.ops.creation import _tensor_init
@@ -305,7 +305,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's data, cut from the graph."""
-        out = Tensor.__new__(Tensor)
+        out = _new(Tensor)
         out._data = self._data
         out._device = self._device
         # Shares memory and the version counter, but is no autograd view: an in-place op on it
@@ -424,6 +424,13 @@ class Tensor:
         memo[id(self)] = out
         return out
 
+    @staticmethod
+    def _from(data, like) -> Tensor:
+        """A graph-less tensor of ``data`` (an array or a number) on ``like``'s device."""
+        if not hasattr(data, "shape"):
+            data = np.asarray(data)
+        return _wrap(data, like._device)
+
 
 def _rebuild(array, requires_grad):
     t = _wrap(array)
@@ -433,7 +440,7 @@ def _rebuild(array, requires_grad):
 
 def _wrap(data, device=CPU) -> Tensor:
     """A new graph-less tensor around a backend array."""
-    t = Tensor.__new__(Tensor)
+    t = _new(Tensor)
     t._data = data
     if device is not CPU:
         t._device = device
@@ -451,3 +458,35 @@ def _wrap_dim(dim: int, ndim: int, op: str = "") -> int:
             f"{op + ': ' if op else ''}Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
         )
     return dim % ndim if ndim else 0
+
+
+# The ops import TensorBase, _wrap and _wrap_dim from above; the method mixins import the ops.
+from ember._tensor_methods import (  # noqa: E402
+    ArithmeticOps,
+    ConversionOps,
+    IndexingOps,
+    InplaceOps,
+    MathOps,
+    MovementOps,
+    ReductionOps,
+)
+from ember.ops import dispatch as _dispatch  # noqa: E402
+
+
+class Tensor(TensorBase, ArithmeticOps, MathOps, ReductionOps, MovementOps, IndexingOps, InplaceOps, ConversionOps):
+    """A multi-dimensional array that records the ops applied to it.
+
+    Construct tensors with :func:`ember.tensor` and the other factories; ``ember.Tensor(data)``
+    also works and gives the default float dtype, as in PyTorch.
+
+    Example:
+        >>> import ember
+        >>> x = ember.tensor([1.0, 2.0], requires_grad=True)
+        >>> (x * x).sum().backward()
+        >>> x.grad
+        tensor([2., 4.])
+    """
+
+
+# apply() makes its results of this class (the ops see TensorBase; see ember.ops.dispatch).
+_dispatch.register_tensor_class(Tensor)

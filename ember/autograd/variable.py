@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 
-from ember.tensor import Tensor
+from ember.tensor import TensorBase as Tensor  # every Tensor is one; importable while ember.tensor loads
 
 __all__ = ["Variable"]
 

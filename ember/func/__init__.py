@@ -1,5 +1,5 @@
 """``ember.func``: function transforms, as ``torch.func`` — ``grad``, ``grad_and_value``, ``vjp``,
-``jacrev``, ``hessian`` and ``functional_call``.
+``jacrev``, ``hessian``, ``functional_call``, ``jvp``, ``jacfwd`` and ``vmap``.
 
 The transforms are built on reverse-mode autograd: each call makes fresh leaves for the inputs
 it differentiates, runs the function, and takes ``ember.autograd.grad`` with ``create_graph``
@@ -7,9 +7,10 @@ so that transforms nest (``jacrev(jacrev(f))`` is the Hessian) and results stay 
 with respect to inputs that an outer computation tracks. Inputs may be pytrees (nested tuples,
 lists and dicts of tensors).
 
-Not here yet: ``jvp``, ``jacfwd`` (they need forward-mode AD) and ``vmap`` (it needs batching
-rules per primitive at the dispatch point); ``hessian`` is therefore ``jacrev(jacrev(f))``
-rather than PyTorch's ``jacfwd(jacrev(f))`` (same numbers).
+``jvp`` and ``jacfwd`` use forward-mode AD (``ember.autograd.forward_ad``: a JVP rule per
+primitive at the dispatch point); ``vmap`` batches each primitive by its batching rule. Reverse
+mode inside ``vmap`` (``vmap(grad(f))``) is not supported yet, so ``hessian`` is
+``jacrev(jacrev(f))`` rather than PyTorch's ``jacfwd(jacrev(f))`` (same numbers).
 
 Example:
     >>> import ember
@@ -21,6 +22,8 @@ Example:
 from __future__ import annotations
 
 from ember.func._functional_call import functional_call
+from ember.func._jvp import jacfwd, jvp
 from ember.func._transforms import grad, grad_and_value, hessian, jacrev, vjp
+from ember.func._vmap import vmap
 
-__all__ = ["grad", "grad_and_value", "vjp", "jacrev", "hessian", "functional_call"]
+__all__ = ["grad", "grad_and_value", "vjp", "jacrev", "hessian", "functional_call", "jvp", "jacfwd", "vmap"]

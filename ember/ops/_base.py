@@ -7,7 +7,8 @@ import numpy as np
 from ember import _dtype
 from ember._device import CPU
 from ember.autograd.grad_mode import state as grad_state
-from ember.tensor import Tensor, _wrap, _wrap_dim
+from ember.tensor import TensorBase as Tensor  # every Tensor is one; see ember.tensor
+from ember.tensor import _wrap, _wrap_dim
 
 __all__ = [
     "Tensor",

@@ -10,6 +10,7 @@ from ember import _dtype
 from ember._device import CPU, to_device
 from ember.ops._base import Tensor, _wrap
 from ember.ops.dispatch import Primitive, apply
+from ember.ops.sampling import bernoulli, multinomial, poisson  # noqa: F401 - primitives, in their own module
 from ember.random import numpy_generator
 
 __all__ = [
@@ -467,51 +468,6 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=N
     npd = _float_np(dtype)
     arr = (mean + std * g.standard_normal(_size((size,) if isinstance(size, int) else tuple(size)))).astype(npd)
     return _finish(arr, None, device, requires_grad)
-
-
-def bernoulli(input, p=None, *, generator=None) -> Tensor:
-    """Samples 1 with probability ``input`` (or ``p``), else 0, in input's dtype."""
-    probs = input._data if p is None else np.full(input._data.shape, p)
-    if (probs < 0).any() or (probs > 1).any():
-        raise RuntimeError("bernoulli: all probabilities must be in [0, 1]")
-    arr = (numpy_generator(generator).random(probs.shape) < probs).astype(input._data.dtype)
-    return _wrap(arr, input._device)
-
-
-def poisson(input, generator=None) -> Tensor:
-    return _wrap(numpy_generator(generator).poisson(input._data).astype(input._data.dtype), input._device)
-
-
-def multinomial(input, num_samples: int, replacement: bool = False, *, generator=None) -> Tensor:
-    """Sample category indices from rows of non-negative weights (1-D or 2-D input)."""
-    p = input._data.astype(np.float64)
-    if p.ndim not in (1, 2):
-        raise RuntimeError(f"prob_dist must be 1 or 2 dim, got {p.ndim}")
-    if (p < 0).any() or not np.isfinite(p).all():
-        raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
-    rows = p.reshape(-1, p.shape[-1])
-    sums = rows.sum(-1)
-    if (sums <= 0).any():
-        raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
-    n_cat = rows.shape[-1]
-    if not replacement and num_samples > n_cat:
-        raise RuntimeError(
-            f"multinomial: cannot sample n_sample > prob_dist.size(-1) samples without replacement "
-            f"({num_samples} > {n_cat})"
-        )
-    g = numpy_generator(generator)
-    out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
-    for r, (row, s) in enumerate(zip(rows, sums)):
-        if replacement:
-            cdf = np.cumsum(row / s)
-            cdf[-1] = 1.0
-            out[r] = np.searchsorted(cdf, g.random(num_samples), side="right")
-        else:
-            # Gumbel top-k: sampling without replacement in one vectorized step.
-            with np.errstate(divide="ignore"):
-                keys = np.log(row) - np.log(-np.log(g.random(n_cat)))
-            out[r] = np.argsort(-keys, kind="stable")[:num_samples]
-    return _wrap(out.reshape(p.shape[:-1] + (num_samples,)), input._device)
 
 
 # --------------------------------------------------------------------------- Tensor(...) constructor

@@ -31,9 +31,21 @@ import numpy as np
 from ember._device import CPU
 from ember._mode import mode
 from ember.autograd.grad_mode import state as grad_state
-from ember.tensor import Tensor
+from ember.tensor import TensorBase as Tensor  # the full class once ember.tensor registers it
 
-__all__ = ["Primitive", "REGISTRY", "apply", "apply1", "apply2", "run", "composite", "mode", "edge", "device_of"]
+__all__ = [
+    "Primitive",
+    "REGISTRY",
+    "apply",
+    "apply1",
+    "apply2",
+    "run",
+    "composite",
+    "mode",
+    "edge",
+    "device_of",
+    "register_tensor_class",
+]
 
 #: Every primitive by name.
 REGISTRY: dict = {}
@@ -56,7 +68,16 @@ _KINDS = ("cpu", "meta", "cuda")
 _ndarray = np.ndarray
 _generic = np.generic
 _asarray = np.asarray
-_new = Tensor.__new__
+_new = object.__new__
+
+
+def register_tensor_class(cls) -> None:
+    """Make ``apply``'s results instances of ``cls``: ``ember.tensor`` registers the full Tensor
+    class (TensorBase plus its method mixins, which import the ops) once it is defined. Until
+    then this module knows TensorBase only; keeping the class in a plain global keeps the hot
+    path's creation and isinstance checks as cheap as a module-level class."""
+    global Tensor
+    Tensor = cls
 
 
 class Primitive:

@@ -18,10 +18,11 @@ import numpy as np
 
 from ember import _dtype
 from ember.autograd.function import FunctionCtx
+from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node, tick
 from ember.ops import elementwise as ew
 from ember.ops._base import CPU, Tensor, grad_state
-from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch import Primitive, apply, run
 from ember.ops.movement import apply_view_chain, replay_view, view_chain
 
 __all__ = [
@@ -63,13 +64,25 @@ class CopySlices(Node):
 
     def backward(self, g):
         base_old, src = self.inputs
-        mask = g._device.backend.xp.zeros(g._data.shape, dtype=bool)
-        region = apply_view_chain(self.chain, Tensor._from(mask, g))
-        region._data[...] = True
-        region_mask = Tensor._from(mask, g)
+        region_mask = apply(_COPY_SLICES_MASK, g, chain=self.chain)
         g_base = ew.where(region_mask, 0.0, g) if base_old._requires_grad else None
         g_src = apply_view_chain(self.chain, g) if src._requires_grad else None
         return g_base, g_src
+
+
+def _copy_slices_mask_impl(g, chain):
+    """True on the region of ``g``'s shape that the view ``chain`` selects, False elsewhere."""
+    mask = g._device.backend.xp.zeros(g._data.shape, dtype=bool)
+    region = Tensor._from(mask, g)
+    with no_grad():  # the view ops run eagerly, inside this one op (not seen as ops of their own)
+        for prim, params in chain:
+            region = run(prim, (region,), params)
+    region._data[...] = True
+    return mask
+
+
+_COPY_SLICES_MASK = Primitive("copy_slices_mask", None, _copy_slices_mask_impl)
+_COPY_SLICES_MASK.register("meta", lambda g, chain: g._device.backend.xp.empty(g._data.shape, bool))
 
 
 def _check_leaf(self: Tensor) -> None:

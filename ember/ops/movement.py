@@ -81,10 +81,6 @@ def _is_view(out, d) -> bool:
     return b is not None and (b is d or (d.base is not None and b is d.base))
 
 
-Tensor._view_of = None
-Tensor._no_grad_view = False
-
-
 def view_chain(view: Tensor) -> tuple:
     """The view ops, base first, that made ``view`` from its base: ``((prim, params), ...)``."""
     chain = []

@@ -167,8 +167,3 @@ _POLYGAMMA.register("meta", _float_meta)
 def digamma(input: Tensor) -> Tensor:
     """``d/dx log Gamma(x)`` elementwise (``-inf`` at 0, as PyTorch; NaN at negative integers)."""
     return polygamma(0, input)
-
-
-Tensor.lgamma = lgamma
-Tensor.digamma = digamma
-Tensor.polygamma = lambda self, n: polygamma(n, self)

@@ -7,7 +7,7 @@ Example:
     tensor(3.)
 """
 
-from ember.sparse.coo import SparseCOOTensor, layout, sparse_coo, sparse_coo_tensor, strided, to_sparse
+from ember.sparse.coo import SparseCOOTensor, layout, sparse_coo, sparse_coo_tensor, strided
 from ember.sparse.legacy import DoubleTensor, FloatTensor, IntTensor, LongTensor
 from ember.sparse.matmul import (
     addmm,
@@ -16,14 +16,6 @@ from ember.sparse.matmul import (
     spmm,
     sum,  # noqa: A004 - PyTorch's name
 )
-from ember.tensor import Tensor
 
 __all__ = ["SparseCOOTensor", "layout", "sparse_coo", "strided", "sparse_coo_tensor", "mm", "spmm", "sum", "matmul"]
 __all__ += ["addmm", "FloatTensor", "DoubleTensor", "LongTensor", "IntTensor"]
-
-# Dense tensors answer the layout questions too, and convert with ``to_sparse``.
-Tensor.is_sparse = False
-Tensor.layout = strided
-Tensor.to_sparse = to_sparse
-Tensor.to_sparse_coo = to_sparse
-Tensor.to_dense = lambda self, dtype=None, *, masked_grad=None: self if dtype is None else self.to(dtype)

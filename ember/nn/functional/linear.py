@@ -395,14 +395,23 @@ def alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace
         return input
     if p == 1.0:
         return input * 0.0
-    from ember.random import numpy_generator
-
     alpha_p = -1.7580993408473766
-    keep = numpy_generator(None).random(input._data.shape) >= p
     a = ((1 - p) * (1 + p * alpha_p**2)) ** -0.5
     b = -a * alpha_p * p
-    keep_t = Tensor._from(keep.astype(input._data.dtype), input)
+    keep_t = apply(_ALPHA_DROPOUT_MASK, input, p=p)
     return (input * keep_t + alpha_p * (1.0 - keep_t)) * a + b
+
+
+def _alpha_dropout_mask_impl(x, p):
+    """1 where an element is kept (probability ``1 - p``), else 0, in the input's dtype (random)."""
+    from ember.random import numpy_generator
+
+    keep = (numpy_generator(None).random(x._data.shape) >= p).astype(x._data.dtype)
+    return keep if x._device.type == "cpu" else x._device.backend.asarray(keep)
+
+
+_ALPHA_DROPOUT_MASK = Primitive("alpha_dropout_mask", None, _alpha_dropout_mask_impl)
+_ALPHA_DROPOUT_MASK.register("meta", lambda x, p: x._device.backend.xp.empty(x._data.shape, x._data.dtype))
 
 
 # --------------------------------------------------------------------------- pad
@@ -516,18 +525,28 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     check_tensor(tensor, "one_hot")
     if tensor._data.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
-    d = tensor._device.backend.to_host(tensor._data)
-    if num_classes == -1:
+    num_classes = int(num_classes)
+    if num_classes == -1:  # the class count is read from the values (not possible on meta)
+        d = tensor._device.backend.to_host(tensor._data)
         if d.size == 0:
             raise RuntimeError("Can not infer total number of classes from empty tensor.")
         num_classes = int(d.max()) + 1
+    return apply(_ONE_HOT, tensor, num_classes=num_classes)
+
+
+def _one_hot_impl(x, num_classes):
+    d = x._data
     if d.size:
         if d.min() < 0:
             raise RuntimeError("Class values must be non-negative.")
         if d.max() >= num_classes:
             raise RuntimeError("Class values must be smaller than num_classes.")
-    out = (d[..., None] == np.arange(num_classes)).astype(np.int64)
-    return Tensor._from(tensor._device.backend.asarray(out) if tensor._device.type != "cpu" else out, tensor)
+    xp = x._device.backend.xp
+    return (d[..., None] == xp.arange(num_classes)).astype(np.int64)
+
+
+_ONE_HOT = Primitive("one_hot", None, _one_hot_impl)
+_ONE_HOT.register("meta", lambda x, num_classes: x._device.backend.xp.empty(x._data.shape + (num_classes,), np.int64))
 
 
 def _norm(x: Tensor, p: float, dim: int) -> Tensor:
