@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ember import backends
 
+__all__ = ["device", "CPU", "get_default_device", "to_device"]
+
 
 class device:
     """A device such as ``device('cpu')`` or ``device('cuda', 0)``.

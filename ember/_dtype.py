@@ -12,6 +12,30 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+__all__ = [
+    "dtype",
+    "bool_",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "ALL",
+    "LOW_PRECISION",
+    "FLOAT_KINDS",
+    "defaults",
+    "from_numpy_dtype",
+    "to_dtype",
+    "promote_types",
+    "scalar_dtype",
+    "result_type",
+    "is_float_np",
+]
+
 _BOOL, _INT, _FLOAT = 0, 1, 2
 
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from ember import _dtype
 
+__all__ = ["format_array", "tensor_repr"]
+
 _QUIET_DTYPES = ("int64", "bool")
 _PRECISION = 4
 _THRESHOLD = 1000

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["set_num_threads", "get_num_threads"]
+
 _state = {"n": None}
 
 

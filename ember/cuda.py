@@ -5,6 +5,18 @@ from __future__ import annotations
 from ember.amp.compat import cuda_amp as amp  # noqa: F401 - ember.cuda.amp.autocast / GradScaler
 from ember.backends import get as _get_backend
 
+__all__ = [
+    "is_available",
+    "device_count",
+    "manual_seed",
+    "manual_seed_all",
+    "set_device",
+    "current_device",
+    "is_bf16_supported",
+    "empty_cache",
+    "synchronize",
+]
+
 
 def is_available() -> bool:
     """True when CuPy is installed and sees at least one GPU.

@@ -10,6 +10,17 @@ import json
 
 import numpy as np
 
+__all__ = [
+    "Generator",
+    "default_generator",
+    "manual_seed",
+    "seed",
+    "initial_seed",
+    "get_rng_state",
+    "set_rng_state",
+    "numpy_generator",
+]
+
 
 class Generator:
     """A random number generator; pass it as ``generator=`` to random ops and samplers.

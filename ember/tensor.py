@@ -20,6 +20,8 @@ from ember import _dtype
 from ember._device import CPU
 from ember.autograd.node import tick
 
+__all__ = ["Size", "TensorBase", "Tensor"]
+
 _BY_NP = _dtype._BY_NP
 _new = object.__new__
 

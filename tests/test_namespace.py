@@ -30,3 +30,28 @@ def test_no_internals_leak_into_the_namespace():
         n for n in ("np", "math", "record", "Add", "Node", "grad_state", "CPU", "apply", "sum_to") if hasattr(ember, n)
     ]
     assert not leaked, leaked
+
+
+def test_every_module_declares_all():
+    """Each module says what it exports (``__all__``), and every name it lists exists. The four
+    re-exporting namespaces (``ember``, ``ember.ops``, ``ember.nn``, ``ember.nn.functional``) are
+    exempt: their public names are the PyTorch namespace they mirror."""
+    import importlib
+    import pkgutil
+
+    import ember
+
+    namespaces = {"ember", "ember.ops", "ember.nn", "ember.nn.functional"}
+    missing, dangling = [], []
+    for info in pkgutil.walk_packages(ember.__path__, "ember."):
+        if info.name.endswith("__main__") or info.name in namespaces:
+            continue
+        try:
+            mod = importlib.import_module(info.name)
+        except ImportError:  # optional dependencies (CuPy, onnx) absent
+            continue
+        if "__all__" not in vars(mod):
+            missing.append(info.name)
+        dangling += [f"{info.name}.{n}" for n in vars(mod).get("__all__", ()) if not hasattr(mod, n)]
+    assert not missing, missing
+    assert not dangling, dangling

@@ -15,6 +15,8 @@ from ember.autograd import grad_mode
 from ember.autograd._hook_checks import checked_hook_result
 from ember.autograd.node import Node
 
+__all__ = ["run_backward"]
+
 
 def _topological_order(roots: list) -> list:
     """Nodes reachable from ``roots``, each after every node that feeds gradient into it."""

@@ -24,6 +24,8 @@ import functools
 from ember.autograd import grad_mode
 from ember.autograd.node import Node
 
+__all__ = ["FunctionCtx", "Function", "once_differentiable"]
+
 
 class FunctionCtx(Node):
     """The ``ctx`` of a custom Function: a graph node that also carries user state."""

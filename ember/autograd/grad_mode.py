@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import threading
 
+__all__ = ["state", "is_grad_enabled", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode"]
+
 
 class _State(threading.local):
     enabled = True  # ops record the graph

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 
+__all__ = ["tick", "Node", "AccumulateGrad"]
+
 # Nodes and in-place writes draw from one clock: a write stamps the tensor's version counter
 # with the next tick, so "this input was modified after the node was recorded" is one compare.
 _clock = itertools.count(1)

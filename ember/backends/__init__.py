@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 
+__all__ = ["get"]
+
 _LOADED: dict = {}
 
 

@@ -14,6 +14,8 @@ import ctypes
 import ctypes.util
 import sys
 
+__all__ = ["tune"]
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _GLIBC_DEFAULT_MMAP = 128 * 1024

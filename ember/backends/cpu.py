@@ -6,6 +6,8 @@ import numpy as np
 
 from ember.backends import _malloc
 
+__all__ = ["xp", "name", "tune_allocator", "is_available", "asarray", "to_host", "scatter_add", "new_generator"]
+
 xp = np
 name = "cpu"
 

@@ -6,6 +6,8 @@ import numpy as np
 
 from ember._flags import matmul  # noqa: F401 - ember.backends.cuda.matmul.allow_tf32, as torch's
 
+__all__ = ["name", "is_available", "device_count", "asarray", "to_host", "scatter_add", "new_generator"]
+
 try:  # CuPy is the optional ``[cuda]`` extra.
     import cupy as xp
 except Exception:  # noqa: BLE001 - any import failure means: no CUDA here

@@ -1,1 +1,3 @@
 """Ember's command line: ``ember demo | train | generate | bench | graph``."""
+
+__all__ = []

@@ -14,6 +14,8 @@ import numpy as np
 
 import ember
 
+__all__ = ["ImageBatches", "TextBatches"]
+
 
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64([seed, epoch]))

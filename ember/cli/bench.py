@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+__all__ = ["bench_root", "command", "main", "draw_chart"]
+
 
 def bench_root() -> str:
     """The folder holding ``bench/run.py``: the source checkout this ``ember`` was imported from."""

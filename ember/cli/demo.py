@@ -11,6 +11,8 @@ from pathlib import Path
 
 import ember
 
+__all__ = ["lecture_function", "run", "main"]
+
 
 def lecture_function(x1, x2):
     """f(x1, x2) = ln(x1) + x1 * x2 - sin(x2)."""

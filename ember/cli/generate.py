@@ -5,6 +5,8 @@ from __future__ import annotations
 import ember
 from ember import models
 
+__all__ = ["load_model", "main"]
+
 
 def load_model(path):
     """Rebuild the model and vocabulary stored in a checkpoint."""

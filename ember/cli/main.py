@@ -8,6 +8,8 @@ import sys
 
 from ember.models.registry import MODELS
 
+__all__ = ["positive_int", "positive_float", "build_parser", "main"]
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""

@@ -19,6 +19,8 @@ from ember.ops.creation import from_numpy
 from ember.tensor import Tensor, _wrap
 from ember.utils.data.dataset import Dataset
 
+__all__ = ["DEBIAN_ROOT", "load_arrays", "FashionMNIST"]
+
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 _FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

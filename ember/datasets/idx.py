@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+__all__ = ["IDXFormatError", "read_bytes", "parse_idx", "read_idx", "write_idx"]
+
 # IDX type code -> big-endian NumPy dtype.
 _TYPES = {
     0x08: np.dtype(">u1"),

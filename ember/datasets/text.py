@@ -21,6 +21,8 @@ from ember.random import Generator, numpy_generator
 from ember.tensor import Tensor, _wrap
 from ember.utils.data.dataset import Dataset
 
+__all__ = ["KJV_RANGE", "cache_dir", "kjv_path", "CharVocab", "CharTextDataset"]
+
 KJV_RANGE = "gen1:1-rev22:21"
 
 

@@ -17,6 +17,8 @@ import numpy as np
 
 from ember.tensor import Tensor, _wrap
 
+__all__ = ["Compose", "ToTensor", "Normalize", "Lambda"]
+
 
 class Compose:
     """Apply transforms one after the other."""

@@ -14,6 +14,8 @@ from ember import nn
 from ember.nn import functional as F
 from ember.utils.checkpoint import checkpoint
 
+__all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT"]
+
 
 @dataclass
 class GPTConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ember import nn
 
+__all__ = ["LSTMLanguageModel"]
+
 
 class LSTMLanguageModel(nn.Module):
     """Predicts the next token at every position.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ember import nn
 
+__all__ = ["MLP"]
+
 
 class MLP(nn.Module):
     """Flatten, then ``Linear -> [BatchNorm1d] -> ReLU -> Dropout`` per hidden layer, then a linear classifier.

@@ -10,6 +10,8 @@ from __future__ import annotations
 from ember import nn
 from ember.models.gpt import GPT, GPTConfig
 
+__all__ = ["MoEGPT"]
+
 
 class MoEGPT(GPT):
     """GPT with ``ember.nn.MoE`` feed-forward layers.

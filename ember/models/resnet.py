@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ember import nn
 
+__all__ = ["BasicBlock", "ResNet"]
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ember.tensor import Tensor, _wrap
 
+__all__ = ["Parameter", "Buffer", "is_lazy"]
+
 
 def _share(dst: Tensor, src: Tensor) -> None:
     dst._data = src._data

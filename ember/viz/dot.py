@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from ember.tensor import Tensor
 from ember.viz.graph import Graph, GraphBuilder, Vertex
 
+__all__ = ["forward_dot", "backward_dot"]
+
 # Colours follow torchviz where it has one (leaves light blue, output green, ops grey).
 _LEAF = "lightblue"
 _OUTPUT = "darkolivegreen1"

@@ -19,6 +19,8 @@ from itertools import zip_longest
 from ember.autograd.node import Node
 from ember.tensor import Tensor
 
+__all__ = ["op_name", "describe", "Vertex", "Graph", "GraphBuilder"]
+
 _BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
 
 

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import warnings
 
+__all__ = ["render"]
+
 _FORMATS = ("svg", "png", "pdf", "dot")
 
 

@@ -29,6 +29,21 @@ from pathlib import Path
 
 from ember.backends.ckernels import signatures as _signatures
 
+__all__ = [
+    "log",
+    "FLAG_SETS",
+    "SIGNATURES",
+    "source",
+    "compiler",
+    "cache_dir",
+    "library_path",
+    "build",
+    "load",
+    "get",
+    "reset",
+    "uses_openmp",
+]
+
 log = logging.getLogger("ember.ckernels")
 
 _HERE = Path(__file__).parent

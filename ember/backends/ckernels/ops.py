@@ -17,6 +17,27 @@ import numpy as np
 from ember.backends import ckernels
 from ember.backends.ckernels.signatures import KERNELS, Kernel
 
+__all__ = [
+    "PARALLEL_MIN",
+    "ROW_PARALLEL_MIN",
+    "softmax",
+    "softmax_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "batch_norm",
+    "batch_norm_backward",
+    "lstm_step_kernels",
+    "gelu",
+    "gelu_backward",
+    "has_conv",
+    "conv2d",
+    "conv2d_pack_grad",
+    "conv2d_input_grad",
+    "conv2d_weight_grad",
+    "max_pool2d",
+    "max_pool2d_backward",
+]
+
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 _fns: dict = {}
 # OpenMP pays off only on large arrays; below this many elements a kernel runs on one thread.

@@ -25,6 +25,18 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "WorkerInfo",
+    "get_worker_info",
+    "ExceptionWrapper",
+    "KeyErrorMessage",
+    "to_transport",
+    "from_transport",
+    "worker_loop",
+    "ResultQueue",
+    "unsendable",
+]
+
 _POLL_S = 1.0  # how often an idle worker checks that its parent is alive
 
 

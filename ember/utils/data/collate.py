@@ -16,6 +16,8 @@ from ember.ops.creation import as_tensor, tensor
 from ember.ops.movement import stack
 from ember.tensor import Tensor
 
+__all__ = ["default_collate", "default_convert"]
+
 _ERR = "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"
 
 

@@ -29,6 +29,8 @@ from ember.utils.data.collate import default_collate, default_convert
 from ember.utils.data.dataset import Dataset, IterableDataset
 from ember.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 
+__all__ = ["DataLoader"]
+
 _POLL_S = 0.1  # how often the main process checks its workers while waiting for a batch
 _JOIN_S = 5.0  # how long a worker gets to exit before it is terminated
 

@@ -15,6 +15,17 @@ from collections.abc import Iterable, Sequence
 from ember.random import Generator, numpy_generator
 from ember.tensor import Tensor
 
+__all__ = [
+    "Dataset",
+    "IterableDataset",
+    "TensorDataset",
+    "StackDataset",
+    "ConcatDataset",
+    "ChainDataset",
+    "Subset",
+    "random_split",
+]
+
 
 class Dataset:
     """A map-style dataset: subclasses define ``__getitem__`` (and usually ``__len__``).

@@ -13,6 +13,15 @@ import numpy as np
 
 from ember.random import Generator, numpy_generator
 
+__all__ = [
+    "Sampler",
+    "SequentialSampler",
+    "RandomSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+    "BatchSampler",
+]
+
 
 class Sampler:
     """Base class: subclasses define ``__iter__`` (yielding indices) and usually ``__len__``."""
