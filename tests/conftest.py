@@ -9,6 +9,7 @@ import torch
 import ember
 from ember.backends import ckernels
 from ember.backends.ckernels import ops as ckops
+from ember.datasets.idx import write_idx
 
 torch.set_num_threads(2)
 
@@ -54,3 +55,19 @@ def _available_devices() -> list:
 def device(request):
     """Each available device kind in turn (tests/test_devices.py compares against PyTorch on CPU)."""
     return request.param
+
+
+@pytest.fixture()
+def tiny_fashion(tmp_path):
+    """(``ember train`` tests) A 256/64-image stand-in for Fashion-MNIST: the class decides which band of rows is bright."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for stem, n in (("train", 256), ("t10k", 64)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c : 2 * c + 4] = 250
+        write_idx(root / f"{stem}-images-idx3-ubyte", images)
+        write_idx(root / f"{stem}-labels-idx1-ubyte", labels)
+    return root

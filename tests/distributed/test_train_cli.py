@@ -12,26 +12,9 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from ember.datasets.idx import write_idx
 from tests.distributed._launch import ROOT
-
-
-@pytest.fixture()
-def tiny_fashion(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "fmnist"
-    root.mkdir()
-    for stem, n in (("train", 128), ("t10k", 32)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c : 2 * c + 4] = 250
-        write_idx(root / f"{stem}-images-idx3-ubyte", images)
-        write_idx(root / f"{stem}-labels-idx1-ubyte", labels)
-    return root
 
 
 def _ember_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
