@@ -10,7 +10,6 @@ import pytest
 
 import ember
 from ember.cli import main as cli
-from tests.test_cli_train import tiny_fashion  # noqa: F401 - a fixture
 
 
 def _run(capsys, *argv):

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_cli_train import tiny_fashion  # noqa: F401 - a fixture
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -12,7 +12,6 @@ from ember.cli import main as cli
 from ember.cli.recipes import RECIPES
 from ember.cli.trainer import Trainer
 from ember.models.registry import MODELS
-from tests.test_cli_train import tiny_fashion  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
