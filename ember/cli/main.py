@@ -86,8 +86,9 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--parallel",
         default="dp",
-        choices=["dp", "zero", "zero2"],
-        help="with several ranks: DDP (dp), DDP + ZeRO-1 (zero) or ZeRO-2 (zero2)",
+        choices=["dp", "zero", "zero2", "tp", "pp", "ep"],
+        help="with several ranks: DDP (dp), DDP + ZeRO-1 (zero), ZeRO-2 (zero2), or the model split: "
+        "tensor parallel (tp: gpt), pipeline (pp: gpt, mlp), expert parallel (ep: moe-gpt)",
     )
 
 
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.nproc and args.nproc > 1 and not _env.under_mpi_launcher():
             from ember.cli import run
+
+            problem = train_parallel.mode_problem(args)
+            if problem:  # before starting ranks that would each say it
+                print(f"ember train: error: {problem}", file=sys.stderr)
+                return 1
 
             launch = build_parser().parse_args(["run", "-n", str(args.nproc), "-m", "ember.cli.main"])
             launch.script = train_parallel.relaunch_argv(argv)

@@ -10,7 +10,9 @@ checkpoints keep the plain module's ``state_dict``; ``wrap_optimizer`` (e.g. ZeR
 optimizer; ``is_writer=False`` (ranks other than 0) trains without writing files or printing;
 ``sync`` (data-parallel runs, see ``ember/cli/train_parallel.py``) gives each rank its share of
 every batch and sums the step's figures (loss, accuracy, a pending Ctrl-C) over the ranks, so all
-ranks log, stop and checkpoint at the same step.
+ranks log, stop and checkpoint at the same step. ``parallel`` (``--parallel tp|pp|ep``, see
+``ember/cli/train_sharded.py``) makes, from the recipe, a run that trains a split copy of the
+model and gathers the unsplit one before each evaluation and checkpoint.
 
 Ctrl-C (SIGINT) is deferred to the next step boundary: the step that is running finishes (the
 optimizer and scheduler never stop half-way), then a consistent checkpoint is written and the run
@@ -129,6 +131,7 @@ class Trainer:
         wrap_optimizer: Callable | None = None,
         is_writer: bool = True,
         sync=None,
+        parallel: Callable | None = None,
     ):
         self.spec, self.recipe, self.out = spec, recipe, Path(out)
         self.task = spec.task
@@ -136,6 +139,7 @@ class Trainer:
         self.data_root, self.text = data_root, text
         self.wrap_model, self.wrap_optimizer, self.is_writer = wrap_model, wrap_optimizer, is_writer
         self.sync = sync
+        self.parallel = parallel(recipe) if parallel else None
         self.history: dict = {"epochs": [], "steps": []}
         self.position = (0, 0)  # (epoch, steps done in it)
         self.progress: dict = {}  # running sums of the current epoch
@@ -148,8 +152,13 @@ class Trainer:
         self.train_batches, self.test_batches, self.meta = self.task.batches(recipe, self.data_root, self.text)
         self.model_kwargs = self.task.model_kwargs(recipe, self.meta)
         self.module = self.spec.builder(**self.model_kwargs)
-        self.model = self.wrap_model(self.module) if self.wrap_model else self.module
-        self.optimizer = build_optimizer(self.module, recipe)
+        if self.parallel is not None:  # the shards are cut from the weights they resume from
+            if state is not None:
+                self.module.load_state_dict(state["model"])
+            self.model = self.parallel.shard(self.module)
+        else:
+            self.model = self.wrap_model(self.module) if self.wrap_model else self.module
+        self.optimizer = build_optimizer(self.model if self.parallel else self.module, recipe)
         if self.wrap_optimizer:  # first: the scheduler must drive the wrapper's parameter groups
             self.optimizer = self.wrap_optimizer(self.optimizer)
         total = recipe.epochs * len(self.train_batches)
@@ -162,10 +171,10 @@ class Trainer:
                 # A new scheduler writes its first learning rate into the optimizer: build it
                 # first, then restore the optimizer (its learning rates too), then the scheduler.
                 self.scheduler = build_scheduler(self.optimizer, recipe, total)
-                self.optimizer.load_state_dict(state["optimizer"])
+                self._load_optimizer(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
             else:  # the run was extended (or shortened): the schedule of the new length, replayed
-                self.optimizer.load_state_dict(state["optimizer"])
+                self._load_optimizer(state["optimizer"])
                 self.scheduler = build_scheduler(self.optimizer, recipe, total, state["scheduler"]["last_epoch"])
             ember.set_rng_state(state["rng"])
             self.history = state["history"]
@@ -173,16 +182,22 @@ class Trainer:
             self.progress = dict(state.get("progress", {}))
         return self
 
+    def _load_optimizer(self, state: dict) -> None:
+        if self.parallel is not None:
+            self.parallel.load_optimizer_state(state, self.module, self.optimizer)
+        else:
+            self.optimizer.load_state_dict(state)
+
     def log(self, msg: str) -> None:
         if self.is_writer:
             print(msg)
 
     # ------------------------------------------------------------------ checkpoints and outputs
-    def state_dict(self) -> dict:
+    def state_dict(self, optimizer_state: dict | None = None) -> dict:
         return {
             "progress": self.progress,
             "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer_state is None else optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "rng": ember.get_rng_state(),
             "epoch": self.position[0],
@@ -197,12 +212,20 @@ class Trainer:
     def save(self) -> None:
         if hasattr(self.optimizer, "consolidate_state_dict"):  # ZeRO: every rank sends its shard
             self.optimizer.consolidate_state_dict(to=0)
+        optimizer_state = None
+        if self.parallel is not None:  # the unsplit model on every rank, its optimizer state on rank 0
+            self.parallel.gather_weights(self.module)
+            optimizer_state = self.parallel.optimizer_state(self.module, self.optimizer)
         if self.is_writer:
-            ember.save(self.state_dict(), self.out / CHECKPOINT)
+            ember.save(self.state_dict(optimizer_state), self.out / CHECKPOINT)
 
     # ------------------------------------------------------------------ one step / evaluation
     def train_step(self, x, y):
         """One optimizer step on a batch: ``(loss value, number correct or None)``."""
+        if self.parallel is not None:
+            lv, right = self.parallel.train_step(self.task, self.model, self.optimizer, x, y)
+            self.scheduler.step()
+            return lv, right
         loss, right = self.task.loss(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,12 +234,15 @@ class Trainer:
         return loss.item(), right
 
     def evaluate(self) -> dict:
+        if self.parallel is not None:  # evaluate the unsplit model, as one process would
+            self.parallel.gather_weights(self.module)
         self.model.eval()
+        self.module.eval()
         total, correct, count = 0.0, 0, 0
         with ember.no_grad():
             for x, y in self.test_batches.epoch(seed=0, epoch=0):
                 if self.sync is not None:
-                    x, y = self.sync.shard(x, y)
+                    x, y = self.sync.shard(x, y, train=False)
                 loss, right, n = self.task.eval_batch(self.module, x, y)
                 total += loss
                 correct += right or 0
@@ -224,6 +250,7 @@ class Trainer:
         if self.sync is not None:
             total, correct, count = self.sync.sum([total, correct, count])
         self.model.train()
+        self.module.train()
         out = {"loss": total / max(count, 1)}
         if self.task.reports_accuracy:
             out["accuracy"] = correct / max(count, 1)

@@ -42,7 +42,7 @@ def _enc(o):
     if isinstance(o, Tensor):
         return {"$tensor": _enc(np.asarray(o.detach().cpu()._data)), "rg": bool(o.requires_grad)}
     if isinstance(o, np.ndarray):
-        a = np.ascontiguousarray(o)
+        a = np.ascontiguousarray(o).reshape(o.shape)  # ascontiguousarray makes a 0-d array 1-d
         return {"$array": base64.b64encode(a.tobytes()).decode("ascii"), "dtype": a.dtype.name, "shape": list(a.shape)}
     raise TypeError(
         f"ember.distributed object collectives send plain data only (None, bool, int, float, str, bytes, "

@@ -124,13 +124,18 @@ class RowParallelLinear(nn.Module):
 
 
 class VocabParallelEmbedding(nn.Module):
-    """An embedding whose rows (the vocabulary) are split across ranks; one all-reduce combines them."""
+    """An embedding whose rows (the vocabulary) are split across ranks; one all-reduce combines them.
+
+    :meth:`from_embedding` pads a vocabulary that the ranks do not divide with zero rows at the
+    end (as Megatron-LM does); ``vocab_size`` is the real size, ``num_embeddings`` the padded one.
+    """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, group=None):
         super().__init__()
         self.lo, self.hi = _share(num_embeddings, group, "VocabParallelEmbedding")
         self.group = group
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.vocab_size = num_embeddings
         self.weight = Parameter(ember.randn(self.hi - self.lo, embedding_dim))
 
     @classmethod
@@ -138,9 +143,13 @@ class VocabParallelEmbedding(nn.Module):
         m = cls.__new__(cls)
         nn.Module.__init__(m)
         m.group = group
-        m.num_embeddings, m.embedding_dim = emb.weight.shape
+        m.vocab_size, m.embedding_dim = emb.weight.shape
+        n = dist.get_world_size(group)
+        m.num_embeddings = -(-m.vocab_size // n) * n
         m.lo, m.hi = _share(m.num_embeddings, group, "VocabParallelEmbedding")
-        m.weight = _param(emb.weight.detach().numpy()[m.lo : m.hi])
+        w = emb.weight.detach().numpy()
+        w = np.concatenate([w, np.zeros((m.num_embeddings - m.vocab_size, m.embedding_dim), w.dtype)])
+        m.weight = _param(w[m.lo : m.hi])
         return m
 
     def forward(self, idx):
@@ -262,6 +271,9 @@ class TensorParallelGPT(nn.Module):
             x = block(x)
         h = copy_to_group(self.ln_f(x), self.group)
         logits = F.linear(h, self.wte.weight)  # (B, T, V/n): this rank's vocabulary slice
+        if self.wte.hi > self.wte.vocab_size:  # padding rows: never a prediction
+            pad = ember.arange(self.wte.lo, self.wte.hi) >= self.wte.vocab_size
+            logits = logits.masked_fill(pad, float("-inf"))
         loss = None
         if targets is not None:
             loss = vocab_parallel_cross_entropy(logits.view(B * T, -1), targets.view(-1), self.group, self.wte.lo)
