@@ -8,6 +8,15 @@ each sub-layer costs one all-reduce in the forward (``reduce_from_group``) and o
 backward (``copy_to_group`` on its input). Every layer has ``from_...`` constructors that cut
 an unsplit layer, so a tensor-parallel model starts from exactly the single-process weights.
 
+Collective count, read as Megatron-LM's "one all-reduce per block in each direction": per
+*parallel block* (the attention block, and the MLP block), so a transformer layer has two in
+the forward and two in the backward. That is the minimum without sequence parallelism: the
+LayerNorm and the residual between the two blocks need the whole (summed) activation, so the
+attention output must be reduced before the MLP can start. The whole GPT adds one forward
+all-reduce for the embedding, one backward all-reduce for the head's input and three small
+(B*T,) all-reduces for the vocabulary-parallel cross-entropy; nothing else is communicated
+(``tests/distributed/scripts/tp.py`` counts them).
+
 Example (``ember run -n 2``):
     >>> tp = TensorParallelGPT.from_gpt(GPT(cfg))          # doctest: +SKIP
     >>> loss = tp(idx, targets)[1]                          # doctest: +SKIP
@@ -222,8 +231,9 @@ class TensorParallelMLP(nn.Module):
 class TensorParallelBlock(nn.Module):
     """A GPT block (``ember.models.gpt.Block``) split over the tensor-parallel group.
 
-    Per block: two all-reduces forward (after attention, after the MLP) and two backward (their
-    inputs), i.e. one per sub-layer in each direction, as Megatron-LM. LayerNorms are replicated.
+    Per transformer layer: two all-reduces forward (after attention, after the MLP) and two
+    backward (their inputs), i.e. one per parallel block in each direction, as Megatron-LM (see
+    the module docstring for why two is the minimum). LayerNorms are replicated.
     """
 
     @classmethod
@@ -249,7 +259,8 @@ class TensorParallelGPT(nn.Module):
     """``ember.models.gpt.GPT`` split over a tensor-parallel group (dropout off).
 
     The tied token embedding / LM head is vocabulary-parallel: one shard parameter serves both,
-    and the loss is :func:`vocab_parallel_cross_entropy` on the (B*T, V/n) logit slices.
+    and the loss is :func:`vocab_parallel_cross_entropy` on the (B*T, V/n) logit slices. A
+    vocabulary the ranks do not divide is padded; the padding's logits are -inf.
     """
 
     @classmethod

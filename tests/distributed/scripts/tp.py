@@ -44,24 +44,47 @@ for i, (b, fb) in enumerate(zip(model.h, full.transformer.h)):
     close(b.mlp.c_proj.weight, fb.mlp.c_proj.weight.grad.numpy()[:, h4], f"block {i} mlp c_proj")
     close(b.ln_1.weight, fb.ln_1.weight.grad.numpy(), f"block {i} ln_1")
 
-# count the block's all-reduces, forward and backward
+# Count every collective of one block, and of the whole model, forward and backward.
+NAMES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter_tensor",
+    "broadcast",
+    "all_to_all_single",
+)
 calls = []
-real = dist.all_reduce
+real = {name: getattr(dist, name) for name in NAMES}
 
 
-def counting(*a, **k):
-    calls.append(1)
-    return real(*a, **k)
+def counting(name):
+    def call(*a, **k):
+        calls.append(name)
+        return real[name](*a, **k)
+
+    return call
 
 
-dist.all_reduce = counting
+for name in NAMES:
+    setattr(dist, name, counting(name))
 x = ember.randn(2, 8, 16, requires_grad=True)
 y = model.h[0](x)
 fwd = len(calls)
 y.sum().backward()
 bwd = len(calls) - fwd
-dist.all_reduce = real
-assert (fwd, bwd) == (2, 2), (fwd, bwd)
+assert set(calls) == {"all_reduce"}, calls
+assert (fwd, bwd) == (2, 2), (fwd, bwd)  # Megatron: one per attention block and one per MLP block, each way
+calls.clear()
+_, loss2 = model(idx, tgt)
+model_fwd = len(calls)
+loss2.backward()
+model_bwd = len(calls) - model_fwd
+# forward: embedding 1, blocks 2 each, cross-entropy 3 (max, sum of exponentials, target logit);
+# backward: blocks 2 each, the head's input 1
+assert set(calls) == {"all_reduce"}, calls
+assert (model_fwd, model_bwd) == (1 + 2 * cfg.n_layer + 3, 2 * cfg.n_layer + 1), (model_fwd, model_bwd)
+for name in NAMES:
+    setattr(dist, name, real[name])
 
 print(
     f"rank {r}: OK tensor parallel GPT loss {loss.item():.6f} == {ref_loss.item():.6f}, grads equal, block all-reduces fwd {fwd} bwd {bwd}",
