@@ -262,6 +262,22 @@ def _all_reduce_unchecked(tensor, group, op=ReduceOp.SUM) -> Work:
     return Work(body(), "all_reduce", pg, deferred=True)
 
 
+def _reduce_scatter_unchecked(output, input, group, op=ReduceOp.SUM) -> Work:
+    """Async reduce_scatter_tensor without the metadata exchange, for callers whose peers match
+    by construction (ZeRO-2's gradient buckets, laid out the same on every rank)."""
+    pg = _group(group, "reduce_scatter_tensor")
+    src = _Reduction(input, "reduce_scatter_tensor", op)
+    out = _Reduction(output, "reduce_scatter_tensor", op)
+    if src.err is not None or out.err is not None:
+        raise src.err or out.err
+
+    def body():
+        yield Op(pg.comm, "reduce_scatter_block", src.spec, out.spec, src.mop)
+        out.finish(op, pg.size())
+
+    return Work(body(), "reduce_scatter_tensor", pg, deferred=True)
+
+
 def reduce(tensor, dst: int | None = None, op=ReduceOp.SUM, group=None, async_op: bool = False, group_dst=None):
     """Reduce ``tensor`` across the group into rank ``dst``'s tensor (the others keep theirs)."""
     pg = _group(group, "reduce")

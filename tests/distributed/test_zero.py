@@ -15,6 +15,7 @@ def test_zero_matches_single_process(n):
         assert len(re.findall(rf"rank \d: OK zero stage {stage} memory", out)) == n, out
         assert len(re.findall(rf"rank \d: OK zero stage {stage} load_state_dict", out)) == n, out
         assert f"rank 0: OK zero stage {stage} consolidated state_dict" in out
+    assert len(re.findall(r"rank \d: OK zero stage 2 reduce-scatters \d+ buckets during backward", out)) == n, out
 
 
 def test_setup_data_parallel_modes_agree():

@@ -6,10 +6,12 @@ optimizer on its own parameters only, so optimizer state (Adam's two moments: 2x
 divided by the world size. Gradients are expected to be averaged already (by DDP); after the
 local step each rank broadcasts the parameters it owns, one flat message per owner.
 
-Stage 2 (``stage=2``, an Ember extension): no DDP. Each parameter group is flattened (padded
-to a multiple of the world size); at ``step`` the flat gradient is reduce-scattered (averaged)
-so each rank receives only its contiguous shard, the full gradients are released, the wrapped
-optimizer updates the rank's shard, and the shards are all-gathered back into the parameters.
+Stage 2 (``stage=2``, an Ember extension): no DDP. Each parameter group is cut into flat
+buckets (``bucket_cap_mb``); during backward, as soon as a bucket's gradients are final, it is
+reduce-scattered (averaged) asynchronously, so each rank receives only its slice while the
+backward goes on, and the full gradients are released (``_zero2.py``). ``step`` waits for the
+buckets, the wrapped optimizer updates the rank's slices, and they are all-gathered back into
+the parameters. After backward ``p.grad`` is None: only the shard's gradient is kept.
 
 Example (``ember run -n 2``):
     >>> opt = ZeroRedundancyOptimizer(ddp_model.parameters(), ember.optim.Adam, lr=1e-3)  # doctest: +SKIP
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.distributed.optim._zero2 import FlatGroup, GradientShards
 from ember.optim.optimizer import Optimizer
 
 __all__ = ["ZeroRedundancyOptimizer"]
@@ -32,8 +35,9 @@ class ZeroRedundancyOptimizer(Optimizer):
         params: parameters or parameter groups (the whole model, on every rank).
         optimizer_class: e.g. ``ember.optim.Adam``; built on this rank's share.
         process_group: the data-parallel group (default: the world).
-        stage: 1 (optimizer state sharded) or 2 (gradients too: reduce-scatter, shard step,
-            all-gather).
+        stage: 1 (optimizer state sharded) or 2 (gradients too: reduce-scattered during
+            backward, shard step, all-gather).
+        bucket_cap_mb: stage 2: the size of the gradient buckets (as DDP's).
         **defaults: the wrapped optimizer's arguments (``lr=...``).
     """
 
@@ -46,6 +50,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         overlap_with_ddp: bool = False,
         *,
         stage: int = 1,
+        bucket_cap_mb: float = 25.0,
         **defaults,
     ):
         from ember.distributed.process_group import _resolve
@@ -66,7 +71,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                 self._local_group(g, parts[self._me]) for g, parts in zip(self.param_groups, self._partition)
             ]
         else:
-            self._flat = [_FlatGroup(g["params"], self._n, self._me) for g in self.param_groups]
+            cap = int(bucket_cap_mb * 1024 * 1024)
+            self._flat = [FlatGroup(g["params"], self._n, self._me, cap) for g in self.param_groups]
+            self._shards = GradientShards(self._flat, self.process_group)
             local_groups = [self._local_group(g, [f.shard_param]) for g, f in zip(self.param_groups, self._flat)]
         self.optim = optimizer_class(local_groups, **defaults)
         for g, lg in zip(self.param_groups, self.optim.param_groups):
@@ -108,12 +115,17 @@ class ZeroRedundancyOptimizer(Optimizer):
             self.optim.step()
             self._broadcast_owned()
         else:
+            self._shards.finish()
             for f in self._flat:
-                f.reduce_scatter_grads(self.process_group)
+                f.refresh_shard()
             self.optim.step()
-            for f in self._flat:
-                f.all_gather_params(self.process_group)
+            self._shards.all_gather_params()
         return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        if self.stage == 2:
+            self._shards.discard()
 
     def _broadcast_owned(self) -> None:
         from ember.distributed import broadcast
@@ -191,14 +203,13 @@ class ZeroRedundancyOptimizer(Optimizer):
         state, k = {}, 0
         for gi, f in enumerate(self._flat):
             shards = [part.get(gi, {}) for part in parts]
+            keys = list(shards[0].items())
             for j, p in enumerate(f.params):
                 entry = {}
-                for key, v in shards[0].items():
+                for key, v in keys:
                     if hasattr(v, "_data") and v._data.shape == f.shard_param._data.shape:
-                        whole = np.concatenate([s[key]._data for s in shards])
-                        entry[key] = _wrap(
-                            whole[f.offsets[j] : f.offsets[j] + p._data.size].reshape(p._data.shape).copy()
-                        )
+                        whole = f.merge([np.asarray(s[key]._data) for s in shards])
+                        entry[key] = _wrap(whole[j].reshape(p._data.shape).copy())
                     else:
                         entry[key] = v
                 if entry:
@@ -252,77 +263,11 @@ class ZeroRedundancyOptimizer(Optimizer):
                 j0 = next(j for j, e in enumerate(entries) if e)
                 for key, v in entries[j0].items():
                     if hasattr(v, "_data") and v._data.size == f.params[j0]._data.size and v._data.ndim:
-                        flat = np.zeros(f.padded, v._data.dtype)
-                        for j, e in enumerate(entries):
-                            if e is not None:
-                                flat[f.offsets[j] : f.offsets[j] + f.params[j]._data.size] = np.asarray(
-                                    e[key]._data
-                                ).reshape(-1)
-                        merged[key] = _wrap(flat[f.lo : f.hi].copy())
+                        values = {j: np.asarray(e[key]._data) for j, e in enumerate(entries) if e is not None}
+                        merged[key] = _wrap(f.cut(values, v._data.dtype))
                     else:
                         merged[key] = v
                 local_state[gi] = merged
         for lg in self.optim.state_dict()["param_groups"]:
             local_groups.append(lg)
         self.optim.load_state_dict({"state": local_state, "param_groups": local_groups})
-
-
-class _FlatGroup:
-    """ZeRO-2 storage of one parameter group: flat parameters/gradients and this rank's shard."""
-
-    def __init__(self, params: list, n: int, me: int):
-        from ember.nn.parameter import Parameter
-        from ember.tensor import _wrap
-
-        self.params = list(params)
-        dtypes = {p._data.dtype for p in self.params}
-        if len(dtypes) != 1:
-            raise TypeError(f"ZeroRedundancyOptimizer(stage=2): a parameter group must have one dtype, got {dtypes}")
-        self.dtype = dtypes.pop()
-        self.offsets, off = [], 0
-        for p in self.params:
-            self.offsets.append(off)
-            off += p._data.size
-        self.numel = off
-        self.padded = -(-off // n) * n
-        self.shard = self.padded // n
-        self.lo, self.hi = me * self.shard, (me + 1) * self.shard
-        flat = self._flatten(lambda p: p._data)
-        self.shard_param = Parameter(_wrap(flat[self.lo : self.hi].copy()))
-
-    def _flatten(self, get) -> np.ndarray:
-        flat = np.zeros(self.padded, self.dtype)
-        for p, o in zip(self.params, self.offsets):
-            a = get(p)
-            if a is not None:
-                flat[o : o + p._data.size] = a.reshape(-1)
-        return flat
-
-    def reduce_scatter_grads(self, pg) -> None:
-        from ember.distributed import ReduceOp, reduce_scatter_tensor
-        from ember.tensor import _wrap
-
-        flat = _wrap(self._flatten(lambda p: p._grad._data if p._grad is not None else None))
-        for p in self.params:
-            p._grad = None  # the full gradient is not kept: only this rank's shard
-        shard = _wrap(np.empty(self.shard, self.dtype))
-        reduce_scatter_tensor(shard, flat, op=ReduceOp.AVG, group=pg)
-        self.shard_param._grad = shard
-        self._refresh_shard()
-
-    def _refresh_shard(self) -> None:
-        """Copy this rank's slice of the parameters into the shard (they may have been loaded or edited)."""
-        dst = self.shard_param._data
-        for p, o in zip(self.params, self.offsets):
-            a, b = max(o, self.lo), min(o + p._data.size, self.hi)
-            if a < b:
-                dst[a - self.lo : b - self.lo] = p._data.reshape(-1)[a - o : b - o]
-
-    def all_gather_params(self, pg) -> None:
-        from ember.distributed import all_gather_into_tensor
-        from ember.tensor import _wrap
-
-        out = np.empty(self.padded, self.dtype)
-        all_gather_into_tensor(_wrap(out), _wrap(np.ascontiguousarray(self.shard_param._data)), group=pg)
-        for p, o in zip(self.params, self.offsets):
-            p._data[...] = out[o : o + p._data.size].reshape(p._data.shape)

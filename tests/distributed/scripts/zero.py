@@ -94,4 +94,26 @@ for stage in (1, 2):
     for a, b in zip(m2.parameters(), ref2.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6)
     print(f"rank {r}: OK zero stage {stage} load_state_dict", flush=True)
+
+# ZeRO-2 overlaps: with one bucket per parameter, every bucket's reduce-scatter starts inside the
+# backward (from its gradients' hooks) and the full gradients are gone when backward returns.
+m = net()
+opt = ZeroRedundancyOptimizer(groups(m), ember.optim.Adam, stage=2, bucket_cap_mb=1e-6, lr=0.01)
+n_buckets = sum(len(f.buckets) for f in opt._flat)
+assert n_buckets == len(list(m.parameters())), n_buckets
+launched_in_backward = []
+losses = []
+for s in range(STEPS):
+    loss = nn.functional.mse_loss(m(X[s][lo:hi]), Y[s][lo:hi])
+    loss.backward()
+    launched_in_backward.append(len(opt._shards.inflight))
+    assert all(p.grad is None for p in m.parameters())
+    opt.step()
+    opt.zero_grad()
+    t = ember.tensor([loss.item()])
+    dist.all_reduce(t, op=dist.ReduceOp.AVG)
+    losses.append(t.item())
+assert launched_in_backward == [n_buckets] * STEPS, launched_in_backward
+np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, err_msg="stage 2, bucketed")
+print(f"rank {r}: OK zero stage 2 reduce-scatters {n_buckets} buckets during backward", flush=True)
 dist.destroy_process_group()
