@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.distributed import _nccl
 from ember.distributed._mpi import as_buffer, mpi, mpi_datatype, reduce_dtype, write_back
 from ember.distributed.process_group import (
     DistBackendError,
@@ -234,6 +235,8 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
     pg = _group(group, "all_reduce")
     if pg is None:
         return _nothing("all_reduce", pg, async_op)
+    if _nccl.applies(pg, tensor):
+        return pg.nccl.all_reduce(tensor, op, async_op)
     red = _Reduction(tensor, "all_reduce", op)
 
     def body():
@@ -306,6 +309,8 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
     pg = _group(group, "reduce_scatter_tensor")
     if pg is None:
         return _nothing("reduce_scatter_tensor", pg, async_op)
+    if _nccl.applies(pg, output, input):
+        return pg.nccl.reduce_scatter_tensor(output, input, op, async_op)
     n = pg.size()
     src = _Reduction(input, "reduce_scatter_tensor", op)
     out = _Reduction(output, "reduce_scatter_tensor", op)
@@ -359,6 +364,8 @@ def broadcast(tensor, src: int | None = None, group=None, async_op: bool = False
     if pg is None:
         return _nothing("broadcast", pg, async_op)
     root = _root(pg, 0 if src is None else src, group_src, "src")
+    if _nccl.applies(pg, tensor):
+        return pg.nccl.broadcast(tensor, root, async_op)
     arr, own = as_buffer(tensor)
 
     def body():
@@ -379,6 +386,8 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op: bo
     pg = _group(group, "all_gather_into_tensor")
     if pg is None:
         return _nothing("all_gather_into_tensor", pg, async_op)
+    if _nccl.applies(pg, output_tensor, input_tensor):
+        return pg.nccl.all_gather_into_tensor(output_tensor, input_tensor, async_op)
     src, _ = as_buffer(input_tensor)
     dst, own = as_buffer(output_tensor)
     err = None

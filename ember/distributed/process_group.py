@@ -2,7 +2,8 @@
 
 Every group owns an MPI communicator. ``"mpi"`` is the native backend; ``"gloo"`` is accepted and
 served by the same MPI communicators on CPU, so unmodified PyTorch CPU scripts run; ``"nccl"``
-needs a CUDA device (none is present on CPU-only machines, and the error says so).
+needs a CUDA device and CuPy: its groups also get an NCCL communicator (``_nccl.py``) that runs
+the collectives of CUDA tensors; elsewhere it is a clear error.
 
 Example (run with ``ember run -n 2 script.py``):
     >>> import ember.distributed as dist
@@ -107,6 +108,7 @@ class ProcessGroup:
         self.timeout = timeout
         self.group_name = name
         self._global_to_group = {g: i for i, g in enumerate(self.ranks)}
+        self.nccl = None  # NCCL communicator (backend "nccl" on a GPU): CUDA tensors' collectives
 
     def rank(self) -> int:
         return self.comm.Get_rank() if self.comm is not None else -1
@@ -262,6 +264,10 @@ def init_process_group(
             f"init_process_group: world_size={world_size}, rank={rank} disagree with the MPI job (size {size}, rank {me})"
         )
     world = ProcessGroup(comm, list(range(size)), str(name), _seconds(timeout), group_name or "default_pg")
+    if name == Backend.NCCL:
+        from ember.distributed._nccl import NcclComm
+
+        world.nccl = NcclComm(world)
     _state.world = world
     _state.groups = [world]
     GroupMember.WORLD = world
@@ -331,6 +337,12 @@ def new_group(
         comm = None
     t = _seconds(timeout) if timeout is not None else world.timeout
     g = ProcessGroup(comm, ranks, str(Backend(backend)) if backend else world.backend, t, group_desc or "")
+    if g.backend == Backend.NCCL and comm is not None:
+        if not _cuda_present():
+            raise RuntimeError("ember.distributed: new_group(backend='nccl') needs a CUDA GPU and CuPy's NCCL")
+        from ember.distributed._nccl import NcclComm
+
+        g.nccl = NcclComm(g)
     _state.groups.append(g)
     return g
 
