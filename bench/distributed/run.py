@@ -62,6 +62,7 @@ def main() -> int:
                 add(f"ddp1 {model} {fw}", launch(fw, 1, "ddp", model))
         add("allreduce ember", launch("ember", 2, "allreduce"))
         add("allreduce torch", launch("torch", 2, "allreduce"))
+        add("zero", launch("ember", 2, "zero"))
         add("trace", launch("ember", 2, "trace"))
         add("tp", launch("ember", 2, "tp"))
         add("pp", launch("ember", 2, "pp", "4"))
@@ -107,6 +108,14 @@ def main() -> int:
         f"| all-reduce spans running beside backward (trace, share of the step) | "
         f"{100 * med(res['trace'], 'comm_span_fraction'):.1f}% | |"
     )
+    z = res["zero"]
+    lines.append(f"| GPT parameters (fp32) | {z[0]['params_MB']:.2f} MB on every rank | |")
+    for mode, what in (("ddp", "DDP + Adam"), ("zero1", "DDP + ZeRO-1 Adam"), ("zero2", "ZeRO-2 Adam")):
+        step = statistics.median(r[mode]["step_ms"] for r in z)
+        lines.append(
+            f"| {what}, GPT, 2 ranks: step; per rank: optimizer state, gradients held | {step:.1f} ms; "
+            f"{z[0][mode]['optimizer_state_MB']:.2f} MB, {z[0][mode]['grads_MB']:.2f} MB | reported |"
+        )
     tp = res["tp"]
     lines.append(
         f"| tensor parallel GPT fwd+bwd, 2 ranks vs 1 process | {med(tp, 'tp_ms'):.1f} ms vs {med(tp, 'single_ms'):.1f} ms "

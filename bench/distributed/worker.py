@@ -4,7 +4,8 @@
     python -m torch.distributed.run --nproc-per-node 2 bench/distributed/worker.py torch ddp gpt
 
 Tasks: ``ddp MODEL`` (median training step with DistributedDataParallel, MODEL mlp|gpt),
-``allreduce`` (16 MB float32), ``trace`` (Ember: exposed communication of a DDP GPT step read
+``allreduce`` (16 MB float32), ``zero`` (Ember: DDP + Adam against ZeRO-1 and ZeRO-2, step time
+and bytes held per rank), ``trace`` (Ember: exposed communication of a DDP GPT step read
 from the profiler's Chrome trace), ``tp`` / ``pp`` (Ember: tensor / pipeline parallel GPT-sized
 steps against one process). Rank 0 prints one ``RESULT {json}`` line.
 """
@@ -161,6 +162,45 @@ elif TASK == "trace":
         comm_span_fraction=statistics.median(overlapped),
         buckets=len(ddp._buckets),
     )
+
+elif TASK == "zero":  # Ember: DDP + Adam against ZeRO-1 and ZeRO-2, step time and bytes held per rank
+    from ember.distributed.optim import ZeroRedundancyOptimizer
+
+    def nbytes(arrays):
+        return sum(a.nbytes for a in arrays)
+
+    rows = {}
+    for mode in ("ddp", "zero1", "zero2"):
+        model, loss_fn = gpt()
+        params = list(model.parameters())
+        if mode == "ddp":
+            wrapped = DDP(model)
+            opt = torch.optim.Adam(params, lr=1e-3)
+        elif mode == "zero1":
+            wrapped = DDP(model)
+            opt = ZeroRedundancyOptimizer(params, torch.optim.Adam, stage=1, lr=1e-3)
+        else:
+            wrapped = model
+            opt = ZeroRedundancyOptimizer(params, torch.optim.Adam, stage=2, lr=1e-3)
+        sec = median_time(train_step(wrapped, loss_fn, opt))
+        loss_fn(wrapped).backward()  # gradients as they stand after a backward, before the step
+        inner = opt.optim if mode != "ddp" else opt
+        state = nbytes(v._data for st in inner.state.values() for v in st.values() if hasattr(v, "_data"))
+        grads = nbytes(p._grad._data for p in params if p._grad is not None)
+        if mode == "zero2":
+            opt._shards.finish()
+            grads += nbytes(f.shard_param._grad._data for f in opt._flat)
+        else:
+            grads += nbytes(b.flat for b in wrapped._buckets)  # DDP's bucket buffers
+        opt.zero_grad()
+        mem = torch.tensor([state, grads], dtype=torch.float64)
+        dist.all_reduce(mem, op=dist.ReduceOp.MAX)
+        rows[mode] = {
+            "step_ms": sec * 1e3,
+            "optimizer_state_MB": mem[0].item() / 2**20,
+            "grads_MB": mem[1].item() / 2**20,
+        }
+    result(params_MB=nbytes(p._data for p in params) / 2**20, **rows)
 
 elif TASK in ("tp", "pp"):
     import ember
