@@ -109,3 +109,17 @@ def test_expert_parallel_moe_gpt_equals_data_parallel(corpus, tmp_path):
     for k in w_dp:  # every expert, gathered from its owner
         np.testing.assert_allclose(w_ep[k], w_dp[k], rtol=1e-4, atol=1e-5, err_msg=k)
     assert _reload_and_evaluate(tmp_path / "ep", data) == pytest.approx(ep["test_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_sharded_modes_on_4_ranks(corpus, tmp_path):
+    gpt = ["--model", "gpt", "--text", str(corpus), "--epochs", "1"]
+    _train(*gpt, "--out", str(tmp_path / "one"))
+    for mode in ("tp", "pp"):
+        _train(*gpt, "--out", str(tmp_path / mode), "--parallel", mode, n=4, timeout=240)
+        assert _final(tmp_path / mode)["train_loss"] == pytest.approx(_final(tmp_path / "one")["train_loss"], rel=1e-5)
+    moe = ["--model", "moe-gpt", "--text", str(corpus), "--epochs", "1"]
+    for mode in ("dp", "ep"):
+        _train(*moe, "--out", str(tmp_path / f"moe-{mode}"), "--parallel", mode, n=4, timeout=240)
+    ep, dp = _final(tmp_path / "moe-ep"), _final(tmp_path / "moe-dp")
+    assert ep["train_loss"] == pytest.approx(dp["train_loss"], rel=1e-5)
