@@ -13,8 +13,8 @@ Collective count, read as Megatron-LM's "one all-reduce per block in each direct
 the forward and two in the backward. That is the minimum without sequence parallelism: the
 LayerNorm and the residual between the two blocks need the whole (summed) activation, so the
 attention output must be reduced before the MLP can start. The whole GPT adds one forward
-all-reduce for the embedding, one backward all-reduce for the head's input and three small
-(B*T,) all-reduces for the vocabulary-parallel cross-entropy; nothing else is communicated
+all-reduce for the embedding, one backward all-reduce for the head's input and two small
+(B*T)-row all-reduces for the vocabulary-parallel cross-entropy; nothing else is communicated
 (``tests/distributed/scripts/tp.py`` counts them).
 
 Example (``ember run -n 2``):
@@ -171,8 +171,9 @@ class VocabParallelEmbedding(nn.Module):
 def vocab_parallel_cross_entropy(logits, target, group=None, vocab_start: int | None = None):
     """Mean cross-entropy of logits split along the vocabulary (last dim) without gathering them.
 
-    Three all-reduces of (N,)-sized tensors (max, sum of exponentials, target logit) replace the
-    all-gather of (N, V) logits. ``logits``: (N, V/n) this rank's slice; ``target``: (N,) ids.
+    Two all-reduces of (N,)-sized data (the max; then the sum of exponentials and the target
+    logit together, as one (N, 2) tensor) replace the all-gather of (N, V) logits.
+    ``logits``: (N, V/n) this rank's slice; ``target``: (N,) ids.
     """
     v_local = logits.shape[-1]
     lo = dist.get_rank(group) * v_local if vocab_start is None else vocab_start
@@ -180,11 +181,11 @@ def vocab_parallel_cross_entropy(logits, target, group=None, vocab_start: int | 
         m = logits.max(dim=-1).values
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
     shifted = logits - m.unsqueeze(-1)  # (N, V/n); the max is a constant for the gradient
-    sum_exp = reduce_from_group(shifted.exp().sum(dim=-1), group)  # (N,)
     inside = (target >= lo) & (target < lo + v_local)
     local_t = (target - lo).masked_fill(~inside, 0)
     picked = shifted.gather(-1, local_t.unsqueeze(-1)).squeeze(-1).masked_fill(~inside, 0.0)
-    target_logit = reduce_from_group(picked, group)
+    both = reduce_from_group(ember.stack([shifted.exp().sum(dim=-1), picked], dim=-1), group)  # (N, 2)
+    sum_exp, target_logit = both[:, 0], both[:, 1]
     return (sum_exp.log() - target_logit).mean()
 
 
