@@ -105,6 +105,10 @@ def main() -> int:
         f"{100 * med(res['trace'], 'exposed_fraction'):.1f}% | <= 10% |"
     )
     lines.append(
+        f"| same, on the rank that reaches the wait last (per step, the smaller of the two ranks) | "
+        f"{100 * med(res['trace'], 'exposed_fraction_min_rank'):.1f}% | <= 10% |"
+    )
+    lines.append(
         f"| all-reduce spans running beside backward (trace, share of the step) | "
         f"{100 * med(res['trace'], 'comm_span_fraction'):.1f}% | |"
     )

@@ -157,8 +157,13 @@ elif TASK == "trace":
         comm = sum(e["dur"] for e in events if e["cat"] == "communication" and e["name"] == "all_reduce") / 1e6
         fractions.append(exposed / wall)
         overlapped.append(max(comm - exposed, 0.0) / wall)
+    # The rank that reaches the wait last waits for communication alone; the other one also waits
+    # for it (load imbalance). The smaller of the two per step is the exposed communication proper.
+    both = torch.tensor(fractions, dtype=torch.float64)
+    dist.all_reduce(both, op=dist.ReduceOp.MIN)
     result(
         exposed_fraction=statistics.median(fractions),
+        exposed_fraction_min_rank=statistics.median(both.tolist()),
         comm_span_fraction=statistics.median(overlapped),
         buckets=len(ddp._buckets),
     )
