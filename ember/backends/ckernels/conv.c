@@ -15,12 +15,22 @@
  * Max pooling is here too: a window loop per output pixel on the NCHW planes, no packing.
  */
 
-#define VB 32 /* bytes per vector: AVX; the compiler splits it where the CPU has narrower ones */
-#define VL ((int64_t)(VB / sizeof(real)))
-#define OB (2 * VL)
-#define XB 4 /* output pixels per register block */
-#define CB 4 /* input channels per register block of the weight gradient */
-
+#ifndef EMBER_CONV_GEOMETRY
+#define EMBER_CONV_GEOMETRY
+#ifdef __AVX512F__
+/* 32 zmm registers of 64 bytes: one vector is the whole block of output channels (OB = VL), and
+ * XB = 14 output pixels give 14 independent accumulators (an FMA's latency times the two FMA
+ * pipes needs at least 8 in flight). The pixel counts of the CNNs here (28*28, 14*14) are
+ * multiples of 14; other remainders go in blocks of 8, 4, 2 and 1. */
+#define VB 64
+#define NV 1
+#define XB 14
+#define KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+/* AVX: two 32-byte vectors per block of output channels, 4 pixels, 8 accumulators. */
+#define VB 32 /* bytes per vector; the compiler splits it where the CPU has narrower ones */
+#define NV 2
+#define XB 4
 /* Without this GCC re-loads a vector that several FMAs share as a memory operand of each of them
  * (3 loads per 2 FMAs instead of 1.5), and the inner loops become load-bound. Only where the
  * vector type is one AVX register; elsewhere the compiler is left to itself. */
@@ -29,6 +39,14 @@
 #else
 #define KEEP_IN_REGISTER(v) ((void)0)
 #endif
+#endif
+#define CB 4 /* input channels per register block of the weight gradient */
+#define XU (8 / (CB * NV)) /* independent pixel chains of the weight gradient */
+#endif
+#undef VL
+#undef OB
+#define VL ((int64_t)(VB / sizeof(real)))
+#define OB (NV * VL) /* 64 bytes of output channels in either case: ops.py's _ob */
 
 typedef real K(vec) __attribute__((vector_size(VB)));
 typedef real K(uvec) __attribute__((vector_size(VB), aligned(sizeof(real)))); /* unaligned access */
@@ -65,27 +83,28 @@ static inline __attribute__((always_inline)) void K(conv_block)(const real *cons
                                                                  const real *w, real *out, const real *bias,
                                                                  int64_t C, int64_t kh, int64_t kw, int64_t si,
                                                                  int64_t sj, int64_t plane, int64_t nk, const int nx) {
-    K(vec) acc[XB][2];
-    for (int b = 0; b < nx; b++) acc[b][0] = acc[b][1] = (K(vec)){0};
+    K(vec) acc[XB][NV];
+    for (int b = 0; b < nx; b++)
+        for (int v = 0; v < NV; v++) acc[b][v] = (K(vec)){0};
     for (int64_t i = 0; i < kh; i++)
         for (int64_t j = 0; j < kw; j++) {
             int64_t off = i * si + j * sj;
             const real *wr = w + (i * kw + j) * C * OB;
             for (int64_t c = 0; c < C; c++, wr += OB) {
-                K(vec) w0 = *(const K(uvec) *)wr, w1 = *(const K(uvec) *)(wr + VL);
-                KEEP_IN_REGISTER(w0);
-                KEEP_IN_REGISTER(w1);
+                K(vec) wv[NV];
+                for (int v = 0; v < NV; v++) {
+                    wv[v] = *(const K(uvec) *)(wr + v * VL);
+                    KEEP_IN_REGISTER(wv[v]);
+                }
                 for (int b = 0; b < nx; b++) {
-                    real v = x[b][off + c];
-                    acc[b][0] += v * w0;
-                    acc[b][1] += v * w1;
+                    real xv = x[b][off + c];
+                    for (int v = 0; v < NV; v++) acc[b][v] += xv * wv[v];
                 }
             }
         }
     for (int b = 0; b < nx; b++) {
         real r[OB];
-        *(K(uvec) *)r = acc[b][0];
-        *(K(uvec) *)(r + VL) = acc[b][1];
+        for (int v = 0; v < NV; v++) *(K(uvec) *)(r + v * VL) = acc[b][v];
         for (int64_t k = 0; k < nk; k++) out[k * plane + at[b]] = bias ? r[k] + bias[k] : r[k];
     }
 }
@@ -116,11 +135,21 @@ void K(conv_fwd)(const real *xp, const real *w, const real *bias, real *out, int
                     xs[b] = ximg + (y * sh * Wp + x * sw) * C;
                     at[b] = y * o_row + x * o_col;
                 }
-                if (nx == XB)
+                if (nx == XB) {
                     K(conv_block)(xs, at, wb, o, bb, C, kh, kw, si, sj, plane, nk, XB);
-                else
-                    for (int b = 0; b < nx; b++)
-                        K(conv_block)(xs + b, at + b, wb, o, bb, C, kh, kw, si, sj, plane, nk, 1);
+                    continue;
+                }
+                /* the image's last, partial block: in blocks of 8, 4, 2, 1 pixels (constant sizes,
+                 * so each is unrolled with its accumulators in registers) */
+                int b = 0;
+#if XB > 8
+                for (; b + 8 <= nx; b += 8) K(conv_block)(xs + b, at + b, wb, o, bb, C, kh, kw, si, sj, plane, nk, 8);
+#endif
+#if XB > 4
+                for (; b + 4 <= nx; b += 4) K(conv_block)(xs + b, at + b, wb, o, bb, C, kh, kw, si, sj, plane, nk, 4);
+#endif
+                for (; b + 2 <= nx; b += 2) K(conv_block)(xs + b, at + b, wb, o, bb, C, kh, kw, si, sj, plane, nk, 2);
+                for (; b < nx; b++) K(conv_block)(xs + b, at + b, wb, o, bb, C, kh, kw, si, sj, plane, nk, 1);
             }
         }
 }
@@ -150,26 +179,37 @@ void K(conv_wgrad)(const real *xp, const real *g, real *gw, int64_t N, int64_t H
                     real *gwt = gwt0 + (i * kw + j) * Cp * Op;
                     for (int64_t cb = 0; cb < Cp; cb += CB)
                         for (int64_t ob = 0; ob < Op; ob += OB) {
-                            K(vec) acc[CB][2];
+                            /* XU pixel chains of accumulators (summed at the end), so that
+                             * CB * NV * XU >= 8 FMAs are independent */
+                            K(vec) acc[XU][CB][NV];
                             real *a = gwt + cb * Op + ob;
-                            for (int k = 0; k < CB; k++) {
-                                acc[k][0] = *(K(uvec) *)(a + k * Op);
-                                acc[k][1] = *(K(uvec) *)(a + k * Op + VL);
-                            }
-                            const real *xr = xrow + cb, *gr = grow + ob;
-                            for (int64_t x = 0; x < Wo; x++, xr += xstep, gr += Op) {
-                                K(vec) g0 = *(const K(uvec) *)gr, g1 = *(const K(uvec) *)(gr + VL);
-                                KEEP_IN_REGISTER(g0);
-                                KEEP_IN_REGISTER(g1);
-                                for (int k = 0; k < CB; k++) {
-                                    acc[k][0] += xr[k] * g0;
-                                    acc[k][1] += xr[k] * g1;
+                            for (int k = 0; k < CB; k++)
+                                for (int v = 0; v < NV; v++) {
+                                    acc[0][k][v] = *(K(uvec) *)(a + k * Op + v * VL);
+                                    for (int u = 1; u < XU; u++) acc[u][k][v] = (K(vec)){0};
                                 }
-                            }
-                            for (int k = 0; k < CB; k++) {
-                                *(K(uvec) *)(a + k * Op) = acc[k][0];
-                                *(K(uvec) *)(a + k * Op + VL) = acc[k][1];
-                            }
+                            const real *xr = xrow + cb, *gr = grow + ob;
+                            int64_t x = 0;
+                            for (; x + XU <= Wo; x += XU, xr += XU * xstep, gr += XU * Op)
+                                for (int u = 0; u < XU; u++) {
+                                    K(vec) gv[NV];
+                                    for (int v = 0; v < NV; v++) {
+                                        gv[v] = *(const K(uvec) *)(gr + u * Op + v * VL);
+                                        KEEP_IN_REGISTER(gv[v]);
+                                    }
+                                    for (int k = 0; k < CB; k++)
+                                        for (int v = 0; v < NV; v++) acc[u][k][v] += xr[u * xstep + k] * gv[v];
+                                }
+                            for (; x < Wo; x++, xr += xstep, gr += Op)
+                                for (int v = 0; v < NV; v++) {
+                                    K(vec) gv = *(const K(uvec) *)(gr + v * VL);
+                                    for (int k = 0; k < CB; k++) acc[0][k][v] += xr[k] * gv;
+                                }
+                            for (int k = 0; k < CB; k++)
+                                for (int v = 0; v < NV; v++) {
+                                    for (int u = 1; u < XU; u++) acc[0][k][v] += acc[u][k][v];
+                                    *(K(uvec) *)(a + k * Op + v * VL) = acc[0][k][v];
+                                }
                         }
                 }
         }
