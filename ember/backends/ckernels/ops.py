@@ -36,6 +36,13 @@ __all__ = [
     "conv2d_weight_grad",
     "max_pool2d",
     "max_pool2d_backward",
+    "has_gemm",
+    "GEMM_MIN",
+    "matmul",
+    "linear",
+    "pack_b",
+    "lstm_sequence_forward",
+    "lstm_sequence_backward",
 ]
 
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
@@ -419,3 +426,117 @@ def max_pool2d_backward(g, idx, in_shape: tuple):
     n, c = in_shape[:2]
     fn(g, idx, gx, n * c, in_shape[2] * in_shape[3], g[0, 0].size, _threads(gx.size))
     return gx
+
+
+# --------------------------------------------------------------------------- GEMM and LSTM loops
+# gemm.c: used where the library is built for AVX-512 (``has_gemm``), float32/float64.
+def has_gemm(dtype) -> bool:
+    """Whether :func:`matmul` and the LSTM loops below run for ``dtype``: float32/float64 and a
+    library built for AVX-512 (on AVX2 NumPy's BLAS is faster than these tiles)."""
+    return np.dtype(dtype) in _SUFFIX and ckernels.get() is not None and ckernels.has_avx512()
+
+
+def _strided(a):
+    """A 2-D array as ``(buffer, row stride, column stride)`` in elements, the buffer a contiguous
+    array or ``(contiguous array, offset)``: no copy for C- or Fortran-ordered arrays (a transposed
+    view) nor for a view with one unit stride into a contiguous array (columns sliced off)."""
+    if a.flags.c_contiguous:
+        return a, a.shape[1], 1
+    if a.flags.f_contiguous:
+        return a.T, 1, a.shape[0]
+    isz, (s0, s1) = a.itemsize, a.strides
+    base = a
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    if min(s0, s1) == isz and max(s0, s1) % isz == 0 and base.flags.c_contiguous and base.dtype == a.dtype:
+        return (base.reshape(-1), (a.ctypes.data - base.ctypes.data) // isz), s0 // isz, s1 // isz
+    return np.ascontiguousarray(a), a.shape[1], 1
+
+
+def _gnr(dtype) -> int:
+    return 128 // np.dtype(dtype).itemsize  # gemm.c's GNR: two 64-byte vectors
+
+
+# Below this many multiply-adds the call's checks cost more than the tiles gain over BLAS.
+GEMM_MIN = 1 << 21
+
+
+def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
+    """``a @ b`` (or ``out += a @ b``) of 2-D arrays with the AVX-512 tiles; ``a`` and ``b`` may be
+    transposed views. None where :func:`has_gemm` is false, the shapes do not fit or the product
+    has fewer than ``minimum`` multiply-adds."""
+    fn = _fn("gemm", a, b, out)
+    if fn is None or not ckernels.has_avx512() or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        return None
+    (m, kd), n = a.shape, b.shape[1]
+    if b.size == 0 or m == 0 or n == 0 or kd == 0 or m * n * kd < minimum:
+        return None
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    elif out.shape != (m, n) or not out.flags.c_contiguous:
+        return None
+    av, rsa, csa = _strided(a)
+    bv, rsb, csb = _strided(b)
+    scratch = np.empty(_round_up(n, _gnr(a.dtype)) * min(kd, 256), a.dtype)
+    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), scratch, 1)
+    return out
+
+
+def linear(x2, w, b):
+    """``x2 @ w.T + b`` (``b`` may be None) of a 2-D ``x2`` with the AVX-512 tiles, or None (see
+    :func:`matmul`)."""
+    if b is not None and (type(b) is not np.ndarray or b.dtype != x2.dtype or b.shape != (w.shape[0],)):
+        return None
+    out = None
+    if b is not None and type(x2) is np.ndarray and x2.ndim == 2:
+        out = np.empty((x2.shape[0], w.shape[0]), x2.dtype)
+        out[...] = b
+    return matmul(x2, w.T, out, accumulate=b is not None)
+
+
+def pack_b(b):
+    """``b`` (K, N), possibly a transposed view, packed for the GEMM tiles: (ceil(N/GNR), K, GNR)."""
+    fn = _fn("gemm_pack_b", b)
+    kd, n = b.shape
+    bv, rsb, csb = _strided(b)
+    gnr = _gnr(b.dtype)
+    bp = np.empty((-(-n // gnr), kd, gnr), b.dtype)
+    fn(bv, rsb, csb, kd, n, bp)
+    return bp
+
+
+def lstm_sequence_forward(gi, bias, w_hh, state, reverse: bool):
+    """One LSTM direction forward in one call: ``gi`` (T, B, 4H) input projections, ``w_hh`` (4H, H),
+    ``state`` (B, 2H) = [h0 | c0]. Returns ``(out (T, B, 2H) of [h | c], act (T, B, 4H) gate
+    activations in order i, f, g, o, tanh(c) (T, B, H))`` or None (see :func:`has_gemm`)."""
+    fn = _fn("lstm_seq_fwd", gi, bias, w_hh, state)
+    if fn is None or not ckernels.has_avx512() or gi.ndim != 3 or gi.shape[0] == 0:
+        return None
+    steps, batch, g4 = gi.shape
+    hsz = g4 // 4
+    gi, state = _c(gi), _c(state)
+    bias = None if bias is None else _c(bias)
+    out = np.empty((steps, batch, 2 * hsz), gi.dtype)
+    act = np.empty_like(gi)
+    tc = np.empty((steps, batch, hsz), gi.dtype)
+    hh = np.empty((batch, g4), gi.dtype)
+    fn(gi, bias, pack_b(w_hh.T), state, 2 * hsz, act, out, tc, hh, steps, batch, hsz, int(reverse))
+    return out, act, tc
+
+
+def lstm_sequence_backward(act, prev, tc, gout, w_hh, reverse: bool):
+    """Backpropagation through one LSTM direction in one call, from :func:`lstm_sequence_forward`'s
+    ``act`` and ``tc``, each step's starting state ``prev`` (T, B, 2H) and the output gradient
+    ``gout`` (T, B, 2H). Returns ``(dgates (T, B, 4H), carry_h, carry_c)`` (the last two: the
+    gradient of the initial h and c), or None."""
+    fn = _fn("lstm_seq_bwd", act, prev, tc, gout, w_hh)
+    if fn is None or not ckernels.has_avx512():
+        return None
+    steps, batch, g4 = act.shape
+    hsz = g4 // 4
+    gout = _c(gout)
+    dgates = np.empty_like(act)
+    carry_h = np.zeros((batch, hsz), act.dtype)
+    carry_c = np.zeros((batch, hsz), act.dtype)
+    fn(act, _c(prev), tc, gout, pack_b(w_hh), carry_h, carry_c, dgates, steps, batch, hsz, int(reverse))
+    return dgates, carry_h, carry_c

@@ -59,6 +59,13 @@ DECLARATIONS = {
     "N Hp Wp Cp Ho Wo Op g_img g_row kh kw sh sw dh dw nt:int",
     "max_pool2d_fwd": "x[P*H*W] !out[P*Ho*Wo] !indices:i64[P*Ho*Wo] P H W Ho Wo kh kw sh sw ph pw dh dw nt:int",
     "max_pool2d_bwd": "grad[P*Q] indices:i64[P*Q] !grad_input[P*HW] P HW Q nt:int",
+    "gemm_pack_b": "b[>(K-1)*rsb+(N-1)*csb+1] rsb csb K N !bp[-(-N//(2*OB))*2*OB*K]",
+    "gemm": "a[>(M-1)*rsa+(K-1)*csa+1] rsa csa b[>(K-1)*rsb+(N-1)*csb+1] rsb csb !c[>(M-1)*ldc+N] ldc M N K "
+    "acc:int !bp[>-(-N//(2*OB))*2*OB*min(K,256)] nt:int",
+    "lstm_seq_fwd": "gi[T*B*4*H] bias?[4*H] wp[-(-4*H//(2*OB))*2*OB*H] state[>(B-1)*s_stride+2*H] s_stride !act[T*B*4*H] "
+    "!out[T*B*2*H] !tc[T*B*H] !hh[B*4*H] T B H reverse:int",
+    "lstm_seq_bwd": "act[T*B*4*H] prev[T*B*2*H] tc[T*B*H] grad[T*B*2*H] wp[-(-H//(2*OB))*2*OB*4*H] !carry_h[B*H] !carry_c[B*H] "
+    "!dgates[T*B*4*H] T B H reverse:int",
 }
 
 REQUIRES = {  # conditions between scalars that the extents alone do not cover
@@ -67,11 +74,15 @@ REQUIRES = {  # conditions between scalars that the extents alone do not cover
     "conv_wgrad": ["Cp % 4 == 0", "Op % OB == 0", "Ho >= 1", "Wo >= 1"],
     "lstm_fwd_step": ["c_stride >= H"],
     "lstm_bwd_step": ["c_stride >= H"],
+    "gemm_pack_b": ["min(K, N) >= 1", "min(rsb, csb) >= 0"],
+    "gemm": ["min(M, N, K) >= 1", "min(rsa, csa, rsb, csb) >= 0", "ldc >= N"],
+    "lstm_seq_fwd": ["s_stride >= 2 * H", "min(T, B, H) >= 1"],
+    "lstm_seq_bwd": ["min(T, B, H) >= 1"],
 }
 
 _CTYPES = {"": ctypes.c_int64, "int": ctypes.c_int, "dbl": ctypes.c_double}
 _FIXED = {"i64": np.dtype(np.int64), "f64": np.dtype(np.float64)}
-_SAFE = {"__builtins__": {}}
+_SAFE = {"__builtins__": {}, "min": min}
 
 
 class Param:
