@@ -22,10 +22,10 @@ from ember.backends.ckernels import optim as ck_optim
 from ember.nn.functional import activation as _act
 from ember.nn.functional import attention as _attn
 from ember.nn.functional import conv as _conv
-from ember.nn.functional.linear import _LINEAR, _LINEAR_BACKWARD, _linear_backward_impl, _linear_impl
 from ember.nn.functional import normalization as _norm
 from ember.nn.functional import pooling as _pool
 from ember.nn.functional import rnn as _rnn
+from ember.nn.functional.linear import _LINEAR, _LINEAR_BACKWARD, _linear_backward_impl, _linear_impl
 from ember.ops import fused as _fused
 
 __all__ = ["register"]
