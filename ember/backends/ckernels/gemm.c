@@ -130,14 +130,15 @@ void K(gemm)(const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb
 /* The forward time loop of one LSTM direction: per step t (in order, or reversed) hh = h W_hh^T
  * from wp (W_hh^T packed: depth H, 4H columns), then the fused pointwise step (kernels.c) from
  * gi[t] (B, 4H). The first step reads h and c from state (B, 2H rows of stride s_stride), later
- * ones from the previous step's out row [h | c]. hh is (B, 4H) scratch. */
+ * ones from the previous step's out row [h | c]. hh is (B, 4H) scratch. The GEMMs' column panels
+ * are shared between nt threads (each thread writes its own columns: the same sums for any nt). */
 void K(lstm_seq_fwd)(const real *gi, const real *bias, const real *wp, const real *state, int64_t s_stride, real *act,
-                     real *out, real *tc, real *hh, int64_t T, int64_t B, int64_t H, int reverse) {
+                     real *out, real *tc, real *hh, int64_t T, int64_t B, int64_t H, int reverse, int nt) {
     const real *h = state;
     int64_t hs = s_stride;
     for (int64_t s = 0; s < T; s++) {
         int64_t t = reverse ? T - 1 - s : s;
-        K(gemm_packed)(h, hs, 1, wp, hh, 4 * H, B, 4 * H, H, 0, 1);
+        K(gemm_packed)(h, hs, 1, wp, hh, 4 * H, B, 4 * H, H, 0, nt);
         real *o = out + t * B * 2 * H;
         K(lstm_fwd_step)(gi + t * B * 4 * H, bias, hh, h + H, hs, act + t * B * 4 * H, o, tc + t * B * H, B, H);
         h = o;
@@ -151,12 +152,12 @@ void K(lstm_seq_fwd)(const real *gi, const real *bias, const real *wp, const rea
  * carry_c come in as the gradients reaching the last step's output and leave as those of the
  * initial state. */
 void K(lstm_seq_bwd)(const real *act, const real *prev, const real *tc, const real *gout, const real *wp,
-                     real *carry_h, real *carry_c, real *dgates, int64_t T, int64_t B, int64_t H, int reverse) {
+                     real *carry_h, real *carry_c, real *dgates, int64_t T, int64_t B, int64_t H, int reverse, int nt) {
     for (int64_t s = 0; s < T; s++) {
         int64_t t = reverse ? s : T - 1 - s;
         real *dg = dgates + t * B * 4 * H;
         K(lstm_bwd_step)(act + t * B * 4 * H, prev + t * B * 2 * H + H, 2 * H, tc + t * B * H, gout + t * B * 2 * H,
                          carry_h, carry_c, dg, B, H);
-        K(gemm_packed)(dg, 4 * H, 1, wp, carry_h, H, B, H, 4 * H, 0, 1);
+        K(gemm_packed)(dg, 4 * H, 1, wp, carry_h, H, B, H, 4 * H, 0, nt);
     }
 }

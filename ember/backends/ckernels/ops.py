@@ -478,7 +478,7 @@ def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
     av, rsa, csa = _strided(a)
     bv, rsb, csb = _strided(b)
     scratch = np.empty(_round_up(n, _gnr(a.dtype)) * min(kd, 256), a.dtype)
-    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), scratch, 1)
+    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), scratch, _threads(m * n * kd // 64))
     return out
 
 
@@ -520,7 +520,8 @@ def lstm_sequence_forward(gi, bias, w_hh, state, reverse: bool):
     act = np.empty_like(gi)
     tc = np.empty((steps, batch, hsz), gi.dtype)
     hh = np.empty((batch, g4), gi.dtype)
-    fn(gi, bias, pack_b(w_hh.T), state, 2 * hsz, act, out, tc, hh, steps, batch, hsz, int(reverse))
+    nt = _threads(batch * g4 * hsz // 64)
+    fn(gi, bias, pack_b(w_hh.T), state, 2 * hsz, act, out, tc, hh, steps, batch, hsz, int(reverse), nt)
     return out, act, tc
 
 
@@ -538,5 +539,6 @@ def lstm_sequence_backward(act, prev, tc, gout, w_hh, reverse: bool):
     dgates = np.empty_like(act)
     carry_h = np.zeros((batch, hsz), act.dtype)
     carry_c = np.zeros((batch, hsz), act.dtype)
-    fn(act, _c(prev), tc, gout, pack_b(w_hh), carry_h, carry_c, dgates, steps, batch, hsz, int(reverse))
+    nt = _threads(batch * g4 * hsz // 64)
+    fn(act, _c(prev), tc, gout, pack_b(w_hh), carry_h, carry_c, dgates, steps, batch, hsz, int(reverse), nt)
     return dgates, carry_h, carry_c
