@@ -77,9 +77,41 @@ def test_kernel_checks_buffers(tiles):
     fn = ckops._fn("gemm", np.zeros(1, np.float32))
     a, b = np.zeros((4, 8), np.float32), np.zeros((8, 4), np.float32)
     with pytest.raises(RuntimeError, match="should contain at least"):
-        fn(a, 8, 1, b, 4, 1, np.zeros(15, np.float32), 4, 4, 4, 8, 0, np.zeros(512, np.float32), 1)
+        fn(
+            a,
+            8,
+            1,
+            b,
+            4,
+            1,
+            np.zeros(15, np.float32),
+            4,
+            4,
+            4,
+            8,
+            0,
+            np.zeros(512, np.float32),
+            np.zeros(1024, np.float32),
+            1,
+        )
     with pytest.raises(RuntimeError, match="expected ldc >= N"):
-        fn(a, 8, 1, b, 4, 1, np.zeros(16, np.float32), 3, 4, 4, 8, 0, np.zeros(512, np.float32), 1)
+        fn(
+            a,
+            8,
+            1,
+            b,
+            4,
+            1,
+            np.zeros(16, np.float32),
+            3,
+            4,
+            4,
+            8,
+            0,
+            np.zeros(512, np.float32),
+            np.zeros(1024, np.float32),
+            1,
+        )
 
 
 def test_threads_give_bitwise_same_result(tiles):

@@ -17,7 +17,8 @@
 #ifndef EMBER_GEMM_ONCE
 #define EMBER_GEMM_ONCE
 #define GR 8 /* rows of a tile */
-#define GKC 256 /* depth of one packed block of B in the general GEMM */
+#define GKC 256 /* depth of one packed block of A and B in the general GEMM */
+#define GMC 128 /* rows of one packed block of A (GMC x GKC: 128 KiB of float32, in L2) */
 /* 1 when the library was built for AVX-512: the GEMM's tiles then fit the register file. */
 int ember_avx512(void) {
 #ifdef __AVX512F__
@@ -47,12 +48,18 @@ void K(gemm_pack_b)(const real *b, int64_t rsb, int64_t csb, int64_t Kd, int64_t
         int64_t nn = N - j0 < GNR ? N - j0 : GNR;
         real *dst = bp + j0 * Kd;
         for (int64_t k = 0; k < Kd; k++, dst += GNR) {
-            const real *src = b + k * rsb + j0 * csb;
-            if (csb == 1)
-                memcpy(dst, src, (size_t)nn * sizeof(real));
-            else
-                for (int64_t n = 0; n < nn; n++) dst[n] = src[n * csb];
+            if (csb != 1) break; /* below: column by column, each a contiguous read when rsb == 1 */
+            memcpy(dst, b + k * rsb + j0, (size_t)nn * sizeof(real));
             for (int64_t n = nn; n < GNR; n++) dst[n] = 0;
+        }
+        if (csb == 1) continue;
+        dst = bp + j0 * Kd;
+        for (int64_t n = 0; n < GNR; n++) {
+            const real *src = b + (j0 + n) * csb;
+            if (n >= nn)
+                for (int64_t k = 0; k < Kd; k++) dst[k * GNR + n] = 0;
+            else
+                for (int64_t k = 0; k < Kd; k++) dst[k * GNR + n] = src[k * rsb];
         }
     }
 }
@@ -115,15 +122,51 @@ static void K(gemm_packed)(const real *a, int64_t rsa, int64_t csa, const real *
     }
 }
 
+/* ap (ceil(mc/GR), kc, GR) = the mc x kc block of A at a (element (m, k) at a[m*rsa + k*csa]) in
+ * k-major panels of GR rows, zero-filled past mc: a tile then reads its GR scalars per k from one
+ * cache line, whatever A's strides (a transposed A with a 4 KiB row stride would otherwise map
+ * every row into the same L1 set). */
+static void K(gemm_pack_a)(const real *a, int64_t rsa, int64_t csa, int64_t mc, int64_t kc, real *ap) {
+    for (int64_t i0 = 0; i0 < mc; i0 += GR, ap += GR * kc) {
+        int64_t nm = mc - i0 < GR ? mc - i0 : GR;
+        if (rsa == 1 && nm == GR) { /* a transposed A: GR contiguous scalars per k */
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t m = 0; m < GR; m++) ap[k * GR + m] = a[i0 + k * csa + m];
+            continue;
+        }
+        for (int64_t m = 0; m < GR; m++) {
+            const real *src = a + (i0 + m) * rsa;
+            if (m >= nm)
+                for (int64_t k = 0; k < kc; k++) ap[k * GR + m] = 0;
+            else
+                for (int64_t k = 0; k < kc; k++) ap[k * GR + m] = src[k * csa];
+        }
+    }
+}
+
 /* C (M x N, row stride ldc) = (acc ? C : 0) + A B for strided A (element (m, k) at
- * a[m*rsa + k*csa]) and B ((k, n) at b[k*rsb + n*csb]), B packed GKC rows at a time into bp
- * (room for ceil(N/GNR) * GNR * min(Kd, GKC) elements). */
+ * a[m*rsa + k*csa]) and B ((k, n) at b[k*rsb + n*csb]), blocked as in GotoBLAS: GKC rows of B
+ * packed into bp (room for ceil(N/GNR) * GNR * min(Kd, GKC) elements; it stays in L2/L3), GMC x
+ * GKC blocks of A packed into ap (room for GMC * GKC elements; L2), and every panel of B (L1) meets
+ * every row panel of the A block. nt threads share the panels (own columns: same sums for any nt). */
 void K(gemm)(const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb, int64_t csb, real *c, int64_t ldc,
-             int64_t M, int64_t N, int64_t Kd, int acc, real *bp, int nt) {
+             int64_t M, int64_t N, int64_t Kd, int acc, real *bp, real *ap, int nt) {
+    int64_t panels = (N + GNR - 1) / GNR;
     for (int64_t p0 = 0; p0 < Kd; p0 += GKC) {
         int64_t kc = Kd - p0 < GKC ? Kd - p0 : GKC;
+        int accp = acc || p0 > 0;
         K(gemm_pack_b)(b + p0 * rsb, rsb, csb, kc, N, bp);
-        K(gemm_packed)(a + p0 * csa, rsa, csa, bp, c, ldc, M, N, kc, acc || p0 > 0, nt);
+        for (int64_t m0 = 0; m0 < M; m0 += GMC) {
+            int64_t mc = M - m0 < GMC ? M - m0 : GMC;
+            K(gemm_pack_a)(a + m0 * rsa + p0 * csa, rsa, csa, mc, kc, ap);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+            for (int64_t jp = 0; jp < panels; jp++) {
+                int64_t nn = N - jp * GNR < GNR ? N - jp * GNR : GNR;
+                for (int64_t i0 = 0; i0 < mc; i0 += GR)
+                    K(gemm_tile)(ap + i0 * kc, 1, GR, bp + jp * GNR * kc, c + (m0 + i0) * ldc + jp * GNR, ldc, kc,
+                                 mc - i0 < GR ? mc - i0 : GR, nn, accp);
+            }
+        }
     }
 }
 

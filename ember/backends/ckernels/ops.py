@@ -477,8 +477,9 @@ def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
         return None
     av, rsa, csa = _strided(a)
     bv, rsb, csb = _strided(b)
-    scratch = np.empty(_round_up(n, _gnr(a.dtype)) * min(kd, 256), a.dtype)
-    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), scratch, _threads(m * n * kd // 64))
+    bp = np.empty(_round_up(n, _gnr(a.dtype)) * min(kd, 256), a.dtype)  # gemm.c's GKC = 256, GMC = 128
+    ap = np.empty(128 * min(kd, 256), a.dtype)
+    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), bp, ap, _threads(m * n * kd // 64))
     return out
 
 

@@ -61,7 +61,7 @@ DECLARATIONS = {
     "max_pool2d_bwd": "grad[P*Q] indices:i64[P*Q] !grad_input[P*HW] P HW Q nt:int",
     "gemm_pack_b": "b[>(K-1)*rsb+(N-1)*csb+1] rsb csb K N !bp[-(-N//(2*OB))*2*OB*K]",
     "gemm": "a[>(M-1)*rsa+(K-1)*csa+1] rsa csa b[>(K-1)*rsb+(N-1)*csb+1] rsb csb !c[>(M-1)*ldc+N] ldc M N K "
-    "acc:int !bp[>-(-N//(2*OB))*2*OB*min(K,256)] nt:int",
+    "acc:int !bp[>-(-N//(2*OB))*2*OB*min(K,256)] !ap[>128*min(K,256)] nt:int",
     "lstm_seq_fwd": "gi[T*B*4*H] bias?[4*H] wp[-(-4*H//(2*OB))*2*OB*H] state[>(B-1)*s_stride+2*H] s_stride !act[T*B*4*H] "
     "!out[T*B*2*H] !tc[T*B*H] !hh[B*4*H] T B H reverse:int nt:int",
     "lstm_seq_bwd": "act[T*B*4*H] prev[T*B*2*H] tc[T*B*H] grad[T*B*2*H] wp[-(-H//(2*OB))*2*OB*4*H] !carry_h[B*H] !carry_c[B*H] "
