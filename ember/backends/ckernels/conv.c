@@ -42,6 +42,7 @@
 #endif
 #define CB 4 /* input channels per register block of the weight gradient */
 #define XU (8 / (CB * NV)) /* independent pixel chains of the weight gradient */
+#define WROWS 96 /* output pixels per chunk of the weight gradient */
 #endif
 #undef VL
 #undef OB
@@ -86,11 +87,14 @@ static inline __attribute__((always_inline)) void K(conv_block)(const real *cons
     K(vec) acc[XB][NV];
     for (int b = 0; b < nx; b++)
         for (int v = 0; v < NV; v++) acc[b][v] = (K(vec)){0};
+    /* When the taps of a kernel row are adjacent pixels (sj == C), their channels are one run of
+     * kw*C values in both the input and the weights: one long inner loop per kernel row. */
+    int64_t run = sj == C ? kw * C : C, jn = sj == C ? 1 : kw;
     for (int64_t i = 0; i < kh; i++)
-        for (int64_t j = 0; j < kw; j++) {
+        for (int64_t j = 0; j < jn; j++) {
             int64_t off = i * si + j * sj;
             const real *wr = w + (i * kw + j) * C * OB;
-            for (int64_t c = 0; c < C; c++, wr += OB) {
+            for (int64_t c = 0; c < run; c++, wr += OB) {
                 K(vec) wv[NV];
                 for (int v = 0; v < NV; v++) {
                     wv[v] = *(const K(uvec) *)(wr + v * VL);
@@ -170,12 +174,19 @@ void K(conv_wgrad)(const real *xp, const real *g, real *gw, int64_t N, int64_t H
         int t = 0, nth = 1;
 #endif
         real *gwt0 = gw + (int64_t)t * kh * kw * Cp * Op;
-        for (int64_t r = rows * t / nth; r < rows * (t + 1) / nth; r++) {
-            int64_t n = r / Ho, y = r % Ho;
-            const real *grow = g + n * g_img + y * g_row;
+        /* The thread's rows in chunks of about WROWS pixels of one image: the chunk's input and
+         * gradient pixels stay in L1 while every tap and channel block passes over them, and the
+         * accumulators stay in registers over the whole chunk. */
+        int64_t per = Wo >= WROWS ? 1 : WROWS / Wo;
+        for (int64_t r0 = rows * t / nth, r_end = rows * (t + 1) / nth; r0 < r_end;) {
+            int64_t n = r0 / Ho, y0 = r0 % Ho, ny = Ho - y0;
+            ny = ny < per ? ny : per;
+            ny = ny < r_end - r0 ? ny : r_end - r0;
+            r0 += ny;
+            const real *g0 = g + n * g_img + y0 * g_row;
             for (int64_t i = 0; i < kh; i++)
                 for (int64_t j = 0; j < kw; j++) {
-                    const real *xrow = xp + ((n * Hp + y * sh + i * dh) * Wp + j * dw) * Cp;
+                    const real *x0 = xp + ((n * Hp + y0 * sh + i * dh) * Wp + j * dw) * Cp;
                     real *gwt = gwt0 + (i * kw + j) * Cp * Op;
                     for (int64_t cb = 0; cb < Cp; cb += CB)
                         for (int64_t ob = 0; ob < Op; ob += OB) {
@@ -188,23 +199,26 @@ void K(conv_wgrad)(const real *xp, const real *g, real *gw, int64_t N, int64_t H
                                     acc[0][k][v] = *(K(uvec) *)(a + k * Op + v * VL);
                                     for (int u = 1; u < XU; u++) acc[u][k][v] = (K(vec)){0};
                                 }
-                            const real *xr = xrow + cb, *gr = grow + ob;
-                            int64_t x = 0;
-                            for (; x + XU <= Wo; x += XU, xr += XU * xstep, gr += XU * Op)
-                                for (int u = 0; u < XU; u++) {
-                                    K(vec) gv[NV];
-                                    for (int v = 0; v < NV; v++) {
-                                        gv[v] = *(const K(uvec) *)(gr + u * Op + v * VL);
-                                        KEEP_IN_REGISTER(gv[v]);
+                            for (int64_t yy = 0; yy < ny; yy++) {
+                                const real *xr = x0 + yy * sh * Wp * Cp + cb, *gr = g0 + yy * g_row + ob;
+                                int64_t x = 0;
+                                for (; x + XU <= Wo; x += XU, xr += XU * xstep, gr += XU * Op)
+                                    for (int u = 0; u < XU; u++) {
+                                        K(vec) gv[NV];
+                                        for (int v = 0; v < NV; v++) {
+                                            gv[v] = *(const K(uvec) *)(gr + u * Op + v * VL);
+                                            KEEP_IN_REGISTER(gv[v]);
+                                        }
+                                        for (int k = 0; k < CB; k++)
+                                            for (int v = 0; v < NV; v++)
+                                                acc[u][k][v] += xr[u * xstep + k] * gv[v];
                                     }
-                                    for (int k = 0; k < CB; k++)
-                                        for (int v = 0; v < NV; v++) acc[u][k][v] += xr[u * xstep + k] * gv[v];
-                                }
-                            for (; x < Wo; x++, xr += xstep, gr += Op)
-                                for (int v = 0; v < NV; v++) {
-                                    K(vec) gv = *(const K(uvec) *)(gr + v * VL);
-                                    for (int k = 0; k < CB; k++) acc[0][k][v] += xr[k] * gv;
-                                }
+                                for (; x < Wo; x++, xr += xstep, gr += Op)
+                                    for (int v = 0; v < NV; v++) {
+                                        K(vec) gv = *(const K(uvec) *)(gr + v * VL);
+                                        for (int k = 0; k < CB; k++) acc[0][k][v] += xr[k] * gv;
+                                    }
+                            }
                             for (int k = 0; k < CB; k++)
                                 for (int v = 0; v < NV; v++) {
                                     for (int u = 1; u < XU; u++) acc[0][k][v] += acc[u][k][v];
