@@ -179,3 +179,19 @@ def test_max_pool2d_nan_and_numpy_path_agree(no_kernels, monkeypatch):
     for c, n in zip(run(), numpy_path, strict=True):
         np.testing.assert_array_equal(c, n)
     check(lambda lib, x: lib.nn.functional.max_pool2d(x, return_indices=True, **kw), x)
+
+
+@pytest.mark.parametrize("wide", [True, False])
+@pytest.mark.parametrize("xs, ws, kw", [CASES[3], CASES[2], ((2, 32, 6, 7), (64, 32, 3, 3), {"padding": 1})])
+def test_both_block_widths(kernel_state, xs, ws, kw, wide):
+    """Blocks of 2*OB output channels (taken with AVX-512 where the count is a multiple of them)
+    and of OB, forced either way so both kernels run on any CPU."""
+    from ember.backends import ckernels
+
+    if ckernels.get() is None:
+        pytest.skip("no C compiler")
+    ckernels._state["avx512"] = wide
+    assert ckops._ob(np.float32, 64) == (32 if wide else 16)
+    x = RNG.standard_normal(xs).astype(np.float32)
+    w = RNG.standard_normal(ws).astype(np.float32)
+    check(lambda lib, x, w: lib.nn.functional.conv2d(x, w, **kw), x, w, atol=1e-4)

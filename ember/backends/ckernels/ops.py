@@ -232,9 +232,12 @@ def has_conv(dtype) -> bool:
     return np.dtype(dtype) in _SUFFIX and ckernels.get() is not None
 
 
-def _ob(dtype) -> int:
-    """Output channels per register block (conv.c's OB: two 32-byte vectors)."""
-    return 64 // np.dtype(dtype).itemsize
+def _ob(dtype, channels: int = 0) -> int:
+    """Output channels per register block for ``channels`` outputs: conv.c's OB (64 bytes), or 2*OB
+    where the library is built for AVX-512 and ``channels`` is a multiple of it (32 float32
+    channels in 2 zmm registers per pixel: half the input loads per multiply-add)."""
+    ob = 64 // np.dtype(dtype).itemsize
+    return 2 * ob if channels and channels % (2 * ob) == 0 and ckernels.has_avx512() else ob
 
 
 def _round_up(n: int, m: int) -> int:
@@ -257,11 +260,10 @@ def _out_hw(h: int, w: int, kh: int, kw: int, geom) -> tuple:
     return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
 
 
-def _weight_blocks(wt, op: int):
-    """``wt`` (kh, kw, C, O) as ``(op/OB, kh, kw, C, OB)``, zero-padded to ``op`` output channels:
+def _weight_blocks(wt, op: int, ob: int):
+    """``wt`` (kh, kw, C, O) as ``(op/ob, kh, kw, C, ob)``, zero-padded to ``op`` output channels:
     the weights of one block of output channels are contiguous for the kernel."""
     kh, kw, c, o = wt.shape
-    ob = _ob(wt.dtype)
     out = np.zeros((op // ob, kh, kw, c, ob), wt.dtype)
     for k in range(op // ob):
         part = wt[..., k * ob : (k + 1) * ob]
@@ -290,11 +292,12 @@ def conv2d(x, w, b, geom):
     ho, wo = _out_hw(h, wd, kh, kw, geom)
     hp, wp = h + pt + pb, wd + pl + pr
     xp = _pack(x, hp, wp, c, pt, pl)
-    op = _round_up(o, _ob(x.dtype))
-    wk = _weight_blocks(w.transpose(2, 3, 1, 0), op)
+    ob = _ob(x.dtype, o)
+    op = _round_up(o, ob)
+    wk = _weight_blocks(w.transpose(2, 3, 1, 0), op, ob)
     b = None if b is None else _c(b)
     out = np.empty((n, o, ho, wo), x.dtype)
-    fn(xp, wk, b, out, n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
+    fn(xp, wk, b, out, n, hp, wp, c, ho, wo, o, op, ob, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
        _threads(out.size))  # fmt: skip
     return out
 
@@ -336,7 +339,7 @@ def conv2d_pack_grad(g, x_shape: tuple, w_shape: tuple, geom):
     top, bottom = min(a for a, _ in span), max(b for _, b in span)
     span = [(first, first + (len(taps) - 1) * step + m) for _, taps, first, step, m in cols]
     left, right = min(a for a, _ in span), max(b for _, b in span)
-    op = _round_up(w_shape[0], _ob(g.dtype))
+    op = _round_up(w_shape[0], _ob(g.dtype, w_shape[0]))
     return _pack(g, bottom - top, right - left, op, -top, -left), -top, -left
 
 
@@ -360,15 +363,16 @@ def conv2d_input_grad(g, w, x_shape: tuple, geom, packed=None):
     if not rows or not cols:
         return out
     buf, top, left = packed or conv2d_pack_grad(g, x_shape, w.shape, geom)
-    op, cp = buf.shape[3], _round_up(c, _ob(g.dtype))
+    ob = _ob(g.dtype, c)
+    op, cp = buf.shape[3], _round_up(c, ob)
     hb, wb = buf.shape[1:3]
     for qy, ty, ey, sy, my in rows:
         for qx, tx, ex, sx, mx in cols:
             wf = np.zeros((len(ty), len(tx), op, c), g.dtype)
             wf[:, :, :o] = w[:, :, ty][:, :, :, tx].transpose(2, 3, 0, 1)
-            wf = _weight_blocks(wf, cp)  # kept in a name: the kernel reads it through a raw pointer
+            wf = _weight_blocks(wf, cp, ob)  # kept in a name: the kernel reads it through a raw pointer
             origin = (buf, ((top + ey) * wb + left + ex) * op)  # (array, element offset)
-            fn(origin, wf, None, (out, qy * wd + qx), n, hb, wb, op, my, mx, c, cp,
+            fn(origin, wf, None, (out, qy * wd + qx), n, hb, wb, op, my, mx, c, cp, ob,
                len(ty), len(tx), 1, 1, sy, sx, h * wd, sh * wd, sw, _threads(n * c * my * mx))  # fmt: skip
     return out
 
@@ -385,10 +389,17 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
     o, _, kh, kw = w_shape
     _, _, ho, wo = g.shape
     hp, wp = h + pt + pb, wd + pl + pr
-    cp, op = _round_up(c, _CB), _round_up(o, _ob(x.dtype))
+    ob = _ob(x.dtype, o)
+    cp, op = _round_up(c, _CB), _round_up(o, ob)
     xp = _pack(x, hp, wp, cp, pt, pl)
     buf, top, left = packed or (None, 0, 0)
-    if buf is not None and min(top, left) >= 0 and top + ho <= buf.shape[1] and left + wo <= buf.shape[2]:
+    if (
+        buf is not None
+        and buf.shape[3] == op
+        and min(top, left) >= 0
+        and top + ho <= buf.shape[1]
+        and left + wo <= buf.shape[2]
+    ):
         hb, wb = buf.shape[1:3]
         g_at, g_img, g_row = (buf, (top * wb + left) * op), hb * wb * op, wb * op
     else:
@@ -396,7 +407,7 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
         g_at, g_img, g_row = buf, ho * wo * op, wo * op
     nt = _threads(g.size)
     gw = np.zeros((nt, kh, kw, cp, op), x.dtype)
-    fn(xp, g_at, gw, n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
+    fn(xp, g_at, gw, n, hp, wp, cp, ho, wo, op, ob, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
     gw = gw[0] if nt == 1 else gw.sum(axis=0)
     return np.ascontiguousarray(gw[:, :, :c, :o].transpose(3, 2, 0, 1))
 
