@@ -3,9 +3,10 @@
  * Compiled once per dtype like kernels.c (`real`, K(name)). The Python side (ops.py) packs the
  * NCHW input into a zero-padded channels-last buffer ("NHWC": the channels of one pixel are
  * contiguous), so that a kernel tap is one short vector of channels. Output channels are the
- * vector lanes: one block is OB = two vectors (16 float32 / 8 float64), and XB neighbouring
- * output pixels are computed together, so each weight vector loaded feeds XB fused
- * multiply-adds and the 2*XB accumulators stay in registers. This beats im2col + GEMM for the
+ * vector lanes: one block is 64 bytes (16 float32 / 8 float64: one zmm with AVX-512, two ymm
+ * with AVX2), or 128 bytes where ops.py asks for it (AVX-512, channel count a multiple of it), and
+ * XB neighbouring output pixels are computed together, so each weight vector loaded feeds XB
+ * fused multiply-adds and the accumulators stay in registers. This beats im2col + GEMM for the
  * small channel counts of CNNs on small images, where BLAS runs far from its peak (K = C*kh*kw is
  * small, and im2col / col2im move 9x the data); see BENCHMARKS.md.
  *
