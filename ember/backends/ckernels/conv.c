@@ -58,10 +58,30 @@
 typedef real K(vec) __attribute__((vector_size(VB)));
 typedef real K(uvec) __attribute__((vector_size(VB), aligned(sizeof(real)))); /* unaligned access */
 
+#ifdef __AVX512F__
+typedef __typeof__((K(vec)){0} < (K(vec)){0}) K(mvec); /* integer lanes of the same width */
+
+/* One stage of an in-register transpose: rows i and i + h (i without bit h) exchange the half
+ * blocks selected by bit h of the column index. */
+#define TRANSPOSE_STAGE(v, h)                                                                                          \
+    do {                                                                                                               \
+        K(mvec) lo_, hi_;                                                                                              \
+        _Pragma("GCC unroll 16") for (int p = 0; p < VL; p++) {                                                        \
+            lo_[p] = (p & (h)) ? VL + p - (h) : p;                                                                     \
+            hi_[p] = (p & (h)) ? VL + p : p + (h);                                                                     \
+        }                                                                                                              \
+        _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) if (!(i & (h))) {                                        \
+            K(vec) a_ = v[i], b_ = v[i + (h)];                                                                         \
+            v[i] = __builtin_shuffle(a_, b_, lo_);                                                                     \
+            v[i + (h)] = __builtin_shuffle(a_, b_, hi_);                                                               \
+        }                                                                                                              \
+    } while (0)
+#endif
+
 /* dst (N, Hd, Wd, Cd) = 0, then dst[n, oy + y, ox + x, c] = src[n, c, y, x] wherever that lies
- * inside dst (offsets may be negative: those pixels are dropped). Channels >= C stay 0. The
- * transposition goes 8 pixels at a time: 8 contiguous reads per channel, and the 8 destination
- * pixels (8*Cd values) stay in L1 while every channel is written into them. */
+ * inside dst (offsets may be negative: those pixels are dropped). Channels >= C stay 0. With
+ * AVX-512 (and Cd a multiple of VL) VL pixels x VL channels are transposed in registers; else
+ * 8 pixels at a time. */
 void K(pack_nhwc)(const real *src, real *dst, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Hd, int64_t Wd,
                   int64_t Cd, int64_t oy, int64_t ox, int nt) {
     int64_t x0 = ox < 0 ? -ox : 0, x1 = Wd - ox < W ? Wd - ox : W; /* source columns inside dst */
@@ -73,6 +93,23 @@ void K(pack_nhwc)(const real *src, real *dst, int64_t N, int64_t C, int64_t H, i
         if (y < 0 || y >= H) continue;
         const real *s = src + (n * C * H + y) * W;
         int64_t x = x0;
+#ifdef __AVX512F__
+        if (Cd % VL == 0 && x1 - x0 >= VL)
+            for (; x < x1; x += VL) {
+                if (x + VL > x1) x = x1 - VL; /* the last block overlaps the one before: same values */
+                real *d = drow + (ox + x) * Cd;
+                for (int64_t cb = 0; cb < C; cb += VL) {
+                    K(vec) v[VL];
+                    _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) v[i] =
+                        cb + i < C ? *(const K(uvec) *)(s + (cb + i) * H * W + x) : (K(vec)){0};
+                    if (VL >= 16) TRANSPOSE_STAGE(v, 8);
+                    TRANSPOSE_STAGE(v, 4);
+                    TRANSPOSE_STAGE(v, 2);
+                    TRANSPOSE_STAGE(v, 1);
+                    _Pragma("GCC unroll 16") for (int k = 0; k < VL; k++) *(K(uvec) *)(d + k * Cd + cb) = v[k];
+                }
+            }
+#endif
         for (; x + 8 <= x1; x += 8) {
             real *d = drow + (ox + x) * Cd;
             for (int64_t c = 0; c < C; c++)
