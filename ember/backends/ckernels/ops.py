@@ -482,6 +482,10 @@ def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
     (m, kd), n = a.shape, b.shape[1]
     if b.size == 0 or m == 0 or n == 0 or kd == 0 or m * n * kd < minimum:
         return None
+    if _threads(m * n * kd // 64) > 1:
+        # Several threads: BLAS's own threads, as before. Mixing them with OpenMP regions in one
+        # step makes each pool wait for the other's spinning threads (see ROW_PARALLEL_MIN).
+        return None
     if out is None:
         out = np.empty((m, n), a.dtype)
     elif out.shape != (m, n) or not out.flags.c_contiguous:
@@ -490,7 +494,7 @@ def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
     bv, rsb, csb = _strided(b)
     bp = np.empty(_round_up(n, _gnr(a.dtype)) * min(kd, 256), a.dtype)  # gemm.c's GKC = 256, GMC = 128
     ap = np.empty(128 * min(kd, 256), a.dtype)
-    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), bp, ap, _threads(m * n * kd // 64))
+    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), bp, ap, 1)
     return out
 
 
