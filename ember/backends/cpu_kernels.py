@@ -25,6 +25,7 @@ from ember.nn.functional import conv as _conv
 from ember.nn.functional import normalization as _norm
 from ember.nn.functional import pooling as _pool
 from ember.nn.functional import rnn as _rnn
+from ember.nn.functional.linear import _LINEAR, _LINEAR_BACKWARD, _linear_backward_impl, _linear_impl
 from ember.ops import fused as _fused
 
 __all__ = ["register"]
@@ -123,7 +124,26 @@ def _max_pool_backward(g, idx, in_shape):
     return out if out is not None else _pool._max_scatter_impl(g, idx, in_shape)
 
 
+def _linear(x, w, b):
+    xd, wd = x._data, w._data
+    out = ck.linear(xd.reshape(-1, xd.shape[-1]), wd, _data(b)) if wd.ndim == 2 and xd.ndim >= 1 else None
+    return _linear_impl(x, w, b) if out is None else out.reshape(xd.shape[:-1] + (wd.shape[0],))
+
+
+def _linear_backward(g, x, w, need):
+    """The GEMMs of ``linear``'s gradient on the AVX-512 tiles where they run, else NumPy's."""
+    xd, wd = x._data, w._data
+    g2 = g._data.reshape(-1, wd.shape[0])
+    gx = ck.matmul(g2, wd) if need[0] else None
+    gw = ck.matmul(g2.T, xd.reshape(-1, wd.shape[1])) if need[1] else None
+    if (need[0] and gx is None) or (need[1] and gw is None):
+        return _linear_backward_impl(g, x, w, need)
+    return (gx.reshape(xd.shape) if need[0] else None, gw, g2.sum(0) if need[2] else None)
+
+
 _KERNELS = [
+    (_LINEAR, _linear),
+    (_LINEAR_BACKWARD, _linear_backward),
     (_act._SOFTMAX, _softmax),
     (_act._LOG_SOFTMAX, _log_softmax),
     (_act._SOFTMAX_BACKWARD, _softmax_backward),

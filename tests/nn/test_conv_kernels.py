@@ -179,3 +179,41 @@ def test_max_pool2d_nan_and_numpy_path_agree(no_kernels, monkeypatch):
     for c, n in zip(run(), numpy_path, strict=True):
         np.testing.assert_array_equal(c, n)
     check(lambda lib, x: lib.nn.functional.max_pool2d(x, return_indices=True, **kw), x)
+
+
+@pytest.mark.parametrize("wide", [True, False])
+@pytest.mark.parametrize("xs, ws, kw", [CASES[3], CASES[2], ((2, 32, 6, 7), (64, 32, 3, 3), {"padding": 1})])
+def test_both_block_widths(kernel_state, xs, ws, kw, wide):
+    """Blocks of 2*OB output channels (taken with AVX-512 where the count is a multiple of them)
+    and of OB, forced either way so both kernels run on any CPU."""
+    from ember.backends import ckernels
+
+    if ckernels.get() is None:
+        pytest.skip("no C compiler")
+    ckernels._state["avx512"] = wide
+    assert ckops._ob(np.float32, 64) == (32 if wide else 16)
+    x = RNG.standard_normal(xs).astype(np.float32)
+    w = RNG.standard_normal(ws).astype(np.float32)
+    check(lambda lib, x, w: lib.nn.functional.conv2d(x, w, **kw), x, w, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, dst, offset",
+    [
+        ((2, 16, 5, 28), (7, 30, 16), (1, 1)),  # 28 columns: a block of 16 and an overlapping one
+        ((2, 3, 4, 40), (6, 42, 16), (1, 1)),  # channels below one block, padded with zeros
+        ((1, 20, 3, 37), (3, 33, 32), (0, -2)),  # columns cut off on both sides
+        ((2, 33, 3, 19), (5, 21, 48), (1, 1)),
+        ((1, 1, 6, 28), (8, 30, 1), (1, 1)),  # the stem: one channel, no blocks
+    ],
+)
+def test_pack_channels_last(shape, dst, offset, dtype):
+    """The channels-last packing (transposed in registers where the blocks fit) against NumPy."""
+    x = RNG.standard_normal(shape).astype(dtype)
+    (hd, wd, cd), (oy, ox) = dst, offset
+    want = np.zeros((shape[0], hd, wd, cd), dtype)
+    src = x.transpose(0, 2, 3, 1)
+    ys, xs = slice(max(0, -oy), min(shape[2], hd - oy)), slice(max(0, -ox), min(shape[3], wd - ox))
+    want[:, ys.start + oy : ys.stop + oy, xs.start + ox : xs.stop + ox, : shape[1]] = src[:, ys, xs]
+    np.testing.assert_array_equal(ckops._pack(x, hd, wd, cd, oy, ox), want)

@@ -1,6 +1,6 @@
 """Runtime-compiled C kernels for the CPU backend (NumPy plus generated C).
 
-The C sources next to this file (``mathf.c``, then ``kernels.c`` and ``conv.c`` instantiated for
+The C sources next to this file (``mathf.c``, then ``kernels.c``, ``conv.c`` and ``gemm.c`` instantiated for
 float32 and float64) are compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/
 ``clang``) into a shared library cached under ``$EMBER_CACHE_DIR`` (default
 ``~/.cache/ember/kernels``), keyed by a hash of the source, compiler, flags and CPU. Compilation
@@ -42,6 +42,7 @@ __all__ = [
     "get",
     "reset",
     "uses_openmp",
+    "has_avx512",
 ]
 
 log = logging.getLogger("ember.ckernels")
@@ -65,13 +66,13 @@ _TYPES = {  # per instantiation of kernels.c: C type, symbol suffix, math functi
 SIGNATURES = _signatures.SIGNATURES
 _I64, _INT, _DBL, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p  # for other libraries' argtypes
 
-_state: dict = {"lib": None, "tried": False, "openmp": False}
+_state: dict = {"lib": None, "tried": False, "openmp": False, "avx512": False}
 
 
 def source() -> str:
     """The full C translation unit: the float helpers, then kernels.c once per dtype."""
     parts = [(_HERE / "mathf.c").read_text()]
-    body = (_HERE / "kernels.c").read_text() + "\n" + (_HERE / "conv.c").read_text()
+    body = "\n".join((_HERE / f).read_text() for f in ("kernels.c", "conv.c", "gemm.c"))
     for suffix, (real, exp, log_, erf, tanh, sqrt) in _TYPES.items():
         parts.append(
             f"#define real {real}\n#define K(name) name##_{suffix}\n#define EXP {exp}\n#define LOG {log_}\n"
@@ -205,13 +206,19 @@ def get():
             lib = load(src, "kernels", SIGNATURES, suffixes=("_f32", "_f64"))
             _state["lib"] = lib
             _state["openmp"] = lib is not None and bool(lib.ember_openmp())
+            _state["avx512"] = lib is not None and bool(lib.ember_avx512())
     return _state["lib"]
 
 
 def reset() -> None:
     """Forget the loaded library so the next :func:`get` builds/loads again (for tests)."""
-    _state.update(lib=None, tried=False, openmp=False)
+    _state.update(lib=None, tried=False, openmp=False, avx512=False)
 
 
 def uses_openmp() -> bool:
     return _state["openmp"]
+
+
+def has_avx512() -> bool:
+    """Whether the loaded library was built for AVX-512 (then its GEMM beats an AVX2 BLAS)."""
+    return _state["avx512"]

@@ -36,6 +36,13 @@ __all__ = [
     "conv2d_weight_grad",
     "max_pool2d",
     "max_pool2d_backward",
+    "has_gemm",
+    "GEMM_MIN",
+    "matmul",
+    "linear",
+    "pack_b",
+    "lstm_sequence_forward",
+    "lstm_sequence_backward",
 ]
 
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
@@ -225,9 +232,12 @@ def has_conv(dtype) -> bool:
     return np.dtype(dtype) in _SUFFIX and ckernels.get() is not None
 
 
-def _ob(dtype) -> int:
-    """Output channels per register block (conv.c's OB: two 32-byte vectors)."""
-    return 64 // np.dtype(dtype).itemsize
+def _ob(dtype, channels: int = 0) -> int:
+    """Output channels per register block for ``channels`` outputs: conv.c's OB (64 bytes), or 2*OB
+    where the library is built for AVX-512 and ``channels`` is a multiple of it (32 float32
+    channels in 2 zmm registers per pixel: half the input loads per multiply-add)."""
+    ob = 64 // np.dtype(dtype).itemsize
+    return 2 * ob if channels and channels % (2 * ob) == 0 and ckernels.has_avx512() else ob
 
 
 def _round_up(n: int, m: int) -> int:
@@ -250,11 +260,10 @@ def _out_hw(h: int, w: int, kh: int, kw: int, geom) -> tuple:
     return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
 
 
-def _weight_blocks(wt, op: int):
-    """``wt`` (kh, kw, C, O) as ``(op/OB, kh, kw, C, OB)``, zero-padded to ``op`` output channels:
+def _weight_blocks(wt, op: int, ob: int):
+    """``wt`` (kh, kw, C, O) as ``(op/ob, kh, kw, C, ob)``, zero-padded to ``op`` output channels:
     the weights of one block of output channels are contiguous for the kernel."""
     kh, kw, c, o = wt.shape
-    ob = _ob(wt.dtype)
     out = np.zeros((op // ob, kh, kw, c, ob), wt.dtype)
     for k in range(op // ob):
         part = wt[..., k * ob : (k + 1) * ob]
@@ -283,11 +292,12 @@ def conv2d(x, w, b, geom):
     ho, wo = _out_hw(h, wd, kh, kw, geom)
     hp, wp = h + pt + pb, wd + pl + pr
     xp = _pack(x, hp, wp, c, pt, pl)
-    op = _round_up(o, _ob(x.dtype))
-    wk = _weight_blocks(w.transpose(2, 3, 1, 0), op)
+    ob = _ob(x.dtype, o)
+    op = _round_up(o, ob)
+    wk = _weight_blocks(w.transpose(2, 3, 1, 0), op, ob)
     b = None if b is None else _c(b)
     out = np.empty((n, o, ho, wo), x.dtype)
-    fn(xp, wk, b, out, n, hp, wp, c, ho, wo, o, op, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
+    fn(xp, wk, b, out, n, hp, wp, c, ho, wo, o, op, ob, kh, kw, sh, sw, dh, dw, ho * wo, wo, 1,
        _threads(out.size))  # fmt: skip
     return out
 
@@ -329,7 +339,7 @@ def conv2d_pack_grad(g, x_shape: tuple, w_shape: tuple, geom):
     top, bottom = min(a for a, _ in span), max(b for _, b in span)
     span = [(first, first + (len(taps) - 1) * step + m) for _, taps, first, step, m in cols]
     left, right = min(a for a, _ in span), max(b for _, b in span)
-    op = _round_up(w_shape[0], _ob(g.dtype))
+    op = _round_up(w_shape[0], _ob(g.dtype, w_shape[0]))
     return _pack(g, bottom - top, right - left, op, -top, -left), -top, -left
 
 
@@ -353,15 +363,16 @@ def conv2d_input_grad(g, w, x_shape: tuple, geom, packed=None):
     if not rows or not cols:
         return out
     buf, top, left = packed or conv2d_pack_grad(g, x_shape, w.shape, geom)
-    op, cp = buf.shape[3], _round_up(c, _ob(g.dtype))
+    ob = _ob(g.dtype, c)
+    op, cp = buf.shape[3], _round_up(c, ob)
     hb, wb = buf.shape[1:3]
     for qy, ty, ey, sy, my in rows:
         for qx, tx, ex, sx, mx in cols:
             wf = np.zeros((len(ty), len(tx), op, c), g.dtype)
             wf[:, :, :o] = w[:, :, ty][:, :, :, tx].transpose(2, 3, 0, 1)
-            wf = _weight_blocks(wf, cp)  # kept in a name: the kernel reads it through a raw pointer
+            wf = _weight_blocks(wf, cp, ob)  # kept in a name: the kernel reads it through a raw pointer
             origin = (buf, ((top + ey) * wb + left + ex) * op)  # (array, element offset)
-            fn(origin, wf, None, (out, qy * wd + qx), n, hb, wb, op, my, mx, c, cp,
+            fn(origin, wf, None, (out, qy * wd + qx), n, hb, wb, op, my, mx, c, cp, ob,
                len(ty), len(tx), 1, 1, sy, sx, h * wd, sh * wd, sw, _threads(n * c * my * mx))  # fmt: skip
     return out
 
@@ -378,10 +389,17 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
     o, _, kh, kw = w_shape
     _, _, ho, wo = g.shape
     hp, wp = h + pt + pb, wd + pl + pr
-    cp, op = _round_up(c, _CB), _round_up(o, _ob(x.dtype))
+    ob = _ob(x.dtype, o)
+    cp, op = _round_up(c, _CB), _round_up(o, ob)
     xp = _pack(x, hp, wp, cp, pt, pl)
     buf, top, left = packed or (None, 0, 0)
-    if buf is not None and min(top, left) >= 0 and top + ho <= buf.shape[1] and left + wo <= buf.shape[2]:
+    if (
+        buf is not None
+        and buf.shape[3] == op
+        and min(top, left) >= 0
+        and top + ho <= buf.shape[1]
+        and left + wo <= buf.shape[2]
+    ):
         hb, wb = buf.shape[1:3]
         g_at, g_img, g_row = (buf, (top * wb + left) * op), hb * wb * op, wb * op
     else:
@@ -389,7 +407,7 @@ def conv2d_weight_grad(x, g, w_shape: tuple, geom, packed=None):
         g_at, g_img, g_row = buf, ho * wo * op, wo * op
     nt = _threads(g.size)
     gw = np.zeros((nt, kh, kw, cp, op), x.dtype)
-    fn(xp, g_at, gw, n, hp, wp, cp, ho, wo, op, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
+    fn(xp, g_at, gw, n, hp, wp, cp, ho, wo, op, ob, g_img, g_row, kh, kw, sh, sw, dh, dw, nt)
     gw = gw[0] if nt == 1 else gw.sum(axis=0)
     return np.ascontiguousarray(gw[:, :, :c, :o].transpose(3, 2, 0, 1))
 
@@ -419,3 +437,124 @@ def max_pool2d_backward(g, idx, in_shape: tuple):
     n, c = in_shape[:2]
     fn(g, idx, gx, n * c, in_shape[2] * in_shape[3], g[0, 0].size, _threads(gx.size))
     return gx
+
+
+# --------------------------------------------------------------------------- GEMM and LSTM loops
+# gemm.c: used where the library is built for AVX-512 (``has_gemm``), float32/float64.
+def has_gemm(dtype) -> bool:
+    """Whether :func:`matmul` and the LSTM loops below run for ``dtype``: float32/float64 and a
+    library built for AVX-512 (on AVX2 NumPy's BLAS is faster than these tiles)."""
+    return np.dtype(dtype) in _SUFFIX and ckernels.get() is not None and ckernels.has_avx512()
+
+
+def _strided(a):
+    """A 2-D array as ``(buffer, row stride, column stride)`` in elements, the buffer a contiguous
+    array or ``(contiguous array, offset)``: no copy for C- or Fortran-ordered arrays (a transposed
+    view) nor for a view with one unit stride into a contiguous array (columns sliced off)."""
+    if a.flags.c_contiguous:
+        return a, a.shape[1], 1
+    if a.flags.f_contiguous:
+        return a.T, 1, a.shape[0]
+    isz, (s0, s1) = a.itemsize, a.strides
+    base = a
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    if min(s0, s1) == isz and max(s0, s1) % isz == 0 and base.flags.c_contiguous and base.dtype == a.dtype:
+        return (base.reshape(-1), (a.ctypes.data - base.ctypes.data) // isz), s0 // isz, s1 // isz
+    return np.ascontiguousarray(a), a.shape[1], 1
+
+
+def _gnr(dtype) -> int:
+    return 128 // np.dtype(dtype).itemsize  # gemm.c's GNR: two 64-byte vectors
+
+
+# Below this many multiply-adds the call's checks cost more than the tiles gain over BLAS.
+GEMM_MIN = 1 << 21
+
+
+def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
+    """``a @ b`` (or ``out += a @ b``) of 2-D arrays with the AVX-512 tiles; ``a`` and ``b`` may be
+    transposed views. None where :func:`has_gemm` is false, the shapes do not fit or the product
+    has fewer than ``minimum`` multiply-adds."""
+    fn = _fn("gemm", a, b, out)
+    if fn is None or not ckernels.has_avx512() or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        return None
+    (m, kd), n = a.shape, b.shape[1]
+    if b.size == 0 or m == 0 or n == 0 or kd == 0 or m * n * kd < minimum:
+        return None
+    if _threads(m * n * kd // 64) > 1:
+        # Several threads: BLAS's own threads, as before. Mixing them with OpenMP regions in one
+        # step makes each pool wait for the other's spinning threads (see ROW_PARALLEL_MIN).
+        return None
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    elif out.shape != (m, n) or not out.flags.c_contiguous:
+        return None
+    av, rsa, csa = _strided(a)
+    bv, rsb, csb = _strided(b)
+    bp = np.empty(_round_up(n, _gnr(a.dtype)) * min(kd, 256), a.dtype)  # gemm.c's GKC = 256, GMC = 128
+    ap = np.empty(128 * min(kd, 256), a.dtype)
+    fn(av, rsa, csa, bv, rsb, csb, out, n, m, n, kd, int(accumulate), bp, ap, 1)
+    return out
+
+
+def linear(x2, w, b):
+    """``x2 @ w.T + b`` (``b`` may be None) of a 2-D ``x2`` with the AVX-512 tiles, or None (see
+    :func:`matmul`)."""
+    if b is not None and (type(b) is not np.ndarray or b.dtype != x2.dtype or b.shape != (w.shape[0],)):
+        return None
+    out = None
+    if b is not None and type(x2) is np.ndarray and x2.ndim == 2:
+        out = np.empty((x2.shape[0], w.shape[0]), x2.dtype)
+        out[...] = b
+    return matmul(x2, w.T, out, accumulate=b is not None)
+
+
+def pack_b(b):
+    """``b`` (K, N), possibly a transposed view, packed for the GEMM tiles: (ceil(N/GNR), K, GNR)."""
+    fn = _fn("gemm_pack_b", b)
+    kd, n = b.shape
+    bv, rsb, csb = _strided(b)
+    gnr = _gnr(b.dtype)
+    bp = np.empty((-(-n // gnr), kd, gnr), b.dtype)
+    fn(bv, rsb, csb, kd, n, bp)
+    return bp
+
+
+def lstm_sequence_forward(gi, bias, w_hh, state, reverse: bool):
+    """One LSTM direction forward in one call: ``gi`` (T, B, 4H) input projections, ``w_hh`` (4H, H),
+    ``state`` (B, 2H) = [h0 | c0]. Returns ``(out (T, B, 2H) of [h | c], act (T, B, 4H) gate
+    activations in order i, f, g, o, tanh(c) (T, B, H))`` or None (see :func:`has_gemm`)."""
+    fn = _fn("lstm_seq_fwd", gi, bias, w_hh, state)
+    if fn is None or not ckernels.has_avx512() or gi.ndim != 3 or gi.shape[0] == 0:
+        return None
+    steps, batch, g4 = gi.shape
+    hsz = g4 // 4
+    gi, state = _c(gi), _c(state)
+    bias = None if bias is None else _c(bias)
+    out = np.empty((steps, batch, 2 * hsz), gi.dtype)
+    act = np.empty_like(gi)
+    tc = np.empty((steps, batch, hsz), gi.dtype)
+    hh = np.empty((batch, g4), gi.dtype)
+    nt = _threads(batch * g4 * hsz // 64)
+    fn(gi, bias, pack_b(w_hh.T), state, 2 * hsz, act, out, tc, hh, steps, batch, hsz, int(reverse), nt)
+    return out, act, tc
+
+
+def lstm_sequence_backward(act, prev, tc, gout, w_hh, reverse: bool):
+    """Backpropagation through one LSTM direction in one call, from :func:`lstm_sequence_forward`'s
+    ``act`` and ``tc``, each step's starting state ``prev`` (T, B, 2H) and the output gradient
+    ``gout`` (T, B, 2H). Returns ``(dgates (T, B, 4H), carry_h, carry_c)`` (the last two: the
+    gradient of the initial h and c), or None."""
+    fn = _fn("lstm_seq_bwd", act, prev, tc, gout, w_hh)
+    if fn is None or not ckernels.has_avx512():
+        return None
+    steps, batch, g4 = act.shape
+    hsz = g4 // 4
+    gout = _c(gout)
+    dgates = np.empty_like(act)
+    carry_h = np.zeros((batch, hsz), act.dtype)
+    carry_c = np.zeros((batch, hsz), act.dtype)
+    nt = _threads(batch * g4 * hsz // 64)
+    fn(act, _c(prev), tc, gout, pack_b(w_hh), carry_h, carry_c, dgates, steps, batch, hsz, int(reverse), nt)
+    return dgates, carry_h, carry_c

@@ -17,7 +17,7 @@ Parameter syntax (space-separated, in C order):
   those elements plus the declared extent must lie inside the array.
 
 ``REQUIRES`` adds conditions between scalars (``OB`` is the kernel's register block of output
-channels, ``64 / itemsize``).
+channels, ``64 / itemsize``; the convolutions may take blocks of ``2 * OB``).
 
 Example:
     >>> import numpy as np
@@ -53,25 +53,37 @@ DECLARATIONS = {
     "gelu_bwd": "x[n] grad[n] !grad_input[n] n tanh:int nt:int",
     "pack_nhwc": "src[N*C*H*W] !dst[N*Hd*Wd*Cd] N C H W Hd Wd Cd oy ox nt:int",
     "conv_fwd": "xp[>((N-1)*Hp*Wp+((Ho-1)*sh+(kh-1)*dh)*Wp+(Wo-1)*sw+(kw-1)*dw+1)*C] weight[Op*kh*kw*C] bias?[O] "
-    "!out[>(N*O-1)*plane+(Ho-1)*o_row+(Wo-1)*o_col+1] N Hp Wp C Ho Wo O Op kh kw sh sw dh dw plane o_row o_col nt:int",
+    "!out[>(N*O-1)*plane+(Ho-1)*o_row+(Wo-1)*o_col+1] N Hp Wp C Ho Wo O Op ob kh kw sh sw dh dw plane o_row o_col "
+    "nt:int",
     "conv_wgrad": "xp[>((N-1)*Hp*Wp+((Ho-1)*sh+(kh-1)*dh)*Wp+(Wo-1)*sw+(kw-1)*dw+1)*Cp] "
     "grad[>(N-1)*g_img+(Ho-1)*g_row+Wo*Op] !grad_weight[nt*kh*kw*Cp*Op] "
-    "N Hp Wp Cp Ho Wo Op g_img g_row kh kw sh sw dh dw nt:int",
+    "N Hp Wp Cp Ho Wo Op ob g_img g_row kh kw sh sw dh dw nt:int",
     "max_pool2d_fwd": "x[P*H*W] !out[P*Ho*Wo] !indices:i64[P*Ho*Wo] P H W Ho Wo kh kw sh sw ph pw dh dw nt:int",
     "max_pool2d_bwd": "grad[P*Q] indices:i64[P*Q] !grad_input[P*HW] P HW Q nt:int",
+    "gemm_pack_b": "b[>(K-1)*rsb+(N-1)*csb+1] rsb csb K N !bp[-(-N//(2*OB))*2*OB*K]",
+    "gemm": "a[>(M-1)*rsa+(K-1)*csa+1] rsa csa b[>(K-1)*rsb+(N-1)*csb+1] rsb csb !c[>(M-1)*ldc+N] ldc M N K "
+    "acc:int !bp[>-(-N//(2*OB))*2*OB*min(K,256)] !ap[>128*min(K,256)] nt:int",
+    "lstm_seq_fwd": "gi[T*B*4*H] bias?[4*H] wp[-(-4*H//(2*OB))*2*OB*H] state[>(B-1)*s_stride+2*H] s_stride !act[T*B*4*H] "
+    "!out[T*B*2*H] !tc[T*B*H] !hh[B*4*H] T B H reverse:int nt:int",
+    "lstm_seq_bwd": "act[T*B*4*H] prev[T*B*2*H] tc[T*B*H] grad[T*B*2*H] wp[-(-H//(2*OB))*2*OB*4*H] !carry_h[B*H] !carry_c[B*H] "
+    "!dgates[T*B*4*H] T B H reverse:int nt:int",
 }
 
 REQUIRES = {  # conditions between scalars that the extents alone do not cover
     "pack_nhwc": ["C <= Cd"],
-    "conv_fwd": ["O <= Op", "Op % OB == 0", "Ho >= 1", "Wo >= 1"],
-    "conv_wgrad": ["Cp % 4 == 0", "Op % OB == 0", "Ho >= 1", "Wo >= 1"],
+    "conv_fwd": ["O <= Op", "ob == OB or ob == 2 * OB", "Op % ob == 0", "Ho >= 1", "Wo >= 1"],
+    "conv_wgrad": ["Cp % 4 == 0", "ob == OB or ob == 2 * OB", "Op % ob == 0", "Ho >= 1", "Wo >= 1"],
     "lstm_fwd_step": ["c_stride >= H"],
     "lstm_bwd_step": ["c_stride >= H"],
+    "gemm_pack_b": ["min(K, N) >= 1", "min(rsb, csb) >= 0"],
+    "gemm": ["min(M, N, K) >= 1", "min(rsa, csa, rsb, csb) >= 0", "ldc >= N"],
+    "lstm_seq_fwd": ["s_stride >= 2 * H", "min(T, B, H) >= 1"],
+    "lstm_seq_bwd": ["min(T, B, H) >= 1"],
 }
 
 _CTYPES = {"": ctypes.c_int64, "int": ctypes.c_int, "dbl": ctypes.c_double}
 _FIXED = {"i64": np.dtype(np.int64), "f64": np.dtype(np.float64)}
-_SAFE = {"__builtins__": {}}
+_SAFE = {"__builtins__": {}, "min": min}
 
 
 class Param:

@@ -302,10 +302,15 @@ def _sequence_backward_impl(g, gi_all, state0, w_hh, node, need, k=None):
     else:
         dgi_all, dgh_all, hprev, dstate = node._steps_backward(g._data, w_hh._data)
     rows = dgh_all.reshape(-1, dgh_all.shape[-1])
+    hrows = hprev.reshape(-1, hprev.shape[-1])
+    dw = None
+    if need[2]:
+        dw = k.matmul(rows.T, hrows) if k is not None and k.has_gemm(rows.dtype) else None
+        dw = rows.T @ hrows if dw is None else dw
     return (
         dgi_all if need[0] else None,
         dstate if need[1] else None,
-        rows.T @ hprev.reshape(-1, hprev.shape[-1]) if need[2] else None,
+        dw,
         rows.sum(0) if need[3] else None,
     )
 
@@ -329,6 +334,11 @@ def _lstm_sequence_forward(gd, state, wd, bd, order, k=None):
     out = np.empty((steps, batch, 2 * hsz), dtype=dt)
     tc = np.empty((steps, batch, hsz), dtype=dt)
     act = np.empty((steps, batch, g4), dtype=dt)  # the activations of every step
+    if k is not None and not is_low(gd) and k.has_gemm(dt):  # AVX-512: the whole loop in one C call
+        res = k.lstm_sequence_forward(gd, bd, wd, state, reverse=steps > 1 and order[0] != 0)
+        if res is not None:
+            out, act, tc = res
+            return out, (act, tc, "ifgo")
     kernels = k.lstm_step_kernels(gd, state, wd, bd) if k is not None and not is_low(gd) else None  # float32/64 only
     if kernels:
         args = (np.ascontiguousarray(gd), bd, np.ascontiguousarray(wd.T), np.ascontiguousarray(state))
@@ -413,6 +423,11 @@ def _lstm_sequence_backward(node, gd, wd, k=None):
     hsz = g4 // 4
     dt = act.dtype
     prev = _previous(node.prev, node.inputs[1]._data, node.reverse)
+    if k is not None and not is_low(gd) and gate_order == "ifgo" and k.has_gemm(dt):
+        res = k.lstm_sequence_backward(act, prev, tc, gd, wd, node.reverse)
+        if res is not None:
+            dgates, carry_h, carry_c = res
+            return dgates, dgates, prev[:, :, :hsz], np.concatenate([carry_h, carry_c], axis=1)
     kernels = k.lstm_step_kernels(act, gd, wd) if k is not None and not is_low(gd) else None
     if kernels and gate_order == "ifgo":
         return _lstm_backward_steps(kernels[1], act, tc, prev, np.ascontiguousarray(gd), wd, node.reverse)
