@@ -19,13 +19,21 @@ def _lift(x):
         return x
     if x.requires_grad:
         return x.view_as(x)
-    return x.detach().requires_grad_(True)
+    leaf = x.detach().requires_grad_(True)
+    fw = x.__dict__.get("_fw")
+    if fw:  # forward over reverse (jvp of grad): the leaf keeps the tangents of open jvp levels
+        leaf._fw = dict(fw)
+    return leaf
 
 
 def _lower(x, keep: bool):
     """Results are detached unless an outer computation needs their graph."""
     if isinstance(x, Tensor) and not keep:
-        return x.detach()
+        d = x.detach()
+        fw = x.__dict__.get("_fw")
+        if fw:  # tangents of open jvp levels stay (forward over reverse)
+            d._fw = dict(fw)
+        return d
     return x
 
 
