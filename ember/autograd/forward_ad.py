@@ -115,6 +115,8 @@ def _make_handler(level: int, prev):
             return out  # no dual input, or an op with no derivative (comparisons, argmax, detach)
         rule = prim.jvp
         if rule is None:
+            rule = _late_rule(prim)
+        if rule is None:
             raise NotImplementedError(f"forward AD not implemented for '{prim.name}'")
         first = out[0] if prim.multi else out
         if first is None or first._data.dtype.kind not in "fcV":
@@ -134,6 +136,16 @@ def _make_handler(level: int, prev):
         return out
 
     return handler
+
+
+def _late_rule(prim):
+    """The rule of a primitive registered after the rules were installed (a module imported later)."""
+    from ember.autograd._jvp_rules import RULES
+
+    rule = RULES.get(prim.name)
+    if rule is not None:
+        prim.jvp = rule
+    return rule
 
 
 def _with_handler(handler, fn):
