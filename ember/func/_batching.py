@@ -33,6 +33,16 @@ class BatchedTensor(Tensor):
     _value: Tensor
     _level: int
 
+    # Reverse mode inside vmap records on the physical tensor: whether a batched tensor has
+    # history (``mean``'s in-place scaling, the in-place ops' recording test) is its value's.
+    @property
+    def _node(self):
+        return self._value._node
+
+    @property
+    def _requires_grad(self) -> bool:
+        return self._value._requires_grad
+
     def __repr__(self) -> str:
         return f"BatchedTensor(lvl={self._level}, bdim=0, value={self._value!r})"
 
@@ -306,3 +316,6 @@ def _fold(fn):
 
 RULES["conv2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, *rest, **params))
 RULES["avg_pool2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, **dict(params, in_shape=x._data.shape)))
+
+# the nn primitives with batched parameters (per-sample gradients): their own module
+from ember.func import _batching_nn  # noqa: E402, F401

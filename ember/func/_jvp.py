@@ -126,7 +126,12 @@ def jvp(func: Callable, primals, tangents, *, strict: bool = False, has_aux: boo
 def _detach_keep_tangents(x: Tensor) -> Tensor:
     if not x.requires_grad:
         return x
-    d = x.detach()
+    from ember.func._batching import BatchedTensor, wrap
+
+    if isinstance(x, BatchedTensor):  # detach the physical tensor (its wrapper has no data)
+        d = wrap(_detach_keep_tangents(x._value), x._level)
+    else:
+        d = x.detach()
     fw = x.__dict__.get("_fw")
     if fw:  # the tangents of outer jvp levels stay
         d._fw = dict(fw)
@@ -212,6 +217,10 @@ def jacfwd(func: Callable, argnums: int | tuple = 0, has_aux: bool = False, *, r
             res = _unflatten(per_arg[0], o_spec)
         else:
             res = _unflatten([tuple(per_arg[a][i] for a in range(len(nums))) for i in range(len(o_leaves))], o_spec)
+        if not any(x.requires_grad for n in nums for x in leaves_of[n][0] if isinstance(x, Tensor)):
+            # a graph made inside (jacfwd of jacrev) is not part of the result
+            r_leaves, r_spec = _flatten(res)
+            res = _unflatten([_detach_keep_tangents(x) for x in r_leaves], r_spec)
         return (res, aux) if has_aux else res
 
     return wrapper

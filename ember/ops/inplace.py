@@ -198,6 +198,10 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     recording = grad_state.enabled and (
         self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)
     )
+    if recording and hasattr(self, "_value"):  # a vmap BatchedTensor with history (vmap(grad(f)))
+        from ember.func._batched_grad import inplace
+
+        return inplace(self, fn)
     if not recording:
         if raw is not None:
             prim, inputs, params = raw
