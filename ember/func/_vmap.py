@@ -23,8 +23,8 @@ from ember._mode import mode
 from ember.autograd.forward_ad import _state as _fw_state
 from ember.func import _batched_grad as _bg
 from ember.func import _batching as B_
-from ember.func._vmap_random import RANDOM, random_op
 from ember.func._jvp import _flatten, _unflatten
+from ember.func._vmap_random import RANDOM, random_op
 from ember.tensor import Tensor
 
 __all__ = ["vmap"]
