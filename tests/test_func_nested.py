@@ -88,6 +88,29 @@ def test_hessians(name):
 
 def test_layer_norm_jvp_of_jvp_by_finite_differences():
     ve, ue = ember.tensor(V), ember.tensor(rng.standard_normal(4))
+    inner = lambda x: jvp(lambda y: ember.nn.functional.layer_norm(y, (4,)), (x,), (ve,))[1]  # noqa: E731
+    got = jvp(inner, (ember.tensor(X),), (ue,))[1]
+    eps = 1e-6
+    fd = (inner(ember.tensor(X) + eps * ue) - inner(ember.tensor(X) - eps * ue)) / (2 * eps)
+    np.testing.assert_allclose(got.numpy(), fd.numpy(), rtol=1e-6, atol=1e-8)
+
+
+def test_jacfwd_of_jacfwd_vector_output():
+    xe, xt = ember.tensor(X), torch.tensor(X)
+    _close(jacfwd(jacfwd(_vector(ember)))(xe), tf.jacfwd(tf.jacfwd(_vector(torch)))(xt))
+
+
+@pytest.mark.parametrize("name", sorted(FUNCS))
+def test_forward_over_reverse_hvp(name):
+    fe, ft = FUNCS[name](ember), FUNCS[name](torch)
+    got = jvp(grad(fe), (ember.tensor(X),), (ember.tensor(V),))[1]
+    want = tf.jvp(tf.grad(ft), (torch.tensor(X),), (torch.tensor(V),))[1]
+    _close(got, want)
+
+
+def test_nested_jvp_perturbations_stay_apart():
+    # d/dx [x * d/dy (x * y)] = d/dx [x * x] = 2x: the inner jvp must not see the outer tangent
+    x = ember.tensor(3.0, dtype=ember.float64)
     one = ember.ones((), dtype=ember.float64)
 
     def inner(x):
