@@ -127,6 +127,42 @@ class _NonReentrant(Function):
         return (None, None) + tuple(result)
 
 
+class _ExternalInputs:
+    """A dispatch handler for a block: collects, in order, the op inputs that require grad
+    other than ``inputs`` (under no_grad, every such tensor comes from outside the block)."""
+
+    def __init__(self, inputs):
+        self.skip = {id(x) for x in inputs if isinstance(x, Tensor)}
+        self.tensors: list = []
+        self._ids: set = set()
+
+    def __enter__(self):
+        from ember._mode import mode
+
+        self.prev = prev = mode.handler
+        tensors, ids, skip = self.tensors, self._ids, self.skip
+
+        def handler(prim, ins, params):
+            for x in ins:
+                if isinstance(x, Tensor) and x._requires_grad and id(x) not in skip and id(x) not in ids:
+                    ids.add(id(x))
+                    tensors.append(x)
+            if prev is not None:
+                return prev(prim, ins, params)
+            from ember.ops.dispatch import run
+
+            return run(prim, ins, params)
+
+        mode.handler = handler
+        return self
+
+    def __exit__(self, *exc):
+        from ember._mode import mode
+
+        mode.handler = self.prev
+        return False
+
+
 def _segment_leaves(outputs, inputs) -> list:
     """Leaf tensors that require grad, reachable from ``outputs``, other than ``inputs``."""
     skip = {id(x) for x in inputs if isinstance(x, Tensor)}
@@ -193,9 +229,13 @@ def checkpoint(
     fwd_ctx, _ = context_fn() if context_fn is not None else (contextlib.nullcontext(), None)
     rng = _rng_state() if preserve_rng_state else None
     inputs = _detach_inputs(args)
-    with fwd_ctx:
+    # The first run keeps nothing for backward, so it records no graph: it runs under no_grad,
+    # and a dispatch handler notes the tensors from outside the segment that require grad
+    # (parameters, captured tensors), which the checkpoint node needs edges to. Recording a
+    # graph only to drop it would cost a node per op and a walk over them.
+    with fwd_ctx, _ExternalInputs(inputs) as seen, grad_mode.no_grad():
         outputs = function(*inputs, **kwargs)
-    leaves = _segment_leaves(_as_tuple(outputs), inputs)
+    leaves = _segment_leaves(seen.tensors, inputs)
     if not leaves and not any(isinstance(a, Tensor) and a.requires_grad for a in args):
         return outputs  # nothing to differentiate: the plain result
     # The segment's graph is dropped here: only the outputs' arrays stay alive.
