@@ -2,16 +2,13 @@
 
 ``python -m bench.amp_ckpt [--steps 10] [--threads 1] [--tiny] [--json out.json]`` runs the
 bench GPT workload (``bench.wl_train._gpt``: 4 layers, 4 heads, width 128, context 64, batch 16,
-AdamW) in four modes, each framework and mode in its own process (so peak memory is its own):
+AdamW) in three modes, each framework and mode in its own process (so peak memory is its own):
 
 * ``fp32``: the plain float32 step;
 * ``bf16``: forward and loss under ``autocast("cpu", dtype=bfloat16)``, backward and AdamW as usual;
-* ``ckpt``: float32, every block but the last checkpointed (``utils.checkpoint.checkpoint``,
-  non-reentrant), as ``checkpoint_sequential`` does (backward needs the last block's activations
-  at once: checkpointing it only recomputes it);
-* ``ckpt_all``: float32, every block checkpointed.
+* ``ckpt``: float32, every block checkpointed (``utils.checkpoint.checkpoint``, non-reentrant).
 
-It prints the median step time (the modes alternate round by round in one process; with
+It prints the median step time (the three modes alternate round by round in one process; with
 one thread, the process's CPU time, so that other load on the machine does not distort it) and
 the peak resident memory of a step above the memory live before it (model and optimizer state;
 freed heap is returned to the OS first with ``malloc_trim``, so the number is what the step's
@@ -29,7 +26,7 @@ import subprocess
 import sys
 import time
 
-MODES = ("fp32", "bf16", "ckpt", "ckpt_all")
+MODES = ("fp32", "bf16", "ckpt")
 
 
 def _setup(torch, mode: str, tiny: bool):
@@ -37,7 +34,7 @@ def _setup(torch, mode: str, tiny: bool):
 
     vocab = 65
     layers, heads, width, context, batch = (1, 2, 16, 8, 2) if tiny else (4, 4, 128, 64, 16)
-    model = _gpt(torch, vocab, layers, heads, width, context, ckpt={"ckpt": True, "ckpt_all": "all"}.get(mode, False))
+    model = _gpt(torch, vocab, layers, heads, width, context, ckpt=mode == "ckpt")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
     x, y = _token_batch(torch, batch, context, vocab)
     F = torch.nn.functional

@@ -124,11 +124,8 @@ def resnet(torch, tiny: bool = False):
 
 # --------------------------------------------------------------------------- GPT and MoE-GPT
 def _gpt(torch, vocab, n_layer, n_head, width, context, moe=None, ckpt=False):
-    """nanoGPT-style model; ``moe=(num_experts, top_k)`` swaps each MLP for a mixture of experts.
-
-    ``ckpt=True`` checkpoints every block but the last (``torch.utils.checkpoint``, non-reentrant),
-    as ``checkpoint_sequential`` does: backward needs the last block's activations at once, so
-    checkpointing it would only recompute it; ``ckpt="all"`` checkpoints every block."""
+    """nanoGPT-style model; ``moe=(num_experts, top_k)`` swaps each MLP for a mixture of experts;
+    ``ckpt`` checkpoints every block (``torch.utils.checkpoint``, non-reentrant)."""
     nn, F = torch.nn, torch.nn.functional
 
     class SelfAttention(nn.Module):
@@ -205,11 +202,8 @@ def _gpt(torch, vocab, n_layer, n_head, width, context, moe=None, ckpt=False):
         def forward(self, idx):
             T = idx.shape[1]
             x = self.tok(idx) + self.pos(torch.arange(T))  # (B, T, C)
-            for i, block in enumerate(self.blocks):
-                if ckpt == "all" or (ckpt and i < n_layer - 1):
-                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
+            for block in self.blocks:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if ckpt else block(x)
             return self.lm_head(self.ln_f(x))  # (B, T, vocab)
 
     return GPT()

@@ -43,6 +43,10 @@ class BatchedTensor(Tensor):
     def _requires_grad(self) -> bool:
         return self._value._requires_grad
 
+    def detach(self) -> Tensor:
+        """The batched tensor cut from the graph (its physical value detached)."""
+        return wrap(self._value.detach(), self._level)
+
     def __repr__(self) -> str:
         return f"BatchedTensor(lvl={self._level}, bdim=0, value={self._value!r})"
 
