@@ -25,8 +25,9 @@ from ember.autograd import grad_mode
 from ember.autograd.function import Function
 from ember.autograd.node import Node
 from ember.tensor import Tensor
+from ember.utils._checkpoint_early_stop import OpLog, Replay, early_stop, set_checkpoint_early_stop
 
-__all__ = ["checkpoint", "checkpoint_sequential"]
+__all__ = ["checkpoint", "checkpoint_sequential", "set_checkpoint_early_stop"]
 
 
 def _rng_state():
@@ -113,8 +114,9 @@ class _NonReentrant(Function):
         full = [next(saved) if p is None else p for p in ctx.plain]
         args, leaves = full[: ctx.n_args], full[ctx.n_args :]
         inputs = _detach_inputs(args)
-        # Rebuild the segment with the leaves themselves, so their gradients line up with edges.
-        with _rng_fork(st["rng"], st["preserve"]), grad_mode.enable_grad():
+        # Rebuild the segment with the leaves themselves, so their gradients line up with edges;
+        # with early stop, the ops after the last one whose output backward reads only get nodes.
+        with _rng_fork(st["rng"], st["preserve"]), grad_mode.enable_grad(), _replay(st["stop"]):
             outputs = _as_tuple(st["run"](*inputs, **st["kwargs"]))
         pairs = [(o, g) for o, g in zip(outputs, grads) if isinstance(o, Tensor) and o.requires_grad and g is not None]
         wanted = [x for x in inputs + leaves if isinstance(x, Tensor) and x.requires_grad]
@@ -127,6 +129,22 @@ class _NonReentrant(Function):
         return (None, None) + tuple(result)
 
 
+@contextlib.contextmanager
+def _replay(stop):
+    """The recomputation's dispatch handler (``_checkpoint_early_stop.Replay``), when early stop is on."""
+    if stop is None:
+        yield
+        return
+    from ember._mode import mode
+
+    prev = mode.handler
+    mode.handler = Replay(stop[0], stop[1], prev)
+    try:
+        yield
+    finally:
+        mode.handler = prev
+
+
 class _ExternalInputs:
     """A dispatch handler for a block: collects, in order, the op inputs that require grad
     other than ``inputs`` (under no_grad, every such tensor comes from outside the block)."""
@@ -135,23 +153,23 @@ class _ExternalInputs:
         self.skip = {id(x) for x in inputs if isinstance(x, Tensor)}
         self.tensors: list = []
         self._ids: set = set()
+        self.log = OpLog()  # what early stop needs to know about each op
 
     def __enter__(self):
         from ember._mode import mode
 
         self.prev = prev = mode.handler
-        tensors, ids, skip = self.tensors, self._ids, self.skip
+        tensors, ids, skip, log = self.tensors, self._ids, self.skip, self.log
+        from ember.ops.dispatch import run
 
         def handler(prim, ins, params):
             for x in ins:
                 if isinstance(x, Tensor) and x._requires_grad and id(x) not in skip and id(x) not in ids:
                     ids.add(id(x))
                     tensors.append(x)
-            if prev is not None:
-                return prev(prim, ins, params)
-            from ember.ops.dispatch import run
-
-            return run(prim, ins, params)
+            out = prev(prim, ins, params) if prev is not None else run(prim, ins, params)
+            log.note(prim, ins, out)
+            return out
 
         mode.handler = handler
         return self
@@ -236,11 +254,14 @@ def checkpoint(
     with fwd_ctx, _ExternalInputs(inputs) as seen, grad_mode.no_grad():
         outputs = function(*inputs, **kwargs)
     leaves = _segment_leaves(seen.tensors, inputs)
+    log = seen.log
+    log._made = None
     if not leaves and not any(isinstance(a, Tensor) and a.requires_grad for a in args):
         return outputs  # nothing to differentiate: the plain result
     # The segment's graph is dropped here: only the outputs' arrays stay alive.
     detached = tuple(o.detach() if isinstance(o, Tensor) else o for o in _as_tuple(outputs))
     state = {"run": function, "kwargs": kwargs, "rng": rng, "preserve": preserve_rng_state}
+    state["stop"] = (log, log.stop_index()) if early_stop.enabled else None
     state["outputs"] = detached if isinstance(outputs, tuple) else detached[0]
     return _NonReentrant.apply(state, len(args), *args, *leaves)
 
