@@ -8,10 +8,14 @@ gradient reaches its outputs, ``fn`` is run again (with the same random numbers 
   backward re-runs it and calls ``ember.autograd.backward`` inside the outer backward, so
   parameters used inside get ``.grad`` directly. As in PyTorch, the output needs an input that
   requires grad, and ``ember.autograd.grad`` cannot reach parameters inside the segment.
-* ``use_reentrant=False`` (recommended): the segment's graph is built, its leaves (the
-  parameters it uses) are collected and the graph is dropped; the checkpoint node then has an
-  edge to each input and each such leaf, so ``ember.autograd.grad`` and ``backward(inputs=...)``
-  work, and keyword arguments are passed through.
+* ``use_reentrant=False`` (recommended): the segment runs without recording a graph while a
+  dispatch handler collects the tensors from outside it that require grad (parameters); the
+  checkpoint node has an edge to each input and each of their leaves, so ``ember.autograd.grad``
+  and ``backward(inputs=...)`` work, and keyword arguments are passed through. As in PyTorch,
+  the recomputation stops early: the ops after the last one whose output backward reads (a
+  block's last projection and residual add) get their gradient nodes but are not computed
+  again (``ember/utils/_checkpoint_early_stop.py``; ``set_checkpoint_early_stop(False)`` turns
+  it off).
 """
 
 from __future__ import annotations
