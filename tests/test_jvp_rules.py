@@ -322,3 +322,44 @@ def test_jvp_rule_against_finite_differences_and_reverse_mode(name):
     rhs = sum(_dot(g, t) for g, t in zip(grads, tangents))
     tol = 1e-6 if name == "to" else 1e-8  # "to" rounds through float32
     assert abs(lhs - rhs) <= tol * max(1.0, abs(lhs)), (name, lhs, rhs)
+
+
+def _inplace_cases(m):
+    return {
+        "addcmul_": lambda x, a: x.addcmul_(a, a, value=0.5),
+        "addcdiv_": lambda x, a: x.addcdiv_(a, a.abs() + 1, value=2.0),
+        "lerp_": lambda x, a: x.lerp_(a, 0.3),
+        "lerp_tensor_weight": lambda x, a: x.lerp_(a, a.sigmoid()),
+        "sqrt_": lambda x, a: x.abs_().sqrt_(),
+        "index_add_": lambda x, a: x.index_add_(0, m.tensor([0, 2]), a[:2], alpha=2.0),
+        "setitem_": lambda x, a: x.__setitem__((slice(0, 2),), a[1:3] * 2) or x,
+        "mul_add_": lambda x, a: x.mul_(a).add_(a, alpha=2.0),
+        "copy_": lambda x, a: x.copy_(a * 3),
+        "fill_": lambda x, a: x.fill_(2.0) * a,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_inplace_cases(ember)))
+def test_inplace_ops_under_forward_ad_as_torch(name):
+    import torch
+    import torch.autograd.forward_ad as tAD
+
+    import ember.autograd.forward_ad as eAD
+
+    arrays = [rng.standard_normal((3, 4)) for _ in range(4)]
+    got = []
+    for m, AD in ((ember, eAD), (torch, tAD)):
+        x0, tx, a0, ta = (m.tensor(v) for v in arrays)
+        with AD.dual_level():
+            x = AD.make_dual(x0, tx).clone()
+            a = AD.make_dual(a0, ta)
+            got.append(AD.unpack_dual(_inplace_cases(m)[name](x, a)).tangent.numpy())
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-12, atol=1e-12)
+
+
+def test_random_fill_under_forward_ad_has_zero_tangent():
+    import ember.autograd.forward_ad as eAD
+
+    with eAD.dual_level():
+        x = eAD.make_dual(ember.zeros(3), ember.ones(3)).clone()
+        assert eAD.unpack_dual(x.normal_()).tangent.tolist() == [0.0, 0.0, 0.0]

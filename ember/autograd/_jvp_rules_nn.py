@@ -11,7 +11,7 @@ their formula written out.
 
 from __future__ import annotations
 
-__all__ = ["RULES"]
+__all__ = ["RULES", "INPLACE"]
 
 RULES: dict = {}
 
@@ -295,3 +295,49 @@ def _recurrent_sequence(inputs, tangents, out, kind, reverse, relu):
 
     # one step primitive per time step, each through its cell's composite
     return jvp_of(lambda *xs: _sequence_by_steps(kind, reverse, relu, *xs), inputs, tangents)
+
+
+# --------------------------------------------------------------------------- in-place ops
+# In-place primitives (raw writes, used when no gradient is recorded) have no node. Under forward
+# AD their tangent is the tangent of the out-of-place twin on the operands as they were (forward
+# mode through it, ``forward_ad.jvp_of``); random fills give constant values (zero tangent).
+def _addc(div: bool):
+    def f(s, t1, t2, value):
+        return s + value * (t1 / t2 if div else t1 * t2)
+
+    return f
+
+
+def _index_add(s, index, source, dim, alpha):
+    return s.index_add(dim, index, source, alpha=alpha)
+
+
+def _setitem(s, value, key):
+    from ember.ops.index import index_put
+
+    return index_put(s, key, value, _converted=True)
+
+
+def _lerp(s, end, weight):
+    from ember.ops import elementwise as ew
+
+    return ew.lerp(s, end, weight)
+
+
+def _maximum(s, other):
+    from ember.ops import elementwise as ew
+
+    return ew.maximum(s, other)
+
+
+#: in-place primitive -> its out-of-place twin, ``f(*inputs, **params)``
+INPLACE = {
+    "addcmul_": _addc(False),
+    "addcdiv_": _addc(True),
+    "lerp_": _lerp,
+    "maximum_": _maximum,
+    "sqrt_": lambda s: s.sqrt(),
+    "index_add_": _index_add,
+    "setitem_": _setitem,
+}
+RANDOM_FILLS = ("normal_", "uniform_", "bernoulli_", "cauchy_", "exponential_", "geometric_", "log_normal_", "random_")

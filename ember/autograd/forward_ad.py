@@ -191,14 +191,24 @@ def _inplace(prim, inputs, params, level, prev):
         elif name == "fill_":
             out = _run(prev, prim, inputs, params)
             tangent = out.new_zeros(tuple(out.shape))
-        else:
-            base = _INPLACE_OF.get(name)
-            rule = REGISTRY[base].jvp if base else None
-            if rule is None:
-                raise NotImplementedError(f"forward AD not implemented for in-place op '{name}'")
+        elif name in _INPLACE_OF:
+            rule = REGISTRY[_INPLACE_OF[name]].jvp
             before = (inputs[0].clone(),) + tuple(inputs[1:])
             out = _run(prev, prim, inputs, params)
             tangent = rule(before, tuple(_tangent(x, level) for x in inputs), out)
+        else:
+            from ember.autograd._jvp_rules_nn import INPLACE, RANDOM_FILLS
+
+            twin = INPLACE.get(name)
+            if twin is None and name not in RANDOM_FILLS:
+                raise NotImplementedError(f"forward AD not implemented for in-place op '{name}'")
+            before = (inputs[0].clone(),) + tuple(inputs[1:])
+            out = _run(prev, prim, inputs, params)
+            if twin is None:  # a random fill: new values that do not depend on the old ones
+                tangent = out.new_zeros(tuple(out.shape))
+            else:
+                tangents = tuple(_tangent(x, level) for x in inputs)
+                tangent = jvp_of(lambda *xs: twin(*xs, **params), before, tangents)
         if tangent is not None and tangent._data.dtype != out._data.dtype:
             tangent = tangent.to(out.dtype)
         if tangent is not None:
