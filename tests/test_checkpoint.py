@@ -116,3 +116,74 @@ def test_gpt_config_checkpoint_gives_the_same_gradients():
         grads.append([p.grad.numpy().copy() for p in model.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_early_stop_skips_the_tail_and_keeps_gradients():
+    # As PyTorch's non-reentrant checkpoint: the recomputation stops once everything backward
+    # reads is rebuilt; the last linear (its rule reads its input and weight, not its output) and
+    # the residual add get their nodes but no kernel call.
+    import numpy as np
+
+    from ember.nn.functional.linear import _LINEAR
+    from ember.utils.checkpoint import set_checkpoint_early_stop
+
+    ember.manual_seed(0)
+    fc, proj = ember.nn.Linear(8, 16), ember.nn.Linear(16, 8)
+
+    def block(x):
+        return x + proj(ember.nn.functional.gelu(fc(x)))
+
+    x0 = ember.randn(4, 8)
+    calls = []
+    impl = _LINEAR.cpu
+
+    def counting(*a, **k):
+        calls.append(1)
+        return impl(*a, **k)
+
+    results = []
+    for stop in (True, False):
+        x = x0.detach().requires_grad_()
+        with set_checkpoint_early_stop(stop):
+            y = checkpoint(block, x, use_reentrant=False)
+        calls.clear()
+        _LINEAR.cpu = counting
+        try:
+            y.sum().backward()
+        finally:
+            _LINEAR.cpu = impl
+        results.append((len(calls), x.grad.numpy(), fc.weight.grad.numpy(), proj.weight.grad.numpy()))
+        fc.zero_grad()
+        proj.zero_grad()
+    (n_stop, *g_stop), (n_full, *g_full) = results
+    assert (n_stop, n_full) == (1, 2)  # the recomputation ran fc only, or fc and proj
+    for a, b in zip(g_stop, g_full):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stop_when_the_recomputation_takes_another_path():
+    import numpy as np
+    import pytest
+
+    from ember.utils.checkpoint import set_checkpoint_early_stop
+
+    def make(second):
+        runs = []
+
+        def seg(x):
+            runs.append(1)
+            y = x * 2
+            return y + 1 if len(runs) == 1 else second(y)
+
+        return seg
+
+    # another path in the replayed tail: the values it would read were never computed
+    x = ember.randn(3, requires_grad=True)
+    y = checkpoint(make(lambda y: y.exp()), x, use_reentrant=False)
+    with pytest.raises(RuntimeError, match="recomputation took another path"):
+        y.sum().backward()
+    # without early stop the same segment recomputes everything
+    with set_checkpoint_early_stop(False):
+        y = checkpoint(make(lambda y: y.exp()), x, use_reentrant=False)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.exp(2 * x.detach().numpy()), rtol=1e-6)

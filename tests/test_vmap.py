@@ -152,8 +152,7 @@ def test_image_ops_fold_the_batch():
             [x, w, b],
             (0, None, None),
         )
-    # a batched weight (per-sample filters) goes through the loop fallback, still correct
-    with pytest.warns(UserWarning, match="conv2d"):
+        # a batched weight (per-sample filters) is one grouped convolution, no loop
         _check(lambda m, x, w: m.nn.functional.conv2d(x, w), [_a(3, 1, 2, 5, 5), _a(3, 4, 2, 3, 3)], 0)
 
 

@@ -17,6 +17,7 @@ from ember.amp.autocast_mode import (
     set_autocast_dtype,
     set_autocast_enabled,
 )
+from ember.amp.custom import custom_bwd, custom_fwd
 from ember.amp.grad_scaler import GradScaler
 from ember.amp.policy import autocast_args
 
@@ -29,4 +30,6 @@ __all__ = [
     "get_autocast_dtype",
     "set_autocast_enabled",
     "set_autocast_dtype",
+    "custom_fwd",
+    "custom_bwd",
 ]

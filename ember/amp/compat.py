@@ -67,5 +67,24 @@ def _module(device: str, autocast_cls) -> types.ModuleType:
     return m
 
 
+def _cuda_custom(name: str):
+    def deco(fn=None, **kwargs):
+        warnings.warn(
+            f"`ember.cuda.amp.{name}(args...)` is deprecated. "
+            f"Please use `ember.amp.{name}(args..., device_type='cuda')` instead.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        from ember.amp import custom
+
+        return getattr(custom, name)(fn, device_type="cuda", **kwargs)
+
+    deco.__name__ = deco.__qualname__ = name
+    deco.__doc__ = f"``ember.cuda.amp.{name}``: ``ember.amp.{name}(..., device_type='cuda')`` (deprecated)."
+    return deco
+
+
 cuda_amp = _module("cuda", _CudaAutocast)
+cuda_amp.custom_fwd = _cuda_custom("custom_fwd")
+cuda_amp.custom_bwd = _cuda_custom("custom_bwd")
 cpu_amp = _module("cpu", _CpuAutocast)

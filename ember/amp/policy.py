@@ -17,12 +17,17 @@ input), while on CUDA they run in float32.
 
 from __future__ import annotations
 
-from ember.amp.state import current, local
+from ember.amp.state import current, local, suspended
 
-__all__ = ["POLICY", "autocast_args"]
+__all__ = ["POLICY", "autocast_args", "rnn_autocast"]
 
 _LOWER = """matmul mm bmm addmm baddbmm addbmm linear conv1d conv2d conv3d conv_transpose1d
-    conv_transpose2d conv_transpose3d einsum tensordot prelu scaled_dot_product_attention lstm gru rnn"""
+    conv_transpose2d conv_transpose3d einsum tensordot prelu scaled_dot_product_attention"""
+# Recurrent layers. On CPU PyTorch lowers LSTM (its oneDNN layer) and the Elman RNN and RNNCell
+# (built of linear ops); GRU, GRUCell and LSTMCell are in no list: they run in their inputs'
+# dtypes, projections included. On CUDA the cuDNN layers and all cells run low.
+_RNN_CPU = "lstm rnn rnn_cell"
+_RNN_CUDA = "lstm gru rnn lstm_cell gru_cell rnn_cell"
 
 _FP32_LOSSES = """cross_entropy nll_loss mse_loss l1_loss smooth_l1_loss huber_loss kl_div
     binary_cross_entropy binary_cross_entropy_with_logits soft_margin_loss margin_ranking_loss
@@ -33,13 +38,13 @@ _PROMOTE = "cat stack index_copy"
 
 POLICY: dict[str, dict[str, str]] = {
     "cpu": {
-        **dict.fromkeys(_LOWER.split(), "lower"),
+        **dict.fromkeys(_LOWER.split() + _RNN_CPU.split(), "lower"),
         **dict.fromkeys(_FP32_LOSSES.split(), "fp32"),
         **dict.fromkeys("prod trace cdist avg_pool3d".split(), "fp32"),
         **dict.fromkeys(_PROMOTE.split(), "promote"),
     },
     "cuda": {
-        **dict.fromkeys((_LOWER.replace("einsum tensordot prelu", "")).split(), "lower"),
+        **dict.fromkeys((_LOWER.replace("einsum tensordot prelu", "")).split() + _RNN_CUDA.split(), "lower"),
         **dict.fromkeys(_FP32_LOSSES.split(), "fp32"),
         **dict.fromkeys(
             """softmax log_softmax layer_norm group_norm norm vector_norm sum prod cumsum cumprod
@@ -90,6 +95,32 @@ def autocast_args(op: str, *args):
         for d in floats[1:]:
             target = _dtype.promote_types(target, d)
     return tuple(_cast(a, target, dev) for a in args)
+
+
+def rnn_autocast(op: str, *args):
+    """``(args, context)`` for a recurrent op (``"lstm"``, ``"gru"``, ``"rnn"``, ``"*_cell"``).
+
+    Under autocast, an op in the lowered list gets its inputs and weights cast once; an op in
+    no list keeps its inputs' dtypes. Either way its inside (the input projections are
+    ``linear`` ops) runs in the returned context, with autocast suspended, so it is not cast again.
+
+    Example:
+        >>> import ember
+        >>> with ember.autocast("cpu"):
+        ...     (x,), ctx = rnn_autocast("lstm", ember.ones(2, 3))
+        >>> x.dtype
+        ember.bfloat16
+    """
+    import contextlib
+
+    if not local.active:
+        return args, contextlib.nullcontext()
+    dev = _device_type(args)
+    if dev is None or not current(dev)[0]:
+        return args, contextlib.nullcontext()
+    if POLICY.get(dev, {}).get(op) is not None:
+        args = autocast_args(op, *args)
+    return args, suspended()
 
 
 def _tensors(args):

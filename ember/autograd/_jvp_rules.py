@@ -418,8 +418,10 @@ def install() -> None:
     global _installed
     if _installed:
         return
+    from ember.autograd._jvp_rules_nn import RULES as NN_RULES
     from ember.ops.dispatch import REGISTRY
 
+    RULES.update(NN_RULES)
     for name, rule in RULES.items():
         prim = REGISTRY.get(name)
         if prim is not None and prim.jvp is None:

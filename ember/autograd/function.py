@@ -80,7 +80,9 @@ class FunctionCtx(Node):
                 f"function {self.name()} returned an incorrect number of gradients "
                 f"(expected {len(self.edges)}, got {len(result)})"
             )
-        return tuple(self._check_grad(i, g) for i, g in enumerate(result[: len(self.edges)]))
+        return tuple(
+            _like_input(self._check_grad(i, g), self.inputs[i]) for i, g in enumerate(result[: len(self.edges)])
+        )
 
     def _check_grad(self, i: int, g):
         """Sum a broadcast gradient back to its input's shape; refuse an incompatible one (as torch)."""
@@ -101,6 +103,17 @@ class FunctionCtx(Node):
         from ember.ops.elementwise import sum_to
 
         return sum_to(g, x) if x._requires_grad else None
+
+
+def _like_input(g, x):
+    """A gradient in its input's floating dtype, as PyTorch's engine casts it (a bfloat16
+    gradient from a backward under autocast reaches a float32 input as float32)."""
+    if g is None or x is None or not hasattr(g, "_data") or not hasattr(x, "_data"):
+        return g
+    gd, xd = g._data.dtype, x._data.dtype
+    if gd != xd and gd.kind in "fV" and xd.kind in "fV":
+        return g.to(x.dtype)
+    return g
 
 
 class _MultiGrad:

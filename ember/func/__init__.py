@@ -8,9 +8,11 @@ with respect to inputs that an outer computation tracks. Inputs may be pytrees (
 lists and dicts of tensors).
 
 ``jvp`` and ``jacfwd`` use forward-mode AD (``ember.autograd.forward_ad``: a JVP rule per
-primitive at the dispatch point); ``vmap`` batches each primitive by its batching rule. Reverse
-mode inside ``vmap`` (``vmap(grad(f))``) is not supported yet, so ``hessian`` is
-``jacrev(jacrev(f))`` rather than PyTorch's ``jacfwd(jacrev(f))`` (same numbers).
+primitive at the dispatch point), with nested levels (``jvp`` of ``jvp``, ``jacfwd(jacfwd(f))``)
+and forward over reverse (``jvp(grad(f))``; ``hessian`` is ``jacfwd(jacrev(f))`` as in
+PyTorch). ``vmap`` batches each primitive by its batching rule; reverse mode inside it
+(``vmap(grad(f))``, per-sample gradients) records on the physical batched tensors
+(``ember/func/_batched_grad.py``).
 
 Example:
     >>> import ember

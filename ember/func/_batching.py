@@ -33,6 +33,20 @@ class BatchedTensor(Tensor):
     _value: Tensor
     _level: int
 
+    # Reverse mode inside vmap records on the physical tensor: whether a batched tensor has
+    # history (``mean``'s in-place scaling, the in-place ops' recording test) is its value's.
+    @property
+    def _node(self):
+        return self._value._node
+
+    @property
+    def _requires_grad(self) -> bool:
+        return self._value._requires_grad
+
+    def detach(self) -> Tensor:
+        """The batched tensor cut from the graph (its physical value detached)."""
+        return wrap(self._value.detach(), self._level)
+
     def __repr__(self) -> str:
         return f"BatchedTensor(lvl={self._level}, bdim=0, value={self._value!r})"
 
@@ -306,3 +320,6 @@ def _fold(fn):
 
 RULES["conv2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, *rest, **params))
 RULES["avg_pool2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, **dict(params, in_shape=x._data.shape)))
+
+# the nn primitives with batched parameters (per-sample gradients): their own module
+from ember.func import _batching_nn  # noqa: E402, F401

@@ -98,12 +98,8 @@ def jvp(func: Callable, primals, tangents, *, strict: bool = False, has_aux: boo
             raise RuntimeError(
                 f"{api}: Expected primals and tangents to have the same shape, got {list(p.shape)} and {list(t.shape)}"
             )
-    if fwAD._state.level is not None:
-        raise NotImplementedError(
-            "jvp: nested forward-mode transforms (jvp of jvp, jacfwd of jacfwd) are not supported"
-        )
-    with fwAD.dual_level():
-        duals = [fwAD.make_dual(p, t) for p, t in zip(p_leaves, t_leaves)]
+    with fwAD._nested_level() as level:  # levels nest: jvp of jvp, jacfwd(jacfwd(f))
+        duals = [fwAD.make_dual(p, t, level=level) for p, t in zip(p_leaves, t_leaves)]
         result = func(*_unflatten(duals, p_spec))
         aux = None
         if has_aux:
@@ -116,11 +112,30 @@ def jvp(func: Callable, primals, tangents, *, strict: bool = False, has_aux: boo
         _check_tensors(o_leaves, "f(*primals)'s outputs", api)
         outs, jvps = [], []
         for o in o_leaves:
-            primal, tangent = fwAD.unpack_dual(o)
+            primal, tangent = fwAD.unpack_dual(o, level=level)
             outs.append(primal)
             jvps.append(tangent if tangent is not None else _zeros_like(o))
+    if not any(x.requires_grad for x in p_leaves + t_leaves):
+        # nothing outside tracks them: a graph made inside (jvp of grad) is not part of the result
+        outs = [_detach_keep_tangents(x) for x in outs]
+        jvps = [_detach_keep_tangents(x) for x in jvps]
     res = (_unflatten(outs, o_spec), _unflatten(jvps, o_spec))
     return res + (aux,) if has_aux else res
+
+
+def _detach_keep_tangents(x: Tensor) -> Tensor:
+    if not x.requires_grad:
+        return x
+    from ember.func._batching import BatchedTensor, wrap
+
+    if isinstance(x, BatchedTensor):  # detach the physical tensor (its wrapper has no data)
+        d = wrap(_detach_keep_tangents(x._value), x._level)
+    else:
+        d = x.detach()
+    fw = x.__dict__.get("_fw")
+    if fw:  # the tangents of outer jvp levels stay
+        d._fw = dict(fw)
+    return d
 
 
 def _zeros_like(x: Tensor) -> Tensor:
@@ -202,6 +217,10 @@ def jacfwd(func: Callable, argnums: int | tuple = 0, has_aux: bool = False, *, r
             res = _unflatten(per_arg[0], o_spec)
         else:
             res = _unflatten([tuple(per_arg[a][i] for a in range(len(nums))) for i in range(len(o_leaves))], o_spec)
+        if not any(x.requires_grad for n in nums for x in leaves_of[n][0] if isinstance(x, Tensor)):
+            # a graph made inside (jacfwd of jacrev) is not part of the result
+            r_leaves, r_spec = _flatten(res)
+            res = _unflatten([_detach_keep_tangents(x) for x in r_leaves], r_spec)
         return (res, aux) if has_aux else res
 
     return wrapper

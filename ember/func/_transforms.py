@@ -6,6 +6,8 @@ import functools
 
 from ember.autograd import grad as _autograd_grad
 from ember.autograd.grad_mode import enable_grad
+from ember.func import _batched_grad as _bg
+from ember.func._batching import BatchedTensor
 from ember.func._pytree import tree_flatten, tree_map, tree_unflatten
 from ember.tensor import Tensor
 
@@ -14,18 +16,41 @@ __all__ = ["grad", "grad_and_value", "vjp", "jacrev", "hessian"]
 
 def _lift(x):
     """A fresh differentiable version of ``x``: a view when an outer computation tracks it (so
-    the result stays connected to it), else a detached leaf that requires grad."""
+    the result stays connected to it), else a detached leaf that requires grad. Inside ``vmap``
+    the leaf is the physical tensor with the batch dims (``ember/func/_batched_grad.py``)."""
+    levels = _bg.active()
+    if levels:
+        return _bg.lift(x, levels, _lift_plain)
+    return _lift_plain(x)
+
+
+def _lift_plain(x):
     if not isinstance(x, Tensor):
         return x
+    if isinstance(x, BatchedTensor):
+        raise NotImplementedError(
+            "reverse mode of an input batched by a vmap outside a forward-mode transform (vmap(jvp(grad(f))), "
+            "vmap(hessian(f))) is not supported; use vmap(jacrev(jacrev(f))) for per-sample Hessians"
+        )
     if x.requires_grad:
         return x.view_as(x)
-    return x.detach().requires_grad_(True)
+    leaf = x.detach().requires_grad_(True)
+    fw = x.__dict__.get("_fw")
+    if fw:  # forward over reverse (jvp of grad): the leaf keeps the tangents of open jvp levels
+        leaf._fw = dict(fw)
+    return leaf
 
 
 def _lower(x, keep: bool):
     """Results are detached unless an outer computation needs their graph."""
+    if isinstance(x, BatchedTensor):
+        return _bg.lower(x, keep, _lower)
     if isinstance(x, Tensor) and not keep:
-        return x.detach()
+        d = x.detach()
+        fw = x.__dict__.get("_fw")
+        if fw:  # tangents of open jvp levels stay (forward over reverse)
+            d._fw = dict(fw)
+        return d
     return x
 
 
@@ -45,6 +70,10 @@ def _grads(outputs, inputs, cotangents, keep):
     """Gradients of ``outputs`` at ``inputs`` (zeros where independent), graph kept for nesting."""
     from ember.ops.creation import zeros_like
 
+    levels = _bg.active()
+    if levels and any(isinstance(x, BatchedTensor) for x in list(outputs) + list(inputs)):
+        got = _bg.grads(outputs, inputs, cotangents, levels)
+        return [_lower(zeros_like(x) if g is None else g, keep) for g, x in zip(got, inputs)]
     pairs = [(o, c) for o, c in zip(outputs, cotangents) if isinstance(o, Tensor) and o.requires_grad]
     wanted = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     got = [None] * len(inputs)
@@ -267,9 +296,8 @@ def jacrev(func, argnums=0, *, has_aux: bool = False, chunk_size=None, _prealloc
 
 
 def hessian(func, argnums=0):
-    """The Hessian of a scalar function: ``jacrev(jacrev(func, argnums), argnums)``.
-
-    (PyTorch composes ``jacfwd(jacrev(...))``; the numbers are the same.)
+    """The Hessian of a scalar function: ``jacfwd(jacrev(func, argnums), argnums)``, as PyTorch
+    composes it (forward mode over reverse mode).
 
     Example:
         >>> import ember
@@ -278,4 +306,6 @@ def hessian(func, argnums=0):
         tensor([[ 6.,  0.],
                 [ 0., 12.]])
     """
-    return jacrev(jacrev(func, argnums), argnums)
+    from ember.func._jvp import jacfwd
+
+    return jacfwd(jacrev(func, argnums), argnums)

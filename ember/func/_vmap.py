@@ -20,26 +20,14 @@ import warnings
 from collections.abc import Callable
 
 from ember._mode import mode
+from ember.autograd.forward_ad import _state as _fw_state
+from ember.func import _batched_grad as _bg
 from ember.func import _batching as B_
 from ember.func._jvp import _flatten, _unflatten
+from ember.func._vmap_random import RANDOM, random_op
 from ember.tensor import Tensor
 
 __all__ = ["vmap"]
-
-_RANDOM = {
-    "rand",
-    "randn",
-    "randint",
-    "normal_",
-    "uniform_",
-    "bernoulli_",
-    "cauchy_",
-    "exponential_",
-    "geometric_",
-    "log_normal_",
-    "random_",
-    "dropout_mask",
-}
 
 
 class _Level:
@@ -59,11 +47,8 @@ def _make_handler(level: int, size: int, prev, randomness: str):
         return dispatch(prim, args, params)
 
     def handler(prim, inputs, params):
-        if prim.name in _RANDOM and randomness == "error":
-            raise RuntimeError(
-                "vmap: called random operation while in randomness error mode. Please either use the "
-                "'same' or 'different' randomness flags on vmap or perform the randomness operation out of vmap"
-            )
+        if prim.name in RANDOM:
+            return random_op(prim, inputs, params, level, size, dispatch, randomness)
         if not any(B_.is_batched(x, level) for x in inputs):
             return dispatch(prim, inputs, params)
         if prim.inplace:
@@ -148,8 +133,9 @@ def vmap(
         in_dims: the mapped dim of each input: an int (all), None (not mapped), or a tuple with
             one entry (int, None or a nested tuple) per positional argument.
         out_dims: where the batch dim goes in each output (an int, or a tuple per output).
-        randomness: ``"error"`` (random ops inside raise) or ``"same"`` (one draw shared by the
-            batch); ``"different"`` is not supported.
+        randomness: ``"error"`` (random ops inside raise), ``"same"`` (every batch element
+            sees the same random numbers) or ``"different"`` (each its own), as PyTorch
+            (``ember/func/_vmap_random.py``).
         chunk_size: run the batch in chunks of this size (less memory), results concatenated.
 
     Example:
@@ -160,8 +146,6 @@ def vmap(
     """
     if randomness not in ("error", "same", "different"):
         raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
-    if randomness == "different":
-        raise NotImplementedError("vmap: randomness='different' is not supported in ember")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
 
@@ -233,9 +217,11 @@ def _run(func, leaves, phys, spec, size, out_dims, randomness):
     handler = _make_handler(level, size, prev, randomness)
     args = [x if p is None else B_.wrap(p, level) for x, p in zip(leaves, phys)]
     mode.handler = handler
+    _bg.ACTIVE.append((level, size, len(_fw_state.levels)))
     try:
         result = func(*_unflatten(args, spec))
     finally:
+        _bg.ACTIVE.pop()
         mode.handler = prev
     o_leaves, o_spec = _flatten(result)
     od = _out_dims(out_dims, len(o_leaves))

@@ -34,6 +34,7 @@ def _output(node: Node) -> Tensor:
     if grad_state.enabled:
         t._node = node
         t._requires_grad = True
+        _fw_attach(node, t)
     return t
 
 
@@ -144,3 +145,10 @@ def _solve_triangular_meta(A, B, upper):
 
 _SOLVE_TRIANGULAR = Primitive("solve_triangular", SolveTriangular, _solve_triangular_impl, extras=True)
 _SOLVE_TRIANGULAR.register("meta", _solve_triangular_meta)
+
+
+def _fw_attach(node, t) -> None:
+    """Forward over reverse: the rebuilt output carries its tangents (``ember.autograd.forward_ad``)."""
+    from ember.autograd.forward_ad import attach_out_tangents
+
+    attach_out_tangents(node, t)

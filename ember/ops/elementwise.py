@@ -682,6 +682,7 @@ class _UnaryOut(Node):
         if grad_state.enabled:  # create_graph: the output's history is this very node
             t._node = self
             t._requires_grad = True
+            _fw_attach(self, t)
         return t
 
 
@@ -1258,3 +1259,10 @@ def addcmul(input, tensor1, tensor2, *, value=1) -> Tensor:
 
 def addcdiv(input, tensor1, tensor2, *, value=1) -> Tensor:
     return input + value * tensor1 / tensor2
+
+
+def _fw_attach(node, t) -> None:
+    """Forward over reverse: the rebuilt output carries its tangents (``ember.autograd.forward_ad``)."""
+    from ember.autograd.forward_ad import attach_out_tangents
+
+    attach_out_tangents(node, t)

@@ -143,7 +143,15 @@ def _snapshot(self: Tensor) -> Tensor:
         snap._device = self._device
     snap._node = self._node
     snap._requires_grad = self._requires_grad
+    _take_fw(snap, self)
     return snap
+
+
+def _take_fw(dst: Tensor, src: Tensor) -> None:
+    """Forward AD: ``dst`` (the same value as ``src`` under new history) takes ``src``'s tangents."""
+    fw = src.__dict__.get("_fw")
+    if fw is not None:
+        dst._fw = dict(fw)
 
 
 def _node_reads(node: Node, i: int) -> bool:
@@ -190,6 +198,10 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     recording = grad_state.enabled and (
         self._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args)
     )
+    if recording and hasattr(self, "_value"):  # a vmap BatchedTensor with history (vmap(grad(f)))
+        from ember.func._batched_grad import inplace
+
+        return inplace(self, fn)
     if not recording:
         if raw is not None:
             prim, inputs, params = raw
@@ -212,11 +224,16 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     base_old._data = base._data
     base_old._node = base._node
     base_old._requires_grad = base._requires_grad
+    _take_fw(base_old, base)
     chain = view_chain(self)
-    base._node = apply(_COPY_SLICES, base_old, res, chain=chain)._node
+    new_base = apply(_COPY_SLICES, base_old, res, chain=chain)
+    base._node = new_base._node
     base._requires_grad = True
-    self._node = apply_view_chain(chain, base)._node
+    _take_fw(base, new_base)
+    new_self = apply_view_chain(chain, base)
+    self._node = new_self._node
     self._requires_grad = True
+    _take_fw(self, new_self)
     if base._views is not None:
         refresh_views(base, self)
     return self
@@ -234,8 +251,10 @@ def refresh_views(base: Tensor, skip) -> None:
         if v is not None:
             live.append(ref)
             if v is not skip:
-                v._node = replay_view(v, base)._node
+                new = replay_view(v, base)
+                v._node = new._node
                 v._requires_grad = True
+                _take_fw(v, new)
     base._views = live
 
 

@@ -8,10 +8,14 @@ gradient reaches its outputs, ``fn`` is run again (with the same random numbers 
   backward re-runs it and calls ``ember.autograd.backward`` inside the outer backward, so
   parameters used inside get ``.grad`` directly. As in PyTorch, the output needs an input that
   requires grad, and ``ember.autograd.grad`` cannot reach parameters inside the segment.
-* ``use_reentrant=False`` (recommended): the segment's graph is built, its leaves (the
-  parameters it uses) are collected and the graph is dropped; the checkpoint node then has an
-  edge to each input and each such leaf, so ``ember.autograd.grad`` and ``backward(inputs=...)``
-  work, and keyword arguments are passed through.
+* ``use_reentrant=False`` (recommended): the segment runs without recording a graph while a
+  dispatch handler collects the tensors from outside it that require grad (parameters); the
+  checkpoint node has an edge to each input and each of their leaves, so ``ember.autograd.grad``
+  and ``backward(inputs=...)`` work, and keyword arguments are passed through. As in PyTorch,
+  the recomputation stops early: the ops after the last one whose output backward reads (a
+  block's last projection and residual add) get their gradient nodes but are not computed
+  again (``ember/utils/_checkpoint_early_stop.py``; ``set_checkpoint_early_stop(False)`` turns
+  it off).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from ember.autograd import grad_mode
 from ember.autograd.function import Function
 from ember.autograd.node import Node
 from ember.tensor import Tensor
+from ember.utils._checkpoint_early_stop import OpLog, Replay, early_stop, set_checkpoint_early_stop
 
-__all__ = ["checkpoint", "checkpoint_sequential"]
+__all__ = ["checkpoint", "checkpoint_sequential", "set_checkpoint_early_stop"]
 
 
 def _rng_state():
@@ -113,8 +118,9 @@ class _NonReentrant(Function):
         full = [next(saved) if p is None else p for p in ctx.plain]
         args, leaves = full[: ctx.n_args], full[ctx.n_args :]
         inputs = _detach_inputs(args)
-        # Rebuild the segment with the leaves themselves, so their gradients line up with edges.
-        with _rng_fork(st["rng"], st["preserve"]), grad_mode.enable_grad():
+        # Rebuild the segment with the leaves themselves, so their gradients line up with edges;
+        # with early stop, the ops after the last one whose output backward reads only get nodes.
+        with _rng_fork(st["rng"], st["preserve"]), grad_mode.enable_grad(), _replay(st["stop"]):
             outputs = _as_tuple(st["run"](*inputs, **st["kwargs"]))
         pairs = [(o, g) for o, g in zip(outputs, grads) if isinstance(o, Tensor) and o.requires_grad and g is not None]
         wanted = [x for x in inputs + leaves if isinstance(x, Tensor) and x.requires_grad]
@@ -125,6 +131,58 @@ class _NonReentrant(Function):
         )
         result = [next(got) if isinstance(x, Tensor) and x.requires_grad else None for x in inputs + leaves]
         return (None, None) + tuple(result)
+
+
+@contextlib.contextmanager
+def _replay(stop):
+    """The recomputation's dispatch handler (``_checkpoint_early_stop.Replay``), when early stop is on."""
+    if stop is None:
+        yield
+        return
+    from ember._mode import mode
+
+    prev = mode.handler
+    mode.handler = Replay(stop[0], stop[1], prev)
+    try:
+        yield
+    finally:
+        mode.handler = prev
+
+
+class _ExternalInputs:
+    """A dispatch handler for a block: collects, in order, the op inputs that require grad
+    other than ``inputs`` (under no_grad, every such tensor comes from outside the block)."""
+
+    def __init__(self, inputs):
+        self.skip = {id(x) for x in inputs if isinstance(x, Tensor)}
+        self.tensors: list = []
+        self._ids: set = set()
+        self.log = OpLog()  # what early stop needs to know about each op
+
+    def __enter__(self):
+        from ember._mode import mode
+
+        self.prev = prev = mode.handler
+        tensors, ids, skip, log = self.tensors, self._ids, self.skip, self.log
+        from ember.ops.dispatch import run
+
+        def handler(prim, ins, params):
+            for x in ins:
+                if isinstance(x, Tensor) and x._requires_grad and id(x) not in skip and id(x) not in ids:
+                    ids.add(id(x))
+                    tensors.append(x)
+            out = prev(prim, ins, params) if prev is not None else run(prim, ins, params)
+            log.note(prim, ins, out)
+            return out
+
+        mode.handler = handler
+        return self
+
+    def __exit__(self, *exc):
+        from ember._mode import mode
+
+        mode.handler = self.prev
+        return False
 
 
 def _segment_leaves(outputs, inputs) -> list:
@@ -193,14 +251,21 @@ def checkpoint(
     fwd_ctx, _ = context_fn() if context_fn is not None else (contextlib.nullcontext(), None)
     rng = _rng_state() if preserve_rng_state else None
     inputs = _detach_inputs(args)
-    with fwd_ctx:
+    # The first run keeps nothing for backward, so it records no graph: it runs under no_grad,
+    # and a dispatch handler notes the tensors from outside the segment that require grad
+    # (parameters, captured tensors), which the checkpoint node needs edges to. Recording a
+    # graph only to drop it would cost a node per op and a walk over them.
+    with fwd_ctx, _ExternalInputs(inputs) as seen, grad_mode.no_grad():
         outputs = function(*inputs, **kwargs)
-    leaves = _segment_leaves(_as_tuple(outputs), inputs)
+    leaves = _segment_leaves(seen.tensors, inputs)
+    log = seen.log
+    log._made = None
     if not leaves and not any(isinstance(a, Tensor) and a.requires_grad for a in args):
         return outputs  # nothing to differentiate: the plain result
     # The segment's graph is dropped here: only the outputs' arrays stay alive.
     detached = tuple(o.detach() if isinstance(o, Tensor) else o for o in _as_tuple(outputs))
     state = {"run": function, "kwargs": kwargs, "rng": rng, "preserve": preserve_rng_state}
+    state["stop"] = (log, log.stop_index()) if early_stop.enabled else None
     state["outputs"] = detached if isinstance(outputs, tuple) else detached[0]
     return _NonReentrant.apply(state, len(args), *args, *leaves)
 

@@ -95,7 +95,8 @@ _STEP_BACKWARD.register("meta", _inputs_meta)
 def _step_impl(arrays):
     def impl(gi, state, w_hh, b_hh, **params):
         out, saved = arrays(gi._data, state._data, w_hh._data, None if b_hh is None else b_hh._data, **params)
-        return out, {"saved": saved}
+        # NumPy computes bfloat16/float16 math in float32: the step's output keeps the state's dtype
+        return out.astype(state._data.dtype, copy=False), {"saved": saved}
 
     return impl
 
@@ -572,6 +573,14 @@ def rnn_sequence(
     ``(L*dirs, B, H)`` (LSTM: a pair ``(h0, c0)``). Returns ``(output (T, B, dirs*H), h_n)`` with
     ``h_n`` a pair ``(h_n, c_n)`` for LSTM.
     """
+    from ember.amp.policy import rnn_autocast
+
+    (x, hx, weights), ctx = rnn_autocast(mode.lower(), x, hx, weights)
+    with ctx:
+        return _rnn_sequence(mode, x, hx, weights, num_layers, bidirectional, dropout, training, nonlinearity)
+
+
+def _rnn_sequence(mode, x, hx, weights, num_layers, bidirectional, dropout, training, nonlinearity):
     from ember.ops.movement import cat, stack
 
     dirs = 2 if bidirectional else 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 
+from ember.amp.policy import rnn_autocast
 from ember.nn import init
 from ember.nn.functional._checks import check_rnn
 from ember.nn.functional.rnn import _project, gru_step, lstm_step, rnn_sequence, rnn_step
@@ -300,7 +301,11 @@ class RNNCell(RNNCellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prep(input, hx)
         h = self._state(hx, x, unbatched)
-        out = rnn_step(_project(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh, self.nonlinearity)
+        (x, h, w_ih, b_ih, w_hh, b_hh), ctx = rnn_autocast(
+            "rnn_cell", x, h, self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh
+        )
+        with ctx:
+            out = rnn_step(_project(x, w_ih, b_ih), h, w_hh, b_hh, self.nonlinearity)
         return out.squeeze(0) if unbatched else out
 
 
@@ -320,8 +325,18 @@ class LSTMCell(RNNCellBase):
     def forward(self, input: Tensor, hx=None):
         x, unbatched = self._prep(input, hx)
         h, c = (None, None) if hx is None else hx
-        hc = cat([self._state(h, x, unbatched), self._state(c, x, unbatched)], 1)
-        out = lstm_step(_project(x, self.weight_ih, self.bias_ih), hc, self.weight_hh, self.bias_hh)
+        (x, h, c, w_ih, b_ih, w_hh, b_hh), ctx = rnn_autocast(
+            "lstm_cell",
+            x,
+            self._state(h, x, unbatched),
+            self._state(c, x, unbatched),
+            self.weight_ih,
+            self.bias_ih,
+            self.weight_hh,
+            self.bias_hh,
+        )
+        with ctx:
+            out = lstm_step(_project(x, w_ih, b_ih), cat([h, c], 1), w_hh, b_hh)
         h2, c2 = out[:, : self.hidden_size], out[:, self.hidden_size :]
         return (h2.squeeze(0), c2.squeeze(0)) if unbatched else (h2, c2)
 
@@ -341,5 +356,9 @@ class GRUCell(RNNCellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._prep(input, hx)
         h = self._state(hx, x, unbatched)
-        out = gru_step(_project(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh)
+        (x, h, w_ih, b_ih, w_hh, b_hh), ctx = rnn_autocast(
+            "gru_cell", x, h, self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh
+        )
+        with ctx:
+            out = gru_step(_project(x, w_ih, b_ih), h, w_hh, b_hh)
         return out.squeeze(0) if unbatched else out
