@@ -16,7 +16,7 @@ import ctypes
 import numpy as np
 
 from ember.backends import ckernels
-from ember.compile.codegen.c import CRenderer, prelude
+from ember.compile.codegen.c import CRenderer, kernel_sizes, prelude
 from ember.compile.ir import Node
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
@@ -47,7 +47,7 @@ def build_kernels(groups: list, log=None) -> list:
         log(f"generated source ({path}):\n{src[len(prelude()) :]}")
     sigs = {
         f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
-        + [ctypes.c_int64] * (1 if g.reduction is None else 3)
+        + [ctypes.c_int64] * 3
         for g in groups
     }
     lib = ckernels.load(src, "compiled", sigs)
@@ -73,7 +73,7 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
             dt = np.dtype(str(x.dtype).replace("ember.", ""))
             outs = [np.empty(o.shape, dt) for o in x.outputs]
-            sizes = (x.numel(),) if x.reduction is None else (x.numel(), *x.rows_cols())
+            sizes = kernel_sizes(x)
             kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):
                 env[o] = _wrap(arr)
