@@ -151,7 +151,9 @@ def test_fusion_groups_vertical_chain_and_refuses_with_reasons():
     g = graph_of(f, x, y)
     msgs = []
     groups = fuse(g, log=msgs.append)
-    assert [[n.op for n in gr.nodes] for gr in groups] == [["mul", "add", "tanh", "sum", "sub", "exp", "mul", "sigmoid"]]
+    assert [[n.op for n in gr.nodes] for gr in groups] == [
+        ["mul", "add", "tanh", "sum", "sub", "exp", "mul", "sigmoid"]
+    ]
     assert groups[0].kind == "row" and groups[0].level[groups[0].nodes[-1]] == 1  # runs in the second pass
     assert any("'matmul' has no elementwise lowering" in m for m in msgs)
     assert any("'to' has no elementwise lowering" in m for m in msgs)

@@ -46,9 +46,7 @@ def build_kernels(groups: list, log=None) -> list:
     if log:  # the kernels, without the prelude of math helpers (mathf.c)
         log(f"generated source ({path}):\n{src[len(prelude()) :]}")
     sigs = {
-        f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
-        + [ctypes.c_int64] * 3
-        for g in groups
+        f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs)) + [ctypes.c_int64] * 3 for g in groups
     }
     lib = ckernels.load(src, "compiled", sigs)
     if lib is None:

@@ -17,8 +17,7 @@ from ember.compile.codegen.cstyle import CStyleRenderer
 __all__ = ["CudaRenderer", "PRELUDE"]
 
 PRELUDE = (
-    "#define INFINITY __int_as_float(0x7f800000)\n#define NAN __int_as_float(0x7fffffff)\n"
-    "typedef long long int64_t;\n"
+    "#define INFINITY __int_as_float(0x7f800000)\n#define NAN __int_as_float(0x7fffffff)\ntypedef long long int64_t;\n"
 )
 
 

@@ -16,7 +16,14 @@ __all__ = [
     "decompose",
 ]  # fmt: skip
 
-PIPELINE = (("functionalize", functionalize), ("decompose", decompose), ("simplify", simplify), ("fold_constants", fold_constants), ("cse", cse), ("dce", dce))
+PIPELINE = (
+    ("functionalize", functionalize),
+    ("decompose", decompose),
+    ("simplify", simplify),
+    ("fold_constants", fold_constants),
+    ("cse", cse),
+    ("dce", dce),
+)
 
 
 def run_passes(graph, log=None) -> dict:

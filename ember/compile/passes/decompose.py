@@ -75,8 +75,8 @@ def _softmax(graph, n, log: bool) -> bool:
     return True
 
 
-def _mean_var(b, x, axes, k, correction):
-    """(mean keepdim, x - mean, variance keepdim) over the last ``k`` axes."""
+def _mean_var(b, x, axes, k, correction, keepdim=True):
+    """(mean keepdim, x - mean, variance, its shape) over the last ``k`` axes."""
     cnt = 1
     for s in x.shape[len(x.shape) - k :]:
         cnt *= s
@@ -84,9 +84,10 @@ def _mean_var(b, x, axes, k, correction):
     s1 = b("sum", x, out=row, axes=axes, keepdim=True)
     mean = b("mul", s1, 1.0 / cnt, out=row)
     xc = b("sub", x, mean, out=x.shape)
-    s2 = b("sum", b("mul", xc, xc, out=x.shape), out=row, axes=axes, keepdim=True)
-    var = b("mul", s2, 1.0 / (cnt - correction), out=row)
-    return mean, xc, var, row
+    vrow = row if keepdim else tuple(x.shape[: len(x.shape) - k])
+    s2 = b("sum", b("mul", xc, xc, out=x.shape), out=vrow, axes=axes, keepdim=keepdim)
+    var = b("mul", s2, 1.0 / (cnt - correction), out=vrow)
+    return mean, xc, var, vrow
 
 
 def _layer_norm(graph, n) -> bool:
@@ -120,11 +121,8 @@ def _var_std(graph, n) -> bool:
     if cnt - corr <= 0 or not isinstance(corr, (int, float)):
         return False  # PyTorch's division by zero (and its warning) stays eager's
     b = _Builder(graph, n)
-    _, _, var, row = _mean_var(b, x, tuple(axes), k, corr)
-    out = b("sqrt", var, out=row) if n.params.get("sqrt") else var
-    if tuple(n.shape) != row:
-        out = b("reshape", out, out=n.shape, **{"shape": tuple(n.shape)})
-    b.commit(out)
+    _, _, var, row = _mean_var(b, x, tuple(axes), k, corr, bool(n.params.get("keepdim")))
+    b.commit(b("sqrt", var, out=row) if n.params.get("sqrt") else var)
     return True
 
 

@@ -1,0 +1,193 @@
+"""ember.compile's reduction, sibling and decomposition passes: each changes what it should and
+nothing else; compiled == eager (PyTorch as the oracle) for values and gradients; every generated
+CUDA kernel of the new group kinds compiles with NVRTC."""
+
+import numpy as np
+import pytest
+import torch
+
+import ember
+from ember.compile.capture import trace
+from ember.compile.ir import IRGraph
+from ember.compile.passes import decompose, functionalize, fuse, run_passes
+from ember.compile.runtime import render_c, render_cuda
+from tests.test_compile_passes import run
+
+F = ember.nn.functional
+TF = torch.nn.functional
+
+
+def graph_of(fn, *args):
+    return IRGraph.from_traced(trace(fn, args, {}))
+
+
+def groups_of(cf):
+    (entry,) = cf.cache.values()
+    return [s[1] for s in entry.steps if s[0] == "group"], [s[1].op for s in entry.steps if s[0] == "node"]
+
+
+def test_functionalize_rewrites_only_private_in_place_writes():
+    def f(x, buf):
+        m = x.mean(0)  # sum, then mul_ on the sum's fresh result: private
+        y = x * 2
+        y.add_(1)  # fresh and read by nobody else: private
+        z = x * 3
+        keep = z + 0.5  # z is read after the write below: must stay in place
+        z.mul_(2)
+        buf.add_(1)  # a placeholder: stays in place
+        return m, y, keep, z
+
+    x, buf = ember.randn(4, 6), ember.zeros(6)
+    g = graph_of(f, x, buf)
+    assert functionalize(g) == 2
+    assert g.counts()["mul_"] == 1 and g.counts()["add_"] == 1 and "add" in g.counts()
+    assert functionalize(g) == 0
+
+
+def test_mean_over_leading_axes_is_one_column_loop():
+    cf = ember.compile(lambda x: (x * 2).exp().mean(0))
+    x = ember.randn(300, 70)
+    np.testing.assert_allclose(cf(x).numpy(), (x * 2).exp().mean(0).numpy(), rtol=1e-5)
+    (g,), eager = groups_of(cf)
+    assert g.kind == "col" and [n.op for n in g.nodes] == ["mul", "exp", "sum", "mul"] and eager == []
+
+
+COMPOSITES = {
+    "softmax": (lambda m, x: m.nn.functional.softmax(x, -1), ["amax", "sub", "exp", "sum", "div"]),
+    "log_softmax": (lambda m, x: m.nn.functional.log_softmax(x, dim=-1), ["amax", "sub", "exp", "sum", "log", "sub"]),
+    "var": (lambda m, x: x.var(-1), ["sum", "mul", "sub", "mul", "sum", "mul"]),
+    "std_keepdim": (lambda m, x: x.std(-1, keepdim=True), ["sum", "mul", "sub", "mul", "sum", "mul", "sqrt"]),
+    "softmax_of_chain": (
+        lambda m, x: m.nn.functional.softmax((x * 2).tanh(), -1) * 3 + 1,
+        ["mul", "tanh", "amax", "sub", "exp", "sum", "div", "mul", "add"],
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(COMPOSITES))
+def test_composites_become_one_row_loop_of_primitives(name, dtype):
+    fn, ops = COMPOSITES[name]
+    xn = np.random.default_rng(0).standard_normal((37, 53)).astype(dtype)
+    cf = ember.compile(lambda x: fn(ember, x))
+    got = cf(ember.tensor(xn)).numpy()
+    want = fn(torch, torch.tensor(xn)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+    (g,), eager = groups_of(cf)
+    assert g.kind == "row" and [n.op for n in g.nodes] == ops and eager == []
+
+
+def test_layer_norm_is_one_row_loop_with_weight_and_bias():
+    xn = np.random.default_rng(1).standard_normal((5, 7, 32)).astype("float32")
+    w, b = np.random.default_rng(2).standard_normal((2, 32)).astype("float32")
+    cf = ember.compile(lambda x: F.layer_norm(x, (32,), ember.tensor(w), ember.tensor(b)))
+    got = cf(ember.tensor(xn)).numpy()
+    want = TF.layer_norm(torch.tensor(xn), (32,), torch.tensor(w), torch.tensor(b)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    (g,), _ = groups_of(cf)
+    assert g.kind == "row" and g.rows_cols() == (35, 32)
+    assert [n.op for n in g.nodes].count("sum") == 2 and len(g.inputs) == 3
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_from_primitives(reduction):
+    xn = np.random.default_rng(3).standard_normal((9, 11)).astype("float32")
+    tn = np.array([1, 2, 0, 10, -100, 5, 6, 7, 3])
+    cf = ember.compile(lambda x, t: F.cross_entropy(x, t, reduction=reduction))
+    got = cf(ember.tensor(xn), ember.tensor(tn)).numpy()
+    want = TF.cross_entropy(torch.tensor(xn), torch.tensor(tn), reduction=reduction).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    groups, eager = groups_of(cf)
+    assert [n.op for n in groups[0].nodes] == ["amax", "sub", "exp", "sum", "log", "add", "sub", "mul"]
+    assert "cross_entropy" not in eager and "gather" in eager  # the picked logit is a gather
+
+
+def test_decompose_leaves_what_it_cannot_fuse():
+    x = ember.randn(4, 6)
+    for fn in (
+        lambda x: F.softmax(x, 0),  # not the last axis
+        lambda x: F.cross_entropy(x, ember.tensor([1, 2, 0, 3]), label_smoothing=0.1),
+        lambda x: x.var(-1, correction=6),  # n - correction = 0: eager's warning and inf
+    ):
+        g = graph_of(fn, x)
+        before = g.counts()
+        assert decompose(g) == 0 and g.counts() == before
+
+
+def test_decomposed_softmax_gradients_match_torch():
+    xn = np.random.default_rng(4).standard_normal((6, 10)).astype("float32")
+    wn = np.random.default_rng(5).standard_normal(10).astype("float32")
+    w = ember.tensor(wn, requires_grad=True)
+    cf = ember.compile(lambda x: (F.log_softmax(x * w, -1) * F.softmax(x, -1)).sum())
+    x = ember.tensor(xn, requires_grad=True)
+    cf(x).backward()
+    wt, xt = torch.tensor(wn, requires_grad=True), torch.tensor(xn, requires_grad=True)
+    (TF.log_softmax(xt * wt, -1) * TF.softmax(xt, -1)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    (entry,) = cf.cache.values()
+    assert entry.joint and any(s[1].kind == "row" for s in entry.steps if s[0] == "group")
+
+
+def test_sibling_ops_reading_one_input_share_one_loop():
+    def f(x):
+        return x.exp(), x.sin() * 2, (x - 1).sum(-1)
+
+    x = ember.randn(4, 6)
+    g = graph_of(f, x)
+    msgs = []
+    (grp,) = fuse(g, log=msgs.append)
+    assert sorted(n.op for n in grp.nodes) == ["exp", "mul", "sin", "sub", "sum"] and grp.inputs == [g.nodes[0]]
+    assert len(grp.outputs) == 3 and any("sibling fusion" in m for m in msgs)
+    for a, b in zip(run(g, x, groups=[grp]), f(x)):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-6)
+
+
+def test_siblings_that_depend_on_each_other_stay_apart():
+    def f(x):
+        a = x.exp() * 2  # group A reads x
+        s = (a @ ember.ones(6, 6)).tanh()  # outside: depends on A
+        return (x.sin() + s) * 3  # group B reads x and s: merging A and B would be a cycle
+
+    x = ember.randn(4, 6)
+    g = graph_of(f, x)
+    groups = fuse(g)
+    assert len(groups) == 2
+    np.testing.assert_allclose(run(g, x, groups=groups)[0], f(x).numpy(), rtol=1e-6)
+
+
+def test_broadcast_inputs_are_read_by_index():
+    b, r = ember.randn(6), ember.randn(4, 1)
+    cf = ember.compile(lambda x: ((x + b) * r).relu() * 2)
+    x = ember.randn(4, 6)
+    np.testing.assert_allclose(cf(x).numpy(), (((x + b) * r).relu() * 2).numpy(), rtol=1e-6)
+    (g,), _ = groups_of(cf)
+    src = render_c([g])
+    assert "in1[i % 6]" in src and "in2[i / 6]" in src
+
+
+REDUCTION_GRAPHS = {
+    "softmax": lambda x: F.softmax(x, -1),
+    "layer_norm": lambda x: F.layer_norm(x, (8,)),
+    "max_nan": lambda x: (x * float("nan")).amax(-1) + x.sum(-1),
+    "col_sum": lambda x: (x * 2).tanh().sum(0) * 0.5,
+    "broadcast": lambda x: (x + x.sum(0)) * x.mean(-1, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(REDUCTION_GRAPHS))
+def test_reduction_kernels_compile_with_nvrtc_and_match_eager(name, dtype):
+    x = ember.randn(8, 8, dtype=getattr(ember, dtype))
+    g = graph_of(REDUCTION_GRAPHS[name], x)
+    run_passes(g)
+    groups = fuse(g)
+    assert groups and any(gr.kind != "elementwise" for gr in groups)
+    want = REDUCTION_GRAPHS[name](x).numpy()
+    np.testing.assert_allclose(run(g, x, groups=groups)[0], want, rtol=1e-5, equal_nan=True)
+    nvrtc = pytest.importorskip("ember.compile.codegen.nvrtc")
+    if nvrtc.load() is None:
+        pytest.skip("libnvrtc not installed (pip install nvidia-cuda-nvrtc-cu12)")
+    ptx = nvrtc.compile_ptx(render_cuda(groups))
+    for gr in groups:
+        assert f".entry ember_k{gr.id}(" in ptx
