@@ -16,6 +16,7 @@ import ctypes
 import numpy as np
 
 from ember.backends import ckernels
+from ember.compile.codegen import blas
 from ember.compile.codegen.c import CRenderer, kernel_sizes, prelude
 from ember.compile.ir import Node
 from ember.ops.dispatch import apply
@@ -48,9 +49,12 @@ def build_kernels(groups: list, log=None) -> list:
     sigs = {
         f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs)) + [ctypes.c_int64] * 3 for g in groups
     }
+    sigs["ember_set_blas"] = [ctypes.c_void_p, ctypes.c_void_p]
     lib = ckernels.load(src, "compiled", sigs)
     if lib is None:
         raise BuildError(f"the C compiler failed on the generated source (see {path.parent}; logger ember.ckernels)")
+    if any(g.kind == "gemm" for g in groups):
+        lib.ember_set_blas(*blas.gemm_addresses())
     return [getattr(lib, f"ember_k{g.id}") for g in groups]
 
 

@@ -20,7 +20,10 @@ Loop nests by group kind (``passes/fusion.py``):
 - row: rows in parallel (same threshold, and more than one row); in each row, one SIMD loop per
   pass with the reductions as ``reduction(...)`` clauses (sums in double, max NaN-propagating);
 - col: blocks of 256 columns in parallel; each block sums its columns over all rows (in double,
-  SIMD over the columns), then runs the per-column consumers.
+  SIMD over the columns), then runs the per-column consumers;
+- gemm: ``cblas_?gemm`` (NumPy's OpenBLAS, pointers set by ``ember_set_blas(sgemm, dgemm)``
+  after loading: see ``blas.py``) writes the product into an output buffer, then the epilogue
+  (bias, activation, residual add...) runs over it in one elementwise pass, in place.
 
 Example:
     >>> from ember.compile.codegen.c import CRenderer, prelude
@@ -34,7 +37,9 @@ from pathlib import Path
 
 from ember.compile.codegen.cstyle import CStyleRenderer
 
-__all__ = ["CRenderer", "prelude", "kernel_args", "kernel_sizes", "BLOCK", "COL_BLOCK", "PARALLEL_MIN"]
+__all__ = [
+    "CRenderer", "prelude", "kernel_args", "kernel_sizes", "BLOCK", "COL_BLOCK", "PARALLEL_MIN", "STREAM_MIN",
+]  # fmt: skip
 
 BLOCK = 4096  # elements per inner loop: a few pages, long enough to vectorize
 COL_BLOCK = 256  # columns per block of a col group (its accumulators live on the stack)
@@ -45,11 +50,55 @@ PARALLEL_MIN = 1 << 17  # below this, waking threads costs more than the loop it
 _FAST_F32 = {"EXP": "exp_f32", "TANH": "tanh_f32", "ERF": "erf_f32"}
 
 
+STREAM_MIN = 1 << 20  # outputs this big will not be read from cache: store them non-temporally
+
+# Streaming (non-temporal) stores for big outputs: a normal store first reads the line it
+# writes (write-allocate), 3 memory transfers per element instead of the copy's 2.
+_STREAM = r"""
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+#define EMBER_STREAM(T, V, W, STORE)                                                   \
+    static inline void ember_stream_##T(T *restrict dst, const T *restrict src, int64_t m) { \
+        int64_t k = 0;                                                                  \
+        while (k < m && ((uintptr_t)(dst + k) % (W * sizeof(T)))) { dst[k] = src[k]; k++; } \
+        for (; k + W <= m; k += W) STORE;                                               \
+        for (; k < m; k++) dst[k] = src[k];                                             \
+    }
+#if defined(__AVX512F__)
+EMBER_STREAM(float, __m512, 16, _mm512_stream_ps(dst + k, _mm512_loadu_ps(src + k)))
+EMBER_STREAM(double, __m512d, 8, _mm512_stream_pd(dst + k, _mm512_loadu_pd(src + k)))
+#define EMBER_FENCE() _mm_sfence()
+#elif defined(__AVX__)
+EMBER_STREAM(float, __m256, 8, _mm256_stream_ps(dst + k, _mm256_loadu_ps(src + k)))
+EMBER_STREAM(double, __m256d, 4, _mm256_stream_pd(dst + k, _mm256_loadu_pd(src + k)))
+#define EMBER_FENCE() _mm_sfence()
+#else
+static inline void ember_stream_float(float *restrict d, const float *restrict s, int64_t m) { memcpy(d, s, m * 4); }
+static inline void ember_stream_double(double *restrict d, const double *restrict s, int64_t m) { memcpy(d, s, m * 8); }
+#define EMBER_FENCE() ((void)0)
+#endif
+"""
+
+
+# The GEMM of a gemm group: NumPy's OpenBLAS cblas_?gemm (64-bit integers), set after loading.
+_BLAS = r"""
+typedef void (*ember_sgemm_t)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
+                              const float *, int64_t, float, float *, int64_t);
+typedef void (*ember_dgemm_t)(int, int, int, int64_t, int64_t, int64_t, double, const double *, int64_t,
+                              const double *, int64_t, double, double *, int64_t);
+static ember_sgemm_t ember_gemm_float;
+static ember_dgemm_t ember_gemm_double;
+void ember_set_blas(void *s, void *d) { ember_gemm_float = (ember_sgemm_t)s; ember_gemm_double = (ember_dgemm_t)d; }
+"""
+
+
 def prelude() -> str:
-    """The C text before the kernels: headers and the vectorizable float32 math functions."""
+    """The C text before the kernels: headers, the vectorizable float32 math functions and the
+    streaming-store helpers ``ember_stream_float``/``ember_stream_double``."""
     from ember.backends import ckernels
 
-    return (Path(ckernels.__file__).parent / "mathf.c").read_text()
+    return (Path(ckernels.__file__).parent / "mathf.c").read_text() + _STREAM + _BLAS
 
 
 def kernel_args(group) -> list:
@@ -82,18 +131,56 @@ class CRenderer(CStyleRenderer):
         if group.kind == "col":
             return head + self._col(group)
         names: dict = {}
+        pre = ""
+        if group.kind == "gemm":
+            pre, names = self._gemm(group)
         body = self.body(group, names)
-        body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
-        return head + (
-            "    (void)rows; (void)cols;\n"
-            f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
-            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
-            f"    for (int64_t b = 0; b < nb; b++) {{\n"
-            f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
-            f"        #pragma omp simd\n"
-            f"        for (int64_t i = b * {BLOCK}; i < end; i++) {{\n{_indent(body, 12)}\n        }}\n"
-            f"    }}\n}}\n"
+        T = self.ctype(group.dtype)
+        outs = group.outputs
+        direct = body + [f"out{k}[i] = {names[o]};" for k, o in enumerate(outs)]
+        staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
+        bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
+        stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
+        return (
+            head
+            + pre
+            + (
+                "    (void)rows; (void)cols;\n"
+                f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
+                f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
+                f"    for (int64_t b = 0; b < nb; b++) {{\n"
+                f"        const int64_t start = b * {BLOCK};\n"
+                f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
+                f"        if (n < {STREAM_MIN}) {{\n"
+                f"            #pragma omp simd\n"
+                f"            for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 16)}\n            }}\n"
+                f"        }} else {{  /* compute a block in L1, then stream it out */\n"
+                f"{_indent(bufs, 12)}\n"
+                f"            #pragma omp simd\n"
+                f"            for (int64_t i = start; i < end; i++) {{\n{_indent(staged, 16)}\n            }}\n"
+                f"{_indent(stream, 12)}\n"
+                f"        }}\n"
+                f"    }}\n"
+                f"    if (n >= {STREAM_MIN}) EMBER_FENCE();\n}}\n"
+            )
         )
+
+    def _gemm(self, group) -> tuple:
+        """The BLAS call into the buffer of an output, and the name of the GEMM's value."""
+        T = self.ctype(group.dtype)
+        node, a, b, tb, bias = group.gemm
+        outs = group.outputs
+        dest = outs.index(node) if node in outs else 0  # every output has the GEMM's shape
+        k = a.shape[-1]
+        ldb = k if tb else group.shape[-1]
+        pa, pb = group.inputs.index(a), group.inputs.index(b)
+        call = (
+            f"    {T} *gm = out{dest};  /* the GEMM's result, then the epilogue in place, one pass */\n"
+            f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, in{pa}, {k}, "
+            f"in{pb}, {ldb}, 0, gm, cols);\n"
+        )
+        value = "gm[i]" if bias is None else f"(gm[i] + in{group.inputs.index(bias)}[i % cols])"
+        return call, {node: value}
 
     def _row(self, group) -> str:
         lines = self.row_body(group, "#pragma omp simd {clauses}")

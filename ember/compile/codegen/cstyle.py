@@ -42,6 +42,16 @@ EXPRESSIONS = {
     "minimum": "(({1} != {1}) ? {1} : (({0} >= {1}) ? {1} : {0}))",
     "pow": "POW({0}, {1})",
     "erf": "ERF({0})",
+    # gelu(x, approximate="none") and its tanh approximation (key "gelu_tanh")
+    "gelu": "(({T})0.5 * {0} * (({T})1 + ERF({0} * ({T})0.70710678118654752)))",
+    "gelu_tanh": "(({T})0.5 * {0} * (({T})1 + TANH(({T})0.79788456080286536 * ({0} + ({T})0.044715 * {0} * {0} * {0}))))",
+    # gelu_backward(g, x): g * (Phi(x) + x phi(x)), and the derivative of the tanh form
+    "gelu_backward": "({0} * ((({T})0.5 * (({T})1 + ERF({1} * ({T})0.70710678118654752)))"
+    " + {1} * EXP(({T})-0.5 * {1} * {1}) * ({T})0.39894228040143268))",
+    "gelu_backward_tanh": "({0} * (({T})0.5 * (({T})1 + TANH(({T})0.79788456080286536 * ({1} + ({T})0.044715 * {1} * {1}"
+    " * {1}))) + ({T})0.5 * {1} * (({T})1 - TANH(({T})0.79788456080286536 * ({1} + ({T})0.044715 * {1} * {1} * {1}))"
+    " * TANH(({T})0.79788456080286536 * ({1} + ({T})0.044715 * {1} * {1} * {1}))) * ({T})0.79788456080286536"
+    " * (({T})1 + ({T})0.134145 * {1} * {1})))",
 }
 MATH = ("FABS", "EXPM1", "EXP", "LOG1P", "LOG", "SQRT", "SIN", "COS", "TANH", "POW", "ERF")
 
@@ -103,7 +113,8 @@ class CStyleRenderer:
     def expr(self, n, args: list, T: str, dtype) -> str:
         """The expression of the elementwise node ``n`` over argument expressions ``args``."""
         args = [a if isinstance(a, str) else self.literal(a, T) for a in args]
-        e = EXPRESSIONS[n.op].format(*args, T=T)
+        key = n.op + "_tanh" if n.op.startswith("gelu") and n.params.get("approximate") == "tanh" else n.op
+        e = EXPRESSIONS[key].format(*args, T=T)
         for m in MATH:
             e = e.replace(f"{m}(", f"{self.math(m, dtype)}(")
         return e
@@ -135,6 +146,8 @@ class CStyleRenderer:
         T = self.ctype(group.dtype)
         lines = []
         for n in nodes:
+            if n in names:  # a GEMM's result: already named by the frame
+                continue
             red = n in group.reduced
             args = [self.ref(group, names, a, red) if hasattr(a, "kind") else a for a in n.args]
             name = f"t{group.nodes.index(n)}"

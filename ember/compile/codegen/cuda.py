@@ -39,7 +39,18 @@ class CudaRenderer(CStyleRenderer):
         if group.kind == "col":
             return head + f"    const long long j = {tid};\n    if (j >= cols) return;\n" + self._col(group) + "}\n"
         names: dict = {}
-        body = self.body(group, names)
+        pre = []
+        if group.kind == "gemm":  # one thread per output element: its dot product, then the epilogue
+            node, a, b, tb, bias = group.gemm
+            k, pa, pb = a.shape[-1], group.inputs.index(a), group.inputs.index(b)
+            bk = "c * {k} + k" if tb else "k * cols + c"
+            pre = [
+                "const long long r = i / cols, c = i % cols;",
+                f"{T} gm = 0;",
+                f"for (long long k = 0; k < {k}; k++) gm += in{pa}[r * {k} + k] * in{pb}[{bk.format(k=k)}];",
+            ]
+            names[node] = "gm" if bias is None else f"(gm + in{group.inputs.index(bias)}[c])"
+        body = pre + self.body(group, names)
         body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
         return head + f"    const long long i = {tid};\n    if (i >= n) return;\n{_indent(body, 4)}\n}}\n"
 

@@ -171,13 +171,24 @@ DECOMPOSABLE = {
 }
 
 
+def _forget_meta_saves(graph) -> int:
+    """A gradient op whose ``saved`` parameter holds the capture's meta array (``gelu_backward``)
+    would read garbage on replay: with ``saved=None`` it recomputes it from its input."""
+    changed = 0
+    for n in graph.nodes:
+        if n.kind == "call" and type(n.params.get("saved")).__name__ == "MetaArray":
+            n.params = {**n.params, "saved": None}
+            changed += 1
+    return changed
+
+
 def decompose(graph) -> int:
     """Rewrite each decomposable call (see :data:`DECOMPOSABLE`) into primitives; returns how
     many were rewritten. A graph that writes in place is left alone (the rewrite would move
     reads across writes)."""
+    changed = _forget_meta_saves(graph)
     if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
-        return 0
-    changed = 0
+        return changed
     for n in list(graph.nodes):
         if n.kind == "call" and n.op in DECOMPOSABLE and _float(n) and DECOMPOSABLE[n.op](graph, n):
             changed += 1

@@ -61,6 +61,7 @@ class FusionGroup:
         self.reductions: list = []
         self.reduced: set = set()  # per-row (or per-column) nodes
         self.level: dict = {}  # node -> pass (row groups)
+        self.gemm = None  # gemm groups: (node, a, b, b_transposed, bias)
 
     @property
     def reduction(self):
@@ -75,6 +76,8 @@ class FusionGroup:
         ``rows`` rows into ``cols`` columns; elementwise groups are one row."""
         if self.kind == "elementwise":
             return 1, self.numel()
+        if self.kind == "gemm":
+            return self.numel() // self.shape[-1], self.shape[-1]
         return _numel(self.shape[: self.split]), _numel(self.shape[self.split :])
 
     def lvl(self, a) -> int:
@@ -111,17 +114,50 @@ def _why_not_reduction(n: Node) -> str | None:
     return None
 
 
+def gemm_operands(n: Node):
+    """``(a, b, b_transposed, bias)`` of a ``matmul``/``linear`` node that BLAS can run with
+    its epilogue (2-d weight, float operands of one dtype), or a string saying why not."""
+    from ember.compile.codegen import blas
+
+    if n.op == "matmul":
+        a, b = n.args[0], n.args[1]
+        bias, tb = None, False
+        if not isinstance(a, Node) or not isinstance(b, Node) or len(a.shape) != 2 or len(b.shape) != 2:
+            return "matmul of other than two matrices"
+        if b.kind == "call" and b.op == "permute" and tuple(b.params["dims"]) == (1, 0):
+            b, tb = b.args[0], True  # x @ w.t(): BLAS reads w transposed
+    else:
+        a, b, bias = n.args[0], n.args[1], n.args[2]
+        tb = True
+        if not isinstance(a, Node) or not isinstance(b, Node) or len(b.shape) != 2 or len(a.shape) < 2:
+            return "linear of other than a batch of rows and a matrix"
+        if bias is not None and (not isinstance(bias, Node) or bias.shape != b.shape[:1]):
+            return "linear with a broadcast bias"
+    if any(isinstance(t, Node) and t.dtype != n.dtype for t in (a, b, bias)) or _fname(n.dtype) not in _FLOATS:
+        return f"{n.op} of mixed or non-float dtypes"
+    if n.params or 0 in n.shape or 0 in a.shape:
+        return f"{n.op} with parameters or empty operands"
+    if blas.gemm_addresses() is None:
+        return "no BLAS with 64-bit cblas_?gemm found in numpy.libs"
+    return a, b, tb, bias
+
+
 def _why_not(n: Node) -> str | None:
     """Why ``n`` cannot be in any group (None if it can)."""
     if n.kind != "call":
         return "not a call"
     if n.op in _REDUCTIONS:
         return _why_not_reduction(n)
+    if n.op in ("matmul", "linear"):
+        ops = gemm_operands(n)
+        return ops if isinstance(ops, str) else None
     if not supported(n.op):
         return f"'{n.op}' has no elementwise lowering"
     if _fname(n.dtype) not in _FLOATS:
         return f"result dtype {n.dtype} is not float32/float64"
-    if n.params:
+    if n.op.startswith("gelu") and n.params.get("approximate") in ("none", "tanh") and n.params.get("saved") is None:
+        pass  # gelu, gelu_backward: the expression depends on ``approximate`` only
+    elif n.params:
         return f"'{n.op}' has parameters {sorted(n.params)}"
     for a in n.args:
         if isinstance(a, Node):
@@ -147,6 +183,8 @@ def _red_split(n: Node) -> tuple:
 def _try_join(g: FusionGroup, n: Node, members) -> str | None:
     """Add ``n`` to ``g`` if it fits (``members(a)`` tells whether ``a`` is in ``g``); return why
     not otherwise."""
+    if g.kind == "gemm" and n.op in _REDUCTIONS:
+        return "a GEMM's epilogue is elementwise"
     if n.op in _REDUCTIONS:
         x = n.args[0]
         kind, split = _red_split(n)
@@ -173,7 +211,7 @@ def _try_join(g: FusionGroup, n: Node, members) -> str | None:
         g.level[n] = lv
         g.nodes.append(n)
         return None
-    if g.kind == "elementwise":
+    if g.kind in ("elementwise", "gemm"):
         return f"shape {list(n.shape)} is not the loop's {list(g.shape)}"
     width = g.rows_cols()[0 if g.kind == "row" else 1]
     if _numel(n.shape) != width:
@@ -194,7 +232,7 @@ def _try_join(g: FusionGroup, n: Node, members) -> str | None:
 
 def _compatible(a: FusionGroup, b: FusionGroup) -> bool:
     """Both loop over the same shape, and reduce (if at all) over the same axes."""
-    if a.shape != b.shape or a.dtype != b.dtype:
+    if a.shape != b.shape or a.dtype != b.dtype or "gemm" in (a.kind, b.kind):
         return False
     return "elementwise" in (a.kind, b.kind) or (a.kind, a.split) == (b.kind, b.split)
 
@@ -261,6 +299,13 @@ def fuse(graph, log=None) -> list:
             if log and n.kind == "call" and any(grp(a) is not None for a in n.inputs()):
                 log(f"refused %{n.id} ({n.op}): {why}")
             continue
+        if n.op in ("matmul", "linear"):  # a GEMM starts a group: its epilogue may follow
+            target = new_group(n)
+            target.kind, target.gemm = "gemm", (n, *gemm_operands(n))
+            target.nodes.append(n)
+            group_of[n] = target
+            deps[n] = d | {target.id}
+            continue
         candidates = []
         for a in n.inputs():
             g = grp(a)
@@ -295,7 +340,8 @@ def fuse(graph, log=None) -> list:
         g.id = k
         members = set(g.nodes)
         for n in g.nodes:
-            for a in n.inputs():
+            ins = [a for a in g.gemm[1:3] + g.gemm[4:] if a is not None] if g.gemm and n is g.gemm[0] else n.inputs()
+            for a in ins:
                 if a not in members and a not in g.inputs:
                     g.inputs.append(a)
             if n in outs or any(u not in members for u in users[n]):
