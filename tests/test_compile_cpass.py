@@ -247,3 +247,62 @@ def test_gemm_kernels_compile_with_nvrtc():
         groups = fuse(g)
         assert [gr.kind for gr in groups] == ["gemm"]
         assert ".entry ember_k0(" in nvrtc.compile_ptx(render_cuda(groups))
+
+
+def _joint_entry(fn, *args):
+    cf = ember.compile(fn)
+    out = cf(*args)
+    out.backward()
+    (entry,) = cf.cache.values()
+    return entry, out
+
+
+def test_min_cut_recomputes_cheap_elementwise_values_in_the_backward():
+    xn = np.random.default_rng(8).standard_normal((16, 64)).astype("float32")
+    x = ember.tensor(xn, requires_grad=True)
+    entry, _ = _joint_entry(lambda x: ((x * 2).tanh() * 3).exp().sum(), x)
+    before, after = entry.graph.saved_bytes
+    assert before == 2 * xn.nbytes and after == 0  # tanh and exp outputs -> recomputed from x
+    assert entry.saved == []
+    bwd_groups = [g for k, g in entry.bwd_steps if k == "group"]
+    assert any({"tanh", "exp"} <= {n.op for n in g.nodes} for g in bwd_groups)  # fused with the gradient
+    xt = torch.tensor(xn, requires_grad=True)
+    ((xt * 2).tanh() * 3).exp().sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-6)  # 1 - tanh^2: float32
+
+
+def test_min_cut_saves_what_cannot_be_recomputed():
+    rng = np.random.default_rng(9)
+    xn, wn, vn = rng.standard_normal((16, 64)), rng.standard_normal((64, 32)), rng.standard_normal(32)
+    xn, wn, vn = (a.astype("float32") for a in (xn, wn, vn))
+    w, v = ember.tensor(wn, requires_grad=True), ember.tensor(vn, requires_grad=True)
+    entry, _ = _joint_entry(lambda x: ((x @ w).tanh() * v).sigmoid().sum(), ember.tensor(xn))
+    before, after = entry.graph.saved_bytes
+    assert [n.op for n in entry.saved] == ["matmul"] and after == 16 * 32 * 4 < before
+    wt, vt = torch.tensor(wn, requires_grad=True), torch.tensor(vn, requires_grad=True)
+    ((torch.tensor(xn) @ wt).tanh() * vt).sigmoid().sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(v.grad.numpy(), vt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_min_cut_never_recomputes_a_random_draw():
+    w = ember.randn(8, 8, requires_grad=True)
+    x = ember.randn(4, 8)
+    ember.manual_seed(3)
+    entry, out = _joint_entry(lambda x: (F.dropout(x @ w, 0.5) * 2).exp().sum(), x)
+    assert any(n.op == "dropout_mask" or "bernoulli" in n.op for n in entry.saved) or any(
+        n.op in ("dropout_mask",) for n in entry.saved
+    )
+    got = w.grad.numpy().copy()
+    w.grad = None
+    ember.manual_seed(3)
+    (F.dropout(x @ w, 0.5) * 2).exp().sum().backward()
+    np.testing.assert_allclose(got, w.grad.numpy(), rtol=1e-5)
+
+
+def test_explain_reports_saved_bytes_before_and_after(capsys):
+    x = ember.randn(4, 6, requires_grad=True)
+    ember.compile(lambda x: (x.sin() * 2).tanh().sum(), options={"explain": True})(x).backward()
+    err = capsys.readouterr().err
+    assert "min-cut partition: saved for the backward 0 values, 0 bytes" in err
+    assert "saving every value it reads: 1 values, 96 bytes" in err  # tanh(y): recomputed from x
