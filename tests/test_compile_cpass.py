@@ -306,3 +306,47 @@ def test_explain_reports_saved_bytes_before_and_after(capsys):
     err = capsys.readouterr().err
     assert "min-cut partition: saved for the backward 0 values, 0 bytes" in err
     assert "saving every value it reads: 1 values, 96 bytes" in err  # tanh(y): recomputed from x
+
+
+def test_memory_plan_reuses_dead_buffers_and_writes_in_place(capsys):
+    w = ember.randn(64, 64) * 0.02
+
+    def f(x):
+        a = (x * 2).exp()  # group 1
+        bc = (a @ w).cumsum(1)  # eager: depends on a
+        c = (a * 3 + bc).tanh()  # a * 3 joins group 1; group 2 reads it last -> c takes its buffer
+        d = c.cumsum(1)  # eager
+        return ((d + 1).sigmoid() * 2).relu()  # group 3: d is eager's array, not planned
+
+    x = ember.randn(32, 64) * 0.1
+    cf = ember.compile(f, options={"explain": True})
+    for _ in range(2):  # the arena is reused from call to call
+        np.testing.assert_allclose(cf(x).numpy(), f(x).numpy(), rtol=1e-5, atol=1e-6)
+    (entry,) = cf.cache.values()
+    plan = entry.steps.plan
+    assert [(o.op, i.op) for o, i in plan.inplace] == [("tanh", "mul")]
+    assert plan.arena_bytes == 2 * 8192 and plan.naive_bytes == 3 * 8192  # exp, a * 3, tanh (over a * 3)
+    assert plan.peak_bytes >= plan.arena_bytes
+    err = capsys.readouterr().err
+    assert (
+        "memory plan: 3 temporaries in an arena of 16384 bytes (24576 bytes without reuse), 1 written in place" in err
+    )
+
+
+def test_memory_plan_never_reuses_a_buffer_a_view_still_reads():
+    def f(x):
+        a = (x * 2).exp()  # group 1: a temporary
+        v = a.reshape(8, 32)  # may be a view of a's buffer: a lives as long as v
+        b = (x.cumsum(1) * 3).sin()  # group 2, after a's last direct read: must not take a's buffer
+        d = b.cumsum(1)
+        return v.cumsum(1), d  # v read after group 2
+
+    x = ember.randn(16, 16)
+    cf = ember.compile(f)
+    for _ in range(2):
+        for got, want in zip(cf(x), f(x)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    (entry,) = cf.cache.values()
+    plan = entry.steps.plan
+    assert sorted(n.op for n in plan.offsets) == ["exp", "sin"]
+    assert len(set(plan.offsets.values())) == 2  # no two live temporaries share a slot

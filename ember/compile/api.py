@@ -179,6 +179,8 @@ class CompiledFunction:
                     g.id = len(all_groups)
                     all_groups.append(g)
                 steps.append(schedule(v, groups))
+                if steps[-1].plan is not None:
+                    self._say("fusion", str(steps[-1].plan))
         except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
             self._say("fusion", f"no fusion: {e}")
             return plain, {}

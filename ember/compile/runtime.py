@@ -69,12 +69,17 @@ def _arg(env, a):
 
 
 def execute(steps: list, kernels: dict, env: dict) -> None:
-    """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place)."""
+    """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place). The
+    groups' temporaries live in the arena of ``steps.plan`` (see ``passes/memplan.py``)."""
+    plan = getattr(steps, "plan", None)
     for kind, x in steps:
         if kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
             dt = np.dtype(str(x.dtype).replace("ember.", ""))
-            outs = [np.empty(o.shape, dt) for o in x.outputs]
+            outs = [
+                plan.buffer(o, dt) if plan is not None and o in plan.offsets else np.empty(o.shape, dt)
+                for o in x.outputs
+            ]
             sizes = kernel_sizes(x)
             kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):

@@ -7,7 +7,9 @@
               T *restrict out0, ..., T *restrict out{O-1},
               int64_t n, int64_t rows, int64_t cols)
 
-where ``T`` is ``float`` or ``double`` (the group's dtype), ``in<k>`` is ``group.inputs[k]``
+(no ``restrict`` for elementwise groups: the memory plan may give an output its input's
+buffer, each element read before it is written), where ``T`` is ``float`` or ``double`` (the
+group's dtype), ``in<k>`` is ``group.inputs[k]``
 (C-contiguous, its own shape: it may broadcast), ``out<k>`` is ``group.outputs[k]`` (C-contiguous,
 of that node's shape), and the sizes are :func:`kernel_sizes` ``(group)``. :func:`kernel_args`
 gives the argument list as ``(C type, name)`` pairs. The text needs :func:`prelude` before it
@@ -104,8 +106,9 @@ def prelude() -> str:
 def kernel_args(group) -> list:
     """The kernel's parameters in order, as ``(C type, name)`` pairs (see the module docstring)."""
     T = {"float32": "float", "float64": "double"}[str(group.dtype).replace("ember.", "")]
-    args = [(f"const {T} *restrict", f"in{i}") for i in range(len(group.inputs))]
-    args += [(f"{T} *restrict", f"out{i}") for i in range(len(group.outputs))]
+    r = "" if group.kind == "elementwise" else " restrict"  # elementwise groups may run in place
+    args = [(f"const {T} *{r}", f"in{i}") for i in range(len(group.inputs))]
+    args += [(f"{T} *{r}", f"out{i}") for i in range(len(group.outputs))]
     return args + [("int64_t", "n"), ("int64_t", "rows"), ("int64_t", "cols")]
 
 
