@@ -350,3 +350,14 @@ def test_memory_plan_never_reuses_a_buffer_a_view_still_reads():
     plan = entry.steps.plan
     assert sorted(n.op for n in plan.offsets) == ["exp", "sin"]
     assert len(set(plan.offsets.values())) == 2  # no two live temporaries share a slot
+
+
+def test_explain_prints_the_fused_graph_groups_refusals_and_plan(capsys):
+    x = ember.randn(4, 6)
+    ember.compile(lambda x: F.softmax(x * 2, -1).cumsum(1).exp() * 2, options={"explain": True})(x)
+    err = capsys.readouterr().err
+    assert "after decompose (1 changes)" in err and "'amax': 1" in err
+    assert "refused %3 (cumsum): 'cumsum' has no elementwise lowering" in err
+    assert "fused group0[row 6 ops: mul -> amax -> sub -> exp -> sum -> div" in err
+    assert "# group0 (row)" in err and "kernels: 2 fused groups (8 ops), 1 eager ops" in err
+    assert "memory plan: 1 temporaries" in err and "generated source (" in err

@@ -230,27 +230,33 @@ def test_nvrtc_rejects_broken_source():
 
 
 @pytest.mark.gpu
-def test_cuda_kernels_launch_and_match_eager():
+@pytest.mark.parametrize("name", ["all_ops", "reduction", "softmax", "col_mean"])
+def test_cuda_kernels_launch_and_match_eager(name):
     cp = pytest.importorskip("cupy")
     try:
         if cp.cuda.runtime.getDeviceCount() < 1:
             pytest.skip("no CUDA device")
     except Exception:
         pytest.skip("no CUDA device")
+    fns = {**CHAINS, "softmax": lambda x: ember.nn.functional.softmax(x * 2, -1), "col_mean": lambda x: x.exp().mean(0)}
     x = ember.randn(1000, 37)
-    g = graph_of(CHAINS["all_ops"], x)
+    g = graph_of(fns[name], x)
     run_passes(g)
     groups = fuse(g)
+    assert len(groups) == 1  # the whole function is one kernel
     mod = cp.RawModule(code=render_cuda(groups))
     env = {n: x.numpy() for n in g.nodes if n.kind == "placeholder"}
-    for gr in groups:  # the chain is one group over x
+    for gr in groups:
         ins = [cp.asarray(env[a]) for a in gr.inputs]
         outs = [cp.empty(o.shape, cp.float32) for o in gr.outputs]
         n = gr.numel()
-        mod.get_function(f"ember_k{gr.id}")(((n + 255) // 256,), (256,), (*ins, *outs, cp.int64(n)))
+        rows, cols = gr.rows_cols()
+        threads = {"row": rows, "col": cols}.get(gr.kind, n)
+        sizes = (cp.int64(n), cp.int64(rows), cp.int64(cols))
+        mod.get_function(f"ember_k{gr.id}")(((threads + 255) // 256,), (256,), (*ins, *outs, *sizes))
         for o, arr in zip(gr.outputs, outs):
             env[o] = cp.asnumpy(arr)
-    np.testing.assert_allclose(env[g.outputs[0]], CHAINS["all_ops"](x).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(env[g.outputs[0]], fns[name](x).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_fusion_merges_independent_sibling_groups():

@@ -39,4 +39,6 @@ def run_passes(graph, log=None) -> dict:
                 log(f"after {name} ({k} changes):\n{graph}\nops: {dict(graph.counts())}")
         if not changed:
             break
+    if log:
+        log(f"passes done: changes {total}; ops: {dict(graph.counts())}")
     return total

@@ -30,7 +30,7 @@ from __future__ import annotations
 from ember.compile.codegen.cstyle import access, supported
 from ember.compile.ir import Node
 
-__all__ = ["FusionGroup", "fuse", "access"]
+__all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 
 _FLOATS = ("float32", "float64")
 _REDUCTIONS = ("sum", "amax")
@@ -348,7 +348,24 @@ def fuse(graph, log=None) -> list:
                 g.outputs.append(n)
         if log:
             log(f"fused {g!r}")
+    if log:
+        log(fused_listing(graph, groups))
     return groups
+
+
+def fused_listing(graph, groups: list) -> str:
+    """The graph after fusion: each node with its group, then the op counts per kernel."""
+    group_of = {n: g for g in groups for n in g.nodes}
+    lines = [f"after fuse ({len(groups)} groups):"]
+    for line, n in zip(str(graph).splitlines()[1:], [n for n in graph.nodes if n.kind != "placeholder"]):
+        g = group_of.get(n)
+        lines.append(line if g is None else f"{line:<60}  # group{g.id} ({g.kind})")
+    lines.append(str(graph).splitlines()[-1])
+    eager = [n for n in graph.nodes if n.kind == "call" and n not in group_of]
+    lines.append(
+        f"kernels: {len(groups)} fused groups ({sum(len(g.nodes) for g in groups)} ops), {len(eager)} eager ops"
+    )
+    return "\n".join(lines)
 
 
 def _merge_siblings(graph, groups: list, group_of: dict, log) -> list:
