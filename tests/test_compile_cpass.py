@@ -361,3 +361,30 @@ def test_explain_prints_the_fused_graph_groups_refusals_and_plan(capsys):
     assert "fused group0[row 6 ops: mul -> amax -> sub -> exp -> sum -> div" in err
     assert "# group0 (row)" in err and "kernels: 2 fused groups (8 ops), 1 eager ops" in err
     assert "memory plan: 1 temporaries" in err and "generated source (" in err
+
+
+def test_adam_update_from_primitives_is_one_loop_with_three_outputs():
+    lr, b1, b2, eps, step = 1e-2, 0.9, 0.999, 1e-8, 3
+
+    def adam(p, g, m, v):
+        m = m * b1 + g * (1 - b1)
+        v = v * b2 + g * g * (1 - b2)
+        denom = (v / (1 - b2**step)).sqrt() + eps
+        return p - m / (1 - b1**step) / denom * lr, m, v
+
+    rng = np.random.default_rng(10)
+    p, g, m, v = (rng.standard_normal(1000).astype("float32") for _ in range(4))
+    v = np.abs(v)
+    cf = ember.compile(adam)
+    got = cf(*map(ember.tensor, (p, g, m, v)))
+    (grp,), eager = groups_of(cf)
+    assert grp.kind == "elementwise" and len(grp.outputs) == 3 and len(grp.inputs) == 4 and eager == []
+    # torch.optim.Adam's step from the same state gives the same parameter
+    pt = torch.tensor(p, requires_grad=True)
+    opt = torch.optim.Adam([pt], lr=lr, betas=(b1, b2), eps=eps)
+    opt.state[pt] = {"step": torch.tensor(float(step - 1)), "exp_avg": torch.tensor(m), "exp_avg_sq": torch.tensor(v)}
+    pt.grad = torch.tensor(g)
+    opt.step()
+    np.testing.assert_allclose(got[0].numpy(), pt.detach().numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got[1].numpy(), opt.state[pt]["exp_avg"].numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got[2].numpy(), opt.state[pt]["exp_avg_sq"].numpy(), rtol=1e-5, atol=1e-7)
