@@ -388,3 +388,19 @@ def test_adam_update_from_primitives_is_one_loop_with_three_outputs():
     np.testing.assert_allclose(got[0].numpy(), pt.detach().numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got[1].numpy(), opt.state[pt]["exp_avg"].numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got[2].numpy(), opt.state[pt]["exp_avg_sq"].numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_layer_norm_stays_one_kernel_when_the_graph_runs_op_by_op_under_autograd():
+    ln = ember.nn.LayerNorm(8)  # its backward cannot be replayed: the forward runs through apply
+    cf = ember.compile(ln)
+    x = ember.randn(3, 8)
+    out = cf(x)
+    entry = next(iter(cf._compiled.cache.values()))
+    assert entry.graph.counts()["layer_norm"] == 1
+    out.sum().backward()
+    ln.weight.grad = None
+    with ember.no_grad():
+        cf(x)
+    no_grad_entry = list(cf._compiled.cache.values())[1]
+    (g,) = [s[1] for s in no_grad_entry.steps if s[0] == "group"]
+    assert g.kind == "row"  # without gradients the same layer_norm is one fused row loop

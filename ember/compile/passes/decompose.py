@@ -182,12 +182,24 @@ def _forget_meta_saves(graph) -> int:
     return changed
 
 
+def _runs_op_by_op(graph) -> bool:
+    """Captured under grad mode without its backward (a gradient op could not be replayed, as
+    ``layer_norm_backward``), with a parameter requiring grad: the graph then runs op by op
+    through autograd, where one composite kernel beats the ops it decomposes into."""
+    from ember.autograd.grad_mode import state
+
+    t = graph.traced
+    if t is None or t.diff_outputs is not None or not state.enabled:
+        return False
+    return any(b[0] == "const" and getattr(b[1], "requires_grad", False) for b in t.bindings)
+
+
 def decompose(graph) -> int:
     """Rewrite each decomposable call (see :data:`DECOMPOSABLE`) into primitives; returns how
     many were rewritten. A graph that writes in place is left alone (the rewrite would move
-    reads across writes)."""
+    reads across writes), and so is one that will run op by op under autograd."""
     changed = _forget_meta_saves(graph)
-    if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
+    if _runs_op_by_op(graph) or any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
         return changed
     for n in list(graph.nodes):
         if n.kind == "call" and n.op in DECOMPOSABLE and _float(n) and DECOMPOSABLE[n.op](graph, n):
