@@ -162,8 +162,9 @@ def test_broadcast_inputs_are_read_by_index():
     x = ember.randn(4, 6)
     np.testing.assert_allclose(cf(x).numpy(), (((x + b) * r).relu() * 2).numpy(), rtol=1e-6)
     (g,), _ = groups_of(cf)
-    src = render_c([g])
-    assert "in1[i % 6]" in src and "in2[i / 6]" in src
+    src = render_c([g])  # rows of 6: the bias is read by column, the row statistic by row
+    assert "in1[j]" in src and "in2[r]" in src
+    assert "in1[i % 6]" in render_cuda([g]) and "in2[i / 6]" in render_cuda([g])  # a thread per element
 
 
 REDUCTION_GRAPHS = {

@@ -141,6 +141,22 @@ class CRenderer(CStyleRenderer):
         T = self.ctype(group.dtype)
         outs = group.outputs
         direct = body + [f"out{k}[i] = {names[o]};" for k, o in enumerate(outs)]
+        inner = self.inner(group)
+        if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
+            return (
+                head
+                + pre
+                + (
+                    "    (void)rows; (void)cols;\n"
+                    f"    const int64_t nr = n / {inner};\n"
+                    f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
+                    f"    for (int64_t r = 0; r < nr; r++) {{\n"
+                    f"        #pragma omp simd\n"
+                    f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
+                    f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
+                    f"    }}\n}}\n"
+                )
+            )
         staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
         bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
         stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
@@ -182,7 +198,7 @@ class CRenderer(CStyleRenderer):
             f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, in{pa}, {k}, "
             f"in{pb}, {ldb}, 0, gm, cols);\n"
         )
-        value = "gm[i]" if bias is None else f"(gm[i] + in{group.inputs.index(bias)}[i % cols])"
+        value = "gm[i]" if bias is None else f"(gm[i] + in{group.inputs.index(bias)}[j])"
         return call, {node: value}
 
     def _row(self, group) -> str:

@@ -131,9 +131,22 @@ class CStyleRenderer:
         if acc[0] == "scalar":
             return f"in{k}[0]"
         m = acc[1]
+        inner = cols if group.kind == "row" else self.inner(group)  # the j loop's length, if any
         if acc[0] == "suffix":
-            return f"in{k}[j]" if group.kind == "row" and m == cols else f"in{k}[i % {m}]"
-        return f"in{k}[r]" if group.kind == "row" and m == cols else f"in{k}[i / {m}]"
+            return f"in{k}[j]" if m == inner else f"in{k}[i % {m}]"
+        return f"in{k}[r]" if m == inner else f"in{k}[i / {m}]"
+
+    def inner(self, group) -> int | None:
+        """For an elementwise or gemm group read with broadcasts: the length of the inner loop
+        of a (r, j) loop nest (the broadcast's period), so that a bias reads ``in[j]`` and a row
+        statistic ``in[r]`` instead of a division per element; None for one flat loop."""
+        if group.kind == "gemm":
+            return group.shape[-1]
+        if group.kind != "elementwise":
+            return None
+        periods = [access(a.shape, group.shape) for a in group.inputs]
+        periods = [p[1] for p in periods if p[0] in ("suffix", "prefix")]
+        return periods[0] if periods else None
 
     def ref(self, group, names: dict, a, reduced: bool = False) -> str:
         if a in names:

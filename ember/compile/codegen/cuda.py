@@ -26,6 +26,9 @@ def _indent(lines, k: int) -> str:
 
 
 class CudaRenderer(CStyleRenderer):
+    def inner(self, group):
+        return None  # one thread per element: broadcasts read by ``i % m`` and ``i / m``
+
     def render(self, group, name: str) -> str:
         T = self.ctype(group.dtype)
         params = [f"const {T} *__restrict__ in{i}" for i in range(len(group.inputs))]
