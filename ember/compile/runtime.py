@@ -68,6 +68,20 @@ def _arg(env, a):
     return env[a] if isinstance(a, Node) else a
 
 
+def _out_buffer(plan, env, o, dt) -> np.ndarray:
+    """Where a group writes output ``o``: its arena slot, the eager result it may overwrite (when
+    that array is contiguous and its own), or a new array."""
+    if plan is not None:
+        if o in plan.offsets:
+            return plan.buffer(o, dt)
+        a = plan.over_eager.get(o)
+        if a is not None:
+            arr = env[a]._data
+            if arr.dtype == dt and arr.flags.c_contiguous and arr.flags.writeable and arr.flags.owndata:
+                return arr
+    return np.empty(o.shape, dt)
+
+
 def execute(steps: list, kernels: dict, env: dict) -> None:
     """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place). The
     groups' temporaries live in the arena of ``steps.plan`` (see ``passes/memplan.py``)."""
@@ -76,10 +90,7 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
         if kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
             dt = np.dtype(str(x.dtype).replace("ember.", ""))
-            outs = [
-                plan.buffer(o, dt) if plan is not None and o in plan.offsets else np.empty(o.shape, dt)
-                for o in x.outputs
-            ]
+            outs = [_out_buffer(plan, env, o, dt) for o in x.outputs]
             sizes = kernel_sizes(x)
             kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):

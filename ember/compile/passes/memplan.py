@@ -46,6 +46,7 @@ class MemoryPlan:
         self.naive_bytes = 0
         self.peak_bytes = 0
         self.inplace: list = []
+        self.over_eager: dict = {}  # group output -> the eager result (fresh, dying) it overwrites
         self._arena = None
 
     def buffer(self, node, dtype) -> np.ndarray:
@@ -61,8 +62,8 @@ class MemoryPlan:
     def __str__(self) -> str:
         return (
             f"memory plan: {len(self.offsets)} temporaries in an arena of {self.arena_bytes} bytes "
-            f"({self.naive_bytes} bytes without reuse), {len(self.inplace)} written in place; "
-            f"planned peak {self.peak_bytes} bytes"
+            f"({self.naive_bytes} bytes without reuse), {len(self.inplace)} written in place, "
+            f"{len(self.over_eager)} over an eager result; planned peak {self.peak_bytes} bytes"
         )
 
 
@@ -111,25 +112,42 @@ def plan_memory(steps: list, outputs) -> MemoryPlan:
         r = find(a)
         return INF if r in escaped else last.get(r, INF)
 
+    # eager results that are new arrays (no view of an input, not a constant); one read last by
+    # an elementwise group (and by no view of it later) can take that group's output
+    eager_fresh = {
+        x for kind, x in steps if kind == "node" and x.kind == "call" and x.dtype is not None and not _may_alias(x)
+    }
     free: list = []  # (size, offset) slots
     live_bytes, dying = 0, {}
     for k, ((kind, x), outs) in enumerate(zip(steps, produced)):
         for o in outs:
-            if kind != "group" or end(o) >= INF:
+            if kind != "group":
                 continue
-            size = _round(nbytes(o))
-            plan.naive_bytes += size
+            escapes = end(o) >= INF
             donor = None
-            if x.kind == "elementwise":
+            if x.kind == "elementwise" and not escapes:  # over an arena input read for the last time
                 for a in x.inputs:
                     if a in plan.offsets and end(a) == k and a.shape == o.shape and a.dtype == o.dtype:
                         if access(a.shape, x.shape) == ("full",) and a not in [d for _, d in plan.inplace]:
                             donor = a
                             break
             if donor is not None:
+                plan.naive_bytes += _round(nbytes(o))
                 plan.offsets[o] = plan.offsets[donor]
                 plan.inplace.append((o, donor))
                 continue
+            if x.kind == "elementwise":  # over an eager result (an epilogue over a conv's output)
+                for a in x.inputs:
+                    if a in eager_fresh and end(a) == k and a.shape == o.shape and a.dtype == o.dtype:
+                        if access(a.shape, x.shape) == ("full",) and a not in plan.over_eager.values():
+                            plan.over_eager[o] = a  # a new array each call: it may be returned too
+                            break
+                if o in plan.over_eager:
+                    continue
+            if escapes:
+                continue
+            size = _round(nbytes(o))
+            plan.naive_bytes += size
             fits = [s for s in free if s[0] >= size]
             if fits:
                 slot = min(fits)
@@ -141,11 +159,14 @@ def plan_memory(steps: list, outputs) -> MemoryPlan:
                 plan.offsets[o] = plan.arena_bytes
                 plan.arena_bytes += size
         for o in outs:
-            live_bytes += nbytes(o)
+            if o not in plan.over_eager:  # one that took an eager result's array adds nothing
+                live_bytes += nbytes(o)
             dying.setdefault(end(o), []).append(o)
         plan.peak_bytes = max(plan.peak_bytes, live_bytes)
+        given = set(plan.over_eager.values())
         for o in dying.pop(k, []):
-            live_bytes -= nbytes(o)
+            if o not in given:  # a given array lives on as the group's output
+                live_bytes -= nbytes(o)
             donated = any(d is o for _, d in plan.inplace)  # its slot lives on in the output
             if o in plan.offsets and not donated:
                 free.append((_round(nbytes(o)), plan.offsets[o]))
