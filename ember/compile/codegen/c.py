@@ -18,10 +18,12 @@ gives the argument list as ``(C type, name)`` pairs. The text needs :func:`prelu
 Loop nests by group kind (``passes/fusion.py``):
 
 - elementwise: blocks of 4096 elements, ``#pragma omp parallel for`` over blocks when
-  ``n >= PARALLEL_MIN`` (threads only where the work pays), ``#pragma omp simd`` inside;
-- row: rows in parallel (same threshold, and more than one row); in each row, one SIMD loop per
+  ``n >= PARALLEL_MIN`` (threads only where the work pays: ``ember_nt`` gives one thread per
+  ``PARALLEL_MIN / 2`` elements, at most ``omp_get_max_threads()``), ``#pragma omp simd`` inside;
+- row: rows in parallel (from ``ROW_PARALLEL_MIN`` elements, and more than one row); in each row, one SIMD loop per
   pass with the reductions as ``reduction(...)`` clauses (sums in double, max NaN-propagating);
-- col: blocks of 256 columns in parallel; each block sums its columns over all rows (in double,
+  a single long row runs each pass's loop in parallel instead;
+- col: blocks of 256 columns in parallel (from ``ROW_PARALLEL_MIN`` elements); each block sums its columns over all rows (in double,
   SIMD over the columns), then runs the per-column consumers;
 - gemm: ``cblas_?gemm`` (NumPy's OpenBLAS, pointers set by ``ember_set_blas(sgemm, dgemm)``
   after loading: see ``blas.py``) writes the product into an output buffer, then the epilogue
@@ -40,12 +42,17 @@ from pathlib import Path
 from ember.compile.codegen.cstyle import CStyleRenderer
 
 __all__ = [
-    "CRenderer", "prelude", "kernel_args", "kernel_sizes", "BLOCK", "COL_BLOCK", "PARALLEL_MIN", "STREAM_MIN",
+    "CRenderer", "prelude", "kernel_args", "kernel_sizes", "BLOCK", "COL_BLOCK", "PARALLEL_MIN", "ROW_PARALLEL_MIN",
+    "STREAM_MIN",
 ]  # fmt: skip
 
 BLOCK = 4096  # elements per inner loop: a few pages, long enough to vectorize
 COL_BLOCK = 256  # columns per block of a col group (its accumulators live on the stack)
 PARALLEL_MIN = 1 << 17  # below this, waking threads costs more than the loop itself
+# Row and column loops, like the hand row kernels (softmax, layer_norm), go parallel only from 4M
+# elements: libgomp's spinning idle threads otherwise take the cores from the next GEMM's
+# OpenBLAS threads (BENCHMARKS.md, "Threads").
+ROW_PARALLEL_MIN = 1 << 22
 
 # float32 exp/tanh/erf from the hand kernels' mathf.c: branch-free, so loops over them vectorize
 # (glibc's expf/tanhf are scalar calls; tanhf alone costs ~40 ns an element).
@@ -59,6 +66,16 @@ STREAM_MIN = 1 << 20  # outputs this big will not be read from cache: store them
 _STREAM = r"""
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
+#endif
+/* Threads for n elements, as the hand kernels choose them: up to omp_get_max_threads()
+ * (ember.set_num_threads / OMP_NUM_THREADS), one per minimum / 2 elements. */
+#ifdef _OPENMP
+static inline int ember_nt(int64_t n, int64_t minimum) {
+    int64_t t = omp_get_max_threads(), k = n / (minimum / 2);
+    return (int)(k < 1 ? 1 : (k < t ? k : t));
+}
+#else
+#define ember_nt(n, minimum) 1
 #endif
 #define EMBER_STREAM(T, V, W, STORE)                                                   \
     static inline void ember_stream_##T(T *restrict dst, const T *restrict src, int64_t m) { \
@@ -149,7 +166,7 @@ class CRenderer(CStyleRenderer):
                 + (
                     "    (void)rows; (void)cols;\n"
                     f"    const int64_t nr = n / {inner};\n"
-                    f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
+                    f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
                     f"    for (int64_t r = 0; r < nr; r++) {{\n"
                     f"        #pragma omp simd\n"
                     f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
@@ -166,7 +183,7 @@ class CRenderer(CStyleRenderer):
             + (
                 "    (void)rows; (void)cols;\n"
                 f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
-                f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
+                f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
                 f"    for (int64_t b = 0; b < nb; b++) {{\n"
                 f"        const int64_t start = b * {BLOCK};\n"
                 f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
@@ -202,11 +219,16 @@ class CRenderer(CStyleRenderer):
         return call, {node: value}
 
     def _row(self, group) -> str:
-        lines = self.row_body(group, "#pragma omp simd {clauses}")
+        # one long row (a mean over everything): its passes run in parallel instead of its rows
+        # Shapes are static per compiled graph: choose the parallel level here. A parallel
+        # construct left in the row loop, even with if(0), costs microseconds per row and pass.
+        P, rows, n = ROW_PARALLEL_MIN, group.rows_cols()[0], group.numel()
+        inner = f"#pragma omp parallel for simd {{clauses}} num_threads(ember_nt(n, {P}))"
+        lines = self.row_body(group, inner if rows == 1 and n >= P else "#pragma omp simd {clauses}")
+        outer = f"    #pragma omp parallel for schedule(static) num_threads(ember_nt(n, {P}))\n"
         return (
-            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN} && rows > 1)\n"
-            f"    for (int64_t r = 0; r < rows; r++) {{\n{_indent(lines, 8)}\n    }}\n}}\n"
-        )
+            outer if rows > 1 and n >= P else ""
+        ) + f"    for (int64_t r = 0; r < rows; r++) {{\n{_indent(lines, 8)}\n    }}\n}}\n"
 
     def _col(self, group) -> str:
         T = self.ctype(group.dtype)
@@ -234,7 +256,8 @@ class CRenderer(CStyleRenderer):
         post += [f"out{outs.index(n)}[j] = {red_names[n]};" for n in group.reduced if n in outs]
         assert all(a in members or a in group.inputs for n in group.nodes for a in n.inputs())
         return (
-            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN} && cols > {COL_BLOCK})\n"
+            f"    #pragma omp parallel for schedule(static) if(n >= {ROW_PARALLEL_MIN} && cols > {COL_BLOCK}) "
+            f"num_threads(ember_nt(n, {ROW_PARALLEL_MIN}))\n"
             f"    for (int64_t jb = 0; jb < cols; jb += {COL_BLOCK}) {{\n"
             f"        const int64_t je = jb + {COL_BLOCK} < cols ? jb + {COL_BLOCK} : cols;\n"
             f"{_indent(inits, 8)}\n"
