@@ -494,3 +494,24 @@ def test_convolution_epilogue_runs_in_place_over_the_convolution_output(monkeypa
     # one pass over the convolution's own output: the group wrote into that array
     assert written[-1] is got._data or np.shares_memory(written[-1], got._data)
     assert "1 over an eager result" in str(entry.steps.plan)
+
+
+def test_twenty_training_steps_through_fused_gemm_row_and_min_cut_match_eager():
+    import copy
+
+    nn = ember.nn
+    ember.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.GELU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 5))
+    m2 = copy.deepcopy(m)
+    cm = ember.compile(nn.Sequential(m2, nn.LogSoftmax(-1)))
+    o1, o2 = ember.optim.Adam(m.parameters(), lr=1e-2), ember.optim.Adam(m2.parameters(), lr=1e-2)
+    for _ in range(20):
+        x, y = ember.randn(16, 1, 8, 8), ember.randint(0, 5, (16,))
+        l1 = F.nll_loss(F.log_softmax(m(x), -1), y)
+        o1.zero_grad(), l1.backward(), o1.step()
+        l2 = F.nll_loss(cm(x), y)
+        o2.zero_grad(), l2.backward(), o2.step()
+        assert abs(l1.item() - l2.item()) <= 1e-4 * abs(l1.item())
+    entry = next(iter(cm._compiled.cache.values()))
+    kinds = sorted({g.kind for k, g in entry.steps if k == "group"})
+    assert entry.joint and kinds == ["gemm", "row"] and entry.graph.saved_bytes[1] < entry.graph.saved_bytes[0]
