@@ -414,7 +414,7 @@ def test_layer_norm_stays_one_kernel_when_the_graph_runs_op_by_op_under_autograd
 _RED_OPS = ["rowsum", "rowmax", "colmean", "softmax", "log_softmax", "exp", "tanh", "add", "mul", "sub", "relu"]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     program=st.lists(
         st.tuples(st.sampled_from(_RED_OPS), st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=10
