@@ -25,9 +25,21 @@ def graph_of(fn, *args):
     return IRGraph.from_traced(trace(fn, args, {}))
 
 
+def nvrtc_compiles(groups) -> None:
+    """Every generated CUDA kernel must compile (when libnvrtc is installed)."""
+    from ember.compile.codegen import nvrtc
+
+    if groups and nvrtc.load() is not None:
+        ptx = nvrtc.compile_ptx(render_cuda(groups))
+        assert all(f".entry ember_k{g.id}(" in ptx for g in groups)
+
+
 def groups_of(cf):
+    """The fused groups and the eager ops of ``cf``'s one compiled graph (its CUDA checked)."""
     (entry,) = cf.cache.values()
-    return [s[1] for s in entry.steps if s[0] == "group"], [s[1].op for s in entry.steps if s[0] == "node"]
+    groups = [s[1] for s in entry.steps if s[0] == "group"]
+    nvrtc_compiles(groups)
+    return groups, [s[1].op for s in entry.steps if s[0] == "node"]
 
 
 def test_functionalize_rewrites_only_private_in_place_writes():
