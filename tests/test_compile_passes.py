@@ -142,16 +142,21 @@ def test_pipeline_reaches_fixed_point():
 def test_fusion_groups_vertical_chain_and_refuses_with_reasons():
     def f(x, y):
         a = (x * 2 + 1).tanh()  # chain: fused
-        s = a.sum(dim=1, keepdim=True)  # a sum over trailing axes closes the chain's group
-        b = a - s  # broadcast input: refused
-        return (b.exp() * 3).sigmoid(), x @ y  # a second chain; matmul is not elementwise
+        s = a.sum(dim=1, keepdim=True)  # a sum over trailing axes makes it a row loop
+        b = a - s  # the row's sum broadcast back: a second pass of the same loop
+        c = (b.exp() * 3).sigmoid()
+        return c, c.cumsum(1), c.to(ember.float64) + 1  # cumsum and the cast are not elementwise
 
     x, y = ember.randn(4, 6), ember.randn(6, 2)
     g = graph_of(f, x, y)
     msgs = []
     groups = fuse(g, log=msgs.append)
-    assert [[n.op for n in gr.nodes] for gr in groups] == [["mul", "add", "tanh", "sum"], ["exp", "mul", "sigmoid"]]
-    assert any("broadcasts" in m for m in msgs)
+    assert [[n.op for n in gr.nodes] for gr in groups] == [
+        ["mul", "add", "tanh", "sum", "sub", "exp", "mul", "sigmoid"]
+    ]
+    assert groups[0].kind == "row" and groups[0].level[groups[0].nodes[-1]] == 1  # runs in the second pass
+    assert any("'cumsum' has no elementwise lowering" in m for m in msgs)
+    assert any("'to' has no elementwise lowering" in m for m in msgs)
     want = run(g, x, y)
     got = run(g, x, y, groups=groups)
     for a, b in zip(got, want):
@@ -225,27 +230,33 @@ def test_nvrtc_rejects_broken_source():
 
 
 @pytest.mark.gpu
-def test_cuda_kernels_launch_and_match_eager():
+@pytest.mark.parametrize("name", ["all_ops", "reduction", "softmax", "col_mean"])
+def test_cuda_kernels_launch_and_match_eager(name):
     cp = pytest.importorskip("cupy")
     try:
         if cp.cuda.runtime.getDeviceCount() < 1:
             pytest.skip("no CUDA device")
     except Exception:
         pytest.skip("no CUDA device")
+    fns = {**CHAINS, "softmax": lambda x: ember.nn.functional.softmax(x * 2, -1), "col_mean": lambda x: x.exp().mean(0)}
     x = ember.randn(1000, 37)
-    g = graph_of(CHAINS["all_ops"], x)
+    g = graph_of(fns[name], x)
     run_passes(g)
     groups = fuse(g)
+    assert len(groups) == 1  # the whole function is one kernel
     mod = cp.RawModule(code=render_cuda(groups))
     env = {n: x.numpy() for n in g.nodes if n.kind == "placeholder"}
-    for gr in groups:  # the chain is one group over x
+    for gr in groups:
         ins = [cp.asarray(env[a]) for a in gr.inputs]
         outs = [cp.empty(o.shape, cp.float32) for o in gr.outputs]
         n = gr.numel()
-        mod.get_function(f"ember_k{gr.id}")(((n + 255) // 256,), (256,), (*ins, *outs, cp.int64(n)))
+        rows, cols = gr.rows_cols()
+        threads = {"row": rows, "col": cols}.get(gr.kind, n)
+        sizes = (cp.int64(n), cp.int64(rows), cp.int64(cols))
+        mod.get_function(f"ember_k{gr.id}")(((threads + 255) // 256,), (256,), (*ins, *outs, *sizes))
         for o, arr in zip(gr.outputs, outs):
             env[o] = cp.asnumpy(arr)
-    np.testing.assert_allclose(env[g.outputs[0]], CHAINS["all_ops"](x).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(env[g.outputs[0]], fns[name](x).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_fusion_merges_independent_sibling_groups():
@@ -259,16 +270,18 @@ def test_fusion_merges_independent_sibling_groups():
     np.testing.assert_allclose(run(g, X, groups=[group])[0], f(X).numpy(), rtol=1e-6)
 
 
-def test_reductions_fuse_with_their_producers_only_over_trailing_axes():
+def test_reductions_fuse_with_their_producers_over_trailing_or_leading_axes():
     def f(x):
         a = (x * 2).tanh()
-        return a.sum(dim=1) * 3, a.sum(dim=0), (x - 1).exp().sum()
+        return a.sum(dim=1) * 3, a.sum(dim=0), (x - 1).exp().sum(), (x.reshape(2, 2, 6) * 2).sum(dim=1)
 
     g = graph_of(f, X)
     msgs = []
     groups = fuse(g, log=msgs.append)
-    assert [[n.op for n in gr.nodes] for gr in groups] == [["mul", "tanh", "sum"], ["sub", "exp", "sum"]]
-    assert any("only trailing axes fuse" in m for m in msgs)  # a.sum(dim=0) runs eagerly
+    ops = [[n.op for n in gr.nodes] for gr in groups]
+    assert ops == [["mul", "tanh", "sum", "mul"], ["sub", "exp", "sum"]]  # a.sum(0) reads the row group
+    assert any("the group is a row group over other axes" in m for m in msgs)
+    assert any("only trailing or leading axes fuse" in m for m in msgs)  # sum(dim=1) of a 3-d tensor
     assert groups[0].rows_cols() == (4, 6) and groups[1].rows_cols() == (1, 24)
     for got, want in zip(run(g, X, groups=groups), f(X)):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5)

@@ -26,9 +26,10 @@ from ember._mode import mode as _dispatch_mode
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.capture import Unsupported, flatten, trace, unflatten
 from ember.compile.ir import IRGraph, Node
-from ember.compile.joint import JointFunction, partition
+from ember.compile.joint import JointFunction
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
+from ember.compile.passes.mincut import min_cut_partition
 from ember.compile.runtime import BuildError, build_kernels, execute
 from ember.nn.modules.module import Module
 from ember.tensor import Tensor
@@ -178,6 +179,8 @@ class CompiledFunction:
                     g.id = len(all_groups)
                     all_groups.append(g)
                 steps.append(schedule(v, groups))
+                if steps[-1].plan is not None:
+                    self._say("fusion", str(steps[-1].plan))
         except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
             self._say("fusion", f"no fusion: {e}")
             return plain, {}
@@ -204,7 +207,7 @@ class CompiledFunction:
         if not graph.grad_inputs:
             (steps,), kernels = self._fuse_and_build(graph, [graph])
             return _Entry(traced, graph, steps, kernels, schedule(graph, []))
-        fwd, bwd, saved = partition(graph)
+        fwd, bwd, saved = min_cut_partition(graph, log=lambda m: self._say("graph", m))
         plain = schedule(fwd, [])  # op by op through apply: eager's backward
         if not any(isinstance(o, Node) for o in graph.outputs[graph.n_out + graph.n_diff :]):
             (steps,), kernels = self._fuse_and_build(graph, [fwd])

@@ -9,11 +9,19 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["schedule", "relax_views"]
+__all__ = ["schedule", "relax_views", "Steps"]
+
+
+class Steps(list):
+    """A schedule: a list of steps, with ``plan`` (a ``passes.memplan.MemoryPlan`` for the fused
+    groups' temporaries, or None when there are no groups)."""
+
+    plan = None
 
 
 def schedule(graph, groups: list) -> list:
-    """The steps: ``("node", node)`` or ``("group", group)`` for every call/item/constant node."""
+    """The steps: ``("node", node)`` or ``("group", group)`` for every call/item/constant node,
+    as :class:`Steps` with the memory plan of the groups' outputs."""
     group_of = {n: g for g in groups for n in g.nodes}
     units, deps, seen = [], [], {}
     for n in graph.nodes:
@@ -44,7 +52,12 @@ def schedule(graph, groups: list) -> list:
                 break
         else:  # fusion guarantees acyclicity; reaching here is a compiler bug
             raise RuntimeError("ember.compile: cyclic schedule")
-    return order
+    steps = Steps(order)
+    if groups:
+        from ember.compile.passes.memplan import plan_memory
+
+        steps.plan = plan_memory(steps, graph.outputs)
+    return steps
 
 
 def relax_views(graph) -> int:

@@ -16,7 +16,8 @@ import ctypes
 import numpy as np
 
 from ember.backends import ckernels
-from ember.compile.codegen.c import CRenderer, prelude
+from ember.compile.codegen import blas
+from ember.compile.codegen.c import CRenderer, kernel_sizes, prelude
 from ember.compile.ir import Node
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
@@ -46,13 +47,14 @@ def build_kernels(groups: list, log=None) -> list:
     if log:  # the kernels, without the prelude of math helpers (mathf.c)
         log(f"generated source ({path}):\n{src[len(prelude()) :]}")
     sigs = {
-        f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
-        + [ctypes.c_int64] * (1 if g.reduction is None else 3)
-        for g in groups
+        f"ember_k{g.id}": [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs)) + [ctypes.c_int64] * 3 for g in groups
     }
+    sigs["ember_set_blas"] = [ctypes.c_void_p, ctypes.c_void_p]
     lib = ckernels.load(src, "compiled", sigs)
     if lib is None:
         raise BuildError(f"the C compiler failed on the generated source (see {path.parent}; logger ember.ckernels)")
+    if any(g.kind == "gemm" for g in groups):
+        lib.ember_set_blas(*blas.gemm_addresses())
     return [getattr(lib, f"ember_k{g.id}") for g in groups]
 
 
@@ -66,14 +68,30 @@ def _arg(env, a):
     return env[a] if isinstance(a, Node) else a
 
 
+def _out_buffer(plan, env, o, dt) -> np.ndarray:
+    """Where a group writes output ``o``: its arena slot, the eager result it may overwrite (when
+    that array is contiguous and its own), or a new array."""
+    if plan is not None:
+        if o in plan.offsets:
+            return plan.buffer(o, dt)
+        a = plan.over_eager.get(o)
+        if a is not None:
+            arr = env[a]._data
+            if arr.dtype == dt and arr.flags.c_contiguous and arr.flags.writeable and arr.flags.owndata:
+                return arr
+    return np.empty(o.shape, dt)
+
+
 def execute(steps: list, kernels: dict, env: dict) -> None:
-    """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place)."""
+    """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place). The
+    groups' temporaries live in the arena of ``steps.plan`` (see ``passes/memplan.py``)."""
+    plan = getattr(steps, "plan", None)
     for kind, x in steps:
         if kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
             dt = np.dtype(str(x.dtype).replace("ember.", ""))
-            outs = [np.empty(o.shape, dt) for o in x.outputs]
-            sizes = (x.numel(),) if x.reduction is None else (x.numel(), *x.rows_cols())
+            outs = [_out_buffer(plan, env, o, dt) for o in x.outputs]
+            sizes = kernel_sizes(x)
             kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):
                 env[o] = _wrap(arr)

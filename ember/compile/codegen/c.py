@@ -1,5 +1,33 @@
-"""C renderer: one function per fused group, an OpenMP-parallel outer loop over blocks (only
-when the array is big enough to pay for threads) and a SIMD inner loop.
+"""C renderer: one self-contained C function per fused group.
+
+**The kernel contract** (``program.py`` and ``runtime.py`` call kernels through it; stable):
+:meth:`CRenderer.render` ``(group, name)`` returns the text of::
+
+    void NAME(const T *restrict in0, ..., const T *restrict in{I-1},
+              T *restrict out0, ..., T *restrict out{O-1},
+              int64_t n, int64_t rows, int64_t cols)
+
+(no ``restrict`` for elementwise groups: the memory plan may give an output its input's
+buffer, each element read before it is written), where ``T`` is ``float`` or ``double`` (the
+group's dtype), ``in<k>`` is ``group.inputs[k]``
+(C-contiguous, its own shape: it may broadcast), ``out<k>`` is ``group.outputs[k]`` (C-contiguous,
+of that node's shape), and the sizes are :func:`kernel_sizes` ``(group)``. :func:`kernel_args`
+gives the argument list as ``(C type, name)`` pairs. The text needs :func:`prelude` before it
+(headers, the vectorizable float32 math).
+
+Loop nests by group kind (``passes/fusion.py``):
+
+- elementwise: blocks of 4096 elements, ``#pragma omp parallel for`` over blocks when
+  ``n >= PARALLEL_MIN`` (threads only where the work pays: ``ember_nt`` gives one thread per
+  ``PARALLEL_MIN / 2`` elements, at most ``omp_get_max_threads()``), ``#pragma omp simd`` inside;
+- row: rows in parallel (from ``ROW_PARALLEL_MIN`` elements, and more than one row); in each row, one SIMD loop per
+  pass with the reductions as ``reduction(...)`` clauses (sums in double, max NaN-propagating);
+  a single long row runs each pass's loop in parallel instead;
+- col: blocks of 256 columns in parallel (from ``ROW_PARALLEL_MIN`` elements); each block sums its columns over all rows (in double,
+  SIMD over the columns), then runs the per-column consumers;
+- gemm: ``cblas_?gemm`` (NumPy's OpenBLAS, pointers set by ``ember_set_blas(sgemm, dgemm)``
+  after loading: see ``blas.py``) writes the product into an output buffer, then the epilogue
+  (bias, activation, residual add...) runs over it in one elementwise pass, in place.
 
 Example:
     >>> from ember.compile.codegen.c import CRenderer, prelude
@@ -13,21 +41,101 @@ from pathlib import Path
 
 from ember.compile.codegen.cstyle import CStyleRenderer
 
-__all__ = ["CRenderer", "prelude", "BLOCK", "PARALLEL_MIN"]
+__all__ = [
+    "CRenderer", "prelude", "kernel_args", "kernel_sizes", "BLOCK", "COL_BLOCK", "PARALLEL_MIN", "ROW_PARALLEL_MIN",
+    "STREAM_MIN",
+]  # fmt: skip
 
 BLOCK = 4096  # elements per inner loop: a few pages, long enough to vectorize
+COL_BLOCK = 256  # columns per block of a col group (its accumulators live on the stack)
 PARALLEL_MIN = 1 << 17  # below this, waking threads costs more than the loop itself
+# Row and column loops, like the hand row kernels (softmax, layer_norm), go parallel only from 4M
+# elements: libgomp's spinning idle threads otherwise take the cores from the next GEMM's
+# OpenBLAS threads (BENCHMARKS.md, "Threads").
+ROW_PARALLEL_MIN = 1 << 22
 
 # float32 exp/tanh/erf from the hand kernels' mathf.c: branch-free, so loops over them vectorize
 # (glibc's expf/tanhf are scalar calls; tanhf alone costs ~40 ns an element).
 _FAST_F32 = {"EXP": "exp_f32", "TANH": "tanh_f32", "ERF": "erf_f32"}
 
 
+STREAM_MIN = 1 << 20  # outputs this big will not be read from cache: store them non-temporally
+
+# Streaming (non-temporal) stores for big outputs: a normal store first reads the line it
+# writes (write-allocate), 3 memory transfers per element instead of the copy's 2.
+_STREAM = r"""
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+/* Threads for n elements, as the hand kernels choose them: up to omp_get_max_threads()
+ * (ember.set_num_threads / OMP_NUM_THREADS), one per minimum / 2 elements. */
+#ifdef _OPENMP
+static inline int ember_nt(int64_t n, int64_t minimum) {
+    int64_t t = omp_get_max_threads(), k = n / (minimum / 2);
+    return (int)(k < 1 ? 1 : (k < t ? k : t));
+}
+#else
+#define ember_nt(n, minimum) 1
+#endif
+#define EMBER_STREAM(T, V, W, STORE)                                                   \
+    static inline void ember_stream_##T(T *restrict dst, const T *restrict src, int64_t m) { \
+        int64_t k = 0;                                                                  \
+        while (k < m && ((uintptr_t)(dst + k) % (W * sizeof(T)))) { dst[k] = src[k]; k++; } \
+        for (; k + W <= m; k += W) STORE;                                               \
+        for (; k < m; k++) dst[k] = src[k];                                             \
+    }
+#if defined(__AVX512F__)
+EMBER_STREAM(float, __m512, 16, _mm512_stream_ps(dst + k, _mm512_loadu_ps(src + k)))
+EMBER_STREAM(double, __m512d, 8, _mm512_stream_pd(dst + k, _mm512_loadu_pd(src + k)))
+#define EMBER_FENCE() _mm_sfence()
+#elif defined(__AVX__)
+EMBER_STREAM(float, __m256, 8, _mm256_stream_ps(dst + k, _mm256_loadu_ps(src + k)))
+EMBER_STREAM(double, __m256d, 4, _mm256_stream_pd(dst + k, _mm256_loadu_pd(src + k)))
+#define EMBER_FENCE() _mm_sfence()
+#else
+static inline void ember_stream_float(float *restrict d, const float *restrict s, int64_t m) { memcpy(d, s, m * 4); }
+static inline void ember_stream_double(double *restrict d, const double *restrict s, int64_t m) { memcpy(d, s, m * 8); }
+#define EMBER_FENCE() ((void)0)
+#endif
+"""
+
+
+# The GEMM of a gemm group: NumPy's OpenBLAS cblas_?gemm (64-bit integers), set after loading.
+_BLAS = r"""
+typedef void (*ember_sgemm_t)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
+                              const float *, int64_t, float, float *, int64_t);
+typedef void (*ember_dgemm_t)(int, int, int, int64_t, int64_t, int64_t, double, const double *, int64_t,
+                              const double *, int64_t, double, double *, int64_t);
+static ember_sgemm_t ember_gemm_float;
+static ember_dgemm_t ember_gemm_double;
+void ember_set_blas(void *s, void *d) { ember_gemm_float = (ember_sgemm_t)s; ember_gemm_double = (ember_dgemm_t)d; }
+"""
+
+
 def prelude() -> str:
-    """The C text before the kernels: headers and the vectorizable float32 math functions."""
+    """The C text before the kernels: headers, the vectorizable float32 math functions and the
+    streaming-store helpers ``ember_stream_float``/``ember_stream_double``."""
     from ember.backends import ckernels
 
-    return (Path(ckernels.__file__).parent / "mathf.c").read_text()
+    return (Path(ckernels.__file__).parent / "mathf.c").read_text() + _STREAM + _BLAS
+
+
+def kernel_args(group) -> list:
+    """The kernel's parameters in order, as ``(C type, name)`` pairs (see the module docstring)."""
+    T = {"float32": "float", "float64": "double"}[str(group.dtype).replace("ember.", "")]
+    r = "" if group.kind == "elementwise" else " restrict"  # elementwise groups may run in place
+    args = [(f"const {T} *{r}", f"in{i}") for i in range(len(group.inputs))]
+    args += [(f"{T} *{r}", f"out{i}") for i in range(len(group.outputs))]
+    return args + [("int64_t", "n"), ("int64_t", "rows"), ("int64_t", "cols")]
+
+
+def kernel_sizes(group) -> tuple:
+    """The values of ``n, rows, cols`` for ``group``."""
+    return (group.numel(), *group.rows_cols())
+
+
+def _indent(lines, k: int) -> str:
+    return "\n".join(" " * k + s for s in lines)
 
 
 class CRenderer(CStyleRenderer):
@@ -37,43 +145,128 @@ class CRenderer(CStyleRenderer):
         return super().math(name, dtype)
 
     def render(self, group, name: str) -> str:
-        T = self.ctype(group.dtype)
-        params = [f"const {T} *restrict in{i}" for i in range(len(group.inputs))]
-        params += [f"{T} *restrict out{i}" for i in range(len(group.outputs))]
-        params.append("int64_t n")
-        names = {x: f"in{i}[i]" for i, x in enumerate(group.inputs)}
+        head = f"void {name}({', '.join(f'{t} {a}' for t, a in kernel_args(group))}) {{\n"
+        if group.kind == "row":
+            return head + self._row(group)
+        if group.kind == "col":
+            return head + self._col(group)
+        names: dict = {}
+        pre = ""
+        if group.kind == "gemm":
+            pre, names = self._gemm(group)
         body = self.body(group, names)
-        if group.reduction is not None:
-            return self._render_reduction(group, name, params, names, body)
-        body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
-        inner = "\n".join("            " + s for s in body)
+        T = self.ctype(group.dtype)
+        outs = group.outputs
+        direct = body + [f"out{k}[i] = {names[o]};" for k, o in enumerate(outs)]
+        inner = self.inner(group)
+        if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
+            return (
+                head
+                + pre
+                + (
+                    "    (void)rows; (void)cols;\n"
+                    f"    const int64_t nr = n / {inner};\n"
+                    f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+                    f"    for (int64_t r = 0; r < nr; r++) {{\n"
+                    f"        #pragma omp simd\n"
+                    f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
+                    f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
+                    f"    }}\n}}\n"
+                )
+            )
+        staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
+        bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
+        stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
         return (
-            f"void {name}({', '.join(params)}) {{\n"
-            f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
-            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
-            f"    for (int64_t b = 0; b < nb; b++) {{\n"
-            f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
-            f"        #pragma omp simd\n"
-            f"        for (int64_t i = b * {BLOCK}; i < end; i++) {{\n{inner}\n        }}\n"
-            f"    }}\n}}\n"
+            head
+            + pre
+            + (
+                "    (void)rows; (void)cols;\n"
+                f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
+                f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+                f"    for (int64_t b = 0; b < nb; b++) {{\n"
+                f"        const int64_t start = b * {BLOCK};\n"
+                f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
+                f"        if (n < {STREAM_MIN}) {{\n"
+                f"            #pragma omp simd\n"
+                f"            for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 16)}\n            }}\n"
+                f"        }} else {{  /* compute a block in L1, then stream it out */\n"
+                f"{_indent(bufs, 12)}\n"
+                f"            #pragma omp simd\n"
+                f"            for (int64_t i = start; i < end; i++) {{\n{_indent(staged, 16)}\n            }}\n"
+                f"{_indent(stream, 12)}\n"
+                f"        }}\n"
+                f"    }}\n"
+                f"    if (n >= {STREAM_MIN}) EMBER_FENCE();\n}}\n"
+            )
         )
 
-    def _render_reduction(self, group, name, params, names, body) -> str:
-        """Rows in parallel; each row's loop computes the chain and sums it (in double)."""
+    def _gemm(self, group) -> tuple:
+        """The BLAS call into the buffer of an output, and the name of the GEMM's value."""
         T = self.ctype(group.dtype)
-        red = group.reduction
-        body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs) if o is not red]
-        body.append(f"acc += {names[red.args[0]]};")
-        k = group.outputs.index(red)
-        inner = "\n".join("            " + s for s in body)
-        params = params + ["int64_t rows", "int64_t cols"]
+        node, a, b, tb, bias = group.gemm
+        outs = group.outputs
+        dest = outs.index(node) if node in outs else 0  # every output has the GEMM's shape
+        k = a.shape[-1]
+        ldb = k if tb else group.shape[-1]
+        pa, pb = group.inputs.index(a), group.inputs.index(b)
+        call = (
+            f"    {T} *gm = out{dest};  /* the GEMM's result, then the epilogue in place, one pass */\n"
+            f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, in{pa}, {k}, "
+            f"in{pb}, {ldb}, 0, gm, cols);\n"
+        )
+        value = "gm[i]" if bias is None else f"(gm[i] + in{group.inputs.index(bias)}[j])"
+        return call, {node: value}
+
+    def _row(self, group) -> str:
+        # one long row (a mean over everything): its passes run in parallel instead of its rows
+        # Shapes are static per compiled graph: choose the parallel level here. A parallel
+        # construct left in the row loop, even with if(0), costs microseconds per row and pass.
+        P, rows, n = ROW_PARALLEL_MIN, group.rows_cols()[0], group.numel()
+        inner = f"#pragma omp parallel for simd {{clauses}} num_threads(ember_nt(n, {P}))"
+        lines = self.row_body(group, inner if rows == 1 and n >= P else "#pragma omp simd {clauses}")
+        outer = f"    #pragma omp parallel for schedule(static) num_threads(ember_nt(n, {P}))\n"
         return (
-            f"void {name}({', '.join(params)}) {{\n"
-            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN})\n"
-            f"    for (int64_t r = 0; r < rows; r++) {{\n"
-            f"        double acc = 0;\n"
-            f"        #pragma omp simd reduction(+:acc)\n"
-            f"        for (int64_t i = r * cols; i < (r + 1) * cols; i++) {{\n{inner}\n        }}\n"
-            f"        out{k}[r] = ({T})acc;\n"
+            outer if rows > 1 and n >= P else ""
+        ) + f"    for (int64_t r = 0; r < rows; r++) {{\n{_indent(lines, 8)}\n    }}\n}}\n"
+
+    def _col(self, group) -> str:
+        T = self.ctype(group.dtype)
+        members = set(group.nodes)
+        elem = [n for n in group.nodes if n not in group.reduced]
+        outs = group.outputs
+        names: dict = {}
+        body = self.stmts(group, elem, names)
+        for n in group.reductions:
+            k = group.nodes.index(n)
+            v = self.ref(group, names, n.args[0])
+            body.append(f"acc{k}[j - jb] += {v};")
+        body += [f"out{outs.index(n)}[i] = {names[n]};" for n in elem if n in outs]
+        inits = [f"double acc{group.nodes.index(n)}[{COL_BLOCK}];" for n in group.reductions]
+        zero = [f"acc{group.nodes.index(n)}[j - jb] = 0;" for n in group.reductions]
+        post = []
+        red_names: dict = {}
+        for n in group.nodes:
+            if n in group.reductions:
+                k = group.nodes.index(n)
+                post.append(f"const {T} t{k} = ({T})acc{k}[j - jb];")
+                red_names[n] = f"t{k}"
+            elif n in group.reduced:
+                post += self.stmts(group, [n], red_names)
+        post += [f"out{outs.index(n)}[j] = {red_names[n]};" for n in group.reduced if n in outs]
+        assert all(a in members or a in group.inputs for n in group.nodes for a in n.inputs())
+        return (
+            f"    #pragma omp parallel for schedule(static) if(n >= {ROW_PARALLEL_MIN} && cols > {COL_BLOCK}) "
+            f"num_threads(ember_nt(n, {ROW_PARALLEL_MIN}))\n"
+            f"    for (int64_t jb = 0; jb < cols; jb += {COL_BLOCK}) {{\n"
+            f"        const int64_t je = jb + {COL_BLOCK} < cols ? jb + {COL_BLOCK} : cols;\n"
+            f"{_indent(inits, 8)}\n"
+            f"        for (int64_t j = jb; j < je; j++) {{\n{_indent(zero, 12)}\n        }}\n"
+            f"        for (int64_t r = 0; r < rows; r++) {{\n"
+            f"            #pragma omp simd\n"
+            f"            for (int64_t j = jb; j < je; j++) {{\n"
+            f"                const int64_t i = r * cols + j;\n{_indent(body, 16)}\n            }}\n"
+            f"        }}\n"
+            f"        for (int64_t j = jb; j < je; j++) {{\n{_indent(post, 12)}\n        }}\n"
             f"    }}\n}}\n"
         )

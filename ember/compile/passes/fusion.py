@@ -1,10 +1,25 @@
-"""Fusion of vertical chains of elementwise ops into groups that run as one loop.
+"""Fusion: elementwise chains, reductions with their producers and consumers, and siblings.
 
-A call can join a group when its op has a lowering (``codegen.cstyle.EXPRESSIONS``), its result
-is float32 or float64, every tensor input has exactly its shape and dtype (no broadcasting, no
-promotion) and it reads a value the group made. Joining must not create a cycle: if another input
-of the call depends on the group, the group would have to run both before and after it.
-Groups of one op are dissolved (NumPy runs a single op as well as a loop would).
+A group is one loop nest over its *iteration shape* (the full shape of its elementwise values):
+
+- ``elementwise``: a flat loop over every element.
+- ``row``: a ``sum``/``amax`` over trailing axes joined the group. The loop runs row by row; in
+  each row it makes as many passes as the reductions need (softmax: the max, then the sum of
+  ``exp(x - max)``, then ``exp(x - max) / sum``). Per-row values (the reductions and the
+  elementwise ops on them, such as ``log(s) + m`` or ``rsqrt(var + eps)``) are *reduced* nodes,
+  computed once per row between passes. ``level[node]`` is the pass an elementwise node runs in
+  (how many reductions it waits for).
+- ``col``: a ``sum`` over leading axes (``x.sum(0)``, a bias gradient): one pass, columns
+  accumulated in double; per-column consumers (``* (1/rows)`` for a mean) run after.
+
+A call joins a group when its op has a lowering (``codegen.cstyle.EXPRESSIONS``), its dtype is
+float32/float64 like every tensor input, and it reads a value of the group. External inputs may
+broadcast in the ways a loop index can express: the full shape (``in[i]``), a trailing suffix
+(``in[i % m]``: a bias or layer_norm weight), a leading prefix with trailing ones (``in[i / m]``:
+a keepdim row statistic) or one element. Joining must not create a cycle (another input of the
+call must not depend on the group). After the chains, groups that read the same input and do
+not depend on each other merge (sibling fusion: the input is read once). Groups of one op are
+dropped (NumPy runs a single op as well as a loop would).
 
 Example:
     >>> from ember.compile.passes.fusion import fuse  # see tests/test_compile_passes.py
@@ -12,91 +27,246 @@ Example:
 
 from __future__ import annotations
 
-from ember.compile.codegen.cstyle import supported
+from ember.compile.codegen.cstyle import access, supported
 from ember.compile.ir import Node
 
-__all__ = ["FusionGroup", "fuse"]
+__all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 
 _FLOATS = ("float32", "float64")
+_REDUCTIONS = ("sum", "amax")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 class FusionGroup:
     """Ops fused into one kernel: ``inputs`` (nodes read from outside, in order), ``nodes`` (in
-    execution order) and ``outputs`` (the group's nodes read outside it or returned)."""
+    execution order) and ``outputs`` (the group's nodes read outside it or returned). ``kind``
+    is ``"elementwise"``, ``"row"`` or ``"col"`` (see the module docstring); ``split`` is the
+    number of leading axes that index rows (row groups) or that are summed (col groups)."""
 
-    def __init__(self, gid: int, first: Node):
+    def __init__(self, gid: int, shape: tuple, dtype):
         self.id = gid
-        self.nodes = [first]
-        self.shape = first.shape
-        self.dtype = first.dtype
+        self.nodes: list = []
+        self.shape = tuple(shape)
+        self.dtype = dtype
         self.inputs: list = []
         self.outputs: list = []
-        self.reduction: Node | None = None  # a closing sum over trailing axes, if any
+        self.kind = "elementwise"
+        self.split = len(self.shape)
+        self.reductions: list = []
+        self.reduced: set = set()  # per-row (or per-column) nodes
+        self.level: dict = {}  # node -> pass (row groups)
+        self.gemm = None  # gemm groups: (node, a, b, b_transposed, bias)
+
+    @property
+    def reduction(self):
+        """The first reduction, or None (an elementwise group)."""
+        return self.reductions[0] if self.reductions else None
 
     def numel(self) -> int:
-        return self.nodes[0].numel()
+        return _numel(self.shape)
 
     def rows_cols(self) -> tuple:
-        """For a group closed by a reduction: (rows, elements summed per row)."""
-        k = len(self.shape) - len(self.reduction.params["axes"])
-        rows = cols = 1
-        for s in self.shape[:k]:
-            rows *= s
-        for s in self.shape[k:]:
-            cols *= s
-        return rows, cols
+        """(rows, cols): row groups reduce each of ``rows`` rows of ``cols``; col groups sum
+        ``rows`` rows into ``cols`` columns; elementwise groups are one row."""
+        if self.kind == "elementwise":
+            return 1, self.numel()
+        if self.kind == "gemm":
+            return self.numel() // self.shape[-1], self.shape[-1]
+        return _numel(self.shape[: self.split]), _numel(self.shape[self.split :])
+
+    def lvl(self, a) -> int:
+        return self.level.get(a, 0)
 
     def __repr__(self) -> str:
         ops = " -> ".join(n.op for n in self.nodes)
-        return f"group{self.id}[{len(self.nodes)} ops: {ops}; in {self.inputs}, out {self.outputs}]"
+        kind = "" if self.kind == "elementwise" else f"{self.kind} "
+        return f"group{self.id}[{kind}{len(self.nodes)} ops: {ops}; in {self.inputs}, out {self.outputs}]"
+
+
+def _fname(dtype) -> str:
+    return str(dtype).replace("ember.", "")
 
 
 def _why_not_reduction(n: Node) -> str | None:
-    """Why the ``sum`` ``n`` cannot close a group (None if it can)."""
+    """Why the reduction ``n`` can join no group (None if it can)."""
     x = n.args[0] if n.args else None
     if len(n.args) != 1 or not isinstance(x, Node):
-        return "sum of a non-tensor"
+        return f"{n.op} of a non-tensor"
     axes = n.params.get("axes")
-    if n.params.get("dtype") is not None or axes is None:
-        return "sum with a dtype or over no axes"
+    if n.params.get("dtype") is not None or not axes:
+        return f"{n.op} with a dtype or over no axes"
     nd = len(x.shape)
-    if not axes or sorted(axes) != list(range(nd - len(axes), nd)):
-        return f"sum over axes {axes} (only trailing axes fuse)"
-    if x.dtype != n.dtype or str(n.dtype).replace("ember.", "") not in _FLOATS:
-        return f"sum of {x.dtype} to {n.dtype}"
+    axes = sorted(a % nd for a in axes)
+    if axes != list(range(nd - len(axes), nd)) and axes != list(range(len(axes))):
+        return f"{n.op} over axes {tuple(axes)} (only trailing or leading axes fuse)"
+    if x.dtype != n.dtype or _fname(n.dtype) not in _FLOATS:
+        return f"{n.op} of {x.dtype} to {n.dtype}"
+    if axes[0] == 0 and axes[-1] != nd - 1 and n.op != "sum":
+        return "amax over leading axes does not fuse"
+    if n.op == "amax" and x.numel() == 0:
+        return "amax of an empty tensor"
     return None
+
+
+def gemm_operands(n: Node):
+    """``(a, b, b_transposed, bias)`` of a ``matmul``/``linear`` node that BLAS can run with
+    its epilogue (2-d weight, float operands of one dtype), or a string saying why not."""
+    from ember.compile.codegen import blas
+
+    if n.op == "matmul":
+        a, b = n.args[0], n.args[1]
+        bias, tb = None, False
+        if not isinstance(a, Node) or not isinstance(b, Node) or len(a.shape) != 2 or len(b.shape) != 2:
+            return "matmul of other than two matrices"
+        if b.kind == "call" and b.op == "permute" and tuple(b.params["dims"]) == (1, 0):
+            b, tb = b.args[0], True  # x @ w.t(): BLAS reads w transposed
+    else:
+        a, b, bias = n.args[0], n.args[1], n.args[2]
+        tb = True
+        if not isinstance(a, Node) or not isinstance(b, Node) or len(b.shape) != 2 or len(a.shape) < 2:
+            return "linear of other than a batch of rows and a matrix"
+        if bias is not None and (not isinstance(bias, Node) or bias.shape != b.shape[:1]):
+            return "linear with a broadcast bias"
+    if any(isinstance(t, Node) and t.dtype != n.dtype for t in (a, b, bias)) or _fname(n.dtype) not in _FLOATS:
+        return f"{n.op} of mixed or non-float dtypes"
+    if n.params or 0 in n.shape or 0 in a.shape:
+        return f"{n.op} with parameters or empty operands"
+    if blas.gemm_addresses() is None:
+        return "no BLAS with 64-bit cblas_?gemm found in numpy.libs"
+    return a, b, tb, bias
 
 
 def _why_not(n: Node) -> str | None:
     """Why ``n`` cannot be in any group (None if it can)."""
     if n.kind != "call":
         return "not a call"
-    if n.op == "sum":
+    if n.op in _REDUCTIONS:
         return _why_not_reduction(n)
+    if n.op in ("matmul", "linear"):
+        ops = gemm_operands(n)
+        return ops if isinstance(ops, str) else None
     if not supported(n.op):
         return f"'{n.op}' has no elementwise lowering"
-    if str(n.dtype).replace("ember.", "") not in _FLOATS:
+    if _fname(n.dtype) not in _FLOATS:
         return f"result dtype {n.dtype} is not float32/float64"
-    if n.params:
+    if n.op.startswith("gelu") and n.params.get("approximate") in ("none", "tanh") and n.params.get("saved") is None:
+        pass  # gelu, gelu_backward: the expression depends on ``approximate`` only
+    elif n.params:
         return f"'{n.op}' has parameters {sorted(n.params)}"
     for a in n.args:
         if isinstance(a, Node):
-            if a.shape != n.shape:
-                return f"input %{a.id} {list(a.shape)} broadcasts to {list(n.shape)}"
             if a.dtype != n.dtype:
                 return f"input %{a.id} is {a.dtype}, result {n.dtype}"
+            if access(a.shape, n.shape) is None:
+                return f"input %{a.id} {list(a.shape)} broadcasts to {list(n.shape)}"
         elif type(a) not in (int, float):
             return f"argument {a!r} is not a number"
     return None
 
 
-def fuse(graph, log=None) -> list:
-    """Group the graph's elementwise chains; returns the groups (each of two or more ops).
+def _red_split(n: Node) -> tuple:
+    """(kind, split) of a reduction node."""
+    x = n.args[0]
+    nd = len(x.shape)
+    axes = sorted(a % nd for a in n.params["axes"])
+    if axes[-1] == nd - 1 and (axes[0] != 0 or n.op == "amax" or len(axes) == nd):
+        return "row", nd - len(axes)
+    return "col", len(axes)
 
-    A call joins the group of one of its inputs; when its inputs come from several groups that
-    do not depend on each other (``max(f(x), g(x))``), those groups merge into one.
-    ``log(msg)``, when given, hears each group formed and each refused candidate with the reason.
-    """
+
+def _try_join(g: FusionGroup, n: Node, members) -> str | None:
+    """Add ``n`` to ``g`` if it fits (``members(a)`` tells whether ``a`` is in ``g``); return why
+    not otherwise."""
+    if g.kind == "gemm" and n.op in _REDUCTIONS:
+        return "a GEMM's epilogue is elementwise"
+    if n.op in _REDUCTIONS:
+        x = n.args[0]
+        kind, split = _red_split(n)
+        if x.shape != g.shape or x in g.reduced:
+            return "the group loops over another shape"
+        if g.kind != "elementwise" and (g.kind, g.split) != (kind, split):
+            return f"the group is a {g.kind} group over other axes"
+        g.kind, g.split = kind, split
+        g.reductions.append(n)
+        g.reduced.add(n)
+        g.level[n] = g.lvl(x) + 1
+        g.nodes.append(n)
+        return None
+    ins = [a for a in n.args if isinstance(a, Node)]
+    if n.shape == g.shape:  # an elementwise node over the loop's shape
+        lv = 0
+        for a in ins:
+            if members(a) and a in g.reduced:
+                if g.kind != "row" or access(a.shape, g.shape) not in (("prefix", g.rows_cols()[1]), ("scalar",)):
+                    return f"reads the reduced value %{a.id} across the loop"
+            elif not members(a) and access(a.shape, g.shape) is None:
+                return f"input %{a.id} {list(a.shape)} broadcasts to {list(n.shape)}"
+            lv = max(lv, g.lvl(a))
+        g.level[n] = lv
+        g.nodes.append(n)
+        return None
+    if g.kind in ("elementwise", "gemm"):
+        return f"shape {list(n.shape)} is not the loop's {list(g.shape)}"
+    width = g.rows_cols()[0 if g.kind == "row" else 1]
+    if _numel(n.shape) != width:
+        return f"shape {list(n.shape)} is neither the loop's nor a reduced value's"
+    lv = 0
+    for a in ins:
+        if members(a):
+            if a not in g.reduced or a.shape != n.shape:
+                return f"mixes the loop's values with reduced value %{n.id}"
+        elif _numel(a.shape) != 1 and a.shape != n.shape:
+            return f"input %{a.id} {list(a.shape)} is not per-{g.kind}"
+        lv = max(lv, g.lvl(a))
+    g.level[n] = lv
+    g.reduced.add(n)
+    g.nodes.append(n)
+    return None
+
+
+def _compatible(a: FusionGroup, b: FusionGroup) -> bool:
+    """Both loop over the same shape, and reduce (if at all) over the same axes."""
+    if a.shape != b.shape or a.dtype != b.dtype or "gemm" in (a.kind, b.kind):
+        return False
+    return "elementwise" in (a.kind, b.kind) or (a.kind, a.split) == (b.kind, b.split)
+
+
+def _relevel(g: FusionGroup) -> None:
+    """Recompute each node's pass after a merge (inputs that were external became members)."""
+    members = set(g.nodes)
+    for n in g.nodes:
+        ins = [a for a in n.inputs() if a in members]
+        if n in g.reductions:
+            g.level[n] = (g.level[ins[0]] if ins else 0) + 1
+        else:
+            g.level[n] = max((g.level[a] for a in ins), default=0)
+
+
+def _merge_into(target: FusionGroup, g: FusionGroup, order: dict) -> bool:
+    """Merge ``g`` into ``target`` when both loop over the same shape and axes."""
+    if not _compatible(target, g):
+        return False
+    if target.kind == "elementwise":
+        target.kind, target.split = g.kind, g.split
+    target.nodes = sorted(target.nodes + g.nodes, key=order.__getitem__)
+    target.reductions = sorted(target.reductions + g.reductions, key=order.__getitem__)
+    target.reduced |= g.reduced
+    target.level.update(g.level)
+    _relevel(target)
+    return True
+
+
+def fuse(graph, log=None) -> list:
+    """Group the graph's elementwise chains, reductions and siblings; returns the groups (each
+    of two or more ops). ``log(msg)``, when given, hears each group formed and each refused
+    candidate with the reason."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
     group_of: dict = {}  # node -> FusionGroup (follow ``merged`` for the live one)
     merged: dict = {}  # group id -> the group it was merged into
     deps: dict = {}  # node -> ids of the groups it transitively reads
@@ -114,6 +284,11 @@ def fuse(graph, log=None) -> list:
     def rdeps(a) -> set:
         return {live(groups[i]).id for i in deps.get(a, ())}
 
+    def new_group(n):
+        g = FusionGroup(len(groups), n.args[0].shape if n.op in _REDUCTIONS else n.shape, n.dtype)
+        groups.append(g)
+        return g
+
     for n in graph.nodes:
         d = set()
         for a in n.inputs():
@@ -124,45 +299,40 @@ def fuse(graph, log=None) -> list:
             if log and n.kind == "call" and any(grp(a) is not None for a in n.inputs()):
                 log(f"refused %{n.id} ({n.op}): {why}")
             continue
+        if n.op in ("matmul", "linear"):  # a GEMM starts a group: its epilogue may follow
+            target = new_group(n)
+            target.kind, target.gemm = "gemm", (n, *gemm_operands(n))
+            target.nodes.append(n)
+            group_of[n] = target
+            deps[n] = d | {target.id}
+            continue
         candidates = []
         for a in n.inputs():
             g = grp(a)
             if g is not None and g not in candidates:
                 candidates.append(g)
-        if n.op == "sum":  # closes the group of its input: the loop sums as it goes
-            g = grp(n.args[0])
-            if g is None or g.reduction is not None or g.shape != n.args[0].shape:
-                if log and g is not None:
-                    log(f"refused %{n.id} (sum) into group{g.id}: the group is closed or of another shape")
-                deps[n] = d
-                continue
-            g.nodes.append(n)
-            g.reduction = n
-            group_of[n] = g
-            deps[n] = d | {g.id}
-            continue
         target = None
         for g in candidates:
-            if g.reduction is not None or g.shape != n.shape:
-                continue  # a closed group's loop runs over another shape
             others = [b for b in n.inputs() if grp(b) is not g]
             if any(g.id in rdeps(b) for b in others):
                 if log:
                     log(f"refused %{n.id} ({n.op}) into group{g.id}: another input depends on the group (cycle)")
                 continue
             if target is None:
-                target = g
-            else:  # an independent sibling group: merge it
-                target.nodes = sorted(target.nodes + g.nodes, key=graph.nodes.index)
-                merged[g.id] = target
+                why = _try_join(g, n, lambda a, g=g: grp(a) is g)
+                if why is None:
+                    target = g
+                elif log:
+                    log(f"refused %{n.id} ({n.op}) into group{g.id}: {why}")
+            elif not any(a in g.reduced for a in n.inputs()) and _merge_into(target, g, order):
+                merged[g.id] = target  # an independent sibling group read by n
         if target is None:
-            target = FusionGroup(len(groups), n)
-            groups.append(target)
-        else:
-            target.nodes.append(n)
+            target = new_group(n)
+            _try_join(target, n, lambda a, g=target: grp(a) is g)
         group_of[n] = target
         deps[n] = d | {target.id}
     groups = [g for g in groups if g.id not in merged]
+    groups = _merge_siblings(graph, groups, group_of, log)
     groups = [g for g in groups if len(g.nodes) > 1]
     users = graph.users()
     outs = graph.output_nodes()
@@ -170,11 +340,75 @@ def fuse(graph, log=None) -> list:
         g.id = k
         members = set(g.nodes)
         for n in g.nodes:
-            for a in n.inputs():
+            ins = [a for a in g.gemm[1:3] + g.gemm[4:] if a is not None] if g.gemm and n is g.gemm[0] else n.inputs()
+            for a in ins:
                 if a not in members and a not in g.inputs:
                     g.inputs.append(a)
             if n in outs or any(u not in members for u in users[n]):
                 g.outputs.append(n)
         if log:
             log(f"fused {g!r}")
+    if log:
+        log(fused_listing(graph, groups))
     return groups
+
+
+def fused_listing(graph, groups: list) -> str:
+    """The graph after fusion: each node with its group, then the op counts per kernel."""
+    group_of = {n: g for g in groups for n in g.nodes}
+    lines = [f"after fuse ({len(groups)} groups):"]
+    for line, n in zip(str(graph).splitlines()[1:], [n for n in graph.nodes if n.kind != "placeholder"]):
+        g = group_of.get(n)
+        lines.append(line if g is None else f"{line:<60}  # group{g.id} ({g.kind})")
+    lines.append(str(graph).splitlines()[-1])
+    eager = [n for n in graph.nodes if n.kind == "call" and n not in group_of]
+    lines.append(
+        f"kernels: {len(groups)} fused groups ({sum(len(g.nodes) for g in groups)} ops), {len(eager)} eager ops"
+    )
+    return "\n".join(lines)
+
+
+def _merge_siblings(graph, groups: list, group_of: dict, log) -> list:
+    """Merge groups that read a common input and do not depend on each other (either way)."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    while True:
+        owner = {n: g for g in groups for n in g.nodes}
+        reach: dict = {}  # node -> ids of the groups it depends on (through any path)
+        for n in graph.nodes:
+            r = set()
+            for a in n.inputs():
+                r |= reach.get(a, set())
+                if a in owner:
+                    r.add(id(owner[a]))
+            reach[n] = r
+        dep = {id(g): set().union(*(reach[n] for n in g.nodes)) - {id(g)} for g in groups}
+        readers: dict = {}
+        for g in groups:
+            for n in g.nodes:
+                for a in n.inputs():
+                    if owner.get(a) is not g:
+                        readers.setdefault(a, [])
+                        if g not in readers[a]:
+                            readers[a].append(g)
+        pair = None
+        for a, gs in readers.items():
+            for i, g1 in enumerate(gs):
+                for g2 in gs[i + 1 :]:
+                    if id(g1) in dep[id(g2)] or id(g2) in dep[id(g1)]:
+                        continue
+                    if _compatible(g1, g2):
+                        pair = (g1, g2, a)
+                        break
+                if pair:
+                    break
+            if pair:
+                break
+        if pair is None:
+            return groups
+        g1, g2, a = pair
+        _merge_into(g1, g2, order)
+        if log:
+            log(f"sibling fusion: group{g2.id} joins group{g1.id} (both read %{a.id})")
+        groups = [g for g in groups if g is not g2]
+        for n in g2.nodes:
+            group_of[n] = g1
