@@ -287,7 +287,10 @@ def transpose(input, dim0: int, dim1: int) -> Tensor:
     a, b = _wrap_dim(dim0, n, "transpose"), _wrap_dim(dim1, n, "transpose")
     dims = list(range(n))
     dims[a], dims[b] = dims[b], dims[a]
-    return permute(input, dims)
+    return apply(_PERMUTE, input, dims=tuple(dims))  # valid by construction: no permute() checks
+
+
+_T2 = (1, 0)
 
 
 swapaxes = swapdims = transpose
@@ -295,9 +298,12 @@ swapaxes = swapdims = transpose
 
 def t(input) -> Tensor:
     """Transpose a matrix (tensors of at most 2 dims)."""
-    if input._data.ndim > 2:
-        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
-    return transpose(input, 0, 1) if input._data.ndim == 2 else apply(_RESHAPE, input, shape=input._data.shape)
+    n = input._data.ndim
+    if n == 2:
+        return apply(_PERMUTE, input, dims=_T2)
+    if n > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {n}D")
+    return apply(_RESHAPE, input, shape=input._data.shape)
 
 
 def adjoint(input) -> Tensor:

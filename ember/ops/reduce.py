@@ -431,17 +431,61 @@ def _max_min(input, dim, keepdim, other, which):
         return (maximum if which == "max" else minimum)(input, other)
     if dim is None:
         return (amax if which == "max" else amin)(input)
-    from ember.ops.index import gather
-    from ember.ops.movement import squeeze
-
-    idx = _arg_extreme(input, dim, True, np.argmax if which == "max" else np.argmin, which)
-    if input._data.ndim == 0:
+    check_tensor(input, which)
+    d = input._data
+    if d.ndim == 0:
+        idx = _arg_extreme(input, dim, True, None, which)
         return values_indices(input.clone(), idx)
-    axis = _wrap_dim(dim, input._data.ndim, which)
-    values = gather(input, axis, idx)
-    if not keepdim:
-        values, idx = squeeze(values, axis), squeeze(idx, axis)
+    axis = dim if type(dim) is int and 0 <= dim < d.ndim else _wrap_dim(dim, d.ndim, which)
+    if not d.shape[axis]:
+        _check_nonempty(d, (axis,), which)
+    values, idx = apply(_MAX_DIM if which == "max" else _MIN_DIM, input, axis=axis, keepdim=keepdim)
     return values_indices(values, idx)
+
+
+class MaxMinDim(Node):
+    """``max``/``min`` over one dim: the gradient goes to the selected element only, as PyTorch's."""
+
+    __slots__ = ("axis", "keepdim", "idx")
+    saves_values = False
+
+    def backward(self, g):
+        from ember.ops.creation import zeros_like
+        from ember.ops.index import scatter_add
+        from ember.ops.movement import unsqueeze
+
+        x = self.inputs[0]
+        if not self.keepdim:
+            g = unsqueeze(g, self.axis)
+        idx = Tensor._from(self.idx, x)
+        return (scatter_add(zeros_like(x, dtype=g.dtype), self.axis, idx, g),)
+
+
+def _max_min_dim_impl(arg, red):
+    """Values and indices in two NumPy calls: the index of the first extreme (NaN counts as the
+    largest, as in PyTorch) and the reduction, which agrees with it."""
+
+    def impl(x, axis, keepdim):
+        d = x._data
+        idx = arg(d, axis=axis, keepdims=True).astype(np.int64, copy=False)
+        values = red(d, axis=axis, keepdims=keepdim)
+        return (values, idx if keepdim else idx.squeeze(axis)), {"idx": idx}
+
+    return impl
+
+
+class Max(MaxMinDim):  # grad_fn names as PyTorch's: MaxBackward0, MinBackward0
+    __slots__ = ()
+
+
+class Min(MaxMinDim):
+    __slots__ = ()
+
+
+_MAX_DIM = Primitive("max_dim", Max, _max_min_dim_impl(np.argmax, np.max), extras=True, multi=True)
+_MIN_DIM = Primitive("min_dim", Min, _max_min_dim_impl(np.argmin, np.min), extras=True, multi=True)
+_MAX_DIM.register("cpu", _max_min_dim_impl(np.ndarray.argmax, np.maximum.reduce))
+_MIN_DIM.register("cpu", _max_min_dim_impl(np.ndarray.argmin, np.minimum.reduce))
 
 
 def max(input, dim=None, keepdim: bool = False, *, other=None):
