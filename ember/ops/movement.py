@@ -368,6 +368,18 @@ def expand(input, *sizes) -> Tensor:
 _EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True)
 
 
+@_EXPAND.register("cpu")
+def _expand_cpu(x, target):
+    d = x._data
+    if d.ndim == 0 and d.__class__ is np.ndarray:
+        # A 0-d array spread over a shape (the gradient of a full sum, in every loss.backward()):
+        # the read-only all-zero-strides view np.broadcast_to makes, at a third of its cost.
+        out = np.ndarray(target, d.dtype, d, 0, (0,) * len(target))
+        out.flags.writeable = False
+        return out
+    return np.broadcast_to(d, target)
+
+
 def expand_as(input, other) -> Tensor:
     return expand(input, other._data.shape)
 

@@ -17,7 +17,7 @@ from ember._lowp import LOW_NP, is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
-from ember.ops.dispatch import Primitive, apply, composite
+from ember.ops.dispatch import Primitive, apply, composite, mode
 
 __all__ = [
     "all",
@@ -57,7 +57,7 @@ def _expand_back(g: Tensor, shape: tuple, axes: tuple, keepdim: bool) -> Tensor:
     """Broadcast a reduced gradient back to ``shape`` (re-inserting reduced axes)."""
     from ember.ops.movement import expand, reshape
 
-    if not keepdim and axes:
+    if not keepdim and axes and g._data.ndim:  # a 0-d g expands to any shape as it is
         kept = list(shape)
         for a in axes:
             kept[a] = 1
@@ -140,7 +140,7 @@ def _sum_impl(x, axes, keepdim, dtype=None, out_dtype=None):
 
 def _sum_cpu(x, axes, keepdim, dtype=None, out_dtype=None):
     # np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
-    out = _add_reduce(x._data, axis=axes, dtype=dtype, keepdims=keepdim)
+    out = _add_reduce(x._data, axes, dtype, None, keepdim)  # positional: keywords cost a dict
     return out if out_dtype is None else _round_low(out, out_dtype)
 
 
@@ -173,11 +173,17 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         n *= shape[a]
     if not n:
         return sum(input, axes, keepdim) * float("nan")
-    if is_low(d):  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
+    if d.dtype in LOW_NP:  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
         return (sum(input.float(), axes, keepdim) * (1.0 / n)).to(input.dtype)
-    # sum, then scale in place: the sum is a fresh array, and d(mean)/dx is d(sum)/dx / n.
+    # sum, then scale: d(mean)/dx is d(sum)/dx / n.
     s = sum(input, axes, keepdim)
     if s._node is None:
+        sd = s._data
+        if mode.handler is None and sd.__class__ is np.ndarray:
+            # Eager, no graph: scale the sum's fresh array in place, unseen by any mode (there is
+            # none); the in-place op's bookkeeping would cost more than the sum on small inputs.
+            np.multiply(sd, 1.0 / n, out=sd)
+            return s
         return s.mul_(1.0 / n)
     return s * (1.0 / n)
 
