@@ -155,6 +155,8 @@ class Primitive:
         self.multi = multi
         # apply's slow path; a saved output alone is handled where the node is made (no cost without one)
         self.special = extras or view or inplace or out_device or multi
+        if view is True and (extras or inplace or multi or out_device):
+            raise ValueError(f"{name}: a view primitive (view=True) has one plain output")
         REGISTRY[name] = self
 
     def register(self, kind: str, fn=None):
@@ -251,6 +253,8 @@ def apply(prim: Primitive, *inputs, **params):
         impl = prim.impl_for(dev)
     out = impl(*inputs, **params) if params else impl(*inputs)
     if prim.special:
+        if prim.view is True:  # views are the most common special kind: no detour through _finish
+            return _wrap_view(prim, out, inputs[0], inputs, params, None)
         return _finish(prim, out, inputs, params, dev)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)  # a 0-d result is a 0-d array, never a NumPy scalar
@@ -405,6 +409,8 @@ def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Ten
 
 def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
     """The rarer kinds of output: in-place writes, views, extra node attributes, saved outputs."""
+    if prim.view is True:  # always a view (permute, view, expand): the most common kind first
+        return _wrap_view(prim, out, inputs[0], inputs, params, None)
     if prim.inplace:
         t = inputs[0]
         t._bump_version()

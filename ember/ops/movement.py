@@ -119,8 +119,8 @@ def _shape_arg(shape) -> tuple:
 
 
 def _infer_shape(shape: tuple, numel: int, op: str) -> tuple:
-    if -1 not in shape and math.prod(shape) == numel and (not shape or min(shape) >= 0):
-        return shape  # the common case: a fully specified, valid shape
+    if shape and math.prod(shape) == numel and min(shape) >= 0:
+        return shape  # the common case: a fully specified, valid shape (no -1: min >= 0)
     neg = [i for i, s in enumerate(shape) if s == -1]
     if len(neg) > 1:
         raise RuntimeError(f"{op}: only one dimension can be inferred")
@@ -168,7 +168,13 @@ _RESHAPE = Primitive("reshape", Reshape, lambda x, shape: x._data.reshape(shape)
 def _view_impl(x, shape):
     d = x._data
     try:
-        return d.reshape(shape, copy=False) if x._device is CPU else d.reshape(shape)
+        if x._device is not CPU:
+            return d.reshape(shape)
+        out = d.reshape(shape)  # (reshape(copy=False) costs twice this on small arrays)
+        b = out.base
+        if b is d or (b is not None and b is d.base):
+            return out
+        raise ValueError("a copy")  # the strides allow no view: refuse, as PyTorch does
     except ValueError:
         raise RuntimeError(
             "view size is not compatible with input tensor's size and stride (at least one dimension "
