@@ -18,8 +18,12 @@ from ember.autograd.node import Node
 __all__ = ["run_backward"]
 
 
-def _topological_order(roots: list) -> list:
-    """Nodes reachable from ``roots``, each after every node that feeds gradient into it."""
+def _topological_order(roots: list, leaf_counts: dict | None = None) -> list:
+    """Nodes reachable from ``roots``, each after every node that feeds gradient into it.
+
+    With ``leaf_counts``, also counts there the edges into each leaf (by id): every edge of every
+    reached node is looked at exactly once here, so this costs no second pass over the graph.
+    """
     order: list = []
     seen: set = set()
     for root in roots:
@@ -30,10 +34,13 @@ def _topological_order(roots: list) -> list:
         while stack:
             node, children = stack[-1]
             for child in children:
-                if isinstance(child, Node) and id(child) not in seen:
-                    seen.add(id(child))
-                    stack.append((child, iter(child.edges)))
-                    break
+                if isinstance(child, Node):
+                    if id(child) not in seen:
+                        seen.add(id(child))
+                        stack.append((child, iter(child.edges)))
+                        break
+                elif child is not None and leaf_counts is not None:
+                    leaf_counts[id(child)] = leaf_counts.get(id(child), 0) + 1
             else:
                 stack.pop()
                 order.append(node)
@@ -64,7 +71,10 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
     buffers: dict = {}
     for root, g in zip(roots, root_grads):
         _accumulate(buffers, id(root), g)
-    order = _topological_order(roots)
+    # A leaf's gradient is final once every node with an edge to it has run: count those edges, so
+    # the leaf is accumulated (and its post-accumulate hooks fire) at once, mid-backward.
+    pending = None if capture is not None else {}
+    order = _topological_order(roots, pending)
     leaves: dict = {}
     for root in roots:
         if not isinstance(root, Node):
@@ -80,10 +90,6 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                 if e is not None and (id(e) in wanted or id(e) in needed):
                     needed.add(id(node))
                     break
-
-    # A leaf's gradient is final once every node with an edge to it has run: count those edges, so
-    # the leaf is accumulated (and its post-accumulate hooks fire) at once, mid-backward.
-    pending = None if capture is not None else _leaf_edge_counts(order)
 
     prev_mode = grad_mode.state.enabled
     grad_mode.state.enabled = create_graph
@@ -112,7 +118,29 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
             grads = node.backward(grad) if hook is None else hook(node, grad)
             if not retain_graph and node.saves_values:
                 node.freed = True
-            for edge, g in zip(node.edges, grads):
+            edges = node.edges
+            if pending and len(grads) == len(edges):
+                # Accumulate, and count the edges into leaves as delivered in the same pass.
+                for edge, g in zip(edges, grads):
+                    if edge is None:
+                        continue
+                    key = id(edge)
+                    if g is not None:
+                        prev = buffers.get(key)
+                        buffers[key] = g if prev is None else prev + g
+                    if isinstance(edge, Node):
+                        continue
+                    left = pending[key] - 1
+                    pending[key] = left
+                    if left == 0:
+                        leaves.pop(key, None)
+                        g = buffers.pop(key, None)
+                        if g is not None:
+                            _finalize_leaf(edge, g, create_graph)
+                    elif g is not None:
+                        leaves[key] = edge
+                continue
+            for edge, g in zip(edges, grads):
                 if edge is None or g is None:
                     continue
                 _accumulate(buffers, id(edge), g)
@@ -138,15 +166,6 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
         if g is not None:
             _finalize_leaf(leaf, g, create_graph)
     return None
-
-
-def _leaf_edge_counts(order: list) -> dict:
-    counts: dict = {}
-    for node in order:
-        for e in node.edges:
-            if e is not None and not isinstance(e, Node):
-                counts[id(e)] = counts.get(id(e), 0) + 1
-    return counts
 
 
 def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_graph: bool) -> None:
