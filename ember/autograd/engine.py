@@ -69,6 +69,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
     captured edge are not computed.
     """
     buffers: dict = {}
+    handed = {id(g._data) for g in root_grads if g is not None}  # see _finalize_leaf
     for root, g in zip(roots, root_grads):
         _accumulate(buffers, id(root), g)
     # A leaf's gradient is final once every node with an edge to it has run: count those edges, so
@@ -99,7 +100,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
             grad = buffers.pop(id(node), None)
             if grad is None:
                 if pending:
-                    _release_leaves(node, pending, buffers, leaves, create_graph)
+                    _release_leaves(node, pending, buffers, leaves, create_graph, handed)
                 continue
             if node.out_hooks:
                 grad = _run_tensor_hooks(node.out_hooks, grad)
@@ -136,7 +137,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                         leaves.pop(key, None)
                         g = buffers.pop(key, None)
                         if g is not None:
-                            _finalize_leaf(edge, g, create_graph)
+                            _finalize_leaf(edge, g, create_graph, handed)
                     elif g is not None:
                         leaves[key] = edge
                 continue
@@ -147,7 +148,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                 if not isinstance(edge, Node):
                     leaves[id(edge)] = edge
             if pending:
-                _release_leaves(node, pending, buffers, leaves, create_graph)
+                _release_leaves(node, pending, buffers, leaves, create_graph, handed)
     finally:
         grad_mode.state.enabled = prev_mode
         amp_state.local.active = prev_amp
@@ -164,11 +165,11 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
     for key, leaf in leaves.items():
         g = buffers.pop(key, None)
         if g is not None:
-            _finalize_leaf(leaf, g, create_graph)
+            _finalize_leaf(leaf, g, create_graph, handed)
     return None
 
 
-def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_graph: bool) -> None:
+def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_graph: bool, handed: set) -> None:
     """Count ``node``'s edges to leaves as delivered; finalize the leaves that got their last one."""
     for e in node.edges:
         if e is None or isinstance(e, Node):
@@ -179,11 +180,17 @@ def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_gra
             g = buffers.pop(id(e), None)
             leaves.pop(id(e), None)
             if g is not None:
-                _finalize_leaf(e, g, create_graph)
+                _finalize_leaf(e, g, create_graph, handed)
 
 
-def _finalize_leaf(leaf, g, create_graph: bool) -> None:
-    """Run the leaf's hooks, accumulate into ``.grad``, then its post-accumulate-grad hooks."""
+def _finalize_leaf(leaf, g, create_graph: bool, handed: set) -> None:
+    """Run the leaf's hooks, accumulate into ``.grad``, then its post-accumulate-grad hooks.
+
+    ``handed`` holds the ids of arrays that are not this backward's to give away: the caller's
+    root gradients and arrays already made some leaf's ``.grad``. A leaf's first gradient that
+    is one of them is copied, as PyTorch's AccumulateGrad copies a gradient someone else holds;
+    else two leaves (``a + b``) would share one ``.grad`` array and accumulate into each other.
+    """
     if leaf._hooks:
         g = _run_tensor_hooks(leaf._hooks, g)
     if not create_graph:
@@ -191,9 +198,21 @@ def _finalize_leaf(leaf, g, create_graph: bool) -> None:
     if leaf._grad is None:
         # A fresh gradient may share memory with another buffer (e.g. an expand of the same
         # array); own it so later in-place accumulation never writes through a view.
-        leaf._grad = g if create_graph else g._owned()
+        if not create_graph:
+            g = _wrap_copy(g) if id(g._data) in handed else g._owned()
+            handed.add(id(g._data))
+        leaf._grad = g
     else:
         leaf._grad = leaf._grad + g if create_graph else leaf._grad._accumulate_(g)
     if leaf._post_acc_hooks:
         for hook in list(leaf._post_acc_hooks):
             hook(leaf)
+
+
+def _wrap_copy(g):
+    out = g._owned()
+    if out is g:  # owned, but not ours to keep
+        out = g.detach()
+        out._data = g._data.copy()
+        out._vc = None
+    return out
