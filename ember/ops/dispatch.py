@@ -253,8 +253,16 @@ def apply(prim: Primitive, *inputs, **params):
         impl = prim.impl_for(dev)
     out = impl(*inputs, **params) if params else impl(*inputs)
     if prim.special:
-        if prim.view is True:  # views are the most common special kind: no detour through _finish
+        view = prim.view  # views are the most common special kind: no detour through _finish
+        if view is True:
             return _wrap_view(prim, out, inputs[0], inputs, params, None)
+        if view and not prim.extras:  # "maybe": a view when the array is one (reshape, indexing)
+            b = out.base
+            if b is not None:
+                x = inputs[0]
+                d = x._data
+                if b is d or (d.base is not None and b is d.base):
+                    return _wrap_view(prim, out, x, inputs, params, None)
         return _finish(prim, out, inputs, params, dev)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)  # a 0-d result is a 0-d array, never a NumPy scalar

@@ -114,6 +114,11 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if not isinstance(input, Tensor):
         check_tensor(input, "sum")
     d = input._data
+    if dim is None and dtype is None:  # the most common call, x.sum(): no helper calls
+        dt = d.dtype
+        n = d.ndim
+        if dt.kind == "f" and dt.itemsize > 2 and n < 33:
+            return apply(_SUM, input, axes=_ALL_AXES[n], keepdim=keepdim)
     axes = _reduce_axes(dim, d.ndim, "sum")
     if dtype is not None:
         npd = _dtype.to_dtype(dtype).np
