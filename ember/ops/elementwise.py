@@ -146,7 +146,7 @@ def _operands(a, b, op: str, float_result: bool = False):
                 )
             if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind in "fV"):
                 return ad, bd, device
-        elif isinstance(b, (int, float)) and ad.dtype.kind == "f" and not float_result:
+        elif isinstance(b, (int, float)) and ad.dtype.kind == "f":  # a float result either way
             return ad, b, device
         else:
             if not isinstance(b, (int, float, bool, np.generic)):

@@ -180,17 +180,20 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         return sum(input, axes, keepdim) * float("nan")
     if d.dtype in LOW_NP:  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
         return (sum(input.float(), axes, keepdim) * (1.0 / n)).to(input.dtype)
-    # sum, then scale: d(mean)/dx is d(sum)/dx / n.
-    s = sum(input, axes, keepdim)
+    # sum, then divide by n, as PyTorch's CPU mean: d(mean)/dx is d(sum)/dx / n.
+    s = sum(input, None if dim is None else axes, keepdim)  # (None: sum's fast path)
     if s._node is None:
         sd = s._data
         if mode.handler is None and sd.__class__ is np.ndarray:
-            # Eager, no graph: scale the sum's fresh array in place, unseen by any mode (there is
+            # Eager, no graph: divide the sum's fresh array in place, unseen by any mode (there is
             # none); the in-place op's bookkeeping would cost more than the sum on small inputs.
-            np.multiply(sd, 1.0 / n, out=sd)
+            if sd.ndim:
+                np.true_divide(sd, n, out=sd)
+            else:  # a 0-d ufunc call with out= costs 20 times this; one rounding either way
+                sd[()] = sd.item() / n
             return s
-        return s.mul_(1.0 / n)
-    return s * (1.0 / n)
+        return s.div_(n)
+    return s / n
 
 
 def nanmean(input, dim=None, keepdim: bool = False) -> Tensor:
