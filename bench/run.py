@@ -6,7 +6,8 @@ memory of each training workload is measured on each framework in a fresh proces
 (``bench/memory.py``). Results print as they come and, with ``--out``, replace the generated
 section of a Markdown file (between the ``bench:begin``/``bench:end`` markers), keeping
 hand-written notes around it; ``--json`` saves them for tools, ``--chart`` draws the ratios
-against their targets (``ember bench`` is the console-script front end).
+against their targets (``ember bench`` is the console-script front end). On a machine shared with
+other work, ``--cpu-time`` times each batch with the thread's CPU time instead of wall time.
 """
 
 from __future__ import annotations
