@@ -6,7 +6,8 @@ memory of each training workload is measured on each framework in a fresh proces
 (``bench/memory.py``). Results print as they come and, with ``--out``, replace the generated
 section of a Markdown file (between the ``bench:begin``/``bench:end`` markers), keeping
 hand-written notes around it; ``--json`` saves them for tools, ``--chart`` draws the ratios
-against their targets (``ember bench`` is the console-script front end).
+against their targets (``ember bench`` is the console-script front end). On a machine shared with
+other work, ``--cpu-time`` times each batch with the thread's CPU time instead of wall time.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma-separated case or group names (a name also selects cases it starts, as 'conv2d')",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the thread's CPU time, not wall time (a loaded machine; single-thread runs only)",
+    )
     p.add_argument("--memory-steps", type=int, help="steps per peak-memory process (default 5, quick 3)")
     p.add_argument("--json", help="also write the results as JSON here")
     p.add_argument("--chart", help="PNG bar chart of the ratios against their targets")
@@ -256,7 +262,8 @@ def report(results: dict, args, machine: list[str], seconds: float, memory: dict
         "## Latest run",
         "",
         f"Command: `{cmd.strip()}` ({mode} mode, {args.rounds} alternating rounds per case, "
-        f"{seconds:.0f} s in all). Times are medians per call over the rounds; ratio = ember / baseline "
+        f"{seconds:.0f} s in all{', thread CPU time' if getattr(args, 'cpu_time', False) else ''}). "
+        "Times are medians per call over the rounds; ratio = ember / baseline "
         "of those medians (what `met` judges). Each round times every implementation back to back, so the "
         "per-round ratios show the spread that other processes on the machine cause.",
         "",
@@ -296,6 +303,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.rounds = args.rounds or (7 if args.quick else 21)
     min_batch = 0.02 if args.quick else 0.05
+    if args.cpu_time:
+        if args.threads != 1:  # other threads' work would go uncounted
+            raise SystemExit("--cpu-time measures one thread: use it with --threads 1")
+        harness.TIMER = time.thread_time
     names = [n.strip() for n in args.workloads.split(",") if n.strip()] if args.workloads else None
     limit_threads(args.threads)
     modules = load_modules(args.fw, args.threads)

@@ -16,6 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
+from ember._device import CPU
+from ember._mode import mode as _mode
 from ember.autograd import engine
 from ember.autograd.function import Function, FunctionCtx, once_differentiable
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
@@ -52,7 +56,7 @@ def _as_tuple(x):
 
 def _root_grads(outputs, grad_outputs, create_graph: bool):
     from ember.ops.creation import ones_like
-    from ember.tensor import Tensor
+    from ember.tensor import Tensor, _wrap
 
     grads = []
     for i, out in enumerate(outputs):
@@ -62,7 +66,11 @@ def _root_grads(outputs, grad_outputs, create_graph: bool):
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs (output {i} has shape {list(out.shape)})"
                 )
-            g = ones_like(out)
+            d = out._data
+            # The seed gradient: np.ones directly on CPU (ones_like's argument handling costs
+            # more than the rest of a small backward's first step).
+            eager_cpu = out._device is CPU and _mode.handler is None  # modes see ones_like as an op
+            g = _wrap(np.ones(d.shape, d.dtype)) if eager_cpu else ones_like(out)
         elif not isinstance(g, Tensor):
             raise TypeError(f"grad_outputs[{i}] must be a Tensor or None, not {type(g).__name__}")
         elif g._data.shape != out._data.shape:

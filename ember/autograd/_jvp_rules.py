@@ -343,6 +343,20 @@ def _amax(inputs, tangents, out, axes, keepdim):
     return (t * mask).sum(ax, keepdim=keepdim) / mask.sum(ax, keepdim=keepdim)
 
 
+def _max_min_dim(arg):
+    """The tangent of the selected element (the first extreme, as the primal's index)."""
+
+    def rule(inputs, tangents, out, axis, keepdim):
+        x, t = inputs[0], tangents[0]
+        res = t.gather(axis, getattr(x, arg)(axis, keepdim=True))
+        return res if keepdim else res.squeeze(axis)
+
+    return rule
+
+
+RULES["max_dim"], RULES["min_dim"] = _max_min_dim("argmax"), _max_min_dim("argmin")
+
+
 @_rule("logsumexp")
 def _logsumexp(inputs, tangents, out, axes, keepdim):
     x, t = inputs[0], tangents[0]

@@ -18,8 +18,12 @@ from ember.autograd.node import Node
 __all__ = ["run_backward"]
 
 
-def _topological_order(roots: list) -> list:
-    """Nodes reachable from ``roots``, each after every node that feeds gradient into it."""
+def _topological_order(roots: list, leaf_counts: dict | None = None) -> list:
+    """Nodes reachable from ``roots``, each after every node that feeds gradient into it.
+
+    With ``leaf_counts``, also counts there the edges into each leaf (by id): every edge of every
+    reached node is looked at exactly once here, so this costs no second pass over the graph.
+    """
     order: list = []
     seen: set = set()
     for root in roots:
@@ -30,10 +34,13 @@ def _topological_order(roots: list) -> list:
         while stack:
             node, children = stack[-1]
             for child in children:
-                if isinstance(child, Node) and id(child) not in seen:
-                    seen.add(id(child))
-                    stack.append((child, iter(child.edges)))
-                    break
+                if isinstance(child, Node):
+                    if id(child) not in seen:
+                        seen.add(id(child))
+                        stack.append((child, iter(child.edges)))
+                        break
+                elif child is not None and leaf_counts is not None:
+                    leaf_counts[id(child)] = leaf_counts.get(id(child), 0) + 1
             else:
                 stack.pop()
                 order.append(node)
@@ -62,9 +69,13 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
     captured edge are not computed.
     """
     buffers: dict = {}
+    handed = {id(g._data) for g in root_grads if g is not None}  # see _finalize_leaf
     for root, g in zip(roots, root_grads):
         _accumulate(buffers, id(root), g)
-    order = _topological_order(roots)
+    # A leaf's gradient is final once every node with an edge to it has run: count those edges, so
+    # the leaf is accumulated (and its post-accumulate hooks fire) at once, mid-backward.
+    pending = None if capture is not None else {}
+    order = _topological_order(roots, pending)
     leaves: dict = {}
     for root in roots:
         if not isinstance(root, Node):
@@ -81,10 +92,6 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                     needed.add(id(node))
                     break
 
-    # A leaf's gradient is final once every node with an edge to it has run: count those edges, so
-    # the leaf is accumulated (and its post-accumulate hooks fire) at once, mid-backward.
-    pending = None if capture is not None else _leaf_edge_counts(order)
-
     prev_mode = grad_mode.state.enabled
     grad_mode.state.enabled = create_graph
     prev_amp, amp_state.local.active = amp_state.local.active, False  # backward is not autocast
@@ -93,7 +100,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
             grad = buffers.pop(id(node), None)
             if grad is None:
                 if pending:
-                    _release_leaves(node, pending, buffers, leaves, create_graph)
+                    _release_leaves(node, pending, buffers, leaves, create_graph, handed)
                 continue
             if node.out_hooks:
                 grad = _run_tensor_hooks(node.out_hooks, grad)
@@ -112,14 +119,36 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
             grads = node.backward(grad) if hook is None else hook(node, grad)
             if not retain_graph and node.saves_values:
                 node.freed = True
-            for edge, g in zip(node.edges, grads):
+            edges = node.edges
+            if pending and len(grads) == len(edges):
+                # Accumulate, and count the edges into leaves as delivered in the same pass.
+                for edge, g in zip(edges, grads):
+                    if edge is None:
+                        continue
+                    key = id(edge)
+                    if g is not None:
+                        prev = buffers.get(key)
+                        buffers[key] = g if prev is None else prev + g
+                    if isinstance(edge, Node):
+                        continue
+                    left = pending[key] - 1
+                    pending[key] = left
+                    if left == 0:
+                        leaves.pop(key, None)
+                        g = buffers.pop(key, None)
+                        if g is not None:
+                            _finalize_leaf(edge, g, create_graph, handed)
+                    elif g is not None:
+                        leaves[key] = edge
+                continue
+            for edge, g in zip(edges, grads):
                 if edge is None or g is None:
                     continue
                 _accumulate(buffers, id(edge), g)
                 if not isinstance(edge, Node):
                     leaves[id(edge)] = edge
             if pending:
-                _release_leaves(node, pending, buffers, leaves, create_graph)
+                _release_leaves(node, pending, buffers, leaves, create_graph, handed)
     finally:
         grad_mode.state.enabled = prev_mode
         amp_state.local.active = prev_amp
@@ -136,20 +165,11 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
     for key, leaf in leaves.items():
         g = buffers.pop(key, None)
         if g is not None:
-            _finalize_leaf(leaf, g, create_graph)
+            _finalize_leaf(leaf, g, create_graph, handed)
     return None
 
 
-def _leaf_edge_counts(order: list) -> dict:
-    counts: dict = {}
-    for node in order:
-        for e in node.edges:
-            if e is not None and not isinstance(e, Node):
-                counts[id(e)] = counts.get(id(e), 0) + 1
-    return counts
-
-
-def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_graph: bool) -> None:
+def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_graph: bool, handed: set) -> None:
     """Count ``node``'s edges to leaves as delivered; finalize the leaves that got their last one."""
     for e in node.edges:
         if e is None or isinstance(e, Node):
@@ -160,11 +180,17 @@ def _release_leaves(node, pending: dict, buffers: dict, leaves: dict, create_gra
             g = buffers.pop(id(e), None)
             leaves.pop(id(e), None)
             if g is not None:
-                _finalize_leaf(e, g, create_graph)
+                _finalize_leaf(e, g, create_graph, handed)
 
 
-def _finalize_leaf(leaf, g, create_graph: bool) -> None:
-    """Run the leaf's hooks, accumulate into ``.grad``, then its post-accumulate-grad hooks."""
+def _finalize_leaf(leaf, g, create_graph: bool, handed: set) -> None:
+    """Run the leaf's hooks, accumulate into ``.grad``, then its post-accumulate-grad hooks.
+
+    ``handed`` holds the ids of arrays that are not this backward's to give away: the caller's
+    root gradients and arrays already made some leaf's ``.grad``. A leaf's first gradient that
+    is one of them is copied, as PyTorch's AccumulateGrad copies a gradient someone else holds;
+    else two leaves (``a + b``) would share one ``.grad`` array and accumulate into each other.
+    """
     if leaf._hooks:
         g = _run_tensor_hooks(leaf._hooks, g)
     if not create_graph:
@@ -172,9 +198,21 @@ def _finalize_leaf(leaf, g, create_graph: bool) -> None:
     if leaf._grad is None:
         # A fresh gradient may share memory with another buffer (e.g. an expand of the same
         # array); own it so later in-place accumulation never writes through a view.
-        leaf._grad = g if create_graph else g._owned()
+        if not create_graph:
+            g = _wrap_copy(g) if id(g._data) in handed else g._owned()
+            handed.add(id(g._data))
+        leaf._grad = g
     else:
         leaf._grad = leaf._grad + g if create_graph else leaf._grad._accumulate_(g)
     if leaf._post_acc_hooks:
         for hook in list(leaf._post_acc_hooks):
             hook(leaf)
+
+
+def _wrap_copy(g):
+    out = g._owned()
+    if out is g:  # owned, but not ours to keep
+        out = g.detach()
+        out._data = g._data.copy()
+        out._vc = None
+    return out

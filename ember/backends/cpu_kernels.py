@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
+
 from ember._lowp import call_f32
 from ember.backends.ckernels import ops as ck
 from ember.backends.ckernels import optim as ck_optim
@@ -27,6 +29,7 @@ from ember.nn.functional import pooling as _pool
 from ember.nn.functional import rnn as _rnn
 from ember.nn.functional.linear import _LINEAR, _LINEAR_BACKWARD, _linear_backward_impl, _linear_impl
 from ember.ops import fused as _fused
+from ember.ops import inplace as _inplace
 
 __all__ = ["register"]
 
@@ -141,9 +144,37 @@ def _linear_backward(g, x, w, need):
     return (gx.reshape(xd.shape) if need[0] else None, gw, g2.sum(0) if need[2] else None)
 
 
+def _addc(op: str, ufunc, divide: bool):
+    """``addcmul_``/``addcdiv_`` in one pass over large same-shape float arrays (NumPy: three)."""
+    numpy_impl = _inplace._addc_impl(ufunc, op)
+
+    def impl(self, tensor1, tensor2, value):
+        if (
+            value.__class__ in (int, float)
+            and tensor1.__class__ is self.__class__
+            and tensor2.__class__ is self.__class__
+            and ck_optim.addc_inplace(self._data, tensor1._data, tensor2._data, value, divide)
+        ):
+            return
+        numpy_impl(self, tensor1, tensor2, value)
+
+    return impl
+
+
+def _lerp_(self, end, weight):
+    """``lerp_`` with a number weight in one pass (NumPy: three), else the NumPy form."""
+    if weight.__class__ in (int, float) and end.__class__ is self.__class__:
+        if ck_optim.lerp_inplace(self._data, end._data, weight):
+            return
+    _inplace._lerp_inplace_impl(self, end, weight)
+
+
 _KERNELS = [
     (_LINEAR, _linear),
     (_LINEAR_BACKWARD, _linear_backward),
+    (_inplace.ADDC_PRIMS["addcmul_"], _addc("addcmul_", np.multiply, False)),
+    (_inplace.ADDC_PRIMS["addcdiv_"], _addc("addcdiv_", np.true_divide, True)),
+    (_inplace._LERP_, _lerp_),
     (_act._SOFTMAX, _softmax),
     (_act._LOG_SOFTMAX, _log_softmax),
     (_act._SOFTMAX_BACKWARD, _softmax_backward),

@@ -153,7 +153,10 @@ class Primitive:
         self.inplace = inplace
         self.out_device = out_device
         self.multi = multi
-        self.special = save_out or extras or view or inplace or out_device or multi  # apply's slow path
+        # apply's slow path; a saved output alone is handled where the node is made (no cost without one)
+        self.special = extras or view or inplace or out_device or multi
+        if view is True and (extras or inplace or multi or out_device):
+            raise ValueError(f"{name}: a view primitive (view=True) has one plain output")
         REGISTRY[name] = self
 
     def register(self, kind: str, fn=None):
@@ -250,6 +253,16 @@ def apply(prim: Primitive, *inputs, **params):
         impl = prim.impl_for(dev)
     out = impl(*inputs, **params) if params else impl(*inputs)
     if prim.special:
+        view = prim.view  # views are the most common special kind: no detour through _finish
+        if view is True:
+            return _wrap_view(prim, out, inputs[0], inputs, params, None)
+        if view and not prim.extras:  # "maybe": a view when the array is one (reshape, indexing)
+            b = out.base
+            if b is not None:
+                x = inputs[0]
+                d = x._data
+                if b is d or (d.base is not None and b is d.base):
+                    return _wrap_view(prim, out, x, inputs, params, None)
         return _finish(prim, out, inputs, params, dev)
     if out.__class__ is not _ndarray and isinstance(out, _generic):
         out = _asarray(out)  # a 0-d result is a 0-d array, never a NumPy scalar
@@ -261,7 +274,10 @@ def apply(prim: Primitive, *inputs, **params):
     if node_cls is not None and grad_state.enabled:
         for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
-                return _record(node_cls, t, inputs, params)
+                _record(node_cls, t, inputs, params)
+                if prim.save_out:
+                    _save_out(t, out)
+                return t
     return t
 
 
@@ -295,7 +311,9 @@ def apply1(prim: Primitive, x):
         t._device = dev
     node_cls = prim.node
     if node_cls is not None and grad_state.enabled and x._requires_grad:
-        return _record(node_cls, t, (x,), None)
+        _record(node_cls, t, (x,), None)
+        if prim.save_out:
+            _save_out(t, out)
     return t
 
 
@@ -325,7 +343,9 @@ def apply2(prim: Primitive, a, b):
         and grad_state.enabled
         and ((isinstance(a, Tensor) and a._requires_grad) or (isinstance(b, Tensor) and b._requires_grad))
     ):
-        return _record(node_cls, t, (a, b), None)
+        _record(node_cls, t, (a, b), None)
+        if prim.save_out:
+            _save_out(t, out)
     return t
 
 
@@ -352,8 +372,21 @@ def run(prim: Primitive, inputs: tuple, params: dict):
     if node_cls is not None and grad_state.enabled:
         for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
-                return _record(node_cls, t, inputs, params)
+                _record(node_cls, t, inputs, params)
+                if prim.save_out:
+                    _save_out(t, out)
+                return t
     return t
+
+
+def _save_out(t: Tensor, out) -> None:
+    """Keep the output array on the node, not the Tensor (a tensor-node-tensor cycle would wait
+    for the garbage collector); the output's version counter tells backward whether it was
+    overwritten."""
+    node = t._node
+    node.out = out
+    t._vc = [0]
+    node.out_vc = t._vc
 
 
 def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Tensor:
@@ -384,6 +417,8 @@ def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Ten
 
 def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
     """The rarer kinds of output: in-place writes, views, extra node attributes, saved outputs."""
+    if prim.view is True:  # always a view (permute, view, expand): the most common kind first
+        return _wrap_view(prim, out, inputs[0], inputs, params, None)
     if prim.inplace:
         t = inputs[0]
         t._bump_version()
@@ -393,7 +428,11 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
         out, attrs = out
     if prim.multi:
         # Several outputs: the node (if any) is the history of the first; the others are plain.
-        rest = tuple(None if a is None else _plain(a, dev) for a in out[1:])
+        if len(out) == 2:  # the usual case (values and indices): no generator
+            o1 = out[1]
+            rest = (None if o1 is None else _plain(o1, dev),)
+        else:
+            rest = tuple(None if a is None else _plain(a, dev) for a in out[1:])
         out = out[0]
         if prim.node is None:
             return (None if out is None else _plain(out, dev),) + rest
@@ -424,12 +463,7 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
         return t
     _record(node_cls, t, inputs, params, attrs)
     if prim.save_out:
-        # Keep the array, not the Tensor (a tensor-node-tensor cycle would wait for the garbage
-        # collector); the output's version counter tells backward whether it was overwritten.
-        node = t._node
-        node.out = out
-        t._vc = [0]
-        node.out_vc = t._vc
+        _save_out(t, out)
     return t
 
 

@@ -146,7 +146,7 @@ def _operands(a, b, op: str, float_result: bool = False):
                 )
             if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind in "fV"):
                 return ad, bd, device
-        elif isinstance(b, (int, float)) and ad.dtype.kind == "f" and not float_result:
+        elif isinstance(b, (int, float)) and ad.dtype.kind == "f":  # a float result either way
             return ad, b, device
         else:
             if not isinstance(b, (int, float, bool, np.generic)):
@@ -375,12 +375,17 @@ def add(input, other, *, alpha=1, out=None) -> Tensor:
     """
     if alpha != 1 and not (_is_bool(input) and _is_bool(other)):
         other = mul(other, alpha)
+    if out is None:
+        return apply2(_ADD, input, other)
     return _maybe_out(apply2(_ADD, input, other), out)
 
 
 def sub(input, other, *, alpha=1, out=None) -> Tensor:
     """``input - alpha * other`` with broadcasting."""
-    if _any_bool(input, other):
+    # _any_bool written inline: this check is most of sub's cost beyond add's on small tensors
+    if (input._data.dtype.kind == "b" if isinstance(input, Tensor) else input.__class__ is bool) or (
+        other._data.dtype.kind == "b" if isinstance(other, Tensor) else other.__class__ is bool
+    ):
         if _is_bool(input) and _is_bool(other):
             raise RuntimeError(
                 "Subtraction, the `-` operator, with two bool tensors is not supported. "
@@ -392,6 +397,8 @@ def sub(input, other, *, alpha=1, out=None) -> Tensor:
         )
     if alpha != 1:
         other = mul(other, alpha)
+    if out is None:
+        return apply2(_SUB, input, other)
     return _maybe_out(apply2(_SUB, input, other), out)
 
 
@@ -401,12 +408,16 @@ def rsub(input, other, *, alpha=1) -> Tensor:
 
 def mul(input, other, *, out=None) -> Tensor:
     """Elementwise product with broadcasting."""
+    if out is None:
+        return apply2(_MUL, input, other)
     return _maybe_out(apply2(_MUL, input, other), out)
 
 
 def div(input, other, *, rounding_mode=None, out=None) -> Tensor:
     """True division (``rounding_mode=None``), or ``'trunc'`` / ``'floor'`` rounding."""
     if rounding_mode is None:
+        if out is None:
+            return apply2(_DIV, input, other)
         res = apply2(_DIV, input, other)
     elif rounding_mode == "floor":
         res = apply2(_DIV_FLOOR, input, other)
@@ -887,9 +898,17 @@ def _erf_array(x):
 
 
 def _relu_array(x):
-    if x.dtype.kind == "b":
-        raise _bool_error("relu")
-    return np.maximum(x, 0)
+    dt = x.dtype
+    zero = _ZEROS.get(dt)
+    if zero is None:
+        if dt.kind == "b":
+            raise _bool_error("relu")
+        zero = _ZEROS[dt] = np.zeros((), dt) if x.__class__ is np.ndarray else 0
+    return np.maximum(x, zero)
+
+
+# A 0-d zero per dtype: NumPy converts a Python 0 on every call, a 0-d array of the dtype it takes as is.
+_ZEROS: dict = {}
 
 
 def _bool_error(name: str, kernel: str | None = None) -> Exception:
@@ -916,8 +935,9 @@ def _make_unary(name, node_cls, fn, *, keep_int=False, save_out=False, no_bool=F
     else:
 
         def op(input, *, out=None):
-            res = apply1(prim, input)
-            return _maybe_out(res, out)
+            if out is None:
+                return apply1(prim, input)
+            return _maybe_out(apply1(prim, input), out)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = doc or f"Elementwise ``{name}``; integer inputs give the default float dtype."
@@ -981,9 +1001,24 @@ fix = trunc
 
 
 def _sigmoid_array(x):
+    if x.dtype is _F32 and x.__class__ is np.ndarray:
+        # 1 / (1 + exp(-x)) in float64, rounded once: seven NumPy calls where the general form
+        # below takes ten (on small tensors each call costs more than the arithmetic), and more
+        # accurate than float32 arithmetic. -x is capped where exp would overflow (and warn):
+        # below that every result rounds to 0 in float32 anyway.
+        t = x.astype(np.float64)
+        np.negative(t, out=t)
+        np.minimum(t, _EXP_MAX_F64, out=t)
+        np.exp(t, out=t)
+        np.add(t, _ONE_F64, out=t)
+        return np.reciprocal(t, out=t).astype(_F32)
     # exp of a negative argument only, so large |x| neither overflows nor loses precision.
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+_F32 = np.dtype(np.float32)
+_EXP_MAX_F64, _ONE_F64 = np.asarray(709.78, np.float64), np.asarray(1.0, np.float64)
 
 
 sigmoid = _make_unary("sigmoid", Sigmoid, _sigmoid_array, save_out=True, doc="``1 / (1 + exp(-input))``.")

@@ -174,8 +174,19 @@ class Index(Node):
 
 def getitem(input: Tensor, key) -> Tensor:
     """``input[key]`` with PyTorch's indexing rules."""
+    kc = key.__class__
+    if kc is int:  # the common cases first: one in-range int, or one slice of ints with no step
+        shape = input._data.shape
+        if shape and -shape[0] <= key < shape[0]:
+            return apply(_GETITEM, input, key=(key,), basic=True)
+    elif kc is slice and key.step is None and key.start.__class__ in _PLAIN and key.stop.__class__ in _PLAIN:
+        if input._data.ndim:
+            return apply(_GETITEM, input, key=(key,), basic=True)
     nkey, basic = _convert_key(key, input._data.shape)
     return apply(_GETITEM, input, key=nkey, basic=basic)
+
+
+_PLAIN = (int, type(None))  # slice bounds the fast path of getitem passes on unchecked
 
 
 def _getitem_impl(x, key, basic):

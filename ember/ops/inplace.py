@@ -477,16 +477,23 @@ def _operand(self: Tensor, other, op: str):
 def _addc_impl(ufunc, op: str):
     def impl(self, tensor1, tensor2, value):
         arr = self._data
-        tmp = ufunc(_operand(self, tensor1, op), _operand(self, tensor2, op))
-        if value != 1:
-            tmp *= value
+        a, b = _operand(self, tensor1, op), _operand(self, tensor2, op)
+        if value != 1:  # (value * a) op b, as PyTorch's kernel rounds
+            tmp = np.multiply(a, value)
+            ufunc(tmp, b, out=tmp, casting="unsafe")
+        else:
+            tmp = ufunc(a, b)
         np.add(arr, tmp, out=arr, casting="unsafe")
 
     return impl
 
 
+#: The primitives of addcmul_ and addcdiv_, by name (the C kernels register cpu implementations).
+ADDC_PRIMS: dict = {}
+
+
 def _addc_(ufunc, fn, op: str):
-    prim = Primitive(op, None, _addc_impl(ufunc, op), inplace=True)
+    prim = ADDC_PRIMS[op] = Primitive(op, None, _addc_impl(ufunc, op), inplace=True)
 
     def method(self, tensor1, tensor2, *, value=1):
         return apply_inplace(

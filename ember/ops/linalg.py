@@ -16,7 +16,7 @@ from ember.amp import state as amp_state
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, check_tensor
-from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch import Primitive, apply, apply2
 
 __all__ = [
     "addmm",
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
+_dot, _ndarray = np.dot, np.ndarray
 _einsum = f32_compute(np.einsum)
 
 
@@ -90,9 +91,12 @@ def matmul(input, other, *, out=None) -> Tensor:
         >>> (ember.ones(2, 3) @ ember.ones(3, 4)).shape
         ember.Size([2, 4])
     """
-    input, other = autocast_args("matmul", input, other)
-    check_tensor(input, "matmul")
-    check_tensor(other, "matmul", "other")
+    if amp_state.local.active:
+        input, other = autocast_args("matmul", input, other)
+    if not isinstance(input, Tensor):
+        check_tensor(input, "matmul")
+    if not isinstance(other, Tensor):
+        check_tensor(other, "matmul", "other")
     if input.is_sparse or other.is_sparse:  # a sparse COO operand: ember/sparse
         from ember.sparse.matmul import matmul as sparse_matmul
 
@@ -104,7 +108,7 @@ def matmul(input, other, *, out=None) -> Tensor:
         raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {input.dtype} != {other.dtype}")
     if ad.shape[-1] != bd.shape[-2 if bd.ndim > 1 else 0]:
         raise _matmul_error(input, other, "matmul")
-    t = apply(_MATMUL, input, other)
+    t = apply2(_MATMUL, input, other)
     if out is not None:
         out.copy_(t)
         return out
@@ -113,6 +117,8 @@ def matmul(input, other, *, out=None) -> Tensor:
 
 def _matmul_impl(input, other):
     ad, bd = input._data, other._data
+    if ad.__class__ is _ndarray and ad.ndim == 2 and bd.ndim == 2 and ad.dtype.kind == "f" and ad.dtype.itemsize > 2:
+        return _dot(ad, bd)  # shapes checked by matmul(); np.dot's 2-D path costs less per call
     try:
         if ad.ndim > 2 and bd.ndim == 2 and ad.flags.c_contiguous:
             # Rows of a batch times one matrix: one large GEMM instead of a batched loop.

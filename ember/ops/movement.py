@@ -119,8 +119,8 @@ def _shape_arg(shape) -> tuple:
 
 
 def _infer_shape(shape: tuple, numel: int, op: str) -> tuple:
-    if -1 not in shape and math.prod(shape) == numel and (not shape or min(shape) >= 0):
-        return shape  # the common case: a fully specified, valid shape
+    if shape and math.prod(shape) == numel and min(shape) >= 0:
+        return shape  # the common case: a fully specified, valid shape (no -1: min >= 0)
     neg = [i for i, s in enumerate(shape) if s == -1]
     if len(neg) > 1:
         raise RuntimeError(f"{op}: only one dimension can be inferred")
@@ -168,7 +168,13 @@ _RESHAPE = Primitive("reshape", Reshape, lambda x, shape: x._data.reshape(shape)
 def _view_impl(x, shape):
     d = x._data
     try:
-        return d.reshape(shape, copy=False) if x._device is CPU else d.reshape(shape)
+        if x._device is not CPU:
+            return d.reshape(shape)
+        out = d.reshape(shape)  # (reshape(copy=False) costs twice this on small arrays)
+        b = out.base
+        if b is d or (b is not None and b is d.base):
+            return out
+        raise ValueError("a copy")  # the strides allow no view: refuse, as PyTorch does
     except ValueError:
         raise RuntimeError(
             "view size is not compatible with input tensor's size and stride (at least one dimension "
@@ -287,7 +293,10 @@ def transpose(input, dim0: int, dim1: int) -> Tensor:
     a, b = _wrap_dim(dim0, n, "transpose"), _wrap_dim(dim1, n, "transpose")
     dims = list(range(n))
     dims[a], dims[b] = dims[b], dims[a]
-    return permute(input, dims)
+    return apply(_PERMUTE, input, dims=tuple(dims))  # valid by construction: no permute() checks
+
+
+_T2 = (1, 0)
 
 
 swapaxes = swapdims = transpose
@@ -295,9 +304,12 @@ swapaxes = swapdims = transpose
 
 def t(input) -> Tensor:
     """Transpose a matrix (tensors of at most 2 dims)."""
-    if input._data.ndim > 2:
-        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
-    return transpose(input, 0, 1) if input._data.ndim == 2 else apply(_RESHAPE, input, shape=input._data.shape)
+    n = input._data.ndim
+    if n == 2:
+        return apply(_PERMUTE, input, dims=_T2)
+    if n > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {n}D")
+    return apply(_RESHAPE, input, shape=input._data.shape)
 
 
 def adjoint(input) -> Tensor:
@@ -360,6 +372,18 @@ def expand(input, *sizes) -> Tensor:
 
 
 _EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True)
+
+
+@_EXPAND.register("cpu")
+def _expand_cpu(x, target):
+    d = x._data
+    if d.ndim == 0 and d.__class__ is np.ndarray:
+        # A 0-d array spread over a shape (the gradient of a full sum, in every loss.backward()):
+        # the read-only all-zero-strides view np.broadcast_to makes, at a third of its cost.
+        out = np.ndarray(target, d.dtype, d, 0, (0,) * len(target))
+        out.flags.writeable = False
+        return out
+    return np.broadcast_to(d, target)
 
 
 def expand_as(input, other) -> Tensor:

@@ -17,7 +17,7 @@ from ember._lowp import LOW_NP, is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
-from ember.ops.dispatch import Primitive, apply, composite
+from ember.ops.dispatch import Primitive, apply, composite, mode
 
 __all__ = [
     "all",
@@ -57,7 +57,7 @@ def _expand_back(g: Tensor, shape: tuple, axes: tuple, keepdim: bool) -> Tensor:
     """Broadcast a reduced gradient back to ``shape`` (re-inserting reduced axes)."""
     from ember.ops.movement import expand, reshape
 
-    if not keepdim and axes:
+    if not keepdim and axes and g._data.ndim:  # a 0-d g expands to any shape as it is
         kept = list(shape)
         for a in axes:
             kept[a] = 1
@@ -114,6 +114,11 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if not isinstance(input, Tensor):
         check_tensor(input, "sum")
     d = input._data
+    if dim is None and dtype is None:  # the most common call, x.sum(): no helper calls
+        dt = d.dtype
+        n = d.ndim
+        if dt.kind == "f" and dt.itemsize > 2 and n < 33:
+            return apply(_SUM, input, axes=_ALL_AXES[n], keepdim=keepdim)
     axes = _reduce_axes(dim, d.ndim, "sum")
     if dtype is not None:
         npd = _dtype.to_dtype(dtype).np
@@ -140,7 +145,7 @@ def _sum_impl(x, axes, keepdim, dtype=None, out_dtype=None):
 
 def _sum_cpu(x, axes, keepdim, dtype=None, out_dtype=None):
     # np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
-    out = _add_reduce(x._data, axis=axes, dtype=dtype, keepdims=keepdim)
+    out = _add_reduce(x._data, axes, dtype, None, keepdim)  # positional: keywords cost a dict
     return out if out_dtype is None else _round_low(out, out_dtype)
 
 
@@ -173,13 +178,22 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         n *= shape[a]
     if not n:
         return sum(input, axes, keepdim) * float("nan")
-    if is_low(d):  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
+    if d.dtype in LOW_NP:  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
         return (sum(input.float(), axes, keepdim) * (1.0 / n)).to(input.dtype)
-    # sum, then scale in place: the sum is a fresh array, and d(mean)/dx is d(sum)/dx / n.
-    s = sum(input, axes, keepdim)
+    # sum, then divide by n, as PyTorch's CPU mean: d(mean)/dx is d(sum)/dx / n.
+    s = sum(input, None if dim is None else axes, keepdim)  # (None: sum's fast path)
     if s._node is None:
-        return s.mul_(1.0 / n)
-    return s * (1.0 / n)
+        sd = s._data
+        if mode.handler is None and sd.__class__ is np.ndarray:
+            # Eager, no graph: divide the sum's fresh array in place, unseen by any mode (there is
+            # none); the in-place op's bookkeeping would cost more than the sum on small inputs.
+            if sd.ndim:
+                np.true_divide(sd, n, out=sd)
+            else:  # a 0-d ufunc call with out= costs 20 times this; one rounding either way
+                sd[()] = sd.item() / n
+            return s
+        return s.div_(n)
+    return s / n
 
 
 def nanmean(input, dim=None, keepdim: bool = False) -> Tensor:
@@ -431,17 +445,61 @@ def _max_min(input, dim, keepdim, other, which):
         return (maximum if which == "max" else minimum)(input, other)
     if dim is None:
         return (amax if which == "max" else amin)(input)
-    from ember.ops.index import gather
-    from ember.ops.movement import squeeze
-
-    idx = _arg_extreme(input, dim, True, np.argmax if which == "max" else np.argmin, which)
-    if input._data.ndim == 0:
+    check_tensor(input, which)
+    d = input._data
+    if d.ndim == 0:
+        idx = _arg_extreme(input, dim, True, None, which)
         return values_indices(input.clone(), idx)
-    axis = _wrap_dim(dim, input._data.ndim, which)
-    values = gather(input, axis, idx)
-    if not keepdim:
-        values, idx = squeeze(values, axis), squeeze(idx, axis)
+    axis = dim if type(dim) is int and 0 <= dim < d.ndim else _wrap_dim(dim, d.ndim, which)
+    if not d.shape[axis]:
+        _check_nonempty(d, (axis,), which)
+    values, idx = apply(_MAX_DIM if which == "max" else _MIN_DIM, input, axis=axis, keepdim=keepdim)
     return values_indices(values, idx)
+
+
+class MaxMinDim(Node):
+    """``max``/``min`` over one dim: the gradient goes to the selected element only, as PyTorch's."""
+
+    __slots__ = ("axis", "keepdim", "idx")
+    saves_values = False
+
+    def backward(self, g):
+        from ember.ops.creation import zeros_like
+        from ember.ops.index import scatter_add
+        from ember.ops.movement import unsqueeze
+
+        x = self.inputs[0]
+        if not self.keepdim:
+            g = unsqueeze(g, self.axis)
+        idx = Tensor._from(self.idx, x)
+        return (scatter_add(zeros_like(x, dtype=g.dtype), self.axis, idx, g),)
+
+
+def _max_min_dim_impl(arg, red):
+    """Values and indices in two NumPy calls: the index of the first extreme (NaN counts as the
+    largest, as in PyTorch) and the reduction, which agrees with it."""
+
+    def impl(x, axis, keepdim):
+        d = x._data
+        idx = arg(d, axis=axis, keepdims=True).astype(np.int64, copy=False)
+        values = red(d, axis=axis, keepdims=keepdim)
+        return (values, idx if keepdim else idx.squeeze(axis)), {"idx": idx}
+
+    return impl
+
+
+class Max(MaxMinDim):  # grad_fn names as PyTorch's: MaxBackward0, MinBackward0
+    __slots__ = ()
+
+
+class Min(MaxMinDim):
+    __slots__ = ()
+
+
+_MAX_DIM = Primitive("max_dim", Max, _max_min_dim_impl(np.argmax, np.max), extras=True, multi=True)
+_MIN_DIM = Primitive("min_dim", Min, _max_min_dim_impl(np.argmin, np.min), extras=True, multi=True)
+_MAX_DIM.register("cpu", _max_min_dim_impl(np.ndarray.argmax, np.maximum.reduce))
+_MIN_DIM.register("cpu", _max_min_dim_impl(np.ndarray.argmin, np.minimum.reduce))
 
 
 def max(input, dim=None, keepdim: bool = False, *, other=None):

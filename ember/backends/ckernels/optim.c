@@ -139,3 +139,38 @@ void K(fused_adagrad)(int64_t n, void **params, void **grads, void **state_sums,
         }
     }
 }
+
+/* The in-place steps of the unfused (for-loop) optimizers, one pass each where NumPy needs three
+ * (a temporary, a scale, an add). Same-shape C-contiguous buffers only (the wrapper checks); the
+ * arithmetic is PyTorch's vectorized CPU kernels' (PointwiseOpsKernel.cpp, Lerp.h), fused
+ * multiply-adds included, so results agree to the bit:
+ * addcmul: fma(value * a, b, x);  addcdiv: x + (value * a) / b;
+ * lerp (weight w in x's type): |w| < 0.5 ? fma(w, e - x, x) : fma(-(e - x), 1 - w, e). */
+void K(addc_inplace)(int64_t size, real *restrict x, const real *restrict a, const real *restrict b, double value,
+                     int divide, int nthreads)
+{
+    const real v = (real)value;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        if (divide) {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < size; i++)
+                x[i] = x[i] + v * a[i] / b[i];
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < size; i++)
+                x[i] = FMA(v * a[i], b[i], x[i]);
+        }
+    }
+}
+
+void K(lerp_inplace)(int64_t size, real *restrict x, const real *restrict e, double weight, int nthreads)
+{
+    const real w = (real)weight, w1 = (real)1 - w;
+    const int small = fabs((double)w) < 0.5;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (int64_t i = 0; i < size; i++) {
+        const real xi = x[i], ei = e[i], d = ei - xi;
+        x[i] = small ? FMA(w, d, xi) : FMA(-d, w1, ei);
+    }
+}

@@ -28,7 +28,7 @@ import numpy as np
 
 from ember.backends import ckernels
 
-__all__ = ["available", "fused_adagrad", "fused_adam", "fused_sgd"]
+__all__ = ["addc_inplace", "available", "fused_adagrad", "fused_adam", "fused_sgd", "lerp_inplace"]
 
 _HERE = Path(__file__).parent
 _I64, _INT, _DBL, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
@@ -36,7 +36,12 @@ SIGNATURES = {  # symbol (without the dtype suffix) -> argtypes, declared once
     "fused_adam": [_I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, *[_DBL] * 5, _INT, _INT, _INT, _INT],
     "fused_sgd": [_I64, _PTR, _PTR, _PTR, _PTR, _PTR, *[_DBL] * 4, _INT, _INT, _INT],
     "fused_adagrad": [_I64, _PTR, _PTR, _PTR, _PTR, _PTR, *[_DBL] * 4, _INT, _INT],
+    "addc_inplace": [_I64, _PTR, _PTR, _PTR, _DBL, _INT, _INT],
+    "lerp_inplace": [_I64, _PTR, _PTR, _DBL, _INT],
 }
+#: Below this many elements the in-place kernels are not worth their call (checks and ctypes
+#: cost about as much as NumPy's three passes over a few thousand elements).
+INPLACE_MIN = 1 << 12
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 _TYPES = {"f32": ("float", "sqrtf", "fmaf"), "f64": ("double", "sqrt", "fma")}
 # Below this many elements in one call the update runs on one thread (a parallel region costs
@@ -221,4 +226,42 @@ def fused_adagrad(params, grads, state_sums, steps, *, lr, lr_decay, weight_deca
         raise ValueError(f"fused_adagrad: expected {n} step counts, got {len(steps)}")
     c_steps = (ctypes.c_double * n)(*steps)
     fn(n, p, g, s, c_sizes, c_steps, lr, lr_decay, weight_decay, eps, int(maximize), _threads(sum(sizes)))
+    return True
+
+
+def _inplace_fn(kernel: str, x, others) -> object:
+    """The kernel for writing ``x`` from ``others`` elementwise, or None where it does not apply:
+    not float32/float64 NumPy arrays of one dtype and shape, not C-contiguous, ``x`` read-only,
+    an operand overlapping ``x`` other than ``x`` itself, a small size, or no library."""
+    if type(x) is not np.ndarray or x.size < INPLACE_MIN:
+        return None
+    dt = x.dtype
+    suffix = _SUFFIX.get(dt)
+    if suffix is None or not x.flags.c_contiguous or not x.flags.writeable:
+        return None
+    for o in others:
+        if type(o) is not np.ndarray or o.dtype != dt or o.shape != x.shape or not o.flags.c_contiguous:
+            return None
+        if o is not x and np.may_share_memory(o, x):
+            return None
+    lib = _lib()
+    return None if lib is None else getattr(lib, kernel + suffix)
+
+
+def addc_inplace(x, a, b, value: float, divide: bool) -> bool:
+    """``x += value * a * b`` (``divide``: ``value * a / b``) in one pass, as ``addcmul_``/``addcdiv_``;
+    False (nothing written) where the kernel does not apply, see ``_inplace_fn``."""
+    fn = _inplace_fn("addc_inplace", x, (a, b))
+    if fn is None:
+        return False
+    fn(x.size, x.ctypes.data, a.ctypes.data, b.ctypes.data, value, int(divide), _threads(x.size))
+    return True
+
+
+def lerp_inplace(x, end, weight: float) -> bool:
+    """``x.lerp_(end, weight)`` for a number ``weight`` in one pass; False where it does not apply."""
+    fn = _inplace_fn("lerp_inplace", x, (end,))
+    if fn is None:
+        return False
+    fn(x.size, x.ctypes.data, end.ctypes.data, weight, _threads(x.size))
     return True
