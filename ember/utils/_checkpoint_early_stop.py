@@ -78,6 +78,7 @@ class OpLog:
             isinstance(out, Tensor)
             and out._device is CPU
             and prim.node is not None
+            and not prim.save_out  # its gradient reads its output: it must be computed
             and not prim.special
             and prim.name not in RANDOM
             and isinstance(out._data, np.ndarray)
