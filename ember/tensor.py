@@ -345,9 +345,14 @@ class TensorBase:
         d = self._data
         if d.base is None and d.flags.c_contiguous and d.flags.writeable:
             return self
+        if getattr(d, "is_meta", False):  # under capture (ember.compile): the copy is a recorded op
+            return self.clone()
         return _wrap(d.copy(), self._device)
 
     def _accumulate_(self, other: Tensor) -> Tensor:
+        if getattr(other._data, "is_meta", False):  # under capture (ember.compile): a recorded add_
+            same = other._data.shape == self._data.shape and other._data.dtype == self._data.dtype
+            return self.add_(other) if same else self + other
         if other._data.shape == self._data.shape and other._data.dtype == self._data.dtype:
             np.add(self._data, other._data, out=self._data)
             return self

@@ -192,7 +192,7 @@ def test_fullgraph_raises_naming_reason_and_line():
         ember.compile(f, fullgraph=True)(ember.randn(3))
 
 
-def test_backward_inside_is_not_captured_but_correct():
+def test_backward_inside_is_captured_with_grad_accumulation():
     w = ember.randn(3, requires_grad=True)
 
     def step(x):
@@ -200,10 +200,18 @@ def test_backward_inside_is_not_captured_but_correct():
         loss.backward()
         return loss
 
-    with pytest.warns(UserWarning, match="backward"):
-        step_c = ember.compile(step)
+    step_c = ember.compile(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         step_c(ember.ones(3))
-    np.testing.assert_allclose(w.grad.numpy(), (1 - np.tanh(w.detach().numpy()) ** 2), rtol=1e-6)
+        (entry,) = step_c.cache.values()
+        assert type(entry).__name__ == "StepEntry"
+        np.testing.assert_allclose(w.grad.numpy(), (1 - np.tanh(w.detach().numpy()) ** 2), rtol=1e-6)
+        step_c(ember.ones(3))  # .grad exists now: a second graph accumulates into it in place
+        g = w.grad
+        step_c(ember.ones(3))
+    assert w.grad is g and step_c.recompiles == 2
+    np.testing.assert_allclose(w.grad.numpy(), 3 * (1 - np.tanh(w.detach().numpy()) ** 2), rtol=1e-6)
 
 
 def test_no_compiler_falls_back(monkeypatch):

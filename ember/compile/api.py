@@ -30,6 +30,7 @@ from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.runtime import BuildError, build_kernels, execute
+from ember.compile.step import prepare as prepare_step
 from ember.nn.modules.module import Module
 from ember.tensor import Tensor
 
@@ -193,6 +194,11 @@ class CompiledFunction:
             traced = self._trace(args, kwargs)
         except Unsupported as e:
             return self._fallback(str(e))
+        if traced.step:  # the function ran backward() itself: the whole step is one graph
+            try:
+                return prepare_step(traced, log=lambda m: self._say("graph", m))
+            except Unsupported as e:
+                return self._fallback(str(e))
         if grad_state.enabled and any(b[0] != "gout" and _requires_grad(b, args, kwargs) for b in traced.bindings):
             late = sorted({r.op for r in traced.graph.ops} & _NODE_FINISHED_OUTSIDE_APPLY)
             if late:
@@ -221,7 +227,7 @@ class CompiledFunction:
         if any(t.device.type != "cpu" for t in tensors):
             return self.fn(*args, **kwargs)  # generated code is CPU-only for now
         entry = self.cache.get(key)
-        if isinstance(entry, _Entry) and not entry.consts_ok():
+        if not isinstance(entry, str) and entry is not None and not entry.consts_ok():
             entry = None
         if entry is None:
             if self.recompiles >= RECOMPILE_LIMIT:

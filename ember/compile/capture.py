@@ -20,9 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ember import _device
 from ember._mode import mode
@@ -79,14 +82,47 @@ class Traced:
     diff_outputs: list = None
     input_grads: dict = None
     n_forward_ops: int = 0  # ops before this index are the forward, the rest its backward
+    # A step trace (the function ran backward() itself): see effects.py and step.py.
+    step: bool = False
+    node_refs: dict = None  # (op index, param) -> (index of the op that made the node, attribute)
+    writebacks: list = None  # ("grad", tensor, ref) and ("state", optimizer, param, key, ref)
+    guard_grads: list = None  # (tensor, its .grad was None)
+    opt_guards: list = None  # (optimizer, optimizer_signature)
 
 
 class _BindingTracer(_Tracer):
-    """The capture tracer, remembering which caller tensor each graph input stands for."""
+    """The capture tracer. A real tensor an op reaches is turned into its own tracer in place
+    (its data swapped for a meta array, restored after the trace), so the objects the program
+    holds (parameters, their ``.grad``, optimizer state) are the tracers: a ``.grad`` the
+    backward sets or an optimizer reads is a graph value. Remembers which caller tensor each
+    graph input stands for, and which op made each autograd node (for gradient kernels that
+    read their node)."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, effects=None):
         super().__init__(graph)
         self.owner: dict = {}  # input value id -> the tensor the program passed to the op
+        self.swapped: dict = {}  # id(tensor) -> (tensor, _data, _device, _node, _requires_grad, _vc, vc value)
+        self.effects = effects
+        self.node_op: dict = {}  # id(autograd node) -> index of the op whose output holds it
+        self.node_refs: dict = {}  # (op index, param name) -> (autograd node, attribute or None)
+        self.current_node = None  # the node whose gradient rule runs (on_backward)
+
+    def _swap(self, x) -> None:
+        vc = x._vc
+        self.swapped[id(x)] = (x, x._data, x._device, x._node, x._requires_grad, vc, None if vc is None else vc[0])
+        if self.effects is not None:
+            self.effects.note_grad(x)
+        x._traced_from = x._device  # where it lives (the optimizer's choice of kernels reads it)
+        x._data = _meta.asarray(x._data)
+        x._device = _capture._META
+
+    def restore(self) -> None:
+        """Give every swapped tensor back its data, device, history and version."""
+        for x, data, dev, node, rg, vc, v in self.swapped.values():
+            x._data, x._device, x._node, x._requires_grad, x._vc = data, dev, node, rg, vc
+            x.__dict__.pop("_traced_from", None)
+            if vc is not None:
+                vc[0] = v
 
     def _trace(self, x):
         if isinstance(x, Tensor) and x._device.type != "meta" and id(x) not in self.stand_ins:
@@ -102,11 +138,50 @@ class _BindingTracer(_Tracer):
                 self.keep += [x, s]
                 self.ids[id(s)] = vid
                 return s
+            if not isinstance(x._data, _meta.MetaArray):
+                self._swap(x)
         n = len(self.graph.inputs)
         t = super()._trace(x)
         if len(self.graph.inputs) > n:
             self.owner[self.graph.inputs[-1]] = x
         return t
+
+    def on_apply(self, prim, inputs, params):
+        out = super().on_apply(prim, inputs, params)
+        if self.depth or threading.current_thread() is not self.thread:
+            return out
+        index = len(self.graph.ops) - 1
+        for t in out if isinstance(out, tuple) else (out,):
+            node = getattr(t, "_node", None)
+            if node is not None and not prim.inplace:
+                self.node_op.setdefault(id(node), index)
+                self.keep.append(node)
+        node = self.current_node
+        if node is not None and self.backward_depth:
+            for k, v in params.items():
+                if v is node:
+                    self.node_refs[(index, k)] = (node, None)
+                elif isinstance(v, (np.ndarray, _meta.MetaArray)):
+                    attr = _attribute_holding(node, v)
+                    if attr is not None:
+                        self.node_refs[(index, k)] = (node, attr)
+        return out
+
+    def on_backward(self, node, grad):
+        prev, self.current_node = self.current_node, node
+        try:
+            return super().on_backward(node, grad)
+        finally:
+            self.current_node = prev
+
+
+def _attribute_holding(node, value):
+    """The name of ``node``'s attribute that is ``value`` (state its forward saved), or None."""
+    for cls in type(node).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if getattr(node, name, None) is value:
+                return name
+    return None
 
 
 def _where(exc: BaseException) -> str:
@@ -169,7 +244,12 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     """Run ``fn(*args, **kwargs)`` in capture mode and bind the graph to the call.
 
     With ``joint``, also capture the backward of the result (see :func:`_grads`); its output
-    gradients are graph inputs bound as ``("gout", k)``."""
+    gradients are graph inputs bound as ``("gout", k)``. A function that runs ``backward()``
+    itself gives a *step* trace (``traced.step``): the gradient rules, the ``.grad`` updates and
+    any optimizer update are ops of the graph, and the Python state it changes is returned as
+    writebacks and guards (see ``effects.py``)."""
+    from ember.compile.effects import Effects, optimizer_signature
+
     if mode.handler is not None:
         raise Unsupported("another capture or a profile is active")
     arg_tensors: list = []
@@ -177,30 +257,48 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     if _capture._META is None:  # what capture() sets on first use: the stand-ins' device
         _capture._META = _device.device("meta")
     graph = Graph()
-    tracer = _BindingTracer(graph)
+    effects = Effects()
+    tracer = _BindingTracer(graph, effects)
+    writebacks, guard_grads, opts = [], [], []
+    step = False
     mode.handler, mode.backward_hook = tracer.on_apply, tracer.on_backward
     try:
-        # The arguments are tracers from the start, so Python that reads their data before any
-        # op (``x.tolist()``, ``print(x)``) is seen as data-dependent instead of specialized.
-        stand_ins = [tracer._trace(t) for t in arg_tensors]
-        args, kwargs = unflatten(flatten((args, kwargs), []), stand_ins)
-        result = fn(*args, **kwargs)
-        if any(r.phase == "backward" for r in graph.ops):
-            raise Unsupported("backward() inside the compiled function is not captured yet")
-        tracer.grad_outputs = {}
-        n_forward = len(graph.ops)
-        diff_vids, input_grads = _grads(tracer, result) if joint else (None, None)
-        for r in graph.ops:
-            if any(isinstance(v, AutogradNode) for v in r.params.values()):
-                # its state lives on the node, which backward frees: the op cannot be replayed
-                raise Unsupported(f"'{r.op}' takes an autograd node as a parameter")
+        with effects:
+            try:
+                # The arguments are tracers from the start, so Python that reads their data before
+                # any op (``x.tolist()``, ``print(x)``) is seen as data-dependent instead of specialized.
+                stand_ins = [tracer._trace(t) for t in arg_tensors]
+                args, kwargs = unflatten(flatten((args, kwargs), []), stand_ins)
+                result = fn(*args, **kwargs)
+                step = any(r.phase == "backward" for r in graph.ops)
+                tracer.grad_outputs = {}
+                n_forward = len(graph.ops)
+                diff_vids, input_grads = _grads(tracer, result) if joint and not step else (None, None)
+                for k, r in enumerate(graph.ops):
+                    for name, v in r.params.items():
+                        if isinstance(v, AutogradNode) and (not step or (k, name) not in tracer.node_refs):
+                            # its state lives on the node, which backward frees: not replayable
+                            raise Unsupported(f"'{r.op}' takes an autograd node as a parameter")
+                writebacks, guard_grads, opts = effects.collect(lambda t: _ref(tracer, t), Unsupported)
+            finally:
+                for t, before in effects.grad_before.values():
+                    t._grad = before  # also when the trace failed
+                for opt, before in effects.opts.values():
+                    for p in list(opt.state):
+                        if p in before:
+                            opt.state[p].clear()
+                            opt.state[p].update(before[p])
+                        else:
+                            del opt.state[p]
     except Unsupported:
         raise
     except Exception as e:  # data-dependent Python on a tracer, or an op meta cannot run
         raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
     finally:
         mode.handler = mode.backward_hook = None
+        tracer.restore()
     by_id = {id(t): k for k, t in enumerate(arg_tensors)}
+    grad_of = effects.grad_bindings()
     stand_in_of = {
         id(s): real for real_id, s in tracer.stand_ins.items() for real in tracer.keep if id(real) == real_id
     }
@@ -212,22 +310,40 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
             continue
         if x._device.type == "meta" and id(x) in stand_in_of:
             x = stand_in_of[id(x)]
-        if x._device.type == "meta" and id(x) not in by_id:
-            raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
         if id(x) not in by_id and isinstance(x._data, _meta.MetaArray):
             raise Unsupported("an op ran outside the dispatch point (a tensor capture did not see being made)")
-        bindings.append(("arg", by_id[id(x)]) if id(x) in by_id else ("const", x))
+        if id(x) in by_id:
+            bindings.append(("arg", by_id[id(x)]))
+        elif id(x) in grad_of:  # a .grad that existed before the call: read again on every call
+            bindings.append(("grad", grad_of[id(x)]))
+        else:
+            bindings.append(("const", x))
     outs: list = []
     out_spec = flatten(result, outs)
     out_refs = []
     for t in outs:
-        vid = tracer.ids.get(id(t))
-        if vid is not None and t._device.type == "meta":
-            out_refs.append(("value", vid))
-        elif id(t) in by_id:
+        if id(t) in by_id:
             out_refs.append(("arg", by_id[id(t)]))
-        elif t._device.type != "meta":
-            out_refs.append(("const", t))
         else:
-            raise Unsupported("the function returned a tensor capture did not see being made")
-    return Traced(graph, bindings, out_spec, out_refs, diff_vids, input_grads, n_forward)
+            out_refs.append(_ref(tracer, t, by_id))
+    node_refs = {k: (tracer.node_op.get(id(n)), a) for k, (n, a) in tracer.node_refs.items()}
+    opt_guards = [(o, optimizer_signature(o)) for o in opts]
+    return Traced(
+        graph, bindings, out_spec, out_refs, diff_vids, input_grads, n_forward,
+        step, node_refs, writebacks, guard_grads, opt_guards,
+    )  # fmt: skip
+
+
+def _ref(tracer, t, by_id=None):
+    """A tensor's reference in a trace: ``("value", vid)`` for a graph value (an op's result or a
+    graph input), ``("const", t)`` for a tensor no op read."""
+    if id(t) in tracer.swapped or t._device.type == "meta":
+        vid = tracer.ids.get(id(t))
+        if vid is None:
+            vid = tracer.by_data.get(id(t._data))
+        if vid is None:
+            raise Unsupported("the function returned or stored a tensor capture did not see being made")
+        return ("value", vid)
+    if id(t) in tracer.stand_ins:  # a factory's output on a real device
+        return ("value", tracer.ids[id(tracer.stand_ins[id(t)])])
+    return ("const", t)

@@ -1,0 +1,143 @@
+"""Python state a captured training step changes besides tensor memory, and its guards.
+
+A step (``loss.backward()``, ``optimizer.zero_grad()``, ``optimizer.step()``) changes more than
+the tensors its ops write in place: the backward sets or accumulates leaves' ``.grad``,
+``zero_grad()`` sets them to None, and an optimizer's first step fills ``optimizer.state``. The
+capture records these Python-level changes here while the function runs on tracers, undoes them
+afterwards, and turns them into *writebacks*: after each compiled call, ``p.grad`` and
+``optimizer.state[p][key]`` are set to the graph values (or None) they held at the end of the
+trace, so the Python state is eager's.
+
+A graph is only valid for the state it was traced in, so the same pass yields *guards*: whether
+each touched ``.grad`` was None, and for each stepped optimizer its hyperparameters (baked into
+the update ops as numbers) and the structure and identity of its state.
+
+Example:
+    >>> from ember.compile.effects import Effects  # see tests/test_compile_step.py
+"""
+
+from __future__ import annotations
+
+from ember.optim.optimizer import register_optimizer_step_pre_hook
+from ember.tensor import Tensor
+
+__all__ = ["Effects", "Guards", "optimizer_signature"]
+
+
+def _frozen(v):
+    if isinstance(v, Tensor):
+        return ("tensor", id(v))
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    try:
+        hash(v)
+        return v
+    except TypeError:
+        return repr(v)
+
+
+def optimizer_signature(opt) -> tuple:
+    """Hyperparameters of every group and the keys, tensors (by identity) and numbers of the
+    state: a change means the traced update no longer describes the next step."""
+    groups = tuple(
+        (tuple(id(p) for p in g["params"]), tuple((k, _frozen(v)) for k, v in g.items() if k != "params"))
+        for g in opt.param_groups
+    )
+    state = tuple((id(p), tuple((k, _frozen(v)) for k, v in s.items())) for p, s in opt.state.items())
+    return groups, state
+
+
+class Guards:
+    """What a step graph assumed about Python state: ``check()`` is True when it still holds."""
+
+    def __init__(self, grads: list, opts: list):
+        self.grads = grads  # (tensor, grad was None)
+        self.opts = opts  # (optimizer, optimizer_signature)
+
+    def check(self) -> bool:
+        for p, was_none in self.grads:
+            if (p._grad is None) != was_none:
+                return False
+        return all(optimizer_signature(o) == sig for o, sig in self.opts)
+
+
+class Effects:
+    """Track ``.grad`` and optimizer-state changes during one trace (``with effects:``)."""
+
+    def __init__(self):
+        self.grad_before: dict = {}  # id(tensor) -> (tensor, its .grad before the trace)
+        self.accessed: set = set()  # ids of tensors whose .grad the program read or set
+        self.opts: dict = {}  # id(optimizer) -> (optimizer, {param: dict(state)} before the trace)
+        self._prop = None
+        self._hook = None
+
+    def note_grad(self, t: Tensor) -> None:
+        if id(t) not in self.grad_before:
+            self.grad_before[id(t)] = (t, t._grad)
+
+    def _note_opt(self, opt, args, kwargs) -> None:
+        if id(opt) not in self.opts:
+            self.opts[id(opt)] = (opt, {p: dict(s) for p, s in opt.state.items()})
+
+    def __enter__(self):
+        prop = Tensor.grad
+        effects = self
+
+        def fget(t):
+            effects.note_grad(t)
+            effects.accessed.add(id(t))
+            return prop.fget(t)
+
+        def fset(t, value):
+            effects.note_grad(t)
+            effects.accessed.add(id(t))
+            prop.fset(t, value)
+
+        self._prop = prop
+        Tensor.grad = property(fget, fset, doc=prop.__doc__)
+        self._hook = register_optimizer_step_pre_hook(self._note_opt)
+        return self
+
+    def __exit__(self, *exc):
+        Tensor.grad = self._prop
+        self._hook.remove()
+
+    def grad_bindings(self) -> dict:
+        """id(a .grad that existed before the trace) -> the tensor it belonged to."""
+        return {id(g): t for t, g in self.grad_before.values() if g is not None}
+
+    def collect(self, resolve, unsupported) -> tuple:
+        """``(writebacks, guards)`` from the state at the end of the trace; ``resolve(t)`` gives a
+        tensor's reference in the graph. Then restores the state from before the trace."""
+        writebacks, guard_grads = [], []
+        for t, before in self.grad_before.values():
+            after = t._grad
+            changed = after is not before
+            if changed:
+                writebacks.append(("grad", t, None if after is None else resolve(after)))
+            if changed or id(t) in self.accessed:
+                guard_grads.append((t, before is None))
+            t._grad = before
+        opts = []
+        for opt, before in self.opts.values():
+            for p, s in list(opt.state.items()):
+                old = before.get(p, {})
+                for k, v in s.items():
+                    if k in old and old[k] is v:
+                        continue
+                    if isinstance(v, Tensor):
+                        writebacks.append(("state", opt, p, k, resolve(v)))
+                    elif k not in old:
+                        writebacks.append(("state", opt, p, k, ("python", v)))
+                    elif old[k] != v:
+                        raise unsupported(
+                            f"the optimizer keeps a Python number in its state ('{k}') that its step changes"
+                        )
+            for p in list(opt.state):
+                if p in before:
+                    opt.state[p].clear()
+                    opt.state[p].update(before[p])
+                else:
+                    del opt.state[p]
+            opts.append(opt)
+        return writebacks, guard_grads, opts
