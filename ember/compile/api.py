@@ -130,6 +130,7 @@ class CompiledFunction:
         self.options = dict(options or {})
         self.module = module
         self.cache: dict = {}  # guard key -> _Entry or the reason it runs eagerly (str)
+        self.others: dict = {}  # guard key -> earlier entries whose other guards failed
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
         functools.update_wrapper(self, fn)
@@ -228,7 +229,14 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)  # generated code is CPU-only for now
         entry = self.cache.get(key)
         if not isinstance(entry, str) and entry is not None and not entry.consts_ok():
-            entry = None
+            # Guards beyond the key failed (a parameter's shape, whether .grad exists, an
+            # optimizer's state): another graph compiled for this key may fit.
+            others = self.others.setdefault(key, [])
+            others.append(entry)
+            entry = next((e for e in others if e.consts_ok()), None)
+            if entry is not None:
+                others.remove(entry)
+                self.cache[key] = entry
         if entry is None:
             if self.recompiles >= RECOMPILE_LIMIT:
                 self.gave_up = f"recompile limit ({RECOMPILE_LIMIT}) reached: guards keep failing (last key {key[1]})"

@@ -73,6 +73,11 @@ def build_step_graph(traced) -> IRGraph:
     t.out_refs = list(traced.out_refs) + wb_refs
     graph = IRGraph.from_traced(t)
     calls = [n for n in graph.nodes if n.kind == "call"]
+    for n, r in zip(calls, traced.graph.ops):
+        n.phase = r.phase  # the gradient rules the engine ran, for printing and drawing
+    for n in graph.nodes:
+        if n.kind == "item":
+            n.phase = n.args[0].phase
     needs = []
     for (k, name), (src, attr) in traced.node_refs.items():
         if src is None:
