@@ -161,27 +161,7 @@ def test_grad_mode_and_parameter_guards():
     np.testing.assert_allclose(cf(x).detach().numpy(), ((x * w).exp() + 1).detach().numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "body,reason",
-    [
-        (lambda x: x * 2 if (x.sum() > 0).item() else x, "item"),
-        (lambda x: x * 2 if x.sum() > 0 else x, "bool"),
-        (lambda x: ember.tensor(x.tolist()) * 2, "meta tensor"),
-        (lambda x: x.numpy() * 2, "numpy"),
-        (lambda x: print(x) or x * 2, "meta tensor"),
-    ],
-)
-def test_data_dependent_python_falls_back_with_one_warning(body, reason):
-    x = ember.randn(3)
-    cf = ember.compile(body)
-    with pytest.warns(UserWarning, match="eagerly") as rec:
-        got = cf(x)
-    assert len(rec) == 1
-    assert reason in str(rec[0].message) and "test_compile.py" in str(rec[0].message)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(body(x)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cf(x)  # warned once only
+# Data-dependent Python (graph breaks): tests/test_compile_breaks.py
 
 
 def test_fullgraph_raises_naming_reason_and_line():

@@ -24,7 +24,8 @@ import warnings
 
 from ember._mode import mode as _dispatch_mode
 from ember.autograd.grad_mode import state as grad_state
-from ember.compile.capture import Unsupported, flatten, trace, unflatten
+from ember.compile.breaks import run_lazily
+from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.ir import IRGraph, Node
 from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
@@ -131,6 +132,8 @@ class CompiledFunction:
         self.module = module
         self.cache: dict = {}  # guard key -> _Entry or the reason it runs eagerly (str)
         self.others: dict = {}  # guard key -> earlier entries whose other guards failed
+        self.breaks: list = []  # the graph-break reasons met (see breaks.py)
+        self.segments_run = 0  # graph segments run in lazy mode
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
         functools.update_wrapper(self, fn)
@@ -158,6 +161,8 @@ class CompiledFunction:
             return trace(self.fn, args, kwargs)
         try:
             return trace(self.fn, args, kwargs, joint=True)
+        except GraphBreak:
+            raise
         except Unsupported as e:
             traced = trace(self.fn, args, kwargs)  # raises Unsupported if the forward fails too
             self._say("graph", f"backward not captured ({e}): with gradients the graph runs op by op")
@@ -193,6 +198,13 @@ class CompiledFunction:
     def _compile(self, args, kwargs):
         try:
             traced = self._trace(args, kwargs)
+        except GraphBreak as e:
+            if self.fullgraph:
+                return self._fallback(str(e))
+            self.breaks.append(str(e))
+            self._say("graph", f"graph break: {e}; {_name(self.fn)} runs as graph segments and Python")
+            log.info("ember.compile: graph break in %s: %s", _name(self.fn), e)
+            return _LAZY
         except Unsupported as e:
             return self._fallback(str(e))
         if traced.step:  # the function ran backward() itself: the whole step is one graph
@@ -246,6 +258,8 @@ class CompiledFunction:
             entry = self.cache[key] = self._compile(args, kwargs)
         if isinstance(entry, str):
             return self.fn(*args, **kwargs)
+        if entry is _LAZY:
+            return run_lazily(self, self.fn, args, kwargs)
         if entry.ran:
             return entry.run(tensors)
         try:
@@ -260,6 +274,15 @@ class CompiledFunction:
         entry.ran = True
         return out
 
+
+class _Lazy:
+    """The cache entry of a guard set whose capture met a graph break: run lazily."""
+
+    def consts_ok(self) -> bool:
+        return True
+
+
+_LAZY = _Lazy()
 
 # Ops whose caller completes the autograd node after apply returns (state backward needs).
 _NODE_FINISHED_OUTSIDE_APPLY = frozenset({"recurrent_sequence"})

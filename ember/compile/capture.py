@@ -35,7 +35,7 @@ from ember.ops import capture as _capture
 from ember.ops.capture import Graph, _Tracer
 from ember.tensor import Tensor
 
-__all__ = ["Unsupported", "Traced", "trace", "flatten", "unflatten"]
+__all__ = ["Unsupported", "GraphBreak", "Traced", "trace", "flatten", "unflatten", "read_reason"]
 
 
 _EMBER_DIR = str(Path(__file__).resolve().parents[1]).replace("\\", "/") + "/"
@@ -147,9 +147,15 @@ class _BindingTracer(_Tracer):
         return t
 
     def on_apply(self, prim, inputs, params):
-        out = super().on_apply(prim, inputs, params)
         if self.depth or threading.current_thread() is not self.thread:
-            return out
+            return super().on_apply(prim, inputs, params)
+        try:
+            out = super().on_apply(prim, inputs, params)
+        except Exception as e:
+            # Its meta kernel cannot run (an output shape that depends on values, no meta
+            # kernel) or the op is wrong: either way only the real values can tell.
+            where = _where_frames(_called_frames(traceback.extract_tb(e.__traceback__)))
+            raise GraphBreak(f"'{prim.name}' needs real values ({type(e).__name__}: {e}) (at {where})", where) from e
         index = len(self.graph.ops) - 1
         for t in out if isinstance(out, tuple) else (out,):
             node = getattr(t, "_node", None)
@@ -184,10 +190,50 @@ def _attribute_holding(node, value):
     return None
 
 
+class GraphBreak(Unsupported):
+    """Python read a tensor's values (``.item()``, ``if tensor:``, ``.tolist()``, ``.numpy()``,
+    printing): the graph cannot continue past it. ``where`` is the user's ``file:line``."""
+
+    def __init__(self, msg: str, where: str):
+        super().__init__(msg)
+        self.where = where
+
+
+_READS = {
+    "__bool__": "bool(tensor) (an `if` on a tensor)",
+    "__repr__": "printing a tensor",
+    "__array__": "np.asarray(tensor)",
+    "to_host": "an op that reads a tensor argument's values (an index tensor)",
+}
+
+
+def read_reason(what: str) -> str:
+    """The break reason for a read of kind ``what`` (a Tensor method name)."""
+    return f"data-dependent Python: {_READS.get(what, f'Tensor.{what}()')} reads a tensor's values"
+
+
+def _called_frames(extra=()) -> list:
+    """The stack below the capture's entry (``trace``/``run_lazily``): the traced code's frames."""
+    frames = traceback.extract_stack()[:-2] + list(extra)
+    for k in range(len(frames) - 1, -1, -1):
+        f = frames[k]
+        if f.name in ("trace", "run_lazily") and f.filename.replace("\\", "/").startswith(_EMBER_DIR + "compile/"):
+            return frames[k + 1 :]
+    return frames
+
+
+def _break_on_read(t, what):
+    where = _where_frames(_called_frames())
+    raise GraphBreak(f"{read_reason(what)} (at {where})", where)
+
+
 def _where(exc: BaseException) -> str:
     """``file:line`` of the innermost frame of user code that caused it: outside ember, else in
     ember's models and layers (a compiled ember model), else the innermost frame."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    return _where_frames(traceback.extract_tb(exc.__traceback__))
+
+
+def _where_frames(frames) -> str:
     internal = tuple(_EMBER_DIR + d for d in ("ops/", "backends/", "autograd/", "compile/", "tensor.py", "_"))
     for outside_ember in (True, False):
         for f in reversed(frames):
@@ -261,7 +307,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     tracer = _BindingTracer(graph, effects)
     writebacks, guard_grads, opts = [], [], []
     step = False
-    mode.handler, mode.backward_hook = tracer.on_apply, tracer.on_backward
+    mode.handler, mode.backward_hook, mode.data_read = tracer.on_apply, tracer.on_backward, _break_on_read
     try:
         with effects:
             try:
@@ -295,7 +341,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     except Exception as e:  # data-dependent Python on a tracer, or an op meta cannot run
         raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
     finally:
-        mode.handler = mode.backward_hook = None
+        mode.handler = mode.backward_hook = mode.data_read = None
         tracer.restore()
     by_id = {id(t): k for k, t in enumerate(arg_tensors)}
     grad_of = effects.grad_bindings()
