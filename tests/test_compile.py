@@ -311,18 +311,23 @@ def test_mlp_training_uses_the_joint_graph():
         np.testing.assert_allclose(u, p.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_gradient_kernels_that_read_their_node_run_op_by_op(capsys):
-    # layer_norm's gradient kernel takes its autograd node as a parameter: not replayable, so
-    # the graph runs through apply (eager's backward) instead, and says so.
+def test_gradient_kernels_that_read_their_node_are_replayed():
+    # layer_norm's and cross_entropy's gradient kernels take their autograd node as a parameter:
+    # the compiled forward records those nodes and the compiled backward hands them over.
     ln = ember.nn.LayerNorm(6)
-    f = ember.compile(lambda x: ln(x).tanh(), options={"explain": True})
+    t = ember.randint(0, 6, (3,))
+    f = ember.compile(lambda x: ember.nn.functional.cross_entropy(ln(x).tanh(), t))
     x = ember.randn(3, 6, requires_grad=True)
-    f(x).sum().backward()
-    assert "backward not captured ('layer_norm_backward'" in capsys.readouterr().err
-    g = x.grad.numpy().copy()
-    x.grad = None
-    ln(x).tanh().sum().backward()
+    loss = f(x)
+    assert loss.grad_fn.name() == "JointFunctionBackward"
+    (entry,) = f.cache.values()
+    assert {"layer_norm_backward", "class_loss_backward"} <= set(entry.graph.counts())
+    loss.backward()
+    g, gw = x.grad.numpy().copy(), ln.weight.grad.numpy().copy()
+    x.grad = ln.weight.grad = ln.bias.grad = None
+    ember.nn.functional.cross_entropy(ln(x).tanh(), t).backward()
     np.testing.assert_allclose(g, x.grad.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gw, ln.weight.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_a_failing_compiled_graph_falls_back_to_eager(monkeypatch):
@@ -341,17 +346,22 @@ def test_a_failing_compiled_graph_falls_back_to_eager(monkeypatch):
         ember.compile(lambda x: x.reshape(7) * 2)(x)  # a genuine error still surfaces
 
 
-def test_lstm_with_gradients_runs_eagerly_and_says_why():
+def test_lstm_with_gradients_uses_the_joint_graph():
     from ember.models import LSTMLanguageModel
 
-    m = LSTMLanguageModel(vocab_size=12)
+    m = LSTMLanguageModel(vocab_size=12, embed_dim=8, hidden_size=8, dropout=0.0)
     cm = ember.compile(m)
     idx = ember.randint(0, 12, (2, 5))
-    with pytest.warns(UserWarning, match="'recurrent_sequence' finishes its autograd node outside apply"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         out = cm(idx)
-    out = out[0] if isinstance(out, tuple) else out
-    out.sum().backward()
-    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    assert out.grad_fn.name() == "JointFunctionBackward"
+    out.pow(2).sum().backward()
+    grads = [p.grad.numpy().copy() for p in m.parameters()]
+    m.zero_grad()
+    m(idx).pow(2).sum().backward()
+    for a, p in zip(grads, m.parameters()):
+        np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_value_dependent_shapes_name_the_model_line():

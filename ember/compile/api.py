@@ -32,6 +32,7 @@ from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.runtime import BuildError, build_kernels, execute
+from ember.compile.step import attach_node_refs, node_steps
 from ember.compile.step import prepare as prepare_step
 from ember.nn.modules.module import Module
 from ember.tensor import Tensor
@@ -74,11 +75,13 @@ class _Entry:
         self.ran = False  # set after the first call that succeeded
         self.writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
 
-    def make_joint(self, bwd_steps, saved) -> None:
+    def make_joint(self, bwd_steps, saved, needs=()) -> None:
         """Set up the forward/backward split (see ``joint.JointFunction``)."""
         g = self.graph
         self.joint = True
-        self.bwd_steps = bwd_steps
+        self.needs = list(needs)  # forward calls whose autograd node a gradient kernel reads
+        self.joint_steps = node_steps(self.steps, set(needs), "grad_fn")
+        self.bwd_steps = node_steps(bwd_steps, set(needs), "grad_fn")
         self.saved = saved
         self.ret_nodes = list(dict.fromkeys(o for o in g.outputs[: g.n_out] if isinstance(o, Node)))
         self.diff_order = g.outputs[g.n_out : g.n_out + g.n_diff]
@@ -243,11 +246,11 @@ class CompiledFunction:
                 return prepare_step(traced, log=lambda m: self._say("graph", m))
             except Unsupported as e:
                 return self._fallback(str(e))
-        if grad_state.enabled and any(b[0] != "gout" and _requires_grad(b, args, kwargs) for b in traced.bindings):
-            late = sorted({r.op for r in traced.graph.ops} & _NODE_FINISHED_OUTSIDE_APPLY)
-            if late:
-                return self._fallback(f"'{late[0]}' finishes its autograd node outside apply; it cannot be replayed")
         graph = IRGraph.from_traced(traced)
+        try:
+            needs = attach_node_refs(graph, traced)  # gradient kernels that read their node
+        except Unsupported as e:
+            return self._fallback(str(e))
         self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
         run_passes(graph, log=lambda m: self._say("graph", m))
         relax_views(graph)
@@ -261,7 +264,7 @@ class CompiledFunction:
             return _Entry(traced, graph, steps, kernels, plain)
         (steps, bwd_steps), kernels = self._fuse_and_build(graph, [fwd, bwd])
         entry = _Entry(traced, graph, steps, kernels, plain)
-        entry.make_joint(bwd_steps, saved)
+        entry.make_joint(bwd_steps, saved, needs)
         return entry
 
     def _dynamic_entry(self, entry, key, tensors, args, kwargs):
@@ -400,9 +403,6 @@ class _Lazy:
 
 
 _LAZY = _Lazy()
-
-# Ops whose caller completes the autograd node after apply returns (state backward needs).
-_NODE_FINISHED_OUTSIDE_APPLY = frozenset({"recurrent_sequence"})
 
 
 def _stamp(entry, tensors):

@@ -322,7 +322,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
                 diff_vids, input_grads = _grads(tracer, result) if joint and not step else (None, None)
                 for k, r in enumerate(graph.ops):
                     for name, v in r.params.items():
-                        if isinstance(v, AutogradNode) and (not step or (k, name) not in tracer.node_refs):
+                        if isinstance(v, AutogradNode) and (k, name) not in tracer.node_refs:
                             # its state lives on the node, which backward frees: not replayable
                             raise Unsupported(f"'{r.op}' takes an autograd node as a parameter")
                 writebacks, guard_grads, opts = effects.collect(lambda t: _ref(tracer, t), Unsupported)

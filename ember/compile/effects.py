@@ -80,7 +80,8 @@ class Effects:
             self.opts[id(opt)] = (opt, {p: dict(s) for p, s in opt.state.items()})
 
     def __enter__(self):
-        prop = Tensor.grad
+        owner = next(c for c in Tensor.__mro__ if "grad" in vars(c))  # where the property lives
+        prop = vars(owner)["grad"]
         effects = self
 
         def fget(t):
@@ -93,13 +94,14 @@ class Effects:
             effects.accessed.add(id(t))
             prop.fset(t, value)
 
-        self._prop = prop
-        Tensor.grad = property(fget, fset, doc=prop.__doc__)
+        self._prop = (owner, prop)
+        owner.grad = property(fget, fset, doc=prop.__doc__)
         self._hook = register_optimizer_step_pre_hook(self._note_opt)
         return self
 
     def __exit__(self, *exc):
-        Tensor.grad = self._prop
+        owner, prop = self._prop
+        owner.grad = prop
         self._hook.remove()
 
     def grad_bindings(self) -> dict:

@@ -41,7 +41,7 @@ from ember.compile.passes import dce
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
 
-__all__ = ["NodeRef", "build_step_graph", "StepEntry"]
+__all__ = ["NodeRef", "attach_node_refs", "build_step_graph", "node_steps", "StepEntry"]
 
 
 class NodeRef:
@@ -78,6 +78,17 @@ def build_step_graph(traced) -> IRGraph:
     for n in graph.nodes:
         if n.kind == "item":
             n.phase = n.args[0].phase
+    needs = attach_node_refs(graph, traced)
+    graph.outputs += needs
+    graph.n_ret = len(traced.out_refs)
+    graph.needs_node = needs
+    return graph
+
+
+def attach_node_refs(graph: IRGraph, traced) -> list:
+    """Replace each gradient op's autograd-node parameter by a :class:`NodeRef` to the call
+    that made the node; returns those calls. Call before any pass (calls align with ops)."""
+    calls = [n for n in graph.nodes if n.kind == "call"]
     needs = []
     for (k, name), (src, attr) in traced.node_refs.items():
         if src is None:
@@ -89,10 +100,42 @@ def build_step_graph(traced) -> IRGraph:
         for name, v in n.params.items():
             if _has_trace_state(v):
                 raise Unsupported(f"'{n.op}' takes state of the trace as its parameter '{name}'; it cannot be replayed")
-    graph.outputs += needs
-    graph.n_ret = len(traced.out_refs)
-    graph.needs_node = needs
-    return graph
+    return needs
+
+
+def node_steps(steps: list, needs: set, key) -> list:
+    """``steps`` with each call that makes a node a gradient op reads, and each such gradient op,
+    run by a function that keeps the nodes in ``env`` under ``(key, call)``."""
+    out = []
+    for kind, x in steps:
+        if kind == "node" and x.kind == "call" and x in needs:
+            out.append(("fn", _maker(x, key)))
+        elif kind == "node" and x.kind == "call" and any(isinstance(v, NodeRef) for v in x.params.values()):
+            out.append(("fn", _reader(x, key)))
+        else:
+            out.append((kind, x))
+    return out
+
+
+def _maker(n: Node, key):
+    def step(env):
+        args = [env[a] if isinstance(a, Node) else a for a in n.args]
+        out = _run_with_node(n, args, n.params)
+        env[n] = out
+        env[(key, n)] = (out[0] if isinstance(out, tuple) else out)._node
+
+    return step
+
+
+def _reader(n: Node, key):
+    def step(env):
+        args = [env[a] if isinstance(a, Node) else a for a in n.args]
+        params = {
+            k: _resolve(v, {v.op: env[(key, v.op)]}) if isinstance(v, NodeRef) else v for k, v in n.params.items()
+        }
+        env[n] = apply(n.prim, *args, **params)
+
+    return step
 
 
 def _value(env, arg_tensors, ref):
