@@ -35,11 +35,14 @@ from ember.autograd.grad_mode import state as grad_state
 from ember.autograd.node import Node as AutogradNode
 from ember.backends import meta as _meta
 from ember.compile.capture import _BindingTracer, _called_frames, _where_frames, flatten
+from ember.compile.ir import IMPURE
 from ember.ops.capture import Graph, _Ref
 from ember.ops.dispatch import apply, run
 from ember.tensor import Tensor
 
 __all__ = ["Segments", "run_lazily"]
+
+RANDOM = IMPURE  # the random draws (and in-place random fills)
 
 
 class _LazyTracer(_BindingTracer):
@@ -59,6 +62,10 @@ class _LazyTracer(_BindingTracer):
     def on_apply(self, prim, inputs, params):
         if self.depth:
             return run(prim, inputs, params)
+        if prim.name in RANDOM:
+            # Draws happen in program order, as eagerly: Python may draw too (attention dropout).
+            self.segments.flush()
+            return self.segments.eager(prim, inputs, params)
         try:
             out = super().on_apply(prim, inputs, params)
         except Exception:

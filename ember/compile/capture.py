@@ -33,6 +33,7 @@ from ember.autograd.node import Node as AutogradNode
 from ember.backends import meta as _meta
 from ember.ops import capture as _capture
 from ember.ops.capture import Graph, _Tracer
+from ember.random import default_generator
 from ember.tensor import Tensor
 
 __all__ = ["Unsupported", "GraphBreak", "Traced", "trace", "flatten", "unflatten", "read_reason"]
@@ -307,6 +308,8 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     tracer = _BindingTracer(graph, effects)
     writebacks, guard_grads, opts = [], [], []
     step = False
+    rng = default_generator.np.bit_generator
+    rng_before = rng.state
     mode.handler, mode.backward_hook, mode.data_read = tracer.on_apply, tracer.on_backward, _break_on_read
     try:
         with effects:
@@ -343,6 +346,12 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     finally:
         mode.handler = mode.backward_hook = mode.data_read = None
         tracer.restore()
+        drew = rng.state != rng_before
+        rng.state = rng_before  # the capture draws nothing: the program's random stream is eager's
+    if drew:
+        # Python drew random numbers outside the dispatch point (attention's dropout mask): a
+        # graph would keep those values forever; lazily they are drawn on every call, in order.
+        raise GraphBreak("random numbers drawn outside the dispatch point (attention dropout)", "<unknown>")
     by_id = {id(t): k for k, t in enumerate(arg_tensors)}
     grad_of = effects.grad_bindings()
     stand_in_of = {
