@@ -28,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import threading
+
 from ember._device import CPU
 from ember._mode import mode
 from ember.autograd.grad_mode import set_grad_enabled
@@ -107,6 +109,8 @@ class Segments:
 
     # ----- the mode's hooks -----
     def on_read(self, t, what: str):
+        if threading.current_thread() is not self.tracer.thread:
+            return None  # another thread (a data loader) reads its own tensors
         if isinstance(t, _meta.MetaArray):  # an op reads a pending value's data: run, then give it
             where = _where_frames(_called_frames())
             self.owner._say("graph", f"graph break at {where}: an op reads a pending value")

@@ -213,6 +213,9 @@ def read_reason(what: str) -> str:
     return f"data-dependent Python: {_READS.get(what, f'Tensor.{what}()')} reads a tensor's values"
 
 
+_capturing_thread = None
+
+
 def _called_frames(extra=()) -> list:
     """The stack below the capture's entry (``trace``/``run_lazily``): the traced code's frames."""
     frames = traceback.extract_stack()[:-2] + list(extra)
@@ -224,6 +227,8 @@ def _called_frames(extra=()) -> list:
 
 
 def _break_on_read(t, what):
+    if threading.current_thread() is not _capturing_thread:
+        return None  # another thread (a data loader) reads its own tensors
     where = _where_frames(_called_frames())
     raise GraphBreak(f"{read_reason(what)} (at {where})", where)
 
@@ -310,6 +315,8 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     step = False
     rng = default_generator.np.bit_generator
     rng_before = rng.state
+    global _capturing_thread
+    _capturing_thread = threading.current_thread()
     mode.handler, mode.backward_hook, mode.data_read = tracer.on_apply, tracer.on_backward, _break_on_read
     try:
         with effects:

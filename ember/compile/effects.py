@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import threading
+
 from ember.optim.optimizer import register_optimizer_step_pre_hook
 from ember.tensor import Tensor
 
@@ -84,14 +86,18 @@ class Effects:
         prop = vars(owner)["grad"]
         effects = self
 
+        thread = threading.current_thread()  # other threads' .grad are theirs
+
         def fget(t):
-            effects.note_grad(t)
-            effects.accessed.add(id(t))
+            if threading.current_thread() is thread:
+                effects.note_grad(t)
+                effects.accessed.add(id(t))
             return prop.fget(t)
 
         def fset(t, value):
-            effects.note_grad(t)
-            effects.accessed.add(id(t))
+            if threading.current_thread() is thread:
+                effects.note_grad(t)
+                effects.accessed.add(id(t))
             prop.fset(t, value)
 
         self._prop = (owner, prop)
