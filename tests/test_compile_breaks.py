@@ -138,3 +138,22 @@ def test_an_error_in_the_function_runs_the_ops_before_it():
         with pytest.raises(ValueError, match="user error"):
             cf(ember.ones(3))
     _same(buf, [2.0, 2.0, 2.0])  # once per call (the capture attempt wrote nothing)
+
+
+def test_pure_segments_are_fused_and_cached_by_signature():
+    def f(x):
+        y = ((x * 2).exp() + 1).tanh()
+        if y.sum() > 0:  # the segment before the break: three elementwise ops and a sum
+            return y * 3
+        return y
+
+    cf = ember.compile(f)
+    x = ember.randn(64)
+    for _ in range(3):
+        _same(cf(x), f(x))
+    assert len(cf.segment_cache) == 2  # the segment before the break, and the one after it
+    graph, steps, kernels = next(iter(cf.segment_cache.values()))
+    assert any(kind == "group" for kind, _ in steps) and kernels
+    runs = cf.segments_run
+    cf(x)
+    assert cf.segments_run == runs + 2 and len(cf.segment_cache) == 2

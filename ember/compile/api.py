@@ -141,6 +141,7 @@ class CompiledFunction:
         self.dyn_dims: list = []  # (tensor argument, dim) of any size (see dynamic.py)
         self.exact: dict = {}  # (key, shapes) -> a graph specialized inside a dynamic key
         self.segments_run = 0  # graph segments run in lazy mode
+        self.segment_cache: dict = {}  # a pure segment's signature -> (graph, steps, kernels)
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
         functools.update_wrapper(self, fn)

@@ -28,7 +28,10 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import threading
+
+import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode
@@ -190,12 +193,94 @@ class Segments:
         return env
 
 
+def _pure(g, tr) -> bool:
+    """A segment that records no history, writes nothing in place and has only plain
+    parameters (no arrays): it can be optimized, fused and cached by its signature."""
+    if tr.node_refs:
+        return False
+    for r, made in zip(g.ops, tr.made):
+        if r.prim.inplace or any(m._node is not None or m._requires_grad for m in made):
+            return False
+        if any(_has_array(v) for v in r.params.values()):
+            return False
+    return True
+
+
+def _has_array(v) -> bool:
+    if isinstance(v, (np.ndarray, _meta.MetaArray, Tensor)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_has_array(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_array(x) for x in v.values())
+    return hasattr(v, "__slots__") and type(v).__module__.startswith("ember.") and not hasattr(v, "type")
+
+
+def _live(tr) -> set:
+    """Value ids of the tensors the segment made that Python still holds (beyond the tracer's
+    own references): the compiled segment's outputs. The others may stay inside a fused loop."""
+    held: dict = {}
+    for t in tr.keep:
+        held[id(t)] = held.get(id(t), 0) + 1
+    for made in tr.made:
+        for m in made:
+            held[id(m)] = held.get(id(m), 0) + 1
+    live = set()
+    for made, r in zip(tr.made, tr.graph.ops):
+        for m, vid in zip(made, r.outputs):
+            if sys.getrefcount(m) - 2 > held.get(id(m), 0):  # 2: the loop variable and the argument
+                live.add(vid)
+    return live
+
+
+def _run_compiled(seg, g, tr, ins):
+    """Run a pure segment through the cache of compiled segments; returns value id -> tensor
+    for the live values (None if it cannot be compiled)."""
+    from ember.compile.api import _freeze
+    from ember.compile.capture import Traced
+    from ember.compile.ir import IRGraph
+    from ember.compile.lower import relax_views
+    from ember.compile.passes import run_passes
+    from ember.compile.runtime import execute
+
+    live = sorted(_live(tr))
+    try:
+        ops = tuple(
+            (r.prim.name, tuple(("v", int(a)) if isinstance(a, _Ref) else _freeze(("C", a)) for a in r.inputs),
+             _freeze(("C", tuple(sorted(r.params.items())))), r.outputs)
+            for r in g.ops
+        )  # fmt: skip
+        sig = (ops, tuple(g.inputs), tuple((tuple(t.shape), t.dtype) for t in ins), tuple(live), grad_state.enabled)
+        hash(sig)
+    except TypeError:
+        return None
+    owner = seg.owner
+    hit = owner.segment_cache.get(sig)
+    if hit is None:
+        traced = Traced(g, [("arg", k) for k in range(len(g.inputs))], None, [("value", v) for v in live])
+        graph = IRGraph.from_traced(traced)
+        run_passes(graph)
+        relax_views(graph)
+        (steps,), kernels = owner._fuse_and_build(graph, [graph])
+        hit = owner.segment_cache[sig] = (graph, steps, kernels)
+        owner._say("graph", f"compiled segment ({len(g.ops)} ops, {sum(k == 'group' for k, _ in steps)} fused groups)")
+    graph, steps, kernels = hit
+    env = {n: ins[n.binding[1]] for n in graph.nodes if n.kind == "placeholder"}
+    handler, hook, read = mode.handler, mode.backward_hook, mode.data_read
+    mode.handler = mode.backward_hook = mode.data_read = None
+    try:
+        execute(steps, kernels, env)
+    finally:
+        mode.handler, mode.backward_hook, mode.data_read = handler, hook, read
+    return {vid: env[o] for vid, o in zip(live, graph.outputs)}
+
+
 def materialize(g, tr, env) -> None:
     """Give every tensor object the segment made its real value (data, device, history)."""
     for r, made in zip(g.ops, tr.made):
         for m, vid in zip(made, r.outputs):
-            if id(m) in tr.swapped:
-                continue  # a real tensor written in place: restored, and written by the replay
+            if id(m) in tr.swapped or vid not in env:
+                continue  # a real tensor written in place (restored, written by the replay); or dead
             t = env[vid]
             if t is m:
                 continue
@@ -219,10 +304,12 @@ def run_segment(seg: Segments, g, tr, ins) -> None:
     if bad is not None:
         raise RuntimeError(f"ember.compile: '{bad}' takes state of the trace as a parameter; it cannot be replayed")
     seg.owner.segments_run += 1
-    env = seg.replay(g, tr, ins)
+    env = _run_compiled(seg, g, tr, ins) if _pure(g, tr) else None
+    if env is None:
+        env = seg.replay(g, tr, ins)
     for r, made in zip(g.ops, tr.made):
         for m, vid in zip(made, r.outputs):
-            if id(m) not in tr.swapped and isinstance(m._data, _meta.MetaArray):
+            if vid in env and id(m) not in tr.swapped and isinstance(m._data, _meta.MetaArray):
                 seg.real_arrays[id(m._data)] = (m._data, env[vid])
     materialize(g, tr, env)
     for x in seg.leaves.values():  # a .grad the backward set is an alias of an op's output
