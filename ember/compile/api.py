@@ -26,7 +26,7 @@ from ember._mode import mode as _dispatch_mode
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
-from ember.compile.dynamic import Template, fit_graphs
+from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
 from ember.compile.ir import IRGraph, Node
 from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
@@ -162,24 +162,6 @@ class CompiledFunction:
         key = (_freeze(spec), tuple(guards), training, grad_state.enabled)
         return key, tensors
 
-    def _mark_dynamic(self, key, tensors):
-        """A miss whose key differs from a cached one only in sizes: mark those dims dynamic
-        and return that entry (None if there is none)."""
-        for other in self.cache:
-            if other[0] != key[0] or other[2:] != key[2:] or len(other[1]) != len(key[1]):
-                continue
-            dims = []
-            for k, (a, b) in enumerate(zip(other[1], key[1])):
-                if a[1:] != b[1:] or len(a[0]) != len(b[0]):
-                    break
-                dims += [(k, d) for d, (x, y) in enumerate(zip(a[0], b[0])) if x is not None and x != y]
-            else:
-                if dims:
-                    self.dyn_dims = sorted(set(self.dyn_dims) | set(dims))
-                    self._say("graph", f"dims {dims} changed between calls: marked dynamic")
-                    return self.cache[other]
-        return None
-
     def _fallback(self, reason: str):
         if self.fullgraph:
             raise CompileError(f"ember.compile(fullgraph=True) cannot capture {_name(self.fn)}: {reason}")
@@ -268,70 +250,6 @@ class CompiledFunction:
         entry.make_joint(bwd_steps, saved, needs)
         return entry
 
-    def _dynamic_entry(self, entry, key, tensors, args, kwargs):
-        """The entry for a call whose key matched but whose dynamic sizes may differ from the
-        sizes ``entry`` runs at (see dynamic.py); None to compile a specialized one."""
-        shapes = tuple(tuple(t.shape) for t in tensors)
-        tpl = getattr(entry, "template", None)
-        if tpl is None:
-            if entry.shapes == shapes:
-                return entry
-            if getattr(entry, "template_refused", False) or self.recompiles >= RECOMPILE_LIMIT:
-                return self.exact.get((key, shapes))
-            self.recompiles += 1
-            new = self._template(entry, tensors, args, kwargs)
-            if isinstance(new, str) or new is _LAZY:
-                return new
-            self.cache[key] = new
-            return new if getattr(new, "template", None) is not None or new.shapes == shapes else None
-        values = tpl.sizes(tensors)
-        if values is None:
-            return self.exact.get((key, shapes))
-        if values not in tpl.verified:
-            try:
-                raw = IRGraph.from_traced(self._trace(args, kwargs))
-            except Unsupported:
-                return self.exact.get((key, shapes))
-            if not tpl.matches(raw, values):
-                self._say("graph", f"dynamic sizes {values}: the capture differs from the template; specializing")
-                return self.exact.get((key, shapes))
-            tpl.verified.add(values)
-        tpl.instantiate(values)
-        return entry
-
-    def _template(self, old, tensors, args, kwargs):
-        """A new entry for the current sizes that also serves every size of the dynamic dims."""
-        new = self._compile(args, kwargs)
-        if isinstance(new, str) or new is _LAZY:
-            return new
-        new.shapes = tuple(tuple(t.shape) for t in tensors)
-        dims = [(k, d) for k, d in self.dyn_dims if k < len(tensors) and d < len(tensors[k].shape)]
-        sa = [old.shapes[k][d] for k, d in dims]
-        sb = [new.shapes[k][d] for k, d in dims]
-        reason = None
-        if len(set(sa)) != len(sa) and any(sa[i] == sa[j] and sb[i] != sb[j] for i in range(len(sa)) for j in range(i)):
-            reason = "sizes that were equal differ now"
-        pairs = list(dict.fromkeys(zip(sa, sb)))  # duck sizing: equal sizes are one symbol
-        symbol_of = [pairs.index(p) for p in zip(sa, sb)]
-        va, vb = [a for a, _ in pairs], [b for _, b in pairs]
-        if reason is None:
-            again = self._build(old.traced, args, kwargs)  # the old capture, optimized again
-            raw = fit_graphs(IRGraph.from_traced(old.traced), IRGraph.from_traced(new.traced), va, vb)
-            opt = fit_graphs(again.graph, new.graph, va, vb) if not isinstance(again, str) else again
-            if isinstance(raw, str) or isinstance(opt, str):
-                reason = raw if isinstance(raw, str) else opt
-            elif _group_shapes(again) != _group_shapes(new):
-                reason = "fusion grouped differently at the two sizes"
-        if reason is not None:
-            self._say("graph", f"dynamic shapes refused ({reason}): specializing")
-            new.template_refused = True
-            return new
-        new.template = Template(dims, symbol_of, opt, raw, IRGraph.from_traced(new.traced), new.graph, _groups(new))
-        new.template.verified |= {tuple(va), tuple(vb)}
-        new.template.current = tuple(vb)
-        self._say("graph", f"dynamic dims {dims}: one graph for every size ({len(opt)} sizes/parameters symbolic)")
-        return new
-
     def __call__(self, *args, **kwargs):
         if _dispatch_mode.handler is not None or self.gave_up is not None:
             return self.fn(*args, **kwargs)  # inside a capture or a profile: trace through
@@ -342,17 +260,17 @@ class CompiledFunction:
         key, tensors = self._key(args, kwargs)
         if any(t.device.type != "cpu" for t in tensors):
             return self.fn(*args, **kwargs)  # generated code is CPU-only for now
-        old = self._mark_dynamic(key, tensors) if key not in self.cache and self.dynamic is None else None
+        old = mark_dynamic(self, key, tensors) if key not in self.cache and self.dynamic is None else None
         if old is not None:
             key, tensors = self._key(args, kwargs)
             if key not in self.cache and not isinstance(old, str) and old is not _LAZY and old.consts_ok():
                 if self.recompiles < RECOMPILE_LIMIT:
                     self.recompiles += 1
-                    self.cache[key] = self._template(old, tensors, args, kwargs)
+                    self.cache[key] = build_template(self, old, tensors, args, kwargs)
         entry = self.cache.get(key)
         if self.dyn_dims and entry is not None and not isinstance(entry, str) and entry is not _LAZY:
             if entry.consts_ok():
-                entry = self._dynamic_entry(entry, key, tensors, args, kwargs)
+                entry = dynamic_entry(self, entry, key, tensors, args, kwargs)
                 if entry is None:
                     shapes = tuple(tuple(t.shape) for t in tensors)
                     entry = self.exact.get((key, shapes))
@@ -411,18 +329,6 @@ def _stamp(entry, tensors):
     if not isinstance(entry, str) and entry is not _LAZY:
         entry.shapes = tuple(tuple(t.shape) for t in tensors)
     return entry
-
-
-def _groups(entry) -> list:
-    steps = list(getattr(entry, "steps", ())) + list(getattr(entry, "bwd_steps", ()))
-    return [x for kind, x in steps if kind == "group"]
-
-
-def _group_shapes(entry) -> list:
-    return [
-        (tuple(n.id for n in g.nodes), [i.id for i in g.inputs], [o.id for o in g.outputs], g.reduction is not None)
-        for g in _groups(entry)
-    ]
 
 
 def _requires_grad(binding, args, kwargs) -> bool:

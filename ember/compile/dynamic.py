@@ -32,9 +32,10 @@ from itertools import combinations
 
 import numpy as np
 
+from ember.compile.capture import Unsupported
 from ember.compile.ir import IRGraph, Node
 
-__all__ = ["Expr", "Template", "fit_graphs", "leaves"]
+__all__ = ["Expr", "Template", "fit_graphs", "leaves", "mark_dynamic", "dynamic_entry", "build_template"]
 
 
 class Expr:
@@ -277,3 +278,112 @@ class Template:
         for g, i in zip(self.groups, self.group_shape):
             g.shape = g.nodes[i].shape
         self.current = values
+
+
+# ----- the cache policy (CompiledFunction ``cf`` of api.py)
+def _is_graph(entry) -> bool:
+    """A compiled graph entry (not an eager reason, not the lazy marker)."""
+    return not isinstance(entry, str) and hasattr(entry, "graph")
+
+
+def _limit() -> int:
+    from ember.compile.api import RECOMPILE_LIMIT
+
+    return RECOMPILE_LIMIT
+
+
+def mark_dynamic(cf, key, tensors):
+    """A miss whose key differs from a cached one only in sizes: mark those dims dynamic
+    and return that entry (None if there is none)."""
+    for other in cf.cache:
+        if other[0] != key[0] or other[2:] != key[2:] or len(other[1]) != len(key[1]):
+            continue
+        dims = []
+        for k, (a, b) in enumerate(zip(other[1], key[1])):
+            if a[1:] != b[1:] or len(a[0]) != len(b[0]):
+                break
+            dims += [(k, d) for d, (x, y) in enumerate(zip(a[0], b[0])) if x is not None and x != y]
+        else:
+            if dims:
+                cf.dyn_dims = sorted(set(cf.dyn_dims) | set(dims))
+                cf._say("graph", f"dims {dims} changed between calls: marked dynamic")
+                return cf.cache[other]
+    return None
+
+
+def dynamic_entry(cf, entry, key, tensors, args, kwargs):
+    """The entry for a call whose key matched but whose dynamic sizes may differ from the
+    sizes ``entry`` runs at (see dynamic.py); None to compile a specialized one."""
+    shapes = tuple(tuple(t.shape) for t in tensors)
+    tpl = getattr(entry, "template", None)
+    if tpl is None:
+        if entry.shapes == shapes:
+            return entry
+        if getattr(entry, "template_refused", False) or cf.recompiles >= _limit():
+            return cf.exact.get((key, shapes))
+        cf.recompiles += 1
+        new = build_template(cf, entry, tensors, args, kwargs)
+        if not _is_graph(new):
+            return new
+        cf.cache[key] = new
+        return new if getattr(new, "template", None) is not None or new.shapes == shapes else None
+    values = tpl.sizes(tensors)
+    if values is None:
+        return cf.exact.get((key, shapes))
+    if values not in tpl.verified:
+        try:
+            raw = IRGraph.from_traced(cf._trace(args, kwargs))
+        except Unsupported:
+            return cf.exact.get((key, shapes))
+        if not tpl.matches(raw, values):
+            cf._say("graph", f"dynamic sizes {values}: the capture differs from the template; specializing")
+            return cf.exact.get((key, shapes))
+        tpl.verified.add(values)
+    tpl.instantiate(values)
+    return entry
+
+
+def build_template(cf, old, tensors, args, kwargs):
+    """A new entry for the current sizes that also serves every size of the dynamic dims."""
+    new = cf._compile(args, kwargs)
+    if not _is_graph(new):
+        return new
+    new.shapes = tuple(tuple(t.shape) for t in tensors)
+    dims = [(k, d) for k, d in cf.dyn_dims if k < len(tensors) and d < len(tensors[k].shape)]
+    sa = [old.shapes[k][d] for k, d in dims]
+    sb = [new.shapes[k][d] for k, d in dims]
+    reason = None
+    if len(set(sa)) != len(sa) and any(sa[i] == sa[j] and sb[i] != sb[j] for i in range(len(sa)) for j in range(i)):
+        reason = "sizes that were equal differ now"
+    pairs = list(dict.fromkeys(zip(sa, sb)))  # duck sizing: equal sizes are one symbol
+    symbol_of = [pairs.index(p) for p in zip(sa, sb)]
+    va, vb = [a for a, _ in pairs], [b for _, b in pairs]
+    if reason is None:
+        again = cf._build(old.traced, args, kwargs)  # the old capture, optimized again
+        raw = fit_graphs(IRGraph.from_traced(old.traced), IRGraph.from_traced(new.traced), va, vb)
+        opt = fit_graphs(again.graph, new.graph, va, vb) if not isinstance(again, str) else again
+        if isinstance(raw, str) or isinstance(opt, str):
+            reason = raw if isinstance(raw, str) else opt
+        elif _group_shapes(again) != _group_shapes(new):
+            reason = "fusion grouped differently at the two sizes"
+    if reason is not None:
+        cf._say("graph", f"dynamic shapes refused ({reason}): specializing")
+        new.template_refused = True
+        return new
+    new.template = Template(dims, symbol_of, opt, raw, IRGraph.from_traced(new.traced), new.graph, _groups(new))
+    new.template.verified |= {tuple(va), tuple(vb)}
+    new.template.current = tuple(vb)
+    cf._say("graph", f"dynamic dims {dims}: one graph for every size ({len(opt)} sizes/parameters symbolic)")
+    return new
+
+
+def _groups(entry) -> list:
+    steps = list(getattr(entry, "steps", ())) + list(getattr(entry, "bwd_steps", ()))
+    return [x for kind, x in steps if kind == "group"]
+
+
+def _group_shapes(entry) -> list:
+    return [
+        (tuple(n.id for n in g.nodes), [i.id for i in g.inputs], [o.id for o in g.outputs], g.reduction is not None)
+        for g in _groups(entry)
+    ]
