@@ -248,3 +248,37 @@ def test_dropout_ops_in_a_step_graph_match_eager():
     want, _ = run(False)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert not fn.breaks and all(isinstance(e, StepEntry) for e in fn.cache.values())
+
+
+def test_train_eval_switches_are_replayed_and_guarded():
+    ember.manual_seed(0)
+    m = MLP(in_features=6, hidden=(8,), num_classes=3, dropout=0.5)
+
+    @ember.compile
+    def evaluate(x):
+        m.eval()  # a Python side effect: set again after every compiled call
+        with ember.no_grad():
+            out = m(x)
+        m.train()
+        return out
+
+    x = ember.randn(4, 6)
+    for _ in range(3):
+        got = evaluate(x)
+        assert m.training
+    m.eval()
+    assert not got.requires_grad
+    np.testing.assert_allclose(got.numpy(), m(x).detach().numpy(), rtol=1e-6)
+
+    @ember.compile
+    def forward(x):
+        return m(x)
+
+    m.eval()
+    a = forward(x)
+    m.train()  # the guard on the module called inside sees the switch: dropout draws again
+    ember.manual_seed(5)
+    b = forward(x)
+    ember.manual_seed(5)
+    np.testing.assert_allclose(b.detach().numpy(), m(x).detach().numpy(), rtol=1e-6)
+    assert not np.allclose(a.detach().numpy(), b.detach().numpy())

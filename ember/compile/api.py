@@ -23,10 +23,12 @@ import sys
 import warnings
 
 from ember._mode import mode as _dispatch_mode
+from ember.autograd.grad_mode import no_grad
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
+from ember.compile.effects import Guards
 from ember.compile.ir import IRGraph, Node
 from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
@@ -70,6 +72,7 @@ class _Entry:
         self.kernels = kernels
         self.plain_steps = plain_steps  # every node through apply (autograd records)
         self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
+        self.guards = Guards(traced.guard_grads or [], traced.opt_guards or [], traced.module_guards or [])
         self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
         self.joint = False
         self.ran = False  # set after the first call that succeeded
@@ -92,7 +95,7 @@ class _Entry:
             self.joint = False  # a differentiable output that is not a graph value: op by op
 
     def consts_ok(self) -> bool:
-        return all(_tensor_guard(t) == g for _, t, g in self.consts)
+        return all(_tensor_guard(t) == g for _, t, g in self.consts) and self.guards.check()
 
     def run(self, arg_tensors: list):
         env = {}
@@ -108,10 +111,13 @@ class _Entry:
             ins = [env.get(n) for n in self.placeholders]
             outs = JointFunction.apply(self, *ins)
             env.update(zip(self.ret_nodes, outs if isinstance(outs, tuple) else (outs,)))
-        elif needs_grad and grad_state.enabled:
+        elif needs_grad and grad_state.enabled and self.traced.outputs_require_grad:
             # Training through the compiled forward: every op runs through apply so the
             # primitives' gradient rules record the backward graph (the forward is not fused).
             execute(self.plain_steps, {}, env)
+        elif grad_state.enabled and needs_grad:
+            with no_grad():  # the function's results need no gradient (it ran under no_grad)
+                execute(self.steps, self.kernels, env)
         else:
             execute(self.steps, self.kernels, env)
         outs = []
@@ -224,6 +230,12 @@ class CompiledFunction:
 
     def _build(self, traced, args, kwargs):
         """Optimize, fuse and build a capture into a cache entry (or the reason it runs eagerly)."""
+        if traced.writebacks and not traced.step:
+            # Python state the function changes (train()/eval(), a .grad): only a step graph
+            # replays it, and its results carry no autograd history.
+            if traced.outputs_require_grad:
+                return self._fallback("the function changes Python state (train/eval mode, .grad) and needs gradients")
+            traced.step = True
         if traced.step:  # the function ran backward() itself: the whole step is one graph
             try:
                 return prepare_step(traced, log=lambda m: self._say("graph", m))

@@ -31,6 +31,7 @@ from ember import _device
 from ember._mode import mode
 from ember.autograd.node import Node as AutogradNode
 from ember.backends import meta as _meta
+from ember.compile.ir import IMPURE
 from ember.ops import capture as _capture
 from ember.ops.capture import Graph, _Tracer
 from ember.random import default_generator
@@ -89,6 +90,8 @@ class Traced:
     writebacks: list = None  # ("grad", tensor, ref) and ("state", optimizer, param, key, ref)
     guard_grads: list = None  # (tensor, its .grad was None)
     opt_guards: list = None  # (optimizer, optimizer_signature)
+    module_guards: list = None  # (module the function called or switched, its .training)
+    outputs_require_grad: bool = False
 
 
 class _BindingTracer(_Tracer):
@@ -150,6 +153,8 @@ class _BindingTracer(_Tracer):
     def on_apply(self, prim, inputs, params):
         if self.depth or threading.current_thread() is not self.thread:
             return super().on_apply(prim, inputs, params)
+        rng = default_generator.np.bit_generator
+        state = rng.state if prim.name in IMPURE else None
         try:
             out = super().on_apply(prim, inputs, params)
         except Exception as e:
@@ -157,6 +162,8 @@ class _BindingTracer(_Tracer):
             # kernel) or the op is wrong: either way only the real values can tell.
             where = _where_frames(_called_frames(traceback.extract_tb(e.__traceback__)))
             raise GraphBreak(f"'{prim.name}' needs real values ({type(e).__name__}: {e}) (at {where})", where) from e
+        if state is not None:
+            rng.state = state  # a factory on a real device drew: the graph draws again when it runs
         index = len(self.graph.ops) - 1
         for t in out if isinstance(out, tuple) else (out,):
             node = getattr(t, "_node", None)
@@ -339,6 +346,8 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
             finally:
                 for t, before in effects.grad_before.values():
                     t._grad = before  # also when the trace failed
+                for m, before in effects.modules.values():
+                    m.training = before
                 for opt, before in effects.opts.values():
                     for p in list(opt.state):
                         if p in before:
@@ -382,6 +391,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
             bindings.append(("const", x))
     outs: list = []
     out_spec = flatten(result, outs)
+    outputs_require_grad = any(t._requires_grad for t in outs)
     out_refs = []
     for t in outs:
         if id(t) in by_id:
@@ -390,10 +400,13 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
             out_refs.append(_ref(tracer, t, by_id))
     node_refs = {k: (tracer.node_op.get(id(n)), a) for k, (n, a) in tracer.node_refs.items()}
     opt_guards = [(o, optimizer_signature(o)) for o in opts]
-    return Traced(
+    module_guards = [(m, t) for m, t in effects.modules.values()]
+    traced = Traced(
         graph, bindings, out_spec, out_refs, diff_vids, input_grads, n_forward,
-        step, node_refs, writebacks, guard_grads, opt_guards,
+        step, node_refs, writebacks, guard_grads, opt_guards, module_guards,
     )  # fmt: skip
+    traced.outputs_require_grad = outputs_require_grad
+    return traced
 
 
 def _ref(tracer, t, by_id=None):

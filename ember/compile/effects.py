@@ -52,14 +52,17 @@ def optimizer_signature(opt) -> tuple:
 class Guards:
     """What a step graph assumed about Python state: ``check()`` is True when it still holds."""
 
-    def __init__(self, grads: list, opts: list):
+    def __init__(self, grads: list, opts: list, modules: list = ()):
         self.grads = grads  # (tensor, grad was None)
         self.opts = opts  # (optimizer, optimizer_signature)
+        self.modules = modules  # (module, .training): dropout and batch norm depend on it
 
     def check(self) -> bool:
         for p, was_none in self.grads:
             if (p._grad is None) != was_none:
                 return False
+        if any(m.training != t for m, t in self.modules):
+            return False
         return all(optimizer_signature(o) == sig for o, sig in self.opts)
 
 
@@ -70,6 +73,7 @@ class Effects:
         self.grad_before: dict = {}  # id(tensor) -> (tensor, its .grad before the trace)
         self.accessed: set = set()  # ids of tensors whose .grad the program read or set
         self.opts: dict = {}  # id(optimizer) -> (optimizer, {param: dict(state)} before the trace)
+        self.modules: dict = {}  # id(module) -> (module, .training before the trace)
         self._prop = None
         self._hook = None
 
@@ -102,12 +106,32 @@ class Effects:
 
         self._prop = (owner, prop)
         owner.grad = property(fget, fset, doc=prop.__doc__)
+        from ember.nn.modules.module import Module
+
+        call, train = Module.__call__, Module.train
+
+        def note(m) -> None:
+            if threading.current_thread() is thread and id(m) not in effects.modules:
+                effects.modules[id(m)] = (m, m.training)
+
+        def patched_call(m, *args, **kwargs):
+            note(m)
+            return call(m, *args, **kwargs)
+
+        def patched_train(m, mode=True):
+            note(m)
+            return train(m, mode)
+
+        self._module = (Module, call, train)
+        Module.__call__, Module.train = patched_call, patched_train
         self._hook = register_optimizer_step_pre_hook(self._note_opt)
         return self
 
     def __exit__(self, *exc):
         owner, prop = self._prop
         owner.grad = prop
+        module, call, train = self._module
+        module.__call__, module.train = call, train
         self._hook.remove()
 
     def grad_bindings(self) -> dict:
@@ -126,6 +150,10 @@ class Effects:
             if changed or id(t) in self.accessed:
                 guard_grads.append((t, before is None))
             t._grad = before
+        for m, before in self.modules.values():  # train()/eval() inside the function
+            if m.training != before:
+                writebacks.append(("training", m, ("python", m.training)))
+                m.training = before
         opts = []
         for opt, before in self.opts.values():
             for p, s in list(opt.state.items()):

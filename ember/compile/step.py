@@ -164,7 +164,7 @@ class StepEntry:
         self.reads_node = {
             n for n in self.order if n.kind == "call" and any(isinstance(v, NodeRef) for v in n.params.values())
         }
-        self.guards = Guards(traced.guard_grads, traced.opt_guards)
+        self.guards = Guards(traced.guard_grads, traced.opt_guards, traced.module_guards)
         self.consts = [(b[1], _tensor_guard(b[1])) for b in traced.bindings if b[0] == "const"]
         self.grad_reads = [
             (b[1], n.shape, n.dtype) for n, b in zip(self.placeholders, traced.bindings) if b[0] == "grad"
@@ -216,6 +216,8 @@ class StepEntry:
                 k += 1
             if w[0] == "grad":
                 w[1]._grad = None if value is None else value._owned()
+            elif w[0] == "training":
+                w[1].training = value
             else:
                 _, opt, p, key, _ = w
                 opt.state[p][key] = value
