@@ -87,3 +87,32 @@ def test_gpt_sequence_length_never_gives_wrong_results():
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
     # attention's causal mask is a (T, T) array parameter: no expression of T, so it specializes
     assert cm._compiled.recompiles == 5
+
+
+def test_training_step_with_varying_batch_size_is_one_template():
+    import ember.nn.functional as F
+
+    def run(compiled):
+        ember.manual_seed(0)
+        m = MLP(in_features=6, hidden=(8,), num_classes=3, dropout=0.0)
+        opt = ember.optim.AdamW(m.parameters(), lr=1e-2)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        fn = ember.compile(step) if compiled else step
+        ember.manual_seed(1)
+        data = [(ember.randn(b, 6), ember.randint(0, 3, (b,))) for b in (4, 4, 5, 7, 3, 9, 4, 6)]
+        return [fn(x, y).item() for x, y in data], fn, [p.detach().numpy().copy() for p in m.parameters()]
+
+    got, fn, wa = run(True)
+    want, _, wb = run(False)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for a, b in zip(wa, wb):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the first step (it creates the optimizer state), the steady step, then one template
+    assert fn.recompiles == 3 and fn.dyn_dims == [(0, 0), (1, 0)]

@@ -82,8 +82,15 @@ _FIT = object()  # a leaf that is an integer: fitted, not compared
 
 
 def _flat(x, out: list, path: tuple) -> None:
+    from ember.autograd.node import Node as AutogradNode
+    from ember.compile.step import NodeRef
+
     if isinstance(x, Node):
         out.append((path, ("node", x.id)))
+    elif isinstance(x, NodeRef):  # a gradient op's node: the call that makes it, each time
+        out.append((path, ("noderef", x.op.id, x.attr)))
+    elif isinstance(x, AutogradNode):  # the same, in a capture before attach_node_refs
+        out.append((path, ("autograd node", type(x).__name__)))
     elif isinstance(x, (tuple, list)):
         out.append((path, (type(x), len(x))))
         for i, v in enumerate(x):
@@ -128,6 +135,10 @@ def leaves(graph: IRGraph) -> list:
     return out
 
 
+def _short(leaf) -> str:
+    return ", ".join(type(v).__name__ if hasattr(v, "_data") else repr(v)[:60] for v in leaf)
+
+
 def _same(a, b) -> bool:
     if a is b:
         return True
@@ -160,7 +171,7 @@ def fit_graphs(ga: IRGraph, gb: IRGraph, sa: list, sb: list):
         elif pa[-1:] == ("value",) and xa != xb:
             return f"constant %{pa[0]} differs between the sizes (folded from a dynamic shape)"
         elif not (xa[0] == xb[0] and _same(xa[1:], xb[1:])):
-            return f"the captures differ at {pa}: {xa} / {xb}"
+            return f"the captures differ at {pa}: {_short(xa)} / {_short(xb)}"
     for path in exprs:  # a folded constant keeps its value: its shape must not change
         node = next(n for n in gb.nodes if n.id == path[0])
         if node.kind == "constant":
