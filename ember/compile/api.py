@@ -28,7 +28,7 @@ from ember.autograd.grad_mode import state as grad_state
 from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
-from ember.compile.effects import Guards
+from ember.compile.effects import Guards, TensorGuards
 from ember.compile.ir import IRGraph, Node
 from ember.compile.joint import JointFunction, partition
 from ember.compile.lower import relax_views, schedule
@@ -71,7 +71,7 @@ class _Entry:
         self.steps = steps  # with fused groups
         self.kernels = kernels
         self.plain_steps = plain_steps  # every node through apply (autograd records)
-        self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
+        self.consts = TensorGuards([b[1] for b in traced.bindings if b[0] == "const"])
         self.guards = Guards(traced.guard_grads or [], traced.opt_guards or [], traced.module_guards or [])
         self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
         self.joint = False
@@ -95,7 +95,7 @@ class _Entry:
             self.joint = False  # a differentiable output that is not a graph value: op by op
 
     def consts_ok(self) -> bool:
-        return all(_tensor_guard(t) == g for _, t, g in self.consts) and self.guards.check()
+        return self.consts.check() and self.guards.check()
 
     def run(self, arg_tensors: list):
         env = {}

@@ -89,7 +89,7 @@ class Traced:
     node_refs: dict = None  # (op index, param) -> (index of the op that made the node, attribute)
     writebacks: list = None  # ("grad", tensor, ref) and ("state", optimizer, param, key, ref)
     guard_grads: list = None  # (tensor, its .grad was None)
-    opt_guards: list = None  # (optimizer, optimizer_signature)
+    opt_guards: list = None  # OptimizerGuard per stepped optimizer
     module_guards: list = None  # (module the function called or switched, its .training)
     outputs_require_grad: bool = False
 
@@ -307,7 +307,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
     itself gives a *step* trace (``traced.step``): the gradient rules, the ``.grad`` updates and
     any optimizer update are ops of the graph, and the Python state it changes is returned as
     writebacks and guards (see ``effects.py``)."""
-    from ember.compile.effects import Effects, optimizer_signature
+    from ember.compile.effects import Effects, OptimizerGuard
 
     if mode.handler is not None:
         raise Unsupported("another capture or a profile is active")
@@ -399,7 +399,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
         else:
             out_refs.append(_ref(tracer, t, by_id))
     node_refs = {k: (tracer.node_op.get(id(n)), a) for k, (n, a) in tracer.node_refs.items()}
-    opt_guards = [(o, optimizer_signature(o)) for o in opts]
+    opt_guards = [OptimizerGuard(o) for o in opts]
     module_guards = [(m, t) for m, t in effects.modules.values()]
     traced = Traced(
         graph, bindings, out_spec, out_refs, diff_vids, input_grads, n_forward,

@@ -154,7 +154,7 @@ class StepEntry:
     writes = True  # a failed run may have written state: never silently rerun eagerly
 
     def __init__(self, traced, graph: IRGraph):
-        from ember.compile.effects import Guards
+        from ember.compile.effects import Guards, TensorGuards
 
         self.traced = traced
         self.graph = graph
@@ -165,14 +165,14 @@ class StepEntry:
             n for n in self.order if n.kind == "call" and any(isinstance(v, NodeRef) for v in n.params.values())
         }
         self.guards = Guards(traced.guard_grads, traced.opt_guards, traced.module_guards)
-        self.consts = [(b[1], _tensor_guard(b[1])) for b in traced.bindings if b[0] == "const"]
+        self.consts = TensorGuards([b[1] for b in traced.bindings if b[0] == "const"])
         self.grad_reads = [
             (b[1], n.shape, n.dtype) for n, b in zip(self.placeholders, traced.bindings) if b[0] == "grad"
         ]
         self.ran = False
 
     def consts_ok(self) -> bool:
-        if not all(_tensor_guard(t) == g for t, g in self.consts):
+        if not self.consts.check():
             return False
         for p, shape, dtype in self.grad_reads:
             g = p._grad
@@ -242,10 +242,6 @@ def _run_with_node(n: Node, args: list, params: dict):
         args[tensors[0]] = alias
     with enable_grad():
         return apply(n.prim, *args, **params)
-
-
-def _tensor_guard(t: Tensor):
-    return (tuple(t.shape), t.dtype, str(t.device), t.requires_grad)
 
 
 def prepare(traced, log=None) -> StepEntry:
