@@ -18,6 +18,7 @@ import numpy as np
 
 from ember import _dtype
 from ember._device import CPU
+from ember._mode import mode as _mode
 from ember.autograd.node import tick
 
 __all__ = ["Size", "TensorBase", "Tensor"]
@@ -345,9 +346,14 @@ class TensorBase:
         d = self._data
         if d.base is None and d.flags.c_contiguous and d.flags.writeable:
             return self
+        if getattr(d, "is_meta", False):  # under capture (ember.compile): the copy is a recorded op
+            return self.clone()
         return _wrap(d.copy(), self._device)
 
     def _accumulate_(self, other: Tensor) -> Tensor:
+        if getattr(other._data, "is_meta", False):  # under capture (ember.compile): a recorded add_
+            same = other._data.shape == self._data.shape and other._data.dtype == self._data.dtype
+            return self.add_(other) if same else self + other
         if other._data.shape == self._data.shape and other._data.dtype == self._data.dtype:
             np.add(self._data, other._data, out=self._data)
             return self
@@ -356,6 +362,8 @@ class TensorBase:
     # ----- conversion -----
     def numpy(self, *, force: bool = False) -> np.ndarray:
         """The data as a NumPy array sharing memory (CPU tensors)."""
+        if _mode.data_read is not None:  # ember.compile: a graph break
+            _mode.data_read(self, "numpy")
         if self._requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
         if self._device is not CPU:
@@ -368,19 +376,27 @@ class TensorBase:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        if _mode.data_read is not None:  # ember.compile: a graph break
+            _mode.data_read(self, "__array__")
         arr = self._device.backend.to_host(self._data)
         return arr if dtype is None else arr.astype(dtype)
 
     def item(self):
         """The single value of a one-element tensor as a Python number."""
+        if _mode.data_read is not None:  # ember.compile: a graph break
+            _mode.data_read(self, "item")
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
         return self._data.reshape(-1)[0].item()
 
     def tolist(self):
+        if _mode.data_read is not None:  # ember.compile: a graph break
+            _mode.data_read(self, "tolist")
         return self._device.backend.to_host(self._data).tolist()
 
     def __bool__(self) -> bool:
+        if _mode.data_read is not None:  # ember.compile: a graph break
+            _mode.data_read(self, "__bool__")
         if self._data.size != 1:
             raise RuntimeError(
                 f"Boolean value of Tensor with {'no' if self._data.size == 0 else 'more than one'} value is ambiguous"
@@ -399,6 +415,8 @@ class TensorBase:
         return int(self.item())
 
     def __repr__(self) -> str:
+        if _mode.data_read is not None:  # ember.compile: a graph break
+            _mode.data_read(self, "__repr__")
         from ember._repr import tensor_repr
 
         return tensor_repr(self)

@@ -23,14 +23,20 @@ import sys
 import warnings
 
 from ember._mode import mode as _dispatch_mode
+from ember.autograd.grad_mode import no_grad
 from ember.autograd.grad_mode import state as grad_state
-from ember.compile.capture import Unsupported, flatten, trace, unflatten
+from ember.compile.breaks import run_lazily
+from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
+from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
+from ember.compile.effects import Guards, TensorGuards
 from ember.compile.ir import IRGraph, Node
 from ember.compile.joint import JointFunction
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.passes.mincut import min_cut_partition
 from ember.compile.runtime import BuildError, build_kernels, execute
+from ember.compile.step import attach_node_refs, node_steps
+from ember.compile.step import prepare as prepare_step
 from ember.nn.modules.module import Module
 from ember.tensor import Tensor
 
@@ -66,17 +72,20 @@ class _Entry:
         self.steps = steps  # with fused groups
         self.kernels = kernels
         self.plain_steps = plain_steps  # every node through apply (autograd records)
-        self.consts = [(i, b[1], _tensor_guard(b[1])) for i, b in enumerate(traced.bindings) if b[0] == "const"]
+        self.consts = TensorGuards([b[1] for b in traced.bindings if b[0] == "const"])
+        self.guards = Guards(traced.guard_grads or [], traced.opt_guards or [], traced.module_guards or [])
         self.placeholders = [n for n in graph.nodes if n.kind == "placeholder"]
         self.joint = False
         self.ran = False  # set after the first call that succeeded
         self.writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
 
-    def make_joint(self, bwd_steps, saved) -> None:
+    def make_joint(self, bwd_steps, saved, needs=()) -> None:
         """Set up the forward/backward split (see ``joint.JointFunction``)."""
         g = self.graph
         self.joint = True
-        self.bwd_steps = bwd_steps
+        self.needs = list(needs)  # forward calls whose autograd node a gradient kernel reads
+        self.joint_steps = node_steps(self.steps, set(needs), "grad_fn")
+        self.bwd_steps = node_steps(bwd_steps, set(needs), "grad_fn")
         self.saved = saved
         self.ret_nodes = list(dict.fromkeys(o for o in g.outputs[: g.n_out] if isinstance(o, Node)))
         self.diff_order = g.outputs[g.n_out : g.n_out + g.n_diff]
@@ -87,7 +96,7 @@ class _Entry:
             self.joint = False  # a differentiable output that is not a graph value: op by op
 
     def consts_ok(self) -> bool:
-        return all(_tensor_guard(t) == g for _, t, g in self.consts)
+        return self.consts.check() and self.guards.check()
 
     def run(self, arg_tensors: list):
         env = {}
@@ -103,10 +112,13 @@ class _Entry:
             ins = [env.get(n) for n in self.placeholders]
             outs = JointFunction.apply(self, *ins)
             env.update(zip(self.ret_nodes, outs if isinstance(outs, tuple) else (outs,)))
-        elif needs_grad and grad_state.enabled:
+        elif needs_grad and grad_state.enabled and self.traced.outputs_require_grad:
             # Training through the compiled forward: every op runs through apply so the
             # primitives' gradient rules record the backward graph (the forward is not fused).
             execute(self.plain_steps, {}, env)
+        elif grad_state.enabled and needs_grad:
+            with no_grad():  # the function's results need no gradient (it ran under no_grad)
+                execute(self.steps, self.kernels, env)
         else:
             execute(self.steps, self.kernels, env)
         outs = []
@@ -123,13 +135,20 @@ class _Entry:
 class CompiledFunction:
     """A function compiled by :func:`compile`; call it like the original."""
 
-    def __init__(self, fn, *, fullgraph, backend, options, module=None):
+    def __init__(self, fn, *, fullgraph, backend, options, module=None, dynamic=None):
         self.fn = fn
         self.fullgraph = fullgraph
         self.backend = backend
         self.options = dict(options or {})
         self.module = module
         self.cache: dict = {}  # guard key -> _Entry or the reason it runs eagerly (str)
+        self.others: dict = {}  # guard key -> earlier entries whose other guards failed
+        self.breaks: list = []  # the graph-break reasons met (see breaks.py)
+        self.dynamic = dynamic
+        self.dyn_dims: list = []  # (tensor argument, dim) of any size (see dynamic.py)
+        self.exact: dict = {}  # (key, shapes) -> a graph specialized inside a dynamic key
+        self.segments_run = 0  # graph segments run in lazy mode
+        self.segment_cache: dict = {}  # a pure segment's signature -> (graph, steps, kernels)
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
         functools.update_wrapper(self, fn)
@@ -142,7 +161,12 @@ class CompiledFunction:
         tensors: list = []
         spec = flatten((args, kwargs), tensors)
         training = self.module.training if self.module is not None else None
-        key = (_freeze(spec), tuple(_tensor_guard(t) for t in tensors), training, grad_state.enabled)
+        guards = [_tensor_guard(t) for t in tensors]
+        for k, d in self.dyn_dims:  # a dynamic dim is any size: not part of the key
+            if k < len(guards) and d < len(guards[k][0]):
+                g = guards[k]
+                guards[k] = (g[0][:d] + (None,) + g[0][d + 1 :],) + g[1:]
+        key = (_freeze(spec), tuple(guards), training, grad_state.enabled)
         return key, tensors
 
     def _fallback(self, reason: str):
@@ -157,6 +181,8 @@ class CompiledFunction:
             return trace(self.fn, args, kwargs)
         try:
             return trace(self.fn, args, kwargs, joint=True)
+        except GraphBreak:
+            raise
         except Unsupported as e:
             traced = trace(self.fn, args, kwargs)  # raises Unsupported if the forward fails too
             self._say("graph", f"backward not captured ({e}): with gradients the graph runs op by op")
@@ -194,13 +220,35 @@ class CompiledFunction:
     def _compile(self, args, kwargs):
         try:
             traced = self._trace(args, kwargs)
+        except GraphBreak as e:
+            if self.fullgraph:
+                return self._fallback(str(e))
+            self.breaks.append(str(e))
+            self._say("graph", f"graph break: {e}; {_name(self.fn)} runs as graph segments and Python")
+            log.info("ember.compile: graph break in %s: %s", _name(self.fn), e)
+            return _LAZY
         except Unsupported as e:
             return self._fallback(str(e))
-        if grad_state.enabled and any(b[0] != "gout" and _requires_grad(b, args, kwargs) for b in traced.bindings):
-            late = sorted({r.op for r in traced.graph.ops} & _NODE_FINISHED_OUTSIDE_APPLY)
-            if late:
-                return self._fallback(f"'{late[0]}' finishes its autograd node outside apply; it cannot be replayed")
+        return self._build(traced, args, kwargs)
+
+    def _build(self, traced, args, kwargs):
+        """Optimize, fuse and build a capture into a cache entry (or the reason it runs eagerly)."""
+        if traced.writebacks and not traced.step:
+            # Python state the function changes (train()/eval(), a .grad): only a step graph
+            # replays it, and its results carry no autograd history.
+            if traced.outputs_require_grad:
+                return self._fallback("the function changes Python state (train/eval mode, .grad) and needs gradients")
+            traced.step = True
+        if traced.step:  # the function ran backward() itself: the whole step is one graph
+            try:
+                return prepare_step(traced, log=lambda m: self._say("graph", m))
+            except Unsupported as e:
+                return self._fallback(str(e))
         graph = IRGraph.from_traced(traced)
+        try:
+            needs = attach_node_refs(graph, traced)  # gradient kernels that read their node
+        except Unsupported as e:
+            return self._fallback(str(e))
         self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
         run_passes(graph, log=lambda m: self._say("graph", m))
         relax_views(graph)
@@ -214,27 +262,58 @@ class CompiledFunction:
             return _Entry(traced, graph, steps, kernels, plain)
         (steps, bwd_steps), kernels = self._fuse_and_build(graph, [fwd, bwd])
         entry = _Entry(traced, graph, steps, kernels, plain)
-        entry.make_joint(bwd_steps, saved)
+        entry.make_joint(bwd_steps, saved, needs)
         return entry
 
     def __call__(self, *args, **kwargs):
         if _dispatch_mode.handler is not None or self.gave_up is not None:
             return self.fn(*args, **kwargs)  # inside a capture or a profile: trace through
+        if self.dynamic is True and not self.dyn_dims and not self.cache:
+            tensors: list = []
+            flatten((args, kwargs), tensors)
+            self.dyn_dims = [(k, d) for k, t in enumerate(tensors) for d in range(t.dim())]
         key, tensors = self._key(args, kwargs)
         if any(t.device.type != "cpu" for t in tensors):
             return self.fn(*args, **kwargs)  # generated code is CPU-only for now
+        old = mark_dynamic(self, key, tensors) if key not in self.cache and self.dynamic is None else None
+        if old is not None:
+            key, tensors = self._key(args, kwargs)
+            if key not in self.cache and not isinstance(old, str) and old is not _LAZY and old.consts_ok():
+                if self.recompiles < RECOMPILE_LIMIT:
+                    self.recompiles += 1
+                    self.cache[key] = build_template(self, old, tensors, args, kwargs)
         entry = self.cache.get(key)
-        if isinstance(entry, _Entry) and not entry.consts_ok():
-            entry = None
+        if self.dyn_dims and entry is not None and not isinstance(entry, str) and entry is not _LAZY:
+            if entry.consts_ok():
+                entry = dynamic_entry(self, entry, key, tensors, args, kwargs)
+                if entry is None:
+                    shapes = tuple(tuple(t.shape) for t in tensors)
+                    entry = self.exact.get((key, shapes))
+                    if entry is None and self.recompiles < RECOMPILE_LIMIT:
+                        self.recompiles += 1
+                        entry = self.exact[(key, shapes)] = _stamp(self._compile(args, kwargs), tensors)
+                    if entry is None:
+                        return self.fn(*args, **kwargs)
+        if not isinstance(entry, str) and entry is not None and not entry.consts_ok():
+            # Guards beyond the key failed (a parameter's shape, whether .grad exists, an
+            # optimizer's state): another graph compiled for this key may fit.
+            others = self.others.setdefault(key, [])
+            others.append(entry)
+            entry = next((e for e in others if e.consts_ok()), None)
+            if entry is not None:
+                others.remove(entry)
+                self.cache[key] = entry
         if entry is None:
             if self.recompiles >= RECOMPILE_LIMIT:
                 self.gave_up = f"recompile limit ({RECOMPILE_LIMIT}) reached: guards keep failing (last key {key[1]})"
                 log.warning("ember.compile: %s: %s; running eagerly from now on", _name(self.fn), self.gave_up)
                 return self.fn(*args, **kwargs)
             self.recompiles += 1
-            entry = self.cache[key] = self._compile(args, kwargs)
+            entry = self.cache[key] = _stamp(self._compile(args, kwargs), tensors)
         if isinstance(entry, str):
             return self.fn(*args, **kwargs)
+        if entry is _LAZY:
+            return run_lazily(self, self.fn, args, kwargs)
         if entry.ran:
             return entry.run(tensors)
         try:
@@ -250,8 +329,21 @@ class CompiledFunction:
         return out
 
 
-# Ops whose caller completes the autograd node after apply returns (state backward needs).
-_NODE_FINISHED_OUTSIDE_APPLY = frozenset({"recurrent_sequence"})
+class _Lazy:
+    """The cache entry of a guard set whose capture met a graph break: run lazily."""
+
+    def consts_ok(self) -> bool:
+        return True
+
+
+_LAZY = _Lazy()
+
+
+def _stamp(entry, tensors):
+    """Remember the sizes a new entry was specialized to (dynamic.py compares them)."""
+    if not isinstance(entry, str) and entry is not _LAZY:
+        entry.shapes = tuple(tuple(t.shape) for t in tensors)
+    return entry
 
 
 def _requires_grad(binding, args, kwargs) -> bool:
@@ -339,8 +431,10 @@ def compile(
         return model
     be = "eager" if backend == "aot_eager" else backend
     if isinstance(model, Module):
-        cf = CompiledFunction(model.__call__, fullgraph=fullgraph, backend=be, options=options, module=model)
+        cf = CompiledFunction(
+            model.__call__, fullgraph=fullgraph, backend=be, options=options, module=model, dynamic=dynamic
+        )
         return OptimizedModule(model, cf)
     if not callable(model):
         raise RuntimeError(f"ember.compile: expected a callable or a Module, got {type(model).__name__}")
-    return CompiledFunction(model, fullgraph=fullgraph, backend=be, options=options)
+    return CompiledFunction(model, fullgraph=fullgraph, backend=be, options=options, dynamic=dynamic)

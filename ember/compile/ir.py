@@ -132,6 +132,9 @@ class IRGraph:
                 n = Node(len(nodes), "call", prim=r.prim, args=args, params=r.params, shape=v.shape, dtype=v.dtype)
                 nodes.append(n)
                 of_value[r.outputs[0]] = n
+                if r.prim.inplace:  # a multi-tensor update writes its first inputs: they hold the
+                    for o, a in zip(r.outputs[1:], args[1:]):  # new values (run in captured order)
+                        of_value[o] = a
             for n in nodes[first:]:  # gradient sums the engine does between rules count too
                 n.phase = (
                     "backward" if traced.diff_outputs is not None and r.index >= traced.n_forward_ops else "forward"

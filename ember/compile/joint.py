@@ -31,10 +31,9 @@ def partition(graph) -> tuple:
     in_fwd = set(fwd)
     grads = [o for o in graph.outputs[graph.n_out + graph.n_diff :] if isinstance(o, Node)]
     saved = []
-    for n in bwd + grads:
-        for a in [n] if n in grads else n.inputs():
-            if a in in_fwd and a not in saved:
-                saved.append(a)
+    for a in [a for n in bwd for a in n.inputs()] + grads:  # what the backward reads, and
+        if a in in_fwd and a not in saved:  # gradients that are forward values themselves
+            saved.append(a)
     fwd_outs = [o for o in graph.outputs[: graph.n_out + graph.n_diff] if isinstance(o, Node)]
     fwd_view = IRGraph(ph + fwd, fwd_outs + saved)
     bwd_view = IRGraph(ph + bwd, grads)
@@ -47,11 +46,13 @@ class JointFunction(Function):
     @staticmethod
     def forward(ctx, entry, *inputs):
         env = dict(zip(entry.placeholders, inputs))
-        execute(entry.steps, entry.kernels, env)
+        execute(entry.joint_steps, entry.kernels, env)
         ctx.entry = entry
         ctx.env = {n: env[n] for n in entry.saved}  # what the backward reads, and the inputs
         for n in entry.placeholders:
             ctx.env[n] = env[n]
+        for n in entry.needs:  # the autograd nodes gradient kernels read (step.node_steps)
+            ctx.env[("grad_fn", n)] = env[("grad_fn", n)]
         outs = tuple(env[n] for n in entry.ret_nodes)
         nondiff = [t for n, t in zip(entry.ret_nodes, outs) if n not in entry.diff_nodes]
         if nondiff:

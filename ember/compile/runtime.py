@@ -95,6 +95,8 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
             kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):
                 env[o] = _wrap(arr)
+        elif kind == "fn":  # a step that needs more than apply (compile/joint.py: autograd nodes)
+            x(env)
         elif x.kind == "call":
             env[x] = apply(x.prim, *[_arg(env, a) for a in x.args], **x.params)
         elif x.kind == "item":  # capture numbers the tensor outputs, skipping the None ones

@@ -465,7 +465,8 @@ def _fused_available(params: list) -> bool:
     from ember.backends.ckernels import optim as kernels
 
     for p in params:
-        if p.device.type != "cpu" or p.dtype not in _FUSED_DTYPES:
+        dev = p.__dict__.get("_traced_from") or p.device  # ember.compile traces it on meta
+        if dev.type != "cpu" or p.dtype not in _FUSED_DTYPES:
             return False
     return kernels.available()
 
