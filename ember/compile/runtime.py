@@ -68,6 +68,8 @@ def _arg(env, a):
 
 def execute(steps: list, kernels: dict, env: dict) -> None:
     """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place)."""
+    if hasattr(steps, "run"):  # a whole-graph program (program_runtime.Program)
+        return steps.run(env)
     for kind, x in steps:
         if kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]

@@ -1,0 +1,464 @@
+"""C lowerings of single IR nodes for the whole-graph program (``codegen/program.py``).
+
+Each lowering takes a call node and a context (``ctx``) and returns the C statements that compute
+it, an :class:`Alias` (the result is the input's memory, as for a reshape of a contiguous value),
+or None when the node has no lowering (it then runs eagerly between native segments). Every value
+a program holds is C-contiguous, so views reduce to an element offset and strides.
+
+The context gives ``ctx.ptr(node)`` (a typed pointer expression), ``ctx.ctype(node)``,
+``ctx.scratch(nbytes)`` (a ``char *`` expression valid during the node's step),
+``ctx.ext(name)`` (a ``backends/ckernels`` function by its symbol), ``ctx.gemm(dtype)`` (the BLAS
+gemm wrapper or None), ``ctx.items(node)`` (output index -> item node of a multi-output call),
+``ctx.is_output(node)`` and ``ctx.threads(n)``.
+
+Example:
+    >>> from ember.compile.codegen.lowerings import LOWERINGS
+    >>> "linear" in LOWERINGS and "scaled_dot_product_attention" in LOWERINGS
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+from ember.compile.codegen.c import CRenderer
+from ember.compile.codegen.cstyle import EXPRESSIONS, MATH
+
+__all__ = ["Alias", "LOWERINGS", "CTYPES", "lower"]
+
+CTYPES = {
+    "float32": "float",
+    "float64": "double",
+    "int64": "int64_t",
+    "int32": "int32_t",
+    "int16": "int16_t",
+    "int8": "int8_t",
+    "uint8": "uint8_t",
+    "bool": "uint8_t",
+}
+_FLOAT = ("float32", "float64")
+COMPARE = {"gt": ">", "lt": "<", "ge": ">=", "le": "<=", "eq": "==", "ne": "!="}
+_R = CRenderer()
+
+
+class Alias:
+    """The node's value is ``base``'s memory from element ``offset`` on."""
+
+    __slots__ = ("base", "offset")
+
+    def __init__(self, base, offset: int = 0):
+        self.base, self.offset = base, offset
+
+
+def dname(node) -> str:
+    return str(node.dtype).replace("ember.", "")
+
+
+def _numel(shape) -> int:
+    return math.prod(shape)
+
+
+def _strides(shape) -> list:
+    out, s = [], 1
+    for d in reversed(shape):
+        out.append(s)
+        s *= d
+    return out[::-1]
+
+
+def _tensor_args(n) -> list:
+    return [a for a in n.args if hasattr(a, "kind")]
+
+
+def strided_copy(ctx, src, dst, shape, strides, offset, T) -> list:
+    """``dst[i...] = src[offset + sum(i_d * strides_d)]`` over ``shape``, ``dst`` contiguous."""
+    if not shape:
+        return [f"{dst}[0] = {src}[{offset}];"]
+    lines, idx = ["{", "int64_t o = 0;"], [str(offset)]
+    for d, (n, s) in enumerate(zip(shape, strides)):
+        lines.append(f"for (int64_t i{d} = 0; i{d} < {n}; i{d}++)")
+        idx.append(f"i{d} * {s}")
+    lines.append(f"    {dst}[o++] = ({T}){src}[{' + '.join(idx)}];")
+    lines.append("}")
+    return lines
+
+
+def _reshape_like(n, ctx):
+    (x,) = _tensor_args(n)[:1] or [None]
+    if x is None or _numel(x.shape) != _numel(n.shape) or x.dtype != n.dtype:
+        return None
+    if not ctx.is_output(n):
+        return Alias(x, 0)
+    T = ctx.ctype(n)
+    return [f"memcpy({ctx.ptr(n)}, {ctx.ptr(x)}, {_numel(n.shape)} * sizeof({T}));"]
+
+
+def _view_or_copy(n, ctx, x, offset, strides):
+    """A strided view of contiguous ``x``: an alias where contiguous, else a copy loop."""
+    T = ctx.ctype(n)
+    contiguous = all(s == c or d == 1 for s, c, d in zip(strides, _strides(n.shape), n.shape))
+    if contiguous and not ctx.is_output(n):
+        return Alias(x, offset)
+    return strided_copy(ctx, ctx.ptr(x), ctx.ptr(n), n.shape, strides, offset, T)
+
+
+def _permute(n, ctx):
+    x = n.args[0]
+    st = _strides(x.shape)
+    dims = [d % len(x.shape) for d in n.params["dims"]]
+    return _view_or_copy(n, ctx, x, 0, [st[d] for d in dims])
+
+
+def _expand(n, ctx):
+    x = n.args[0]
+    shape, st = list(x.shape), _strides(x.shape)
+    lead = len(n.shape) - len(shape)
+    strides = [0] * lead + [0 if (s == 1 and t != 1) else q for s, t, q in zip(shape, n.shape[lead:], st)]
+    return _view_or_copy(n, ctx, x, 0, strides)
+
+
+def _getitem(n, ctx):
+    x, key = n.args[0], n.params.get("key")
+    if not n.params.get("basic") or key is None:
+        return None
+    key = key if isinstance(key, tuple) else (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        return None
+    real = sum(k is not None and k is not Ellipsis for k in key)
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(x.shape) - real) + key[i + 1 :]
+    key = key + (slice(None),) * (len(x.shape) - sum(k is not None for k in key))
+    st, offset, shape, strides, d = _strides(x.shape), 0, [], [], 0
+    for k in key:
+        if k is None:
+            shape.append(1)
+            strides.append(0)
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(x.shape[d])
+            if step <= 0:
+                return None
+            shape.append(len(range(start, stop, step)))
+            strides.append(st[d] * step)
+            offset += start * st[d]
+            d += 1
+        elif type(k) is int:
+            if not -x.shape[d] <= k < x.shape[d]:
+                return None
+            offset += (k % x.shape[d]) * st[d]
+            d += 1
+        else:
+            return None
+    if tuple(shape) != n.shape:
+        return None
+    return _view_or_copy(n, ctx, x, offset, strides)
+
+
+def _elementwise(n, ctx):
+    """One op of the expression table (or a comparison) with broadcasting and mixed dtypes."""
+    op = n.op
+    out = dname(n)
+    if n.params or (op not in EXPRESSIONS and op not in COMPARE):
+        return None
+    if op in EXPRESSIONS and out not in _FLOAT:
+        return None
+    tensors = _tensor_args(n)
+    if op in COMPARE:
+        if out != "bool" or len(n.args) != 2:
+            return None
+        kinds = {dname(a) for a in tensors}
+        T = "double" if "float64" in kinds else "float" if "float32" in kinds else "int64_t"
+    else:
+        T = CTYPES[out]
+    nd = len(n.shape)
+    loads = []
+    for a in n.args:
+        if hasattr(a, "kind"):
+            if len(a.shape) > nd or any(s not in (1, t) for s, t in zip(a.shape[::-1], n.shape[::-1])):
+                return None
+            st = [0] * (nd - len(a.shape)) + [0 if s == 1 else q for s, q in zip(a.shape, _strides(a.shape))]
+            idx = " + ".join(f"i{d} * {s}" for d, s in enumerate(st) if s) or "0"
+            loads.append(f"(({T}){ctx.ptr(a)}[{idx}])")
+        elif type(a) in (int, float, bool):
+            loads.append(_R.literal(a, T))
+        else:
+            return None
+    if op in COMPARE:
+        expr = f"({loads[0]} {COMPARE[op]} {loads[1]})"
+    else:
+        expr = EXPRESSIONS[op].format(*loads, T=T)
+        for m in MATH:
+            expr = expr.replace(f"{m}(", f"{_R.math(m, out)}(")
+    lines = ["{", "int64_t o = 0;"]
+    for d, s in enumerate(n.shape):
+        lines.append(f"for (int64_t i{d} = 0; i{d} < {s}; i{d}++)")
+    lines.append(f"    {ctx.ptr(n)}[o++] = ({ctx.ctype(n)}){expr};")
+    return lines + ["}"]
+
+
+def _sum(n, ctx):
+    x = n.args[0]
+    axes = n.params.get("axes")
+    if n.params.get("dtype") is not None or n.params.get("out_dtype") is not None or axes is None:
+        return None
+    if dname(x) not in _FLOAT or x.dtype != n.dtype:
+        return None
+    nd = len(x.shape)
+    axes = sorted(a % nd for a in axes) if nd else []
+    T, y, xp = ctx.ctype(n), ctx.ptr(n), ctx.ptr(x)
+    if axes == list(range(nd - len(axes), nd)):  # trailing: one row sum each
+        cols = _numel(x.shape[nd - len(axes) :])
+        rows = _numel(x.shape) // max(cols, 1) if cols else _numel(x.shape[: nd - len(axes)])
+        return [
+            f"for (int64_t r = 0; r < {rows}; r++) {{",
+            "    double acc = 0;",
+            "    #pragma omp simd reduction(+:acc)",
+            f"    for (int64_t c = 0; c < {cols}; c++) acc += {xp}[r * {cols} + c];",
+            f"    {y}[r] = ({T})acc;",
+            "}",
+        ]
+    if axes == list(range(len(axes))):  # leading: column sums, rows added in order (as NumPy)
+        rows = _numel(x.shape[: len(axes)])
+        cols = _numel(x.shape[len(axes) :])
+        return [
+            f"for (int64_t c = 0; c < {cols}; c++) {y}[c] = 0;",
+            f"for (int64_t r = 0; r < {rows}; r++)",
+            "    #pragma omp simd",
+            f"    for (int64_t c = 0; c < {cols}; c++) {y}[c] += {xp}[r * {cols} + c];",
+        ]
+    return None
+
+
+def _gemm(ctx, dt, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) -> str:
+    fn = ctx.gemm(dt)
+    return f"{fn}(101, {112 if ta else 111}, {112 if tb else 111}, {M}, {N}, {K}, {alpha}, {a}, {lda}, {b}, {ldb}, {beta}, {c}, {ldc});"
+
+
+def _linear(n, ctx):
+    x, w, b = n.args
+    dt = dname(n)
+    if dt not in _FLOAT or ctx.gemm(dt) is None or len(w.shape) != 2 or not x.shape:
+        return None
+    if any(t is not None and t.dtype != n.dtype for t in (x, w, b)) or (b is not None and b.shape != w.shape[:1]):
+        return None
+    K, N = w.shape[1], w.shape[0]
+    M = _numel(x.shape) // K if K else _numel(x.shape[:-1])
+    y = ctx.ptr(n)
+    lines = []
+    if b is not None:
+        lines.append(f"for (int64_t r = 0; r < {M}; r++) memcpy({y} + r * {N}, {ctx.ptr(b)}, {N} * sizeof({ctx.ctype(n)}));")
+    elif K == 0:
+        lines.append(f"memset({y}, 0, {M * N} * sizeof({ctx.ctype(n)}));")
+    if M and N and K:
+        lines.append(_gemm(ctx, dt, 0, 1, M, N, K, 1, ctx.ptr(x), K, ctx.ptr(w), K, 0 if b is None else 1, y, N))
+    return lines
+
+
+def _linear_backward(n, ctx):
+    g, x, w = n.args
+    need = n.params["need"]
+    dt = dname(g)
+    if dt not in _FLOAT or ctx.gemm(dt) is None or len(w.shape) != 2 or any(t.dtype != g.dtype for t in (x, w)):
+        return None
+    K, N = w.shape[1], w.shape[0]
+    M = _numel(g.shape) // N if N else 0
+    if not (M and N and K):
+        return None
+    items, T = ctx.items(n), CTYPES[dt]
+    outs, k = [], 0
+    for i, (flag, nbytes) in enumerate(zip(need, (M * K, N * K, N))):
+        if not flag:
+            continue
+        item = items.get(k)
+        outs.append(ctx.ptr(item) if item is not None else f"(({T} *){ctx.scratch(nbytes * (4 if T == 'float' else 8))})")
+        k += 1
+    lines, k = [], 0
+    gp, xp, wp = ctx.ptr(g), ctx.ptr(x), ctx.ptr(w)
+    if need[0]:
+        lines.append(_gemm(ctx, dt, 0, 0, M, K, N, 1, gp, N, wp, K, 0, outs[k], K))
+        k += 1
+    if need[1]:
+        lines.append(_gemm(ctx, dt, 1, 0, N, K, M, 1, gp, N, xp, K, 0, outs[k], K))
+        k += 1
+    if need[2]:
+        gb = outs[k]
+        lines += [
+            f"for (int64_t c = 0; c < {N}; c++) {gb}[c] = 0;",
+            f"for (int64_t r = 0; r < {M}; r++)",
+            "    #pragma omp simd",
+            f"    for (int64_t c = 0; c < {N}; c++) {gb}[c] += {gp}[r * {N} + c];",
+        ]
+    return lines
+
+
+def _embedding(n, ctx):
+    w, idx = n.args[0], n.args[1]
+    if dname(idx) not in ("int64", "int32") or len(w.shape) != 2 or w.dtype != n.dtype:
+        return None
+    rows, D, cnt = w.shape[0], w.shape[1], _numel(idx.shape)
+    y, wp, ip = ctx.ptr(n), ctx.ptr(w), ctx.ptr(idx)
+    return [
+        f"for (int64_t i = 0; i < {cnt}; i++) {{",
+        f"    int64_t r = (int64_t){ip}[i];",
+        f"    if (r < 0 || r >= {rows}) return 1;",
+        f"    memcpy({y} + i * {D}, {wp} + r * {D}, {D} * sizeof({ctx.ctype(n)}));",
+        "}",
+    ]
+
+
+def _layer_norm(n, ctx):
+    x, w, b = n.args[0], n.args[1], n.args[2]
+    dt = dname(n)
+    axes = n.params.get("axes")
+    if dt not in _FLOAT or x.dtype != n.dtype or any(t is not None and t.dtype != n.dtype for t in (w, b)):
+        return None
+    nd = len(x.shape)
+    k = len(axes)
+    if sorted(a % nd for a in axes) != list(range(nd - k, nd)):
+        return None
+    cols = _numel(x.shape[nd - k :])
+    rows = _numel(x.shape) // cols if cols else 0
+    if not rows:
+        return []
+    sz = 4 if dt == "float32" else 8
+    T = ctx.ctype(n)
+    fn = ctx.ext(f"layer_norm_fwd_{'f32' if sz == 4 else 'f64'}")
+    wp = ctx.ptr(w) if w is not None else "NULL"
+    bp = ctx.ptr(b) if b is not None else "NULL"
+    mean, rstd = ctx.scratch(rows * sz), ctx.scratch(rows * sz)
+    nt = ctx.threads(_numel(x.shape), 1 << 22)
+    eps = repr(float(n.params["eps"]))
+    return [f"{fn}({ctx.ptr(x)}, {wp}, {bp}, {ctx.ptr(n)}, ({T} *){mean}, ({T} *){rstd}, {rows}, {cols}, {eps}, {nt});"]
+
+
+def _gelu(n, ctx):
+    x = n.args[0]
+    dt = dname(n)
+    if dt not in _FLOAT or x.dtype != n.dtype:
+        return None
+    fn = ctx.ext(f"gelu_fwd_{'f32' if dt == 'float32' else 'f64'}")
+    tanh = int(n.params.get("approximate") == "tanh")
+    return [f"{fn}({ctx.ptr(x)}, {ctx.ptr(n)}, {_numel(n.shape)}, {tanh}, {ctx.threads(_numel(n.shape), 1 << 22)});"]
+
+
+def _softmax(n, ctx):
+    x = n.args[0]
+    dt = dname(n)
+    nd = len(x.shape)
+    if dt not in _FLOAT or x.dtype != n.dtype or not nd or n.params.get("dim", -1) % nd != nd - 1:
+        return None
+    cols = x.shape[-1]
+    rows = _numel(x.shape) // cols if cols else 0
+    fn = ctx.ext(f"softmax_fwd_{'f32' if dt == 'float32' else 'f64'}")
+    log = int(n.op == "log_softmax")
+    return [f"{fn}({ctx.ptr(x)}, {ctx.ptr(n)}, {rows}, {cols}, {log}, {ctx.threads(_numel(x.shape), 1 << 22)});"]
+
+
+def _sdpa(n, ctx):
+    """softmax(Q K^T * scale, causal) V per batch entry: two gemms and a row softmax in scratch."""
+    if len(n.args) != 3:
+        return None
+    q, k, v = n.args
+    spec = n.params["spec"]
+    dt = dname(n)
+    if dt not in _FLOAT or ctx.gemm(dt) is None or spec.drop is not None or spec.rep != 1:
+        return None
+    if any(t.dtype != n.dtype or len(t.shape) < 2 for t in (q, k, v)):
+        return None
+    L, E, S, Ev = q.shape[-1 - 1], q.shape[-1], k.shape[-2], v.shape[-1]
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]) or k.shape[-1] != E or v.shape[-2] != S:
+        return None
+    if spec.bool_mask is not None and not (spec.causal and L <= S):
+        return None
+    if not (L and S and E):
+        return None
+    B = _numel(q.shape[:-2])
+    T = ctx.ctype(n)
+    exp = "exp_f32" if dt == "float32" else "exp"
+    s = f"(({T} *){ctx.scratch(L * S * (4 if dt == 'float32' else 8))})"
+    qp, kp, vp, y = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(n)
+    limit = "i + 1" if spec.bool_mask is not None else str(S)
+    return [
+        f"{T} *s = {s};",
+        f"for (int64_t b = 0; b < {B}; b++) {{",
+        "    " + _gemm(ctx, dt, 0, 1, L, S, E, repr(float(spec.scale)), f"{qp} + b * {L * E}", E, f"{kp} + b * {S * E}", E, 0, "s", S),
+        f"    for (int64_t i = 0; i < {L}; i++) {{",
+        f"        {T} *r = s + i * {S};",
+        f"        const int64_t lim = {limit};",
+        f"        {T} m = -INFINITY, sum = 0;",
+        "        for (int64_t j = 0; j < lim; j++) m = r[j] > m ? r[j] : m;",
+        "        #pragma omp simd reduction(+:sum)",
+        f"        for (int64_t j = 0; j < lim; j++) {{ r[j] = {exp}(r[j] - m); sum += r[j]; }}",
+        f"        const {T} inv = ({T})1 / sum;",
+        "        #pragma omp simd",
+        "        for (int64_t j = 0; j < lim; j++) r[j] *= inv;",
+        f"        for (int64_t j = lim; j < {S}; j++) r[j] = 0;",
+        "    }",
+        "    " + _gemm(ctx, dt, 0, 0, L, Ev, S, 1, "s", S, f"{vp} + b * {S * Ev}", Ev, 0, f"{y} + b * {L * Ev}", Ev),
+        "}",
+    ]
+
+
+def _cat(n, ctx):
+    axis = n.params.get("axis")
+    ins = list(n.args)
+    if axis is None or not all(hasattr(a, "kind") and a.dtype == n.dtype for a in ins):
+        return None
+    nd = len(n.shape)
+    axis %= nd
+    outer = _numel(n.shape[:axis])
+    inner = _numel(n.shape[axis + 1 :])
+    T, y = ctx.ctype(n), ctx.ptr(n)
+    row = n.shape[axis] * inner
+    lines, at = [], 0
+    for a in ins:
+        if len(a.shape) != nd:
+            return None
+        chunk = a.shape[axis] * inner
+        if chunk:
+            lines.append(
+                f"for (int64_t r = 0; r < {outer}; r++) "
+                f"memcpy({y} + r * {row} + {at}, {ctx.ptr(a)} + r * {chunk}, {chunk} * sizeof({T}));"
+            )
+        at += chunk
+    return lines
+
+
+LOWERINGS = {
+    "reshape": _reshape_like,
+    "view": _reshape_like,
+    "contiguous": _reshape_like,
+    "clone": _reshape_like,
+    "permute": _permute,
+    "expand": _expand,
+    "getitem": _getitem,
+    "sum": _sum,
+    "linear": _linear,
+    "linear_backward": _linear_backward,
+    "embedding": _embedding,
+    "layer_norm": _layer_norm,
+    "gelu": _gelu,
+    "softmax": _softmax,
+    "log_softmax": _softmax,
+    "scaled_dot_product_attention": _sdpa,
+    "cat": _cat,
+}
+
+
+def lower(node, ctx):
+    """C statements (list), an :class:`Alias`, or None (no lowering: the node runs eagerly)."""
+    if node.kind != "call" or node.impure:
+        return None
+    values = [a for a in node.args if hasattr(a, "kind")]
+    if node.prim.multi:
+        if any(ctx.ctype(a) is None for a in values):
+            return None
+    elif any(ctx.ctype(a) is None for a in [*values, node]):
+        return None
+    fn = LOWERINGS.get(node.op)
+    if fn is None:
+        return _elementwise(node, ctx) if not node.prim.multi else None
+    try:
+        return fn(node, ctx)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None  # an unusual parameter: the eager kernel handles it

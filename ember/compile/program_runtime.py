@@ -1,0 +1,203 @@
+"""Build and run whole-graph programs (``codegen/program.py``): Python enters C once per segment.
+
+:func:`build_programs` renders the steps of each view (forward, backward) into one C library,
+built through ``backends/ckernels``' cache (source-hash keyed), and returns one :class:`Program`
+per view. A ``Program`` is the list of steps it replaces (so code that inspects steps still
+works) with a :meth:`Program.run` that ``runtime.execute`` calls instead of walking the steps.
+
+BLAS: NumPy's bundled OpenBLAS exports ``cblas_?gemm`` under suffixed names
+(``scipy_cblas_sgemm64_``, 64-bit integers); the generated code calls it through a function
+pointer set at load time, so nothing is linked. Without a BLAS, linear layers run eagerly.
+
+``EMBER_PROGRAM=0`` in the environment turns programs off (steps run one by one as before).
+
+Example:
+    >>> from ember.compile.program_runtime import blas
+    >>> blas() is None or blas()[0] in ("int64_t", "int32_t")
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+from ember.backends import ckernels
+from ember.compile.codegen.c import prelude
+from ember.compile.codegen.program import render_program
+from ember.ops.dispatch import apply
+from ember.tensor import Tensor
+
+__all__ = ["Program", "build_programs", "blas", "enabled"]
+
+_BLAS: list = []
+# (sgemm, dgemm, integer type) by the names OpenBLAS builds export
+_GEMM_NAMES = (
+    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "int64_t"),
+    ("cblas_sgemm64_", "cblas_dgemm64_", "int64_t"),
+    ("scipy_cblas_sgemm", "scipy_cblas_dgemm", "int32_t"),
+    ("cblas_sgemm", "cblas_dgemm", "int32_t"),
+)
+
+
+def enabled() -> bool:
+    return os.environ.get("EMBER_PROGRAM", "1") != "0"
+
+
+def blas():
+    """``(integer type, sgemm address, dgemm address)`` of NumPy's BLAS, or None."""
+    if not _BLAS:
+        found = None
+        base = os.path.dirname(np.__file__)
+        paths = []
+        for d in (os.path.join(base, os.pardir, "numpy.libs"), os.path.join(base, ".libs")):
+            for pat in ("libscipy_openblas*.so*", "libopenblas*.so*"):
+                paths += sorted(glob.glob(os.path.join(d, pat)))
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for s, d, itype in _GEMM_NAMES:
+                try:
+                    fs, fd = getattr(lib, s), getattr(lib, d)
+                except AttributeError:
+                    continue
+                found = (itype, ctypes.cast(fs, ctypes.c_void_p).value, ctypes.cast(fd, ctypes.c_void_p).value)
+                break
+            if found:
+                break
+        _BLAS.append(found)
+    return _BLAS[0]
+
+
+def _wrap(arr) -> Tensor:
+    t = Tensor.__new__(Tensor)
+    t._data = arr
+    return t
+
+
+class Program(list):
+    """One view's steps as native segments and eager steps over a pointer table and an arena."""
+
+    def __init__(self, steps, spec, lib):
+        super().__init__(steps)
+        self.spec = spec
+        self.P = (ctypes.c_void_p * spec.n_slots)()
+        self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
+        shift = (-self.arena.ctypes.data) % 64
+        self.arena = self.arena[shift : shift + spec.arena_bytes] if spec.arena_bytes else self.arena[:0]
+        self.P[0] = self.arena.ctypes.data
+        self.arrs: list = [None] * spec.n_slots
+        for k, arr in spec.consts:
+            self.arrs[k] = arr
+            self.P[k] = arr.ctypes.data
+        self.inputs = spec.inputs
+        self.outputs = spec.outputs
+        self.plan = []
+        for kind, x in spec.plan:
+            if kind == "c":
+                fn = getattr(lib, x)
+                fn.argtypes = [ctypes.c_void_p]
+                fn.restype = ctypes.c_int
+                self.plan.append((fn, None))
+            else:
+                self.plan.append((None, x))
+        # Fixed numpy views of arena values (an eager step reads them; results never do).
+        self.views = {}
+        for node, (home, off) in spec.homes.items():
+            if isinstance(home, tuple) and home[1] is not None:
+                dt = np.dtype(str(node.dtype).replace("ember.", ""))
+                n = int(np.prod(node.shape))
+                self.views[node] = np.ndarray(node.shape, dt, self.arena, home[1] + off * dt.itemsize) if n else np.empty(node.shape, dt)
+
+    def _value(self, node, env):
+        t = env.get(node)
+        if t is not None:
+            return t
+        v = self.views.get(node)
+        if v is None:  # a value in a slot (an output or an eager value), at an element offset
+            home, off = self.spec.homes[node]
+            n = int(np.prod(node.shape))
+            v = self.arrs[home].reshape(-1)[off : off + n].reshape(node.shape)
+        return _wrap(v)
+
+    def _own(self, arr):
+        """``arr`` as a contiguous array that does not live in the arena."""
+        arr = np.ascontiguousarray(arr)
+        if self.arena.size and np.may_share_memory(arr, self.arena):
+            arr = arr.copy()
+        return arr
+
+    def _eager(self, x, env):
+        if x.kind == "item":
+            t = [t for t in env[x.args[0]] if t is not None][x.index]
+        else:
+            args = [self._value(a, env) if hasattr(a, "kind") else a for a in x.args]
+            t = apply(x.prim, *args, **x.params)
+            if x.prim.multi:
+                env[x] = t
+                return
+        k = self.spec.eager_slots.get(x)
+        if k is not None or x in self.spec.results:
+            arr = self._own(t._data)
+            if arr is not t._data:
+                t = _wrap(arr)
+            if k is not None:
+                self.arrs[k] = arr
+                self.P[k] = arr.ctypes.data
+        env[x] = t
+
+    def run(self, env: dict) -> None:
+        """Run over ``env`` (node -> Tensor for every input); puts every result into ``env``."""
+        P, arrs = self.P, self.arrs
+        for k, node, dt in self.inputs:
+            a = env[node]._data
+            if a.dtype != dt or not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a, dt)
+            arrs[k] = a
+            P[k] = a.ctypes.data
+        for k, _node, shape, dt in self.outputs:
+            a = np.empty(shape, dt)
+            arrs[k] = a
+            P[k] = a.ctypes.data
+        for fn, x in self.plan:
+            if fn is not None:
+                if fn(P):
+                    raise IndexError("index out of range in self")
+            else:
+                self._eager(x, env)
+        for node in self.spec.results:
+            if node not in env:
+                env[node] = self._value(node, env) if node not in self.views else _wrap(self.views[node].copy())
+
+
+def build_programs(views: list, log=None):
+    """``views``: ``[(graph view, steps)]`` -> a :class:`Program` per view, or None (no compiler,
+    a build error or programs turned off: the caller keeps its steps)."""
+    if not enabled():
+        return None
+    cc = ckernels.compiler()
+    kern = ckernels.get()
+    if cc is None or kern is None:
+        return None
+    b = blas()
+    src, specs, exts = render_program(views, None if b is None else b[0], prelude())
+    path = ckernels.library_path(src, "program", cc)
+    if log:
+        log(f"generated program ({path}):\n{src[len(prelude()) :]}")
+    lib = ckernels.load(src, "program", {})
+    if lib is None:
+        if log:
+            log(f"the C compiler failed on the generated program (see {path.parent}); steps run one by one")
+        return None
+    table = [b[1] if b else None, b[2] if b else None]
+    table += [ctypes.cast(getattr(kern, e), ctypes.c_void_p).value for e in exts]
+    F = (ctypes.c_void_p * len(table))(*table)
+    lib.ember_program_init.argtypes = [ctypes.c_void_p]
+    lib.ember_program_init.restype = None
+    lib.ember_program_init(F)
+    return [Program(steps, spec, lib) for (_view, steps), spec in zip(views, specs)]
