@@ -184,7 +184,7 @@ class CompiledFunction:
             return plain, {}
         programs = build_programs(list(zip(views, steps)), log=lambda m: self._say("codegen", m))
         if programs is not None:  # the whole schedule as native segments (program_runtime.py)
-            return programs, {}
+            return programs
         try:
             fns = build_kernels(all_groups, log=lambda m: self._say("codegen", m))
         except BuildError as e:

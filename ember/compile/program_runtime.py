@@ -176,8 +176,8 @@ class Program(list):
 
 
 def build_programs(views: list, log=None):
-    """``views``: ``[(graph view, steps)]`` -> a :class:`Program` per view, or None (no compiler,
-    a build error or programs turned off: the caller keeps its steps)."""
+    """``views``: ``[(graph view, steps)]`` -> ``([Program per view], {group id: its C function})``,
+    or None (no compiler, a build error or programs turned off: the caller keeps its steps)."""
     if not enabled():
         return None
     cc = ckernels.compiler()
@@ -185,11 +185,14 @@ def build_programs(views: list, log=None):
     if cc is None or kern is None:
         return None
     b = blas()
-    src, specs, exts = render_program(views, None if b is None else b[0], prelude())
-    path = ckernels.library_path(src, "program", cc)
-    if log:
-        log(f"generated program ({path}):\n{src[len(prelude()) :]}")
-    lib = ckernels.load(src, "program", {})
+    from ember.compile.runtime import render_c
+
+    groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
+    src, specs, exts = render_program(views, None if b is None else b[0], render_c(groups))
+    path = ckernels.library_path(src, "compiled", cc)
+    if log:  # without the prelude of math helpers (mathf.c)
+        log(f"generated source ({path}):\n{src[len(prelude()) :]}")
+    lib = ckernels.load(src, "compiled", {})
     if lib is None:
         if log:
             log(f"the C compiler failed on the generated program (see {path.parent}); steps run one by one")
@@ -200,4 +203,10 @@ def build_programs(views: list, log=None):
     lib.ember_program_init.argtypes = [ctypes.c_void_p]
     lib.ember_program_init.restype = None
     lib.ember_program_init(F)
-    return [Program(steps, spec, lib) for (_view, steps), spec in zip(views, specs)]
+    kernels = {}  # each fused group's function, as ``runtime.build_kernels`` gives them
+    for g in groups:
+        fn = kernels[g.id] = getattr(lib, f"ember_k{g.id}")
+        fn.argtypes = [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
+        fn.argtypes += [ctypes.c_int64] * (1 if g.reduction is None else 3)
+        fn.restype = None
+    return [Program(steps, spec, lib) for (_view, steps), spec in zip(views, specs)], kernels

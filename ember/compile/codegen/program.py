@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ember.compile.arena import plan
-from ember.compile.codegen.c import CRenderer
 from ember.compile.codegen.lowerings import CTYPES, Alias, dname, lower
 
 __all__ = ["ProgramSpec", "render_program", "EXTERNALS", "gemm_prelude"]
@@ -147,14 +146,11 @@ class _Builder:
     def build(self) -> tuple:
         """``(ProgramSpec, C text of this view's segments)``."""
         spec = ProgramSpec()
-        renderer = CRenderer()
         units = []  # (kind, payload, step): ("c", lines) / ("eager", node)
         produced_c = set()
-        groups_src = []
         for s, (kind, x) in enumerate(self.steps):
             if kind == "group":
-                name = f"{self.prefix}_g{x.id}"
-                groups_src.append(renderer.render(x, name).replace(f"void {name}(", f"static void {name}(", 1))
+                name = f"ember_k{x.id}"  # rendered by runtime.render_c (codegen/c.py)
                 args = [self.use(a, s) for a in x.inputs]
                 for o in x.outputs:
                     self.defined[o] = s
@@ -206,9 +202,9 @@ class _Builder:
                 self.defined[x] = s
                 self.use(x, s)
             units.append(("c", res, s, x))
-        return self._finish(spec, units, produced_c, groups_src)
+        return self._finish(spec, units, produced_c)
 
-    def _finish(self, spec, units, produced_c, groups_src):
+    def _finish(self, spec, units, produced_c):
         n_steps = len(self.steps)
         slot_of: dict = {}
 
@@ -278,11 +274,13 @@ class _Builder:
                 spec.plan.append(("eager", x))
         spec.results = [o for o in dict.fromkeys(self.out_set) if o in produced_c or o in self.eager_defined]
         spec.results.sort(key=lambda n: n.id)
-        return spec, "\n".join(groups_src + segs)
+        return spec, "\n".join(segs)
 
 
-def render_program(views: list, int_type: str | None, prelude: str) -> tuple:
-    """``views``: ``[(graph view, steps)]``. Returns ``(source, [ProgramSpec per view], externals)``."""
+def render_program(views: list, int_type: str | None, kernels_src: str) -> tuple:
+    """``views``: ``[(graph view, steps)]``; ``kernels_src``: the C of every fused group
+    (``runtime.render_c``: the math prelude and one ``ember_k<id>`` function per group).
+    Returns ``(source, [ProgramSpec per view], externals)``."""
     exts: set = set()
     specs, bodies = [], []
     for i, (view, steps) in enumerate(views):
@@ -296,7 +294,7 @@ def render_program(views: list, int_type: str | None, prelude: str) -> tuple:
         init += ["    ember_sgemm = F[0];", "    ember_dgemm = F[1];"]
     init += [f"    ember_{e} = F[{2 + i}];" for i, e in enumerate(ext_list)]
     init.append("}")
-    src = prelude + gemm_prelude(int_type) + decls + "\n" + "\n".join(init) + "\n\n" + "\n".join(bodies)
+    src = kernels_src + "\n" + gemm_prelude(int_type) + decls + "\n" + "\n".join(init) + "\n\n" + "\n".join(bodies)
     for spec in specs:
         spec.source = src
     return src, specs, ext_list
