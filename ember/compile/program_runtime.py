@@ -112,7 +112,11 @@ class Program(list):
             if isinstance(home, tuple) and home[1] is not None:
                 dt = np.dtype(str(node.dtype).replace("ember.", ""))
                 n = int(np.prod(node.shape))
-                self.views[node] = np.ndarray(node.shape, dt, self.arena, home[1] + off * dt.itemsize) if n else np.empty(node.shape, dt)
+                self.views[node] = (
+                    np.ndarray(node.shape, dt, self.arena, home[1] + off * dt.itemsize)
+                    if n
+                    else np.empty(node.shape, dt)
+                )
 
     def _value(self, node, env):
         t = env.get(node)

@@ -246,7 +246,9 @@ def _linear(n, ctx):
     y = ctx.ptr(n)
     lines = []
     if b is not None:
-        lines.append(f"for (int64_t r = 0; r < {M}; r++) memcpy({y} + r * {N}, {ctx.ptr(b)}, {N} * sizeof({ctx.ctype(n)}));")
+        lines.append(
+            f"for (int64_t r = 0; r < {M}; r++) memcpy({y} + r * {N}, {ctx.ptr(b)}, {N} * sizeof({ctx.ctype(n)}));"
+        )
     elif K == 0:
         lines.append(f"memset({y}, 0, {M * N} * sizeof({ctx.ctype(n)}));")
     if M and N and K:
@@ -266,11 +268,13 @@ def _linear_backward(n, ctx):
         return None
     items, T = ctx.items(n), CTYPES[dt]
     outs, k = [], 0
-    for i, (flag, nbytes) in enumerate(zip(need, (M * K, N * K, N))):
+    for flag, nbytes in zip(need, (M * K, N * K, N)):
         if not flag:
             continue
         item = items.get(k)
-        outs.append(ctx.ptr(item) if item is not None else f"(({T} *){ctx.scratch(nbytes * (4 if T == 'float' else 8))})")
+        outs.append(
+            ctx.ptr(item) if item is not None else f"(({T} *){ctx.scratch(nbytes * (4 if T == 'float' else 8))})"
+        )
         k += 1
     lines, k = [], 0
     gp, xp, wp = ctx.ptr(g), ctx.ptr(x), ctx.ptr(w)
@@ -381,7 +385,24 @@ def _sdpa(n, ctx):
     return [
         f"{T} *s = {s};",
         f"for (int64_t b = 0; b < {B}; b++) {{",
-        "    " + _gemm(ctx, dt, 0, 1, L, S, E, repr(float(spec.scale)), f"{qp} + b * {L * E}", E, f"{kp} + b * {S * E}", E, 0, "s", S),
+        "    "
+        + _gemm(
+            ctx,
+            dt,
+            0,
+            1,
+            L,
+            S,
+            E,
+            repr(float(spec.scale)),
+            f"{qp} + b * {L * E}",
+            E,
+            f"{kp} + b * {S * E}",
+            E,
+            0,
+            "s",
+            S,
+        ),
         f"    for (int64_t i = 0; i < {L}; i++) {{",
         f"        {T} *r = s + i * {S};",
         f"        const int64_t lim = {limit};",

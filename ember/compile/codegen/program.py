@@ -267,7 +267,9 @@ class _Builder:
                 k += 1
                 body = "\n".join("    " + line for line in cur)
                 body = re.sub(r"@[BS](\w+)@", lambda m: base(m), body)
-                segs.append(f"int {name}(void **P) {{\n    char *A = (char *)P[0];\n    (void)A;\n{body}\n    return 0;\n}}\n")
+                segs.append(
+                    f"int {name}(void **P) {{\n    char *A = (char *)P[0];\n    (void)A;\n{body}\n    return 0;\n}}\n"
+                )
                 spec.plan.append(("c", name))
                 cur = []
             if kind == "eager":
