@@ -260,7 +260,7 @@ class _Builder:
             if kind == "c":
                 if node is not None:
                     cur.append(f"/* %{node.id} = {node.op} */")
-                cur.extend(x)
+                cur += ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
                 continue
             if cur:
                 name = f"{self.prefix}_seg{k}"
