@@ -97,6 +97,9 @@ class Program(list):
             self.P[k] = arr.ctypes.data
         self.inputs = spec.inputs
         self.outputs = spec.outputs
+        self.noop = lib.ember_noop  # what a segment costs with no work: see bench/compiled_train.py
+        self.noop.argtypes = [ctypes.c_void_p]
+        self.noop.restype = ctypes.c_int
         self.plan = []
         for kind, x in spec.plan:
             if kind == "c":
