@@ -154,3 +154,28 @@ def test_programs_can_be_turned_off(monkeypatch):
     cf(ember.ones(3))
     steps = _entry(cf).steps
     assert not isinstance(steps, Program) and len(_entry(cf).kernels) == 1
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gradient_kernels_in_the_backward_program(approximate):
+    ember.manual_seed(0)
+    w = ember.randn(10, 8, requires_grad=True)
+    lin = ember.randn(8, 8, requires_grad=True)
+
+    def f(idx):
+        e = F.embedding(idx, w, padding_idx=3)
+        h = e.view(2, 5, 2, 4).transpose(1, 2).transpose(1, 2).reshape(2, 5, 8)
+        return F.log_softmax(F.gelu(F.linear(h, lin), approximate=approximate), -1).sum() * 0.5
+
+    idx = ember.tensor([[0, 3, 3, 9, 1], [1, 1, 2, 0, 3]])
+    f(idx).backward()
+    want = [w.grad.numpy().copy(), lin.grad.numpy().copy()]
+    w.grad = lin.grad = None
+    cf = ember.compile(f)
+    cf(idx).backward()
+    np.testing.assert_allclose(w.grad.numpy(), want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lin.grad.numpy(), want[1], rtol=1e-5, atol=1e-6)
+    entry = _entry(cf)
+    assert entry.joint and entry.steps.spec.eager_nodes == [] and entry.bwd_steps.spec.eager_nodes == []
+    ops = {n.op for n in entry.graph.nodes if n.kind == "call"}
+    assert {"embedding_backward", "gelu_backward", "softmax_backward", "linear_backward"} <= ops

@@ -358,6 +358,58 @@ def _softmax(n, ctx):
     return [f"{fn}({ctx.ptr(x)}, {ctx.ptr(n)}, {rows}, {cols}, {log}, {ctx.threads(_numel(x.shape), 1 << 22)});"]
 
 
+def _softmax_backward(n, ctx):
+    g, y = n.args[0], n.args[1]
+    dt = dname(n)
+    nd = len(y.shape)
+    if dt not in _FLOAT or g.dtype != n.dtype or y.dtype != n.dtype or g.shape != y.shape or not nd:
+        return None
+    if n.params.get("dim", -1) % nd != nd - 1:
+        return None
+    cols = y.shape[-1]
+    rows = _numel(y.shape) // cols if cols else 0
+    fn = ctx.ext(f"softmax_bwd_{'f32' if dt == 'float32' else 'f64'}")
+    log = int(bool(n.params.get("log")))
+    nt = ctx.threads(_numel(y.shape), 1 << 22)
+    return [f"{fn}({ctx.ptr(y)}, {ctx.ptr(g)}, {ctx.ptr(n)}, {rows}, {cols}, {log}, {nt});"]
+
+
+def _gelu_backward(n, ctx):
+    """From ``x`` alone (the forward's saved array is not needed: the kernel recomputes it)."""
+    g, x = n.args[0], n.args[1]
+    dt = dname(n)
+    if dt not in _FLOAT or g.dtype != n.dtype or x.dtype != n.dtype or g.shape != x.shape:
+        return None
+    fn = ctx.ext(f"gelu_bwd_{'f32' if dt == 'float32' else 'f64'}")
+    tanh = int(n.params.get("approximate") == "tanh")
+    nt = ctx.threads(_numel(x.shape), 1 << 22)
+    return [f"{fn}({ctx.ptr(x)}, {ctx.ptr(g)}, {ctx.ptr(n)}, {_numel(x.shape)}, {tanh}, {nt});"]
+
+
+def _embedding_backward(n, ctx):
+    """Scatter-add of the gradient rows at their indices, in index order (as the eager kernel)."""
+    g, w, idx = n.args[0], n.args[1], n.args[2]
+    if n.params.get("scale_grad_by_freq") or dname(idx) not in ("int64", "int32") or len(w.shape) != 2:
+        return None
+    if dname(n) not in _FLOAT or g.dtype != n.dtype:
+        return None
+    rows, D, cnt = w.shape[0], w.shape[1], _numel(idx.shape)
+    pad = n.params.get("padding_idx")
+    y, gp, ip = ctx.ptr(n), ctx.ptr(g), ctx.ptr(idx)
+    lines = [
+        f"memset({y}, 0, {rows * D} * sizeof({ctx.ctype(n)}));",
+        f"for (int64_t i = 0; i < {cnt}; i++) {{",
+        f"    int64_t r = (int64_t){ip}[i];",
+        f"    if (r < 0 || r >= {rows}) return 1;",
+        "    #pragma omp simd",
+        f"    for (int64_t c = 0; c < {D}; c++) {y}[r * {D} + c] += {gp}[i * {D} + c];",
+        "}",
+    ]
+    if pad is not None:
+        lines.append(f"memset({y} + {pad % rows} * {D}, 0, {D} * sizeof({ctx.ctype(n)}));")
+    return lines
+
+
 def _sdpa(n, ctx):
     """softmax(Q K^T * scale, causal) V per batch entry: two gemms and a row softmax in scratch."""
     if len(n.args) != 3:
@@ -461,6 +513,9 @@ LOWERINGS = {
     "gelu": _gelu,
     "softmax": _softmax,
     "log_softmax": _softmax,
+    "softmax_backward": _softmax_backward,
+    "gelu_backward": _gelu_backward,
+    "embedding_backward": _embedding_backward,
     "scaled_dot_product_attention": _sdpa,
     "cat": _cat,
 }

@@ -34,6 +34,8 @@ _PROTOS = {
     "layer_norm_fwd": "void (*)(const {T} *, const {T} *, const {T} *, {T} *, {T} *, {T} *, int64_t, int64_t, double, int)",
     "gelu_fwd": "void (*)(const {T} *, {T} *, int64_t, int, int)",
     "softmax_fwd": "void (*)(const {T} *, {T} *, int64_t, int64_t, int, int)",
+    "softmax_bwd": "void (*)(const {T} *, const {T} *, {T} *, int64_t, int64_t, int, int)",
+    "gelu_bwd": "void (*)(const {T} *, const {T} *, {T} *, int64_t, int, int)",
 }
 EXTERNALS = [f"{k}_{s}" for k in _PROTOS for s in ("f32", "f64")]
 
