@@ -27,7 +27,7 @@ import numpy as np
 
 from ember.backends import ckernels
 from ember.compile.codegen.c import prelude
-from ember.compile.codegen.program import render_program
+from ember.compile.codegen.program import Refused, render_program
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
 
@@ -83,9 +83,10 @@ def _wrap(arr) -> Tensor:
 class Program(list):
     """One view's steps as native segments and eager steps over a pointer table and an arena."""
 
-    def __init__(self, steps, spec, lib):
+    def __init__(self, steps, spec, lib, eager=None):
         super().__init__(steps)
         self.spec = spec
+        self.eager_call = eager  # eager(node, args) -> output, instead of apply (step programs)
         self.P = (ctypes.c_void_p * spec.n_slots)()
         self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
         shift = (-self.arena.ctypes.data) % 64
@@ -148,7 +149,7 @@ class Program(list):
             t = [t for t in env[x.args[0]] if t is not None][x.index]
         else:
             args = [self._value(a, env) if hasattr(a, "kind") else a for a in x.args]
-            t = apply(x.prim, *args, **x.params)
+            t = apply(x.prim, *args, **x.params) if self.eager_call is None else self.eager_call(x, args)
             if x.prim.multi:
                 env[x] = t
                 return
@@ -183,6 +184,9 @@ class Program(list):
                     raise IndexError("index out of range in self")
             else:
                 self._eager(x, env)
+        for k, node in self.spec.written_inputs:  # an input copied to be contiguous: write back
+            if arrs[k] is not env[node]._data:
+                np.copyto(env[node]._data, arrs[k])
         for node, k in self.direct:
             env[node] = _wrap(arrs[k])
         for node in self.others:
@@ -190,9 +194,22 @@ class Program(list):
                 env[node] = self._value(node, env) if node not in self.views else _wrap(self.views[node].copy())
 
 
-def build_programs(views: list, log=None):
+def _ext_address(kern, name: str):
+    """A hand kernel's address: ``backends/ckernels`` (kernels.c) or its optimizer library."""
+    if name.startswith("fused_"):
+        from ember.backends.ckernels import optim
+
+        lib = optim._lib()
+        if lib is None:
+            raise Refused("the optimizer kernels are not available")
+        return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    return ctypes.cast(getattr(kern, name), ctypes.c_void_p).value
+
+
+def build_programs(views: list, log=None, force_eager=(), eager=None):
     """``views``: ``[(graph view, steps)]`` -> ``([Program per view], {group id: its C function})``,
-    or None (no compiler, a build error or programs turned off: the caller keeps its steps)."""
+    or None (no compiler, a build error or programs turned off: the caller keeps its steps).
+    ``force_eager`` nodes run through ``eager(node, args)`` (default ``apply``) between segments."""
     if not enabled():
         return None
     cc = ckernels.compiler()
@@ -203,7 +220,13 @@ def build_programs(views: list, log=None):
     from ember.compile.runtime import render_c
 
     groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
-    src, specs, exts = render_program(views, None if b is None else b[0], render_c(groups))
+    try:
+        src, specs, exts = render_program(views, None if b is None else b[0], render_c(groups), force_eager)
+        addresses = [_ext_address(kern, e) for e in exts]
+    except Refused as e:
+        if log:
+            log(f"no program: {e}")
+        return None
     path = ckernels.library_path(src, "compiled", cc)
     if log:  # without the prelude of math helpers (mathf.c)
         log(f"generated source ({path}):\n{src[len(prelude()) :]}")
@@ -213,7 +236,7 @@ def build_programs(views: list, log=None):
             log(f"the C compiler failed on the generated program (see {path.parent}); steps run one by one")
         return None
     table = [b[1] if b else None, b[2] if b else None]
-    table += [ctypes.cast(getattr(kern, e), ctypes.c_void_p).value for e in exts]
+    table += addresses
     F = (ctypes.c_void_p * len(table))(*table)
     lib.ember_program_init.argtypes = [ctypes.c_void_p]
     lib.ember_program_init.restype = None
@@ -224,4 +247,4 @@ def build_programs(views: list, log=None):
         fn.argtypes = [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
         fn.argtypes += [ctypes.c_int64] * (1 if g.reduction is None else 3)
         fn.restype = None
-    return [Program(steps, spec, lib) for (_view, steps), spec in zip(views, specs)], kernels
+    return [Program(steps, spec, lib, eager) for (_view, steps), spec in zip(views, specs)], kernels

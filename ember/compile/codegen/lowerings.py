@@ -24,7 +24,7 @@ import math
 from ember.compile.codegen.c import CRenderer
 from ember.compile.codegen.cstyle import EXPRESSIONS, MATH
 
-__all__ = ["Alias", "LOWERINGS", "CTYPES", "lower"]
+__all__ = ["Alias", "Inplace", "LOWERINGS", "INPLACE_LOWERINGS", "CTYPES", "lower"]
 
 CTYPES = {
     "float32": "float",
@@ -39,6 +39,15 @@ CTYPES = {
 _FLOAT = ("float32", "float64")
 COMPARE = {"gt": ">", "lt": "<", "ge": ">=", "le": "<=", "eq": "==", "ne": "!="}
 _R = CRenderer()
+
+
+class Inplace:
+    """C ``lines`` that write into ``target``'s memory; the node's value is ``target`` itself."""
+
+    __slots__ = ("target", "lines")
+
+    def __init__(self, target, lines: list):
+        self.target, self.lines = target, lines
 
 
 class Alias:
@@ -410,6 +419,82 @@ def _embedding_backward(n, ctx):
     return lines
 
 
+def _full(n, ctx):
+    v = n.params.get("value")
+    if type(v) not in (int, float, bool) or n.args:
+        return None
+    T = ctx.ctype(n)
+    lit = _R.literal(v, T) if T in ("float", "double") else f"(({T}){int(v)})"
+    return [f"for (int64_t i = 0; i < {_numel(n.shape)}; i++) {ctx.ptr(n)}[i] = {lit};"]
+
+
+def _foreach_add_(n, ctx):
+    """``t[k] += other[k] * alpha`` in place for the first ``n_written`` tensors (numbers or
+    same-shape tensors as ``other``); the result is the first tensor."""
+    k, alpha = n.params.get("n_written"), n.params.get("alpha", 1)
+    if set(n.params) - {"n_written", "alpha"} or type(alpha) not in (int, float) or len(n.args) != 2 * k:
+        return None
+    lines = []
+    for t, o in zip(n.args[:k], n.args[k:]):
+        if not hasattr(t, "kind") or dname(t) not in _FLOAT:
+            return None
+        T = CTYPES[dname(t)]
+        if hasattr(o, "kind"):
+            if o.shape != t.shape or ctx.ctype(o) is None:
+                return None
+            rhs = f"({T}){ctx.ptr(o)}[i]" + ("" if alpha == 1 else f" * {_R.literal(alpha, T)}")
+        elif type(o) in (int, float):
+            rhs = _R.literal(o * alpha, T)
+        else:
+            return None
+        lines.append(f"for (int64_t i = 0; i < {_numel(t.shape)}; i++) {ctx.ptr(t)}[i] += {rhs};")
+    return Inplace(n.args[0], lines)
+
+
+def _fused_adam(n, ctx):
+    """The optimizer kernel of ``backends/ckernels/optim.c`` over every parameter, in place (the
+    step counts are read from their tensors, incremented before, as eagerly)."""
+    layout, hp = n.params.get("layout"), n.params
+    if layout is None or len(layout) != 6 or hp.get("k") is not None:
+        return None
+    lists, i = [], 0
+    for m in layout:
+        lists.append(None if m is None else list(n.args[i : i + m]))
+        i += m or 0
+    params, avgs, sqs, maxs, grads, steps = lists
+    if not params or steps is None or len(steps) != len(params) or (hp.get("amsgrad") and maxs is None):
+        return None
+    dt = dname(params[0])
+    if dt not in _FLOAT:
+        return None
+    for grp in (params, avgs, sqs, grads) + ((maxs,) if hp.get("amsgrad") else ()):
+        if grp is None or len(grp) != len(params) or any(not hasattr(t, "kind") for t in grp):
+            return None
+    for j, p in enumerate(params):
+        if any(g[j].dtype != p.dtype or g[j].shape != p.shape for g in (avgs, sqs, grads)):
+            return None
+    cnt = len(params)
+    sfx = "f32" if dt == "float32" else "f64"
+    fn = ctx.ext(f"fused_adam_{sfx}")
+
+    def arr(name, grp):
+        return f"void *{name}[{cnt}] = {{{', '.join('(void *)' + ctx.ptr(t) for t in grp)}}};"
+
+    lines = [arr("ps", params), arr("gs", grads), arr("ms", avgs), arr("vs", sqs)]
+    lines.append(arr("xs", maxs) if hp.get("amsgrad") else f"void *xs[{cnt}] = {{0}};")
+    lines.append(f"const int64_t sizes[{cnt}] = {{{', '.join(str(_numel(p.shape)) for p in params)}}};")
+    lines.append(f"const double steps[{cnt}] = {{{', '.join(f'(double){ctx.ptr(s)}[0]' for s in steps)}}};")
+    total = sum(_numel(p.shape) for p in params)
+    nt = ctx.threads(total, 1 << 17)
+    decoupled = int(n.op == "_fused_adamw_")
+    lines.append(
+        f"{fn}({cnt}, ps, gs, ms, vs, xs, sizes, steps, {float(hp['lr'])!r}, {float(hp['beta1'])!r}, "
+        f"{float(hp['beta2'])!r}, {float(hp['eps'])!r}, {float(hp['weight_decay'])!r}, {int(bool(hp['amsgrad']))}, "
+        f"{int(bool(hp['maximize']))}, {decoupled}, {nt});"
+    )
+    return Inplace(params[0], lines)
+
+
 def _sdpa(n, ctx):
     """softmax(Q K^T * scale, causal) V per batch entry: two gemms and a row softmax in scratch."""
     if len(n.args) != 3:
@@ -518,12 +603,18 @@ LOWERINGS = {
     "embedding_backward": _embedding_backward,
     "scaled_dot_product_attention": _sdpa,
     "cat": _cat,
+    "full": _full,
+    "_foreach_add_": _foreach_add_,
+    "_fused_adam_": _fused_adam,
+    "_fused_adamw_": _fused_adam,
 }
+# Ops that write their inputs; only whole-step programs (``compile/step_program.py``) hold them.
+INPLACE_LOWERINGS = frozenset({"_foreach_add_", "_fused_adam_", "_fused_adamw_"})
 
 
 def lower(node, ctx):
     """C statements (list), an :class:`Alias`, or None (no lowering: the node runs eagerly)."""
-    if node.kind != "call" or node.impure:
+    if node.kind != "call" or (node.impure and node.op not in INPLACE_LOWERINGS):
         return None
     values = [a for a in node.args if hasattr(a, "kind")]
     if node.prim.multi:

@@ -25,9 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ember.compile.arena import plan
-from ember.compile.codegen.lowerings import CTYPES, Alias, dname, lower
+from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
 
-__all__ = ["ProgramSpec", "render_program", "EXTERNALS", "gemm_prelude"]
+__all__ = ["ProgramSpec", "Refused", "render_program", "EXTERNALS", "gemm_prelude"]
+
+
+class Refused(Exception):
+    """The graph cannot run as a program (an eager op would write into arena memory)."""
+
 
 # The hand kernels a program may call, with their C prototypes (backends/ckernels/kernels.c).
 _PROTOS = {
@@ -36,6 +41,8 @@ _PROTOS = {
     "softmax_fwd": "void (*)(const {T} *, {T} *, int64_t, int64_t, int, int)",
     "softmax_bwd": "void (*)(const {T} *, const {T} *, {T} *, int64_t, int64_t, int, int)",
     "gelu_bwd": "void (*)(const {T} *, const {T} *, {T} *, int64_t, int, int)",
+    "fused_adam": "void (*)(int64_t, void **, void **, void **, void **, void **, const int64_t *, "
+    "const double *, double, double, double, double, double, int, int, int, int)",
 }
 EXTERNALS = [f"{k}_{s}" for k in _PROTOS for s in ("f32", "f64")]
 
@@ -73,6 +80,7 @@ class ProgramSpec:
     plan: list = field(default_factory=list)  # ("c", function name) or ("eager", node)
     homes: dict = field(default_factory=dict)  # C value -> (slot or ("arena", bytes), elem offset)
     results: list = field(default_factory=list)  # nodes to put into env after the run
+    written_inputs: list = field(default_factory=list)  # (slot, node) of inputs written in place
     source: str = ""
     native_nodes: int = 0
     eager_nodes: list = field(default_factory=list)
@@ -113,8 +121,10 @@ class _Ctx:
 
 
 class _Builder:
-    def __init__(self, view, steps, prefix: str, int_type, exts: set):
+    def __init__(self, view, steps, prefix: str, int_type, exts: set, force_eager=()):
         self.view, self.steps, self.prefix = view, steps, prefix
+        self.force_eager = set(force_eager)
+        self.written: set = set()  # roots written in place
         self.int_type, self.exts = int_type, exts
         self.out_set = {o for o in view.outputs if hasattr(o, "kind")}
         self.alias: dict = {}  # node -> (base node, elem offset)
@@ -173,7 +183,7 @@ class _Builder:
                 self.defined[x] = s
                 continue
             saved = (dict(self.last), len(self.scratches), set(self.exts))
-            res = lower(x, _Ctx(self, s))
+            res = None if x in self.force_eager else lower(x, _Ctx(self, s))
             if res is None:
                 self.last = saved[0]  # forget what the failed lowering asked for
                 del self.scratches[saved[1] :]
@@ -185,11 +195,26 @@ class _Builder:
                 units.append(("eager", x, s, None))
                 spec.eager_nodes.append(x)
                 self.defined[x] = s
+                if x.prim.inplace:  # an eager write: never into the arena, inputs copied back
+                    k = x.params.get("n_written", 1)
+                    for a in x.args[:k]:
+                        if hasattr(a, "kind"):
+                            r, _ = self.root(a)
+                            if r in produced_c and r not in self.out_set:
+                                raise Refused(f"'{x.op}' (%{x.id}) would write into the arena in place")
+                            self.written.add(r)
                 if not x.prim.multi:
                     self.eager_defined.add(x)
                 continue
             spec.native_nodes += 1
             produced_c.add(x)
+            if isinstance(res, Inplace):
+                self.alias[x] = (res.target, 0)
+                r, _ = self.root(x)
+                self.written.add(r)
+                self.last[r] = max(self.last.get(r, s), s)
+                units.append(("c", res.lines, s, x))
+                continue
             if isinstance(res, Alias):
                 self.alias[x] = (res.base, res.offset)
                 r, _ = self.root(x)
@@ -233,6 +258,8 @@ class _Builder:
                 spec.consts.append((new_slot(r), np.ascontiguousarray(r.value._data)))
             elif r not in self.defined:  # made outside this graph: a per-call input
                 spec.inputs.append((new_slot(r), r, np.dtype(dname(r))))
+                if r in self.written:
+                    spec.written_inputs.append((slot_of[r], r))
             elif r in self.eager_defined:
                 spec.eager_slots[r] = new_slot(r)
             elif r in self.out_set and r in produced_c:
@@ -281,14 +308,15 @@ class _Builder:
         return spec, "\n".join(segs)
 
 
-def render_program(views: list, int_type: str | None, kernels_src: str) -> tuple:
+def render_program(views: list, int_type: str | None, kernels_src: str, force_eager=()) -> tuple:
     """``views``: ``[(graph view, steps)]``; ``kernels_src``: the C of every fused group
     (``runtime.render_c``: the math prelude and one ``ember_k<id>`` function per group).
-    Returns ``(source, [ProgramSpec per view], externals)``."""
+    ``force_eager``: nodes that must run through the eager path (see ``step_program.py``).
+    Returns ``(source, [ProgramSpec per view], externals)``; raises :class:`Refused`."""
     exts: set = set()
     specs, bodies = [], []
     for i, (view, steps) in enumerate(views):
-        spec, body = _Builder(view, steps, f"ember_p{i}", int_type, exts).build()
+        spec, body = _Builder(view, steps, f"ember_p{i}", int_type, exts, force_eager).build()
         specs.append(spec)
         bodies.append(body)
     ext_list = sorted(exts)
