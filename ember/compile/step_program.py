@@ -25,6 +25,9 @@ from ember.ops.dispatch import apply
 
 __all__ = ["attach"]
 
+# Gradient ops whose lowering recomputes what their autograd node saved (codegen/lowerings.py).
+_RECOMPUTED = frozenset({"class_loss_backward", "layer_norm_backward", "gelu_backward"})
+
 
 def attach(entry, log=None) -> bool:
     """Run ``entry`` (a ``StepEntry``) as a program from now on; False if none could be built."""
@@ -44,7 +47,20 @@ def attach(entry, log=None) -> bool:
             return out
         return apply(n.prim, *args, **params)
 
-    built = build_programs([(entry.graph, [("node", n) for n in order])], log=log, force_eager=force, eager=eager)
+    steps = [("node", n) for n in order]
+    # First without the nodes that lowerings recompute (the fused loss's and layer norm's
+    # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
+    # node either. A lowering that fails there refuses the program; then all run eagerly.
+    free = {n for n in entry.reads_node if n.op in _RECOMPUTED}
+    still = set()
+    for n in entry.reads_node - free:
+        still |= {v.op for v in n.params.values() if type(v).__name__ == "NodeRef"}
+    optimistic = (set(entry.reads_node) - free) | (set(entry.needs_node) & still)
+    built = None
+    if optimistic != force:
+        built = build_programs([(entry.graph, steps)], log=log, force_eager=optimistic, eager=eager)
+    if built is None:
+        built = build_programs([(entry.graph, steps)], log=log, force_eager=force, eager=eager)
     if built is None:
         return False
     (program,), _kernels = built

@@ -495,6 +495,142 @@ def _fused_adam(n, ctx):
     return Inplace(params[0], lines)
 
 
+def _noderef(v, op: str):
+    """The forward IR node of a step graph's ``NodeRef`` parameter (``compile/step.py``) made by
+    ``op``, or None: lowerings that recompute what the autograd node saved need only that."""
+    if type(v).__name__ == "NodeRef" and v.attr is None and getattr(v.op, "op", None) == op:
+        return v.op
+    return None
+
+
+def _ce_ok(n) -> bool:
+    """A cross_entropy this lowering takes: class indices, mean, no weight/smoothing, 2-D logits."""
+    p = n.params
+    if len(n.args) != 3 or n.args[2] is not None or p.get("reduction") != "mean" or p.get("ls") != 0.0:
+        return False
+    if (
+        not p.get("softmax_mode")
+        or p.get("op") != "cross_entropy"
+        or set(p) - {"ignore_index", "reduction", "ls", "softmax_mode", "op"}
+    ):
+        return False
+    x, t = n.args[0], n.args[1]
+    return len(x.shape) == 2 and dname(x) in _FLOAT and dname(t) in ("int64", "int32") and t.shape == x.shape[:1]
+
+
+def _cross_entropy(n, ctx):
+    if not _ce_ok(n) or n.shape != ():
+        return None
+    x, t = n.args[0], n.args[1]
+    N, C = x.shape
+    ig = int(n.params["ignore_index"])
+    xp, tp = ctx.ptr(x), ctx.ptr(t)
+    return [
+        "double total = 0; int64_t cnt = 0;",
+        f"for (int64_t r = 0; r < {N}; r++) {{",
+        f"    const int64_t y = (int64_t){tp}[r];",
+        f"    if (y == {ig}) continue;",
+        f"    if (y < 0 || y >= {C}) return 1;",
+        f"    const {ctx.ctype(x)} *row = {xp} + r * {C};",
+        "    double m = -INFINITY, s = 0;",
+        f"    for (int64_t c = 0; c < {C}; c++) m = row[c] > m ? row[c] : m;",
+        f"    for (int64_t c = 0; c < {C}; c++) s += exp((double)row[c] - m);",
+        "    total += log(s) + m - (double)row[y]; cnt++;",
+        "}",
+        f"{ctx.ptr(n)}[0] = ({ctx.ctype(n)})(total / (double)cnt);",
+    ]
+
+
+def _class_loss_backward(n, ctx):
+    """(softmax(x) - onehot(y)) * g / (rows not ignored), recomputed from the logits."""
+    ce = _noderef(n.params.get("node"), "cross_entropy")
+    if ce is None or not _ce_ok(ce) or len(n.args) != 2 or n.args[1] is not ce.args[0]:
+        return None
+    g, x, t = n.args[0], ce.args[0], ce.args[1]
+    if g.shape != () or g.dtype != x.dtype or n.shape != x.shape:
+        return None
+    N, C = x.shape
+    T, ig = ctx.ctype(n), int(ce.params["ignore_index"])
+    xp, tp, gp, y = ctx.ptr(x), ctx.ptr(t), ctx.ptr(g), ctx.ptr(n)
+    return [
+        "int64_t cnt = 0;",
+        f"for (int64_t r = 0; r < {N}; r++) cnt += (int64_t){tp}[r] != {ig};",
+        f"const double scale = (double){gp}[0] / (double)cnt;",
+        f"for (int64_t r = 0; r < {N}; r++) {{",
+        f"    const int64_t yr = (int64_t){tp}[r];",
+        f"    const {T} *row = {xp} + r * {C};",
+        f"    {T} *out = {y} + r * {C};",
+        f"    if (yr == {ig}) {{ for (int64_t c = 0; c < {C}; c++) out[c] = 0; continue; }}",
+        f"    if (yr < 0 || yr >= {C}) return 1;",
+        "    double m = -INFINITY, s = 0;",
+        f"    for (int64_t c = 0; c < {C}; c++) m = row[c] > m ? row[c] : m;",
+        f"    for (int64_t c = 0; c < {C}; c++) s += exp((double)row[c] - m);",
+        "    const double k = scale / s;",
+        f"    for (int64_t c = 0; c < {C}; c++) out[c] = ({T})(exp((double)row[c] - m) * k);",
+        f"    out[yr] = ({T})((double)out[yr] - scale);",
+        "}",
+    ]
+
+
+def _layer_norm_backward(n, ctx):
+    """ckernels' layer_norm_bwd, the statistics recomputed from ``x`` (the node is not read)."""
+    g, x, w = n.args[0], n.args[1], n.args[2]
+    ln = _noderef(n.params.get("node"), "layer_norm")
+    need = n.params.get("need")
+    dt = dname(x)
+    if ln is None or need is None or dt not in _FLOAT or g.dtype != x.dtype or g.shape != x.shape:
+        return None
+    if w is not None and w.dtype != x.dtype or (w is None and (need[1] or need[2])):
+        return None
+    nd, axes = len(x.shape), ln.params["axes"]
+    k = len(axes)
+    if sorted(a % nd for a in axes) != list(range(nd - k, nd)) or ln.args[0] is not x:
+        return None
+    cols = _numel(x.shape[nd - k :])
+    rows = _numel(x.shape) // cols if cols else 0
+    if not rows:
+        return None
+    T, sz = CTYPES[dt], np_size(dt)
+    items, outs, j = ctx.items(n), [], 0
+    for flag, count in zip(need, (rows * cols, cols, cols)):
+        if not flag:
+            outs.append("NULL")
+            continue
+        item = items.get(j)
+        outs.append(ctx.ptr(item) if item is not None else f"(({T} *){ctx.scratch(count * sz)})")
+        j += 1
+    mean, rstd = f"(({T} *){ctx.scratch(rows * sz)})", f"(({T} *){ctx.scratch(rows * sz)})"
+    xp = ctx.ptr(x)
+    fn = ctx.ext(f"layer_norm_bwd_{'f32' if dt == 'float32' else 'f64'}")
+    eps = repr(float(ln.params["eps"]))
+    return [
+        f"{T} *mean = {mean}, *rstd = {rstd};",
+        f"for (int64_t r = 0; r < {rows}; r++) {{",
+        f"    const {T} *xr = {xp} + r * {cols};",
+        "    double s = 0, v = 0;",
+        f"    for (int64_t c = 0; c < {cols}; c++) s += xr[c];",
+        f"    const double mu = s / {cols};",
+        f"    for (int64_t c = 0; c < {cols}; c++) v += ((double)xr[c] - mu) * ((double)xr[c] - mu);",
+        f"    mean[r] = ({T})mu; rstd[r] = ({T})(1.0 / sqrt(v / {cols} + {eps}));",
+        "}",
+        f"{fn}({xp}, {ctx.ptr(w) if w is not None else 'NULL'}, {ctx.ptr(g)}, mean, rstd, {outs[0]}, {outs[1]}, {outs[2]}, {rows}, {cols}, 1);",
+    ]
+
+
+def np_size(dt: str) -> int:
+    return 4 if dt == "float32" else 8
+
+
+def _arange(n, ctx):
+    p = n.params
+    if n.args or set(p) - {"start", "step", "n", "dtype", "device"} or len(n.shape) != 1:
+        return None
+    if any(type(p.get(k)) not in (int, float) for k in ("start", "step")):
+        return None
+    T = ctx.ctype(n)
+    return [f"for (int64_t i = 0; i < {n.shape[0]}; i++) {ctx.ptr(n)}[i] = ({T})({p['start']!r} + i * {p['step']!r});"]
+
+
 def _sdpa(n, ctx):
     """softmax(Q K^T * scale, causal) V per batch entry: two gemms and a row softmax in scratch."""
     if len(n.args) != 3:
@@ -604,6 +740,10 @@ LOWERINGS = {
     "scaled_dot_product_attention": _sdpa,
     "cat": _cat,
     "full": _full,
+    "arange": _arange,
+    "cross_entropy": _cross_entropy,
+    "class_loss_backward": _class_loss_backward,
+    "layer_norm_backward": _layer_norm_backward,
     "_foreach_add_": _foreach_add_,
     "_fused_adam_": _fused_adam,
     "_fused_adamw_": _fused_adam,

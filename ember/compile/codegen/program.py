@@ -41,6 +41,8 @@ _PROTOS = {
     "softmax_fwd": "void (*)(const {T} *, {T} *, int64_t, int64_t, int, int)",
     "softmax_bwd": "void (*)(const {T} *, const {T} *, {T} *, int64_t, int64_t, int, int)",
     "gelu_bwd": "void (*)(const {T} *, const {T} *, {T} *, int64_t, int, int)",
+    "layer_norm_bwd": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, const {T} *, {T} *, {T} *, "
+    "{T} *, int64_t, int64_t, int)",
     "fused_adam": "void (*)(int64_t, void **, void **, void **, void **, void **, const int64_t *, "
     "const double *, double, double, double, double, double, int, int, int, int)",
 }
@@ -185,6 +187,8 @@ class _Builder:
             saved = (dict(self.last), len(self.scratches), set(self.exts))
             res = None if x in self.force_eager else lower(x, _Ctx(self, s))
             if res is None:
+                if x not in self.force_eager and any(type(v).__name__ == "NodeRef" for v in x.params.values()):
+                    raise Refused(f"'{x.op}' (%{x.id}) reads an autograd node and has no lowering here")
                 self.last = saved[0]  # forget what the failed lowering asked for
                 del self.scratches[saved[1] :]
                 self.exts.clear()
