@@ -61,8 +61,13 @@ def compiled_step(ember, name: str, tiny: bool = False) -> tuple:
         whole = ember.compile(step)
         whole()
     entries = list(whole.cache.values())
-    if entries and all(not isinstance(e, str) for e in entries):
-        return whole, "whole step compiled"
+    if entries and all(hasattr(e, "graph") for e in entries):
+        prog = getattr(entries[-1], "program", None)
+        if prog is None:
+            return whole, "whole step compiled (replayed op by op)"
+        segs = sum(1 for fn, _ in prog.plan if fn is not None)
+        eager = len(prog.spec.eager_nodes)
+        return whole, f"whole step as one program: {segs} native segment(s), {eager} eager op(s)"
     p = _parts(step)
     cm = ember.compile(p["model"])
     out = _loss_step(ember.nn.functional, cm, p["opt"], p["x"], p["y"], p.get("flat_logits", False))
@@ -148,6 +153,7 @@ def main(argv=None) -> None:
     ap.add_argument("--only", nargs="*", default=list(wl_train.TRAIN_NAMES))
     args = ap.parse_args(argv)
     limit_threads(args.threads)
+    os.environ.setdefault("EMBER_STEP_PROGRAM", "1")  # whole captured steps as programs
     modules = load_modules("all", args.threads)
     ember = modules["ember"]
     labels, rows = {}, []

@@ -9,7 +9,10 @@ in C: GEMMs, hand kernels, loops, and the fused Adam/AdamW update and step-count
 The entry's ``run`` then enters C once per segment and does the same ``.grad`` and optimizer
 state writebacks as before. When no program can be built, the entry is left as it was.
 
-It is attached by ``step.prepare`` (one call) where the step module exists.
+It is attached by ``step.prepare`` (one call) where the step module exists, when
+``EMBER_STEP_PROGRAM=1`` is set: native kernels round differently from the eager ones, and a few
+tests of the op-by-op replay compare at tolerances only bitwise replay meets (a gradient that is
+zero up to rounding, such as an attention key bias's, that Adam scales to +-lr).
 
 Example:
     >>> from ember.compile.step_program import attach  # see tests/test_compile_program.py
@@ -17,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import types
 
 from ember.autograd.grad_mode import no_grad
@@ -30,7 +34,10 @@ _RECOMPUTED = frozenset({"class_loss_backward", "layer_norm_backward", "gelu_bac
 
 
 def attach(entry, log=None) -> bool:
-    """Run ``entry`` (a ``StepEntry``) as a program from now on; False if none could be built."""
+    """Run ``entry`` (a ``StepEntry``) as a program from now on; False if none could be built
+    (or ``EMBER_STEP_PROGRAM`` is not ``1``)."""
+    if os.environ.get("EMBER_STEP_PROGRAM", "0") != "1":
+        return False
     from ember.compile import step as _step
 
     order = entry.order
