@@ -30,7 +30,9 @@ from ember.ops.dispatch import apply
 __all__ = ["attach"]
 
 # Gradient ops whose lowering recomputes what their autograd node saved (codegen/lowerings.py).
-_RECOMPUTED = frozenset({"class_loss_backward", "layer_norm_backward", "gelu_backward"})
+_RECOMPUTED = frozenset(
+    {"class_loss_backward", "layer_norm_backward", "gelu_backward", "scaled_dot_product_attention_backward"}
+)
 
 
 def attach(entry, log=None) -> bool:

@@ -126,9 +126,10 @@ def _expand(n, ctx):
     return _view_or_copy(n, ctx, x, 0, strides)
 
 
-def _getitem(n, ctx):
-    x, key = n.args[0], n.params.get("key")
-    if not n.params.get("basic") or key is None:
+def _basic_view(src_shape, key):
+    """``(element offset, shape, strides)`` of ``x[key]`` for a contiguous ``x`` of ``src_shape``
+    and a basic key (ints, slices with positive steps, None, one Ellipsis), else None."""
+    if key is None:
         return None
     key = key if isinstance(key, tuple) else (key,)
     if sum(k is Ellipsis for k in key) > 1:
@@ -136,15 +137,15 @@ def _getitem(n, ctx):
     real = sum(k is not None and k is not Ellipsis for k in key)
     if Ellipsis in key:
         i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (len(x.shape) - real) + key[i + 1 :]
-    key = key + (slice(None),) * (len(x.shape) - sum(k is not None for k in key))
-    st, offset, shape, strides, d = _strides(x.shape), 0, [], [], 0
+        key = key[:i] + (slice(None),) * (len(src_shape) - real) + key[i + 1 :]
+    key = key + (slice(None),) * (len(src_shape) - sum(k is not None for k in key))
+    st, offset, shape, strides, d = _strides(src_shape), 0, [], [], 0
     for k in key:
         if k is None:
             shape.append(1)
             strides.append(0)
         elif isinstance(k, slice):
-            start, stop, step = k.indices(x.shape[d])
+            start, stop, step = k.indices(src_shape[d])
             if step <= 0:
                 return None
             shape.append(len(range(start, stop, step)))
@@ -152,15 +153,23 @@ def _getitem(n, ctx):
             offset += start * st[d]
             d += 1
         elif type(k) is int:
-            if not -x.shape[d] <= k < x.shape[d]:
+            if not -src_shape[d] <= k < src_shape[d]:
                 return None
-            offset += (k % x.shape[d]) * st[d]
+            offset += (k % src_shape[d]) * st[d]
             d += 1
         else:
             return None
-    if tuple(shape) != n.shape:
+    return offset, shape, strides
+
+
+def _getitem(n, ctx):
+    x = n.args[0]
+    if not n.params.get("basic"):
         return None
-    return _view_or_copy(n, ctx, x, offset, strides)
+    view = _basic_view(x.shape, n.params.get("key"))
+    if view is None or tuple(view[1]) != n.shape:
+        return None
+    return _view_or_copy(n, ctx, x, view[0], view[2])
 
 
 def _elementwise(n, ctx):
@@ -631,66 +640,135 @@ def _arange(n, ctx):
     return [f"for (int64_t i = 0; i < {n.shape[0]}; i++) {ctx.ptr(n)}[i] = ({T})({p['start']!r} + i * {p['step']!r});"]
 
 
-def _sdpa(n, ctx):
-    """softmax(Q K^T * scale, causal) V per batch entry: two gemms and a row softmax in scratch."""
-    if len(n.args) != 3:
-        return None
-    q, k, v = n.args
-    spec = n.params["spec"]
-    dt = dname(n)
+def _attention_dims(q, k, v, spec, dt, ctx):
+    """(B, L, S, E, Ev) when this attention lowers (no dropout, grouped heads, float or
+    non-causal bool masks; same batch dims), else None."""
     if dt not in _FLOAT or ctx.gemm(dt) is None or spec.drop is not None or spec.rep != 1:
         return None
-    if any(t.dtype != n.dtype or len(t.shape) < 2 for t in (q, k, v)):
+    if any(dname(t) != dt or len(t.shape) < 2 for t in (q, k, v)):
         return None
-    L, E, S, Ev = q.shape[-1 - 1], q.shape[-1], k.shape[-2], v.shape[-1]
+    L, E, S, Ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]) or k.shape[-1] != E or v.shape[-2] != S:
         return None
     if spec.bool_mask is not None and not (spec.causal and L <= S):
         return None
     if not (L and S and E):
         return None
-    B = _numel(q.shape[:-2])
-    T = ctx.ctype(n)
+    return _numel(q.shape[:-2]), L, S, E, Ev
+
+
+def _probs(ctx, dt, T, spec, dims, qp, kp) -> list:
+    """Lines that leave softmax(Q_b K_b^T * scale) of batch entry ``b`` in ``s`` (L x S)."""
+    _B, L, S, E, _Ev = dims
     exp = "exp_f32" if dt == "float32" else "exp"
-    s = f"(({T} *){ctx.scratch(L * S * (4 if dt == 'float32' else 8))})"
-    qp, kp, vp, y = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(n)
     limit = "i + 1" if spec.bool_mask is not None else str(S)
+    scale = repr(float(spec.scale))
     return [
-        f"{T} *s = {s};",
-        f"for (int64_t b = 0; b < {B}; b++) {{",
-        "    "
-        + _gemm(
-            ctx,
-            dt,
-            0,
-            1,
-            L,
-            S,
-            E,
-            repr(float(spec.scale)),
-            f"{qp} + b * {L * E}",
-            E,
-            f"{kp} + b * {S * E}",
-            E,
-            0,
-            "s",
-            S,
-        ),
-        f"    for (int64_t i = 0; i < {L}; i++) {{",
-        f"        {T} *r = s + i * {S};",
-        f"        const int64_t lim = {limit};",
-        f"        {T} m = -INFINITY, sum = 0;",
-        "        for (int64_t j = 0; j < lim; j++) m = r[j] > m ? r[j] : m;",
-        "        #pragma omp simd reduction(+:sum)",
-        f"        for (int64_t j = 0; j < lim; j++) {{ r[j] = {exp}(r[j] - m); sum += r[j]; }}",
-        f"        const {T} inv = ({T})1 / sum;",
-        "        #pragma omp simd",
-        "        for (int64_t j = 0; j < lim; j++) r[j] *= inv;",
-        f"        for (int64_t j = lim; j < {S}; j++) r[j] = 0;",
-        "    }",
-        "    " + _gemm(ctx, dt, 0, 0, L, Ev, S, 1, "s", S, f"{vp} + b * {S * Ev}", Ev, 0, f"{y} + b * {L * Ev}", Ev),
+        _gemm(ctx, dt, 0, 1, L, S, E, scale, f"{qp} + b * {L * E}", E, f"{kp} + b * {S * E}", E, 0, "s", S),
+        f"for (int64_t i = 0; i < {L}; i++) {{",
+        f"    {T} *r = s + i * {S};",
+        f"    const int64_t lim = {limit};",
+        f"    {T} m = -INFINITY, sum = 0;",
+        "    for (int64_t j = 0; j < lim; j++) m = r[j] > m ? r[j] : m;",
+        "    #pragma omp simd reduction(+:sum)",
+        f"    for (int64_t j = 0; j < lim; j++) {{ r[j] = {exp}(r[j] - m); sum += r[j]; }}",
+        f"    const {T} inv = ({T})1 / sum;",
+        "    #pragma omp simd",
+        "    for (int64_t j = 0; j < lim; j++) r[j] *= inv;",
+        f"    for (int64_t j = lim; j < {S}; j++) r[j] = 0;",
         "}",
     ]
+
+
+def _sdpa(n, ctx):
+    """softmax(Q K^T * scale, causal) V per batch entry: two gemms and a row softmax in scratch."""
+    if len(n.args) != 3:
+        return None
+    q, k, v = n.args
+    spec, dt = n.params["spec"], dname(n)
+    dims = _attention_dims(q, k, v, spec, dt, ctx)
+    if dims is None:
+        return None
+    B, L, S, E, Ev = dims
+    T = ctx.ctype(n)
+    s = f"(({T} *){ctx.scratch(L * S * np_size(dt))})"
+    qp, kp, vp, y = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(n)
+    body = _probs(ctx, dt, T, spec, dims, qp, kp)
+    body.append(_gemm(ctx, dt, 0, 0, L, Ev, S, 1, "s", S, f"{vp} + b * {S * Ev}", Ev, 0, f"{y} + b * {L * Ev}", Ev))
+    return [f"{T} *s = {s};", f"for (int64_t b = 0; b < {B}; b++) {{", *("    " + x for x in body), "}"]
+
+
+def _sdpa_backward(n, ctx):
+    """dq, dk, dv of attention, the probabilities recomputed as in the forward lowering:
+    dv = P^T g, dP = g V^T, dS = P (dP - rowsum(dP P)), dq = dS K s, dk = dS^T Q s."""
+    fwd = _noderef(n.params.get("node"), "scaled_dot_product_attention")
+    need = n.params.get("need")
+    if fwd is None or need is None or len(n.args) != 4 or len(need) != 3:
+        return None
+    g, q, k, v = n.args
+    if tuple(fwd.args) != (q, k, v) or g.shape != fwd.shape:
+        return None
+    spec, dt = fwd.params["spec"], dname(q)
+    dims = _attention_dims(q, k, v, spec, dt, ctx)
+    if dims is None or g.dtype != q.dtype:
+        return None
+    B, L, S, E, Ev = dims
+    T, sz = CTYPES[dt], np_size(dt)
+    items, outs, j = ctx.items(n), [], 0
+    for flag, t in zip(need, (q, k, v)):
+        if not flag:
+            outs.append(None)
+            continue
+        item = items.get(j)
+        outs.append(ctx.ptr(item) if item is not None else f"(({T} *){ctx.scratch(_numel(t.shape) * sz)})")
+        j += 1
+    qp, kp, vp, gp = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(g)
+    gb = f"{gp} + b * {L * Ev}"
+    body = _probs(ctx, dt, T, spec, dims, qp, kp)
+    if outs[2] is not None:
+        body.append(_gemm(ctx, dt, 1, 0, S, Ev, L, 1, "s", S, gb, Ev, 0, f"{outs[2]} + b * {S * Ev}", Ev))
+    body += [
+        _gemm(ctx, dt, 0, 1, L, S, Ev, 1, gb, Ev, f"{vp} + b * {S * Ev}", Ev, 0, "dp", S),
+        f"for (int64_t i = 0; i < {L * S}; i += {S}) {{",
+        "    double acc = 0;",
+        f"    for (int64_t j = 0; j < {S}; j++) acc += (double)dp[i + j] * s[i + j];",
+        f"    for (int64_t j = 0; j < {S}; j++) dp[i + j] = s[i + j] * (dp[i + j] - ({T})acc);",
+        "}",
+    ]
+    scale = repr(float(spec.scale))
+    if outs[0] is not None:
+        body.append(
+            _gemm(ctx, dt, 0, 0, L, E, S, scale, "dp", S, f"{kp} + b * {S * E}", E, 0, f"{outs[0]} + b * {L * E}", E)
+        )
+    if outs[1] is not None:
+        body.append(
+            _gemm(ctx, dt, 1, 0, S, E, L, scale, "dp", S, f"{qp} + b * {L * E}", E, 0, f"{outs[1]} + b * {S * E}", E)
+        )
+    return [
+        f"{T} *s = (({T} *){ctx.scratch(L * S * sz)}), *dp = (({T} *){ctx.scratch(L * S * sz)});",
+        f"for (int64_t b = 0; b < {B}; b++) {{",
+        *("    " + x for x in body),
+        "}",
+    ]
+
+
+def _index_put_zeros(n, ctx):
+    """Zeros of ``shape`` with ``g`` written at a basic index (the gradient of a slice)."""
+    g = n.args[0]
+    if not n.params.get("basic") or tuple(n.params.get("shape", ())) != n.shape or g.dtype != n.dtype:
+        return None
+    view = _basic_view(n.shape, n.params.get("key"))
+    if view is None or tuple(view[1]) != g.shape:
+        return None
+    offset, shape, strides = view
+    y, gp, T = ctx.ptr(n), ctx.ptr(g), ctx.ctype(n)
+    lines = [f"memset({y}, 0, {_numel(n.shape)} * sizeof({T}));", "{", "int64_t o = 0;"]
+    idx = [str(offset)]
+    for d, (m, st) in enumerate(zip(shape, strides)):
+        lines.append(f"for (int64_t i{d} = 0; i{d} < {m}; i{d}++)")
+        idx.append(f"i{d} * {st}")
+    lines.append(f"    {y}[{' + '.join(idx)}] = {gp}[o++];")
+    return lines + ["}"]
 
 
 def _cat(n, ctx):
@@ -738,6 +816,8 @@ LOWERINGS = {
     "gelu_backward": _gelu_backward,
     "embedding_backward": _embedding_backward,
     "scaled_dot_product_attention": _sdpa,
+    "scaled_dot_product_attention_backward": _sdpa_backward,
+    "index_put_zeros": _index_put_zeros,
     "cat": _cat,
     "full": _full,
     "arange": _arange,
