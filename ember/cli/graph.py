@@ -1,8 +1,9 @@
 """``ember graph``: draw a registry model's compiled training step (forward, backward, fusion groups).
 
-The model (``ember.models.registry``, its default recipe's sizes) is compiled with
-``ember.compile`` and called once on a small random batch with gradients on: the captured graph
-is the joint forward and backward where capture takes the backward, else the forward. It is
+The model (``ember.models.registry``, its default recipe's sizes) is trained one step on a small
+random batch through ``ember.compile``: the whole step (forward, loss, backward, an SGD update)
+where capture takes ``backward()`` and ``step()`` inside a compiled function, else the compiled
+model (the joint forward and backward where capture takes the backward, else the forward). It is
 written as Graphviz DOT (``ember.viz.compiled_dot``) and, where the ``dot`` program exists,
 rendered to SVG (or PNG/PDF) beside it.
 
@@ -58,6 +59,25 @@ def compiled_graph(name: str, batch: int = 2, forward_only: bool = False) -> tup
 
     ember.manual_seed(0)
     spec, model, x, y = _inputs(name, batch)
+    if not forward_only:  # the whole training step, where capture takes backward() and step()
+        opt = ember.optim.SGD(model.parameters(), lr=0.01)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = spec.task.loss(model, x, y)[0]
+            loss.backward()
+            opt.step()
+            return loss
+
+        cs = ember.compile(step)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cs(x, y)
+        entries = [e for e in cs.cache.values() if hasattr(e, "graph")]
+        if entries and any(n.phase == "backward" for n in entries[-1].graph.nodes):
+            return compiled_dot(cs), f"{name}: the whole training step (forward, backward, SGD update): " + _counts(
+                entries[-1].graph
+            )
     cm = ember.compile(model)
     with warnings.catch_warnings(record=True) as caught, ember.set_grad_enabled(not forward_only):
         warnings.simplefilter("always")
@@ -71,14 +91,19 @@ def compiled_graph(name: str, batch: int = 2, forward_only: bool = False) -> tup
             src, note = compiled_graph(name, batch, True)
             return src, f"{note} (with gradients the model runs eagerly: {why})"
         raise RuntimeError(f"ember graph: {name} could not be compiled: {why}")
-    entry = entries[-1]
-    g = entry.graph
+    g = entries[-1].graph
     n_bwd = sum(1 for n in g.nodes if n.kind == "call" and n.phase == "backward")
-    n_fwd = sum(1 for n in g.nodes if n.kind == "call" and n.phase == "forward")
     what = "forward and backward (joint graph)" if n_bwd else "forward only"
     if not n_bwd and not forward_only:
         what += " (the backward of this model is not captured yet; it runs eagerly)"
-    return compiled_dot(cm), f"{name}: {what}: {n_fwd} forward ops, {n_bwd} backward ops"
+    return compiled_dot(cm), f"{name}: {what}: {_counts(g)}"
+
+
+def _counts(g) -> str:
+    calls = [n for n in g.nodes if n.kind == "call"]
+    bwd = sum(1 for n in calls if n.phase == "backward")
+    upd = sum(1 for n in calls if n.prim.inplace)
+    return f"{len(calls) - bwd - upd} forward ops, {bwd} backward ops, {upd} in-place updates"
 
 
 def main(args) -> int:

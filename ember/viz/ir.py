@@ -1,7 +1,7 @@
 """Pictures of ``ember.compile``'s IR: a captured (joint) graph as Graphviz DOT text.
 
 Every call is a box labelled ``%id op`` and its type; forward ops are grey, backward
-(gradient) ops salmon, graph inputs light blue (output gradients of a joint graph green),
+(gradient) ops salmon, in-place updates (an optimizer step) khaki, graph inputs light blue (output gradients of a joint graph green),
 constants dashed ellipses, outputs drawn with a double border. Each fusion group is a coloured
 cluster ("group k: n ops"); with a whole-graph program, the nodes that run eagerly between its
 native segments have a dashed red border. Multi-output calls are drawn once, their outputs'
@@ -22,6 +22,7 @@ from __future__ import annotations
 __all__ = ["graph_dot", "compiled_dot", "GROUP_COLORS"]
 
 _INPUT, _GOUT, _FWD, _BWD, _CONST = "lightblue", "palegreen", "lightgrey", "lightsalmon", "white"
+_UPDATE = "khaki"  # in-place writes: the optimizer's update in a whole-step graph
 #: Background of fusion group k (cycled).
 GROUP_COLORS = ("#fff2b3", "#d9f2d0", "#d6e4ff", "#f9d9f2", "#e0f7f7", "#ffe0c2", "#e8e0ff", "#f0f0c0")
 
@@ -41,7 +42,7 @@ def _node_line(n, outputs, eager, names, indent="  ") -> str:
         label, shape, fill, style = f"%{n.id} constant", "ellipse", _CONST, "filled,dashed"
     else:
         label, shape, style = f"%{n.id} {n.op}", "box", "filled"
-        fill = _BWD if n.phase == "backward" else _FWD
+        fill = _UPDATE if n.kind == "call" and n.prim.inplace else _BWD if n.phase == "backward" else _FWD
     if n.dtype is not None:
         label += "\n" + n.type_str()
     attrs = [f"label={_q(label)}", f"shape={shape}", f"style={_q(style)}", f"fillcolor={_q(fill)}"]
@@ -120,7 +121,9 @@ def compiled_dot(compiled, index: int = -1) -> str:
         raise RuntimeError(f"compiled_dot(): no compiled graph{why}")
     entry = entries[index]
     groups, eager = [], []
-    for steps in (entry.steps, getattr(entry, "bwd_steps", None) if entry.joint else None):
+    joint = getattr(entry, "joint", False)
+    views = (getattr(entry, "steps", None), getattr(entry, "bwd_steps", None) if joint else None)
+    for steps in (*views, getattr(entry, "program", None)):  # a whole step's program (step_program.py)
         if steps is None:
             continue
         groups += [g for kind, g in steps if kind == "group"]
