@@ -75,9 +75,10 @@ def compiled_graph(name: str, batch: int = 2, forward_only: bool = False) -> tup
             cs(x, y)
         entries = [e for e in cs.cache.values() if hasattr(e, "graph")]
         if entries and any(n.phase == "backward" for n in entries[-1].graph.nodes):
-            return compiled_dot(cs), f"{name}: the whole training step (forward, backward, SGD update): " + _counts(
-                entries[-1].graph
-            )
+            names = {**dict(model.named_buffers()), **dict(model.named_parameters())}
+            return compiled_dot(
+                cs, names=names
+            ), f"{name}: the whole training step (forward, backward, SGD update): " + _counts(entries[-1].graph)
     cm = ember.compile(model)
     with warnings.catch_warnings(record=True) as caught, ember.set_grad_enabled(not forward_only):
         warnings.simplefilter("always")

@@ -106,10 +106,11 @@ def _shown(n):
     return n.args[0] if n.kind == "item" else n
 
 
-def compiled_dot(compiled, index: int = -1) -> str:
+def compiled_dot(compiled, index: int = -1, names=None) -> str:
     """DOT text of a compiled function's or module's graph (``ember.compile``), after its first
     call: the cache entry ``index`` (default the newest), with its fusion groups and, when it
-    runs as a whole-graph program, the nodes that run eagerly.
+    runs as a whole-graph program, the nodes that run eagerly. ``names`` as for :func:`graph_dot`
+    (default: a compiled module's parameters and buffers).
 
     Raises RuntimeError when nothing was compiled yet (or the function runs eagerly).
     """
@@ -131,5 +132,6 @@ def compiled_dot(compiled, index: int = -1) -> str:
         if spec is not None:
             eager += spec.eager_nodes
     mod = getattr(compiled, "_orig_mod", None)
-    names = {**dict(mod.named_buffers()), **dict(mod.named_parameters())} if mod is not None else None
+    if names is None and mod is not None:
+        names = {**dict(mod.named_buffers()), **dict(mod.named_parameters())}
     return graph_dot(entry.graph, groups, eager, names=names)
