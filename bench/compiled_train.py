@@ -9,9 +9,8 @@ backward) with an eager ``backward()`` call and optimizer step; the label says w
 compiled. ``torch.compile`` compiles PyTorch's whole step function.
 
 Python time per compiled call: the compiled step (where it is one program) or the compiled
-model's forward, with every native segment swapped for an empty C function (``Program.noop``):
-guards, pointer setup, output allocation and ctypes crossings without the native work; not
-reported where some op of the program runs eagerly.
+model's forward, less the time spent inside its native segments: guards, pointer setup, output
+allocation, ctypes crossings and writebacks; not reported where some op runs eagerly.
 
 Run: ``PYTHONPATH=. python bench/compiled_train.py [--rounds 7] [--no-torch-compile] [--write]``
 (``--write`` replaces the compiled section of BENCHMARKS.md).
@@ -90,8 +89,8 @@ def _torch_compiled(torch, name: str):
 
 
 def python_time(ember, name: str, rounds: int = 200) -> float | None:
-    """Median seconds of Python per compiled call with every native segment swapped for an empty
-    C function: the whole training step where it runs as one program, else the model's forward
+    """Median seconds of Python per compiled call: the call's time less the time inside its native
+    segments, for the whole training step where it runs as one program, else the model's forward
     (no_grad). None where an op of that program runs eagerly (its time is not Python's)."""
     import numpy as np
 
@@ -112,17 +111,29 @@ def python_time(ember, name: str, rounds: int = 200) -> float | None:
             with ember.no_grad():
                 cm(p["x"])
 
-    if not hasattr(prog, "noop") or prog.spec.eager_nodes:
+    if not hasattr(prog, "plan") or prog.spec.eager_nodes:
         return None
+    native = [0.0]
+
+    def timed(fn):
+        def segment(P):
+            t0 = time.perf_counter()
+            rc = fn(P)
+            native[0] += time.perf_counter() - t0
+            return rc
+
+        return segment
+
     saved = prog.plan
-    prog.plan = [(prog.noop if fn is not None else None, x) for fn, x in saved]
+    prog.plan = [(timed(fn) if fn is not None else None, x) for fn, x in saved]
     try:
         call()
         ts = []
         for _ in range(rounds):
+            native[0] = 0.0
             t0 = time.perf_counter()
             call()
-            ts.append(time.perf_counter() - t0)
+            ts.append(time.perf_counter() - t0 - native[0])
     finally:
         prog.plan = saved
     return float(np.median(ts))
@@ -229,8 +240,8 @@ def _section(rows, args) -> list:
         "## Compiled training steps (issue 9): Ember compiled, Ember eager, PyTorch eager, torch.compile",
         "",
         f"`{cmd}` (median ms per step, {args.rounds} alternating rounds, {args.threads} thread(s); written by the bench).",
-        "Python time: the compiled step where it is one program, else the compiled forward, with its native "
-        "segments swapped for an empty C function ('-': some op runs eagerly between segments).",
+        "Python time: the compiled step where it is one program, else the compiled forward, less the time "
+        "inside its native segments ('-': some op runs eagerly between segments).",
         "Compile: first compiled forward call in a new process, cold cache / warm cache (seconds).",
         "",
         "| workload | ember compiled | ember eager | torch | torch.compile | compiled/torch | compiled/torch.compile "
