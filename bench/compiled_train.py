@@ -89,8 +89,8 @@ def _torch_compiled(torch, name: str):
 
 
 def python_time(ember, name: str, rounds: int = 200) -> float | None:
-    """Median seconds of Python per compiled call: the call's time less the time inside its native
-    segments, for the whole training step where it runs as one program, else the model's forward
+    """Median CPU seconds of Python per compiled call (this thread's CPU time, steady on a loaded
+    machine; the bench runs on one thread): the call's time less the time inside its native segments, for the whole training step where it runs as one program, else the model's forward
     (no_grad). None where an op of that program runs eagerly (its time is not Python's)."""
     import numpy as np
 
@@ -117,9 +117,9 @@ def python_time(ember, name: str, rounds: int = 200) -> float | None:
 
     def timed(fn):
         def segment(P):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             rc = fn(P)
-            native[0] += time.perf_counter() - t0
+            native[0] += time.thread_time() - t0
             return rc
 
         return segment
@@ -131,9 +131,9 @@ def python_time(ember, name: str, rounds: int = 200) -> float | None:
         ts = []
         for _ in range(rounds):
             native[0] = 0.0
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             call()
-            ts.append(time.perf_counter() - t0 - native[0])
+            ts.append(time.thread_time() - t0 - native[0])
     finally:
         prog.plan = saved
     return float(np.median(ts))
