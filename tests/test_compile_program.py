@@ -209,3 +209,29 @@ def test_whole_training_step_as_one_program(name, monkeypatch):
         np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
         if name == "mlp":  # GPT's key bias has a zero-up-to-rounding gradient that Adam scales to +-lr
             np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_in_place_writes_reach_non_contiguous_inputs():
+    """Step programs write parameters in place: an input the program had to copy (non-contiguous)
+    is copied back after the run, for lowered (``_foreach_add_``) and eager (``add_``) writes."""
+    from ember.compile.capture import trace
+    from ember.compile.ir import IRGraph
+    from ember.compile.lower import schedule
+    from ember.compile.program_runtime import build_programs
+
+    def f(a, b):
+        ember._foreach_add_([a], [1.0])
+        b.add_(a.sum())  # no lowering for the in-place add: eager, between segments
+        return (a * 2).exp()
+
+    a0, b0 = ember.randn(3, 4), ember.randn(4, 3)
+    graph = IRGraph.from_traced(trace(f, (a0.clone(), b0.clone()), {}))
+    (prog,), _ = build_programs([(graph, schedule(graph, []))])
+    assert [n.op for n in prog.spec.eager_nodes] == ["add_"]
+    a, b = a0.clone().t().contiguous().t(), b0.clone().t().contiguous().t()  # non-contiguous
+    assert not a._data.flags.c_contiguous
+    env = {n: t for n, t in zip([n for n in graph.nodes if n.kind == "placeholder"], (a, b))}
+    prog.run(env)
+    np.testing.assert_allclose(a.numpy(), a0.numpy() + 1, rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), b0.numpy() + (a0.numpy() + 1).sum(), rtol=1e-5)
+    np.testing.assert_allclose(env[graph.outputs[0]].numpy(), np.exp((a0.numpy() + 1) * 2), rtol=1e-5)

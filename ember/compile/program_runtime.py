@@ -97,6 +97,7 @@ class Program(list):
             self.arrs[k] = arr
             self.P[k] = arr.ctypes.data
         self.inputs = spec.inputs
+        self.input_slot = {node: k for k, node, _dt in spec.inputs}
         self.outputs = spec.outputs
         self.noop = lib.ember_noop  # what a segment costs with no work: see bench/compiled_train.py
         self.noop.argtypes = [ctypes.c_void_p]
@@ -150,6 +151,11 @@ class Program(list):
         else:
             args = [self._value(a, env) if hasattr(a, "kind") else a for a in x.args]
             t = apply(x.prim, *args, **x.params) if self.eager_call is None else self.eager_call(x, args)
+            if x.prim.inplace:  # it wrote the caller's tensor: refresh a contiguous copy C reads
+                for a in x.args[: x.params.get("n_written", 1)]:
+                    k = self.input_slot.get(a)
+                    if k is not None and self.arrs[k] is not env[a]._data:
+                        np.copyto(self.arrs[k], env[a]._data)
             if x.prim.multi:
                 env[x] = t
                 return
