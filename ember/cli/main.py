@@ -120,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_bench(sub)
+    from ember.cli import graph as _graph
     from ember.cli import run as _run
 
     _run.add_parser(sub)
+    _graph.add_parser(sub)
     return parser
 
 
@@ -170,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from ember.cli import run
 
         return run.main(args)
+    if args.command == "graph":
+        from ember.cli import graph
+
+        return graph.main(args)
     raise SystemExit(f"unknown command {args.command}")
 
 

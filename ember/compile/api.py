@@ -34,6 +34,7 @@ from ember.compile.joint import JointFunction
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.passes.mincut import min_cut_partition
+from ember.compile.program_runtime import build_programs
 from ember.compile.runtime import BuildError, build_kernels, execute
 from ember.compile.step import attach_node_refs, node_steps
 from ember.compile.step import prepare as prepare_step
@@ -210,6 +211,9 @@ class CompiledFunction:
         except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
             self._say("fusion", f"no fusion: {e}")
             return plain, {}
+        programs = build_programs(list(zip(views, steps)), log=lambda m: self._say("codegen", m))
+        if programs is not None:  # the whole schedule as native segments (program_runtime.py)
+            return programs
         try:
             fns = build_kernels(all_groups, log=lambda m: self._say("codegen", m))
         except BuildError as e:

@@ -84,7 +84,10 @@ def _out_buffer(plan, env, o, dt) -> np.ndarray:
 
 def execute(steps: list, kernels: dict, env: dict) -> None:
     """Run ``steps`` over ``env`` (node -> Tensor, holding placeholders; filled in place). The
-    groups' temporaries live in the arena of ``steps.plan`` (see ``passes/memplan.py``)."""
+    groups' temporaries live in the arena of ``steps.plan`` (see ``passes/memplan.py``); a
+    whole-graph program (``program_runtime.Program``) runs as one native call."""
+    if hasattr(steps, "run"):
+        return steps.run(env)
     plan = getattr(steps, "plan", None)
     for kind, x in steps:
         if kind == "group":

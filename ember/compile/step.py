@@ -253,4 +253,8 @@ def prepare(traced, log=None) -> StepEntry:
     k = dce(graph)
     if log and k:
         log(f"after dce ({k} changes):\n{graph}")
-    return StepEntry(traced, graph)
+    entry = StepEntry(traced, graph)
+    from ember.compile.step_program import attach  # a whole-step native program, where it builds
+
+    attach(entry, log)
+    return entry

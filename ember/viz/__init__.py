@@ -1,7 +1,8 @@
 """Pictures of the computational graph: a tensor's forward graph and its backward graph.
 
 ``forward_dot`` and ``backward_dot`` return Graphviz DOT text; ``render`` turns it into SVG or
-PNG with the ``dot`` program.
+PNG with the ``dot`` program. ``graph_dot``/``compiled_dot`` draw ``ember.compile``'s IR
+(forward, backward and fusion groups coloured).
 
 Example:
     >>> import ember
@@ -17,6 +18,7 @@ Example:
 from __future__ import annotations
 
 from ember.viz.dot import backward_dot, forward_dot
+from ember.viz.ir import compiled_dot, graph_dot
 from ember.viz.render import render
 
-__all__ = ["forward_dot", "backward_dot", "render"]
+__all__ = ["forward_dot", "backward_dot", "render", "graph_dot", "compiled_dot"]

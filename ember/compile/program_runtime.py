@@ -1,0 +1,256 @@
+"""Build and run whole-graph programs (``codegen/program.py``): Python enters C once per segment.
+
+:func:`build_programs` renders the steps of each view (forward, backward) into one C library,
+built through ``backends/ckernels``' cache (source-hash keyed), and returns one :class:`Program`
+per view. A ``Program`` is the list of steps it replaces (so code that inspects steps still
+works) with a :meth:`Program.run` that ``runtime.execute`` calls instead of walking the steps.
+
+BLAS: NumPy's bundled OpenBLAS exports ``cblas_?gemm`` under suffixed names
+(``scipy_cblas_sgemm64_``, 64-bit integers); the generated code calls it through a function
+pointer set at load time, so nothing is linked. Without a BLAS, linear layers run eagerly.
+
+``EMBER_PROGRAM=0`` in the environment turns programs off (steps run one by one as before).
+
+Example:
+    >>> from ember.compile.program_runtime import blas
+    >>> blas() is None or blas()[0] in ("int64_t", "int32_t")
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+from ember.backends import ckernels
+from ember.compile.codegen.c import prelude
+from ember.compile.codegen.program import Refused, render_program
+from ember.ops.dispatch import apply
+from ember.tensor import Tensor
+
+__all__ = ["Program", "build_programs", "blas", "enabled"]
+
+_BLAS: list = []
+# (sgemm, dgemm, integer type) by the names OpenBLAS builds export
+_GEMM_NAMES = (
+    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "int64_t"),
+    ("cblas_sgemm64_", "cblas_dgemm64_", "int64_t"),
+    ("scipy_cblas_sgemm", "scipy_cblas_dgemm", "int32_t"),
+    ("cblas_sgemm", "cblas_dgemm", "int32_t"),
+)
+
+
+def enabled() -> bool:
+    return os.environ.get("EMBER_PROGRAM", "1") != "0"
+
+
+def blas():
+    """``(integer type, sgemm address, dgemm address)`` of NumPy's BLAS, or None."""
+    if not _BLAS:
+        found = None
+        base = os.path.dirname(np.__file__)
+        paths = []
+        for d in (os.path.join(base, os.pardir, "numpy.libs"), os.path.join(base, ".libs")):
+            for pat in ("libscipy_openblas*.so*", "libopenblas*.so*"):
+                paths += sorted(glob.glob(os.path.join(d, pat)))
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for s, d, itype in _GEMM_NAMES:
+                try:
+                    fs, fd = getattr(lib, s), getattr(lib, d)
+                except AttributeError:
+                    continue
+                found = (itype, ctypes.cast(fs, ctypes.c_void_p).value, ctypes.cast(fd, ctypes.c_void_p).value)
+                break
+            if found:
+                break
+        _BLAS.append(found)
+    return _BLAS[0]
+
+
+def _wrap(arr) -> Tensor:
+    t = Tensor.__new__(Tensor)
+    t._data = arr
+    return t
+
+
+class Program(list):
+    """One view's steps as native segments and eager steps over a pointer table and an arena."""
+
+    def __init__(self, steps, spec, lib, eager=None):
+        super().__init__(steps)
+        self.spec = spec
+        self.eager_call = eager  # eager(node, args) -> output, instead of apply (step programs)
+        self.P = (ctypes.c_void_p * spec.n_slots)()
+        self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
+        shift = (-self.arena.ctypes.data) % 64
+        self.arena = self.arena[shift : shift + spec.arena_bytes] if spec.arena_bytes else self.arena[:0]
+        self.P[0] = self.arena.ctypes.data
+        self.arrs: list = [None] * spec.n_slots
+        for k, arr in spec.consts:
+            self.arrs[k] = arr
+            self.P[k] = arr.ctypes.data
+        self.inputs = spec.inputs
+        self.input_slot = {node: k for k, node, _dt in spec.inputs}
+        self.outputs = spec.outputs
+        self.noop = lib.ember_noop  # what a segment costs with no work: see bench/compiled_train.py
+        self.noop.argtypes = [ctypes.c_void_p]
+        self.noop.restype = ctypes.c_int
+        self.plan = []
+        for kind, x in spec.plan:
+            if kind == "c":
+                fn = getattr(lib, x)
+                fn.argtypes = [ctypes.c_void_p]
+                fn.restype = ctypes.c_int
+                self.plan.append((fn, None))
+            else:
+                self.plan.append((None, x))
+        # Results that are whole output arrays, and the rest (eager values, offsets into slots)
+        whole = {node: k for k, node, _shape, _dt in spec.outputs if spec.homes.get(node, (k, 0)) == (k, 0)}
+        self.direct = [(n, whole[n]) for n in spec.results if n in whole]
+        self.others = [n for n in spec.results if n not in whole]
+        # Fixed numpy views of arena values (an eager step reads them; results never do).
+        self.views = {}
+        for node, (home, off) in spec.homes.items():
+            if isinstance(home, tuple) and home[1] is not None:
+                dt = np.dtype(str(node.dtype).replace("ember.", ""))
+                n = int(np.prod(node.shape))
+                self.views[node] = (
+                    np.ndarray(node.shape, dt, self.arena, home[1] + off * dt.itemsize)
+                    if n
+                    else np.empty(node.shape, dt)
+                )
+
+    def _value(self, node, env):
+        t = env.get(node)
+        if t is not None:
+            return t
+        v = self.views.get(node)
+        if v is None:  # a value in a slot (an output or an eager value), at an element offset
+            home, off = self.spec.homes[node]
+            n = int(np.prod(node.shape))
+            v = self.arrs[home].reshape(-1)[off : off + n].reshape(node.shape)
+        return _wrap(v)
+
+    def _own(self, arr):
+        """``arr`` as a contiguous array that does not live in the arena."""
+        arr = np.ascontiguousarray(arr)
+        if self.arena.size and np.may_share_memory(arr, self.arena):
+            arr = arr.copy()
+        return arr
+
+    def _eager(self, x, env):
+        if x.kind == "item":
+            t = [t for t in env[x.args[0]] if t is not None][x.index]
+        else:
+            args = [self._value(a, env) if hasattr(a, "kind") else a for a in x.args]
+            t = apply(x.prim, *args, **x.params) if self.eager_call is None else self.eager_call(x, args)
+            if x.prim.inplace:  # it wrote the caller's tensor: refresh a contiguous copy C reads
+                for a in x.args[: x.params.get("n_written", 1)]:
+                    k = self.input_slot.get(a)
+                    if k is not None and self.arrs[k] is not env[a]._data:
+                        np.copyto(self.arrs[k], env[a]._data)
+            if x.prim.multi:
+                env[x] = t
+                return
+        k = self.spec.eager_slots.get(x)
+        if k is not None or x in self.spec.results:
+            arr = self._own(t._data)
+            if arr is not t._data:
+                t = _wrap(arr)
+            if k is not None:
+                self.arrs[k] = arr
+                self.P[k] = arr.ctypes.data
+        env[x] = t
+
+    def run(self, env: dict) -> None:
+        """Run over ``env`` (node -> Tensor for every input); puts every result into ``env``."""
+        P, arrs = self.P, self.arrs
+        for k, node, dt in self.inputs:
+            a = env[node]._data
+            if a is arrs[k]:
+                continue  # the same array as last call (a parameter): its pointer is set
+            if a.dtype != dt or not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a, dt)
+            arrs[k] = a
+            P[k] = a.ctypes.data
+        for k, _node, shape, dt in self.outputs:
+            a = np.empty(shape, dt)
+            arrs[k] = a
+            P[k] = a.ctypes.data
+        for fn, x in self.plan:
+            if fn is not None:
+                if fn(P):
+                    raise IndexError("index out of range in self")
+            else:
+                self._eager(x, env)
+        for k, node in self.spec.written_inputs:  # an input copied to be contiguous: write back
+            if arrs[k] is not env[node]._data:
+                np.copyto(env[node]._data, arrs[k])
+        for node, k in self.direct:
+            env[node] = _wrap(arrs[k])
+        for node in self.others:
+            if node not in env:
+                env[node] = self._value(node, env) if node not in self.views else _wrap(self.views[node].copy())
+
+
+def _ext_address(kern, name: str):
+    """A hand kernel's address: ``backends/ckernels`` (kernels.c) or its optimizer library."""
+    if name.startswith("fused_"):
+        from ember.backends.ckernels import optim
+
+        lib = optim._lib()
+        if lib is None:
+            raise Refused("the optimizer kernels are not available")
+        return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    return ctypes.cast(getattr(kern, name), ctypes.c_void_p).value
+
+
+def build_programs(views: list, log=None, force_eager=(), eager=None):
+    """``views``: ``[(graph view, steps)]`` -> ``([Program per view], {group id: its C function})``,
+    or None (no compiler, a build error or programs turned off: the caller keeps its steps).
+    ``force_eager`` nodes run through ``eager(node, args)`` (default ``apply``) between segments."""
+    if not enabled():
+        return None
+    cc = ckernels.compiler()
+    kern = ckernels.get()
+    if cc is None or kern is None:
+        return None
+    b = blas()
+    from ember.compile.runtime import render_c
+
+    groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
+    try:
+        src, specs, exts = render_program(views, None if b is None else b[0], render_c(groups), force_eager)
+        addresses = [_ext_address(kern, e) for e in exts]
+    except Refused as e:
+        if log:
+            log(f"no program: {e}")
+        return None
+    path = ckernels.library_path(src, "compiled", cc)
+    if log:  # without the prelude of math helpers (mathf.c)
+        log(f"generated source ({path}):\n{src[len(prelude()) :]}")
+    lib = ckernels.load(src, "compiled", {})
+    if lib is None:
+        if log:
+            log(f"the C compiler failed on the generated program (see {path.parent}); steps run one by one")
+        return None
+    table = [b[1] if b else None, b[2] if b else None]
+    table += addresses
+    F = (ctypes.c_void_p * len(table))(*table)
+    lib.ember_program_init.argtypes = [ctypes.c_void_p]
+    lib.ember_program_init.restype = None
+    lib.ember_program_init(F)
+    kernels = {}  # each fused group's function, as ``runtime.build_kernels`` gives them
+    for g in groups:
+        fn = kernels[g.id] = getattr(lib, f"ember_k{g.id}")
+        fn.argtypes = [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
+        fn.argtypes += [ctypes.c_int64] * (1 if g.reduction is None else 3)
+        fn.restype = None
+    return [Program(steps, spec, lib, eager) for (_view, steps), spec in zip(views, specs)], kernels
