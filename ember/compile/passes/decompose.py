@@ -201,7 +201,23 @@ def decompose(graph) -> int:
     changed = _forget_meta_saves(graph)
     if _runs_op_by_op(graph) or any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
         return changed
+    read_nodes = _node_readers(graph)
     for n in list(graph.nodes):
-        if n.kind == "call" and n.op in DECOMPOSABLE and _float(n) and DECOMPOSABLE[n.op](graph, n):
+        if n.kind != "call" or n in read_nodes:  # a gradient op reads its autograd node: keep it whole
+            continue
+        if n.op in DECOMPOSABLE and _float(n) and DECOMPOSABLE[n.op](graph, n):
             changed += 1
     return changed
+
+
+def _node_readers(graph) -> set:
+    """The calls whose autograd node a gradient op reads (``step.NodeRef`` parameters)."""
+    refs = set()
+    for m in graph.nodes:
+        if m.kind != "call":
+            continue
+        for v in m.params.values():
+            for x in v if isinstance(v, (list, tuple)) else (v,):
+                if type(x).__name__ == "NodeRef":
+                    refs.add(x.op)
+    return refs
