@@ -29,14 +29,14 @@ from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
 from ember.compile.effects import Guards, TensorGuards
-from ember.compile.ir import IRGraph, Node
+from ember.compile.ir import IRGraph, Node, node_makers, node_readers
 from ember.compile.joint import JointFunction
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
 from ember.compile.passes.mincut import min_cut_partition
 from ember.compile.program_runtime import build_programs
 from ember.compile.runtime import BuildError, build_kernels, execute
-from ember.compile.step import attach_node_refs, node_steps
+from ember.compile.step import attach_node_refs, node_eager, node_steps
 from ember.compile.step import prepare as prepare_step
 from ember.nn.modules.module import Module
 from ember.tensor import Tensor
@@ -191,7 +191,9 @@ class CompiledFunction:
 
     def _fuse_and_build(self, graph, views):
         """Fuse each view (forward, backward) and build every kernel into one library; returns
-        ``(steps per view, kernels)``, unfused when fusion is off or the build fails."""
+        ``(steps per view, kernels)``, unfused when fusion is off or the build fails. Calls whose
+        autograd node a gradient op reads, and those gradient ops, stay unfused and run eagerly
+        inside programs (``step.node_eager``)."""
         plain = [schedule(v, []) for v in views]
         if self.backend != "inductor":
             return plain, {}
@@ -211,7 +213,13 @@ class CompiledFunction:
         except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
             self._say("fusion", f"no fusion: {e}")
             return plain, {}
-        programs = build_programs(list(zip(views, steps)), log=lambda m: self._say("codegen", m))
+        makers = node_makers(graph)
+        programs = build_programs(
+            list(zip(views, steps)),
+            log=lambda m: self._say("codegen", m),
+            force_eager=makers | node_readers(graph),
+            eager=node_eager(makers, "grad_fn"),
+        )
         if programs is not None:  # the whole schedule as native segments (program_runtime.py)
             return programs
         try:
@@ -256,6 +264,7 @@ class CompiledFunction:
         self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
         run_passes(graph, log=lambda m: self._say("graph", m))
         relax_views(graph)
+        needs = [n for n in graph.nodes if n in node_makers(graph)]  # what the passes left of them
         if not graph.grad_inputs:
             (steps,), kernels = self._fuse_and_build(graph, [graph])
             return _Entry(traced, graph, steps, kernels, schedule(graph, []))

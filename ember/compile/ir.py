@@ -24,7 +24,7 @@ from collections import Counter
 
 from ember._device import CPU
 
-__all__ = ["Node", "IRGraph", "IMPURE"]
+__all__ = ["Node", "IRGraph", "IMPURE", "node_refs_of", "node_makers", "node_readers"]
 
 # Ops a pass must neither drop, merge nor reorder: they write memory or draw random numbers.
 IMPURE = frozenset(
@@ -78,6 +78,28 @@ class Node:
 
     def __repr__(self) -> str:
         return f"%{self.id}"
+
+
+def node_refs_of(n: Node) -> list:
+    """The ``step.NodeRef`` parameters of call ``n`` (a gradient op reading its forward op's
+    autograd node); matched by type name so the passes need not import ``step.py``."""
+    refs = []
+    for v in n.params.values():
+        for x in v if isinstance(v, (list, tuple)) else (v,):
+            if type(x).__name__ == "NodeRef":
+                refs.append(x)
+    return refs
+
+
+def node_makers(graph) -> set:
+    """The calls whose autograd node a gradient op reads: they must run as plain node steps
+    with gradients on (``step.node_steps``), never fused, recomputed or lowered away."""
+    return {r.op for n in graph.nodes if n.kind == "call" for r in node_refs_of(n)}
+
+
+def node_readers(graph) -> set:
+    """The calls that read an autograd node (a ``NodeRef`` parameter)."""
+    return {n for n in graph.nodes if n.kind == "call" and node_refs_of(n)}
 
 
 def _fmt(a) -> str:

@@ -86,7 +86,7 @@ class Program(list):
     def __init__(self, steps, spec, lib, eager=None):
         super().__init__(steps)
         self.spec = spec
-        self.eager_call = eager  # eager(node, args) -> output, instead of apply (step programs)
+        self.eager_call = eager  # eager(node, args, env) -> output, instead of apply (autograd nodes)
         self.P = (ctypes.c_void_p * spec.n_slots)()
         self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
         shift = (-self.arena.ctypes.data) % 64
@@ -150,7 +150,7 @@ class Program(list):
             t = [t for t in env[x.args[0]] if t is not None][x.index]
         else:
             args = [self._value(a, env) if hasattr(a, "kind") else a for a in x.args]
-            t = apply(x.prim, *args, **x.params) if self.eager_call is None else self.eager_call(x, args)
+            t = apply(x.prim, *args, **x.params) if self.eager_call is None else self.eager_call(x, args, env)
             if x.prim.inplace:  # it wrote the caller's tensor: refresh a contiguous copy C reads
                 for a in x.args[: x.params.get("n_written", 1)]:
                     k = self.input_slot.get(a)
@@ -215,7 +215,7 @@ def _ext_address(kern, name: str):
 def build_programs(views: list, log=None, force_eager=(), eager=None):
     """``views``: ``[(graph view, steps)]`` -> ``([Program per view], {group id: its C function})``,
     or None (no compiler, a build error or programs turned off: the caller keeps its steps).
-    ``force_eager`` nodes run through ``eager(node, args)`` (default ``apply``) between segments."""
+    ``force_eager`` nodes run through ``eager(node, args, env)`` (default ``apply``) between segments."""
     if not enabled():
         return None
     cc = ckernels.compiler()
@@ -247,10 +247,16 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
     lib.ember_program_init.argtypes = [ctypes.c_void_p]
     lib.ember_program_init.restype = None
     lib.ember_program_init(F)
+    if any(g.kind == "gemm" for g in groups):  # fused GEMM groups call BLAS through c.py's pointers
+        from ember.compile.codegen import blas as group_blas
+
+        lib.ember_set_blas.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.ember_set_blas.restype = None
+        lib.ember_set_blas(*group_blas.gemm_addresses())
     kernels = {}  # each fused group's function, as ``runtime.build_kernels`` gives them
     for g in groups:
         fn = kernels[g.id] = getattr(lib, f"ember_k{g.id}")
         fn.argtypes = [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
-        fn.argtypes += [ctypes.c_int64] * (1 if g.reduction is None else 3)
+        fn.argtypes += [ctypes.c_int64] * 3  # n, rows, cols (codegen/c.py's kernel_args)
         fn.restype = None
     return [Program(steps, spec, lib, eager) for (_view, steps), spec in zip(views, specs)], kernels

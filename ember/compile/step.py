@@ -41,7 +41,7 @@ from ember.compile.passes import dce
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
 
-__all__ = ["NodeRef", "attach_node_refs", "build_step_graph", "node_steps", "StepEntry"]
+__all__ = ["NodeRef", "attach_node_refs", "build_step_graph", "node_eager", "node_steps", "StepEntry"]
 
 
 class NodeRef:
@@ -105,8 +105,15 @@ def attach_node_refs(graph: IRGraph, traced) -> list:
 
 def node_steps(steps: list, needs: set, key) -> list:
     """``steps`` with each call that makes a node a gradient op reads, and each such gradient op,
-    run by a function that keeps the nodes in ``env`` under ``(key, call)``."""
-    out = []
+    run by a function that keeps the nodes in ``env`` under ``(key, call)``. A whole-graph
+    program (``program_runtime.Program``) is returned as it is: it was built with those calls
+    run by :func:`node_eager`."""
+    if hasattr(steps, "run"):
+        return steps
+    from ember.compile.lower import Steps
+
+    out = Steps()
+    out.plan = getattr(steps, "plan", None)
     for kind, x in steps:
         if kind == "node" and x.kind == "call" and x in needs:
             out.append(("fn", _maker(x, key)))
@@ -115,6 +122,22 @@ def node_steps(steps: list, needs: set, key) -> list:
         else:
             out.append((kind, x))
     return out
+
+
+def node_eager(needs: set, key):
+    """``eager(node, args, env)`` for ``program_runtime.build_programs``' ``force_eager`` nodes:
+    a call in ``needs`` runs with autograd and keeps its node in ``env[(key, call)]``; a gradient
+    op reads its ``NodeRef`` parameters from there; anything else runs through ``apply``."""
+
+    def eager(n, args, env):
+        if n in needs:
+            out = _run_with_node(n, args, n.params)
+            env[(key, n)] = (out[0] if isinstance(out, tuple) else out)._node
+            return out
+        params = {k: _resolve(v, {v.op: env[(key, v.op)]}) if isinstance(v, NodeRef) else v for k, v in n.params.items()}
+        return apply(n.prim, *args, **params)
+
+    return eager
 
 
 def _maker(n: Node, key):

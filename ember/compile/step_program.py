@@ -46,7 +46,7 @@ def attach(entry, log=None) -> bool:
     force = set(entry.needs_node) | set(entry.reads_node)
     nodes: dict = {}  # forward op -> the autograd node it recorded (this call)
 
-    def eager(n, args):
+    def eager(n, args, env=None):
         params = n.params
         if n in entry.reads_node:
             params = {k: _step._resolve(v, nodes) for k, v in params.items()}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ember.compile.arena import plan
+from ember.compile.codegen.c import kernel_sizes
 from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
 
 __all__ = ["ProgramSpec", "Refused", "render_program", "EXTERNALS", "gemm_prelude"]
@@ -170,7 +171,7 @@ class _Builder:
                     self.defined[o] = s
                     produced_c.add(o)
                     args.append(self.use(o, s))
-                sizes = [str(x.numel())] + ([] if x.reduction is None else [str(v) for v in x.rows_cols()])
+                sizes = [str(v) for v in kernel_sizes(x)]  # c.py's contract: n, rows, cols
                 units.append(("c", [f"{name}({', '.join(args + sizes)});"], s, None))
                 spec.native_nodes += len(x.nodes)
                 continue

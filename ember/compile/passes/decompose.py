@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from ember._device import CPU
-from ember.compile.ir import Node
+from ember.compile.ir import Node, node_makers
 
 __all__ = ["decompose", "DECOMPOSABLE"]
 
@@ -173,10 +173,12 @@ DECOMPOSABLE = {
 
 def _forget_meta_saves(graph) -> int:
     """A gradient op whose ``saved`` parameter holds the capture's meta array (``gelu_backward``)
-    would read garbage on replay: with ``saved=None`` it recomputes it from its input."""
+    would read garbage on replay: with ``saved=None`` it recomputes it from its input. The same
+    for ``saved`` as a reference to its forward op's autograd node (``step.NodeRef``): the forward
+    op then needs no node and may fuse."""
     changed = 0
     for n in graph.nodes:
-        if n.kind == "call" and type(n.params.get("saved")).__name__ == "MetaArray":
+        if n.kind == "call" and type(n.params.get("saved")).__name__ in ("MetaArray", "NodeRef"):
             n.params = {**n.params, "saved": None}
             changed += 1
     return changed
@@ -201,23 +203,10 @@ def decompose(graph) -> int:
     changed = _forget_meta_saves(graph)
     if _runs_op_by_op(graph) or any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
         return changed
-    read_nodes = _node_readers(graph)
+    read_nodes = node_makers(graph)
     for n in list(graph.nodes):
         if n.kind != "call" or n in read_nodes:  # a gradient op reads its autograd node: keep it whole
             continue
         if n.op in DECOMPOSABLE and _float(n) and DECOMPOSABLE[n.op](graph, n):
             changed += 1
     return changed
-
-
-def _node_readers(graph) -> set:
-    """The calls whose autograd node a gradient op reads (``step.NodeRef`` parameters)."""
-    refs = set()
-    for m in graph.nodes:
-        if m.kind != "call":
-            continue
-        for v in m.params.values():
-            for x in v if isinstance(v, (list, tuple)) else (v,):
-                if type(x).__name__ == "NodeRef":
-                    refs.add(x.op)
-    return refs

@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 from ember.compile.codegen.cstyle import access, supported
-from ember.compile.ir import Node
+from ember.compile.ir import Node, node_makers, node_readers
 
 __all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 
@@ -289,11 +289,12 @@ def fuse(graph, log=None) -> list:
         groups.append(g)
         return g
 
+    plain = node_makers(graph) | node_readers(graph)  # they run with autograd (step.node_steps)
     for n in graph.nodes:
         d = set()
         for a in n.inputs():
             d |= deps.get(a, set())
-        why = _why_not(n)
+        why = "a gradient op reads its autograd node" if n in plain else _why_not(n)
         if why is not None:
             deps[n] = d
             if log and n.kind == "call" and any(grp(a) is not None for a in n.inputs()):

@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from ember.compile.codegen.cstyle import supported
-from ember.compile.ir import IRGraph, Node
+from ember.compile.ir import IRGraph, Node, node_makers
 
 __all__ = ["min_cut_partition", "RECOMPUTABLE_VIEWS", "nbytes"]
 
@@ -89,13 +89,14 @@ def min_cut_partition(graph, log=None) -> tuple:
         for a in [n] if n in grads else n.inputs():
             if a in in_fwd and a not in needed:
                 needed.append(a)
+    makers = node_makers(graph)  # their autograd node is made in the forward (step.node_steps)
     S, T = "source", "sink"
     edges: dict = {S: {}, T: {}}
     for n in ph + fwd:
         cap = 0 if n.kind == "placeholder" else (nbytes(n) if n.dtype is not None else _INF)
         edges.setdefault(("in", n), {})[("out", n)] = cap
         edges.setdefault(("out", n), {})
-        if n.kind == "placeholder" or not _recomputable(n):
+        if n.kind == "placeholder" or n in makers or not _recomputable(n):
             edges[S][("in", n)] = _INF
         for a in n.inputs():
             edges.setdefault(("out", a), {})[("in", n)] = _INF
@@ -114,7 +115,7 @@ def min_cut_partition(graph, log=None) -> tuple:
         stack.extend(a.inputs())
     fwd_outs = [o for o in graph.outputs[: graph.n_out + graph.n_diff] if isinstance(o, Node)]
     live = set()
-    stack = fwd_outs + saved + [n for n in fwd if n.impure]
+    stack = fwd_outs + saved + [n for n in fwd if n.impure or n in makers]
     while stack:
         a = stack.pop()
         if a in live or a.kind == "placeholder":
