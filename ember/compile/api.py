@@ -86,6 +86,7 @@ class _Entry:
         self.joint = True
         self.needs = list(needs)  # forward calls whose autograd node a gradient kernel reads
         self.joint_steps = node_steps(self.steps, set(needs), "grad_fn")
+        self.bwd_base = bwd_steps  # before node_steps (dynamic.py plans its memory again)
         self.bwd_steps = node_steps(bwd_steps, set(needs), "grad_fn")
         self.saved = saved
         self.ret_nodes = list(dict.fromkeys(o for o in g.outputs[: g.n_out] if isinstance(o, Node)))

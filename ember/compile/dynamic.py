@@ -249,6 +249,7 @@ class Template:
         self.group_shape = [next((i for i, n in enumerate(g.nodes) if n.shape == g.shape), 0) for g in groups]
         self.verified: set = set()
         self.current = None
+        self.entry = None  # the entry whose memory plans follow the sizes (_replan)
 
     def sizes(self, tensors: list):
         """The symbols' values for a call, or None when sizes that were equal now differ."""
@@ -287,7 +288,9 @@ class Template:
                 continue
             _set(self.nodes[path[0]], path, e(values))
         for g, i in zip(self.groups, self.group_shape):
-            g.shape = g.nodes[i].shape
+            g.shape = g.nodes[i].shape  # n, rows and cols (c.kernel_sizes) follow the shape
+        if self.entry is not None:
+            _replan(self.entry)
         self.current = values
 
 
@@ -377,11 +380,17 @@ def build_template(cf, old, tensors, args, kwargs):
             reason = raw if isinstance(raw, str) else opt
         elif _group_shapes(again) != _group_shapes(new):
             reason = "fusion grouped differently at the two sizes"
+        elif _kernels_source(again) != _kernels_source(new):
+            reason = "the generated kernels depend on the sizes (a GEMM's inner size, a broadcast stride)"
+        elif getattr(new, "program", None) is not None:
+            reason = "the whole-step program is specialized to its sizes"
     if reason is not None:
         cf._say("graph", f"dynamic shapes refused ({reason}): specializing")
         new.template_refused = True
         return new
+    _unprogram(new)
     new.template = Template(dims, symbol_of, opt, raw, IRGraph.from_traced(new.traced), new.graph, _groups(new))
+    new.template.entry = new
     new.template.verified |= {tuple(va), tuple(vb)}
     new.template.current = tuple(vb)
     cf._say("graph", f"dynamic dims {dims}: one graph for every size ({len(opt)} sizes/parameters symbolic)")
@@ -398,3 +407,49 @@ def _group_shapes(entry) -> list:
         (tuple(n.id for n in g.nodes), [i.id for i in g.inputs], [o.id for o in g.outputs], g.reduction is not None)
         for g in _groups(entry)
     ]
+
+
+def _kernels_source(entry) -> str:
+    """The C of the entry's fused groups: a size baked into it (a GEMM's inner size, a broadcast
+    index ``i % m``) makes the kernels wrong at other sizes; ``n, rows, cols`` are arguments."""
+    from ember.compile.runtime import render_c
+
+    return render_c(_groups(entry))
+
+
+def _unprogram(entry) -> None:
+    """A template runs its schedules step by step (whole-graph programs bake every size into
+    their C): each ``Program`` becomes the steps it replaces, with their memory plan; the group
+    kernels of the program's library stay the entry's kernels."""
+    from ember.compile.lower import Steps
+    from ember.compile.step import node_steps
+
+    def plain(steps):
+        if not hasattr(steps, "run"):
+            return steps
+        out = Steps(steps)
+        out.plan = steps.memplan
+        return out
+
+    if not hasattr(entry, "steps"):
+        return
+    entry.steps = plain(entry.steps)
+    if getattr(entry, "joint", False):
+        entry.bwd_base = plain(entry.bwd_base)
+        entry.joint_steps = node_steps(entry.steps, set(entry.needs), "grad_fn")
+        entry.bwd_steps = node_steps(entry.bwd_base, set(entry.needs), "grad_fn")
+
+
+def _replan(entry) -> None:
+    """Plan the fused groups' temporaries again at the template's current sizes (the arena and
+    its offsets depend on them)."""
+    from ember.compile.passes.memplan import plan_memory
+
+    pairs = [(getattr(entry, "steps", None), getattr(entry, "joint_steps", None))]
+    pairs.append((getattr(entry, "bwd_base", None), getattr(entry, "bwd_steps", None)))
+    for base, wrapped in pairs:
+        if base is None or getattr(base, "plan", None) is None or hasattr(base, "run"):
+            continue
+        base.plan = plan_memory(base, base.plan.outputs)
+        if wrapped is not None and wrapped is not base:
+            wrapped.plan = base.plan

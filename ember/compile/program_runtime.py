@@ -85,6 +85,7 @@ class Program(list):
 
     def __init__(self, steps, spec, lib, eager=None):
         super().__init__(steps)
+        self.memplan = getattr(steps, "plan", None)  # the steps' own memory plan (kernels path)
         self.spec = spec
         self.eager_call = eager  # eager(node, args, env) -> output, instead of apply (autograd nodes)
         self.P = (ctypes.c_void_p * spec.n_slots)()

@@ -134,7 +134,9 @@ def node_eager(needs: set, key):
             out = _run_with_node(n, args, n.params)
             env[(key, n)] = (out[0] if isinstance(out, tuple) else out)._node
             return out
-        params = {k: _resolve(v, {v.op: env[(key, v.op)]}) if isinstance(v, NodeRef) else v for k, v in n.params.items()}
+        params = {
+            k: _resolve(v, {v.op: env[(key, v.op)]}) if isinstance(v, NodeRef) else v for k, v in n.params.items()
+        }
         return apply(n.prim, *args, **params)
 
     return eager

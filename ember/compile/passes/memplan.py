@@ -48,6 +48,7 @@ class MemoryPlan:
         self.inplace: list = []
         self.over_eager: dict = {}  # group output -> the eager result (fresh, dying) it overwrites
         self._arena = None
+        self.outputs: list = []  # the schedule's results (a dynamic-shape template plans again)
 
     def buffer(self, node, dtype) -> np.ndarray:
         """The array for ``node`` in this plan's arena (allocated on first use, then reused)."""
@@ -71,6 +72,7 @@ def plan_memory(steps: list, outputs) -> MemoryPlan:
     """Plan the fused groups' temporaries of ``steps`` (``("node", n)``/``("group", g)``) whose
     results ``outputs`` (nodes) must outlive the schedule."""
     plan = MemoryPlan()
+    plan.outputs = list(outputs)
     produced, reads = [], []
     for kind, x in steps:
         if kind == "group":
