@@ -74,6 +74,39 @@ def test_mlp_batch_size_is_dynamic_with_and_without_gradients(train):
     assert cm._compiled.recompiles == 2
 
 
+def test_fused_gemm_row_and_col_groups_follow_the_sizes_in_training():
+    """A template over GEMM epilogues, softmax's row loops, a column sum's loop and the memory
+    plan: each size re-derives rows/cols and the arena (a larger size after a smaller one would
+    overrun it); gelu's saved value is recomputed, so its capture fits too."""
+    import ember.nn.functional as F
+
+    ember.manual_seed(0)
+    w = ember.randn(8, 16, requires_grad=True)
+    b = ember.randn(8, requires_grad=True)
+
+    def f(x):
+        h = F.gelu(F.linear(x, w, b))
+        # a column loop; (a mean's 1/n would be baked into the C: that graph specializes)
+        return (F.softmax(h * 2, -1) * h).sum(0) + (x[:, :8] * 2).exp().sum(0)
+
+    cf = ember.compile(f)
+    for n in (4, 6, 9, 33, 4, 100):
+        x, g = ember.randn(n, 16), ember.randn(8)
+        (f(x) * g).sum().backward()
+        want = [w.grad.numpy().copy(), b.grad.numpy().copy()]
+        w.grad = b.grad = None
+        got = cf(x)
+        np.testing.assert_allclose(got.detach().numpy(), f(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+        (got * g).sum().backward()
+        for p, e in zip((w, b), want):
+            np.testing.assert_allclose(p.grad.numpy(), e, rtol=1e-4, atol=1e-5)
+        w.grad = b.grad = None
+    assert cf.recompiles == 2
+    (entry,) = [e for e in cf.cache.values() if getattr(e, "template", None) is not None]
+    kinds = {g.kind for k, g in list(entry.steps) + list(entry.bwd_base) if k == "group"}
+    assert kinds >= {"gemm", "row", "col"}, kinds
+
+
 def test_gpt_sequence_length_never_gives_wrong_results():
     ember.manual_seed(0)
     m = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=8, dropout=0.0)).eval()

@@ -91,6 +91,9 @@ def _flat(x, out: list, path: tuple) -> None:
         out.append((path, ("noderef", x.op.id, x.attr)))
     elif isinstance(x, AutogradNode):  # the same, in a capture before attach_node_refs
         out.append((path, ("autograd node", type(x).__name__)))
+    elif type(x).__name__ == "MetaArray":  # a node's saved array (gelu's), before attach_node_refs
+        out.append((path, ("meta array", str(x.dtype), len(x.shape))))
+        _flat(tuple(x.shape), out, path + ("shape",))
     elif isinstance(x, (tuple, list)):
         out.append((path, (type(x), len(x))))
         for i, v in enumerate(x):
@@ -246,7 +249,7 @@ class Template:
         self.graph = graph
         self.nodes = {n.id: n for n in graph.nodes}
         self.groups = groups
-        self.group_shape = [next((i for i, n in enumerate(g.nodes) if n.shape == g.shape), 0) for g in groups]
+        self.group_shape = [_shape_source(g) for g in groups]
         self.verified: set = set()
         self.current = None
         self.entry = None  # the entry whose memory plans follow the sizes (_replan)
@@ -287,11 +290,19 @@ class Template:
             if path[0] == "outputs":
                 continue
             _set(self.nodes[path[0]], path, e(values))
-        for g, i in zip(self.groups, self.group_shape):
-            g.shape = g.nodes[i].shape  # n, rows and cols (c.kernel_sizes) follow the shape
+        for g, src in zip(self.groups, self.group_shape):
+            g.shape = tuple(src.shape)  # n, rows and cols (c.kernel_sizes) follow the shape
         if self.entry is not None:
             _replan(self.entry)
         self.current = values
+
+
+def _shape_source(g) -> Node:
+    """The node whose shape is group ``g``'s loop shape: a reduction's input (it may be outside
+    a row/col group whose producer fused elsewhere), else a member over the loop's shape."""
+    if g.reductions:
+        return g.reductions[0].args[0]
+    return next((n for n in g.nodes if tuple(n.shape) == tuple(g.shape)), g.nodes[0])
 
 
 # ----- the cache policy (CompiledFunction ``cf`` of api.py)
