@@ -303,6 +303,22 @@ def test_min_cut_saves_what_cannot_be_recomputed():
     np.testing.assert_allclose(v.grad.numpy(), vt.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("programs", ["0", "1"])
+def test_min_cut_saves_what_a_gradient_output_reads(programs, monkeypatch):
+    """The weight's gradient is itself a backward op (``embedding_backward``) reading a forward
+    constant (the folded ``arange``): that constant is saved for the backward."""
+    monkeypatch.setenv("EMBER_PROGRAM", programs)
+    w = ember.randn(6, 4, requires_grad=True)
+    f = lambda: (F.embedding(ember.arange(5), w) * 2).tanh().sum()  # noqa: E731
+    f().backward()
+    want, w.grad = w.grad.numpy().copy(), None
+    cf = ember.compile(f)
+    cf().backward()
+    np.testing.assert_allclose(w.grad.numpy(), want, rtol=1e-5, atol=1e-6)
+    (entry,) = cf.cache.values()
+    assert entry.joint and any(n.kind == "constant" for n in entry.saved)
+
+
 def test_min_cut_never_recomputes_a_random_draw():
     w = ember.randn(8, 8, requires_grad=True)
     x = ember.randn(4, 8)

@@ -86,6 +86,8 @@ class Program(list):
     def __init__(self, steps, spec, lib, eager=None):
         super().__init__(steps)
         self.memplan = getattr(steps, "plan", None)  # the steps' own memory plan (kernels path)
+        # constants go into env as the step-by-step path puts them (a joint forward saves them)
+        self.constants = [x for kind, x in steps if kind == "node" and x.kind == "constant"]
         self.spec = spec
         self.eager_call = eager  # eager(node, args, env) -> output, instead of apply (autograd nodes)
         self.P = (ctypes.c_void_p * spec.n_slots)()
@@ -196,6 +198,8 @@ class Program(list):
                 np.copyto(env[node]._data, arrs[k])
         for node, k in self.direct:
             env[node] = _wrap(arrs[k])
+        for node in self.constants:
+            env[node] = node.value
         for node in self.others:
             if node not in env:
                 env[node] = self._value(node, env) if node not in self.views else _wrap(self.views[node].copy())

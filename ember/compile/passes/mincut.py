@@ -85,10 +85,9 @@ def min_cut_partition(graph, log=None) -> tuple:
     in_fwd = set(fwd)
     grads = [o for o in graph.outputs[graph.n_out + graph.n_diff :] if isinstance(o, Node)]
     needed = []  # forward values the backward reads (the old partition saved exactly these)
-    for n in bwd + grads:
-        for a in [n] if n in grads else n.inputs():
-            if a in in_fwd and a not in needed:
-                needed.append(a)
+    for a in [a for n in bwd for a in n.inputs()] + grads:  # what backward nodes read, and
+        if a in in_fwd and a not in needed:  # gradients that are forward values themselves
+            needed.append(a)
     makers = node_makers(graph)  # their autograd node is made in the forward (step.node_steps)
     S, T = "source", "sink"
     edges: dict = {S: {}, T: {}}
