@@ -393,8 +393,6 @@ def build_template(cf, old, tensors, args, kwargs):
             reason = "fusion grouped differently at the two sizes"
         elif _kernels_source(again) != _kernels_source(new):
             reason = "the generated kernels depend on the sizes (a GEMM's inner size, a broadcast stride)"
-        elif getattr(new, "program", None) is not None:
-            reason = "the whole-step program is specialized to its sizes"
     if reason is not None:
         cf._say("graph", f"dynamic shapes refused ({reason}): specializing")
         new.template_refused = True
@@ -442,6 +440,9 @@ def _unprogram(entry) -> None:
         out.plan = steps.memplan
         return out
 
+    if getattr(entry, "program", None) is not None:  # a whole step (step_program.attach)
+        entry.__dict__.pop("run", None)  # StepEntry.run: the captured order through apply
+        entry.program = None
     if not hasattr(entry, "steps"):
         return
     entry.steps = plain(entry.steps)
