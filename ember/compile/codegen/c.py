@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ember.compile.codegen import lowp
 from ember.compile.codegen.cstyle import CStyleRenderer
 
 __all__ = [
@@ -117,12 +118,12 @@ def prelude() -> str:
     streaming-store helpers ``ember_stream_float``/``ember_stream_double``."""
     from ember.backends import ckernels
 
-    return (Path(ckernels.__file__).parent / "mathf.c").read_text() + _STREAM + _BLAS
+    return (Path(ckernels.__file__).parent / "mathf.c").read_text() + _STREAM + _BLAS + lowp.C_PRELUDE
 
 
 def kernel_args(group) -> list:
     """The kernel's parameters in order, as ``(C type, name)`` pairs (see the module docstring)."""
-    T = {"float32": "float", "float64": "double"}[str(group.dtype).replace("ember.", "")]
+    T = CRenderer().storage(group.dtype)  # float, double, or uint16_t (bfloat16/float16 bits)
     r = "" if group.kind == "elementwise" else " restrict"  # elementwise groups may run in place
     args = [(f"const {T} *{r}", f"in{i}") for i in range(len(group.inputs))]
     args += [(f"{T} *{r}", f"out{i}") for i in range(len(group.outputs))]
@@ -140,7 +141,7 @@ def _indent(lines, k: int) -> str:
 
 class CRenderer(CStyleRenderer):
     def math(self, name: str, dtype) -> str:
-        if str(dtype).endswith("float32") and name in _FAST_F32:
+        if lowp.compute_name(dtype) == "float32" and name in _FAST_F32:
             return _FAST_F32[name]
         return super().math(name, dtype)
 
@@ -157,7 +158,7 @@ class CRenderer(CStyleRenderer):
         body = self.body(group, names)
         T = self.ctype(group.dtype)
         outs = group.outputs
-        direct = body + [f"out{k}[i] = {names[o]};" for k, o in enumerate(outs)]
+        direct = body + [self.store(group, f"out{k}[i]", names[o]) for k, o in enumerate(outs)]
         inner = self.inner(group)
         if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
             return (
@@ -174,6 +175,8 @@ class CRenderer(CStyleRenderer):
                     f"    }}\n}}\n"
                 )
             )
+        if lowp.is_low(group.dtype):  # 2-byte stores: no streaming helper; one SIMD loop per block
+            return head + self._blocks(direct)
         staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
         bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
         stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
@@ -199,6 +202,19 @@ class CRenderer(CStyleRenderer):
                 f"    }}\n"
                 f"    if (n >= {STREAM_MIN}) EMBER_FENCE();\n}}\n"
             )
+        )
+
+    def _blocks(self, direct: list) -> str:
+        """An elementwise loop body over blocks of ``BLOCK`` elements (parallel when long)."""
+        return (
+            "    (void)rows; (void)cols;\n"
+            f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
+            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+            f"    for (int64_t b = 0; b < nb; b++) {{\n"
+            f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
+            f"        #pragma omp simd\n"
+            f"        for (int64_t i = b * {BLOCK}; i < end; i++) {{\n{_indent(direct, 12)}\n        }}\n"
+            f"    }}\n}}\n"
         )
 
     def _gemm(self, group) -> tuple:
@@ -241,7 +257,7 @@ class CRenderer(CStyleRenderer):
             k = group.nodes.index(n)
             v = self.ref(group, names, n.args[0])
             body.append(f"acc{k}[j - jb] += {v};")
-        body += [f"out{outs.index(n)}[i] = {names[n]};" for n in elem if n in outs]
+        body += [self.store(group, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
         inits = [f"double acc{group.nodes.index(n)}[{COL_BLOCK}];" for n in group.reductions]
         zero = [f"acc{group.nodes.index(n)}[j - jb] = 0;" for n in group.reductions]
         post = []
@@ -253,7 +269,7 @@ class CRenderer(CStyleRenderer):
                 red_names[n] = f"t{k}"
             elif n in group.reduced:
                 post += self.stmts(group, [n], red_names)
-        post += [f"out{outs.index(n)}[j] = {red_names[n]};" for n in group.reduced if n in outs]
+        post += [self.store(group, f"out{outs.index(n)}[j]", red_names[n]) for n in group.reduced if n in outs]
         assert all(a in members or a in group.inputs for n in group.nodes for a in n.inputs())
         return (
             f"    #pragma omp parallel for schedule(static) if(n >= {ROW_PARALLEL_MIN} && cols > {COL_BLOCK}) "

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from ember.compile.codegen import lowp
+
 __all__ = ["EXPRESSIONS", "MATH", "CStyleRenderer", "supported", "access"]
 
 # {i}: the i-th argument; {T}: the element type; names in MATH are spelled per language/dtype.
@@ -97,10 +99,19 @@ class CStyleRenderer:
     suffix = {"float32": "f", "float64": ""}
 
     def ctype(self, dtype) -> str:
-        return {"float32": "float", "float64": "double"}[_name(dtype)]
+        """The type a group of ``dtype`` computes in (bfloat16/float16: float)."""
+        return {"float32": "float", "float64": "double"}[lowp.compute_name(dtype)]
+
+    def storage(self, dtype) -> str:
+        """The element type of a group's buffers (bfloat16/float16: their 16 bits)."""
+        return "uint16_t" if lowp.is_low(dtype) else self.ctype(dtype)
 
     def math(self, name: str, dtype) -> str:
-        return name.lower() + self.suffix[_name(dtype)]
+        return name.lower() + self.suffix[lowp.compute_name(dtype)]
+
+    def store(self, group, dst: str, value: str) -> str:
+        """The statement writing compute value ``value`` to ``dst`` (rounded for 2-byte floats)."""
+        return f"{dst} = {lowp.store(group.dtype, value)};"
 
     def literal(self, x, T: str) -> str:
         x = float(x)
@@ -120,7 +131,11 @@ class CStyleRenderer:
         return e
 
     def load(self, group, a, reduced: bool = False) -> str:
-        """How the loop reads external input ``a``: by ``i`` (flat), ``r``/``j`` (row, column)."""
+        """How the loop reads external input ``a``: by ``i`` (flat), ``r``/``j`` (row, column),
+        widened to the compute type."""
+        return lowp.load(group.dtype, self._index(group, a, reduced))
+
+    def _index(self, group, a, reduced: bool = False) -> str:
         k = group.inputs.index(a)
         rows, cols = group.rows_cols()
         if reduced:  # a per-row (row groups) or per-column (col groups) value
@@ -242,7 +257,7 @@ class CStyleRenderer:
             body = ["const int64_t i = r * cols + j;"] + self.stmts(group, nodes, inner)
             for n in reds:
                 body += self.reduce_step(group, n, inner)
-            body += [f"out{group.outputs.index(n)}[i] = {inner[n]};" for n in writes]
+            body += [self.store(group, f"out{group.outputs.index(n)}[i]", inner[n]) for n in writes]
             if not reds and not writes:
                 nodes = []
             elif pragma:
@@ -260,7 +275,7 @@ class CStyleRenderer:
         return lines
 
     def _reduced_writes(self, group, nodes, names) -> list[str]:
-        return [f"out{group.outputs.index(n)}[r] = {names[n]};" for n in nodes if n in group.outputs]
+        return [self.store(group, f"out{group.outputs.index(n)}[r]", names[n]) for n in nodes if n in group.outputs]
 
     def render(self, group, name: str) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

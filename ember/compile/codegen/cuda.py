@@ -12,12 +12,14 @@ Example:
 
 from __future__ import annotations
 
+from ember.compile.codegen import lowp
 from ember.compile.codegen.cstyle import CStyleRenderer
 
 __all__ = ["CudaRenderer", "PRELUDE"]
 
 PRELUDE = (
     "#define INFINITY __int_as_float(0x7f800000)\n#define NAN __int_as_float(0x7fffffff)\ntypedef long long int64_t;\n"
+    + lowp.CUDA_PRELUDE
 )
 
 
@@ -30,7 +32,7 @@ class CudaRenderer(CStyleRenderer):
         return None  # one thread per element: broadcasts read by ``i % m`` and ``i / m``
 
     def render(self, group, name: str) -> str:
-        T = self.ctype(group.dtype)
+        T = self.storage(group.dtype)
         params = [f"const {T} *__restrict__ in{i}" for i in range(len(group.inputs))]
         params += [f"{T} *__restrict__ out{i}" for i in range(len(group.outputs))]
         params += ["long long n", "long long rows", "long long cols"]
@@ -54,7 +56,7 @@ class CudaRenderer(CStyleRenderer):
             ]
             names[node] = "gm" if bias is None else f"(gm + in{group.inputs.index(bias)}[c])"
         body = pre + self.body(group, names)
-        body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
+        body += [self.store(group, f"out{i}[i]", names[o]) for i, o in enumerate(group.outputs)]
         return head + f"    const long long i = {tid};\n    if (i >= n) return;\n{_indent(body, 4)}\n}}\n"
 
     def _col(self, group) -> str:
@@ -68,7 +70,7 @@ class CudaRenderer(CStyleRenderer):
             k = group.nodes.index(n)
             init.append(f"double acc{k} = 0;")
             body.append(f"acc{k} += {self.ref(group, names, n.args[0])};")
-        body += [f"out{outs.index(n)}[i] = {names[n]};" for n in elem if n in outs]
+        body += [self.store(group, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
         post, red = [], {}
         for n in group.nodes:
             if n in group.reductions:
@@ -77,7 +79,7 @@ class CudaRenderer(CStyleRenderer):
                 red[n] = f"t{k}"
             elif n in group.reduced:
                 post += self.stmts(group, [n], red)
-        post += [f"out{outs.index(n)}[j] = {red[n]};" for n in group.reduced if n in outs]
+        post += [self.store(group, f"out{outs.index(n)}[j]", red[n]) for n in group.reduced if n in outs]
         return (
             f"{_indent(init, 4)}\n    for (long long r = 0; r < rows; r++) {{\n{_indent(body, 8)}\n    }}\n"
             f"{_indent(post, 4)}\n"

@@ -13,7 +13,7 @@ A group is one loop nest over its *iteration shape* (the full shape of its eleme
   accumulated in double; per-column consumers (``* (1/rows)`` for a mean) run after.
 
 A call joins a group when its op has a lowering (``codegen.cstyle.EXPRESSIONS``), its dtype is
-float32/float64 like every tensor input, and it reads a value of the group. External inputs may
+float32/float64/bfloat16/float16 like every tensor input, and it reads a value of the group. External inputs may
 broadcast in the ways a loop index can express: the full shape (``in[i]``), a trailing suffix
 (``in[i % m]``: a bias or layer_norm weight), a leading prefix with trailing ones (``in[i / m]``:
 a keepdim row statistic) or one element. Joining must not create a cycle (another input of the
@@ -32,7 +32,10 @@ from ember.compile.ir import Node
 
 __all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 
-_FLOATS = ("float32", "float64")
+# bfloat16/float16 groups load 16 bits, compute in float32 and round once per output
+# (codegen/lowp.py); GEMMs stay float32/float64 (BLAS), so a 2-byte GEMM is refused.
+_FLOATS = ("float32", "float64", "bfloat16", "float16")
+_GEMM_FLOATS = ("float32", "float64")
 _REDUCTIONS = ("sum", "amax")
 
 
@@ -135,6 +138,8 @@ def gemm_operands(n: Node):
             return "linear with a broadcast bias"
     if any(isinstance(t, Node) and t.dtype != n.dtype for t in (a, b, bias)) or _fname(n.dtype) not in _FLOATS:
         return f"{n.op} of mixed or non-float dtypes"
+    if _fname(n.dtype) not in _GEMM_FLOATS:
+        return f"{n.op} of {_fname(n.dtype)} (BLAS GEMMs take float32/float64)"
     if n.params or 0 in n.shape or 0 in a.shape:
         return f"{n.op} with parameters or empty operands"
     if blas.gemm_addresses() is None:
@@ -154,7 +159,7 @@ def _why_not(n: Node) -> str | None:
     if not supported(n.op):
         return f"'{n.op}' has no elementwise lowering"
     if _fname(n.dtype) not in _FLOATS:
-        return f"result dtype {n.dtype} is not float32/float64"
+        return f"result dtype {n.dtype} is not float32/float64/bfloat16/float16"
     if n.op.startswith("gelu") and n.params.get("approximate") in ("none", "tanh") and n.params.get("saved") is None:
         pass  # gelu, gelu_backward: the expression depends on ``approximate`` only
     elif n.params:
