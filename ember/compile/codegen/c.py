@@ -123,10 +123,10 @@ def prelude() -> str:
 
 def kernel_args(group) -> list:
     """The kernel's parameters in order, as ``(C type, name)`` pairs (see the module docstring)."""
-    T = CRenderer().storage(group.dtype)  # float, double, or uint16_t (bfloat16/float16 bits)
+    T = CRenderer().storage  # float, double, or uint16_t (bfloat16/float16 bits), per buffer
     r = "" if group.kind == "elementwise" else " restrict"  # elementwise groups may run in place
-    args = [(f"const {T} *{r}", f"in{i}") for i in range(len(group.inputs))]
-    args += [(f"{T} *{r}", f"out{i}") for i in range(len(group.outputs))]
+    args = [(f"const {T(a.dtype)} *{r}", f"in{i}") for i, a in enumerate(group.inputs)]
+    args += [(f"{T(o.dtype)} *{r}", f"out{i}") for i, o in enumerate(group.outputs)]
     return args + [("int64_t", "n"), ("int64_t", "rows"), ("int64_t", "cols")]
 
 
@@ -158,7 +158,7 @@ class CRenderer(CStyleRenderer):
         body = self.body(group, names)
         T = self.ctype(group.dtype)
         outs = group.outputs
-        direct = body + [self.store(group, f"out{k}[i]", names[o]) for k, o in enumerate(outs)]
+        direct = body + [self.store(o, f"out{k}[i]", names[o]) for k, o in enumerate(outs)]
         inner = self.inner(group)
         if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
             return (
@@ -175,7 +175,7 @@ class CRenderer(CStyleRenderer):
                     f"    }}\n}}\n"
                 )
             )
-        if lowp.is_low(group.dtype):  # 2-byte stores: no streaming helper; one SIMD loop per block
+        if any(self.storage(o.dtype) != T for o in outs):  # 2-byte stores: no streaming; blocks
             return head + self._blocks(direct)
         staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
         bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
@@ -257,7 +257,7 @@ class CRenderer(CStyleRenderer):
             k = group.nodes.index(n)
             v = self.ref(group, names, n.args[0])
             body.append(f"acc{k}[j - jb] += {v};")
-        body += [self.store(group, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
+        body += [self.store(n, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
         inits = [f"double acc{group.nodes.index(n)}[{COL_BLOCK}];" for n in group.reductions]
         zero = [f"acc{group.nodes.index(n)}[j - jb] = 0;" for n in group.reductions]
         post = []
@@ -269,7 +269,7 @@ class CRenderer(CStyleRenderer):
                 red_names[n] = f"t{k}"
             elif n in group.reduced:
                 post += self.stmts(group, [n], red_names)
-        post += [self.store(group, f"out{outs.index(n)}[j]", red_names[n]) for n in group.reduced if n in outs]
+        post += [self.store(n, f"out{outs.index(n)}[j]", red_names[n]) for n in group.reduced if n in outs]
         assert all(a in members or a in group.inputs for n in group.nodes for a in n.inputs())
         return (
             f"    #pragma omp parallel for schedule(static) if(n >= {ROW_PARALLEL_MIN} && cols > {COL_BLOCK}) "

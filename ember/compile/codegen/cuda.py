@@ -32,9 +32,9 @@ class CudaRenderer(CStyleRenderer):
         return None  # one thread per element: broadcasts read by ``i % m`` and ``i / m``
 
     def render(self, group, name: str) -> str:
-        T = self.storage(group.dtype)
-        params = [f"const {T} *__restrict__ in{i}" for i in range(len(group.inputs))]
-        params += [f"{T} *__restrict__ out{i}" for i in range(len(group.outputs))]
+        T = self.ctype(group.dtype)
+        params = [f"const {self.storage(a.dtype)} *__restrict__ in{i}" for i, a in enumerate(group.inputs)]
+        params += [f"{self.storage(o.dtype)} *__restrict__ out{i}" for i, o in enumerate(group.outputs)]
         params += ["long long n", "long long rows", "long long cols"]
         head = f'extern "C" __global__ void {name}({", ".join(params)}) {{\n'
         tid = "(long long)blockIdx.x * blockDim.x + threadIdx.x"
@@ -56,7 +56,7 @@ class CudaRenderer(CStyleRenderer):
             ]
             names[node] = "gm" if bias is None else f"(gm + in{group.inputs.index(bias)}[c])"
         body = pre + self.body(group, names)
-        body += [self.store(group, f"out{i}[i]", names[o]) for i, o in enumerate(group.outputs)]
+        body += [self.store(o, f"out{i}[i]", names[o]) for i, o in enumerate(group.outputs)]
         return head + f"    const long long i = {tid};\n    if (i >= n) return;\n{_indent(body, 4)}\n}}\n"
 
     def _col(self, group) -> str:
@@ -70,7 +70,7 @@ class CudaRenderer(CStyleRenderer):
             k = group.nodes.index(n)
             init.append(f"double acc{k} = 0;")
             body.append(f"acc{k} += {self.ref(group, names, n.args[0])};")
-        body += [self.store(group, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
+        body += [self.store(n, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
         post, red = [], {}
         for n in group.nodes:
             if n in group.reductions:
@@ -79,7 +79,7 @@ class CudaRenderer(CStyleRenderer):
                 red[n] = f"t{k}"
             elif n in group.reduced:
                 post += self.stmts(group, [n], red)
-        post += [self.store(group, f"out{outs.index(n)}[j]", red[n]) for n in group.reduced if n in outs]
+        post += [self.store(n, f"out{outs.index(n)}[j]", red[n]) for n in group.reduced if n in outs]
         return (
             f"{_indent(init, 4)}\n    for (long long r = 0; r < rows; r++) {{\n{_indent(body, 8)}\n    }}\n"
             f"{_indent(post, 4)}\n"

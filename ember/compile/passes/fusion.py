@@ -36,6 +36,8 @@ __all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 # (codegen/lowp.py); GEMMs stay float32/float64 (BLAS), so a 2-byte GEMM is refused.
 _FLOATS = ("float32", "float64", "bfloat16", "float16")
 _GEMM_FLOATS = ("float32", "float64")
+# ``to`` between these fuses (they all compute in float32): autocast's casts, ``mean`` of bfloat16
+_F32_FAMILY = ("float32", "bfloat16", "float16")
 _REDUCTIONS = ("sum", "amax")
 
 
@@ -156,6 +158,8 @@ def _why_not(n: Node) -> str | None:
     if n.op in ("matmul", "linear"):
         ops = gemm_operands(n)
         return ops if isinstance(ops, str) else None
+    if n.op == "to":
+        return _why_not_cast(n)
     if not supported(n.op):
         return f"'{n.op}' has no elementwise lowering"
     if _fname(n.dtype) not in _FLOATS:
@@ -172,6 +176,19 @@ def _why_not(n: Node) -> str | None:
                 return f"input %{a.id} {list(a.shape)} broadcasts to {list(n.shape)}"
         elif type(a) not in (int, float):
             return f"argument {a!r} is not a number"
+    return None
+
+
+def _why_not_cast(n: Node) -> str | None:
+    """Why the cast ``n`` cannot be in a group: it fuses between float32, bfloat16 and float16."""
+    x = n.args[0] if n.args else None
+    if len(n.args) != 1 or not isinstance(x, Node) or x.shape != n.shape:
+        return "to of a non-tensor"
+    dev = n.params.get("device")
+    if set(n.params) - {"dtype", "device"} or (dev is not None and getattr(dev, "type", "cpu") != "cpu"):
+        return f"to with parameters {sorted(n.params)}"
+    if _fname(x.dtype) not in _F32_FAMILY or _fname(n.dtype) not in _F32_FAMILY:
+        return f"to from {_fname(x.dtype)} to {_fname(n.dtype)} (only float32/bfloat16/float16 casts fuse)"
     return None
 
 
