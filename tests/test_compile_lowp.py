@@ -1,6 +1,6 @@
 """bfloat16 / float16 fusion (codegen/lowp.py): the C stores round exactly as ml_dtypes/NumPy
 do, fused groups of 2-byte floats match eager within a few ulps of a float64 reference, GEMMs
-are refused with a reason, and the CUDA rendering compiles with NVRTC (and runs on a GPU)."""
+widen to float32 for BLAS, and the CUDA rendering compiles with NVRTC (and runs on a GPU)."""
 
 import ctypes
 
@@ -14,7 +14,6 @@ from ember.compile.capture import trace
 from ember.compile.codegen import lowp
 from ember.compile.ir import IRGraph
 from ember.compile.passes import fuse, run_passes
-from ember.compile.passes.fusion import gemm_operands
 from ember.compile.runtime import render_c, render_cuda
 
 F = ember.nn.functional
@@ -119,12 +118,12 @@ def test_compiled_matches_eager_within_low_precision_ulps(name, dt):
     assert got.dtype == want.dtype == dtype
     groups = [s[1] for s in entry.steps if s[0] == "group"]
     assert groups and all(str(g.dtype).endswith(dt) for g in groups)  # it fused, in the 2-byte dtype
-    g, w = got.float().numpy(), want.float().numpy()
-    assert (np.abs(g - w) <= 4 * eps * np.maximum(np.abs(w), 1.0)).all()  # a few ulps of eager
-    if name != "mlp":  # (the MLP's GEMMs read a rounded hidden layer: both differ from float64)
-        r = ref.numpy()
-        tol = 4 * eps * np.maximum(np.abs(r), 1.0)  # eager rounds after every op, fused once
-        assert (np.abs(g - r) <= tol).all() and (np.abs(w - r) <= tol).all()
+    g, w, r = got.float().numpy(), want.float().numpy(), ref.numpy()
+    # A few ulps of the float64 result (eager rounds after every op, a fused loop once); the MLP's
+    # second GEMM sums 64 hidden values rounded to the 2-byte type (eager rounds them twice: after
+    # the GEMM and after gelu; compiled once), so its bound is looser.
+    tol = (16 if name == "mlp" else 4) * eps * np.maximum(np.abs(r), 1.0)
+    assert (np.abs(g - r) <= tol).all() and (np.abs(w - r) <= tol).all()
 
 
 def _graph(fn, *args):
@@ -133,13 +132,21 @@ def _graph(fn, *args):
     return g
 
 
-def test_low_precision_gemm_is_refused_with_a_reason_and_its_epilogue_fuses():
-    x, w, b = ember.randn(8, 16).bfloat16(), ember.randn(4, 16).bfloat16(), ember.randn(4).bfloat16()
-    g = _graph(lambda x, w, b: (F.linear(x, w, b) * 2).relu() + 1, x, w, b)
-    (lin,) = [n for n in g.nodes if n.kind == "call" and n.op == "linear"]
-    assert gemm_operands(lin) == "linear of bfloat16 (BLAS GEMMs take float32/float64)"
+@pytest.mark.parametrize("dt", sorted(LOW))
+def test_low_precision_gemm_widens_to_float32_and_fuses_its_epilogue(dt):
+    dtype, np_dt, eps = LOW[dt]
+    x, w, b, r = (ember.randn(*s).to(dtype) for s in ((3, 8, 16), (4, 16), (4,), (4,)))
+
+    def f(x, w, b, r):
+        return (F.linear(x, w, b) * 2).relu() + r
+
+    g = _graph(f, x, w, b, r)
     (group,) = fuse(g)
-    assert group.kind == "elementwise" and group.inputs == [lin] and len(group.nodes) == 3
+    assert group.kind == "gemm" and [n.op for n in group.nodes] == ["linear", "mul", "relu", "add"]
+    src = render_c([group])
+    assert f"ga[q] = ember_ld_{lowp.LOW[dt]}(in0[q])" in src and "ember_gemm_float(" in src and "free(ga)" in src
+    got, want = ember.compile(f)(x, w, b, r).float().numpy(), f(x, w, b, r).float().numpy()
+    assert (np.abs(got - want) <= 4 * eps * np.maximum(np.abs(want), 1)).all()
 
 
 @pytest.mark.parametrize("dt", sorted(LOW))
@@ -159,7 +166,7 @@ def _nvrtc():
 
 
 @pytest.mark.parametrize("dt", sorted(LOW))
-@pytest.mark.parametrize("name", ["chain", "softmax", "layer_norm", "col_mean"])
+@pytest.mark.parametrize("name", ["chain", "softmax", "layer_norm", "col_mean", "mlp"])
 def test_cuda_kernels_of_low_precision_groups_compile_with_nvrtc(name, dt):
     nvrtc = _nvrtc()
     fn, shapes = CASES[name]

@@ -161,6 +161,7 @@ class CRenderer(CStyleRenderer):
         direct = body + [self.store(o, f"out{k}[i]", names[o]) for k, o in enumerate(outs)]
         inner = self.inner(group)
         if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
+            free = "    free(ga);\n" if "malloc(" in pre else ""  # a 2-byte GEMM's float32 scratch
             return (
                 head
                 + pre
@@ -172,7 +173,7 @@ class CRenderer(CStyleRenderer):
                     f"        #pragma omp simd\n"
                     f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
                     f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
-                    f"    }}\n}}\n"
+                    f"    }}\n{free}}}\n"
                 )
             )
         if any(self.storage(o.dtype) != T for o in outs):  # 2-byte stores: no streaming; blocks
@@ -226,12 +227,24 @@ class CRenderer(CStyleRenderer):
         k = a.shape[-1]
         ldb = k if tb else group.shape[-1]
         pa, pb = group.inputs.index(a), group.inputs.index(b)
+        A, B = f"in{pa}", f"in{pb}"
+        value = "gm[i]" if bias is None else f"(gm[i] + {lowp.load(bias.dtype, f'in{group.inputs.index(bias)}[j]')})"
+        if lowp.is_low(group.dtype):  # 2-byte operands: widened into float32 scratch for sgemm
+            na, nb = f"rows * {k}", f"{k} * cols"
+            call = (
+                f"    float *ga = malloc(sizeof(float) * (rows * cols + (rows + cols) * {k}));\n"
+                "    if (!ga) abort();  /* no memory for the float32 copies: fail loudly, never silently */\n"
+                f"    float *gb = ga + {na}, *gm = gb + {nb};  /* A, B, then the product */\n"
+                f"    for (int64_t q = 0; q < {na}; q++) ga[q] = {lowp.load(a.dtype, f'{A}[q]')};\n"
+                f"    for (int64_t q = 0; q < {nb}; q++) gb[q] = {lowp.load(b.dtype, f'{B}[q]')};\n"
+                f"    ember_gemm_float(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, ga, {k}, gb, {ldb}, 0, gm, cols);\n"
+            )
+            return call, {node: value}
         call = (
             f"    {T} *gm = out{dest};  /* the GEMM's result, then the epilogue in place, one pass */\n"
-            f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, in{pa}, {k}, "
-            f"in{pb}, {ldb}, 0, gm, cols);\n"
+            f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, {A}, {k}, "
+            f"{B}, {ldb}, 0, gm, cols);\n"
         )
-        value = "gm[i]" if bias is None else f"(gm[i] + in{group.inputs.index(bias)}[j])"
         return call, {node: value}
 
     def _row(self, group) -> str:

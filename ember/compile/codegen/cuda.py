@@ -52,9 +52,11 @@ class CudaRenderer(CStyleRenderer):
             pre = [
                 "const long long r = i / cols, c = i % cols;",
                 f"{T} gm = 0;",
-                f"for (long long k = 0; k < {k}; k++) gm += in{pa}[r * {k} + k] * in{pb}[{bk.format(k=k)}];",
+                f"for (long long k = 0; k < {k}; k++) gm += {lowp.load(a.dtype, f'in{pa}[r * {k} + k]')}"
+                f" * {lowp.load(b.dtype, f'in{pb}[{bk.format(k=k)}]')};",
             ]
-            names[node] = "gm" if bias is None else f"(gm + in{group.inputs.index(bias)}[c])"
+            bias_v = None if bias is None else lowp.load(bias.dtype, f"in{group.inputs.index(bias)}[c]")
+            names[node] = "gm" if bias is None else f"(gm + {bias_v})"
         body = pre + self.body(group, names)
         body += [self.store(o, f"out{i}[i]", names[o]) for i, o in enumerate(group.outputs)]
         return head + f"    const long long i = {tid};\n    if (i >= n) return;\n{_indent(body, 4)}\n}}\n"

@@ -85,6 +85,7 @@ EMBER_INLINE uint16_t ember_st_f16(float f) {
 C_PRELUDE = (
     r"""
 /* bfloat16 / float16 storage (codegen/lowp.py) */
+#include <stdlib.h>
 #define EMBER_INLINE static inline
 static inline float EMBER_U2F(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t EMBER_F2U(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }

@@ -33,9 +33,8 @@ from ember.compile.ir import Node
 __all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 
 # bfloat16/float16 groups load 16 bits, compute in float32 and round once per output
-# (codegen/lowp.py); GEMMs stay float32/float64 (BLAS), so a 2-byte GEMM is refused.
+# (codegen/lowp.py); their GEMMs widen both operands to float32 scratch and run sgemm.
 _FLOATS = ("float32", "float64", "bfloat16", "float16")
-_GEMM_FLOATS = ("float32", "float64")
 # ``to`` between these fuses (they all compute in float32): autocast's casts, ``mean`` of bfloat16
 _F32_FAMILY = ("float32", "bfloat16", "float16")
 _REDUCTIONS = ("sum", "amax")
@@ -140,8 +139,6 @@ def gemm_operands(n: Node):
             return "linear with a broadcast bias"
     if any(isinstance(t, Node) and t.dtype != n.dtype for t in (a, b, bias)) or _fname(n.dtype) not in _FLOATS:
         return f"{n.op} of mixed or non-float dtypes"
-    if _fname(n.dtype) not in _GEMM_FLOATS:
-        return f"{n.op} of {_fname(n.dtype)} (BLAS GEMMs take float32/float64)"
     if n.params or 0 in n.shape or 0 in a.shape:
         return f"{n.op} with parameters or empty operands"
     if blas.gemm_addresses() is None:
