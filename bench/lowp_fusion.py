@@ -9,7 +9,7 @@
 * ``gpt``: the bench GPT forward (``bench.wl_train._gpt``, 4 layers, width 128, context 64,
   batch 16) under ``autocast("cpu", dtype=bfloat16)`` in ``no_grad``, eager vs compiled (the
   autocast context inside the compiled function), with the number of fused groups and the
-  ops left eager.
+  ops left eager; then the same forward in float32 for scale.
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ def main(argv=None) -> None:
     print(f"gpt forward, bf16 autocast: eager {te * 1e3:.1f} ms, compiled {tc * 1e3:.1f} ms ({te / tc:.2f}x); "
           f"{n} fused groups, eager ops {eager_ops}; max |compiled - eager| {err:.3g}; "
           f"breaks {getattr(cg, 'breaks', [])}")  # fmt: skip
+    with ember.no_grad():
+        c32 = ember.compile(lambda t: model(t))
+        c32(tokens)
+        te, tc = _median_pair(lambda: model(tokens), lambda: c32(tokens), args.rounds)
+    print(f"gpt forward, float32: eager {te * 1e3:.1f} ms, compiled {tc * 1e3:.1f} ms ({te / tc:.2f}x)")
 
 
 if __name__ == "__main__":
