@@ -9,7 +9,7 @@
 
 (no ``restrict`` for elementwise groups: the memory plan may give an output its input's
 buffer, each element read before it is written), where ``T`` is ``float`` or ``double`` (the
-group's dtype), ``in<k>`` is ``group.inputs[k]``
+buffer's dtype; ``uint16_t`` for bfloat16/float16, whose bits ``lowp.py`` converts), ``in<k>`` is ``group.inputs[k]``
 (C-contiguous, its own shape: it may broadcast), ``out<k>`` is ``group.outputs[k]`` (C-contiguous,
 of that node's shape), and the sizes are :func:`kernel_sizes` ``(group)``. :func:`kernel_args`
 gives the argument list as ``(C type, name)`` pairs. The text needs :func:`prelude` before it
