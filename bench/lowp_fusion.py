@@ -5,7 +5,7 @@
 
 * ``chain``: an 8-op elementwise chain over 4M bfloat16 elements, eager (every op is an
   ml_dtypes loop: widen, compute, round) vs ``ember.compile`` (one loop: load 16 bits, compute
-  in float32, round once);
+  in float32, round once); the same chain in float16 and float32 for scale;
 * ``gpt``: the bench GPT forward (``bench.wl_train._gpt``, 4 layers, width 128, context 64,
   batch 16) under ``autocast("cpu", dtype=bfloat16)`` in ``no_grad``, eager vs compiled (the
   autocast context inside the compiled function), with the number of fused groups and the
@@ -59,6 +59,11 @@ def main(argv=None) -> None:
     te, tc = _median_pair(lambda: _chain(x), lambda: cf(x), args.rounds)
     print(f"chain bf16 4M, 8 ops: eager {te * 1e3:.1f} ms, compiled {tc * 1e3:.1f} ms ({te / tc:.1f}x); "
           f"groups {_groups(cf)[0]}, max |compiled - eager| {err:.3g}")  # fmt: skip
+    xh = x.half()
+    cfh = ember.compile(_chain)
+    cfh(xh)
+    teh, tch = _median_pair(lambda: _chain(xh), lambda: cfh(xh), args.rounds)
+    print(f"chain fp16 4M, 8 ops: eager {teh * 1e3:.1f} ms, compiled {tch * 1e3:.1f} ms ({teh / tch:.1f}x)")
     x32 = x.float()
     cf32 = ember.compile(_chain)
     cf32(x32)
