@@ -235,3 +235,22 @@ def test_autocast_around_a_compiled_function_is_a_guard():
         with ember.autocast("cpu", dtype=ember.float16):
             assert cf(x).dtype == ember.float16
     assert len(cf.cache) == 3
+
+
+def test_gradients_through_a_compiled_bfloat16_module_match_eager():
+    ember.manual_seed(0)
+    m = ember.nn.Sequential(ember.nn.Linear(32, 64), ember.nn.GELU(), ember.nn.LayerNorm(64), ember.nn.Linear(64, 8))
+    m = m.to(ember.bfloat16)
+    x = ember.randn(16, 32).bfloat16()
+
+    def grads(mod):
+        for p in m.parameters():
+            p.grad = None
+        mod(x).float().pow(2).sum().backward()
+        return [p.grad for p in m.parameters()]
+
+    want, got = grads(m), grads(ember.compile(m))
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype == ember.bfloat16
+        g, w = g.float().numpy(), w.float().numpy()
+        assert np.abs(g - w).max() <= 8 * 2.0**-8 * max(np.abs(w).max(), 1)  # a few ulps of the largest
