@@ -135,8 +135,22 @@ def _tensors(args):
 
 def _device_type(args):
     for t in _tensors(args):
-        return t._device.type
+        return _dev_type(t)
     return None
+
+
+def _dev_type(t) -> str:
+    """``t``'s device type; under ``ember.compile``'s capture a meta stand-in counts as the device
+    it traces (an op's result inside the capture: CPU, where compiled code runs), so autocast
+    inside a compiled function records its casts."""
+    d = t._device.type
+    if d == "meta":
+        from ember._mode import mode
+
+        if getattr(getattr(mode.handler, "__self__", None), "graph", None) is not None:  # a capture
+            src = getattr(t, "_traced_from", None)
+            return "cpu" if src is None else src.type
+    return d
 
 
 def _cast(a, target, dev):
@@ -147,7 +161,7 @@ def _cast(a, target, dev):
     if not isinstance(a, Tensor):
         return a
     d = a.dtype
-    if d is target or not d.is_floating_point or d.name == "float64" or a._device.type != dev:
+    if d is target or not d.is_floating_point or d.name == "float64" or _dev_type(a) != dev:
         return a
     # Leaves that require grad (parameters) are cast once per autocast region, as PyTorch's cache.
     if local.cache_enabled and a._requires_grad and a._node is None:

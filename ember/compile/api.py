@@ -168,7 +168,7 @@ class CompiledFunction:
             if k < len(guards) and d < len(guards[k][0]):
                 g = guards[k]
                 guards[k] = (g[0][:d] + (None,) + g[0][d + 1 :],) + g[1:]
-        key = (_freeze(spec), tuple(guards), training, grad_state.enabled)
+        key = (_freeze(spec), tuple(guards), training, grad_state.enabled, _autocast_key())
         return key, tensors
 
     def _fallback(self, reason: str):
@@ -351,6 +351,13 @@ class _Lazy:
 
 
 _LAZY = _Lazy()
+
+
+def _autocast_key():
+    """The autocast state a call runs under (a graph captured under autocast bakes its casts in)."""
+    from ember.amp import state
+
+    return tuple((d, s[1]) for d, s in sorted(state.local.devices.items()) if s[0]) if state.local.active else None
 
 
 def _stamp(entry, tensors):

@@ -155,6 +155,10 @@ class _BindingTracer(_Tracer):
             return super().on_apply(prim, inputs, params)
         rng = default_generator.np.bit_generator
         state = rng.state if prim.name in IMPURE else None
+        x = inputs[0] if inputs else None
+        if prim.name in ("to", "to_detached") and isinstance(x, Tensor) and x._device.type != "meta":
+            if params.get("device") == x._device:  # a parameter's first op (autocast's cast): it is
+                params = {**params, "device": _capture._META}  # traced as a meta stand-in, same device
         try:
             out = super().on_apply(prim, inputs, params)
         except Exception as e:

@@ -92,8 +92,8 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
     for kind, x in steps:
         if kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
-            dt = np.dtype(str(x.dtype).replace("ember.", ""))
-            outs = [_out_buffer(plan, env, o, dt) for o in x.outputs]
+            # each output's own dtype: a group may cast between float32 and bfloat16/float16
+            outs = [_out_buffer(plan, env, o, np.dtype(str(o.dtype).replace("ember.", ""))) for o in x.outputs]
             sizes = kernel_sizes(x)
             kernels[x.id](*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], *sizes)
             for o, arr in zip(x.outputs, outs):

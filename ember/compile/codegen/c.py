@@ -9,7 +9,7 @@
 
 (no ``restrict`` for elementwise groups: the memory plan may give an output its input's
 buffer, each element read before it is written), where ``T`` is ``float`` or ``double`` (the
-group's dtype), ``in<k>`` is ``group.inputs[k]``
+buffer's dtype; ``uint16_t`` for bfloat16/float16, whose bits ``lowp.py`` converts), ``in<k>`` is ``group.inputs[k]``
 (C-contiguous, its own shape: it may broadcast), ``out<k>`` is ``group.outputs[k]`` (C-contiguous,
 of that node's shape), and the sizes are :func:`kernel_sizes` ``(group)``. :func:`kernel_args`
 gives the argument list as ``(C type, name)`` pairs. The text needs :func:`prelude` before it
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ember.compile.codegen import lowp
 from ember.compile.codegen.cstyle import CStyleRenderer
 
 __all__ = [
@@ -117,15 +118,15 @@ def prelude() -> str:
     streaming-store helpers ``ember_stream_float``/``ember_stream_double``."""
     from ember.backends import ckernels
 
-    return (Path(ckernels.__file__).parent / "mathf.c").read_text() + _STREAM + _BLAS
+    return (Path(ckernels.__file__).parent / "mathf.c").read_text() + _STREAM + _BLAS + lowp.C_PRELUDE
 
 
 def kernel_args(group) -> list:
     """The kernel's parameters in order, as ``(C type, name)`` pairs (see the module docstring)."""
-    T = {"float32": "float", "float64": "double"}[str(group.dtype).replace("ember.", "")]
+    T = CRenderer().storage  # float, double, or uint16_t (bfloat16/float16 bits), per buffer
     r = "" if group.kind == "elementwise" else " restrict"  # elementwise groups may run in place
-    args = [(f"const {T} *{r}", f"in{i}") for i in range(len(group.inputs))]
-    args += [(f"{T} *{r}", f"out{i}") for i in range(len(group.outputs))]
+    args = [(f"const {T(a.dtype)} *{r}", f"in{i}") for i, a in enumerate(group.inputs)]
+    args += [(f"{T(o.dtype)} *{r}", f"out{i}") for i, o in enumerate(group.outputs)]
     return args + [("int64_t", "n"), ("int64_t", "rows"), ("int64_t", "cols")]
 
 
@@ -140,7 +141,7 @@ def _indent(lines, k: int) -> str:
 
 class CRenderer(CStyleRenderer):
     def math(self, name: str, dtype) -> str:
-        if str(dtype).endswith("float32") and name in _FAST_F32:
+        if lowp.compute_name(dtype) == "float32" and name in _FAST_F32:
             return _FAST_F32[name]
         return super().math(name, dtype)
 
@@ -157,9 +158,10 @@ class CRenderer(CStyleRenderer):
         body = self.body(group, names)
         T = self.ctype(group.dtype)
         outs = group.outputs
-        direct = body + [f"out{k}[i] = {names[o]};" for k, o in enumerate(outs)]
+        direct = body + [self.store(o, f"out{k}[i]", names[o]) for k, o in enumerate(outs)]
         inner = self.inner(group)
         if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
+            free = "    free(ga);\n" if "malloc(" in pre else ""  # a 2-byte GEMM's float32 scratch
             return (
                 head
                 + pre
@@ -171,9 +173,11 @@ class CRenderer(CStyleRenderer):
                     f"        #pragma omp simd\n"
                     f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
                     f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
-                    f"    }}\n}}\n"
+                    f"    }}\n{free}}}\n"
                 )
             )
+        if any(self.storage(o.dtype) != T for o in outs):  # 2-byte stores: no streaming; blocks
+            return head + self._blocks(direct)
         staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
         bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
         stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
@@ -201,6 +205,19 @@ class CRenderer(CStyleRenderer):
             )
         )
 
+    def _blocks(self, direct: list) -> str:
+        """An elementwise loop body over blocks of ``BLOCK`` elements (parallel when long)."""
+        return (
+            "    (void)rows; (void)cols;\n"
+            f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
+            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+            f"    for (int64_t b = 0; b < nb; b++) {{\n"
+            f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
+            f"        #pragma omp simd\n"
+            f"        for (int64_t i = b * {BLOCK}; i < end; i++) {{\n{_indent(direct, 12)}\n        }}\n"
+            f"    }}\n}}\n"
+        )
+
     def _gemm(self, group) -> tuple:
         """The BLAS call into the buffer of an output, and the name of the GEMM's value."""
         T = self.ctype(group.dtype)
@@ -210,12 +227,24 @@ class CRenderer(CStyleRenderer):
         k = a.shape[-1]
         ldb = k if tb else group.shape[-1]
         pa, pb = group.inputs.index(a), group.inputs.index(b)
+        A, B = f"in{pa}", f"in{pb}"
+        value = "gm[i]" if bias is None else f"(gm[i] + {lowp.load(bias.dtype, f'in{group.inputs.index(bias)}[j]')})"
+        if lowp.is_low(group.dtype):  # 2-byte operands: widened into float32 scratch for sgemm
+            na, nb = f"rows * {k}", f"{k} * cols"
+            call = (
+                f"    float *ga = malloc(sizeof(float) * (rows * cols + (rows + cols) * {k}));\n"
+                "    if (!ga) abort();  /* no memory for the float32 copies: fail loudly, never silently */\n"
+                f"    float *gb = ga + {na}, *gm = gb + {nb};  /* A, B, then the product */\n"
+                f"    for (int64_t q = 0; q < {na}; q++) ga[q] = {lowp.load(a.dtype, f'{A}[q]')};\n"
+                f"    for (int64_t q = 0; q < {nb}; q++) gb[q] = {lowp.load(b.dtype, f'{B}[q]')};\n"
+                f"    ember_gemm_float(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, ga, {k}, gb, {ldb}, 0, gm, cols);\n"
+            )
+            return call, {node: value}
         call = (
             f"    {T} *gm = out{dest};  /* the GEMM's result, then the epilogue in place, one pass */\n"
-            f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, in{pa}, {k}, "
-            f"in{pb}, {ldb}, 0, gm, cols);\n"
+            f"    ember_gemm_{T}(101, 111, {112 if tb else 111}, rows, cols, {k}, 1, {A}, {k}, "
+            f"{B}, {ldb}, 0, gm, cols);\n"
         )
-        value = "gm[i]" if bias is None else f"(gm[i] + in{group.inputs.index(bias)}[j])"
         return call, {node: value}
 
     def _row(self, group) -> str:
@@ -241,7 +270,7 @@ class CRenderer(CStyleRenderer):
             k = group.nodes.index(n)
             v = self.ref(group, names, n.args[0])
             body.append(f"acc{k}[j - jb] += {v};")
-        body += [f"out{outs.index(n)}[i] = {names[n]};" for n in elem if n in outs]
+        body += [self.store(n, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
         inits = [f"double acc{group.nodes.index(n)}[{COL_BLOCK}];" for n in group.reductions]
         zero = [f"acc{group.nodes.index(n)}[j - jb] = 0;" for n in group.reductions]
         post = []
@@ -253,7 +282,7 @@ class CRenderer(CStyleRenderer):
                 red_names[n] = f"t{k}"
             elif n in group.reduced:
                 post += self.stmts(group, [n], red_names)
-        post += [f"out{outs.index(n)}[j] = {red_names[n]};" for n in group.reduced if n in outs]
+        post += [self.store(n, f"out{outs.index(n)}[j]", red_names[n]) for n in group.reduced if n in outs]
         assert all(a in members or a in group.inputs for n in group.nodes for a in n.inputs())
         return (
             f"    #pragma omp parallel for schedule(static) if(n >= {ROW_PARALLEL_MIN} && cols > {COL_BLOCK}) "

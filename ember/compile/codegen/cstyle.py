@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from ember.compile.codegen import lowp
+
 __all__ = ["EXPRESSIONS", "MATH", "CStyleRenderer", "supported", "access"]
 
 # {i}: the i-th argument; {T}: the element type; names in MATH are spelled per language/dtype.
@@ -97,10 +99,20 @@ class CStyleRenderer:
     suffix = {"float32": "f", "float64": ""}
 
     def ctype(self, dtype) -> str:
-        return {"float32": "float", "float64": "double"}[_name(dtype)]
+        """The type a group of ``dtype`` computes in (bfloat16/float16: float)."""
+        return {"float32": "float", "float64": "double"}[lowp.compute_name(dtype)]
+
+    def storage(self, dtype) -> str:
+        """The element type of a group's buffers (bfloat16/float16: their 16 bits)."""
+        return "uint16_t" if lowp.is_low(dtype) else self.ctype(dtype)
 
     def math(self, name: str, dtype) -> str:
-        return name.lower() + self.suffix[_name(dtype)]
+        return name.lower() + self.suffix[lowp.compute_name(dtype)]
+
+    def store(self, node, dst: str, value: str) -> str:
+        """The statement writing ``node``'s compute value ``value`` to ``dst`` (rounded to
+        bfloat16/float16 when ``node`` is of those types)."""
+        return f"{dst} = {lowp.store(node.dtype, value)};"
 
     def literal(self, x, T: str) -> str:
         x = float(x)
@@ -113,6 +125,8 @@ class CStyleRenderer:
     def expr(self, n, args: list, T: str, dtype) -> str:
         """The expression of the elementwise node ``n`` over argument expressions ``args``."""
         args = [a if isinstance(a, str) else self.literal(a, T) for a in args]
+        if n.op == "to":  # within the float32 family: rounds to a 2-byte type, else exact
+            return lowp.load(n.dtype, lowp.store(n.dtype, args[0]))
         key = n.op + "_tanh" if n.op.startswith("gelu") and n.params.get("approximate") == "tanh" else n.op
         e = EXPRESSIONS[key].format(*args, T=T)
         for m in MATH:
@@ -120,7 +134,11 @@ class CStyleRenderer:
         return e
 
     def load(self, group, a, reduced: bool = False) -> str:
-        """How the loop reads external input ``a``: by ``i`` (flat), ``r``/``j`` (row, column)."""
+        """How the loop reads external input ``a``: by ``i`` (flat), ``r``/``j`` (row, column),
+        widened to the compute type."""
+        return lowp.load(a.dtype, self._index(group, a, reduced))
+
+    def _index(self, group, a, reduced: bool = False) -> str:
         k = group.inputs.index(a)
         rows, cols = group.rows_cols()
         if reduced:  # a per-row (row groups) or per-column (col groups) value
@@ -242,7 +260,7 @@ class CStyleRenderer:
             body = ["const int64_t i = r * cols + j;"] + self.stmts(group, nodes, inner)
             for n in reds:
                 body += self.reduce_step(group, n, inner)
-            body += [f"out{group.outputs.index(n)}[i] = {inner[n]};" for n in writes]
+            body += [self.store(n, f"out{group.outputs.index(n)}[i]", inner[n]) for n in writes]
             if not reds and not writes:
                 nodes = []
             elif pragma:
@@ -260,7 +278,7 @@ class CStyleRenderer:
         return lines
 
     def _reduced_writes(self, group, nodes, names) -> list[str]:
-        return [f"out{group.outputs.index(n)}[r] = {names[n]};" for n in nodes if n in group.outputs]
+        return [self.store(n, f"out{group.outputs.index(n)}[r]", names[n]) for n in nodes if n in group.outputs]
 
     def render(self, group, name: str) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -12,12 +12,14 @@ Example:
 
 from __future__ import annotations
 
+from ember.compile.codegen import lowp
 from ember.compile.codegen.cstyle import CStyleRenderer
 
 __all__ = ["CudaRenderer", "PRELUDE"]
 
 PRELUDE = (
     "#define INFINITY __int_as_float(0x7f800000)\n#define NAN __int_as_float(0x7fffffff)\ntypedef long long int64_t;\n"
+    + lowp.CUDA_PRELUDE
 )
 
 
@@ -31,8 +33,8 @@ class CudaRenderer(CStyleRenderer):
 
     def render(self, group, name: str) -> str:
         T = self.ctype(group.dtype)
-        params = [f"const {T} *__restrict__ in{i}" for i in range(len(group.inputs))]
-        params += [f"{T} *__restrict__ out{i}" for i in range(len(group.outputs))]
+        params = [f"const {self.storage(a.dtype)} *__restrict__ in{i}" for i, a in enumerate(group.inputs)]
+        params += [f"{self.storage(o.dtype)} *__restrict__ out{i}" for i, o in enumerate(group.outputs)]
         params += ["long long n", "long long rows", "long long cols"]
         head = f'extern "C" __global__ void {name}({", ".join(params)}) {{\n'
         tid = "(long long)blockIdx.x * blockDim.x + threadIdx.x"
@@ -50,11 +52,13 @@ class CudaRenderer(CStyleRenderer):
             pre = [
                 "const long long r = i / cols, c = i % cols;",
                 f"{T} gm = 0;",
-                f"for (long long k = 0; k < {k}; k++) gm += in{pa}[r * {k} + k] * in{pb}[{bk.format(k=k)}];",
+                f"for (long long k = 0; k < {k}; k++) gm += {lowp.load(a.dtype, f'in{pa}[r * {k} + k]')}"
+                f" * {lowp.load(b.dtype, f'in{pb}[{bk.format(k=k)}]')};",
             ]
-            names[node] = "gm" if bias is None else f"(gm + in{group.inputs.index(bias)}[c])"
+            bias_v = None if bias is None else lowp.load(bias.dtype, f"in{group.inputs.index(bias)}[c]")
+            names[node] = "gm" if bias is None else f"(gm + {bias_v})"
         body = pre + self.body(group, names)
-        body += [f"out{i}[i] = {names[o]};" for i, o in enumerate(group.outputs)]
+        body += [self.store(o, f"out{i}[i]", names[o]) for i, o in enumerate(group.outputs)]
         return head + f"    const long long i = {tid};\n    if (i >= n) return;\n{_indent(body, 4)}\n}}\n"
 
     def _col(self, group) -> str:
@@ -68,7 +72,7 @@ class CudaRenderer(CStyleRenderer):
             k = group.nodes.index(n)
             init.append(f"double acc{k} = 0;")
             body.append(f"acc{k} += {self.ref(group, names, n.args[0])};")
-        body += [f"out{outs.index(n)}[i] = {names[n]};" for n in elem if n in outs]
+        body += [self.store(n, f"out{outs.index(n)}[i]", names[n]) for n in elem if n in outs]
         post, red = [], {}
         for n in group.nodes:
             if n in group.reductions:
@@ -77,7 +81,7 @@ class CudaRenderer(CStyleRenderer):
                 red[n] = f"t{k}"
             elif n in group.reduced:
                 post += self.stmts(group, [n], red)
-        post += [f"out{outs.index(n)}[j] = {red[n]};" for n in group.reduced if n in outs]
+        post += [self.store(n, f"out{outs.index(n)}[j]", red[n]) for n in group.reduced if n in outs]
         return (
             f"{_indent(init, 4)}\n    for (long long r = 0; r < rows; r++) {{\n{_indent(body, 8)}\n    }}\n"
             f"{_indent(post, 4)}\n"

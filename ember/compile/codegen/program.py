@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ember.compile.arena import plan
+from ember.compile.codegen import lowp
 from ember.compile.codegen.c import kernel_sizes
 from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
 
@@ -150,7 +151,8 @@ class _Builder:
     def use(self, node, step) -> str:
         r, off = self.root(node)
         self.last[r] = max(self.last.get(r, step), step)
-        T = CTYPES[dname(node)]
+        # bfloat16/float16 values are passed to fused groups as their bits (codegen/lowp.py)
+        T = "uint16_t" if lowp.is_low(dname(node)) else CTYPES[dname(node)]
         return f"(({T} *)@B{r.id}@ + {off})"
 
     def scratch(self, nbytes, step) -> str:

@@ -1,6 +1,6 @@
 """Decomposition: composite primitives become the primitives a fused row loop is made of.
 
-Where fusion has a lowering (float32/float64, the reduced axis last), ``softmax``,
+Where fusion has a lowering (float32/float64/bfloat16/float16, the reduced axis last), ``softmax``,
 ``log_softmax``, ``layer_norm``, ``var_std`` and ``cross_entropy`` (class indices, no weight, no
 label smoothing) are rewritten into ``amax``/``sub``/``exp``/``sum``/``div``/``log``/``mul``/
 ``rsqrt``...; the fusion pass then makes each one loop nest per row (softmax: the row max, the
@@ -17,7 +17,7 @@ from ember.compile.ir import Node, node_makers
 
 __all__ = ["decompose", "DECOMPOSABLE"]
 
-_FLOATS = ("float32", "float64")
+_FLOATS = ("float32", "float64", "bfloat16", "float16")  # 2-byte floats: fused in float32 (codegen/lowp.py)
 
 
 class _Builder:

@@ -13,7 +13,7 @@ A group is one loop nest over its *iteration shape* (the full shape of its eleme
   accumulated in double; per-column consumers (``* (1/rows)`` for a mean) run after.
 
 A call joins a group when its op has a lowering (``codegen.cstyle.EXPRESSIONS``), its dtype is
-float32/float64 like every tensor input, and it reads a value of the group. External inputs may
+float32/float64/bfloat16/float16 like every tensor input, and it reads a value of the group. External inputs may
 broadcast in the ways a loop index can express: the full shape (``in[i]``), a trailing suffix
 (``in[i % m]``: a bias or layer_norm weight), a leading prefix with trailing ones (``in[i / m]``:
 a keepdim row statistic) or one element. Joining must not create a cycle (another input of the
@@ -32,7 +32,11 @@ from ember.compile.ir import Node, node_makers, node_readers
 
 __all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
 
-_FLOATS = ("float32", "float64")
+# bfloat16/float16 groups load 16 bits, compute in float32 and round once per output
+# (codegen/lowp.py); their GEMMs widen both operands to float32 scratch and run sgemm.
+_FLOATS = ("float32", "float64", "bfloat16", "float16")
+# ``to`` between these fuses (they all compute in float32): autocast's casts, ``mean`` of bfloat16
+_F32_FAMILY = ("float32", "bfloat16", "float16")
 _REDUCTIONS = ("sum", "amax")
 
 
@@ -151,10 +155,12 @@ def _why_not(n: Node) -> str | None:
     if n.op in ("matmul", "linear"):
         ops = gemm_operands(n)
         return ops if isinstance(ops, str) else None
+    if n.op == "to":
+        return _why_not_cast(n)
     if not supported(n.op):
         return f"'{n.op}' has no elementwise lowering"
     if _fname(n.dtype) not in _FLOATS:
-        return f"result dtype {n.dtype} is not float32/float64"
+        return f"result dtype {n.dtype} is not float32/float64/bfloat16/float16"
     if n.op.startswith("gelu") and n.params.get("approximate") in ("none", "tanh") and n.params.get("saved") is None:
         pass  # gelu, gelu_backward: the expression depends on ``approximate`` only
     elif n.params:
@@ -167,6 +173,19 @@ def _why_not(n: Node) -> str | None:
                 return f"input %{a.id} {list(a.shape)} broadcasts to {list(n.shape)}"
         elif type(a) not in (int, float):
             return f"argument {a!r} is not a number"
+    return None
+
+
+def _why_not_cast(n: Node) -> str | None:
+    """Why the cast ``n`` cannot be in a group: it fuses between float32, bfloat16 and float16."""
+    x = n.args[0] if n.args else None
+    if len(n.args) != 1 or not isinstance(x, Node) or x.shape != n.shape:
+        return "to of a non-tensor"
+    dev = n.params.get("device")
+    if set(n.params) - {"dtype", "device"} or (dev is not None and getattr(dev, "type", "cpu") != "cpu"):
+        return f"to with parameters {sorted(n.params)}"
+    if _fname(x.dtype) not in _F32_FAMILY or _fname(n.dtype) not in _F32_FAMILY:
+        return f"to from {_fname(x.dtype)} to {_fname(n.dtype)} (only float32/bfloat16/float16 casts fuse)"
     return None
 
 
