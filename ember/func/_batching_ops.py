@@ -20,13 +20,15 @@ Example:
 
 from __future__ import annotations
 
-from ember.func._batching import RULES, _elementwise, _expand_to, _lrank, _pad, _shift, is_batched
+import numpy as np
+
+from ember.func._batching import RULES, _advanced_apart, _elementwise, _expand_to, _lrank, _pad, _shift, is_batched
 from ember.tensor import Tensor
 
 __all__: list = []
 
 #: in-place ops that are elementwise in all their tensor operands (the vmap handler pads them)
-INPLACE_ELEMENTWISE = {"addcmul_", "addcdiv_", "lerp_", "fill_", "copy_"}
+INPLACE_ELEMENTWISE = {"addcmul_", "addcdiv_", "lerp_", "fill_", "copy_", "write_"}
 
 
 def _unary(apply, prim, inputs, params, level, B):
@@ -143,3 +145,68 @@ def _einsum(apply, prim, inputs, params, level, B):
 
 
 RULES["einsum"] = _einsum
+
+
+# --------------------------------------------------------------------------- index writes
+def _indexed_rank(shape, key) -> int:
+    """The rank of ``x[key]`` for an ``x`` of ``shape`` (a zero-strided dummy: no memory)."""
+    return np.broadcast_to(np.empty((), bool), tuple(shape))[key].ndim
+
+
+def _batched_key(key):
+    """``key`` behind a leading batch slice, or None when NumPy would move its advanced dims."""
+    key = key if isinstance(key, tuple) else (key,)
+    return None if _advanced_apart(key) else (slice(None),) + key
+
+
+def _index_put_zeros(apply, prim, inputs, params, level, B):
+    key = _batched_key(params["key"])
+    if key is None:
+        return None
+    g = inputs[0]
+    v = _pad(g, level, _indexed_rank(params["shape"], params["key"]))
+    return apply(prim, v, shape=(B,) + tuple(params["shape"]), key=key, basic=params["basic"])
+
+
+RULES["index_put_zeros"] = _index_put_zeros
+
+
+def _put_value(v, level, shape, key):
+    """A value written through ``key``: batched ones padded to the indexed result's rank."""
+    return _pad(v, level, _indexed_rank(shape, key)) if is_batched(v, level) else v
+
+
+def _index_put(apply, prim, inputs, params, level, B):
+    x, values = inputs
+    key = _batched_key(params["key"])
+    if key is None:
+        return None
+    v = _put_value(values, level, x.shape, params["key"])
+    return apply(prim, _expand_to(x, level, B), v, key=key, accumulate=params["accumulate"])
+
+
+RULES["index_put"] = _index_put
+
+
+# In-place rules write into the physical self (batched: the vmap handler checks) and return it.
+def _setitem(apply, prim, inputs, params, level, B):
+    x, value = inputs
+    key = _batched_key(params["key"])
+    if key is None:
+        return None
+    apply(prim, x._value, _put_value(value, level, x.shape, params["key"]), key=key)
+    return x._value
+
+
+RULES["setitem_"] = _setitem
+
+
+def _index_add_inplace(apply, prim, inputs, params, level, B):
+    x, index, src = inputs
+    if is_batched(index, level):
+        return None
+    apply(prim, x._value, index, _expand_to(src, level, B), **dict(params, dim=_shift(params["dim"], _lrank(x, level))))
+    return x._value
+
+
+RULES["index_add_"] = _index_add_inplace

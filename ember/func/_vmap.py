@@ -63,8 +63,10 @@ def _make_handler(level: int, size: int, prev, randomness: str):
                 pad = lambda x: B_._pad(x, level, r) if B_.is_batched(x, level) else x  # noqa: E731
                 # fill_'s value is a param: a batched 0-dim value is padded as the inputs are
                 dispatch(prim, tuple(pad(x) for x in inputs), {k: pad(v) for k, v in params.items()})
-            else:
-                _loop(prim, inputs, params, level, size, dispatch)
+            else:  # setitem_, index_add_: a rule writes into the physical self (None: the loop)
+                rule = B_.RULES.get(prim.name)
+                if rule is None or rule(apply_phys, prim, inputs, params, level, size) is None:
+                    _loop(prim, inputs, params, level, size, dispatch)
             return inputs[0]
         rule = B_.RULES.get(prim.name)
         out = None
