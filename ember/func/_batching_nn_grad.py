@@ -175,3 +175,32 @@ def _embedding_backward(apply, prim, inputs, params, level, B):
 
 
 RULES["embedding_backward"] = _embedding_backward
+
+
+def _rnn_step(apply, prim, inputs, params, level, B):
+    """One recurrent step over ``(N, G*H)`` gates and ``(N, S)`` states: the batch folds into N."""
+    gi, state, w_hh, b_hh = inputs
+    if is_batched(w_hh, level) or is_batched(b_hh, level):
+        return None
+    pg, ps = _expand_to(gi, level, B), _expand_to(state, level, B)
+    out = apply(prim, pg.reshape(-1, pg.shape[-1]), ps.reshape(-1, ps.shape[-1]), w_hh, b_hh, **params)
+    return out.reshape(tuple(ps.shape))
+
+
+for _n in ("lstm_step", "gru_step", "rnn_step"):
+    RULES[_n] = _rnn_step
+
+
+def _recurrent_sequence(apply, prim, inputs, params, level, B):
+    """``(T, N, G*H)`` gates from ``(N, S)`` states: ``(B, T, N, .)`` runs as ``(T, B*N, .)``."""
+    gi, state, w_hh, b_hh = inputs
+    if is_batched(w_hh, level) or is_batched(b_hh, level):
+        return None
+    pg, ps = _expand_to(gi, level, B), _expand_to(state, level, B)
+    steps = pg.shape[1]
+    g2 = pg.movedim(0, 1).reshape(steps, -1, pg.shape[-1])
+    out = apply(prim, g2, ps.reshape(-1, ps.shape[-1]), w_hh, b_hh, **params)
+    return out.reshape((steps,) + tuple(ps.shape)).movedim(0, 1)
+
+
+RULES["recurrent_sequence"] = _recurrent_sequence
