@@ -210,3 +210,22 @@ def _index_add_inplace(apply, prim, inputs, params, level, B):
 
 
 RULES["index_add_"] = _index_add_inplace
+
+
+# --------------------------------------------------------------------------- dynamic shapes
+# Ops whose output shape depends on the values raise under vmap, as PyTorch does (its message,
+# with PyTorch's op name). bincount, histc and repeat_interleave keep the loop fallback with its
+# warning: PyTorch runs them by its fallback too (and fails in stack when the sizes differ).
+_DYNAMIC = {"nonzero": "aten::nonzero", "unique": "aten::_unique2"}
+
+
+def _dynamic(apply, prim, inputs, params, level, B):
+    raise RuntimeError(
+        "vmap: We do not support batching operators that can output dynamic shape. Attempted to vmap over "
+        f"{_DYNAMIC[prim.name]}. Please file an issue at https://github.com/pytorch/pytorch/issues if you need "
+        "this feature."
+    )
+
+
+for _n in _DYNAMIC:
+    RULES[_n] = _dynamic
