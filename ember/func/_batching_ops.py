@@ -37,8 +37,11 @@ def _unary(apply, prim, inputs, params, level, B):
 
 for _n in ("lgamma", "polygamma", "one_hot", "view_dtype", "to_detached"):
     RULES[_n] = _unary
-for _n in ("isclose", "gelu_backward"):
-    RULES[_n] = _elementwise
+RULES["isclose"] = _elementwise
+# gelu_backward writes into an x-shaped buffer: both operands get the full physical shape
+RULES["gelu_backward"] = lambda apply, prim, inputs, params, level, B: apply(
+    prim, *(_expand_to(x, level, B) for x in inputs), **params
+)
 
 
 def _axes_rule(*names, all_if_none=False):
