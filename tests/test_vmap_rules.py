@@ -329,3 +329,34 @@ def test_data_dependent_sizes_keep_the_loop():
         warnings.simplefilter("ignore")
         ref = torch.func.vmap(lambda v: torch.bincount(v, minlength=5))(torch.tensor(x.numpy()))
     np.testing.assert_array_equal(out.numpy(), ref.numpy())
+
+
+_IDX = np.array([[0, 1], [2, -1], [4, 0]])
+INDEX_CASES = [
+    ("first", lambda m, x, i: x[i], [_a(3, 5, 2), _IDX], 0),
+    ("slice_before", lambda m, x, i: x[:, i], [_a(3, 2, 5), _IDX], 0),
+    ("int_before", lambda m, x, i: x[1, :, i], [_a(3, 2, 4, 5), _IDX], 0),
+    ("ellipsis", lambda m, x, i: x[..., i], [_a(3, 2, 4, 5), _IDX], 0),
+    ("none", lambda m, x, i: x[None, i], [_a(3, 5), _IDX], 0),
+    ("unbatched_x", lambda m, x, i: x[:, i], [_a(2, 5), _IDX[:, None]], (None, 0)),
+]
+
+
+@pytest.mark.parametrize("name,fn,arrays,in_dims", INDEX_CASES, ids=[c[0] for c in INDEX_CASES])
+def test_batched_index_tensor(name, fn, arrays, in_dims):
+    _check(fn, arrays, in_dims)
+
+
+def test_batched_index_gradient_and_errors():
+    logits, y = _a(3, 4), np.array([1, 3, 0])
+    e = ember.func.grad(lambda v: vmap(lambda r, t: r.log_softmax(-1)[t])(v, ember.tensor(y)).sum())(
+        ember.tensor(logits)
+    )
+    t = torch.func.grad(lambda v: torch.func.vmap(lambda r, t: r.log_softmax(-1)[t])(v, torch.tensor(y)).sum())(
+        torch.tensor(logits)
+    )
+    np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="Attempting to batch over indexing with a boolean mask"):
+        vmap(lambda x: x[x > 0])(ember.tensor(_a(3, 4)))
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
+        vmap(lambda x, i: x[i])(ember.tensor(_a(3, 4)), ember.tensor(np.array([1, 4, 0])))
