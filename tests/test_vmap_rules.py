@@ -360,3 +360,17 @@ def test_batched_index_gradient_and_errors():
         vmap(lambda x: x[x > 0])(ember.tensor(_a(3, 4)))
     with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
         vmap(lambda x, i: x[i])(ember.tensor(_a(3, 4)), ember.tensor(np.array([1, 4, 0])))
+
+
+def _write_into_views(m, x):
+    y = x.clone() * 1
+    y[:, 1].mul_(3)  # an in-place op on a view of a batched tensor with history
+    y[0] += x[1]
+    return (y**2).sum()
+
+
+def test_inplace_on_a_view_keeps_the_gradient_under_vmap_grad():
+    x = _a(3, 4, 5)
+    e = vmap(ember.func.grad(lambda v: _write_into_views(ember, v)))(ember.tensor(x))
+    t = torch.func.vmap(torch.func.grad(lambda v: _write_into_views(torch, v)))(torch.tensor(x))
+    np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
