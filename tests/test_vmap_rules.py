@@ -41,9 +41,11 @@ EXEMPT = {
     "conv2d_backward": "called only by conv2d's node backward, on its physical inputs",
     "rnn_step_backward": "node-backed gradient kernel",
     "recurrent_sequence_backward": "node-backed gradient kernel",
-    # the write-into-a-view history: its ``chain`` param holds logical view ops; kept on the loop
-    "copy_slices": "view chain of logical ops: loop fallback",
-    "copy_slices_mask": "view chain of logical ops: loop fallback",
+    # the history of a write into a view: recorded only with gradients, and an in-place op on a
+    # batched tensor with history runs on the physical tensors (_batched_grad.inplace); its
+    # ``chain`` param holds the logical view ops, so a direct call keeps the loop
+    "copy_slices": "recorded on physical tensors under vmap; else loop fallback",
+    "copy_slices_mask": "gradient of copy_slices, on physical tensors; else loop fallback",
     # optimizer kernels over lists of parameters: loop fallback
     **{n: "optimizer list kernel: loop fallback" for n in REGISTRY if n.startswith(("_foreach_", "_fused_"))},
     "sparse_mm": "sparse operand (values, rows, cols): loop fallback",
@@ -374,3 +376,20 @@ def test_inplace_on_a_view_keeps_the_gradient_under_vmap_grad():
     e = vmap(ember.func.grad(lambda v: _write_into_views(ember, v)))(ember.tensor(x))
     t = torch.func.vmap(torch.func.grad(lambda v: _write_into_views(torch, v)))(torch.tensor(x))
     np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+
+
+NESTED_CASES = [
+    ("einsum", lambda m, x, y: m.einsum("ij,jk->ik", x, y), [_a(2, 3, 4, 5), _a(2, 3, 5, 2)]),
+    ("batch_norm", lambda m, x: _F(m).batch_norm(x, None, None, training=True), [_a(2, 3, 4, 5)]),
+    ("sdpa", lambda m, q: _F(m).scaled_dot_product_attention(q, q, q), [_a(2, 3, 4, 5)]),
+    ("index", lambda m, x, i: x[i], [_a(2, 3, 5), np.array([[1, 2, 0], [4, 4, 3]])]),
+]
+
+
+@pytest.mark.parametrize("name,fn,arrays", NESTED_CASES, ids=[c[0] for c in NESTED_CASES])
+def test_nested_vmap(name, fn, arrays):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = vmap(vmap(lambda *xs: fn(ember, *xs)))(*[ember.tensor(a) for a in arrays])
+    t = torch.func.vmap(torch.func.vmap(lambda *xs: fn(torch, *xs)))(*[torch.tensor(a) for a in arrays])
+    np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6, atol=1e-9)

@@ -62,7 +62,10 @@ def getitem_batched(x: Tensor, key) -> Tensor:
     flat = moved.reshape(size, -1)
     i = idx.reshape(-1)
     if i.numel():  # PyTorch's bounds check, with the index values read on the physical tensor
-        lo, hi = int(idx._value.min()), int(idx._value.max())
+        phys = idx._value
+        while getattr(phys, "_level", None) is not None:  # nested vmaps: the outermost value
+            phys = phys._value
+        lo, hi = int(phys.min()), int(phys.max())
         if hi >= size or lo < -size:
             bad = hi if hi >= size else lo
             raise IndexError(f"index {bad} is out of bounds for dimension {dim_in} with size {size}")
