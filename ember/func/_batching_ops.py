@@ -51,6 +51,8 @@ def _axes_rule(*names, all_if_none=False):
     def rule(apply, prim, inputs, params, level, B):
         r = _lrank(inputs[0], level)
         p = dict(params)
+        if r == 0 and any(isinstance(p[n], int) for n in names):
+            return None  # a 0-dim input's dim 0 has no physical counterpart: the loop
         for n in names:
             if p[n] is None and not all_if_none:
                 return None
