@@ -47,8 +47,8 @@ EXEMPT = {
     # ``chain`` param holds the logical view ops, so a direct call keeps the loop
     "copy_slices": "recorded on physical tensors under vmap; else loop fallback",
     "copy_slices_mask": "gradient of copy_slices, on physical tensors; else loop fallback",
-    # optimizer kernels over lists of parameters: loop fallback
-    **{n: "optimizer list kernel: loop fallback" for n in REGISTRY if n.startswith(("_foreach_", "_fused_"))},
+    # fused optimizer steps (their state tensors and step counts per parameter): loop fallback
+    **{n: "fused optimizer step: loop fallback" for n in REGISTRY if n.startswith("_fused_")},
     "sparse_mm": "sparse operand (values, rows, cols): loop fallback",
 }
 
@@ -407,3 +407,24 @@ def test_nested_vmap(name, fn, arrays):
         e = vmap(vmap(lambda *xs: fn(ember, *xs)))(*[ember.tensor(a) for a in arrays])
     t = torch.func.vmap(torch.func.vmap(lambda *xs: fn(torch, *xs)))(*[torch.tensor(a) for a in arrays])
     np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def _foreach_steps(m, x, y, z):
+    xs = [x.clone(), y.clone()]
+    m._foreach_add_(xs, [z, y], alpha=2)
+    m._foreach_mul_(xs, 0.5)
+    m._foreach_addcmul_(xs, [z, y], [x, y], value=0.3)
+    m._foreach_lerp_(xs, [x, y], 0.25)
+    m._foreach_sqrt_([t.abs_() for t in xs])
+    return xs[0] + xs[1].sum()
+
+
+def test_foreach_ops_against_the_per_element_loop():
+    x, y, z = _a(3, 4), _a(3, 4), _a(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = vmap(lambda *v: _foreach_steps(ember, *v), in_dims=(0, 0, None))(*map(ember.tensor, (x, y, z)))
+    t = torch.stack([_foreach_steps(torch, *map(torch.tensor, (x[i], y[i], z))) for i in range(3)])
+    np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="_foreach_add_"):  # an unbatched tensor written
+        vmap(lambda v: ember._foreach_add_([ember.zeros(4)], [v]))(ember.tensor(x))

@@ -234,3 +234,28 @@ def _dynamic(apply, prim, inputs, params, level, B):
 
 for _n in _DYNAMIC:
     RULES[_n] = _dynamic
+
+
+# --------------------------------------------------------------------------- multi-tensor ops
+def _foreach(apply, prim, inputs, params, level, B):
+    """``_foreach_*_`` over lists: tensor ``j`` pairs with written tensor ``j % n_written``; each
+    written tensor must be batched (as for any in-place op), the others are padded to its rank."""
+    n = params["n_written"]
+    selves = inputs[:n]
+    if not all(is_batched(t, level) for t in selves):
+        raise RuntimeError(
+            f"vmap: {prim.name}(self, *extra_args) is not possible because there exists a Tensor `other` in "
+            "extra_args that has more elements than `self`."
+        )
+    if any(isinstance(v, Tensor) for p in params.values() if isinstance(p, tuple) for v in p):
+        return None  # tensor scalars among the params: the loop
+    args = []
+    for j, x in enumerate(inputs):
+        r = _lrank(selves[j % n], level)
+        args.append(_pad(x, level, r) if is_batched(x, level) else x)
+    apply(prim, *args, **params)
+    return selves[0]._value
+
+
+for _n in "add sub mul div maximum sqrt neg abs zero copy addcmul addcdiv lerp".split():
+    RULES[f"_foreach_{_n}_"] = _foreach
