@@ -107,9 +107,15 @@ def test_chunk_size():
 
 def test_fallback_warns_and_is_correct():
     x = _a(4, 5)
-    with pytest.warns(UserWarning, match="batching rule for"):
-        e = vmap(lambda v: ember.sort(v)[0])(ember.tensor(x))  # argsort has no batching rule
-    t = torch.sort(torch.tensor(x), 1)[0]
+    idx = np.array([[0, 2], [1, 1], [4, 0], [3, 3]])
+    with pytest.warns(UserWarning, match="batching rule for index_add"):
+        # index_add's rule takes an unbatched index only: a batched one runs the loop
+        e = vmap(lambda v, i: ember.zeros(5, dtype=ember.float64).index_add(0, i, v[:2]))(
+            ember.tensor(x), ember.tensor(idx)
+        )
+    t = torch.func.vmap(lambda v, i: torch.zeros(5, dtype=torch.float64).index_add(0, i, v[:2]))(
+        torch.tensor(x), torch.tensor(idx)
+    )
     np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
 
 

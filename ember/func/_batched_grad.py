@@ -104,9 +104,14 @@ def inplace(self, fn):
     lvl = self._level
     size = next(s for level, s, _k in ACTIVE if level == lvl)
     new = res._value if B_.is_batched(res, lvl) else _expand(res, size)
-    with no_grad():
-        old = self._value
-        if tuple(old.shape) == tuple(new.shape) and not isinstance(old, B_.BatchedTensor):
+    old = self._value
+    if tuple(old.shape) == tuple(new.shape) and not isinstance(old, B_.BatchedTensor):
+        if old._base is not None:
+            # a view of a physical base: an in-place copy records the write on the base's
+            # history too (the view machinery), so the base's gradient sees the update
+            old.copy_(new)
+            return self
+        with no_grad():
             old._data[...] = new._data
     self._value = new
     return self

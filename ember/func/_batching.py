@@ -322,4 +322,4 @@ RULES["conv2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, *res
 RULES["avg_pool2d"] = _fold(lambda apply, prim, x, rest, params: apply(prim, x, **dict(params, in_shape=x._data.shape)))
 
 # the nn primitives with batched parameters (per-sample gradients): their own module
-from ember.func import _batching_nn  # noqa: E402, F401
+from ember.func import _batching_nn, _batching_nn_grad, _batching_ops  # noqa: E402, F401

@@ -23,6 +23,7 @@ from ember._mode import mode
 from ember.autograd.forward_ad import _state as _fw_state
 from ember.func import _batched_grad as _bg
 from ember.func import _batching as B_
+from ember.func._batching_ops import INPLACE_ELEMENTWISE
 from ember.func._jvp import _flatten, _unflatten
 from ember.func._vmap_random import RANDOM, random_op
 from ember.tensor import Tensor
@@ -57,11 +58,15 @@ def _make_handler(level: int, size: int, prev, randomness: str):
                     f"vmap: {prim.name}(self, *extra_args) is not possible because there exists a Tensor "
                     "`other` in extra_args that has more elements than `self`."
                 )
-            if prim.name.rstrip("_") in B_.ELEMENTWISE:  # add_, mul_, ...: the same op on the values
+            if prim.name.rstrip("_") in B_.ELEMENTWISE or prim.name in INPLACE_ELEMENTWISE:  # add_, mul_, ...
                 r = inputs[0]._value.ndim - 1
-                dispatch(prim, tuple(B_._pad(x, level, r) if B_.is_batched(x, level) else x for x in inputs), params)
-            else:
-                _loop(prim, inputs, params, level, size, dispatch)
+                pad = lambda x: B_._pad(x, level, r) if B_.is_batched(x, level) else x  # noqa: E731
+                # fill_'s value is a param: a batched 0-dim value is padded as the inputs are
+                dispatch(prim, tuple(pad(x) for x in inputs), {k: pad(v) for k, v in params.items()})
+            else:  # setitem_, index_add_: a rule writes into the physical self (None: the loop)
+                rule = B_.RULES.get(prim.name)
+                if rule is None or rule(apply_phys, prim, inputs, params, level, size) is None:
+                    _loop(prim, inputs, params, level, size, dispatch)
             return inputs[0]
         rule = B_.RULES.get(prim.name)
         out = None

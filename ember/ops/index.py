@@ -13,6 +13,7 @@ from collections import namedtuple
 import numpy as np
 
 from ember import _dtype
+from ember._mode import mode as _mode
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
@@ -182,6 +183,11 @@ def getitem(input: Tensor, key) -> Tensor:
     elif kc is slice and key.step is None and key.start.__class__ in _PLAIN and key.stop.__class__ in _PLAIN:
         if input._data.ndim:
             return apply(_GETITEM, input, key=(key,), basic=True)
+    if _mode.handler is not None:  # inside vmap: a batched index tensor is read there
+        from ember.func import _batched_index
+
+        if _batched_index.has_batched(key):
+            return _batched_index.getitem_batched(input, key)
     nkey, basic = _convert_key(key, input._data.shape)
     return apply(_GETITEM, input, key=nkey, basic=basic)
 

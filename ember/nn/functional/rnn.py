@@ -507,7 +507,7 @@ def recurrent_sequence(
     """All states ``(T, B, S)`` of one recurrent direction given the projected inputs ``gi_all``."""
     t = apply(_SEQUENCE, gi_all, state0, w_hh, b_hh, kind=kind, reverse=reverse, relu=relu)
     node = t._node
-    if node is not None:
+    if isinstance(node, RecurrentSequence):  # not the physical movedim of a vmap batching rule
         node.save_versions(*(x for x in (gi_all, state0, w_hh, b_hh) if x is not None))
         if kind == "LSTM":  # backward reads the output array: guard it against in-place writes
             t._vc = [0]
