@@ -125,6 +125,12 @@ VALUE_CASES = [
     ("lgamma_polygamma", lambda m, x: m.lgamma(x.abs() + 0.1) + m.polygamma(1, x.abs() + 0.1), [_a(3, 4)], 0),
     ("isclose", lambda m, x, y: m.isclose(x, y), [_a(3, 4), _a(4)], (0, None)),
     (
+        "max_min_dim",
+        lambda m, x: (*m.max(x, 1), *m.min(x, -1, keepdim=True)),
+        [_a(3, 4, 5)],
+        0,
+    ),
+    (
         "argsort_topk_cummax",
         lambda m, x: (m.argsort(x, 1), m.topk(x, 2, 0).indices, m.cummax(x, -1).indices),
         [_a(3, 4, 5)],
@@ -205,6 +211,7 @@ def test_values_match_torch(name, fn, arrays, in_dims):
 GRAD_CASES = [
     ("einsum", lambda m, x, y: m.einsum("ij,jk->ik", x, y), [_a(3, 2, 4), _a(4, 5)], (0, None)),
     ("cdist", lambda m, x, y: m.cdist(x, y), [_a(3, 4, 2), _a(5, 2)], (0, None)),
+    ("max_dim", lambda m, x, y: m.max(x * y, 0).values, [_a(3, 4, 2), _a(2)], (0, None)),
     (
         "batch_norm",
         lambda m, x, w: _F(m).batch_norm(x, None, None, w, None, training=True),

@@ -65,6 +65,7 @@ def _axes_rule(*names, all_if_none=False):
 
 RULES["norm2"] = RULES["norm0"] = RULES["count_nonzero"] = _axes_rule("axes", all_if_none=True)
 RULES["cummax_indices"] = _axes_rule("axis")
+RULES["max_dim"] = RULES["min_dim"] = _axes_rule("axis")  # values and indices over one dim
 RULES["argsort"] = RULES["topk_indices"] = _axes_rule("axis")  # axis None: a 0-dim input
 RULES["softmax_backward"] = _axes_rule("dim")
 RULES["scatter"] = RULES["scatter_add"] = _axes_rule("axis")
