@@ -123,7 +123,10 @@ def test_compiled_matches_eager_within_low_precision_ulps(name, dt):
     # second GEMM sums 64 hidden values rounded to the 2-byte type (eager rounds them twice: after
     # the GEMM and after gelu; compiled once), so its bound is looser.
     tol = (16 if name == "mlp" else 4) * eps * np.maximum(np.abs(r), 1.0)
-    assert (np.abs(g - r) <= tol).all() and (np.abs(w - r) <= tol).all()
+    # Eager rounds after each of the MLP's 5 ops: 11 ulps on the C kernels, 17.5 on the NumPy
+    # fallback (EMBER_CKERNELS=0, gelu and tanh rounded from float32 separately).
+    eager_tol = tol * (1.5 if name == "mlp" else 1.0)
+    assert (np.abs(g - r) <= tol).all() and (np.abs(w - r) <= eager_tol).all()
 
 
 def _graph(fn, *args):

@@ -42,6 +42,12 @@ _sum0 = f32_compute(lambda a: a.sum(0))
 
 @f32_compute
 def _affine(x2, wd, bd):
+    dt = x2.dtype
+    if dt.itemsize == 2 and dt.kind in "fV":  # float16/bfloat16: float32 GEMM and bias, rounded once
+        out = x2.astype(np.float32) @ wd.astype(np.float32).T
+        if bd is not None:
+            out += bd.astype(np.float32)
+        return out.astype(dt)
     out = x2 @ wd.T
     if bd is not None:
         out += bd

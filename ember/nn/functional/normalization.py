@@ -66,7 +66,7 @@ def _layer_norm_backward_impl(g, x, w, node, need):
     gd = g._data
     if xhat is None:  # saved by the C kernel (ember/backends/cpu_kernels.py): the input and mean
         xhat = (node.xc - node.mean) * rstd
-    gw = (gd * xhat).sum(axis=lead) if need[1] else None
+    gw = (gd * xhat).sum(axis=lead).astype(w._data.dtype, copy=False) if need[1] else None
     gb = gd.sum(axis=lead) if need[2] else None
     gx = None
     if need[0]:
@@ -149,6 +149,9 @@ def _layer_norm_impl(input, weight, bias, axes, eps):
     """The output, and what backward needs: the C kernel's (contiguous input, mean, 1/std), or
     NumPy's (normalized input, 1/std)."""
     d = input._data
+    low = d.dtype.itemsize == 2  # float16/bfloat16: float32 statistics, rounded once, as PyTorch
+    if low:
+        d = d.astype(np.float32)
     mean = d.mean(axis=axes, keepdims=True)
     xc = d - mean
     var = np.mean(np.square(xc), axis=axes, keepdims=True)
@@ -163,6 +166,8 @@ def _layer_norm_impl(input, weight, bias, axes, eps):
             out += bias._data
     else:
         out = xhat.copy()  # xhat is kept for backward: the output must not alias it
+    if low:
+        out = out.astype(input._data.dtype)
     return out, {"xhat": xhat, "rstd": rstd, "xc": None, "mean": None}
 
 
