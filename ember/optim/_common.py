@@ -21,7 +21,7 @@ from ember.ops import creation
 from ember.ops import foreach as fe
 from ember.tensor import Tensor
 
-__all__ = ["FOR_EACH", "FOR_LOOP", "check_hyperparameters", "scalar_dtype", "step_tensor", "to_scalar"]
+__all__ = ["FOR_EACH", "FOR_LOOP", "begin_update", "check_hyperparameters", "scalar_dtype", "step_tensor", "to_scalar"]
 
 
 # --------------------------------------------------------------------------- hyperparameter checks
@@ -201,3 +201,20 @@ class _ForEach:
 
 FOR_LOOP = _ForLoop()
 FOR_EACH = _ForEach()
+
+
+def begin_update(group, params, grads, states, impl: str, *, l2: bool = True):
+    """The steps the Adam-family updates (Adamax, RAdam, NAdam, Adadelta, ASGD) start with.
+
+    Picks the op set (one op per tensor, or the multi-tensor ``_foreach_`` ops), adds 1 to each
+    state's step count, negates the gradients for ``maximize`` and, with ``l2``, adds the L2
+    penalty ``weight_decay * param`` to them. Returns ``(F, steps, grads)``.
+    """
+    F = FOR_LOOP if impl == "forloop" else FOR_EACH
+    steps = [s["step"] for s in states]
+    F.add_(steps, 1)
+    if group["maximize"]:
+        grads = F.neg(grads)
+    if l2 and group["weight_decay"] != 0:
+        grads = F.add(grads, params, alpha=group["weight_decay"])
+    return F, steps, grads

@@ -12,7 +12,7 @@ The update is torch's (``torch/optim/adadelta.py``), as in-place Tensor ops::
 from __future__ import annotations
 
 from ember.ops import creation
-from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim._common import begin_update, check_hyperparameters, step_tensor, to_scalar
 from ember.optim.optimizer import Optimizer
 
 __all__ = ["Adadelta"]
@@ -78,13 +78,8 @@ class Adadelta(Optimizer):
 
     def _update(self, group, params, grads, states, impl) -> None:
         lr = to_scalar(group["lr"])
-        rho, eps, weight_decay = group["rho"], group["eps"], group["weight_decay"]
-        F = FOR_LOOP if impl == "forloop" else FOR_EACH
-        F.add_([s["step"] for s in states], 1)
-        if group["maximize"]:
-            grads = F.neg(grads)
-        if weight_decay != 0:
-            grads = F.add(grads, params, alpha=weight_decay)
+        rho, eps = group["rho"], group["eps"]
+        F, _, grads = begin_update(group, params, grads, states, impl)
         square_avgs = [s["square_avg"] for s in states]
         acc_deltas = [s["acc_delta"] for s in states]
         F.mul_(square_avgs, rho)

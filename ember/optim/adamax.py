@@ -11,7 +11,7 @@ The update is torch's (``torch/optim/adamax.py``), as in-place Tensor ops::
 from __future__ import annotations
 
 from ember.ops import creation
-from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim._common import begin_update, check_hyperparameters, step_tensor, to_scalar
 from ember.optim.optimizer import Optimizer
 
 __all__ = ["Adamax"]
@@ -79,14 +79,8 @@ class Adamax(Optimizer):
     def _update(self, group, params, grads, states, impl) -> None:
         lr = to_scalar(group["lr"])
         beta1, beta2 = (to_scalar(b) for b in group["betas"])
-        eps, weight_decay = group["eps"], group["weight_decay"]
-        F = FOR_LOOP if impl == "forloop" else FOR_EACH
-        steps = [s["step"] for s in states]
-        F.add_(steps, 1)
-        if group["maximize"]:
-            grads = F.neg(grads)
-        if weight_decay != 0:
-            grads = F.add(grads, params, alpha=weight_decay)
+        eps = group["eps"]
+        F, steps, grads = begin_update(group, params, grads, states, impl)
         exp_avgs = [s["exp_avg"] for s in states]
         exp_infs = [s["exp_inf"] for s in states]
         F.lerp_(exp_avgs, grads, 1 - beta1)

@@ -14,7 +14,7 @@ float64), as in PyTorch, so their rounding matches.
 from __future__ import annotations
 
 from ember.ops import creation
-from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim._common import begin_update, check_hyperparameters, step_tensor, to_scalar
 from ember.optim.optimizer import Optimizer
 
 __all__ = ["ASGD"]
@@ -90,14 +90,8 @@ class ASGD(Optimizer):
 
     def _update(self, group, params, grads, states, impl) -> None:
         lr = to_scalar(group["lr"])
-        lambd, alpha, t0, weight_decay = group["lambd"], group["alpha"], group["t0"], group["weight_decay"]
-        F = FOR_LOOP if impl == "forloop" else FOR_EACH
-        steps = [s["step"] for s in states]
-        F.add_(steps, 1)
-        if group["maximize"]:
-            grads = F.neg(grads)
-        if weight_decay != 0:
-            grads = F.add(grads, params, alpha=weight_decay)
+        lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
+        F, steps, grads = begin_update(group, params, grads, states, impl)
         etas = [s["eta"].item() for s in states]
         F.mul_(params, [1 - lambd * eta for eta in etas])
         F.add_(params, F.mul(grads, [-eta for eta in etas]))

@@ -14,7 +14,7 @@ The update is torch's (``torch/optim/nadam.py``), as in-place Tensor ops::
 from __future__ import annotations
 
 from ember.ops import creation
-from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim._common import begin_update, check_hyperparameters, step_tensor, to_scalar
 from ember.optim.optimizer import Optimizer
 
 __all__ = ["NAdam"]
@@ -102,12 +102,8 @@ class NAdam(Optimizer):
         lr = to_scalar(group["lr"])
         beta1, beta2 = (to_scalar(b) for b in group["betas"])
         eps, weight_decay, momentum_decay = group["eps"], group["weight_decay"], group["momentum_decay"]
-        F = FOR_LOOP if impl == "forloop" else FOR_EACH
-        steps = [s["step"] for s in states]
-        F.add_(steps, 1)
+        F, steps, grads = begin_update(group, params, grads, states, impl, l2=False)
         counts = [s.item() for s in steps]
-        if group["maximize"]:
-            grads = F.neg(grads)
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:
                 F.mul_(params, 1 - lr * weight_decay)

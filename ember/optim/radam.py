@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from ember.ops import creation
-from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
+from ember.optim._common import begin_update, check_hyperparameters, step_tensor, to_scalar
 from ember.optim.optimizer import Optimizer
 
 __all__ = ["RAdam"]
@@ -93,11 +93,7 @@ class RAdam(Optimizer):
         lr = to_scalar(group["lr"])
         beta1, beta2 = (to_scalar(b) for b in group["betas"])
         eps, weight_decay = group["eps"], group["weight_decay"]
-        F = FOR_LOOP if impl == "forloop" else FOR_EACH
-        steps = [s["step"] for s in states]
-        F.add_(steps, 1)
-        if group["maximize"]:
-            grads = F.neg(grads)
+        F, steps, grads = begin_update(group, params, grads, states, impl, l2=False)
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:
                 F.mul_(params, 1 - lr * weight_decay)
