@@ -5,9 +5,9 @@ built through ``backends/ckernels``' cache (source-hash keyed), and returns one 
 per view. A ``Program`` is the list of steps it replaces (so code that inspects steps still
 works) with a :meth:`Program.run` that ``runtime.execute`` calls instead of walking the steps.
 
-BLAS: NumPy's bundled OpenBLAS exports ``cblas_?gemm`` under suffixed names
-(``scipy_cblas_sgemm64_``, 64-bit integers); the generated code calls it through a function
-pointer set at load time, so nothing is linked. Without a BLAS, linear layers run eagerly.
+BLAS: the generated code calls ``cblas_?gemm``-shaped function pointers set at load time, so
+nothing is linked: gemm.c's register tiles where eager uses them, else NumPy's bundled OpenBLAS
+(``codegen/blas.py``). Without a BLAS, linear layers run eagerly.
 
 ``EMBER_PROGRAM=0`` in the environment turns programs off (steps run one by one as before).
 
@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 
 import numpy as np
@@ -33,45 +32,17 @@ from ember.tensor import Tensor
 
 __all__ = ["Program", "build_programs", "blas", "enabled"]
 
-_BLAS: list = []
-# (sgemm, dgemm, integer type) by the names OpenBLAS builds export
-_GEMM_NAMES = (
-    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "int64_t"),
-    ("cblas_sgemm64_", "cblas_dgemm64_", "int64_t"),
-    ("scipy_cblas_sgemm", "scipy_cblas_dgemm", "int32_t"),
-    ("cblas_sgemm", "cblas_dgemm", "int32_t"),
-)
-
 
 def enabled() -> bool:
     return os.environ.get("EMBER_PROGRAM", "1") != "0"
 
 
 def blas():
-    """``(integer type, sgemm address, dgemm address)`` of NumPy's BLAS, or None."""
-    if not _BLAS:
-        found = None
-        base = os.path.dirname(np.__file__)
-        paths = []
-        for d in (os.path.join(base, os.pardir, "numpy.libs"), os.path.join(base, ".libs")):
-            for pat in ("libscipy_openblas*.so*", "libopenblas*.so*"):
-                paths += sorted(glob.glob(os.path.join(d, pat)))
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for s, d, itype in _GEMM_NAMES:
-                try:
-                    fs, fd = getattr(lib, s), getattr(lib, d)
-                except AttributeError:
-                    continue
-                found = (itype, ctypes.cast(fs, ctypes.c_void_p).value, ctypes.cast(fd, ctypes.c_void_p).value)
-                break
-            if found:
-                break
-        _BLAS.append(found)
-    return _BLAS[0]
+    """``(integer type, sgemm address, dgemm address)`` the generated code calls (gemm.c's tiles
+    where eager uses them, else NumPy's OpenBLAS: ``codegen/blas.py``), or None."""
+    from ember.compile.codegen import blas as _blas
+
+    return _blas.gemm_table()
 
 
 def _wrap(arr) -> Tensor:

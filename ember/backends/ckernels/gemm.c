@@ -16,6 +16,7 @@
 
 #ifndef EMBER_GEMM_ONCE
 #define EMBER_GEMM_ONCE
+#include <stdlib.h> /* aligned_alloc, free: gemm_cblas's packing buffers */
 #define GR 8 /* rows of a tile */
 #define GKC 256 /* depth of one packed block of A and B in the general GEMM */
 #define GMC 128 /* rows of one packed block of A (GMC x GKC: 128 KiB of float32, in L2) */
@@ -203,4 +204,52 @@ void K(lstm_seq_bwd)(const real *act, const real *prev, const real *tc, const re
                          carry_h, carry_c, dg, B, H);
         K(gemm_packed)(dg, 4 * H, 1, wp, carry_h, H, B, H, 4 * H, 0, nt);
     }
+}
+
+/* cblas_?gemm's interface (row-major, 64-bit integers, CblasTrans = 112) over the tiles above where
+ * eager matmul/linear would use them (ops.py's use_tiles: alpha 1, beta 0 or 1, at least `min`
+ * multiply-adds, one thread), else the BLAS set by gemm_set_blas. Code that ember.compile generates
+ * calls its GEMMs through this function's address (compile/codegen/blas.py), so a compiled program
+ * runs the GEMMs eager runs. Packing buffers are per thread, kept and grown as needed. */
+typedef void (*K(cblas_t))(int, int, int, int64_t, int64_t, int64_t, real, const real *, int64_t, const real *,
+                           int64_t, real, real *, int64_t);
+static K(cblas_t) K(gemm_blas);
+static int64_t K(gemm_min) = INT64_MAX, K(gemm_serial) = 0;
+static __thread real *K(gemm_buf);
+static __thread int64_t K(gemm_cap);
+
+/* blas: the fallback cblas_?gemm; minimum: multiply-adds from which the tiles run (INT64_MAX:
+ * never); serial: below this many multiply-adds / 64 a GEMM runs on one thread anyway (above it,
+ * with more than one OpenMP thread allowed, BLAS's threads run it, as eagerly). */
+void K(gemm_set_blas)(void *blas, int64_t minimum, int64_t serial) {
+    K(gemm_blas) = (K(cblas_t))blas;
+    K(gemm_min) = minimum;
+    K(gemm_serial) = serial;
+}
+
+void K(gemm_cblas)(int order, int ta, int tb, int64_t M, int64_t N, int64_t Kd, real alpha, const real *A,
+                   int64_t lda, const real *B, int64_t ldb, real beta, real *C, int64_t ldc) {
+    int64_t work = M * N * Kd;
+    int serial = work / 64 < K(gemm_serial);
+#ifdef _OPENMP
+    serial = serial || omp_get_max_threads() == 1;
+#else
+    serial = 1;
+#endif
+    if (order == 101 && alpha == 1 && (beta == 0 || beta == 1) && work > 0 && work >= K(gemm_min) && serial) {
+        int64_t kc = Kd < GKC ? Kd : GKC;
+        int64_t need = ((N + GNR - 1) / GNR * GNR + GMC) * kc;
+        if (need > K(gemm_cap)) {
+            free(K(gemm_buf));
+            K(gemm_buf) = aligned_alloc(64, (size_t)((need * (int64_t)sizeof(real) + 63) / 64 * 64));
+            K(gemm_cap) = K(gemm_buf) ? need : 0;
+        }
+        if (K(gemm_buf)) {
+            real *bp = K(gemm_buf), *ap = bp + (N + GNR - 1) / GNR * GNR * kc;
+            K(gemm)(A, ta == 112 ? 1 : lda, ta == 112 ? lda : 1, B, tb == 112 ? 1 : ldb, tb == 112 ? ldb : 1, C, ldc,
+                    M, N, Kd, beta != 0, bp, ap, 1);
+            return;
+        }
+    }
+    K(gemm_blas)(order, ta, tb, M, N, Kd, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -38,6 +38,7 @@ __all__ = [
     "max_pool2d_backward",
     "has_gemm",
     "GEMM_MIN",
+    "use_tiles",
     "matmul",
     "linear",
     "pack_b",
@@ -472,6 +473,16 @@ def _gnr(dtype) -> int:
 GEMM_MIN = 1 << 21
 
 
+def use_tiles(m: int, n: int, kd: int, minimum: int = GEMM_MIN) -> bool:
+    """Whether an (m x kd) @ (kd x n) product of a :func:`has_gemm` dtype runs on the tiles: at least
+    ``minimum`` multiply-adds and one thread. With several threads BLAS's own threads run it: mixing
+    them with OpenMP regions in one step makes each pool wait for the other's spinning threads (see
+    ROW_PARALLEL_MIN). Compiled code decides alike (gemm.c's ``gemm_cblas``, set up by
+    ``compile/codegen/blas.py`` with these thresholds)."""
+    work = m * n * kd
+    return work > 0 and work >= minimum and _threads(work // 64) == 1
+
+
 def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
     """``a @ b`` (or ``out += a @ b``) of 2-D arrays with the AVX-512 tiles; ``a`` and ``b`` may be
     transposed views. None where :func:`has_gemm` is false, the shapes do not fit or the product
@@ -480,11 +491,7 @@ def matmul(a, b, out=None, accumulate: bool = False, minimum: int = GEMM_MIN):
     if fn is None or not ckernels.has_avx512() or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         return None
     (m, kd), n = a.shape, b.shape[1]
-    if b.size == 0 or m == 0 or n == 0 or kd == 0 or m * n * kd < minimum:
-        return None
-    if _threads(m * n * kd // 64) > 1:
-        # Several threads: BLAS's own threads, as before. Mixing them with OpenMP regions in one
-        # step makes each pool wait for the other's spinning threads (see ROW_PARALLEL_MIN).
+    if not use_tiles(m, n, kd, minimum):
         return None
     if out is None:
         out = np.empty((m, n), a.dtype)
