@@ -84,7 +84,7 @@ def _tile_lib():
         ok = b is not None and b[0] == "int64_t" and lib is not None and ops.has_gemm(np.float32)
         _tiles["lib"] = lib if ok else False
         if ok:
-            for sfx, addr in (("f32", b[1]), ("f64", b[2])):
+            for sfx in ("f32", "f64"):
                 fn = getattr(lib, f"gemm_set_blas_{sfx}")
                 fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64], None
             _configure()

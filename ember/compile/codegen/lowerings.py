@@ -391,3 +391,7 @@ def lower(node, ctx):
 from ember.compile.codegen.lowerings_nn import NN_LOWERINGS  # noqa: E402  (it imports the helpers above)
 
 LOWERINGS.update(NN_LOWERINGS)
+
+from ember.compile.codegen.lowerings_rnn import RNN_LOWERINGS  # noqa: E402  (the LSTM's time loops)
+
+LOWERINGS.update(RNN_LOWERINGS)

@@ -47,6 +47,16 @@ _PROTOS = {
     "{T} *, int64_t, int64_t, int)",
     "fused_adam": "void (*)(int64_t, void **, void **, void **, void **, void **, const int64_t *, "
     "const double *, double, double, double, double, double, int, int, int, int)",
+    # backends/ckernels/gemm.c and the LSTM step kernels (codegen/lowerings_rnn.py)
+    "gemm_pack_b": "void (*)(const {T} *, int64_t, int64_t, int64_t, int64_t, {T} *)",
+    "lstm_seq_fwd": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, int64_t, {T} *, {T} *, {T} *, "
+    "{T} *, int64_t, int64_t, int64_t, int, int)",
+    "lstm_seq_bwd": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, const {T} *, {T} *, {T} *, {T} *, "
+    "int64_t, int64_t, int64_t, int, int)",
+    "lstm_fwd_step": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, int64_t, {T} *, {T} *, {T} *, "
+    "int64_t, int64_t)",
+    "lstm_bwd_step": "void (*)(const {T} *, const {T} *, int64_t, const {T} *, const {T} *, const {T} *, {T} *, {T} *, "
+    "int64_t, int64_t)",
 }
 EXTERNALS = [f"{k}_{s}" for k in _PROTOS for s in ("f32", "f64")]
 
@@ -105,6 +115,16 @@ class _Ctx:
     def scratch(self, nbytes: int) -> str:
         return self.prog.scratch(nbytes, self.step)
 
+    def keep(self, node, key: str, nbytes: int) -> str:
+        """A ``char *`` buffer that lives from this step to the last one asking :meth:`kept` for
+        it: what a lowered forward op saves for its gradient op (an LSTM's gate activations)."""
+        return self.prog.keep(node, key, nbytes, self.step)
+
+    def kept(self, node, key: str):
+        """The buffer ``keep(node, key, ...)`` gave (now live up to this step), or None when
+        ``node`` was not lowered with it (it ran eagerly, or in another view)."""
+        return self.prog.kept(node, key, self.step)
+
     def ext(self, name: str) -> str:
         self.prog.exts.add(name)
         return f"ember_{name}"
@@ -136,6 +156,7 @@ class _Builder:
         self.last: dict = {}  # root node -> last step reading it
         self.eager_defined: set = set()
         self.scratches: list = []  # (key, nbytes, step)
+        self.keeps: dict = {}  # (node id, key) -> (nbytes, first step, last step): see _Ctx.keep
         self.items: dict = {}
         for n in view.nodes:
             if n.kind == "item":
@@ -159,6 +180,17 @@ class _Builder:
         key = f"s{len(self.scratches)}"
         self.scratches.append((key, nbytes, step))
         return f"((char *)@S{key}@)"
+
+    def keep(self, node, key, nbytes, step) -> str:
+        self.keeps[(node.id, key)] = (nbytes, step, step)
+        return f"((char *)@Ssk{node.id}_{key}@)"
+
+    def kept(self, node, key, step):
+        k = self.keeps.get((node.id, key))
+        if k is None:
+            return None
+        self.keeps[(node.id, key)] = (k[0], k[1], max(k[2], step))
+        return f"((char *)@Ssk{node.id}_{key}@)"
 
     def build(self) -> tuple:
         """``(ProgramSpec, C text of this view's segments)``."""
@@ -187,7 +219,7 @@ class _Builder:
                 self.eager_defined.add(x)
                 self.defined[x] = s
                 continue
-            saved = (dict(self.last), len(self.scratches), set(self.exts))
+            saved = (dict(self.last), len(self.scratches), set(self.exts), dict(self.keeps))
             res = None if x in self.force_eager else lower(x, _Ctx(self, s))
             if res is None:
                 if x not in self.force_eager and any(type(v).__name__ == "NodeRef" for v in x.params.values()):
@@ -196,6 +228,7 @@ class _Builder:
                 del self.scratches[saved[1] :]
                 self.exts.clear()
                 self.exts.update(saved[2])
+                self.keeps = saved[3]
                 for a in x.inputs():
                     r, _ = self.root(a)
                     self.last[r] = max(self.last.get(r, s), s)
@@ -275,6 +308,7 @@ class _Builder:
                 nbytes = math.prod(r.shape) * np.dtype(dname(r)).itemsize
                 buffers.append((r, nbytes, self.defined[r], self.last.get(r, self.defined[r])))
         buffers += [(k, nb, s, s) for k, nb, s in self.scratches]
+        buffers += [(f"sk{nid}_{key}", nb, s0, s1) for (nid, key), (nb, s0, s1) in self.keeps.items()]
         offsets, spec.arena_bytes = plan(buffers)
 
         def base(m) -> str:
