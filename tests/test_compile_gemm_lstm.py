@@ -171,3 +171,31 @@ def test_lstm_workload_twenty_steps_as_one_program(monkeypatch):
     assert got[-1] < got[0]
     prog = list(cs.cache.values())[-1].program
     assert prog.spec.eager_nodes == [] and sum(fn is not None for fn, _ in prog.plan) == 1
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
+def test_gpt_step_gradient_ops_read_kept_or_recomputed_values(keep, monkeypatch):
+    """A step program's attention and layer_norm gradients read what their lowered forward kept
+    (probabilities, statistics), or recompute it where nothing was kept: both give eager's."""
+    from ember.compile.codegen import program
+
+    monkeypatch.setenv("EMBER_STEP_PROGRAM", "1")
+    if not keep:
+        monkeypatch.setattr(program._Ctx, "node_readers", lambda self, node: [])
+
+    def make():
+        ember.manual_seed(0)
+        step = wl_train.gpt.impls["ember"](ember, tiny=True)
+        return step, dict(zip(step.__code__.co_freevars, [c.cell_contents for c in step.__closure__]))
+
+    eager_step, pe = make()
+    step, pc = make()
+    cs = ember.compile(step)
+    for _ in range(3):
+        eager_step()
+        cs()
+    prog = list(cs.cache.values())[-1].program
+    assert prog.spec.eager_nodes == []
+    assert ("*probs = " in prog.spec.source) == keep and ("*mean = (float *)" in prog.spec.source) == keep
+    for (k, a), b in zip(pe["model"].named_parameters(), pc["model"].parameters()):
+        np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)

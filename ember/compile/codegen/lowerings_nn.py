@@ -103,7 +103,10 @@ def _layer_norm(n, ctx):
     fn = ctx.ext(f"layer_norm_fwd_{'f32' if sz == 4 else 'f64'}")
     wp = ctx.ptr(w) if w is not None else "NULL"
     bp = ctx.ptr(b) if b is not None else "NULL"
-    mean, rstd = ctx.scratch(rows * sz), ctx.scratch(rows * sz)
+    if ctx.node_readers(n):  # its gradient op in this program reads the statistics, as eagerly
+        mean, rstd = ctx.keep(n, "mean", rows * sz), ctx.keep(n, "rstd", rows * sz)
+    else:
+        mean, rstd = ctx.scratch(rows * sz), ctx.scratch(rows * sz)
     nt = ctx.threads(_numel(x.shape), 1 << 22)
     eps = repr(float(n.params["eps"]))
     return [f"{fn}({ctx.ptr(x)}, {wp}, {bp}, {ctx.ptr(n)}, ({T} *){mean}, ({T} *){rstd}, {rows}, {cols}, {eps}, {nt});"]
@@ -250,6 +253,14 @@ def _ce_ok(n) -> bool:
     return len(x.shape) == 2 and dname(x) in _FLOAT and dname(t) in ("int64", "int32") and t.shape == x.shape[:1]
 
 
+def _exp(x, v: str) -> str:
+    """``exp(v - m)`` as a double, ``m`` the row maximum (a double): float32 rows through the
+    vectorizable ``exp_f32`` (mathf.c; about 1 ulp), so the loop over a row runs in SIMD."""
+    if dname(x) == "float32":
+        return f"(double)exp_f32({v} - (float)m)"
+    return f"exp((double){v} - m)"
+
+
 def _cross_entropy(n, ctx):
     if not _ce_ok(n) or n.shape != ():
         return None
@@ -266,7 +277,8 @@ def _cross_entropy(n, ctx):
         f"    const {ctx.ctype(x)} *row = {xp} + r * {C};",
         "    double m = -INFINITY, s = 0;",
         f"    for (int64_t c = 0; c < {C}; c++) m = row[c] > m ? row[c] : m;",
-        f"    for (int64_t c = 0; c < {C}; c++) s += exp((double)row[c] - m);",
+        "    #pragma omp simd reduction(+:s)",
+        f"    for (int64_t c = 0; c < {C}; c++) s += {_exp(x, 'row[c]')};",
         "    total += log(s) + m - (double)row[y]; cnt++;",
         "}",
         f"{ctx.ptr(n)}[0] = ({ctx.ctype(n)})(total / (double)cnt);",
@@ -296,9 +308,11 @@ def _class_loss_backward(n, ctx):
         f"    if (yr < 0 || yr >= {C}) return 1;",
         "    double m = -INFINITY, s = 0;",
         f"    for (int64_t c = 0; c < {C}; c++) m = row[c] > m ? row[c] : m;",
-        f"    for (int64_t c = 0; c < {C}; c++) s += exp((double)row[c] - m);",
+        "    #pragma omp simd reduction(+:s)",
+        f"    for (int64_t c = 0; c < {C}; c++) s += {_exp(x, 'row[c]')};",
         "    const double k = scale / s;",
-        f"    for (int64_t c = 0; c < {C}; c++) out[c] = ({T})(exp((double)row[c] - m) * k);",
+        "    #pragma omp simd",
+        f"    for (int64_t c = 0; c < {C}; c++) out[c] = ({T})({_exp(x, 'row[c]')} * k);",
         f"    out[yr] = ({T})((double)out[yr] - scale);",
         "}",
     ]
@@ -331,21 +345,30 @@ def _layer_norm_backward(n, ctx):
         item = items.get(j)
         outs.append(ctx.ptr(item) if item is not None else f"(({T} *){ctx.scratch(count * sz)})")
         j += 1
-    mean, rstd = f"(({T} *){ctx.scratch(rows * sz)})", f"(({T} *){ctx.scratch(rows * sz)})"
     xp = ctx.ptr(x)
     fn = ctx.ext(f"layer_norm_bwd_{'f32' if dt == 'float32' else 'f64'}")
+    call = (
+        f"{fn}({xp}, {ctx.ptr(w) if w is not None else 'NULL'}, {ctx.ptr(g)}, mean, rstd, {outs[0]}, {outs[1]}, "
+        f"{outs[2]}, {rows}, {cols}, 1);"
+    )
+    km, kr = ctx.kept(ln, "mean"), ctx.kept(ln, "rstd")
+    if km is not None and kr is not None:  # the lowered forward kept them
+        return [f"{T} *mean = ({T} *){km}, *rstd = ({T} *){kr};", call]
+    mean, rstd = f"(({T} *){ctx.scratch(rows * sz)})", f"(({T} *){ctx.scratch(rows * sz)})"
     eps = repr(float(ln.params["eps"]))
     return [
         f"{T} *mean = {mean}, *rstd = {rstd};",
         f"for (int64_t r = 0; r < {rows}; r++) {{",
         f"    const {T} *xr = {xp} + r * {cols};",
         "    double s = 0, v = 0;",
+        "    #pragma omp simd reduction(+:s)",
         f"    for (int64_t c = 0; c < {cols}; c++) s += xr[c];",
         f"    const double mu = s / {cols};",
+        "    #pragma omp simd reduction(+:v)",
         f"    for (int64_t c = 0; c < {cols}; c++) v += ((double)xr[c] - mu) * ((double)xr[c] - mu);",
         f"    mean[r] = ({T})mu; rstd[r] = ({T})(1.0 / sqrt(v / {cols} + {eps}));",
         "}",
-        f"{fn}({xp}, {ctx.ptr(w) if w is not None else 'NULL'}, {ctx.ptr(g)}, mean, rstd, {outs[0]}, {outs[1]}, {outs[2]}, {rows}, {cols}, 1);",
+        call,
     ]
 
 
@@ -404,11 +427,15 @@ def _sdpa(n, ctx):
         return None
     B, L, S, E, Ev = dims
     T = ctx.ctype(n)
-    s = f"(({T} *){ctx.scratch(L * S * np_size(dt))})"
     qp, kp, vp, y = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(n)
     body = _probs(ctx, dt, T, spec, dims, qp, kp)
     body.append(_gemm(ctx, dt, 0, 0, L, Ev, S, 1, "s", S, f"{vp} + b * {S * Ev}", Ev, 0, f"{y} + b * {L * Ev}", Ev))
-    return [f"{T} *s = {s};", f"for (int64_t b = 0; b < {B}; b++) {{", *("    " + x for x in body), "}"]
+    if ctx.node_readers(n):  # the gradient op in this program reads the probabilities instead of recomputing
+        head = [f"{T} *probs = ({T} *){ctx.keep(n, 'probs', B * L * S * np_size(dt))};"]
+        body.insert(0, f"{T} *s = probs + b * {L * S};")
+    else:
+        head = [f"{T} *s = (({T} *){ctx.scratch(L * S * np_size(dt))});"]
+    return [*head, f"for (int64_t b = 0; b < {B}; b++) {{", *("    " + x for x in body), "}"]
 
 
 def _sdpa_backward(n, ctx):
@@ -437,7 +464,13 @@ def _sdpa_backward(n, ctx):
         j += 1
     qp, kp, vp, gp = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(g)
     gb = f"{gp} + b * {L * Ev}"
-    body = _probs(ctx, dt, T, spec, dims, qp, kp)
+    kept = ctx.kept(fwd, "probs")
+    if kept is not None:  # the lowered forward kept them
+        head = f"{T} *probs = ({T} *){kept}, *dp = (({T} *){ctx.scratch(L * S * sz)});"
+        body = [f"const {T} *s = probs + b * {L * S};"]
+    else:
+        head = f"{T} *s = (({T} *){ctx.scratch(L * S * sz)}), *dp = (({T} *){ctx.scratch(L * S * sz)});"
+        body = _probs(ctx, dt, T, spec, dims, qp, kp)
     if outs[2] is not None:
         body.append(_gemm(ctx, dt, 1, 0, S, Ev, L, 1, "s", S, gb, Ev, 0, f"{outs[2]} + b * {S * Ev}", Ev))
     body += [
@@ -458,7 +491,7 @@ def _sdpa_backward(n, ctx):
             _gemm(ctx, dt, 1, 0, S, E, L, scale, "dp", S, f"{qp} + b * {L * E}", E, 0, f"{outs[1]} + b * {S * E}", E)
         )
     return [
-        f"{T} *s = (({T} *){ctx.scratch(L * S * sz)}), *dp = (({T} *){ctx.scratch(L * S * sz)});",
+        head,
         f"for (int64_t b = 0; b < {B}; b++) {{",
         *("    " + x for x in body),
         "}",

@@ -120,6 +120,11 @@ class _Ctx:
         it: what a lowered forward op saves for its gradient op (an LSTM's gate activations)."""
         return self.prog.keep(node, key, nbytes, self.step)
 
+    def node_readers(self, node) -> list:
+        """The gradient ops of this view that read ``node``'s autograd node (``NodeRef``): a
+        forward lowering keeps what they would otherwise recompute only when there are some."""
+        return self.prog.readers.get(node, [])
+
     def kept(self, node, key: str):
         """The buffer ``keep(node, key, ...)`` gave (now live up to this step), or None when
         ``node`` was not lowered with it (it ran eagerly, or in another view)."""
@@ -158,9 +163,13 @@ class _Builder:
         self.scratches: list = []  # (key, nbytes, step)
         self.keeps: dict = {}  # (node id, key) -> (nbytes, first step, last step): see _Ctx.keep
         self.items: dict = {}
+        self.readers: dict = {}  # forward node -> gradient ops reading its autograd node
         for n in view.nodes:
             if n.kind == "item":
                 self.items.setdefault(n.args[0], {})[n.index] = n
+            for v in n.params.values() if n.kind == "call" else ():
+                if type(v).__name__ == "NodeRef":
+                    self.readers.setdefault(v.op, []).append(n)
 
     def root(self, node):
         off = 0
