@@ -9,7 +9,9 @@ Layers, losses, attention and the optimizer update live in ``lowerings_nn.py``. 
 ``ctx.scratch(nbytes)`` (a ``char *`` expression valid during the node's step),
 ``ctx.ext(name)`` (a ``backends/ckernels`` function by its symbol), ``ctx.gemm(dtype)`` (the BLAS
 gemm wrapper or None), ``ctx.items(node)`` (output index -> item node of a multi-output call),
-``ctx.is_output(node)`` and ``ctx.threads(n)``.
+``ctx.is_output(node)``, ``ctx.threads(n)``, and for what a forward op keeps for its gradient op
+``ctx.keep(node, key, nbytes)``, ``ctx.kept(node, key)`` and ``ctx.node_readers(node)``. The LSTM's
+time loops are in ``lowerings_rnn.py``.
 
 Example:
     >>> from ember.compile.codegen.lowerings import LOWERINGS
