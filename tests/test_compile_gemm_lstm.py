@@ -199,3 +199,23 @@ def test_gpt_step_gradient_ops_read_kept_or_recomputed_values(keep, monkeypatch)
     assert ("*probs = " in prog.spec.source) == keep and ("*mean = (float *)" in prog.spec.source) == keep
     for (k, a), b in zip(pe["model"].named_parameters(), pc["model"].parameters()):
         np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["whole-sequence-kernels", "step-loop"])
+def test_lstm_forward_program_in_float64(packed, monkeypatch):
+    if packed and not lowerings_rnn.packed_loops("float64"):
+        pytest.skip("gemm.c's LSTM loops need an AVX-512 build of the kernels")
+    if not packed:
+        monkeypatch.setattr(lowerings_rnn, "packed_loops", lambda dt: False)
+    ember.manual_seed(0)
+    lstm = ember.nn.LSTM(5, 7, num_layers=2, bidirectional=True).double()
+    x = ember.randn(4, 3, 5, dtype=ember.float64)
+    cm = ember.compile(lstm)
+    with ember.no_grad():
+        want = lstm(x)
+        got = cm(x)
+    np.testing.assert_allclose(got[0].numpy(), want[0].numpy(), rtol=1e-12, atol=1e-13)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-13)
+    (entry,) = cm._compiled.cache.values()
+    assert entry.steps.spec.eager_nodes == []
