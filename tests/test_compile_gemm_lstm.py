@@ -219,3 +219,35 @@ def test_lstm_forward_program_in_float64(packed, monkeypatch):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-13)
     (entry,) = cm._compiled.cache.values()
     assert entry.steps.spec.eager_nodes == []
+
+
+@pytest.mark.parametrize("kind", ["GRU", "RNN"])
+def test_gru_and_rnn_steps_keep_only_their_recurrences_eager(kind, monkeypatch):
+    """No C lowering for GRU/RNN sequences: they (and their gradients) run eagerly between native
+    segments, everything else (the loss and its gradient included) stays native."""
+    monkeypatch.setenv("EMBER_STEP_PROGRAM", "1")
+
+    def make():
+        ember.manual_seed(0)
+        rnn, head = getattr(ember.nn, kind)(8, 12, num_layers=2), ember.nn.Linear(12, 5)
+        opt = ember.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-2)
+        x, y = ember.randn(6, 3, 8), ember.randint(0, 5, (18,))
+
+        def step():
+            opt.zero_grad()
+            loss = F.cross_entropy(head(rnn(x)[0]).reshape(-1, 5), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step
+
+    eager_step, cs = make(), ember.compile(make())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = [float(cs()) for _ in range(4)]
+    np.testing.assert_allclose(got, [float(eager_step()) for _ in range(4)], rtol=1e-5)
+    prog = list(cs.cache.values())[-1].program
+    assert (
+        sorted(n.op for n in prog.spec.eager_nodes) == ["recurrent_sequence"] * 2 + ["recurrent_sequence_backward"] * 2
+    )

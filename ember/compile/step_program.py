@@ -36,9 +36,15 @@ _RECOMPUTED = frozenset(
         "layer_norm_backward",
         "gelu_backward",
         "scaled_dot_product_attention_backward",
-        "recurrent_sequence_backward",  # reads what its lowered forward kept (codegen/lowerings_rnn.py)
+        "recurrent_sequence_backward",  # the LSTM's: reads what its lowered forward kept (lowerings_rnn.py)
     }
 )
+
+
+def _recomputed(n) -> bool:
+    if n.op == "recurrent_sequence_backward":  # GRU/RNN sequences have no lowering
+        return all(v.op.params.get("kind") == "LSTM" for v in n.params.values() if type(v).__name__ == "NodeRef")
+    return n.op in _RECOMPUTED
 
 
 def attach(entry, log=None) -> bool:
@@ -66,7 +72,7 @@ def attach(entry, log=None) -> bool:
     # First without the nodes that lowerings recompute (the fused loss's and layer norm's
     # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
     # node either. A lowering that fails there refuses the program; then all run eagerly.
-    free = {n for n in entry.reads_node if n.op in _RECOMPUTED}
+    free = {n for n in entry.reads_node if _recomputed(n)}
     still = set()
     for n in entry.reads_node - free:
         still |= {v.op for v in n.params.values() if type(v).__name__ == "NodeRef"}
