@@ -210,7 +210,7 @@ void K(lstm_seq_bwd)(const real *act, const real *prev, const real *tc, const re
  * eager matmul/linear would use them (ops.py's use_tiles: alpha 1, beta 0 or 1, at least `min`
  * multiply-adds, one thread), else the BLAS set by gemm_set_blas. Code that ember.compile generates
  * calls its GEMMs through this function's address (compile/codegen/blas.py), so a compiled program
- * runs the GEMMs eager runs. Packing buffers are per thread, kept and grown as needed. */
+ * runs the GEMMs eager runs. Packing buffers are per thread, kept and grown as needed (up to 16 MiB). */
 typedef void (*K(cblas_t))(int, int, int, int64_t, int64_t, int64_t, real, const real *, int64_t, const real *,
                            int64_t, real, real *, int64_t);
 static K(cblas_t) K(gemm_blas);
@@ -239,15 +239,22 @@ void K(gemm_cblas)(int order, int ta, int tb, int64_t M, int64_t N, int64_t Kd, 
     if (order == 101 && alpha == 1 && (beta == 0 || beta == 1) && work > 0 && work >= K(gemm_min) && serial) {
         int64_t kc = Kd < GKC ? Kd : GKC;
         int64_t need = ((N + GNR - 1) / GNR * GNR + GMC) * kc;
-        if (need > K(gemm_cap)) {
+        size_t bytes = (size_t)((need * (int64_t)sizeof(real) + 63) / 64 * 64);
+        real *buf = K(gemm_buf);
+        int own = 0; /* buffers past 16 MiB (a very wide B) are freed after the call, not kept */
+        if (need > K(gemm_cap) && bytes > ((size_t)1 << 24)) {
+            buf = aligned_alloc(64, bytes);
+            own = 1;
+        } else if (need > K(gemm_cap)) {
             free(K(gemm_buf));
-            K(gemm_buf) = aligned_alloc(64, (size_t)((need * (int64_t)sizeof(real) + 63) / 64 * 64));
-            K(gemm_cap) = K(gemm_buf) ? need : 0;
+            buf = K(gemm_buf) = aligned_alloc(64, bytes);
+            K(gemm_cap) = buf ? need : 0;
         }
-        if (K(gemm_buf)) {
-            real *bp = K(gemm_buf), *ap = bp + (N + GNR - 1) / GNR * GNR * kc;
+        if (buf) {
+            real *bp = buf, *ap = bp + (N + GNR - 1) / GNR * GNR * kc;
             K(gemm)(A, ta == 112 ? 1 : lda, ta == 112 ? lda : 1, B, tb == 112 ? 1 : ldb, tb == 112 ? ldb : 1, C, ldc,
                     M, N, Kd, beta != 0, bp, ap, 1);
+            if (own) free(buf);
             return;
         }
     }
