@@ -251,3 +251,47 @@ def test_gru_and_rnn_steps_keep_only_their_recurrences_eager(kind, monkeypatch):
     assert (
         sorted(n.op for n in prog.spec.eager_nodes) == ["recurrent_sequence"] * 2 + ["recurrent_sequence_backward"] * 2
     )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("small", [True, False], ids=["gemm_small", "blas"])
+def test_attention_heads_on_small_gemms_match_eager(dtype, small, monkeypatch):
+    """Attention heads whose sizes fill 64-byte vectors (S, E multiples of 16 floats / 8 doubles)
+    run their products on gemm.c's ``gemm_small`` in a step program, forward and backward (with
+    kept probabilities), against eager; ``blas.tiles(False)`` renders them through BLAS instead."""
+    monkeypatch.setenv("EMBER_STEP_PROGRAM", "1")
+    if small and not blas.tiles_active():
+        pytest.skip("gemm.c's small GEMMs run where the tiles do (an AVX-512 build of the kernels)")
+    dt = getattr(ember, dtype)
+
+    def make():
+        ember.manual_seed(0)
+        q, k, v = (ember.randn(2, 3, 32, 16, dtype=dt, requires_grad=True) for _ in range(3))
+        w = ember.randn(16, 16, dtype=dt, requires_grad=True)
+        opt = ember.optim.Adam([q, k, v, w], lr=1e-3)  # lowered (a fused SGD step is not)
+
+        def step():
+            opt.zero_grad()
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            b = F.scaled_dot_product_attention(F.linear(a, w), k, v)
+            loss = (b * b).mean()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step, [q, k, v, w]
+
+    eager_step, pe = make()
+    step, pc = make()
+    with blas.tiles(small):
+        cs = ember.compile(step)
+        got = [float(cs()) for _ in range(3)]
+    want = [float(eager_step()) for _ in range(3)]
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol)
+    prog = list(cs.cache.values())[-1].program
+    assert prog.spec.eager_nodes == []
+    assert ("ember_gemm_small_" in prog.spec.source) == small
+    for a, b in zip(pe, pc):
+        np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=tol * 10, atol=tol)
+        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=tol, atol=tol)

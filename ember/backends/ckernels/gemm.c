@@ -260,3 +260,52 @@ void K(gemm_cblas)(int order, int ta, int tb, int64_t M, int64_t N, int64_t Kd, 
     }
     K(gemm_blas)(order, ta, tb, M, N, Kd, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+/* C (M x N, row stride ldc) = alpha A B (+ C when acc) for small products (an attention head's, a
+ * few hundred thousand multiply-adds, where packing and BLAS's call overhead cost as much as the
+ * arithmetic), straight from A (element (m, k) at a[m*rsa + k*csa]) and a row-major B (Kd x N,
+ * row stride ldb), N a multiple of GVL. Columns in blocks of up to 4 vectors, rows in blocks of
+ * RB, so 16 accumulators stay in registers while B's rows stream from L1. */
+#undef GEMM_SMALL_BLOCK
+#define GEMM_SMALL_BLOCK(NV, RB)                                                                      \
+    for (int64_t i0 = 0; i0 < M; i0 += RB) {                                                       \
+        int64_t nm = M - i0 < RB ? M - i0 : RB;                                                    \
+        K(gvec) sacc[RB][NV];                                                                      \
+        const real *ar[RB];                                                                        \
+        for (int r = 0; r < RB; r++) {                                                             \
+            ar[r] = a + (i0 + (r < nm ? r : 0)) * rsa;                                             \
+            for (int v = 0; v < NV; v++) sacc[r][v] = (K(gvec)){0};                                \
+        }                                                                                          \
+        for (int64_t k = 0; k < Kd; k++) {                                                         \
+            K(gvec) bv[NV];                                                                        \
+            for (int v = 0; v < NV; v++) bv[v] = *(const K(guvec) *)(bj + k * ldb + v * GVL);      \
+            for (int r = 0; r < RB; r++) {                                                         \
+                real s = ar[r][k * csa];                                                           \
+                for (int v = 0; v < NV; v++) sacc[r][v] += s * bv[v];                              \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t r = 0; r < nm; r++)                                                           \
+            for (int v = 0; v < NV; v++) {                                                         \
+                K(guvec) *cp = (K(guvec) *)(cj + (i0 + r) * ldc + v * GVL);                        \
+                K(gvec) x = alpha * sacc[r][v];                                                    \
+                *cp = acc ? *cp + x : x;                                                           \
+            }                                                                                      \
+    }
+
+void K(gemm_small)(int64_t M, int64_t N, int64_t Kd, real alpha, const real *a, int64_t rsa, int64_t csa,
+                   const real *b, int64_t ldb, int acc, real *c, int64_t ldc) {
+    for (int64_t j0 = 0; j0 < N; j0 += 4 * GVL) {
+        const real *bj = b + j0;
+        real *cj = c + j0;
+        int64_t nv = (N - j0) / GVL;
+        if (nv >= 4) {
+            GEMM_SMALL_BLOCK(4, 4)
+        } else if (nv == 3) {
+            GEMM_SMALL_BLOCK(3, 4)
+        } else if (nv == 2) {
+            GEMM_SMALL_BLOCK(2, 8)
+        } else {
+            GEMM_SMALL_BLOCK(1, 8)
+        }
+    }
+}

@@ -23,6 +23,32 @@ def _gemm(ctx, dt, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) -> str:
     return f"{fn}(101, {112 if ta else 111}, {112 if tb else 111}, {M}, {N}, {K}, {alpha}, {a}, {lda}, {b}, {ldb}, {beta}, {c}, {ldc});"
 
 
+def _small_ok(dt, M, N, K) -> bool:
+    """Whether an attention head's product runs on gemm.c's ``gemm_small`` (no packing, no BLAS
+    call overhead: about twice OpenBLAS's speed at 64 x 64 x 32): at most ``GEMM_MIN``
+    multiply-adds (larger ones go through the GEMM pointers), ``N`` a multiple of the 64-byte
+    vector, where the tiles run (``blas.tiles_active``, so ``blas.tiles(False)`` renders BLAS)."""
+    from ember.backends.ckernels.ops import GEMM_MIN
+    from ember.compile.codegen import blas
+
+    return 0 < M * N * K <= GEMM_MIN and N % (64 // np_size(dt)) == 0 and blas.tiles_active()
+
+
+def _mm(ctx, dt, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc, bt: str) -> str:
+    """``_gemm``'s product (row-major, ``beta`` 0 or 1) through ``gemm_small`` where
+    :func:`_small_ok`, a transposed ``b`` first copied into the scratch ``bt`` (K x N), else
+    through ``_gemm``."""
+    if not _small_ok(dt, M, N, K):
+        return _gemm(ctx, dt, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
+    pre = ""
+    if tb:  # b is (N x K) row-major: bt = b^T
+        pre = f"for (int64_t n_ = 0; n_ < {N}; n_++) for (int64_t k_ = 0; k_ < {K}; k_++) {bt}[k_ * {N} + n_] = ({b})[n_ * {ldb} + k_]; "
+        b, ldb = bt, N
+    rsa, csa = (1, lda) if ta else (lda, 1)
+    fn = ctx.ext(f"gemm_small_{'f32' if dt == 'float32' else 'f64'}")
+    return pre + f"{fn}({M}, {N}, {K}, {alpha}, {a}, {rsa}, {csa}, {b}, {ldb}, {int(bool(beta))}, {c}, {ldc});"
+
+
 def _linear(n, ctx):
     x, w, b = n.args
     dt = dname(n)
@@ -400,7 +426,7 @@ def _probs(ctx, dt, T, spec, dims, qp, kp) -> list:
     limit = "i + 1" if spec.bool_mask is not None else str(S)
     scale = repr(float(spec.scale))
     return [
-        _gemm(ctx, dt, 0, 1, L, S, E, scale, f"{qp} + b * {L * E}", E, f"{kp} + b * {S * E}", E, 0, "s", S),
+        _mm(ctx, dt, 0, 1, L, S, E, scale, f"{qp} + b * {L * E}", E, f"{kp} + b * {S * E}", E, 0, "s", S, "bt"),
         f"for (int64_t i = 0; i < {L}; i++) {{",
         f"    {T} *r = s + i * {S};",
         f"    const int64_t lim = {limit};",
@@ -429,12 +455,13 @@ def _sdpa(n, ctx):
     T = ctx.ctype(n)
     qp, kp, vp, y = ctx.ptr(q), ctx.ptr(k), ctx.ptr(v), ctx.ptr(n)
     body = _probs(ctx, dt, T, spec, dims, qp, kp)
-    body.append(_gemm(ctx, dt, 0, 0, L, Ev, S, 1, "s", S, f"{vp} + b * {S * Ev}", Ev, 0, f"{y} + b * {L * Ev}", Ev))
+    body.append(_mm(ctx, dt, 0, 0, L, Ev, S, 1, "s", S, f"{vp} + b * {S * Ev}", Ev, 0, f"{y} + b * {L * Ev}", Ev, "bt"))
     if ctx.node_readers(n):  # the gradient op in this program reads the probabilities instead of recomputing
         head = [f"{T} *probs = ({T} *){ctx.keep(n, 'probs', B * L * S * np_size(dt))};"]
         body.insert(0, f"{T} *s = probs + b * {L * S};")
     else:
         head = [f"{T} *s = (({T} *){ctx.scratch(L * S * np_size(dt))});"]
+    head.append(f"{T} *bt = (({T} *){ctx.scratch(E * S * np_size(dt))});  (void)bt;  /* K^T for the small GEMMs */")
     return [*head, f"for (int64_t b = 0; b < {B}; b++) {{", *("    " + x for x in body), "}"]
 
 
@@ -472,9 +499,9 @@ def _sdpa_backward(n, ctx):
         head = f"{T} *s = (({T} *){ctx.scratch(L * S * sz)}), *dp = (({T} *){ctx.scratch(L * S * sz)});"
         body = _probs(ctx, dt, T, spec, dims, qp, kp)
     if outs[2] is not None:
-        body.append(_gemm(ctx, dt, 1, 0, S, Ev, L, 1, "s", S, gb, Ev, 0, f"{outs[2]} + b * {S * Ev}", Ev))
+        body.append(_mm(ctx, dt, 1, 0, S, Ev, L, 1, "s", S, gb, Ev, 0, f"{outs[2]} + b * {S * Ev}", Ev, "bt"))
     body += [
-        _gemm(ctx, dt, 0, 1, L, S, Ev, 1, gb, Ev, f"{vp} + b * {S * Ev}", Ev, 0, "dp", S),
+        _mm(ctx, dt, 0, 1, L, S, Ev, 1, gb, Ev, f"{vp} + b * {S * Ev}", Ev, 0, "dp", S, "bt"),
         f"for (int64_t i = 0; i < {L * S}; i += {S}) {{",
         "    double acc = 0;",
         f"    for (int64_t j = 0; j < {S}; j++) acc += (double)dp[i + j] * s[i + j];",
@@ -484,14 +511,20 @@ def _sdpa_backward(n, ctx):
     scale = repr(float(spec.scale))
     if outs[0] is not None:
         body.append(
-            _gemm(ctx, dt, 0, 0, L, E, S, scale, "dp", S, f"{kp} + b * {S * E}", E, 0, f"{outs[0]} + b * {L * E}", E)
+            _mm(
+                ctx, dt, 0, 0, L, E, S, scale, "dp", S, f"{kp} + b * {S * E}", E, 0, f"{outs[0]} + b * {L * E}", E, "bt"
+            )
         )
     if outs[1] is not None:
         body.append(
-            _gemm(ctx, dt, 1, 0, S, E, L, scale, "dp", S, f"{qp} + b * {L * E}", E, 0, f"{outs[1]} + b * {S * E}", E)
+            _mm(
+                ctx, dt, 1, 0, S, E, L, scale, "dp", S, f"{qp} + b * {L * E}", E, 0, f"{outs[1]} + b * {S * E}", E, "bt"
+            )
         )
+    bt = f"{T} *bt = (({T} *){ctx.scratch(max(E, Ev) * S * sz)});  (void)bt;  /* K^T or V^T (small GEMMs) */"
     return [
         head,
+        bt,
         f"for (int64_t b = 0; b < {B}; b++) {{",
         *("    " + x for x in body),
         "}",

@@ -49,6 +49,8 @@ _PROTOS = {
     "const double *, double, double, double, double, double, int, int, int, int)",
     # backends/ckernels/gemm.c and the LSTM step kernels (codegen/lowerings_rnn.py)
     "gemm_pack_b": "void (*)(const {T} *, int64_t, int64_t, int64_t, int64_t, {T} *)",
+    "gemm_small": "void (*)(int64_t, int64_t, int64_t, {T}, const {T} *, int64_t, int64_t, const {T} *, int64_t, int, "
+    "{T} *, int64_t)",
     "lstm_seq_fwd": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, int64_t, {T} *, {T} *, {T} *, "
     "{T} *, int64_t, int64_t, int64_t, int, int)",
     "lstm_seq_bwd": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, const {T} *, {T} *, {T} *, {T} *, "
