@@ -504,6 +504,7 @@ def _sdpa_backward(n, ctx):
         _mm(ctx, dt, 0, 1, L, S, Ev, 1, gb, Ev, f"{vp} + b * {S * Ev}", Ev, 0, "dp", S, "bt"),
         f"for (int64_t i = 0; i < {L * S}; i += {S}) {{",
         "    double acc = 0;",
+        "    #pragma omp simd reduction(+:acc)",
         f"    for (int64_t j = 0; j < {S}; j++) acc += (double)dp[i + j] * s[i + j];",
         f"    for (int64_t j = 0; j < {S}; j++) dp[i + j] = s[i + j] * (dp[i + j] - ({T})acc);",
         "}",
