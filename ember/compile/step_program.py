@@ -29,7 +29,8 @@ from ember.ops.dispatch import apply
 
 __all__ = ["attach"]
 
-# Gradient ops whose lowering recomputes what their autograd node saved (codegen/lowerings.py).
+# Gradient ops whose lowering needs no autograd node: it reads what the lowered forward op kept
+# (codegen/program.py's ctx.keep), or recomputes it (codegen/lowerings_nn.py, lowerings_rnn.py).
 _RECOMPUTED = frozenset(
     {
         "class_loss_backward",
