@@ -31,7 +31,13 @@ __all__ = ["attach"]
 
 # Gradient ops whose lowering recomputes what their autograd node saved (codegen/lowerings.py).
 _RECOMPUTED = frozenset(
-    {"class_loss_backward", "layer_norm_backward", "gelu_backward", "scaled_dot_product_attention_backward"}
+    {
+        "class_loss_backward",
+        "layer_norm_backward",
+        "gelu_backward",
+        "scaled_dot_product_attention_backward",
+        "batch_norm_backward",  # reads the forward lowering's saved statistics (lowerings_conv.py)
+    }
 )
 
 

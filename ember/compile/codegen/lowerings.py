@@ -391,3 +391,8 @@ def lower(node, ctx):
 from ember.compile.codegen.lowerings_nn import NN_LOWERINGS  # noqa: E402  (it imports the helpers above)
 
 LOWERINGS.update(NN_LOWERINGS)
+
+from ember.compile.codegen.lowerings_conv import CONV_INPLACE, CONV_LOWERINGS  # noqa: E402
+
+LOWERINGS.update(CONV_LOWERINGS)
+INPLACE_LOWERINGS = INPLACE_LOWERINGS | CONV_INPLACE

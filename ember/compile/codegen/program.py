@@ -28,6 +28,7 @@ from ember.compile.arena import plan
 from ember.compile.codegen import lowp
 from ember.compile.codegen.c import kernel_sizes
 from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
+from ember.compile.codegen.lowerings_conv import CONV_PROTOS
 
 __all__ = ["ProgramSpec", "Refused", "render_program", "EXTERNALS", "gemm_prelude"]
 
@@ -48,6 +49,7 @@ _PROTOS = {
     "fused_adam": "void (*)(int64_t, void **, void **, void **, void **, void **, const int64_t *, "
     "const double *, double, double, double, double, double, int, int, int, int)",
 }
+_PROTOS.update(CONV_PROTOS)  # convolutions, batch norm, pooling, SGD (codegen/lowerings_conv.py)
 EXTERNALS = [f"{k}_{s}" for k in _PROTOS for s in ("f32", "f64")]
 
 
@@ -105,6 +107,12 @@ class _Ctx:
     def scratch(self, nbytes: int) -> str:
         return self.prog.scratch(nbytes, self.step)
 
+    def saved(self, owner, tag: str, nbytes: int = 0):
+        """Arena scratch shared by the lowerings of several nodes (a forward writes, its gradient
+        reads), keyed by ``(owner, tag)``: live from the first request to the last; with
+        ``nbytes=0`` only an existing buffer is returned (None if no earlier lowering made it)."""
+        return self.prog.saved(owner, tag, nbytes, self.step)
+
     def ext(self, name: str) -> str:
         self.prog.exts.add(name)
         return f"ember_{name}"
@@ -130,12 +138,15 @@ class _Builder:
         self.force_eager = set(force_eager)
         self.written: set = set()  # roots written in place
         self.int_type, self.exts = int_type, exts
-        self.out_set = {o for o in view.outputs if hasattr(o, "kind")}
+        # (a multi-output call is an output of a step graph only to keep its autograd node: its
+        # items are the values)
+        self.out_set = {o for o in view.outputs if hasattr(o, "kind") and not (o.kind == "call" and o.prim.multi)}
         self.alias: dict = {}  # node -> (base node, elem offset)
         self.defined: dict = {}  # root node -> step of definition
         self.last: dict = {}  # root node -> last step reading it
         self.eager_defined: set = set()
-        self.scratches: list = []  # (key, nbytes, step)
+        self.scratches: list = []  # (key, nbytes, first step, last step)
+        self.shared: dict = {}  # (owner node, tag) -> index into scratches (``_Ctx.saved``)
         self.items: dict = {}
         for n in view.nodes:
             if n.kind == "item":
@@ -157,7 +168,18 @@ class _Builder:
 
     def scratch(self, nbytes, step) -> str:
         key = f"s{len(self.scratches)}"
-        self.scratches.append((key, nbytes, step))
+        self.scratches.append((key, nbytes, step, step))
+        return f"((char *)@S{key}@)"
+
+    def saved(self, owner, tag, nbytes, step):
+        i = self.shared.get((owner, tag))
+        if i is None:
+            if not nbytes:
+                return None
+            self.shared[(owner, tag)] = len(self.scratches)
+            return self.scratch(nbytes, step)
+        key, nb, first, last = self.scratches[i]
+        self.scratches[i] = (key, nb, first, max(last, step))
         return f"((char *)@S{key}@)"
 
     def build(self) -> tuple:
@@ -194,6 +216,7 @@ class _Builder:
                     raise Refused(f"'{x.op}' (%{x.id}) reads an autograd node and has no lowering here")
                 self.last = saved[0]  # forget what the failed lowering asked for
                 del self.scratches[saved[1] :]
+                self.shared = {k: i for k, i in self.shared.items() if i < saved[1]}
                 self.exts.clear()
                 self.exts.update(saved[2])
                 for a in x.inputs():
@@ -274,7 +297,7 @@ class _Builder:
             elif r in produced_c:
                 nbytes = math.prod(r.shape) * np.dtype(dname(r)).itemsize
                 buffers.append((r, nbytes, self.defined[r], self.last.get(r, self.defined[r])))
-        buffers += [(k, nb, s, s) for k, nb, s in self.scratches]
+        buffers += self.scratches
         offsets, spec.arena_bytes = plan(buffers)
 
         def base(m) -> str:

@@ -1,0 +1,458 @@
+"""C lowerings of convolutions, batch norm, max pooling, in-place updates and the SGD step.
+
+Convolutions call the hand kernels of ``backends/ckernels/conv.c`` as external kernels, with the
+same packing, blocking and thread counts as their eager wrappers (``ckernels/ops.py``), so a
+program computes the bits eager computes:
+
+* ``conv2d``: the input packed channels-last and zero-padded (``pack_nhwc``) into arena scratch,
+  the weight laid out in blocks of output channels by a generated loop, then ``conv_fwd``;
+* ``conv2d_backward``: the output gradient packed once with the margins every stride phase reads;
+  the input gradient is ``conv_fwd`` per stride phase with the flipped, transposed kernel
+  (the phases and their taps are decided here, at build time), the weight gradient
+  ``conv_wgrad`` into per-thread partial sums added in thread order;
+* ``batch_norm`` (training) and its gradient: ``batch_norm_fwd``/``batch_norm_bwd`` of
+  ``kernels.c``; the forward keeps ``1/std`` in arena scratch shared with the gradient's
+  lowering (``ctx.saved``), so the gradient reads neither the autograd node nor recomputes;
+* ``max_pool2d`` (forward: output and indices) and its gradient;
+* ``add_``/``sub_``/``mul_``/``div_`` on a tensor (running statistics, step counters), in place;
+* ``_fused_sgd_``: ``optim.c``'s SGD over every parameter.
+
+Example:
+    >>> from ember.compile.codegen.lowerings_conv import CONV_LOWERINGS
+    >>> sorted(CONV_LOWERINGS)[:3]
+    ['_fused_sgd_', 'add_', 'batch_norm']
+"""
+
+from __future__ import annotations
+
+from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Inplace, _numel, dname
+
+__all__ = ["CONV_LOWERINGS", "CONV_INPLACE", "CONV_PROTOS"]
+
+# Prototypes of the hand kernels these lowerings call (``codegen/program.py``'s ``_PROTOS``).
+CONV_PROTOS = {
+    "pack_nhwc": "void (*)(const {T} *, {T} *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, "
+    "int64_t, int64_t, int)",
+    "conv_fwd": "void (*)(const {T} *, const {T} *, const {T} *, {T} *" + ", int64_t" * 18 + ", int)",
+    "conv_wgrad": "void (*)(const {T} *, const {T} *, {T} *" + ", int64_t" * 16 + ", int)",
+    "batch_norm_fwd": "void (*)(const {T} *, const {T} *, const {T} *, {T} *, {T} *, {T} *, {T} *, int64_t, int64_t, "
+    "int64_t, double, double *, int)",
+    "batch_norm_bwd": "void (*)(const {T} *, const {T} *, const {T} *, const {T} *, const {T} *, {T} *, {T} *, {T} *, "
+    "int64_t, int64_t, int64_t, double *, int)",
+    "max_pool2d_fwd": "void (*)(const {T} *, {T} *, int64_t *" + ", int64_t" * 13 + ", int)",
+    "max_pool2d_bwd": "void (*)(const {T} *, const int64_t *, {T} *, int64_t, int64_t, int64_t, int)",
+    "fused_sgd": "void (*)(int64_t, void **, void **, void **, const int64_t *, const int8_t *, double, double, "
+    "double, double, int, int, int)",
+}
+
+
+def _sfx(dt: str) -> str:
+    return "f32" if dt == "float32" else "f64"
+
+
+def _size(dt: str) -> int:
+    return 4 if dt == "float32" else 8
+
+
+def _ck():
+    """The eager kernels' module, or None: without it nothing here lowers (the program would
+    call kernels that do not exist)."""
+    from ember.backends.ckernels import ops
+
+    return ops if ops.has_conv("float32") else None
+
+
+def _threads(ctx, n: int) -> int:
+    from ember.backends.ckernels.ops import PARALLEL_MIN
+
+    return ctx.threads(n, PARALLEL_MIN)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _typed(ctx, T: str, nbytes: int) -> str:
+    return f"(({T} *){ctx.scratch(nbytes)})"
+
+
+def _pack(ctx, fn, src, dst, n, c, h, w, hd, wd, cd, oy, ox) -> str:
+    """``ops._pack``: NCHW ``src`` into zeroed channels-last ``dst`` (n, hd, wd, cd) at (oy, ox)."""
+    nt = _threads(ctx, n * hd * wd * cd)
+    return f"{fn}({src}, {dst}, {n}, {c}, {h}, {w}, {hd}, {wd}, {cd}, {oy}, {ox}, {nt});"
+
+
+def _subsample(ctx, T, xp, x_shape, w_shape, geom):
+    """``ops._subsample_1x1``: a strided 1x1 convolution without padding reads every stride-th
+    pixel; those are copied out (lines, pointer, shape, kernel geometry)."""
+    stride, pad, dilation = geom
+    if tuple(w_shape[2:]) != (1, 1) or stride == (1, 1) or any(pad):
+        return [], xp, tuple(x_shape), geom
+    n, c, h, w = x_shape
+    sh, sw = stride
+    ho, wo = len(range(0, h, sh)), len(range(0, w, sw))
+    buf = _typed(ctx, T, n * c * ho * wo * _size("float32" if T == "float" else "float64"))
+    lines = [
+        f"{T} *sub = {buf};",
+        f"for (int64_t p = 0; p < {n * c}; p++)",
+        f"    for (int64_t y = 0; y < {ho}; y++)",
+        f"        for (int64_t x = 0; x < {wo}; x++) sub[(p * {ho} + y) * {wo} + x] = "
+        f"{xp}[(p * {h} + y * {sh}) * {w} + x * {sw}];",
+    ]
+    return lines, "sub", (n, c, ho, wo), ((1, 1), pad, dilation)
+
+
+def _conv_ok(ctx, x, w, geom, dt) -> bool:
+    if dt not in _FLOAT or _ck() is None or geom.groups != 1 or len(x.shape) != 4 or len(w.shape) != 4:
+        return False
+    return x.dtype == w.dtype and _numel(x.shape) > 0 and _numel(w.shape) > 0
+
+
+def _conv2d(n, ctx):
+    x, w, b = n.args
+    geom, dt = n.params["geom"], dname(n)
+    if not _conv_ok(ctx, x, w, geom, dt) or x.dtype != n.dtype or (b is not None and b.dtype != n.dtype):
+        return None
+    ck, T, sz = _ck(), CTYPES[dt], _size(dt)
+    lines, xp, (N, C, H, W), kgeom = _subsample(ctx, T, ctx.ptr(x), x.shape, w.shape, geom.kernel_args)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = kgeom
+    O, _, kh, kw = w.shape
+    ho, wo = n.shape[2:]
+    if (ho, wo) != ck._out_hw(H, W, kh, kw, kgeom):
+        return None
+    hp, wp = H + pt + pb, W + pl + pr
+    ob = ck._ob(dt, O)
+    op = _round_up(O, ob)
+    pk, wk = _typed(ctx, T, N * hp * wp * C * sz), _typed(ctx, T, op * kh * kw * C * sz)
+    lines += [f"{T} *xp = {pk}, *wk = {wk};"]
+    lines.append(_pack(ctx, ctx.ext(f"pack_nhwc_{_sfx(dt)}"), xp, "xp", N, C, H, W, hp, wp, C, pt, pl))
+    lines += _weight_blocks(ctx.ptr(w), "wk", O, C, kh, kw, op, ob)
+    bp = ctx.ptr(b) if b is not None else "NULL"
+    nt = _threads(ctx, _numel(n.shape))
+    lines.append(
+        f"{ctx.ext(f'conv_fwd_{_sfx(dt)}')}(xp, wk, {bp}, {ctx.ptr(n)}, {N}, {hp}, {wp}, {C}, {ho}, {wo}, {O}, "
+        f"{op}, {ob}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {ho * wo}, {wo}, 1, {nt});"
+    )
+    return lines
+
+
+def _weight_blocks(w, dst, O, C, kh, kw, op, ob) -> list:
+    """``ops._weight_blocks`` of the forward: ``w`` (O, C, kh, kw) as (op/ob, kh, kw, C, ob),
+    output channels past O zero."""
+    return [
+        f"for (int64_t o = 0; o < {op}; o++) {{",
+        f"    const int64_t k = o / {ob}, q = o % {ob};",
+        f"    for (int64_t i = 0; i < {kh}; i++)",
+        f"        for (int64_t j = 0; j < {kw}; j++)",
+        f"            for (int64_t c = 0; c < {C}; c++)",
+        f"                {dst}[(((k * {kh} + i) * {kw} + j) * {C} + c) * {ob} + q] = "
+        f"o < {O} ? {w}[((o * {C} + c) * {kh} + i) * {kw} + j] : 0;",
+        "}",
+    ]
+
+
+def _conv2d_backward(n, ctx):
+    """``nn/functional/conv._conv2d_backward_impl`` with the direct kernels (``k=ck``)."""
+    g, x, w = n.args
+    geom, need, dt = n.params["geom"], n.params["need"], dname(g)
+    if not _conv_ok(ctx, x, w, geom, dt) or g.dtype != x.dtype or len(g.shape) != 4 or not _numel(g.shape):
+        return None
+    if not any(need):
+        return []
+    ck, T, sz = _ck(), CTYPES[dt], _size(dt)
+    items, outs, k = ctx.items(n), [], 0
+    for flag, shape in zip(need, (x.shape, w.shape)):
+        if not flag:
+            outs.append(None)
+            continue
+        item = items.get(k)
+        outs.append(ctx.ptr(item) if item is not None else _typed(ctx, T, _numel(shape) * sz))
+        k += 1
+    gx, gw = outs
+    kgeom = geom.kernel_args
+    lines: list = []
+    packed = None
+    if all(need):  # ops.conv2d_pack_grad: made once, read by both gradients
+        packed = _pack_grad(ctx, dt, T, ctx.ptr(g), g.shape, x.shape, w.shape, kgeom)
+        if packed is not None:
+            lines += packed[0]
+    if gx is not None:
+        res = _input_grad(ctx, dt, T, ck, ctx.ptr(g), ctx.ptr(w), gx, g.shape, x.shape, w.shape, kgeom, packed)
+        if res is None:
+            return None
+        lines += res
+    if gw is not None:
+        lines += _weight_grad(ctx, dt, T, ck, ctx.ptr(x), ctx.ptr(g), gw, x.shape, g.shape, w.shape, kgeom, packed)
+    return ["{", *lines, "}"]
+
+
+def _pack_grad(ctx, dt, T, gp, g_shape, x_shape, w_shape, kgeom):
+    """``ops.conv2d_pack_grad``: (lines, buffer name, top, left, hb, wb, op) or None."""
+    ck = _ck()
+    rows, cols = ck._grad_phases(x_shape, w_shape, kgeom)
+    if not rows or not cols:
+        return None
+    span = [(f, f + (len(t) - 1) * s + m) for _, t, f, s, m in rows]
+    top, bottom = min(a for a, _ in span), max(b for _, b in span)
+    span = [(f, f + (len(t) - 1) * s + m) for _, t, f, s, m in cols]
+    left, right = min(a for a, _ in span), max(b for _, b in span)
+    op = _round_up(w_shape[0], ck._ob(dt, w_shape[0]))
+    N, O, ho, wo = g_shape
+    hb, wb = bottom - top, right - left
+    buf = _typed(ctx, T, N * hb * wb * op * _size(dt))
+    lines = [f"{T} *gpk = {buf};"]
+    lines.append(_pack(ctx, ctx.ext(f"pack_nhwc_{_sfx(dt)}"), gp, "gpk", N, O, ho, wo, hb, wb, op, -top, -left))
+    return lines, "gpk", -top, -left, hb, wb, op
+
+
+def _input_grad(ctx, dt, T, ck, gp, wp, gx, g_shape, x_shape, w_shape, kgeom, packed):
+    """``ops.conv2d_input_grad``: ``conv_fwd`` once per stride phase."""
+    (sh, sw) = kgeom[0]
+    N, C, H, W = x_shape
+    O, _, kh, kw = w_shape
+    rows, cols = ck._grad_phases(x_shape, w_shape, kgeom)
+    covered = sum(m for *_, m in rows) == H and sum(m for *_, m in cols) == W
+    lines = [] if covered else [f"memset({gx}, 0, {N * C * H * W} * sizeof({T}));"]
+    if not rows or not cols:
+        return lines
+    pre: list = []
+    if packed is None:
+        packed = _pack_grad(ctx, dt, T, gp, g_shape, x_shape, w_shape, kgeom)
+        pre = packed[0]
+    _, buf, top, left, hb, wb, op = packed
+    ob = ck._ob(dt, C)
+    cp = _round_up(C, ob)
+    most = max(len(ty) for _, ty, *_ in rows) * max(len(tx) for _, tx, *_ in cols)
+    lines = pre + lines + [f"{T} *wf = {_typed(ctx, T, most * op * cp * _size(dt))};"]
+    fn = ctx.ext(f"conv_fwd_{_sfx(dt)}")
+    for qy, ty, ey, sy, my in rows:
+        for qx, tx, ex, sx, mx in cols:
+            a, b = len(ty), len(tx)
+            # wf (cp/ob, a, b, op, ob): wf[k, u, v, o, q] = w[o, k*ob + q, ty[u], tx[v]], zero outside
+            lines += [
+                "{",
+                f"static const int64_t ty[{a}] = {{{', '.join(map(str, ty))}}}, tx[{b}] = {{{', '.join(map(str, tx))}}};",
+                f"for (int64_t c = 0; c < {cp}; c++) {{",
+                f"    const int64_t k = c / {ob}, q = c % {ob};",
+                f"    for (int64_t u = 0; u < {a}; u++)",
+                f"        for (int64_t v = 0; v < {b}; v++)",
+                f"            for (int64_t o = 0; o < {op}; o++)",
+                f"                wf[(((k * {a} + u) * {b} + v) * {op} + o) * {ob} + q] = o < {O} && c < {C} ? "
+                f"{wp}[((o * {C} + c) * {kh} + ty[u]) * {kw} + tx[v]] : 0;",
+                "}",
+                f"{fn}({buf} + {((top + ey) * wb + left + ex) * op}, wf, NULL, {gx} + {qy * W + qx}, {N}, {hb}, {wb}, "
+                f"{op}, {my}, {mx}, {C}, {cp}, {ob}, {a}, {b}, 1, 1, {sy}, {sx}, {H * W}, {sh * W}, {sw}, "
+                f"{_threads(ctx, N * C * my * mx)});",
+                "}",
+            ]
+    return lines
+
+
+def _weight_grad(ctx, dt, T, ck, xp, gp, gw, x_shape, g_shape, w_shape, kgeom, packed):
+    """``ops.conv2d_weight_grad``: ``conv_wgrad`` into per-thread partial sums."""
+    sz = _size(dt)
+    lines, xs, (N, C, H, W), kgeom = _subsample(ctx, T, xp, x_shape, w_shape, kgeom)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = kgeom
+    O, _, kh, kw = w_shape
+    ho, wo = g_shape[2:]
+    hp, wp = H + pt + pb, W + pl + pr
+    ob = ck._ob(dt, O)
+    cp, op = _round_up(C, ck._CB), _round_up(O, ob)
+    pack = ctx.ext(f"pack_nhwc_{_sfx(dt)}")
+    lines = ["{", *lines, f"{T} *xw = {_typed(ctx, T, N * hp * wp * cp * sz)};"]
+    lines.append(_pack(ctx, pack, xs, "xw", N, C, H, W, hp, wp, cp, pt, pl))
+    if packed is not None:
+        _, buf, top, left, hb, wb, pop = packed
+    if packed is not None and pop == op and min(top, left) >= 0 and top + ho <= hb and left + wo <= wb:
+        g_at, g_img, g_row = f"{buf} + {(top * wb + left) * op}", hb * wb * op, wb * op
+    else:
+        lines.append(f"{T} *gw2 = {_typed(ctx, T, N * ho * wo * op * sz)};")
+        lines.append(_pack(ctx, pack, gp, "gw2", N, O, ho, wo, ho, wo, op, 0, 0))
+        g_at, g_img, g_row = "gw2", ho * wo * op, wo * op
+    nt = _threads(ctx, _numel(g_shape))
+    part = kh * kw * cp * op
+    lines += [
+        f"{T} *acc = {_typed(ctx, T, nt * part * sz)};",
+        f"memset(acc, 0, {nt * part} * sizeof({T}));",
+        f"{ctx.ext(f'conv_wgrad_{_sfx(dt)}')}(xw, {g_at}, acc, {N}, {hp}, {wp}, {cp}, {ho}, {wo}, {op}, {ob}, "
+        f"{g_img}, {g_row}, {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {nt});",
+    ]
+    for t in range(1, nt):  # the partial sums added in thread order (NumPy's sum over axis 0)
+        lines.append(f"for (int64_t i = 0; i < {part}; i++) acc[i] += acc[{t * part} + i];")
+    # acc (kh, kw, cp, op) -> gw (O, C, kh, kw)
+    lines += [
+        f"for (int64_t o = 0; o < {O}; o++)",
+        f"    for (int64_t c = 0; c < {C}; c++)",
+        f"        for (int64_t i = 0; i < {kh * kw}; i++) {gw}[(o * {C} + c) * {kh * kw} + i] = "
+        f"acc[(i * {cp} + c) * {op} + o];",
+        "}",
+    ]
+    return lines
+
+
+# --------------------------------------------------------------------------- batch norm
+def _bn_dims(x, axes):
+    nd = len(x.shape)
+    if nd < 2 or tuple(a % nd for a in axes) != (0, *range(2, nd)):
+        return None
+    N, C = x.shape[:2]
+    return N, C, _numel(x.shape[2:])
+
+
+def _batch_norm(n, ctx):
+    """``ops.batch_norm``: items (out, mean, biased var); ``1/std`` kept for the gradient."""
+    x, w, b = n.args
+    dt = dname(x)
+    dims = _bn_dims(x, n.params["axes"])
+    if dims is None or dt not in _FLOAT or _ck() is None or any(t is not None and t.dtype != x.dtype for t in (w, b)):
+        return None
+    N, C, L = dims
+    if N * C * L == 0:
+        return None
+    T, sz = CTYPES[dt], _size(dt)
+    items = ctx.items(n)
+    outs = [ctx.ptr(items[i]) if i in items else _typed(ctx, T, (N * C * L if i == 0 else C) * sz) for i in range(3)]
+    rstd = f"(({T} *){ctx.saved(n, 'rstd', C * sz)})"
+    wp = ctx.ptr(w) if w is not None else "NULL"
+    bp = ctx.ptr(b) if b is not None else "NULL"
+    acc = f"((double *){ctx.scratch(2 * C * 8)})"
+    eps = repr(float(n.params["eps"]))
+    nt = _threads(ctx, N * C * L)
+    fn = ctx.ext(f"batch_norm_fwd_{_sfx(dt)}")
+    mean = outs[1]
+    if 1 not in items:  # the gradient reads the mean: kept like 1/std
+        mean = f"(({T} *){ctx.saved(n, 'mean', C * sz)})"
+    return [f"{fn}({ctx.ptr(x)}, {wp}, {bp}, {outs[0]}, {mean}, {outs[2]}, {rstd}, {N}, {C}, {L}, {eps}, {acc}, {nt});"]
+
+
+def _batch_norm_backward(n, ctx):
+    """``ops.batch_norm_backward`` from the forward lowering's mean and ``1/std``."""
+    g, x, w = n.args[0], n.args[1], n.args[2]
+    v, need = n.params.get("node"), n.params.get("need")
+    fwd = (
+        v.op if type(v).__name__ == "NodeRef" and v.attr is None and getattr(v.op, "op", None) == "batch_norm" else None
+    )
+    if fwd is None or need is None or fwd.args[0] is not x or fwd.args[1] is not w:
+        return None
+    dt = dname(x)
+    dims = _bn_dims(x, fwd.params["axes"])
+    if dims is None or dt not in _FLOAT or g.dtype != x.dtype or g.shape != x.shape:
+        return None
+    rstd = ctx.saved(fwd, "rstd")
+    if rstd is None:  # the forward did not run natively
+        return None
+    items = ctx.items(fwd)
+    T, sz = CTYPES[dt], _size(dt)
+    mean = ctx.ptr(items[1]) if 1 in items else f"(({T} *){ctx.saved(fwd, 'mean')})"
+    N, C, L = dims
+    mine, outs, j = ctx.items(n), [], 0
+    for flag, count in zip(need, (N * C * L, C, C)):
+        if not flag:
+            outs.append("NULL")
+            continue
+        item = mine.get(j)
+        outs.append(ctx.ptr(item) if item is not None else _typed(ctx, T, count * sz))
+        j += 1
+    acc = f"((double *){ctx.scratch(2 * C * 8)})"
+    fn = ctx.ext(f"batch_norm_bwd_{_sfx(dt)}")
+    wp = ctx.ptr(w) if w is not None else "NULL"
+    nt = _threads(ctx, N * C * L)
+    return [
+        f"{fn}({ctx.ptr(x)}, {ctx.ptr(g)}, {wp}, {mean}, (({T} *){rstd}), {outs[0]}, {outs[1]}, {outs[2]}, "
+        f"{N}, {C}, {L}, {acc}, {nt});"
+    ]
+
+
+# --------------------------------------------------------------------------- in place
+_INPLACE_OPS = {"add_": "+", "sub_": "-", "mul_": "*", "div_": "/"}
+
+
+def _inplace_binary(n, ctx):
+    """``t op= other`` for a tensor or number ``other`` that broadcasts to ``t`` (same dtype)."""
+    if n.params or len(n.args) != 2 or not hasattr(n.args[0], "kind"):
+        return None
+    t, o = n.args
+    dt = dname(t)
+    T = CTYPES.get(dt)
+    if T is None or dt == "bool" or (n.op == "div_" and dt not in _FLOAT):
+        return None
+    if hasattr(o, "kind"):
+        if o.dtype != t.dtype or len(o.shape) > len(t.shape):
+            return None
+        lead = len(t.shape) - len(o.shape)
+        if any(s not in (1, d) for s, d in zip(o.shape, t.shape[lead:])):
+            return None
+        if o.shape != t.shape[lead:] and _numel(o.shape) != 1:
+            return None  # a broadcast inside: left to the eager kernel
+        m = _numel(o.shape)
+        rhs = f"{ctx.ptr(o)}[{'0' if m == 1 else f'i % {m}'}]"
+    elif type(o) in (int, float) and (dt in _FLOAT or type(o) is int):
+        rhs = _R.literal(o, T) if dt in _FLOAT else f"(({T}){o})"
+    else:
+        return None
+    tp = ctx.ptr(t)
+    return Inplace(
+        t, [f"for (int64_t i = 0; i < {_numel(t.shape)}; i++) {tp}[i] = ({T})({tp}[i] {_INPLACE_OPS[n.op]} {rhs});"]
+    )
+
+
+# --------------------------------------------------------------------------- SGD
+def _fused_sgd(n, ctx):
+    """``optim.c``'s fused SGD over every parameter, in place (``ops/fused._sgd_impl``)."""
+    p = n.params
+    layout = p.get("layout")
+    if layout is None or len(layout) != 3 or set(p) - {
+        "layout", "n_written", "first", "nesterov", "maximize", "lr", "momentum", "dampening", "weight_decay"
+    }:  # fmt: skip
+        return None
+    lists, i = [], 0
+    for m in layout:
+        lists.append(None if m is None else list(n.args[i : i + m]))
+        i += m or 0
+    params, bufs, grads = lists
+    if not params or grads is None or len(grads) != len(params) or (bufs is not None and len(bufs) != len(params)):
+        return None
+    dt = dname(params[0])
+    if dt not in _FLOAT or _ck() is None:
+        return None
+    for j, q in enumerate(params):
+        grp = [grads[j]] + ([bufs[j]] if bufs is not None else [])
+        if not hasattr(q, "kind") or any(
+            not hasattr(t, "kind") or t.dtype != q.dtype or t.shape != q.shape for t in grp
+        ):
+            return None
+    if float(p["momentum"]) != 0 and bufs is None:
+        return None
+    cnt = len(params)
+
+    def arr(name, grp):
+        return f"void *{name}[{cnt}] = {{{', '.join('(void *)' + ctx.ptr(t) for t in grp)}}};"
+
+    lines = [arr("ps", params), arr("gs", grads)]
+    lines.append(arr("bs", bufs) if bufs is not None else f"void *bs[{cnt}] = {{0}};")
+    lines.append(f"const int64_t sizes[{cnt}] = {{{', '.join(str(_numel(q.shape)) for q in params)}}};")
+    lines.append(f"const int8_t first[{cnt}] = {{{', '.join(str(int(bool(f))) for f in p['first'])}}};")
+    from ember.backends.ckernels.optim import PARALLEL_MIN
+
+    nt = ctx.threads(sum(_numel(q.shape) for q in params), PARALLEL_MIN)
+    lines.append(
+        f"{ctx.ext(f'fused_sgd_{_sfx(dt)}')}({cnt}, ps, gs, bs, sizes, first, {float(p['lr'])!r}, "
+        f"{float(p['momentum'])!r}, {float(p['dampening'])!r}, {float(p['weight_decay'])!r}, "
+        f"{int(bool(p['nesterov']))}, {int(bool(p['maximize']))}, {nt});"
+    )
+    return Inplace(params[0], lines)
+
+
+CONV_LOWERINGS = {
+    "conv2d": _conv2d,
+    "conv2d_backward": _conv2d_backward,
+    "batch_norm": _batch_norm,
+    "batch_norm_backward": _batch_norm_backward,
+    "add_": _inplace_binary,
+    "sub_": _inplace_binary,
+    "mul_": _inplace_binary,
+    "div_": _inplace_binary,
+    "_fused_sgd_": _fused_sgd,
+}
+# Ops among these that write their inputs (``lowerings.INPLACE_LOWERINGS``).
+CONV_INPLACE = frozenset({"add_", "sub_", "mul_", "div_", "_fused_sgd_"})
