@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Inplace, _numel, dname
+from ember.compile.codegen.lowerings import _sum as _plain_sum
 
 __all__ = ["CONV_LOWERINGS", "CONV_INPLACE", "CONV_PROTOS"]
 
@@ -363,6 +364,34 @@ def _batch_norm_backward(n, ctx):
     ]
 
 
+def _sum(n, ctx):
+    """``sum`` as ``lowerings._sum`` (leading or trailing axes), and over every axis but 1 (a
+    convolution's bias gradient, ``g.sum((0, 2, 3))``): per channel, accumulated in double."""
+    res = _plain_sum(n, ctx)
+    if res is not None:
+        return res
+    x = n.args[0]
+    p = n.params
+    if p.get("dtype") is not None or p.get("out_dtype") is not None or p.get("axes") is None or p.get("keepdim"):
+        return None
+    dims = _bn_dims(x, p["axes"]) if dname(x) in _FLOAT and x.dtype == n.dtype else None
+    if dims is None or n.shape != x.shape[1:2]:
+        return None
+    N, C, L = dims
+    xp, y = ctx.ptr(x), ctx.ptr(n)
+    return [
+        f"for (int64_t c = 0; c < {C}; c++) {{",
+        "    double acc = 0;",
+        f"    for (int64_t b = 0; b < {N}; b++) {{",
+        f"        const {ctx.ctype(x)} *r = {xp} + (b * {C} + c) * {L};",
+        "        #pragma omp simd reduction(+:acc)",
+        f"        for (int64_t i = 0; i < {L}; i++) acc += r[i];",
+        "    }",
+        f"    {y}[c] = ({ctx.ctype(n)})acc;",
+        "}",
+    ]
+
+
 # --------------------------------------------------------------------------- in place
 _INPLACE_OPS = {"add_": "+", "sub_": "-", "mul_": "*", "div_": "/"}
 
@@ -448,6 +477,7 @@ CONV_LOWERINGS = {
     "conv2d_backward": _conv2d_backward,
     "batch_norm": _batch_norm,
     "batch_norm_backward": _batch_norm_backward,
+    "sum": _sum,
     "add_": _inplace_binary,
     "sub_": _inplace_binary,
     "mul_": _inplace_binary,
