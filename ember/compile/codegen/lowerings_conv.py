@@ -25,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Inplace, _numel, dname
+from ember.compile.codegen.cstyle import EXPRESSIONS
+from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Alias, Inplace, _elementwise, _numel, dname
 from ember.compile.codegen.lowerings import _sum as _plain_sum
 
 __all__ = ["CONV_LOWERINGS", "CONV_INPLACE", "CONV_PROTOS"]
@@ -300,8 +301,119 @@ def _bn_dims(x, axes):
     return N, C, _numel(x.shape[2:])
 
 
+def _readers(ctx) -> dict:
+    """node -> the calls of this view that read it (graph outputs count as a reader, None)."""
+    prog = ctx.prog
+    users = getattr(prog, "_conv_readers", None)
+    if users is None:
+        users = {}
+        for m in prog.view.nodes:
+            for a in m.inputs():
+                users.setdefault(a, []).append(m)
+        for o in prog.out_set:
+            users.setdefault(o, []).append(None)
+        prog._conv_readers = users
+    return users
+
+
+def _epilogue(n, ctx):
+    """What the batch norm ``n`` can apply in its output pass: ``(ops, other, nodes)``.
+
+    ``relu(bn)`` -> ``(("relu",), None, [relu])``; ``relu(other + bn)`` (a residual block's end,
+    ``other`` made before ``n``) -> ``(("add", "relu"), other, [add, relu])``. Only where each
+    intermediate value has that one reader, so no one sees the value the fused pass skips."""
+    item = ctx.items(n).get(0)
+    users = _readers(ctx)
+    prog = ctx.prog
+    if not hasattr(prog, "_conv_single"):  # nodes that run as steps of their own (not in a fused group)
+        prog._conv_single = {x for kind, x in prog.steps if kind != "group"}
+    if item is None or len(users.get(item, ())) != 1 or users[item][0] is None:
+        return (), None, []
+    r = users[item][0]
+    if r not in prog._conv_single:
+        return (), None, []
+    if r.op == "relu" and r.args[0] is item and r.dtype == item.dtype and not r.params:
+        return ("relu",), None, [r]
+    if r.op != "add" or r.params or len(r.args) != 2 or r.shape != item.shape or r.dtype != item.dtype:
+        return (), None, []
+    other = r.args[1] if r.args[0] is item else r.args[0]
+    if other is item or not hasattr(other, "kind") or other.shape != item.shape or other.dtype != item.dtype:
+        return (), None, []
+    if other.kind == "call" and other.id > n.id or other.kind == "item" and other.args[0].id > n.id:
+        return (), None, []  # made after the batch norm: not there yet when its pass runs
+    if len(users.get(r, ())) != 1 or users[r][0] is None:
+        return (), None, []
+    q = users[r][0]
+    if q in prog._conv_single and q.op == "relu" and q.args[0] is r and not q.params:
+        return ("add", "relu"), other, [r, q]
+    return (), None, []
+
+
+def _fused(ctx) -> dict:
+    """Calls folded into a batch norm's output pass -> the batch norm's output item."""
+    prog = ctx.prog
+    if not hasattr(prog, "_conv_fused"):
+        prog._conv_fused = {}
+    return prog._conv_fused
+
+
+def _folded(n, ctx):
+    """``relu``/``add`` folded into a batch norm's output pass: an alias of its output (which
+    holds this node's value by then); else the plain elementwise lowering."""
+    item = _fused(ctx).get(n)
+    if item is not None:
+        return Alias(item, 0)
+    return _elementwise(n, ctx)
+
+
+def _bn_apply_c(ctx, T, dims, xp, wp, bp, y, mean, var, rstd, eps, nt, ops, other) -> list:
+    """``batch_norm_fwd``'s loop (kernels.c: ``row_sum``/``row_sqdev`` with LANES partial sums,
+    double per channel), with ``ops`` applied in its output pass."""
+    N, C, L = dims
+    lanes = 16  # mathf.c's LANES, as the kernel
+    t = "t"
+    if "add" in ops:
+        t = f"({other}[(n * {C} + c) * {L} + i] + t)"
+    out = EXPRESSIONS["relu"].format(t, T=T) if "relu" in ops else t
+
+    def rows(expr):
+        return [
+            f"    for (int64_t n = 0; n < {N}; n++) {{",
+            f"        const {T} *xr = {xp} + (n * {C} + c) * {L};",
+            f"        {T} acc[{lanes}] = {{0}}, s_;",
+            "        int64_t i = 0;",
+            f"        for (; i + {lanes} <= {L}; i += {lanes})",
+            f"            for (int j = 0; j < {lanes}; j++) acc[j] += {expr('xr[i + j]')};",
+            f"        s_ = 0; for (int j = 0; j < {lanes}; j++) s_ += acc[j];",
+            f"        for (; i < {L}; i++) s_ += {expr('xr[i]')};",
+            "        tot += s_;",
+            "    }",
+        ]
+
+    return [
+        f"#pragma omp parallel for num_threads({nt}) if ({nt} > 1) schedule(static)",
+        f"for (int64_t c = 0; c < {C}; c++) {{",
+        "    double tot = 0;",
+        *rows(lambda v: v),
+        f"    const {T} mu = ({T})(tot / (double)({N * L}));",
+        "    tot = 0;",
+        *rows(lambda v: f"({v} - mu) * ({v} - mu)"),
+        f"    const double v = tot / (double)({N * L});",
+        f"    const {T} rs = ({T})(1.0 / sqrt(v + {eps})), sc = {f'{wp}[c] * rs' if wp else 'rs'}, "
+        f"sh = {f'{bp}[c]' if bp else '0'};",
+        f"    {mean}[c] = mu; {var}[c] = ({T})v; {rstd}[c] = rs;",
+        f"    for (int64_t n = 0; n < {N}; n++) {{",
+        f"        const {T} *xr = {xp} + (n * {C} + c) * {L};",
+        f"        {T} *yr = {y} + (n * {C} + c) * {L};",
+        f"        for (int64_t i = 0; i < {L}; i++) {{ const {T} t = (xr[i] - mu) * sc + sh; yr[i] = {out}; }}",
+        "    }",
+        "}",
+    ]
+
+
 def _batch_norm(n, ctx):
-    """``ops.batch_norm``: items (out, mean, biased var); ``1/std`` kept for the gradient."""
+    """``ops.batch_norm``: items (out, mean, biased var); ``1/std`` kept for the gradient. A
+    following ``relu`` (or residual ``add`` + ``relu``) is applied in the output pass."""
     x, w, b = n.args
     dt = dname(x)
     dims = _bn_dims(x, n.params["axes"])
@@ -314,15 +426,23 @@ def _batch_norm(n, ctx):
     items = ctx.items(n)
     outs = [ctx.ptr(items[i]) if i in items else _typed(ctx, T, (N * C * L if i == 0 else C) * sz) for i in range(3)]
     rstd = f"(({T} *){ctx.saved(n, 'rstd', C * sz)})"
-    wp = ctx.ptr(w) if w is not None else "NULL"
-    bp = ctx.ptr(b) if b is not None else "NULL"
-    acc = f"((double *){ctx.scratch(2 * C * 8)})"
     eps = repr(float(n.params["eps"]))
     nt = _threads(ctx, N * C * L)
-    fn = ctx.ext(f"batch_norm_fwd_{_sfx(dt)}")
     mean = outs[1]
     if 1 not in items:  # the gradient reads the mean: kept like 1/std
         mean = f"(({T} *){ctx.saved(n, 'mean', C * sz)})"
+    ops, other, folded = _epilogue(n, ctx) if L > 1 else ((), None, [])
+    if ops:
+        for f in folded:
+            _fused(ctx)[f] = items[0]
+        wp = ctx.ptr(w) if w is not None else None
+        bp = ctx.ptr(b) if b is not None else None
+        op_ = ctx.ptr(other) if other is not None else None
+        return _bn_apply_c(ctx, T, dims, ctx.ptr(x), wp, bp, outs[0], mean, outs[2], rstd, eps, nt, ops, op_)
+    wp = ctx.ptr(w) if w is not None else "NULL"
+    bp = ctx.ptr(b) if b is not None else "NULL"
+    acc = f"((double *){ctx.scratch(2 * C * 8)})"
+    fn = ctx.ext(f"batch_norm_fwd_{_sfx(dt)}")
     return [f"{fn}({ctx.ptr(x)}, {wp}, {bp}, {outs[0]}, {mean}, {outs[2]}, {rstd}, {N}, {C}, {L}, {eps}, {acc}, {nt});"]
 
 
@@ -478,6 +598,8 @@ CONV_LOWERINGS = {
     "batch_norm": _batch_norm,
     "batch_norm_backward": _batch_norm_backward,
     "sum": _sum,
+    "relu": _folded,
+    "add": _folded,
     "add_": _inplace_binary,
     "sub_": _inplace_binary,
     "mul_": _inplace_binary,
