@@ -192,3 +192,48 @@ def test_batch_norm_relu_and_residual_fold_into_one_pass():
     assert len(forward) == 3  # relu, add, relu: none has a loop of its own in the program
     assert not any(f"/* %{n.id} = {n.op} */" in src for n in forward)
     assert src.count("= batch_norm */") == 2
+
+
+def _pool_step(mp, ap, dtype):
+    ember.manual_seed(3)
+    c1, c2 = nn.Conv2d(2, 4, 3, padding=1).to(dtype), nn.Conv2d(4, 4, 3, padding=1).to(dtype)
+    model = nn.Sequential(c1, nn.MaxPool2d(**mp), c2, nn.AvgPool2d(**ap))
+    opt = ember.optim.SGD(model.parameters(), lr=0.1)
+    x = ember.randn(2, 2, 11, 11, dtype=dtype)
+
+    def step():
+        opt.zero_grad()
+        loss = (model(x) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step, model, opt
+
+
+@pytest.mark.parametrize(
+    "mp, ap, dtype",
+    [
+        (dict(kernel_size=2), dict(kernel_size=2), "float32"),
+        (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=2, padding=1), "float32"),
+        (
+            dict(kernel_size=3, stride=2, dilation=2, ceil_mode=True),
+            dict(kernel_size=2, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+            "float64",
+        ),
+    ],
+)
+def test_pooling_lowerings_equal_eager(mp, ap, dtype):
+    dt = getattr(ember, dtype)
+    eager, m1, o1 = _pool_step(mp, ap, dt)
+    fn, m2, o2 = _pool_step(mp, ap, dt)
+    compiled = ember.compile(fn)
+    for _ in range(2):
+        _sync(m1, o1, m2, o2)
+        want, got = eager().item(), compiled().item()
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        for (k, a), b in zip(m1.named_parameters(), m2.parameters()):
+            np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-6, atol=1e-9, err_msg=k)
+    segments, eager_ops, entry = _program(compiled)
+    assert (segments, eager_ops) == (1, [])
+    assert {"max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"} <= set(entry.graph.counts())

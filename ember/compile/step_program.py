@@ -36,7 +36,9 @@ _RECOMPUTED = frozenset(
         "layer_norm_backward",
         "gelu_backward",
         "scaled_dot_product_attention_backward",
-        "batch_norm_backward",  # reads the forward lowering's saved statistics (lowerings_conv.py)
+        "batch_norm_backward",  # these read what the forward lowering kept (lowerings_conv.py)
+        "max_pool2d_backward",
+        "avg_pool2d_backward",
     }
 )
 

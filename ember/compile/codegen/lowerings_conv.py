@@ -512,6 +512,139 @@ def _sum(n, ctx):
     ]
 
 
+# --------------------------------------------------------------------------- pooling
+def _pool_ok(x, dt) -> bool:
+    return dt in _FLOAT and len(x.shape) == 4 and _numel(x.shape) > 0 and _ck() is not None
+
+
+def _max_pool2d(n, ctx):
+    """``ops.max_pool2d``: items (out, flat H*W index of each maximum)."""
+    x, geo = n.args[0], n.params["geo"]
+    dt = dname(x)
+    if not _pool_ok(x, dt) or len(n.args) != 1:
+        return None
+    N, C, H, W = x.shape
+    (ho, wo), T = geo.out_hw, CTYPES[dt]
+    items = ctx.items(n)
+    out = ctx.ptr(items[0]) if 0 in items else _typed(ctx, T, N * C * ho * wo * _size(dt))
+    if 1 in items:
+        if dname(items[1]) != "int64":
+            return None
+        idx = ctx.ptr(items[1])
+    else:  # the gradient reads the indices: kept for it
+        idx = f"((int64_t *){ctx.saved(n, 'idx', N * C * ho * wo * 8)})"
+    k, st, pd, dl = geo.k, geo.s, geo.p, geo.d
+    nt = _threads(ctx, _numel(x.shape))
+    return [
+        f"{ctx.ext(f'max_pool2d_fwd_{_sfx(dt)}')}({ctx.ptr(x)}, {out}, {idx}, {N * C}, {H}, {W}, {ho}, {wo}, "
+        f"{k[0]}, {k[1]}, {st[0]}, {st[1]}, {pd[0]}, {pd[1]}, {dl[0]}, {dl[1]}, {nt});"
+    ]
+
+
+def _max_pool2d_backward(n, ctx):
+    """``ops.max_pool2d_backward`` from the forward lowering's indices (not the autograd node)."""
+    g, v, in_shape = n.args[0], n.params.get("idx"), n.params.get("in_shape")
+    fwd = v.op if type(v).__name__ == "NodeRef" and v.attr == "idx" and v.op.op == "max_pool2d" else None
+    dt = dname(g)
+    if fwd is None or len(n.args) != 1 or not _pool_ok(g, dt) or tuple(in_shape) != n.shape:
+        return None
+    items = ctx.items(fwd)
+    if 1 in items:
+        idx = ctx.ptr(items[1])
+    else:
+        idx = ctx.saved(fwd, "idx")
+        if idx is None:  # the forward did not run natively
+            return None
+        idx = f"((int64_t *){idx})"
+    N, C, H, W = in_shape
+    nt = _threads(ctx, _numel(in_shape))
+    fn = ctx.ext(f"max_pool2d_bwd_{_sfx(dt)}")
+    return [f"{fn}({ctx.ptr(g)}, {idx}, {ctx.ptr(n)}, {N * C}, {H * W}, {_numel(g.shape[2:])}, {nt});"]
+
+
+def _avg_windows(geo):
+    (sh, sw), (ph, pw), (dh, dw) = geo.s, geo.p, geo.d
+    return sh, sw, ph, pw, dh, dw
+
+
+def _divisors(ctx, div) -> str | None:
+    """The (Ho, Wo) float64 divisors as a static C array."""
+    import numpy as np
+
+    d = np.asarray(div, np.float64).reshape(-1)
+    if not np.all(np.isfinite(d)) or np.any(d == 0):
+        return None
+    return f"static const double dv[{d.size}] = {{{', '.join(repr(float(e)) for e in d)}}};"
+
+
+def _avg_pool2d(n, ctx):
+    """``pooling._avg_sum_impl``: each window summed in order (padding adds nothing), then
+    divided in double by its divisor, as NumPy's ``sum / div``."""
+    x, p = n.args[0], n.params
+    dt = dname(x)
+    if not _pool_ok(x, dt) or len(n.args) != 1 or x.dtype != n.dtype:
+        return None
+    geo = p["geo"]
+    N, C, H, W = x.shape
+    (ho, wo), (kh, kw) = geo.out_hw, geo.k
+    sh, sw, ph, pw, dh, dw = _avg_windows(geo)
+    dv = _divisors(ctx, p["div"])
+    if dv is None or tuple(p["in_shape"]) != x.shape:
+        return None
+    T, xp, y = CTYPES[dt], ctx.ptr(x), ctx.ptr(n)
+    return [
+        dv,
+        f"for (int64_t q = 0; q < {N * C}; q++)",
+        f"    for (int64_t oy = 0; oy < {ho}; oy++)",
+        f"        for (int64_t ox = 0; ox < {wo}; ox++) {{",
+        f"            {T} s = 0;",
+        f"            for (int64_t i = 0; i < {kh}; i++) {{",
+        f"                const int64_t yy = oy * {sh} - {ph} + i * {dh};",
+        f"                if (yy < 0 || yy >= {H}) continue;",
+        f"                for (int64_t j = 0; j < {kw}; j++) {{",
+        f"                    const int64_t xx = ox * {sw} - {pw} + j * {dw};",
+        f"                    if (xx >= 0 && xx < {W}) s += {xp}[(q * {H} + yy) * {W} + xx];",
+        "                }",
+        "            }",
+        f"            {y}[(q * {ho} + oy) * {wo} + ox] = ({T})((double)s / dv[oy * {wo} + ox]);",
+        "        }",
+    ]
+
+
+def _avg_pool2d_backward(n, ctx):
+    """``pooling._avg_spread_impl``: ``g / div`` added to every pixel of its window, tap by tap."""
+    g, p = n.args[0], n.params
+    v = p.get("div")
+    fwd = v.op if type(v).__name__ == "NodeRef" and v.attr == "div" and v.op.op == "avg_pool2d" else None
+    dt = dname(g)
+    if fwd is None or len(n.args) != 1 or not _pool_ok(g, dt) or tuple(p["in_shape"]) != n.shape:
+        return None
+    geo = p["geo"]
+    N, C, H, W = n.shape
+    (ho, wo), (kh, kw) = geo.out_hw, geo.k
+    sh, sw, ph, pw, dh, dw = _avg_windows(geo)
+    dv = _divisors(ctx, fwd.params["div"])
+    if dv is None:
+        return None
+    T, gp, y = CTYPES[dt], ctx.ptr(g), ctx.ptr(n)
+    return [
+        dv,
+        f"memset({y}, 0, {_numel(n.shape)} * sizeof({T}));",
+        f"for (int64_t i = 0; i < {kh}; i++)",
+        f"    for (int64_t j = 0; j < {kw}; j++)",
+        f"        for (int64_t q = 0; q < {N * C}; q++)",
+        f"            for (int64_t oy = 0; oy < {ho}; oy++) {{",
+        f"                const int64_t yy = oy * {sh} - {ph} + i * {dh};",
+        f"                if (yy < 0 || yy >= {H}) continue;",
+        f"                for (int64_t ox = 0; ox < {wo}; ox++) {{",
+        f"                    const int64_t xx = ox * {sw} - {pw} + j * {dw};",
+        f"                    if (xx >= 0 && xx < {W}) {y}[(q * {H} + yy) * {W} + xx] += "
+        f"({T})((double){gp}[(q * {ho} + oy) * {wo} + ox] / dv[oy * {wo} + ox]);",
+        "                }",
+        "            }",
+    ]
+
+
 # --------------------------------------------------------------------------- in place
 _INPLACE_OPS = {"add_": "+", "sub_": "-", "mul_": "*", "div_": "/"}
 
@@ -597,6 +730,10 @@ CONV_LOWERINGS = {
     "conv2d_backward": _conv2d_backward,
     "batch_norm": _batch_norm,
     "batch_norm_backward": _batch_norm_backward,
+    "max_pool2d": _max_pool2d,
+    "max_pool2d_backward": _max_pool2d_backward,
+    "avg_pool2d": _avg_pool2d,
+    "avg_pool2d_backward": _avg_pool2d_backward,
     "sum": _sum,
     "relu": _folded,
     "add": _folded,
