@@ -237,3 +237,39 @@ def test_pooling_lowerings_equal_eager(mp, ap, dtype):
     segments, eager_ops, entry = _program(compiled)
     assert (segments, eager_ops) == (1, [])
     assert {"max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"} <= set(entry.graph.counts())
+
+
+def test_in_place_updates_lower_and_match_eager():
+    """``add_``/``sub_``/``mul_``/``div_`` on tensors the step keeps (counters, buffers), with
+    numbers, same-shape and broadcast (trailing) tensors: in C, with eager's float32 rounding."""
+
+    def make():
+        ember.manual_seed(4)
+        w = ember.randn(2, 3, requires_grad=True)
+        opt = ember.optim.SGD([w], lr=0.1)
+        state = {"count": ember.zeros((), dtype=ember.int64), "buf": ember.randn(2, 3), "row": ember.randn(3)}
+
+        def step(x):
+            opt.zero_grad()
+            loss = (w * x).sum()
+            loss.backward()
+            opt.step()
+            with ember.no_grad():
+                state["count"].add_(1)
+                state["buf"].mul_(0.9).add_(w.grad * 0.1)
+                state["buf"].sub_(state["row"]).div_(3.0)
+            return loss
+
+        return step, w, state
+
+    x = ember.randn(2, 3)
+    eager, w1, s1 = make()
+    fn, w2, s2 = make()
+    compiled = ember.compile(fn)
+    for _ in range(3):
+        np.testing.assert_allclose(compiled(x).item(), eager(x).item(), rtol=1e-6)  # a sum: C's order
+    for k in s1:
+        np.testing.assert_array_equal(s2[k].numpy(), s1[k].numpy(), err_msg=k)
+    np.testing.assert_array_equal(w2.detach().numpy(), w1.detach().numpy())
+    assert int(s2["count"].item()) == 3
+    assert _program(compiled)[:2] == (1, [])
