@@ -5,6 +5,7 @@ eager op, and every lowering computes what the eager kernels compute."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -172,6 +173,8 @@ def _block_step():
 
 
 def test_batch_norm_relu_and_residual_fold_into_one_pass():
+    """Forward: each relu (and the residual add) is applied in a batch norm's output pass;
+    backward: each ``mul(g, gt(out, 0))`` is one loop. Gradients match eager."""
     eager, m1, o1 = _block_step()
     fn, m2, o2 = _block_step()
     compiled = ember.compile(fn)
@@ -192,6 +195,9 @@ def test_batch_norm_relu_and_residual_fold_into_one_pass():
     assert len(forward) == 3  # relu, add, relu: none has a loop of its own in the program
     assert not any(f"/* %{n.id} = {n.op} */" in src for n in forward)
     assert src.count("= batch_norm */") == 2
+    # ReLU's gradients: gt(out, 0) (and the residual's gradient add) folded into the mul's loop
+    gts = [n for n in entry.graph.nodes if n.op == "gt"]
+    assert len(gts) == 2 and all(re.search(rf"/\* %{n.id} = gt \*/\n\s*\{{\n\s*\}}", src) for n in gts)
 
 
 def _pool_step(mp, ap, dtype):

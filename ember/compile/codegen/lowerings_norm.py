@@ -92,12 +92,64 @@ def _fused(ctx) -> dict:
     return prog._conv_fused
 
 
+def _single(ctx, node):
+    """The one reader of ``node`` when it runs as its own step (not in a fused group), else None."""
+    users = _readers(ctx).get(node, ())
+    prog = ctx.prog
+    if not hasattr(prog, "_conv_single"):
+        prog._conv_single = {x for kind, x in prog.steps if kind != "group"}
+    if len(users) != 1 or users[0] is None or node not in prog._conv_single:
+        return None
+    return users[0] if users[0] in prog._conv_single else None
+
+
+def _relu_mask(m, ctx):
+    """ReLU's gradient ``mul(g, gt(out, 0))`` (``g`` possibly ``add(g1, g2)``, a residual
+    block's two gradients) as ``(grad terms, out, folded nodes)``, where the ``gt`` (and the
+    ``add``) have this ``mul`` as their only reader: one loop instead of three."""
+    if m.op != "mul" or m.params or len(m.args) != 2 or not all(hasattr(a, "kind") for a in m.args):
+        return None
+    k = m.args[1] if m.args[1].op == "gt" else m.args[0]
+    g = m.args[0] if k is m.args[1] else m.args[1]
+    if k.op != "gt" or k.params or len(k.args) != 2 or type(k.args[1]) not in (int, float) or k.args[1] != 0:
+        return None
+    out = k.args[0]
+    dt = dname(m)
+    if dt not in _FLOAT or g.dtype != m.dtype or g.shape != m.shape or not hasattr(out, "kind"):
+        return None
+    if out.shape != m.shape or dname(out) not in _FLOAT or _single(ctx, k) is not m:
+        return None
+    terms, folded = [g], [k]
+    if g.op == "add" and not g.params and len(g.args) == 2 and _single(ctx, g) is m:
+        if all(hasattr(a, "kind") and a.shape == m.shape and a.dtype == m.dtype for a in g.args):
+            terms, folded = list(g.args), [g, k]
+    return terms, out, folded
+
+
 def _folded(n, ctx):
     """``relu``/``add`` folded into a batch norm's output pass: an alias of its output (which
-    holds this node's value by then); else the plain elementwise lowering."""
+    holds this node's value by then); ``gt``/``add`` folded into ReLU's gradient (no code: the
+    ``mul`` reads their inputs); that ``mul`` as one loop; else the plain elementwise lowering."""
     item = _fused(ctx).get(n)
     if item is not None:
         return Alias(item, 0)
+    if n.op in ("gt", "add"):
+        r = _single(ctx, n)
+        if r is not None and r.op == "mul":
+            mask = _relu_mask(r, ctx)
+            if mask is not None and n in mask[2]:
+                return []  # computed inside the mul's loop; nothing else reads it
+    if n.op == "mul":
+        mask = _relu_mask(n, ctx)
+        if mask is not None:
+            terms, out, _ = mask
+            T = CTYPES[dname(n)]
+            g = " + ".join(f"{ctx.ptr(t)}[i]" for t in terms)
+            y, o = ctx.ptr(n), ctx.ptr(out)
+            return [
+                "#pragma omp simd",
+                f"for (int64_t i = 0; i < {_numel(n.shape)}; i++) {y}[i] = ({T})({g}) * ({T})({o}[i] > 0);",
+            ]
     return _elementwise(n, ctx)
 
 
@@ -333,6 +385,8 @@ NORM_LOWERINGS = {
     "sum": _sum,
     "relu": _folded,
     "add": _folded,
+    "gt": _folded,
+    "mul": _folded,
     "add_": _inplace_binary,
     "sub_": _inplace_binary,
     "mul_": _inplace_binary,
