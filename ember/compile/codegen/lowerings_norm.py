@@ -7,6 +7,8 @@ updates and the SGD step, for whole-graph programs (registered through ``lowerin
   ``relu`` of its output, or ``relu(other + output)`` (a residual block's end), is applied in its
   output pass (the statistics as the kernel's loops: ``row_sum``/``row_sqdev``); the ``relu``
   and ``add`` nodes then alias that output;
+* ReLU's gradient ``mul(g, gt(out, 0))``, ``g`` possibly a residual block's ``add(g1, g2)``: one
+  loop (the ``gt`` and ``add`` emit nothing: the ``mul`` is their only reader);
 * ``sum`` over every axis but 1 (a convolution's bias gradient);
 * ``add_``/``sub_``/``mul_``/``div_`` on a tensor (running statistics, step counters), in place;
 * ``_fused_sgd_``: ``optim.c``'s SGD over every parameter.
