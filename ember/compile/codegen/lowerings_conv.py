@@ -122,7 +122,11 @@ def _conv2d(n, ctx):
     hp, wp = H + pt + pb, W + pl + pr
     ob = ck._ob(dt, O)
     op = _round_up(O, ob)
-    pk, wk = _typed(ctx, T, N * hp * wp * C * sz), _typed(ctx, T, op * kh * kw * C * sz)
+    if C % ck._CB == 0:  # the weight gradient's layout too: kept for it (``_conv2d_backward``)
+        pk = f"(({T} *){ctx.saved(n, 'xp', N * hp * wp * C * sz)})"
+    else:
+        pk = _typed(ctx, T, N * hp * wp * C * sz)
+    wk = _typed(ctx, T, op * kh * kw * C * sz)
     lines += [f"{T} *xp = {pk}, *wk = {wk};"]
     lines.append(_pack(ctx, ctx.ext(f"pack_nhwc_{_sfx(dt)}"), xp, "xp", N, C, H, W, hp, wp, C, pt, pl))
     lines += _weight_blocks(ctx.ptr(w), "wk", O, C, kh, kw, op, ob)
@@ -181,7 +185,10 @@ def _conv2d_backward(n, ctx):
             return None
         lines += res
     if gw is not None:
-        lines += _weight_grad(ctx, dt, T, ck, ctx.ptr(x), ctx.ptr(g), gw, x.shape, g.shape, w.shape, kgeom, packed)
+        kept = _forward_pack(n, ctx)
+        lines += _weight_grad(
+            ctx, dt, T, ck, ctx.ptr(x), ctx.ptr(g), gw, x.shape, g.shape, w.shape, kgeom, packed, kept
+        )
     return ["{", *lines, "}"]
 
 
@@ -247,8 +254,39 @@ def _input_grad(ctx, dt, T, ck, gp, wp, gx, g_shape, x_shape, w_shape, kgeom, pa
     return lines
 
 
-def _weight_grad(ctx, dt, T, ck, xp, gp, gw, x_shape, g_shape, w_shape, kgeom, packed):
-    """``ops.conv2d_weight_grad``: ``conv_wgrad`` into per-thread partial sums."""
+def _readers(ctx) -> dict:
+    """node -> the calls of this view that read it (graph outputs count as a reader, None)."""
+    prog = ctx.prog
+    users = getattr(prog, "_conv_readers", None)
+    if users is None:
+        users = {}
+        for m in prog.view.nodes:
+            for a in m.inputs():
+                users.setdefault(a, []).append(m)
+        for o in prog.out_set:
+            users.setdefault(o, []).append(None)
+        prog._conv_readers = users
+    return users
+
+
+def _forward_pack(n, ctx):
+    """The channels-last input that the forward ``conv2d`` of this gradient packed and kept
+    (``ctx.saved``), or None: the weight gradient then packs it again."""
+    x, w = n.args[1], n.args[2]
+    g = n.params["geom"]
+    for m in _readers(ctx).get(x, ()):
+        if m is not None and m.op == "conv2d" and m.args[0] is x and m.args[1] is w:
+            mg = m.params["geom"]
+            if (mg.kernel_args, mg.groups) == (g.kernel_args, g.groups):
+                kept = ctx.saved(m, "xp")
+                if kept is not None:
+                    return f"(({CTYPES[dname(x)]} *){kept})"
+    return None
+
+
+def _weight_grad(ctx, dt, T, ck, xp, gp, gw, x_shape, g_shape, w_shape, kgeom, packed, kept=None):
+    """``ops.conv2d_weight_grad``: ``conv_wgrad`` into per-thread partial sums (``kept``: the
+    forward's packed input, the same layout when the channels are a multiple of CB)."""
     sz = _size(dt)
     lines, xs, (N, C, H, W), kgeom = _subsample(ctx, T, xp, x_shape, w_shape, kgeom)
     (sh, sw), (pt, pb, pl, pr), (dh, dw) = kgeom
@@ -258,8 +296,11 @@ def _weight_grad(ctx, dt, T, ck, xp, gp, gw, x_shape, g_shape, w_shape, kgeom, p
     ob = ck._ob(dt, O)
     cp, op = _round_up(C, ck._CB), _round_up(O, ob)
     pack = ctx.ext(f"pack_nhwc_{_sfx(dt)}")
-    lines = ["{", *lines, f"{T} *xw = {_typed(ctx, T, N * hp * wp * cp * sz)};"]
-    lines.append(_pack(ctx, pack, xs, "xw", N, C, H, W, hp, wp, cp, pt, pl))
+    if kept is not None and cp == C:
+        lines = ["{", f"{T} *xw = {kept};"]
+    else:
+        lines = ["{", *lines, f"{T} *xw = {_typed(ctx, T, N * hp * wp * cp * sz)};"]
+        lines.append(_pack(ctx, pack, xs, "xw", N, C, H, W, hp, wp, cp, pt, pl))
     if packed is not None:
         _, buf, top, left, hb, wb, pop = packed
     if packed is not None and pop == op and min(top, left) >= 0 and top + ho <= hb and left + wo <= wb:

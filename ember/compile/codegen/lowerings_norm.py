@@ -24,7 +24,7 @@ from __future__ import annotations
 from ember.compile.codegen.cstyle import EXPRESSIONS
 from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Alias, Inplace, _elementwise, _numel, dname
 from ember.compile.codegen.lowerings import _sum as _plain_sum
-from ember.compile.codegen.lowerings_conv import _ck, _sfx, _size, _threads, _typed
+from ember.compile.codegen.lowerings_conv import _ck, _readers, _sfx, _size, _threads, _typed
 
 __all__ = ["NORM_LOWERINGS", "NORM_INPLACE"]
 
@@ -36,21 +36,6 @@ def _bn_dims(x, axes):
         return None
     N, C = x.shape[:2]
     return N, C, _numel(x.shape[2:])
-
-
-def _readers(ctx) -> dict:
-    """node -> the calls of this view that read it (graph outputs count as a reader, None)."""
-    prog = ctx.prog
-    users = getattr(prog, "_conv_readers", None)
-    if users is None:
-        users = {}
-        for m in prog.view.nodes:
-            for a in m.inputs():
-                users.setdefault(a, []).append(m)
-        for o in prog.out_set:
-            users.setdefault(o, []).append(None)
-        prog._conv_readers = users
-    return users
 
 
 def _epilogue(n, ctx):
