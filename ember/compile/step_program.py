@@ -38,6 +38,9 @@ _RECOMPUTED = frozenset(
         "gelu_backward",
         "scaled_dot_product_attention_backward",
         "recurrent_sequence_backward",  # the LSTM's: reads what its lowered forward kept (lowerings_rnn.py)
+        "batch_norm_backward",  # these read what the forward lowering kept (lowerings_conv.py)
+        "max_pool2d_backward",
+        "avg_pool2d_backward",
     }
 )
 

@@ -397,3 +397,8 @@ LOWERINGS.update(NN_LOWERINGS)
 from ember.compile.codegen.lowerings_rnn import RNN_LOWERINGS  # noqa: E402  (the LSTM's time loops)
 
 LOWERINGS.update(RNN_LOWERINGS)
+
+from ember.compile.codegen.lowerings_conv import CONV_INPLACE, CONV_LOWERINGS  # noqa: E402
+
+LOWERINGS.update(CONV_LOWERINGS)
+INPLACE_LOWERINGS = INPLACE_LOWERINGS | CONV_INPLACE

@@ -28,6 +28,7 @@ from ember.compile.arena import plan
 from ember.compile.codegen import lowp
 from ember.compile.codegen.c import kernel_sizes
 from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
+from ember.compile.codegen.lowerings_conv import CONV_PROTOS
 
 __all__ = ["ProgramSpec", "Refused", "render_program", "EXTERNALS", "gemm_prelude"]
 
@@ -60,6 +61,7 @@ _PROTOS = {
     "lstm_bwd_step": "void (*)(const {T} *, const {T} *, int64_t, const {T} *, const {T} *, const {T} *, {T} *, {T} *, "
     "int64_t, int64_t)",
 }
+_PROTOS.update(CONV_PROTOS)  # convolutions, batch norm, pooling, SGD (codegen/lowerings_conv.py)
 EXTERNALS = [f"{k}_{s}" for k in _PROTOS for s in ("f32", "f64")]
 
 
@@ -157,7 +159,9 @@ class _Builder:
         self.force_eager = set(force_eager)
         self.written: set = set()  # roots written in place
         self.int_type, self.exts = int_type, exts
-        self.out_set = {o for o in view.outputs if hasattr(o, "kind")}
+        # (a multi-output call is an output of a step graph only to keep its autograd node: its
+        # items are the values)
+        self.out_set = {o for o in view.outputs if hasattr(o, "kind") and not (o.kind == "call" and o.prim.multi)}
         self.alias: dict = {}  # node -> (base node, elem offset)
         self.defined: dict = {}  # root node -> step of definition
         self.last: dict = {}  # root node -> last step reading it
