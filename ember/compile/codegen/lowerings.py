@@ -391,3 +391,6 @@ def lower(node, ctx):
 from ember.compile.codegen.lowerings_nn import NN_LOWERINGS  # noqa: E402  (it imports the helpers above)
 
 LOWERINGS.update(NN_LOWERINGS)
+from ember.compile.codegen.lowerings_index import register as _register_index  # noqa: E402
+
+_register_index(LOWERINGS)
