@@ -6,7 +6,8 @@ gradient ``index_select_backward``, ``cumsum``, and the integer arithmetic betwe
 ``sub``, ``mul``, ``neg`` and ``sum`` of int64 values, ``where``, and ``to`` (casts from booleans
 and integers, float to float). Each loop runs in index order, so a scatter's repeated target
 keeps the last value and repeated additions accumulate in the eager kernel's order. An index out
-of range makes the segment return 1 (``IndexError``), as the embedding gather does.
+of range (negative ones too: the eager ops refuse them, as PyTorch's) makes the segment return 1
+(``IndexError``), as the embedding gather does.
 
 Registered by ``lowerings.py`` (``register``); an op that already has a lowering there keeps it for
 the dtypes this file does not handle.
@@ -209,7 +210,7 @@ def _along(shape, axis) -> tuple:
 
 
 def _elementwise_index(idx_shape, axis, size, ip) -> list:
-    """Loops over ``idx_shape`` setting ``r`` (the index, wrapped, checked) and ``o`` (the flat
+    """Loops over ``idx_shape`` setting ``r`` (the index, checked) and ``o`` (the flat
     position in the index), and ``pre``/``post`` (the flat offsets before and after ``axis``)."""
     nd = len(idx_shape)
     lines = ["{", "int64_t o = 0;", *_loops(idx_shape), "{"]
@@ -217,7 +218,6 @@ def _elementwise_index(idx_shape, axis, size, ip) -> list:
     post = " + ".join(f"i{d} * {s}" for d, s in zip(range(axis + 1, nd), _strides(idx_shape[axis + 1 :]))) or "0"
     lines += [
         f"    int64_t r = (int64_t){ip}[o];",
-        f"    if (r < 0) r += {size};",
         f"    if (r < 0 || r >= {size}) return 1;",
         f"    int64_t pre = {pre}, post = {post};",
     ]
@@ -277,7 +277,6 @@ def _index_select(n, ctx):
     return [
         f"for (int64_t j = 0; j < {cnt}; j++) {{",
         f"    int64_t r = (int64_t){ip}[j];",
-        f"    if (r < 0) r += {size};",
         f"    if (r < 0 || r >= {size}) return 1;",
         f"    for (int64_t a = 0; a < {outer}; a++)",
         f"        memcpy({y} + (a * {cnt} + j) * {inner}, {xp} + (a * {size} + r) * {inner}, {inner} * sizeof({T}));",
@@ -298,7 +297,6 @@ def _index_select_backward(n, ctx):
         f"memset({y}, 0, {_numel(shape)} * sizeof({T}));",
         f"for (int64_t j = 0; j < {cnt}; j++) {{",
         f"    int64_t r = (int64_t){ip}[j];",
-        f"    if (r < 0) r += {size};",
         f"    if (r < 0 || r >= {size}) return 1;",
         f"    for (int64_t a = 0; a < {outer}; a++) {{",
         f"        {T} *d = {y} + (a * {size} + r) * {inner};",
