@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 import ember
 from ember.nn import MoE
@@ -168,3 +169,16 @@ def test_expert_without_tokens_gets_zero_gradients():
         fc1 = moe.experts.experts[e].fc1
         assert fc1.weight.grad is not None and not fc1.weight.grad.numpy().any()
     assert moe.experts.experts[2].fc1.weight.grad.numpy().any()
+
+
+def test_statistics_after_a_compiled_call_say_so():
+    moe = MoE(8, 16, 4)
+    x = ember.randn(10, 8)
+    with ember.no_grad():
+        want = moe(x)
+        got = ember.compile(moe)(x)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="meta tensors.*ember.compile"):
+        moe.dropped_tokens
+    moe(x)  # an eager call routes again
+    assert moe.dropped_tokens >= 0

@@ -20,6 +20,16 @@ The forward is ``route`` -> ``dispatch`` -> ``experts`` -> ``combine``. ``Expert
 experts listed in ``expert_ids``, and ``dispatch``/``combine`` exchange per-expert batches keyed by
 expert id, so an expert-parallel version can replace those two steps with all-to-all exchanges
 without changing the interface. Everything is vectorized per expert: no loop over tokens.
+
+Routing is tensor ops whose shapes depend only on the token count (GShard's capacity dispatch): a
+one-hot of the choices, its running count (each assignment's place in its expert's queue), a
+scatter that builds the table of token rows per expert batch, a gather for the batches and one
+for the combine. So a capture (``ember.compile``, ``ember.ops.capture``) records it as primitives:
+there each expert's batch has its capacity (padding rows are computed, never read back), while an
+eager call reads the kept counts once and runs exactly those rows. Every local expert runs, on an
+empty batch too, so its parameters always get a gradient (zeros when no token reached it), eager
+and compiled alike. Under ``ember.compile`` the statistics (``aux_loss``, ``tokens_per_expert``,
+``last_plan``, ``dropped_tokens``) are those of the capture, not of each compiled call.
 """
 
 from __future__ import annotations
@@ -61,7 +71,8 @@ class ExpertMLP(Module):
 class Experts(Module):
     """The experts owned by this process: ``expert_ids`` (default: all of ``range(num_experts)``).
 
-    ``forward`` maps ``{expert_id: (n_e, d_model) tokens}`` to ``{expert_id: (n_e, d_model) outputs}``.
+    ``forward`` maps ``{expert_id: (n_e, d_model) tokens}`` to ``{expert_id: (n_e, d_model) outputs}``;
+    an expert given no tokens still runs (so its parameters get zero gradients, not None).
     """
 
     def __init__(
@@ -260,7 +271,14 @@ class MoE(Module):
     @property
     def dropped_tokens(self) -> int:
         """Token-expert assignments of the last forward over capacity (reads the counts)."""
-        return 0 if self.last_plan is None else self.last_plan.dropped
+        if self.last_plan is None:
+            return 0
+        if self.last_plan.kept.device.type == "meta":
+            raise RuntimeError(
+                "MoE.dropped_tokens: the last forward ran on meta tensors (the meta device, or a capture by "
+                "ember.compile, whose calls do not update the routing statistics): run it eagerly to read them"
+            )
+        return self.last_plan.dropped
 
     def weighted_aux_loss(self) -> Tensor:
         """``aux_loss_coef * aux_loss`` of the last forward, to add to the training loss."""
