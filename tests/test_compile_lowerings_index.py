@@ -92,7 +92,16 @@ def test_cumsum_casts_where_and_integer_arithmetic():
         hot = (e.t().reshape(-1).unsqueeze(1) == ember.arange(4)).long()  # bool -> int64
         place = (hot.cumsum(0) * hot).sum(1) - 1
         dest = ember.where(place < 2, e.t().reshape(-1) * 2 + place, -place)
-        return dest, hot.sum(0), -hot, f.cumsum(0), f.cumsum(1), ember.where(f > 0, f, 0.5), (e * 3).to(ember.float32)
+        return (
+            dest,
+            hot.sum(0),
+            (f > 0).sum(1),
+            -hot,
+            f.cumsum(0),
+            f.cumsum(1),
+            ember.where(f > 0, f, 0.5),
+            (e * 3).to(ember.float32),
+        )
 
     _same(*_native(routing, e, f))
 
