@@ -364,9 +364,24 @@ def test_lstm_with_gradients_uses_the_joint_graph():
         np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_value_dependent_shapes_name_the_model_line():
+def test_moe_routing_is_captured_whole():
+    """MoE routing is tensor ops with static shapes: MoE-GPT with gradients is one joint graph."""
     from ember.models import GPTConfig, MoEGPT
 
-    cm = ember.compile(MoEGPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=16)))
-    with pytest.warns(UserWarning, match=r"bincount.*moe\.py:\d+"):
-        cm(ember.randint(0, 16, (2, 8)))
+    ember.manual_seed(0)
+    m = MoEGPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=16, moe_capacity_factor=0.5))
+    cm = ember.compile(m)
+    idx = ember.randint(0, 16, (2, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logits, _ = cm(idx)
+    assert logits.grad_fn.name() == "JointFunctionBackward" and not cm._compiled.breaks
+    logits.pow(2).sum().backward()
+    grads = [p.grad.numpy().copy() for p in m.parameters()]
+    m.zero_grad()
+    want, _ = m(idx)
+    assert m.moe_layers()[0].dropped_tokens > 0  # capacity 0.5: the graph drops assignments too
+    np.testing.assert_allclose(logits.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-6)
+    want.pow(2).sum().backward()
+    for a, p in zip(grads, m.parameters()):
+        np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-4, atol=1e-6)

@@ -21,6 +21,14 @@ def _gpt():
     return GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
 
 
+def _moe_gpt():
+    # no biases: the key bias gets only rounding noise as gradient, which AdamW scales up to lr
+    cfg = GPTConfig(
+        block_size=8, vocab_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=False, moe_num_experts=4
+    )
+    return MoEGPT(cfg)
+
+
 def _lm_batch(vocab):
     idx = ember.randint(0, vocab, (2, 8))
     return idx, ember.randint(0, vocab, (2, 8))
@@ -39,6 +47,7 @@ _WORKLOADS = {
         lambda m, x, y: F.cross_entropy(m(x), y),
     ),
     "gpt": (_gpt, lambda: _lm_batch(16), _lm_loss),
+    "moe-gpt": (_moe_gpt, lambda: _lm_batch(16), lambda m, x, y: m(x, y)[1]),  # with the aux losses
     "lstm": (
         lambda: LSTMLanguageModel(vocab_size=12, embed_dim=8, hidden_size=8, num_layers=2, dropout=0.0),
         lambda: _lm_batch(12),
@@ -78,28 +87,30 @@ def _train(name, make_opt, compiled, steps, set_to_none=True):
     return losses, model, opt, fn
 
 
-def _check_same(name, make_opt, steps, **kw):
+def _check_same(name, make_opt, steps, atol=1e-5, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to eager
         got, m1, o1, fn = _train(name, make_opt, True, steps, **kw)
     want, m2, o2, _ = _train(name, make_opt, False, steps, **kw)
     np.testing.assert_allclose(got, want, rtol=1e-4)
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=atol, err_msg=k)
     for s1, s2 in zip(o1.state.values(), o2.state.values()):
         for k in s2:
             np.testing.assert_allclose(np.asarray(s1[k]), np.asarray(s2[k]), rtol=1e-4, atol=1e-6, err_msg=k)
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         assert (p1.grad is None) == (p2.grad is None)
         if p2.grad is not None:
-            np.testing.assert_allclose(p1.grad.numpy(), p2.grad.numpy(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(p1.grad.numpy(), p2.grad.numpy(), rtol=1e-4, atol=atol / 10)
     return fn
 
 
 @_NEEDS_C
-@pytest.mark.parametrize("name", ["mlp", "gpt", "lstm"])
+@pytest.mark.parametrize("name", ["mlp", "gpt", "moe-gpt", "lstm"])
 def test_twenty_compiled_steps_match_eager(name):
-    fn = _check_same(name, _OPTIMIZERS["adamw"], 20)
+    # MoE: the graph's experts run on capacity-sized batches, eager's on the kept rows only, so
+    # BLAS rounds differently and AdamW scales that noise up on near-zero gradients
+    fn = _check_same(name, _OPTIMIZERS["adamw"], 20, atol=1e-4 if name == "moe-gpt" else 1e-5)
     # one graph for the first step (it creates the optimizer state), one for every later step
     assert fn.recompiles == 2 and all(isinstance(e, StepEntry) for e in fn.cache.values())
     (entry,) = fn.cache.values()
@@ -116,24 +127,11 @@ def test_resnet_steps():
     _check_same("resnet", _OPTIMIZERS["sgd-momentum"], 20)
 
 
-def test_moe_step_falls_back_to_eager_and_stays_correct():
-    ember.manual_seed(0)
-    cfg = GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=16)
-    model = MoEGPT(cfg)
-    opt = ember.optim.SGD(model.parameters(), lr=0.1)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = _lm_loss(model, x, y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    x, y = _lm_batch(16)
-    before = [p.detach().numpy().copy() for p in model.parameters()]
-    with pytest.warns(UserWarning, match="eagerly"):
-        ember.compile(step)(x, y)
-    assert any(not np.array_equal(b, p.detach().numpy()) for b, p in zip(before, model.parameters()))
+def test_moe_step_is_one_graph_with_its_routing():
+    fn = _check_same("moe-gpt", _OPTIMIZERS["sgd-momentum"], 3)
+    assert all(isinstance(e, StepEntry) for e in fn.cache.values()) and not fn.breaks
+    counts = list(fn.cache.values())[-1].graph.counts()
+    assert counts["topk_indices"] == 2 and counts["scatter"] == 2 and counts["cumsum"] == 2  # two MoE layers
 
 
 @_NEEDS_C

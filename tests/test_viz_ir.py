@@ -49,14 +49,14 @@ def test_joint_graph_colours_forward_backward_inputs_and_outputs():
 
 @_NEEDS_C
 def test_fusion_groups_are_clusters_and_eager_nodes_are_marked():
-    f = ember.compile(lambda x: ((x * 2).exp() + 1).cumsum(-1).tanh().sigmoid())
+    f = ember.compile(lambda x: ((x * 2).exp() + 1).cumprod(-1).tanh().sigmoid())
     f(ember.randn(3, 4))
     src = compiled_dot(f)
     clusters = re.findall(r"subgraph cluster_group(\d+) \{\n\s*label=\"group \d+: (\d+) ops\"", src)
     assert [c[1] for c in clusters] == ["3", "2"]  # mul->exp->add and tanh->sigmoid
     assert src.count('fillcolor="#fff2b3"') == 1 and src.count('fillcolor="#d9f2d0"') == 1  # one colour each
-    cumsum = _attrs(src, "%4 cumsum")
-    assert 'color="red"' in cumsum and "dashed" in cumsum  # runs eagerly between native segments
+    cumprod = _attrs(src, "%4 cumprod")
+    assert 'color="red"' in cumprod and "dashed" in cumprod  # runs eagerly between native segments
     assert 'color="red"' not in _attrs(src, "%2 exp")
 
 

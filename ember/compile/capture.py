@@ -132,10 +132,10 @@ class _BindingTracer(_Tracer):
         if isinstance(x, Tensor) and x._device.type != "meta" and id(x) not in self.stand_ins:
             vid = self.by_data.get(id(x._data))
             if vid is not None:
-                # A captured op's output on a real device (a factory given device="cpu"): it
-                # holds a meta array already; trace it as that value, not as a new input.
+                # A captured op's output on a real device (a factory given device="cpu", which
+                # ran: a meta copy of its shape stands in): trace it as that value, not as a new input.
                 s = Tensor.__new__(Tensor)
-                s._data = x._data
+                s._data = x._data if isinstance(x._data, _meta.MetaArray) else _meta.asarray(x._data)
                 s._device = _capture._META
                 s._requires_grad = x._requires_grad
                 self.stand_ins[id(x)] = s

@@ -102,8 +102,7 @@ class ExpertParallelMoE(MoE):
         if order.size:
             y = y.index_add(0, _wrap(order, x.device), returned * _cat(gates).unsqueeze(1))
         self.aux_loss = self.load_balancing_loss(probs, plan)
-        self.dropped_tokens = plan.dropped
-        self.tokens_per_expert = _wrap(plan.tokens_per_expert.astype(np.int64), x.device)
+        self.tokens_per_expert = plan.kept
         self.last_plan = plan
         return y.reshape(shape)
 

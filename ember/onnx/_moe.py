@@ -1,8 +1,8 @@
 """The MoE layer's forward in primitives only, for export.
 
-``MoE.route`` reads the router's choices as NumPy data (``bincount``, per-expert token lists), so
-its shapes depend on values and a capture (meta tracers, no data) cannot follow it. While exporting,
-``MoE.forward`` calls :func:`dense_forward` instead: every expert runs on every token and each
+``MoE.route`` builds per-expert batches with ``scatter``/``index_select`` (and, eagerly, reads
+their sizes), ops this exporter does not map to ONNX. While exporting, ``MoE.forward`` calls
+:func:`dense_forward` instead: every expert runs on every token and each
 output is weighted by the token's gate for that expert, which is zero unless the expert was
 chosen and the assignment fit within capacity. It is the same function, including the capacity
 rule (priority: all first choices, then second choices, each in token order), with ops that map

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 import ember
 from ember.nn import MoE
@@ -130,3 +131,54 @@ def test_local_expert_subset():
     y = moe(ember.randn(6, 4))
     assert y.shape == (6, 4)
     assert set(moe.last_plan.token_index) == {1, 3}
+
+
+def test_capture_records_the_routing_as_primitives():
+    """Under capture (meta tracers, nothing computed) the whole forward and backward are ops."""
+    import warnings
+
+    from ember.ops.capture import capture
+
+    with ember.device("meta"):
+        moe = MoE(8, 16, 4, top_k=2, capacity_factor=0.5)
+        x = ember.randn(2, 5, 8, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with capture() as g:
+            y = moe(x)
+            (y.sum() + moe.aux_loss).backward()
+    counts = g.counts()
+    for op in ("topk_indices", "cumsum", "scatter", "index_select", "index_select_backward", "cat"):
+        assert counts[op] >= 1, op
+    assert y.shape == x.shape and x.grad.shape == x.shape and moe.aux_loss.shape == ()
+    assert moe.last_plan.sizes == [3] * 4  # every expert's batch has its capacity ceil(0.5 * 10 * 2 / 4)
+    assert moe.tokens_per_expert.shape == (4,) and moe.tokens_per_expert.dtype == ember.int64
+    assert all(p.grad is not None for p in moe.parameters())
+
+
+def test_expert_without_tokens_gets_zero_gradients():
+    """Every expert runs, on an empty batch too, so its gradient is zeros (not None), as in a graph."""
+    moe = MoE(4, 8, 4, top_k=1, capacity_factor=None)
+    with ember.no_grad():
+        moe.router.weight.zero_()
+        moe.router.weight[2, 0] = 1.0  # every token with x[:, 0] > 0 picks expert 2 ...
+    x = ember.randn(6, 4).abs()  # ... which is all of them
+    moe(x).sum().backward()
+    assert moe.tokens_per_expert.tolist() == [0, 0, 6, 0]
+    for e in (0, 1, 3):
+        fc1 = moe.experts.experts[e].fc1
+        assert fc1.weight.grad is not None and not fc1.weight.grad.numpy().any()
+    assert moe.experts.experts[2].fc1.weight.grad.numpy().any()
+
+
+def test_statistics_after_a_compiled_call_say_so():
+    moe = MoE(8, 16, 4)
+    x = ember.randn(10, 8)
+    with ember.no_grad():
+        want = moe(x)
+        got = ember.compile(moe)(x)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="meta tensors.*ember.compile"):
+        moe.dropped_tokens
+    moe(x)  # an eager call routes again
+    assert moe.dropped_tokens >= 0

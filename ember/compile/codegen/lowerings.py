@@ -402,3 +402,7 @@ from ember.compile.codegen.lowerings_conv import CONV_INPLACE, CONV_LOWERINGS  #
 
 LOWERINGS.update(CONV_LOWERINGS)
 INPLACE_LOWERINGS = INPLACE_LOWERINGS | CONV_INPLACE
+
+from ember.compile.codegen.lowerings_index import register as _register_index  # noqa: E402
+
+_register_index(LOWERINGS)

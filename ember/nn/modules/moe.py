@@ -20,22 +20,36 @@ The forward is ``route`` -> ``dispatch`` -> ``experts`` -> ``combine``. ``Expert
 experts listed in ``expert_ids``, and ``dispatch``/``combine`` exchange per-expert batches keyed by
 expert id, so an expert-parallel version can replace those two steps with all-to-all exchanges
 without changing the interface. Everything is vectorized per expert: no loop over tokens.
+
+Routing is tensor ops whose shapes depend only on the token count (GShard's capacity dispatch): a
+one-hot of the choices, its running count (each assignment's place in its expert's queue), a
+scatter that builds the table of token rows per expert batch, a gather for the batches and one
+for the combine. So a capture (``ember.compile``, ``ember.ops.capture``) records it as primitives:
+there each expert's batch has its capacity (padding rows are computed, never read back), while an
+eager call reads the kept counts once and runs exactly those rows. Every local expert runs, on an
+empty batch too, so its parameters always get a gradient (zeros when no token reached it), eager
+and compiled alike. Under ``ember.compile`` the statistics (``aux_loss``, ``tokens_per_expert``,
+``last_plan``, ``dropped_tokens``) are those of the capture, not of each compiled call.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from ember._dtype import int64
 from ember.nn.functional.activation import softmax
 from ember.nn.modules.activation import GELU
 from ember.nn.modules.container import ModuleList
 from ember.nn.modules.linear import Linear
 from ember.nn.modules.module import Module
 from ember.ops._base import _wrap
-from ember.ops.creation import zeros
+from ember.ops.creation import arange, zeros
+from ember.ops.elementwise import where
+from ember.ops.movement import cat
 from ember.tensor import Tensor
 
 __all__ = ["MoE", "Experts", "ExpertMLP", "RoutingPlan"]
@@ -57,7 +71,8 @@ class ExpertMLP(Module):
 class Experts(Module):
     """The experts owned by this process: ``expert_ids`` (default: all of ``range(num_experts)``).
 
-    ``forward`` maps ``{expert_id: (n_e, d_model) tokens}`` to ``{expert_id: (n_e, d_model) outputs}``.
+    ``forward`` maps ``{expert_id: (n_e, d_model) tokens}`` to ``{expert_id: (n_e, d_model) outputs}``;
+    an expert given no tokens still runs (so its parameters get zero gradients, not None).
     """
 
     def __init__(
@@ -70,19 +85,68 @@ class Experts(Module):
         self.experts = ModuleList([ExpertMLP(d_model, d_hidden, activation, device, dtype) for _ in self.expert_ids])
 
     def forward(self, inputs: dict) -> dict:
-        return {e: self.experts[self._local[e]](x) for e, x in inputs.items() if x.shape[0] > 0}
+        return {e: self.experts[self._local[e]](x) for e, x in inputs.items()}
 
 
 @dataclass
 class RoutingPlan:
-    """Where each kept token-expert assignment goes (arrays are NumPy, gates are differentiable)."""
+    """Where each token-expert assignment goes, as tensors (static shapes: a capture can follow it).
 
-    token_index: dict  # expert id -> int64 array of token rows sent to it
-    gate: dict  # expert id -> (n_e,) Tensor of combine weights
-    tokens_per_expert: np.ndarray  # kept assignments per expert
-    requested_per_expert: np.ndarray  # assignments per expert before capacity
-    dropped: int  # assignments over capacity
+    Assignments are flattened in priority order (every token's first choice, then its second ...),
+    ``A = top_k * tokens`` of them. The experts' batches are laid end to end: expert ``e`` owns
+    rows ``[offsets[e], offsets[e] + sizes[e])`` of the ``rows``-row batch, its kept assignments in
+    priority order first, then padding rows (token 0, never read back).
+    """
+
+    expert: Tensor  # (A,) int64: the expert of each assignment
+    token: Tensor  # (A,) int64: its token row
+    gates: Tensor  # (A,) combine weights (differentiable)
+    dest: Tensor  # (A,) int64: its row in the experts' batch; ``rows`` (a zero row) if dropped
+    table: Tensor  # (rows,) int64: the token row each batch row holds
+    sizes: list  # batch rows per expert (capacity under capture, else the kept count)
+    requested: Tensor  # (E,) int64: assignments per expert before capacity
+    kept: Tensor  # (E,) int64: assignments per expert within capacity
     capacity: int
+    expert_ids: list  # the experts this plan's per-expert views (``token_index``, ``gate``) list
+
+    @property
+    def rows(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def tokens_per_expert(self) -> np.ndarray:
+        """Kept assignments per expert (NumPy; reads the values)."""
+        return self.kept.numpy()
+
+    @property
+    def requested_per_expert(self) -> np.ndarray:
+        """Assignments per expert before capacity (NumPy; reads the values)."""
+        return self.requested.numpy()
+
+    @property
+    def dropped(self) -> int:
+        """Assignments over capacity (reads the values)."""
+        return int((self.requested.sum() - self.kept.sum()).item())
+
+    @cached_property
+    def _kept_assignments(self) -> dict:
+        """Expert id -> the indices of its kept assignments, in priority order (NumPy)."""
+        expert, dest = self.expert.numpy(), self.dest.numpy()
+        return {e: np.flatnonzero((expert == e) & (dest < self.rows)) for e in self.expert_ids}
+
+    @cached_property
+    def token_index(self) -> dict:
+        """Expert id -> the token rows of its kept assignments, in priority order (NumPy)."""
+        token = self.token.numpy()
+        return {e: token[sel] for e, sel in self._kept_assignments.items()}
+
+    @cached_property
+    def gate(self) -> dict:
+        """Expert id -> ``(n_e,)`` combine weights of its kept assignments (differentiable)."""
+        return {
+            e: self.gates.index_select(0, _wrap(sel.astype(np.int64), self.gates.device))
+            for e, sel in self._kept_assignments.items()
+        }
 
 
 class MoE(Module):
@@ -129,7 +193,6 @@ class MoE(Module):
         self.router = Linear(d_model, num_experts, bias=False, device=device, dtype=dtype)
         self.experts = Experts(num_experts, d_model, d_hidden, activation, expert_ids, device, dtype)
         self.aux_loss: Tensor | None = None
-        self.dropped_tokens = 0
         self.tokens_per_expert: Tensor | None = None
         self.last_plan: RoutingPlan | None = None
 
@@ -139,45 +202,83 @@ class MoE(Module):
         return int(math.ceil(self.capacity_factor * num_tokens * self.top_k / self.num_experts))
 
     def route(self, x: Tensor):
-        """Router probabilities ``(T, E)`` and the capacity-limited :class:`RoutingPlan` for ``x`` (T, d)."""
+        """Router probabilities ``(T, E)`` and the capacity-limited :class:`RoutingPlan` for ``x`` (T, d).
+
+        Tensor ops only, every shape fixed by ``T`` (none depends on where tokens go), so that a
+        capture records the routing as primitives; only the batch sizes of an eager call are read
+        (``sizes``: each expert's kept count, so no expert computes padding rows).
+        """
         probs = softmax(self.router(x), dim=-1)
         top_vals, top_idx = probs.topk(self.top_k, dim=-1)
         gates = top_vals / top_vals.sum(-1, keepdim=True) if self.normalize_gates else top_vals
         t, k, n_exp = x.shape[0], self.top_k, self.num_experts
-        cap = self.capacity(t)
+        cap, dev = self.capacity(t), x.device
         # Flatten assignments in priority order: every token's first choice, then second, ...
-        flat_e = top_idx._data.T.reshape(-1)
-        flat_tok = np.tile(np.arange(t), k)
-        flat_slot = np.repeat(np.arange(k), t)
-        order = np.argsort(flat_e, kind="stable")  # grouped by expert, priority kept inside a group
-        counts = np.bincount(flat_e, minlength=n_exp)
-        starts = np.cumsum(counts) - counts
-        kept = np.minimum(counts, cap)
-        gates_flat = gates.reshape(-1)
-        token_index, gate = {}, {}
-        for e in self.experts.expert_ids:
-            sel = order[starts[e] : starts[e] + kept[e]]
-            token_index[e] = flat_tok[sel]
-            gate[e] = gates_flat.index_select(0, _wrap(flat_tok[sel] * k + flat_slot[sel], x.device))
-        plan = RoutingPlan(token_index, gate, kept, counts, int(counts.sum() - kept.sum()), cap)
+        expert = top_idx.t().reshape(-1)
+        token = arange(t, device=dev).repeat(k)
+        hot = (expert.unsqueeze(1) == arange(n_exp, device=dev)).long()  # (A, E)
+        place = (hot.cumsum(0) * hot).sum(1) - 1  # its place in its expert's queue (GShard)
+        requested = hot.sum(0)
+        kept = requested.clamp(max=cap)
+        if dev.type == "meta":  # captured: every expert gets a batch of its capacity
+            sizes = [min(cap, t)] * n_exp
+            offsets = arange(n_exp, device=dev) * sizes[0]
+        else:  # eager: batches of exactly the kept assignments (one read of E counts)
+            sizes = kept.tolist()
+            offsets = kept.cumsum(0) - kept
+        rows = sum(sizes)
+        dest = where(place < cap, offsets.index_select(0, expert) + place, rows)
+        table = zeros(rows + 1, dtype=int64, device=dev).scatter(0, dest, token)[:rows]
+        plan = RoutingPlan(
+            expert,
+            token,
+            gates.t().reshape(-1),
+            dest,
+            table,
+            sizes,
+            requested,
+            kept,
+            cap,
+            list(self.experts.expert_ids),
+        )
         return probs, plan
 
     def dispatch(self, x: Tensor, plan: RoutingPlan) -> dict:
-        """Per-expert token batches ``{expert_id: x[token_index]}``."""
-        return {e: x.index_select(0, _wrap(idx, x.device)) for e, idx in plan.token_index.items()}
+        """Per-expert token batches ``{expert_id: (sizes[e], d) rows of x}`` (padding rows last)."""
+        batch = x.index_select(0, plan.table)
+        starts = np.cumsum([0] + plan.sizes)
+        return {e: batch[starts[e] : starts[e + 1]] for e in plan.expert_ids}
 
     def combine(self, outputs: dict, plan: RoutingPlan, num_tokens: int, like: Tensor) -> Tensor:
-        """Scatter-add each expert's outputs, scaled by their gates, back to token rows."""
-        out = zeros((num_tokens, self.d_model), dtype=like.dtype, device=like.device)
-        for e, y in outputs.items():
-            out = out.index_add(0, _wrap(plan.token_index[e], like.device), y * plan.gate[e].unsqueeze(1))
-        return out
+        """Each token's sum of its kept assignments' expert outputs, scaled by their gates."""
+        d = self.d_model
+        pieces = []
+        for e, size in enumerate(plan.sizes):
+            if e in outputs:
+                pieces.append(outputs[e])
+            elif size:  # an expert held elsewhere: contributes nothing here
+                pieces.append(zeros((size, d), dtype=like.dtype, device=like.device))
+        pieces.append(zeros((1, d), dtype=like.dtype, device=like.device))  # a dropped assignment's row
+        picked = cat(pieces).index_select(0, plan.dest) * plan.gates.unsqueeze(1)  # (A, d)
+        return picked.reshape(self.top_k, num_tokens, d).sum(0)
 
     def load_balancing_loss(self, probs: Tensor, plan: RoutingPlan) -> Tensor:
         """``num_experts * sum_i f_i * P_i`` (f from all top-k choices before capacity)."""
-        total = max(int(plan.requested_per_expert.sum()), 1)
-        f = _wrap((plan.requested_per_expert / total).astype(probs._data.dtype), probs.device)
+        total = max(probs.shape[0] * self.top_k, 1)
+        f = (plan.requested.double() / total).to(probs.dtype)
         return (f * probs.mean(0)).sum() * self.num_experts
+
+    @property
+    def dropped_tokens(self) -> int:
+        """Token-expert assignments of the last forward over capacity (reads the counts)."""
+        if self.last_plan is None:
+            return 0
+        if self.last_plan.kept.device.type == "meta":
+            raise RuntimeError(
+                "MoE.dropped_tokens: the last forward ran on meta tensors (the meta device, or a capture by "
+                "ember.compile, whose calls do not update the routing statistics): run it eagerly to read them"
+            )
+        return self.last_plan.dropped
 
     def weighted_aux_loss(self) -> Tensor:
         """``aux_loss_coef * aux_loss`` of the last forward, to add to the training loss."""
@@ -198,8 +299,7 @@ class MoE(Module):
         outputs = self.experts(self.dispatch(x2, plan))
         y = self.combine(outputs, plan, x2.shape[0], x2)
         self.aux_loss = self.load_balancing_loss(probs, plan)
-        self.dropped_tokens = plan.dropped
-        self.tokens_per_expert = _wrap(plan.tokens_per_expert.astype(np.int64), x.device)
+        self.tokens_per_expert = plan.kept
         self.last_plan = plan
         return y.reshape(shape)
 
