@@ -158,6 +158,9 @@ class Program(list):
             a = np.empty(shape, dt)
             arrs[k] = a
             P[k] = a.ctypes.data
+        # before the plan: an eager step may read a folded constant (it has a slot, not a home)
+        for node in self.constants:
+            env[node] = node.value
         for fn, x in self.plan:
             if fn is not None:
                 if fn(P):
@@ -169,8 +172,6 @@ class Program(list):
                 np.copyto(env[node]._data, arrs[k])
         for node, k in self.direct:
             env[node] = _wrap(arrs[k])
-        for node in self.constants:
-            env[node] = node.value
         for node in self.others:
             if node not in env:
                 env[node] = self._value(node, env) if node not in self.views else _wrap(self.views[node].copy())

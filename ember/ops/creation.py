@@ -60,8 +60,9 @@ def _finish(arr, dtype, device, requires_grad: bool) -> Tensor:
     return t
 
 
-def _infer_array(data) -> np.ndarray:
-    """NumPy array from Python data, with PyTorch's dtype inference for Python numbers."""
+def _infer_array(data, exact: bool = False) -> np.ndarray:
+    """NumPy array from Python data, with PyTorch's dtype inference for Python numbers.
+    ``exact``: a dtype is given, so Python floats stay float64 here (cast once, by the caller)."""
     if isinstance(data, Tensor):
         return data._device.backend.to_host(data._data).copy()
     if isinstance(data, np.ndarray):
@@ -75,9 +76,11 @@ def _infer_array(data) -> np.ndarray:
         raise ValueError(
             f"expected a sequence of equal-length sequences of numbers, got ragged or mixed data: {str(data)[:80]}"
         )
-    if arr.dtype.kind in "fV" and not isinstance(data, np.generic):
+    if arr.dtype.kind in "fV" and not isinstance(data, np.generic) and not exact:
         # Python floats take the default dtype; NumPy scalars inside lists keep theirs (torch too).
         arr = arr.astype(_np_scalar_float(data) or _dtype.defaults.float.np)
+    elif arr.dtype.kind in "fV":
+        pass
     elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
         arr = arr.astype(np.int64)
     elif arr.dtype.kind not in "biufV":
@@ -128,7 +131,8 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False, pin_me
         tensor([[1., 2.],
                 [3., 4.]])
     """
-    return _finish(_infer_array(data), dtype, device, requires_grad)
+    # with a dtype, Python floats are rounded once, to it (as torch: not through float32 first)
+    return _finish(_infer_array(data, exact=dtype is not None), dtype, device, requires_grad)
 
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:

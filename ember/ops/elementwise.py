@@ -888,12 +888,19 @@ class ZeroGrad(Node):
         return (g * 0.0,)
 
 
+# ``math.erf`` as a NumPy ufunc (object output): unlike ``np.vectorize`` it goes through
+# ``__array_ufunc__``, so a meta array (capture, shape inference) gets its shape and dtype without
+# its values being read.
+_MATH_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
 def _erf_array(x):
-    """erf on an array: SciPy's when installed, else a vectorized ``math.erf`` (exact, slower)."""
+    """erf on an array: SciPy's when installed, else ``math.erf`` per element (exact, slower)."""
     try:
         from scipy.special import erf as _scipy_erf
     except ImportError:
-        return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
+        r = _MATH_ERF(x)  # a Python float for a 0-d array
+        return np.array(r, x.dtype) if isinstance(r, float) else r.astype(x.dtype, copy=False)
     return _scipy_erf(x).astype(x.dtype, copy=False)
 
 
