@@ -159,6 +159,13 @@ class CompiledFunction:
         if channel in _channels(self.options):
             print(f"[ember.compile:{channel}] {msg}", file=sys.stderr)
 
+    def _log(self, channel):
+        """``log(msg)`` for a pass when ``channel`` is on, else None (the passes then format no
+        message: printing a graph costs milliseconds, a warm-cache compile is ~0.1 s)."""
+        if channel not in _channels(self.options):
+            return None
+        return lambda m: self._say(channel, m)
+
     def _key(self, args, kwargs):
         tensors: list = []
         spec = flatten((args, kwargs), tensors)
@@ -204,12 +211,12 @@ class CompiledFunction:
         all_groups, steps = [], []
         try:
             for v in views:
-                groups = fuse(v, log=lambda m: self._say("fusion", m))
+                groups = fuse(v, log=self._log("fusion"))
                 for g in groups:
                     g.id = len(all_groups)
                     all_groups.append(g)
                 steps.append(schedule(v, groups))
-                if steps[-1].plan is not None:
+                if steps[-1].plan is not None and self._log("fusion"):
                     self._say("fusion", str(steps[-1].plan))
         except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
             self._say("fusion", f"no fusion: {e}")
@@ -217,14 +224,14 @@ class CompiledFunction:
         makers = node_makers(graph)
         programs = build_programs(
             list(zip(views, steps)),
-            log=lambda m: self._say("codegen", m),
+            log=self._log("codegen"),
             force_eager=makers | node_readers(graph),
             eager=node_eager(makers, "grad_fn"),
         )
         if programs is not None:  # the whole schedule as native segments (program_runtime.py)
             return programs
         try:
-            fns = build_kernels(all_groups, log=lambda m: self._say("codegen", m))
+            fns = build_kernels(all_groups, log=self._log("codegen"))
         except BuildError as e:
             self._fallback(f"{e}; the graph runs op by op")
             return plain, {}
@@ -254,7 +261,7 @@ class CompiledFunction:
             traced.step = True
         if traced.step:  # the function ran backward() itself: the whole step is one graph
             try:
-                return prepare_step(traced, log=lambda m: self._say("graph", m))
+                return prepare_step(traced, log=self._log("graph"))
             except Unsupported as e:
                 return self._fallback(str(e))
         graph = IRGraph.from_traced(traced)
@@ -262,14 +269,16 @@ class CompiledFunction:
             needs = attach_node_refs(graph, traced)  # gradient kernels that read their node
         except Unsupported as e:
             return self._fallback(str(e))
-        self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
-        run_passes(graph, log=lambda m: self._say("graph", m))
+        if self._log("graph"):
+            self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
+        run_passes(graph, log=self._log("graph"))
         relax_views(graph)
-        needs = [n for n in graph.nodes if n in node_makers(graph)]  # what the passes left of them
+        makers = node_makers(graph)
+        needs = [n for n in graph.nodes if n in makers]  # what the passes left of them
         if not graph.grad_inputs:
             (steps,), kernels = self._fuse_and_build(graph, [graph])
             return _Entry(traced, graph, steps, kernels, schedule(graph, []))
-        fwd, bwd, saved = min_cut_partition(graph, log=lambda m: self._say("graph", m))
+        fwd, bwd, saved = min_cut_partition(graph, log=self._log("graph"))
         plain = schedule(fwd, [])  # op by op through apply: eager's backward
         if not any(isinstance(o, Node) for o in graph.outputs[graph.n_out + graph.n_diff :]):
             (steps,), kernels = self._fuse_and_build(graph, [fwd])
