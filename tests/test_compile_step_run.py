@@ -181,3 +181,24 @@ def test_fast_guards_hold_while_nothing_changes_and_see_each_kind_of_change():
         change()
         assert g.check() and len(calls) == k + 2, k  # the full check ran again
         assert g.check() and len(calls) == k + 2, k
+
+
+def test_calls_without_arguments_still_follow_grad_mode_and_autocast():
+    w = ember.randn(3, requires_grad=True)
+
+    @ember.compile
+    def f():
+        return (w * 2).sum()
+
+    for _ in range(3):  # the third call takes the last-hit path
+        out = f()
+        assert out.requires_grad
+    with ember.no_grad():
+        out = f()
+    assert not out.requires_grad  # another graph: grad mode is part of the key
+    with ember.autocast("cpu", dtype=ember.bfloat16):
+        f()
+        assert f().dtype == ember.float32  # a sum stays float32 under autocast (own graph)
+    assert f().requires_grad
+    np.testing.assert_allclose(f().item(), (w.detach().numpy() * 2).sum(), rtol=1e-6)
+    assert f.recompiles == 3

@@ -153,6 +153,7 @@ class CompiledFunction:
         self.segment_cache: dict = {}  # a pure segment's signature -> (graph, steps, kernels)
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
+        self._hit = None  # (entry, module.training, grad mode) of the last call without arguments
         functools.update_wrapper(self, fn)
 
     def _say(self, channel, msg):
@@ -291,6 +292,18 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         if _dispatch_mode.handler is not None or self.gave_up is not None:
             return self.fn(*args, **kwargs)  # inside a capture or a profile: trace through
+        hit = self._hit
+        if hit is not None and not args and not kwargs:
+            # The last call's graph, for a call without arguments (a training step closing over
+            # its model and batch): the key is grad mode, autocast and module.training only.
+            entry, training, grad = hit
+            if (
+                grad_state.enabled is grad
+                and not _amp_state().local.active
+                and (self.module is None or self.module.training is training)
+                and entry.consts_ok()
+            ):
+                return entry.run([])
         if self.dynamic is True and not self.dyn_dims and not self.cache:
             tensors: list = []
             flatten((args, kwargs), tensors)
@@ -338,6 +351,8 @@ class CompiledFunction:
         if entry is _LAZY:
             return run_lazily(self, self.fn, args, kwargs)
         if entry.ran:
+            if not tensors and not args and not kwargs and not self.dyn_dims and key[-1] is None:
+                self._hit = (entry, key[2], key[3])
             return entry.run(tensors)
         try:
             out = entry.run(tensors)
@@ -364,9 +379,15 @@ _LAZY = _Lazy()
 
 def _autocast_key():
     """The autocast state a call runs under (a graph captured under autocast bakes its casts in)."""
-    from ember.amp import state
-
+    state = _amp_state()
     return tuple((d, s[1]) for d, s in sorted(state.local.devices.items()) if s[0]) if state.local.active else None
+
+
+@functools.cache
+def _amp_state():
+    from ember.amp import state  # not at import time: ember.amp imports the ops
+
+    return state
 
 
 def _stamp(entry, tensors):
