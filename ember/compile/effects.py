@@ -19,8 +19,8 @@ Example:
 from __future__ import annotations
 
 import threading
-from itertools import chain
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, is_
 
 from ember.optim.optimizer import register_optimizer_step_pre_hook
 from ember.tensor import Tensor
@@ -147,7 +147,7 @@ class FastGuards:
         other: list = []
         flags = list(map(_RG, self.tensors))
         if self.none:
-            flags += [g is None for g in map(_GRAD, self.none)]
+            flags += map(is_, map(_GRAD, self.none), repeat(None))
         if self.modules:
             flags += map(_TRAINING, self.modules)
         if self.read:
