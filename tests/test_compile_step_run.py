@@ -202,3 +202,11 @@ def test_calls_without_arguments_still_follow_grad_mode_and_autocast():
     assert f().requires_grad
     np.testing.assert_allclose(f().item(), (w.detach().numpy() * 2).sum(), rtol=1e-6)
     assert f.recompiles == 3
+
+
+def test_overhead_breakdown_bench_reports_each_section():
+    from bench.compiled_overhead import breakdown
+
+    r = breakdown(ember, "mlp", calls=5, native=True)
+    assert set(r) == {"guards", "outputs", "python", "rest"}
+    assert 0 < r["guards"] < r["python"] and r["outputs"] > 0
