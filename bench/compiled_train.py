@@ -180,7 +180,6 @@ def main(argv=None) -> None:
     ap.add_argument("--only", nargs="*", default=list(wl_train.TRAIN_NAMES))
     args = ap.parse_args(argv)
     limit_threads(args.threads)
-    os.environ.setdefault("EMBER_STEP_PROGRAM", "1")  # whole captured steps as programs
     modules = load_modules("all", args.threads)
     ember = modules["ember"]
     labels, rows = {}, []

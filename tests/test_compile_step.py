@@ -87,30 +87,62 @@ def _train(name, make_opt, compiled, steps, set_to_none=True):
     return losses, model, opt, fn
 
 
-def _check_same(name, make_opt, steps, atol=1e-5, **kw):
+def _check_same(name, make_opt, steps, param_atol=1e-5, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to eager
         got, m1, o1, fn = _train(name, make_opt, True, steps, **kw)
     want, m2, o2, _ = _train(name, make_opt, False, steps, **kw)
     np.testing.assert_allclose(got, want, rtol=1e-4)
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=atol, err_msg=k)
+        a, b = a.numpy().copy(), b.numpy().copy()
+        noise = _zero_gradient_entries(m1, k, a.shape)
+        if noise is not None:
+            # Entries whose gradient is zero in exact arithmetic (attention's key bias: softmax
+            # ignores a constant added to every score of a row) get rounding noise (~1e-9) as their
+            # gradient, which Adam scales by 1/eps; the native kernels (whole-step program) round
+            # differently from the eager ones, so those entries follow different noise. Both stay
+            # near zero; every other entry must match.
+            assert np.abs(a[noise]).max() < 1e-3 and np.abs(b[noise]).max() < 1e-3, k
+            a[noise] = b[noise] = 0.0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=param_atol, err_msg=k)
     for s1, s2 in zip(o1.state.values(), o2.state.values()):
         for k in s2:
-            np.testing.assert_allclose(np.asarray(s1[k]), np.asarray(s2[k]), rtol=1e-4, atol=1e-6, err_msg=k)
+            _close_to_scale(np.asarray(s1[k]), np.asarray(s2[k]), k)
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         assert (p1.grad is None) == (p2.grad is None)
         if p2.grad is not None:
-            np.testing.assert_allclose(p1.grad.numpy(), p2.grad.numpy(), rtol=1e-4, atol=atol / 10)
+            _close_to_scale(p1.grad.numpy(), p2.grad.numpy(), "grad")
     return fn
+
+
+def _close_to_scale(a, b, what):
+    """Gradients (and momentum, their running sum) are sums whose terms cancel (batch norm's
+    backward most): an entry's rounding error follows the size of the terms, not of the entry,
+    so small entries are compared at 1e-4 of the tensor's largest entry (native and eager
+    kernels round differently)."""
+    scale = float(np.abs(b).max()) if b.size else 0.0
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-6, 1e-4 * scale), err_msg=what)
+
+
+def _zero_gradient_entries(model, key, shape):
+    """A mask of the entries of state-dict ``key`` whose gradient is zero in exact arithmetic, or None."""
+    if not isinstance(model, GPT) or not key.endswith("attn.c_attn.bias"):
+        return None
+    mask = np.zeros(shape, bool)
+    n = shape[0] // 3
+    mask[n : 2 * n] = True  # the key third of the q, k, v projection's bias
+    return mask
 
 
 @_NEEDS_C
 @pytest.mark.parametrize("name", ["mlp", "gpt", "moe-gpt", "lstm"])
 def test_twenty_compiled_steps_match_eager(name):
-    # MoE: the graph's experts run on capacity-sized batches, eager's on the kept rows only, so
-    # BLAS rounds differently and AdamW scales that noise up on near-zero gradients
-    fn = _check_same(name, _OPTIMIZERS["adamw"], 20, atol=1e-4 if name == "moe-gpt" else 1e-5)
+    # Adam divides each gradient entry by its running RMS, so an entry whose gradient is small
+    # moves by up to lr (1e-2) per step in whichever direction rounding sent it: GPT's parameters
+    # (whole-step program, native kernels) agree with eager's within 1% of lr after 20 steps
+    # (measured: 2e-5), its losses within 2e-7 relative. MoE: the graph's experts run on
+    # capacity-sized batches, eager's on the kept rows only, so BLAS rounds differently too.
+    fn = _check_same(name, _OPTIMIZERS["adamw"], 20, param_atol=1e-4 if name in ("gpt", "moe-gpt") else 1e-5)
     # one graph for the first step (it creates the optimizer state), one for every later step
     assert fn.recompiles == 2 and all(isinstance(e, StepEntry) for e in fn.cache.values())
     (entry,) = fn.cache.values()
@@ -159,7 +191,8 @@ def test_step_graph_holds_backward_and_update_and_returns_loss():
     np.testing.assert_allclose(loss.item(), t.sum(), rtol=1e-5)
     g = x.numpy().T @ (1 - t**2)
     np.testing.assert_allclose(w.grad.numpy(), g, rtol=1e-5)
-    np.testing.assert_allclose(w.detach().numpy(), w0 - 0.1 * g, rtol=1e-5)
+    # w0 - 0.1 * g cancels to ~1e-4 in some entries: compare at float32 rounding of the operands
+    np.testing.assert_allclose(w.detach().numpy(), w0 - 0.1 * g, rtol=1e-5, atol=1e-6)
 
 
 def test_changed_learning_rate_recompiles():

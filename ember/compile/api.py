@@ -153,11 +153,19 @@ class CompiledFunction:
         self.segment_cache: dict = {}  # a pure segment's signature -> (graph, steps, kernels)
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
+        self._hit = None  # (entry, module.training, grad mode) of the last call without arguments
         functools.update_wrapper(self, fn)
 
     def _say(self, channel, msg):
         if channel in _channels(self.options):
             print(f"[ember.compile:{channel}] {msg}", file=sys.stderr)
+
+    def _log(self, channel):
+        """``log(msg)`` for a pass when ``channel`` is on, else None (the passes then format no
+        message: printing a graph costs milliseconds, a warm-cache compile is ~0.1 s)."""
+        if channel not in _channels(self.options):
+            return None
+        return lambda m: self._say(channel, m)
 
     def _key(self, args, kwargs):
         tensors: list = []
@@ -204,12 +212,12 @@ class CompiledFunction:
         all_groups, steps = [], []
         try:
             for v in views:
-                groups = fuse(v, log=lambda m: self._say("fusion", m))
+                groups = fuse(v, log=self._log("fusion"))
                 for g in groups:
                     g.id = len(all_groups)
                     all_groups.append(g)
                 steps.append(schedule(v, groups))
-                if steps[-1].plan is not None:
+                if steps[-1].plan is not None and self._log("fusion"):
                     self._say("fusion", str(steps[-1].plan))
         except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
             self._say("fusion", f"no fusion: {e}")
@@ -217,14 +225,14 @@ class CompiledFunction:
         makers = node_makers(graph)
         programs = build_programs(
             list(zip(views, steps)),
-            log=lambda m: self._say("codegen", m),
+            log=self._log("codegen"),
             force_eager=makers | node_readers(graph),
             eager=node_eager(makers, "grad_fn"),
         )
         if programs is not None:  # the whole schedule as native segments (program_runtime.py)
             return programs
         try:
-            fns = build_kernels(all_groups, log=lambda m: self._say("codegen", m))
+            fns = build_kernels(all_groups, log=self._log("codegen"))
         except BuildError as e:
             self._fallback(f"{e}; the graph runs op by op")
             return plain, {}
@@ -254,7 +262,7 @@ class CompiledFunction:
             traced.step = True
         if traced.step:  # the function ran backward() itself: the whole step is one graph
             try:
-                return prepare_step(traced, log=lambda m: self._say("graph", m))
+                return prepare_step(traced, log=self._log("graph"))
             except Unsupported as e:
                 return self._fallback(str(e))
         graph = IRGraph.from_traced(traced)
@@ -262,14 +270,16 @@ class CompiledFunction:
             needs = attach_node_refs(graph, traced)  # gradient kernels that read their node
         except Unsupported as e:
             return self._fallback(str(e))
-        self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
-        run_passes(graph, log=lambda m: self._say("graph", m))
+        if self._log("graph"):
+            self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
+        run_passes(graph, log=self._log("graph"))
         relax_views(graph)
-        needs = [n for n in graph.nodes if n in node_makers(graph)]  # what the passes left of them
+        makers = node_makers(graph)
+        needs = [n for n in graph.nodes if n in makers]  # what the passes left of them
         if not graph.grad_inputs:
             (steps,), kernels = self._fuse_and_build(graph, [graph])
             return _Entry(traced, graph, steps, kernels, schedule(graph, []))
-        fwd, bwd, saved = min_cut_partition(graph, log=lambda m: self._say("graph", m))
+        fwd, bwd, saved = min_cut_partition(graph, log=self._log("graph"))
         plain = schedule(fwd, [])  # op by op through apply: eager's backward
         if not any(isinstance(o, Node) for o in graph.outputs[graph.n_out + graph.n_diff :]):
             (steps,), kernels = self._fuse_and_build(graph, [fwd])
@@ -282,6 +292,18 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         if _dispatch_mode.handler is not None or self.gave_up is not None:
             return self.fn(*args, **kwargs)  # inside a capture or a profile: trace through
+        hit = self._hit
+        if hit is not None and not args and not kwargs:
+            # The last call's graph, for a call without arguments (a training step closing over
+            # its model and batch): the key is grad mode, autocast and module.training only.
+            entry, training, grad = hit
+            if (
+                grad_state.enabled is grad
+                and not _amp_state().local.active
+                and (self.module is None or self.module.training is training)
+                and entry.consts_ok()
+            ):
+                return entry.run([])
         if self.dynamic is True and not self.dyn_dims and not self.cache:
             tensors: list = []
             flatten((args, kwargs), tensors)
@@ -329,6 +351,8 @@ class CompiledFunction:
         if entry is _LAZY:
             return run_lazily(self, self.fn, args, kwargs)
         if entry.ran:
+            if not tensors and not args and not kwargs and not self.dyn_dims and key[-1] is None:
+                self._hit = (entry, key[2], key[3])
             return entry.run(tensors)
         try:
             out = entry.run(tensors)
@@ -355,9 +379,15 @@ _LAZY = _Lazy()
 
 def _autocast_key():
     """The autocast state a call runs under (a graph captured under autocast bakes its casts in)."""
-    from ember.amp import state
-
+    state = _amp_state()
     return tuple((d, s[1]) for d, s in sorted(state.local.devices.items()) if s[0]) if state.local.active else None
+
+
+@functools.cache
+def _amp_state():
+    from ember.amp import state  # not at import time: ember.amp imports the ops
+
+    return state
 
 
 def _stamp(entry, tensors):

@@ -19,14 +19,21 @@ Example:
 from __future__ import annotations
 
 import threading
+from itertools import chain, repeat
+from operator import attrgetter, is_
 
 from ember.optim.optimizer import register_optimizer_step_pre_hook
 from ember.tensor import Tensor
 
-__all__ = ["Effects", "Guards", "OptimizerGuard", "TensorGuards"]
+__all__ = ["Effects", "FastGuards", "Guards", "OptimizerGuard", "TensorGuards"]
 
 
 _MISSING = object()
+_DATA = attrgetter("_data")
+_RG = attrgetter("_requires_grad")
+_GRAD = attrgetter("_grad")
+_TRAINING = attrgetter("training")
+_values = dict.values
 
 
 def _same_value(now, then) -> bool:
@@ -105,6 +112,76 @@ class Guards:
         for o in self.opts:
             if not o.check():
                 return False
+        return True
+
+
+class FastGuards:
+    """A guard check that, once the full check passed, passes again while every object it read is
+    the same one (by identity) and every flag has the same value: a handful of C-level ``map``s
+    over the objects instead of the full check's Python loops (a few microseconds for a GPT step's
+    200 tensors and its optimizer).
+
+    What it reads: the guarded tensors' arrays (a tensor's shape, dtype and device change only
+    with its ``_data``) and ``requires_grad``; whether each ``.grad`` in ``none`` is None; each
+    ``.grad`` in ``read`` and its array; each module's ``training``; each optimizer's groups
+    (dicts, their keys and values: hyperparameters are numbers, compared by identity as
+    ``OptimizerGuard`` does) and state (keys, per-parameter dicts, their keys and values). The
+    objects of the last passing check are held, so their ids cannot be reused by new objects.
+
+    ``full()`` runs the complete check when something differs; ``datas`` is the list of the
+    tensors' arrays at the last pass (the same list object while nothing changed: a program's
+    pointer table is refilled only when it is a new list).
+    """
+
+    def __init__(self, full, tensors=(), none=(), read=(), modules=(), opts=()):
+        self.full = full
+        self.tensors = list(tensors)
+        self.none = list(none)
+        self.read = list(read)
+        self.modules = list(modules)
+        self.opts = list(opts)
+        self.datas = None
+        self._ids = self._flags = self._held = None
+
+    def _signature(self, datas) -> tuple:
+        other: list = []
+        flags = list(map(_RG, self.tensors))
+        if self.none:
+            flags += map(is_, map(_GRAD, self.none), repeat(None))
+        if self.modules:
+            flags += map(_TRAINING, self.modules)
+        if self.read:
+            grads = list(map(_GRAD, self.read))
+            other += grads
+            other += [getattr(g, "_data", None) for g in grads]
+        for o in self.opts:
+            groups = o.param_groups
+            other.append(groups)
+            other += groups
+            other += chain.from_iterable(map(_values, groups))
+            flags += chain.from_iterable(groups)  # the keys
+            flags += map(len, groups)
+            flags += [len(g.get("params", ())) for g in groups]
+            state = o.state
+            dicts = list(state.values())
+            other.append(state)
+            other += state  # the parameters
+            other += dicts
+            other += chain.from_iterable(map(_values, dicts))
+            flags += chain.from_iterable(dicts)  # the keys
+            flags += map(len, dicts)
+        ids = list(map(id, datas))
+        ids += map(id, other)
+        return ids, flags, other
+
+    def check(self) -> bool:
+        datas = list(map(_DATA, self.tensors))
+        ids, flags, other = self._signature(datas)
+        if ids == self._ids and flags == self._flags:
+            return True
+        if not self.full():
+            return False
+        self._ids, self._flags, self._held, self.datas = ids, flags, other, datas
         return True
 
 

@@ -210,13 +210,13 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
         if log:
             log(f"no program: {e}")
         return None
-    path = ckernels.library_path(src, "compiled", cc)
     if log:  # without the prelude of math helpers (mathf.c)
-        log(f"generated source ({path}):\n{src[len(prelude()) :]}")
+        log(f"generated source ({ckernels.library_path(src, 'compiled', cc)}):\n{src[len(prelude()) :]}")
     lib = ckernels.load(src, "compiled", {})
     if lib is None:
         if log:
-            log(f"the C compiler failed on the generated program (see {path.parent}); steps run one by one")
+            where = ckernels.library_path(src, "compiled", cc).parent
+            log(f"the C compiler failed on the generated program (see {where}); steps run one by one")
         return None
     table = [b[1] if b else None, b[2] if b else None]
     table += addresses

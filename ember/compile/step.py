@@ -179,7 +179,7 @@ class StepEntry:
     writes = True  # a failed run may have written state: never silently rerun eagerly
 
     def __init__(self, traced, graph: IRGraph):
-        from ember.compile.effects import Guards, TensorGuards
+        from ember.compile.effects import FastGuards, Guards, TensorGuards
 
         self.traced = traced
         self.graph = graph
@@ -195,8 +195,24 @@ class StepEntry:
             (b[1], n.shape, n.dtype) for n, b in zip(self.placeholders, traced.bindings) if b[0] == "grad"
         ]
         self.ran = False
+        self.fast_guards = FastGuards(
+            self._check,
+            tensors=[t for t, *_ in self.consts.items],
+            none=[p for p, _ in self.guards.grads],
+            read=[p for p, _, _ in self.grad_reads],
+            modules=[m for m, _ in self.guards.modules],
+            opts=[o.opt for o in self.guards.opts],
+        )
+        self.checked = None  # the guarded arrays of a passing check (a program run takes them)
 
     def consts_ok(self) -> bool:
+        """Whether this graph's guards hold (fast while the objects they read are the same)."""
+        if not self.fast_guards.check():
+            return False
+        self.checked = self.fast_guards.datas
+        return True
+
+    def _check(self) -> bool:
         if not self.consts.check():
             return False
         for p, shape, dtype in self.grad_reads:

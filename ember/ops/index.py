@@ -8,6 +8,7 @@ repeated indices accumulate, as in PyTorch.
 from __future__ import annotations
 
 import builtins
+import sys
 from collections import namedtuple
 
 import numpy as np
@@ -183,7 +184,7 @@ def getitem(input: Tensor, key) -> Tensor:
     elif kc is slice and key.step is None and key.start.__class__ in _PLAIN and key.stop.__class__ in _PLAIN:
         if input._data.ndim:
             return apply(_GETITEM, input, key=(key,), basic=True)
-    if _mode.handler is not None:  # inside vmap: a batched index tensor is read there
+    if _mode.handler is not None and "ember.func" in sys.modules:  # inside vmap (needs ember.func)
         from ember.func import _batched_index
 
         if _batched_index.has_batched(key):

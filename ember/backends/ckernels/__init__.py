@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -99,6 +100,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMBER_CACHE_DIR") or Path.home() / ".cache" / "ember" / "kernels")
 
 
+@functools.cache  # /proc/cpuinfo takes milliseconds to read; the CPU stays the same
 def _cpu_id() -> str:
     """The CPU's feature flags: a library built with -march=native must not run on another CPU."""
     try:
