@@ -2,7 +2,10 @@
 full-size input, whatever the buffers' offsets; the streaming-store path for huge outputs gives
 the same values as plain stores."""
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,9 @@ import ember
 from ember.compile.runtime import build_kernels, render_c
 
 pytestmark = pytest.mark.skipif(
-    __import__("ember.backends.ckernels", fromlist=["compiler"]).compiler() is None, reason="no C compiler"
+    __import__("ember.backends.ckernels", fromlist=["compiler"]).compiler() is None
+    or os.environ.get("EMBER_CKERNELS") == "0",
+    reason="no C compiler, or the C kernels are off (EMBER_CKERNELS=0)",
 )
 
 
@@ -77,3 +82,20 @@ def test_streaming_stores_give_the_plain_stores_values(monkeypatch, dtype):
     out = np.zeros(n + 1, npd)[1:]
     run_kernel(k, x, out)
     np.testing.assert_array_equal(out, chain(ember.tensor(x)).numpy())
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: the default is already one thread")
+def test_set_num_threads_before_the_first_kernel_library_limits_generated_loops():
+    """threadpoolctl limits only the libraries loaded when it runs: libgomp arrives later, with
+    the first C library, and a generated loop sizes its team by ``omp_get_max_threads()``."""
+    code = (
+        "import ctypes, ember\n"
+        "ember.set_num_threads(1)\n"
+        "ember.compile(lambda x: (x * 2 + 1).relu())(ember.randn(8))\n"
+        "print(ctypes.CDLL('libgomp.so.1').omp_get_max_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = str(Path(ember.__file__).parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "1"
