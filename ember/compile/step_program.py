@@ -56,7 +56,7 @@ def attach(entry, log=None) -> bool:
             return out
         return apply(n.prim, *args, **params)
 
-    steps = [("node", n) for n in order]
+    steps = entry.steps or [("node", n) for n in order]  # fused groups: step_fusion.py
     # First without the nodes that lowerings recompute (the fused loss's and layer norm's
     # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
     # node either. A lowering that fails there refuses the program; then all run eagerly.

@@ -1,0 +1,75 @@
+"""Fusion in whole training steps (``step.py``'s step graphs), which write tensors in place.
+
+A step graph holds the forward, the gradient rules, the ``.grad`` accumulation (``add_``) and the
+optimizer's in-place updates (``_foreach_*_``, ``_fused_adam_``...). Only passes that are safe
+around in-place writes and aliasing run on it: ``dce``, ``functionalize`` (a write into a fresh
+temporary nobody else reads becomes out of place) and ``fuse``, which treats every in-place write
+as an ordering constraint (``passes.fusion.order_edges``): a group never moves a read of some
+memory past a write to it, nor a write past a read, and the schedule keeps them in captured
+order. Calls whose autograd node a gradient op reads, and those gradient ops, stay unfused.
+
+:func:`fuse_step` sets ``entry.steps``, the fused schedule: ``step_program.attach`` builds a
+program from it, else :func:`run_fused` runs it (``StepEntry.run``); a failed kernel build
+leaves the entry unfused.
+
+Example:
+    >>> from ember.compile.step_fusion import fuse_step  # see tests/test_compile_step_fusion.py
+"""
+
+from __future__ import annotations
+
+import os
+
+from ember.compile.lower import schedule
+from ember.compile.passes import functionalize
+from ember.compile.passes.fusion import fuse
+from ember.compile.runtime import BuildError, build_kernels, execute
+
+__all__ = ["fuse_step", "run_fused"]
+
+
+def fuse_step(entry, log=None) -> int:
+    """Fuse ``entry``'s step graph (a ``step.StepEntry``): sets ``entry.steps``; returns the
+    number of groups (0: the entry is unchanged). The kernels are built on the first
+    :func:`run_fused` (a program built from the schedule needs none). ``EMBER_STEP_FUSION=0``
+    turns it off."""
+    if os.environ.get("EMBER_STEP_FUSION", "1") == "0":
+        return 0
+    graph = entry.graph
+    k = functionalize(graph)
+    if log and k:
+        log(f"after functionalize ({k} changes):\n{graph}")
+    try:
+        groups = fuse(graph, log=log)
+        steps = schedule(graph, groups)
+    except RuntimeError as e:  # fusion must keep the graph acyclic; never fail the call
+        if log:
+            log(f"no fusion in the step: {e}")
+        return 0
+    if not groups:
+        return 0
+    entry.steps = steps
+    entry.fused = None
+    if log and steps.plan is not None:
+        log(str(steps.plan))
+    return len(groups)
+
+
+def run_fused(entry, env: dict) -> bool:
+    """Run ``entry``'s fused schedule over ``env`` (placeholders bound; filled in place), under
+    the caller's ``no_grad``. Builds the kernels on the first call; False (nothing run, the
+    schedule dropped) when they cannot be built."""
+    if entry.fused is None:
+        from ember.compile.step import node_steps
+
+        groups = [x for kind, x in entry.steps if kind == "group"]
+        try:
+            kernels = {g.id: fn for g, fn in zip(groups, build_kernels(groups))}
+        except BuildError:
+            entry.steps = ()
+            return False
+        entry.fused = (node_steps(entry.steps, set(entry.needs_node), "step"), kernels)
+    steps, kernels = entry.fused
+    steps.plan = entry.steps.plan  # a dynamic-shape template plans again per size (dynamic.py)
+    execute(steps, kernels, env)
+    return True
