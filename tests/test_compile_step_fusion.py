@@ -158,3 +158,15 @@ def test_step_fusion_can_be_turned_off(monkeypatch):
     step, _ = _mlp_step(ember.optim.Adam, True, False)
     step(ember.randn(16, 8), ember.randint(0, 4, (16,)))
     assert all(not e.steps for e in step.cache.values())
+
+
+def test_step_graphs_leave_reductions_to_eager():
+    """A fused sum accumulates in double, eager's in float32: in a step graph the optimizer state
+    would drift from eager's over many steps, so reductions stay eager there."""
+    x = ember.randn(4, 6)
+    g = graph_of(lambda x: (x * 2).exp().sum(1) * 3, x)
+    msgs = []
+    (group,) = fuse(g, log=msgs.append, reductions=False)
+    assert [n.op for n in group.nodes] == ["mul", "exp"]
+    assert any("reductions stay unfused here" in m for m in msgs)
+    assert [n.op for n in fuse(graph_of(lambda x: (x * 2).exp().sum(1) * 3, x))[0].nodes][-2:] == ["sum", "mul"]

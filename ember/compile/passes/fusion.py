@@ -330,7 +330,7 @@ def order_edges(graph) -> dict:
     return extra
 
 
-def fuse(graph, log=None) -> list:
+def fuse(graph, log=None, reductions: bool = True) -> list:
     """Group the graph's elementwise chains, reductions and siblings; returns the groups (each
     of two or more ops). ``log(msg)``, when given, hears each group formed and each refused
     candidate with the reason.
@@ -338,7 +338,8 @@ def fuse(graph, log=None) -> list:
     In a graph that writes in place, the writes' ordering constraints (:func:`order_edges`) count
     as dependencies: a group runs at one point of the schedule, so it may not hold both a read of
     some memory before a write to it and one after (that group would depend on itself through
-    the write), nor move a read past a write."""
+    the write), nor move a read past a write. ``reductions=False`` leaves sums and maxima
+    unfused (step graphs: a fused sum accumulates in double, eager's in float32)."""
     order = {n: i for i, n in enumerate(graph.nodes)}
     extra = order_edges(graph)
 
@@ -373,6 +374,8 @@ def fuse(graph, log=None) -> list:
         for a in ins(n):
             d |= deps.get(a, set())
         why = "a gradient op reads its autograd node" if n in plain else _why_not(n)
+        if why is None and not reductions and n.op in _REDUCTIONS:
+            why = "reductions stay unfused here"
         if why is not None:
             deps[n] = d
             if log and n.kind == "call" and any(grp(a) is not None for a in n.inputs()):
