@@ -3,7 +3,9 @@
 A step graph holds the forward, the gradient rules, the ``.grad`` accumulation (``add_``) and the
 optimizer's in-place updates (``_foreach_*_``, ``_fused_adam_``...). Only passes that are safe
 around in-place writes and aliasing run on it: ``dce``, ``functionalize`` (a write into a fresh
-temporary nobody else reads becomes out of place) and ``fuse``, which treats every in-place write
+temporary nobody else reads becomes out of place), ``functionalize_writes`` (a chain of
+``add_``/``sub_``/``mul_``/``div_`` on a parameter or state tensor becomes out-of-place ops and
+one ``copy_``: an update written with primitives fuses) and ``fuse``, which treats every in-place write
 as an ordering constraint (``passes.fusion.order_edges``): a group never moves a read of some
 memory past a write to it, nor a write past a read, and the schedule keeps them in captured
 order. Calls whose autograd node a gradient op reads, and those gradient ops, stay unfused, and
@@ -24,6 +26,7 @@ import os
 
 from ember.compile.lower import schedule
 from ember.compile.passes import functionalize
+from ember.compile.passes.functionalize import functionalize_writes
 from ember.compile.passes.fusion import fuse
 from ember.compile.runtime import BuildError, build_kernels, execute
 
@@ -38,9 +41,11 @@ def fuse_step(entry, log=None) -> int:
     if os.environ.get("EMBER_STEP_FUSION", "1") == "0":
         return 0
     graph = entry.graph
-    k = functionalize(graph)
-    if log and k:
-        log(f"after functionalize ({k} changes):\n{graph}")
+    k = functionalize(graph) + functionalize_writes(graph)
+    if k:  # the replay without kernels runs the rewritten graph too
+        entry.order = [n for n in graph.nodes if n.kind != "placeholder"]
+        if log:
+            log(f"after functionalize ({k} changes):\n{graph}")
     try:
         groups = fuse(graph, log=log, reductions=False)  # eager's float32 sums: state stays eager's
         steps = schedule(graph, groups)
