@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import os
 
+from ember.compile.codegen.cstyle import access
+from ember.compile.ir import Node
 from ember.compile.lower import schedule
 from ember.compile.passes import functionalize
 from ember.compile.passes.functionalize import functionalize_writes
-from ember.compile.passes.fusion import fuse
+from ember.compile.passes.fusion import _ALIASING, fuse
 from ember.compile.runtime import BuildError, build_kernels, execute
+from ember.ops.dispatch import apply
 
 __all__ = ["fuse_step", "run_fused"]
 
@@ -75,8 +78,57 @@ def run_fused(entry, env: dict) -> bool:
         except BuildError:
             entry.steps = ()
             return False
-        entry.fused = (node_steps(entry.steps, set(entry.needs_node), "step"), kernels)
+        wrapped = node_steps(entry.steps, set(entry.needs_node), "step")
+        entry.fused = (_write_in_place(entry.steps, wrapped), kernels)
     steps, kernels = entry.fused
-    steps.plan = entry.steps.plan  # a dynamic-shape template plans again per size (dynamic.py)
+    if steps.plan is not entry.steps.plan:  # a dynamic-shape template plans again per size
+        steps.plan = entry.steps.plan  # (dynamic.py): its groups then write their own arrays
     execute(steps, kernels, env)
     return True
+
+
+def _write_in_place(base, steps):
+    """Let an elementwise group write an output straight into the placeholder a ``copy_`` then
+    fills with it (``functionalize_writes``' copies: an optimizer update's new parameter, ``m``
+    and ``v``), when the group reads that placeholder in full (each element read before it is
+    written) and nothing reads it after the group starts: ``plan.over_eager`` gives the group
+    the placeholder's array (``runtime._out_buffer``: when contiguous and its own), and the
+    ``copy_`` only copies when the group wrote elsewhere. ``base``: the schedule before
+    ``step.node_steps`` wrapped it into ``steps`` (step for step). Returns ``steps``, changed."""
+    plan = getattr(steps, "plan", None)
+    if plan is None:
+        return steps
+    made = {o: (k, g) for k, (kind, g) in enumerate(base) if kind == "group" for o in g.outputs}
+    readers: dict = {}
+    viewed = set()  # placeholders some view or alias reads: their memory is read under another name
+    for k, (kind, x) in enumerate(base):
+        for a in x.inputs if kind == "group" else x.inputs():
+            readers.setdefault(a, []).append(k)
+            if kind == "node" and x.kind == "call" and (x.prim.view or x.op in _ALIASING):
+                viewed.add(a)
+    for k, (kind, c) in enumerate(base):
+        if kind != "node" or c.kind != "call" or c.op != "copy_" or c.params or len(c.args) != 2:
+            continue
+        dst, o = c.args
+        if not isinstance(dst, Node) or dst.kind != "placeholder" or o not in made or dst in viewed:
+            continue
+        kg, g = made[o]
+        if g.kind != "elementwise" or dst not in g.inputs or access(dst.shape, g.shape) != ("full",):
+            continue
+        if o.shape != dst.shape or o.dtype != dst.dtype or o in plan.over_eager or dst in plan.over_eager.values():
+            continue
+        if any(j > kg and j != k for j in readers.get(dst, ())):
+            continue
+        plan.offsets.pop(o, None)
+        plan.over_eager[o] = dst
+        steps[k] = ("fn", _copy_unless_written(c, dst, o))
+    return steps
+
+
+def _copy_unless_written(c, dst, o):
+    def step(env):
+        if env[o]._data is not env[dst]._data:  # the group could not write there: copy
+            apply(c.prim, env[dst], env[o])
+        env[c] = env[dst]
+
+    return step
