@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["set_num_threads", "get_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "reapply"]
 
 _state = {"n": None}
 
@@ -18,6 +18,14 @@ def set_num_threads(n: int) -> None:
     except ImportError:
         return
     threadpool_limits(limits=int(n))
+
+
+def reapply() -> None:
+    """Apply ``set_num_threads``' limit again, to the thread pools loaded since: threadpoolctl
+    limits only the libraries loaded when it runs, and libgomp arrives with the first C kernel
+    library (a generated kernel sizes its team by ``omp_get_max_threads()``)."""
+    if _state["n"]:
+        set_num_threads(_state["n"])
 
 
 def get_num_threads() -> int:

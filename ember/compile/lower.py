@@ -21,8 +21,12 @@ class Steps(list):
 
 def schedule(graph, groups: list) -> list:
     """The steps: ``("node", node)`` or ``("group", group)`` for every call/item/constant node,
-    as :class:`Steps` with the memory plan of the groups' outputs."""
+    as :class:`Steps` with the memory plan of the groups' outputs. In-place writes keep their
+    order with every read and write of the memory they write (``fusion.order_edges``)."""
+    from ember.compile.passes.fusion import order_edges
+
     group_of = {n: g for g in groups for n in g.nodes}
+    extra = order_edges(graph)  # in-place writes: reads and writes of one memory keep their order
     units, deps, seen = [], [], {}
     for n in graph.nodes:
         if n.kind == "placeholder":
@@ -34,7 +38,7 @@ def schedule(graph, groups: list) -> list:
             k = seen[id(key[1])] = len(units)
             units.append(key)
             deps.append(set())
-        for a in n.inputs():
+        for a in n.inputs() + extra.get(n, []):
             if a.kind == "placeholder":
                 continue
             ga = group_of.get(a)

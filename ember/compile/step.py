@@ -38,6 +38,7 @@ from ember.backends import meta as _meta
 from ember.compile.capture import Unsupported, unflatten
 from ember.compile.ir import IRGraph, Node
 from ember.compile.passes import dce
+from ember.compile.step_fusion import fuse_step, run_fused
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
 
@@ -177,6 +178,7 @@ class StepEntry:
 
     joint = False
     writes = True  # a failed run may have written state: never silently rerun eagerly
+    steps = ()  # the schedule with fused groups (step_fusion.fuse_step), if any
 
     def __init__(self, traced, graph: IRGraph):
         from ember.compile.effects import FastGuards, Guards, TensorGuards
@@ -228,7 +230,8 @@ class StepEntry:
             env[n] = arg_tensors[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
         nodes = {}
         with no_grad():
-            for n in self.order:
+            fused = bool(self.steps) and run_fused(self, env)  # step_fusion.py
+            for n in () if fused else self.order:
                 if n.kind == "call":
                     args = [env[a] if isinstance(a, Node) else a for a in n.args]
                     params = n.params
@@ -286,8 +289,8 @@ def _run_with_node(n: Node, args: list, params: dict):
 
 
 def prepare(traced, log=None) -> StepEntry:
-    """Build the step graph, drop dead code (the only pass that is safe around in-place writes
-    and aliasing) and return the entry that runs it."""
+    """Build the step graph, drop dead code, fuse (``step_fusion.py``: only passes that are safe
+    around in-place writes and aliasing) and return the entry that runs it."""
     graph = build_step_graph(traced)
     if log:
         log(f"captured step:\n{graph}\nops: {dict(graph.counts())}")
@@ -295,6 +298,7 @@ def prepare(traced, log=None) -> StepEntry:
     if log and k:
         log(f"after dce ({k} changes):\n{graph}")
     entry = StepEntry(traced, graph)
+    fuse_step(entry, log)  # in-place writes order the groups (step_fusion.py)
     from ember.compile.step_program import attach  # a whole-step native program, where it builds
 
     attach(entry, log)

@@ -2,7 +2,7 @@
 
 ``attach(entry)`` builds a whole-graph program (``codegen/program.py``) over the step graph in
 captured order (forward, gradient rules, ``.grad`` accumulation, the optimizer's in-place
-update), without fusion (the step writes tensors in place). The ops whose autograd node a
+update), as fused by step_fusion.py (in-place writes order the groups). The ops whose autograd node a
 gradient op reads, and those gradient ops, run through the step's own eager path between native
 segments (they need the node: ``step._run_with_node``, ``step._resolve``); everything else runs
 in C: GEMMs, hand kernels, loops, and the fused Adam/AdamW update and step-count increment.
@@ -73,7 +73,7 @@ def attach(entry, log=None) -> bool:
             return out
         return apply(n.prim, *args, **params)
 
-    steps = [("node", n) for n in order]
+    steps = entry.steps or [("node", n) for n in order]  # fused groups: step_fusion.py
     # The step graph keeps the calls whose autograd node a gradient op reads as outputs (so dce
     # keeps them for the op-by-op replay); the program runs every step anyway, and values it
     # need not return stay in its arena instead of being new arrays per call.

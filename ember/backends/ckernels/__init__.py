@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ember import _threads
 from ember.backends.ckernels import signatures as _signatures
 
 __all__ = [
@@ -180,6 +181,7 @@ def load(src: str, name: str, signatures: dict, suffixes=("",), flag_sets=FLAG_S
                     fn = getattr(lib, sym + suffix)
                     fn.argtypes = argtypes
                     fn.restype = None
+            _threads.reapply()  # the library may have brought libgomp in after set_num_threads
             return lib
         except (OSError, AttributeError) as e:
             log.debug("ember C kernels: cannot load %s (%s)%s", path, e, "; rebuilding" if attempt == 0 else "")

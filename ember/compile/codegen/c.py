@@ -17,9 +17,12 @@ gives the argument list as ``(C type, name)`` pairs. The text needs :func:`prelu
 
 Loop nests by group kind (``passes/fusion.py``):
 
-- elementwise: blocks of 4096 elements, ``#pragma omp parallel for`` over blocks when
-  ``n >= PARALLEL_MIN`` (threads only where the work pays: ``ember_nt`` gives one thread per
-  ``PARALLEL_MIN / 2`` elements, at most ``omp_get_max_threads()``), ``#pragma omp simd`` inside;
+- elementwise: blocks of 4096 elements starting on a cache line of the first full-size input
+  (block 0 is the few elements before it: NumPy's big arrays start 16 bytes into a line, and a
+  vector load split over two lines halves the loop's speed), ``#pragma omp parallel for`` over
+  blocks when ``n >= PARALLEL_MIN`` (threads only where the work pays: ``ember_nt`` gives one
+  thread per ``PARALLEL_MIN / 2`` elements, at most ``omp_get_max_threads()``), ``#pragma omp
+  simd`` inside; outputs of ``STREAM_MIN`` elements or more are streamed out (non-temporal);
 - row: rows in parallel (from ``ROW_PARALLEL_MIN`` elements, and more than one row); in each row, one SIMD loop per
   pass with the reductions as ``reduction(...)`` clauses (sums in double, max NaN-propagating);
   a single long row runs each pass's loop in parallel instead;
@@ -60,10 +63,13 @@ ROW_PARALLEL_MIN = 1 << 22
 _FAST_F32 = {"EXP": "exp_f32", "TANH": "tanh_f32", "ERF": "erf_f32"}
 
 
-STREAM_MIN = 1 << 20  # outputs this big will not be read from cache: store them non-temporally
-
-# Streaming (non-temporal) stores for big outputs: a normal store first reads the line it
-# writes (write-allocate), 3 memory transfers per element instead of the copy's 2.
+# Outputs of this many elements or more are written with streaming (non-temporal) stores: a
+# block computed in L1, then streamed out, so that they do not evict the cache. Below it, plain
+# stores: glibc's memcpy (NumPy's copy) itself streams only above its x86_non_temporal_threshold
+# (288 MiB on the AMD EPYC dev machine); at 64 MiB, plain stores time as the copy while streaming
+# was 1.07x slower into a written buffer and 1.2-1.3x into fresh pages (the page fault zeroes the
+# page through the cache, and the streaming store must then evict those lines).
+STREAM_MIN = 1 << 26
 _STREAM = r"""
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
@@ -135,6 +141,22 @@ def kernel_sizes(group) -> tuple:
     return (group.numel(), *group.rows_cols())
 
 
+def _aligned_blocks(anchor: str) -> str:
+    """The head of a flat elementwise loop: block 0 runs up to the first 64-byte boundary of
+    ``anchor``, then blocks of ``BLOCK`` elements start on cache lines (so do their vector loads,
+    and their streaming stores when the output shares the anchor's offset). Opens the block loop
+    with ``start`` and ``end`` set; the caller closes it."""
+    return (
+        f"    const int64_t h0 = (int64_t)(((64 - (uintptr_t){anchor} % 64) % 64) / sizeof(*{anchor}));\n"
+        "    const int64_t h = h0 < n ? h0 : n;  /* elements before the first aligned block */\n"
+        f"    const int64_t nb = 1 + (n - h + {BLOCK} - 1) / {BLOCK};\n"
+        f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+        "    for (int64_t b = 0; b < nb; b++) {\n"
+        f"        const int64_t start = b ? h + (b - 1) * {BLOCK} : 0;\n"
+        f"        const int64_t end = !b ? h : (start + {BLOCK} < n ? start + {BLOCK} : n);\n"
+    )
+
+
 def _indent(lines, k: int) -> str:
     return "\n".join(" " * k + s for s in lines)
 
@@ -177,7 +199,7 @@ class CRenderer(CStyleRenderer):
                 )
             )
         if any(self.storage(o.dtype) != T for o in outs):  # 2-byte stores: no streaming; blocks
-            return head + self._blocks(direct)
+            return head + self._blocks(direct, self._anchor(group))
         staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
         bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
         stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
@@ -186,12 +208,8 @@ class CRenderer(CStyleRenderer):
             + pre
             + (
                 "    (void)rows; (void)cols;\n"
-                f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
-                f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
-                f"    for (int64_t b = 0; b < nb; b++) {{\n"
-                f"        const int64_t start = b * {BLOCK};\n"
-                f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
-                f"        if (n < {STREAM_MIN}) {{\n"
+                + _aligned_blocks(self._anchor(group))
+                + f"        if (n < {STREAM_MIN}) {{\n"
                 f"            #pragma omp simd\n"
                 f"            for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 16)}\n            }}\n"
                 f"        }} else {{  /* compute a block in L1, then stream it out */\n"
@@ -205,18 +223,23 @@ class CRenderer(CStyleRenderer):
             )
         )
 
-    def _blocks(self, direct: list) -> str:
+    def _blocks(self, direct: list, anchor: str) -> str:
         """An elementwise loop body over blocks of ``BLOCK`` elements (parallel when long)."""
         return (
-            "    (void)rows; (void)cols;\n"
-            f"    const int64_t nb = (n + {BLOCK} - 1) / {BLOCK};\n"
-            f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
-            f"    for (int64_t b = 0; b < nb; b++) {{\n"
-            f"        const int64_t end = (b + 1) * {BLOCK} < n ? (b + 1) * {BLOCK} : n;\n"
-            f"        #pragma omp simd\n"
-            f"        for (int64_t i = b * {BLOCK}; i < end; i++) {{\n{_indent(direct, 12)}\n        }}\n"
+            "    (void)rows; (void)cols;\n" + _aligned_blocks(anchor) + f"        #pragma omp simd\n"
+            f"        for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 12)}\n        }}\n"
             f"    }}\n}}\n"
         )
+
+    @staticmethod
+    def _anchor(group) -> str:
+        """The buffer whose alignment the blocks follow: the first input read in full (a vector
+        load split over two cache lines costs two; NumPy's large arrays start 16 bytes into a
+        line), else the first output."""
+        for k, a in enumerate(group.inputs):
+            if tuple(a.shape) == tuple(group.shape):
+                return f"in{k}"
+        return "out0"
 
     def _gemm(self, group) -> tuple:
         """The BLAS call into the buffer of an output, and the name of the GEMM's value."""

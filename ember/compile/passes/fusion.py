@@ -30,7 +30,7 @@ from __future__ import annotations
 from ember.compile.codegen.cstyle import access, supported
 from ember.compile.ir import Node, node_makers, node_readers
 
-__all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands"]
+__all__ = ["FusionGroup", "fuse", "fused_listing", "gemm_operands", "order_edges"]
 
 # bfloat16/float16 groups load 16 bits, compute in float32 and round once per output
 # (codegen/lowp.py); their GEMMs widen both operands to float32 scratch and run sgemm.
@@ -281,11 +281,71 @@ def _merge_into(target: FusionGroup, g: FusionGroup, order: dict) -> bool:
     return True
 
 
-def fuse(graph, log=None) -> list:
+# Ops whose result may share its input's memory (besides views and in-place writes): memplan's.
+_ALIASING = frozenset({"contiguous", "to", "to_detached", "view_dtype", "flip", "detach", "alias"})
+
+
+def _storage(a: Node) -> Node:
+    """The node whose memory ``a`` is: through views, in-place writes (their result is the
+    tensor written) and ops that may return their input."""
+    while a.kind == "call" and a.args and isinstance(a.args[0], Node):
+        if not (a.prim.view or a.prim.inplace or a.op in _ALIASING):
+            break
+        a = a.args[0]
+    return a
+
+
+def order_edges(graph) -> dict:
+    """The ordering constraints of in-place writes, as extra inputs: ``{node: [nodes it must run
+    after]}`` beyond its data inputs. A write to a tensor's memory (``add_``, ``_foreach_*_``,
+    ``_fused_adam_``: the first ``n_written`` arguments) runs after every earlier read of that
+    memory (through any view) and after the previous write; a read runs after the last write
+    before it in captured order. Multi-tensor updates leave later readers reading the written
+    argument's node (``ir.py``), so SSA edges alone do not order them. Empty without writes."""
+    if not any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
+        return {}
+    last_write: dict = {}  # storage -> the last node that wrote it
+    readers: dict = {}  # storage -> nodes that read it since that write
+    extra: dict = {}
+    for n in graph.nodes:
+        if n.kind != "call":
+            continue
+        before = set(n.inputs())
+        preds = []
+        for s in dict.fromkeys(_storage(a) for a in n.inputs()):
+            w = last_write.get(s)
+            if w is not None and w is not n and w not in before:
+                preds.append(w)
+            readers.setdefault(s, []).append(n)
+        if n.prim.inplace:
+            k = n.params.get("n_written", 1)
+            for s in dict.fromkeys(_storage(a) for a in n.args[:k] if isinstance(a, Node)):
+                preds += [r for r in readers.get(s, ()) if r is not n and r not in before]
+                w = last_write.get(s)
+                if w is not None and w is not n and w not in before:
+                    preds.append(w)
+                last_write[s], readers[s] = n, []
+        if preds:
+            extra[n] = list(dict.fromkeys(preds))
+    return extra
+
+
+def fuse(graph, log=None, reductions: bool = True) -> list:
     """Group the graph's elementwise chains, reductions and siblings; returns the groups (each
     of two or more ops). ``log(msg)``, when given, hears each group formed and each refused
-    candidate with the reason."""
+    candidate with the reason.
+
+    In a graph that writes in place, the writes' ordering constraints (:func:`order_edges`) count
+    as dependencies: a group runs at one point of the schedule, so it may not hold both a read of
+    some memory before a write to it and one after (that group would depend on itself through
+    the write), nor move a read past a write. ``reductions=False`` leaves sums and maxima
+    unfused (step graphs: a fused sum accumulates in double, eager's in float32)."""
     order = {n: i for i, n in enumerate(graph.nodes)}
+    extra = order_edges(graph)
+
+    def ins(n) -> list:  # data inputs and ordering constraints
+        return n.inputs() + extra.get(n, [])
+
     group_of: dict = {}  # node -> FusionGroup (follow ``merged`` for the live one)
     merged: dict = {}  # group id -> the group it was merged into
     deps: dict = {}  # node -> ids of the groups it transitively reads
@@ -311,9 +371,11 @@ def fuse(graph, log=None) -> list:
     plain = node_makers(graph) | node_readers(graph)  # they run with autograd (step.node_steps)
     for n in graph.nodes:
         d = set()
-        for a in n.inputs():
+        for a in ins(n):
             d |= deps.get(a, set())
         why = "a gradient op reads its autograd node" if n in plain else _why_not(n)
+        if why is None and not reductions and n.op in _REDUCTIONS:
+            why = "reductions stay unfused here"
         if why is not None:
             deps[n] = d
             if log and n.kind == "call" and any(grp(a) is not None for a in n.inputs()):
@@ -333,10 +395,16 @@ def fuse(graph, log=None) -> list:
                 candidates.append(g)
         target = None
         for g in candidates:
-            others = [b for b in n.inputs() if grp(b) is not g]
+            others = [b for b in ins(n) if grp(b) is not g]
             if any(g.id in rdeps(b) for b in others):
                 if log:
-                    log(f"refused %{n.id} ({n.op}) into group{g.id}: another input depends on the group (cycle)")
+                    b = next(b for b in others if g.id in rdeps(b))
+                    why = (
+                        f"it must run after %{b.id} ({b.op}), an in-place write after the group's reads"
+                        if b.kind == "call" and b.prim.inplace
+                        else "another input depends on the group (cycle)"
+                    )
+                    log(f"refused %{n.id} ({n.op}) into group{g.id}: {why}")
                 continue
             if target is None:
                 why = _try_join(g, n, lambda a, g=g: grp(a) is g)
@@ -344,7 +412,12 @@ def fuse(graph, log=None) -> list:
                     target = g
                 elif log:
                     log(f"refused %{n.id} ({n.op}) into group{g.id}: {why}")
-            elif not any(a in g.reduced for a in n.inputs()) and _merge_into(target, g, order):
+            elif (
+                not any(a in g.reduced for a in n.inputs())
+                and not _depends(g, target, rdeps, ins)
+                and not _depends(target, g, rdeps, ins, but=n)
+                and _merge_into(target, g, order)
+            ):
                 merged[g.id] = target  # an independent sibling group read by n
         if target is None:
             target = new_group(n)
@@ -352,7 +425,7 @@ def fuse(graph, log=None) -> list:
         group_of[n] = target
         deps[n] = d | {target.id}
     groups = [g for g in groups if g.id not in merged]
-    groups = _merge_siblings(graph, groups, group_of, log)
+    groups = _merge_siblings(graph, groups, group_of, log, ins)
     groups = [g for g in groups if len(g.nodes) > 1]
     users = graph.users()
     outs = graph.output_nodes()
@@ -388,15 +461,24 @@ def fused_listing(graph, groups: list) -> str:
     return "\n".join(lines)
 
 
-def _merge_siblings(graph, groups: list, group_of: dict, log) -> list:
-    """Merge groups that read a common input and do not depend on each other (either way)."""
+def _depends(a: FusionGroup, b: FusionGroup, rdeps, ins, but=None) -> bool:
+    """Whether a member of group ``a`` (other than ``but``) reads (through any path, or must run
+    after) a value of group ``b``."""
+    members = set(a.nodes)
+    return any(b.id in rdeps(x) for n in a.nodes if n is not but for x in ins(n) if x not in members)
+
+
+def _merge_siblings(graph, groups: list, group_of: dict, log, ins=None) -> list:
+    """Merge groups that read a common input and do not depend on each other (either way;
+    ``ins(node)``: its inputs and ordering constraints)."""
+    ins = ins or (lambda n: n.inputs())
     order = {n: i for i, n in enumerate(graph.nodes)}
     while True:
         owner = {n: g for g in groups for n in g.nodes}
         reach: dict = {}  # node -> ids of the groups it depends on (through any path)
         for n in graph.nodes:
             r = set()
-            for a in n.inputs():
+            for a in ins(n):
                 r |= reach.get(a, set())
                 if a in owner:
                     r.add(id(owner[a]))
