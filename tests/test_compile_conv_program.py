@@ -274,8 +274,8 @@ def test_in_place_updates_lower_and_match_eager():
     compiled = ember.compile(fn)
     for _ in range(3):
         np.testing.assert_allclose(compiled(x).item(), eager(x).item(), rtol=1e-6)  # a sum: C's order
-    for k in s1:
-        np.testing.assert_array_equal(s2[k].numpy(), s1[k].numpy(), err_msg=k)
+    for k in s1:  # the buf chain is one fused loop (step_fusion.py): the C compiler may contract it
+        np.testing.assert_allclose(s2[k].numpy(), s1[k].numpy(), rtol=1e-6, atol=1e-7, err_msg=k)
     np.testing.assert_array_equal(w2.detach().numpy(), w1.detach().numpy())
     assert int(s2["count"].item()) == 3
     assert _program(compiled)[:2] == (1, [])

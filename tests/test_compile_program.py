@@ -217,7 +217,7 @@ def test_whole_training_step_as_one_program(name, monkeypatch):
 
 def test_in_place_writes_reach_non_contiguous_inputs():
     """Step programs write parameters in place: an input the program had to copy (non-contiguous)
-    is copied back after the run, for lowered (``_foreach_add_``) and eager (``copy_``) writes."""
+    is copied back after the run, for lowered (``_foreach_add_``) and eager (``lerp_``) writes."""
     from ember.compile.capture import trace
     from ember.compile.ir import IRGraph
     from ember.compile.lower import schedule
@@ -225,13 +225,13 @@ def test_in_place_writes_reach_non_contiguous_inputs():
 
     def f(a, b):
         ember._foreach_add_([a], [1.0])
-        b.copy_(b + a.sum())  # no lowering for copy_: eager, between segments
+        b.lerp_(b + a.sum(), 1.0)  # no lowering for lerp_: eager, between segments
         return (a * 2).exp()
 
     a0, b0 = ember.randn(3, 4), ember.randn(4, 3)
     graph = IRGraph.from_traced(trace(f, (a0.clone(), b0.clone()), {}))
     (prog,), _ = build_programs([(graph, schedule(graph, []))])
-    assert [n.op for n in prog.spec.eager_nodes] == ["copy_"]
+    assert [n.op for n in prog.spec.eager_nodes] == ["lerp_"]
     a, b = a0.clone().t().contiguous().t(), b0.clone().t().contiguous().t()  # non-contiguous
     assert not a._data.flags.c_contiguous
     env = {n: t for n, t in zip([n for n in graph.nodes if n.kind == "placeholder"], (a, b))}
@@ -239,3 +239,29 @@ def test_in_place_writes_reach_non_contiguous_inputs():
     np.testing.assert_allclose(a.numpy(), a0.numpy() + 1, rtol=1e-6)
     np.testing.assert_allclose(b.numpy(), b0.numpy() + (a0.numpy() + 1).sum(), rtol=1e-5)
     np.testing.assert_allclose(env[graph.outputs[0]].numpy(), np.exp((a0.numpy() + 1) * 2), rtol=1e-5)
+
+
+def test_copy_lowers_in_programs():
+    """``copy_`` (the write a functionalized in-place chain ends with) runs natively: a same-shape
+    source, a broadcast row and one element, into contiguous and non-contiguous targets."""
+    from ember.compile.capture import trace
+    from ember.compile.ir import IRGraph
+    from ember.compile.lower import schedule
+    from ember.compile.program_runtime import build_programs
+
+    def f(a, b, c, r):
+        a.copy_(a * 2 + 1)
+        b.copy_(r.exp())  # (4,) broadcast over b's rows
+        c.copy_(r.sum())  # one element
+        return a.sum()
+
+    a0, b0, c0, r0 = ember.randn(3, 4), ember.randn(3, 4), ember.randn(2, 4), ember.randn(4)
+    graph = IRGraph.from_traced(trace(f, (a0.clone(), b0.clone(), c0.clone(), r0.clone()), {}))
+    (prog,), _ = build_programs([(graph, schedule(graph, []))])
+    assert not prog.spec.eager_nodes
+    a, b, c = a0.clone(), b0.clone().t().contiguous().t(), c0.clone()
+    env = {n: t for n, t in zip([n for n in graph.nodes if n.kind == "placeholder"], (a, b, c, r0))}
+    prog.run(env)
+    np.testing.assert_allclose(a.numpy(), a0.numpy() * 2 + 1, rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), np.broadcast_to(np.exp(r0.numpy()), (3, 4)), rtol=1e-6)
+    np.testing.assert_allclose(c.numpy(), np.full((2, 4), r0.numpy().sum()), rtol=1e-5)

@@ -290,15 +290,9 @@ def _sum(n, ctx):
 _INPLACE_OPS = {"add_": "+", "sub_": "-", "mul_": "*", "div_": "/"}
 
 
-def _inplace_binary(n, ctx):
-    """``t op= other`` for a tensor or number ``other`` that broadcasts to ``t`` (same dtype)."""
-    if n.params or len(n.args) != 2 or not hasattr(n.args[0], "kind"):
-        return None
-    t, o = n.args
-    dt = dname(t)
-    T = CTYPES.get(dt)
-    if T is None or dt == "bool" or (n.op == "div_" and dt not in _FLOAT):
-        return None
+def _operand(t, o, ctx, T, dt):
+    """C text of element ``i`` of ``o`` (a tensor of ``t``'s dtype broadcasting to ``t`` as a
+    trailing suffix or one element, or a number), or None."""
     if hasattr(o, "kind"):
         if o.dtype != t.dtype or len(o.shape) > len(t.shape):
             return None
@@ -308,15 +302,43 @@ def _inplace_binary(n, ctx):
         if o.shape != t.shape[lead:] and _numel(o.shape) != 1:
             return None  # a broadcast inside: left to the eager kernel
         m = _numel(o.shape)
-        rhs = f"{ctx.ptr(o)}[{'0' if m == 1 else f'i % {m}'}]"
-    elif type(o) in (int, float) and (dt in _FLOAT or type(o) is int):
-        rhs = _R.literal(o, T) if dt in _FLOAT else f"(({T}){o})"
-    else:
+        return f"{ctx.ptr(o)}[{'0' if m == 1 else f'i % {m}'}]"
+    if type(o) in (int, float) and (dt in _FLOAT or type(o) is int):
+        return _R.literal(o, T) if dt in _FLOAT else f"(({T}){o})"
+    return None
+
+
+def _inplace_binary(n, ctx):
+    """``t op= other`` for a tensor or number ``other`` that broadcasts to ``t`` (same dtype)."""
+    if n.params or len(n.args) != 2 or not hasattr(n.args[0], "kind"):
+        return None
+    t, o = n.args
+    dt = dname(t)
+    T = CTYPES.get(dt)
+    if T is None or dt == "bool" or (n.op == "div_" and dt not in _FLOAT):
+        return None
+    rhs = _operand(t, o, ctx, T, dt)
+    if rhs is None:
         return None
     tp = ctx.ptr(t)
     return Inplace(
         t, [f"for (int64_t i = 0; i < {_numel(t.shape)}; i++) {tp}[i] = ({T})({tp}[i] {_INPLACE_OPS[n.op]} {rhs});"]
     )
+
+
+def _inplace_copy(n, ctx):
+    """``t.copy_(src)`` with ``src`` of ``t``'s dtype (a broadcast suffix or one element): the copy
+    that ends a functionalized chain of in-place updates (``passes/functionalize.py``)."""
+    if n.params or len(n.args) != 2 or not all(hasattr(a, "kind") for a in n.args):
+        return None
+    t, o = n.args
+    dt = dname(t)
+    T = CTYPES.get(dt)
+    src = None if T is None else _operand(t, o, ctx, T, dt)
+    if src is None:
+        return None
+    tp = ctx.ptr(t)
+    return Inplace(t, [f"for (int64_t i = 0; i < {_numel(t.shape)}; i++) {tp}[i] = {src};"])
 
 
 # --------------------------------------------------------------------------- SGD
@@ -378,7 +400,8 @@ NORM_LOWERINGS = {
     "sub_": _inplace_binary,
     "mul_": _inplace_binary,
     "div_": _inplace_binary,
+    "copy_": _inplace_copy,
     "_fused_sgd_": _fused_sgd,
 }
 # Ops among these that write their inputs (``lowerings.INPLACE_LOWERINGS``).
-NORM_INPLACE = frozenset({"add_", "sub_", "mul_", "div_", "_fused_sgd_"})
+NORM_INPLACE = frozenset({"add_", "sub_", "mul_", "div_", "copy_", "_fused_sgd_"})
