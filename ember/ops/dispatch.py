@@ -39,6 +39,8 @@ __all__ = [
     "apply",
     "apply1",
     "apply2",
+    "apply_p1",
+    "apply_p2",
     "run",
     "composite",
     "mode",
@@ -97,6 +99,9 @@ class Primitive:
         multi: the implementation returns a tuple of arrays (None where an output is not
             wanted), and ``apply`` a tuple of tensors (the gradient kernels of fused ops are of
             this kind); a node, if any, is the history of the first output only.
+        params: the names of the parameters, in order, that :func:`apply_p1` and
+            :func:`apply_p2` pass positionally
+            (hot one-input ops: views, reductions); ``apply`` takes them by keyword as ever.
 
     Example:
         >>> import numpy as np
@@ -119,6 +124,7 @@ class Primitive:
         "out_device",
         "multi",
         "special",
+        "params",
         "__weakref__",
     )
 
@@ -136,6 +142,7 @@ class Primitive:
         out_device: bool = False,
         multi: bool = False,
         jvp=None,
+        params: tuple = (),
     ):
         self.name = name
         self.node = node
@@ -153,6 +160,7 @@ class Primitive:
         self.inplace = inplace
         self.out_device = out_device
         self.multi = multi
+        self.params = params
         # apply's slow path; a saved output alone is handled where the node is made (no cost without one)
         self.special = extras or view or inplace or out_device or multi
         if view is True and (extras or inplace or multi or out_device):
@@ -349,6 +357,127 @@ def apply2(prim: Primitive, a, b):
     return t
 
 
+# --------------------------------------------------------------------------- positional forms
+# apply_p1/apply_p2: one tensor input and one or two parameters, passed positionally (views,
+# indexing, reductions). On 16 elements the keyword form's packing (a dict, a keyword call, the
+# attribute loop) costs more than NumPy's work. Fixed arities, because *args costs as much.
+
+
+def apply_p1(prim: Primitive, x, p0):
+    """``apply(prim, x, **{prim.params[0]: p0})`` without the keyword packing.
+
+    A mode's handler sees the call exactly as through :func:`apply` (the same primitive, inputs
+    and params dict), and the node gets the same attributes. ``x`` must be a Tensor.
+    """
+    handler = mode.handler
+    if handler is not None:
+        return handler(prim, (x,), {prim.params[0]: p0})
+    dev = x._device
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(x, p0)
+    if prim.special:
+        return _finish_p(prim, out, x, {prim.params[0]: p0}, dev)
+    return _plain_p(prim, out, x, dev, p0, None, 1)
+
+
+def apply_p2(prim: Primitive, x, p0, p1):
+    """``apply(prim, x, **{prim.params[0]: p0, prim.params[1]: p1})`` without the keyword
+    packing; as :func:`apply_p1`."""
+    handler = mode.handler
+    if handler is not None:
+        names = prim.params
+        return handler(prim, (x,), {names[0]: p0, names[1]: p1})
+    dev = x._device
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(x, p0, p1)
+    if prim.special:
+        names = prim.params
+        return _finish_p(prim, out, x, {names[0]: p0, names[1]: p1}, dev)
+    return _plain_p(prim, out, x, dev, p0, p1, 2)
+
+
+def _plain_p(prim: Primitive, out, x, dev, p0, p1, n: int) -> Tensor:
+    """The plain output of apply_p1/apply_p2: a tensor, with a node when x requires grad."""
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    if x._requires_grad:
+        node_cls = prim.node
+        if node_cls is not None and grad_state.enabled:
+            node = node_cls()
+            node.inputs = (x,)
+            node.edges = (x._node or x,)
+            names = prim.params
+            setattr(node, names[0], p0)
+            if n == 2:
+                setattr(node, names[1], p1)
+            t._node = node
+            t._requires_grad = True
+            if prim.save_out:
+                _save_out(t, out)
+    return t
+
+
+def _finish_p(prim: Primitive, out, x, params: dict, dev) -> Tensor:
+    """The special outputs of apply_p1/apply_p2: views written out (the most common kind),
+    the others through :func:`_finish`."""
+    view = prim.view
+    if view is not True:
+        if prim.multi and prim.extras and not prim.out_device:
+            return _finish_pair(prim, out, x, params, dev)
+        if not view or prim.extras:
+            return _finish(prim, out, (x,), params, dev)
+        b = out.base  # "maybe": a view when the array is one (reshape, indexing)
+        d = x._data
+        if b is None or not (b is d or (d.base is not None and b is d.base)):
+            return _finish(prim, out, (x,), params, dev)
+    t = _new(Tensor)  # _wrap_view written out
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    base = x._base
+    if base is None:
+        base = x
+    t._base = base
+    t._view_of = (x, prim, params)
+    vc = x._vc
+    if vc is not None:
+        t._vc = vc
+    if x._requires_grad and prim.node is not None:
+        return _view_history(prim, t, x, base, (x,), params, None)
+    return t
+
+
+def _finish_pair(prim: Primitive, out, x, params: dict, dev):
+    """:func:`_finish` for the usual multi-output kind (values and indices, with node attributes)
+    written out: the first output carries the node, as there."""
+    arrays, attrs = out
+    if len(arrays) != 2 or arrays[0] is None:
+        return _finish(prim, out, (x,), params, dev)
+    a0, a1 = arrays
+    if a0.__class__ is not _ndarray and isinstance(a0, _generic):
+        a0 = _asarray(a0)
+    t = _new(Tensor)
+    t._data = a0
+    if dev is not CPU:
+        t._device = dev
+    if a1 is not None:
+        a1 = _plain(a1, dev)
+    node_cls = prim.node
+    if node_cls is not None and x._requires_grad and grad_state.enabled:
+        _record(node_cls, t, (x,), params, attrs)
+        if prim.save_out:
+            _save_out(t, a0)
+    return t, a1
+
+
 def run(prim: Primitive, inputs: tuple, params: dict):
     """The eager step of ``apply`` (what modes call to compute): the same code as ``apply``'s
     body after its handler test, which is written out there to spare the hot path a call."""
@@ -485,6 +614,11 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
         t._vc = x._vc
     if not x._requires_grad or prim.node is None:
         return t
+    return _view_history(prim, t, x, base, inputs, params, attrs)
+
+
+def _view_history(prim: Primitive, t: Tensor, x: Tensor, base: Tensor, inputs: tuple, params: dict, attrs):
+    """The autograd part of a view ``t`` of ``x`` (which requires grad); ``base`` is t's base."""
     if not grad_state.enabled:
         # As in PyTorch: a view made under no_grad of a tensor that requires grad requires grad
         # too (as a leaf), and may not be modified in place once grad mode is back on.

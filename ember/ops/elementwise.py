@@ -147,7 +147,12 @@ def _operands(a, b, op: str, float_result: bool = False):
             if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind in "fV"):
                 return ad, bd, device
         elif isinstance(b, (int, float)) and ad.dtype.kind == "f":  # a float result either way
-            return ad, b, device
+            if not b:  # zeros stay Python numbers (0.0 and -0.0 would share a cache key)
+                return ad, b, device
+            c = _SCALARS.get((b, ad.dtype))
+            if c is not None and (b.__class__ is float or b.__class__ is int) and ad.__class__ is np.ndarray:
+                return ad, c, device
+            return ad, _scalar_operand(b, ad), device
         else:
             if not isinstance(b, (int, float, bool, np.generic)):
                 raise TypeError(f"{op}(): unsupported operand type {type(b).__name__}")
@@ -173,6 +178,32 @@ def _operands(a, b, op: str, float_result: bool = False):
     else:
         bd = device.backend.xp.asarray(bd, dtype=npd) if device is not CPU else np.asarray(bd, dtype=npd)
     return ad, bd, device
+
+
+# Python numbers as 0-d arrays of the float dtype they meet: NumPy converts a Python scalar
+# operand on every call (about 0.2 us, more than a 16-element op), a 0-d array of the array's
+# dtype it takes as is, with the same result bit for bit (NumPy 2's rules convert the number to
+# the array's dtype first). Zeros are left out (0.0 and -0.0 are one key), and numbers beyond the
+# dtype's range (their conversion differs). Bounded: cleared when full.
+_SCALARS: dict = {}
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+
+
+def _scalar_operand(b, ad):
+    """``b`` (a Python number) as a cached 0-d array of ``ad``'s float dtype, when that is safe."""
+    dt = ad.dtype
+    fmax = _FLOAT_MAX.get(dt)
+    if (
+        fmax is None
+        or ad.__class__ is not np.ndarray
+        or not (b.__class__ is float or b.__class__ is int)
+        or not 0 < (b if b > 0 else -b) <= fmax  # (this module's abs is the op)
+    ):
+        return b
+    if len(_SCALARS) >= 1024:
+        _SCALARS.clear()
+    c = _SCALARS[(b, dt)] = np.asarray(b, dt)
+    return c
 
 
 def _binary_impl(ufunc, op: str, float_result: bool = False):

@@ -17,7 +17,7 @@ from ember._mode import mode as _mode
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
-from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch import Primitive, apply, apply_p2
 
 __all__ = [
     "argsort",
@@ -179,10 +179,10 @@ def getitem(input: Tensor, key) -> Tensor:
     if kc is int:  # the common cases first: one in-range int, or one slice of ints with no step
         shape = input._data.shape
         if shape and -shape[0] <= key < shape[0]:
-            return apply(_GETITEM, input, key=(key,), basic=True)
+            return apply_p2(_GETITEM, input, (key,), True)
     elif kc is slice and key.step is None and key.start.__class__ in _PLAIN and key.stop.__class__ in _PLAIN:
         if input._data.ndim:
-            return apply(_GETITEM, input, key=(key,), basic=True)
+            return apply_p2(_GETITEM, input, (key,), True)
     if _mode.handler is not None:  # inside vmap: a batched index tensor is read there
         from ember.func import _batched_index
 
@@ -204,7 +204,7 @@ def _getitem_impl(x, key, basic):
 
 
 # Basic indexing gives a view (``apply`` sees that the array is one); "index" never does.
-_GETITEM = Primitive("getitem", Index, _getitem_impl, view="maybe")
+_GETITEM = Primitive("getitem", Index, _getitem_impl, view="maybe", params=("key", "basic"))
 _INDEX = Primitive("index", Index, lambda x, key, basic: x._data[key])
 
 
