@@ -15,7 +15,7 @@ import numpy as np
 from ember import _dtype
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, float_data, grad_state
-from ember.ops.dispatch import Primitive, apply, apply1, apply2
+from ember.ops.dispatch import REGISTRY, Primitive, apply, apply1, apply2
 
 # The public functions (what ``from ember.ops.elementwise import *`` gives ``ember``).
 __all__ = [
@@ -1048,11 +1048,45 @@ def _sigmoid_array(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-_F32 = np.dtype(np.float32)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_SIGMOID_UFUNC: list = [None]  # the compiled ufunc, or False without one; looked up on first use
+
+
+def _load_sigmoid_ufunc():
+    from ember.backends.ckernels import ufuncs
+
+    mod = ufuncs.get()
+    _SIGMOID_UFUNC[0] = uf = False if mod is None else mod.sigmoid
+    return uf
+
+
 _EXP_MAX_F64, _ONE_F64 = np.asarray(709.78, np.float64), np.asarray(1.0, np.float64)
 
 
 sigmoid = _make_unary("sigmoid", Sigmoid, _sigmoid_array, save_out=True, doc="``1 / (1 + exp(-input))``.")
+_SIGMOID = REGISTRY["sigmoid"]
+_sigmoid_numpy = _SIGMOID.cpu
+
+
+def _sigmoid_cpu(x):
+    """Small float32/float64 inputs on CPU: one compiled ufunc call (ember/backends/ckernels/
+    ufuncs.c, the same formulas as :func:`_sigmoid_array`, equal bit for bit), where NumPy takes
+    seven. From about 2K elements NumPy's vectorized exp beats the ufunc's scalar one: NumPy."""
+    try:
+        d = x._data
+    except AttributeError:
+        return _sigmoid_numpy(x)  # (raises the usual TypeError)
+    dt = d.dtype
+    if (dt is _F32 or dt is _F64) and d.__class__ is np.ndarray and d.size <= 2048:
+        uf = _SIGMOID_UFUNC[0]
+        if uf is None:
+            uf = _load_sigmoid_ufunc()
+        if uf:
+            return uf(d)
+    return _sigmoid_numpy(x)
+
+
+_SIGMOID.register("cpu", _sigmoid_cpu)
 
 
 def round(input, *, decimals: int = 0) -> Tensor:
