@@ -396,7 +396,7 @@ def expand(input, *sizes) -> Tensor:
     return apply(_EXPAND, input, target=target)
 
 
-_EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True)
+_EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True, params=("target",))
 
 
 @_EXPAND.register("cpu")

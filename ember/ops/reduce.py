@@ -18,7 +18,7 @@ from ember._lowp import LOW_NP, is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
-from ember.ops.dispatch import Primitive, apply, apply2, apply_p2, composite, mode
+from ember.ops.dispatch import Primitive, apply, apply2, apply_p1, apply_p2, composite, mode
 from ember.ops.elementwise import _DIV
 
 __all__ = [
@@ -57,8 +57,10 @@ values_indices = namedtuple("values_indices", ["values", "indices"])
 
 def _expand_back(g: Tensor, shape: tuple, axes: tuple, keepdim: bool) -> Tensor:
     """Broadcast a reduced gradient back to ``shape`` (re-inserting reduced axes)."""
-    from ember.ops.movement import expand, reshape
+    from ember.ops.movement import _EXPAND, expand, reshape
 
+    if not g._data.ndim and shape:  # a 0-d g (a full sum's gradient): what expand() dispatches, unchecked
+        return apply_p1(_EXPAND, g, shape)
     if not keepdim and axes and g._data.ndim:  # a 0-d g expands to any shape as it is
         kept = list(shape)
         for a in axes:
