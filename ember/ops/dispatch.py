@@ -377,6 +377,23 @@ def apply_p1(prim: Primitive, x, p0):
     if impl is None:
         impl = prim.impl_for(dev)
     out = impl(x, p0)
+    if prim.view is True:  # view, permute, expand: _wrap_view written out (the hottest kind here)
+        t = _new(Tensor)
+        t._data = out
+        if dev is not CPU:
+            t._device = dev
+        base = x._base
+        if base is None:
+            base = x
+        t._base = base
+        params = {prim.params[0]: p0}
+        t._view_of = (x, prim, params)
+        vc = x._vc
+        if vc is not None:
+            t._vc = vc
+        if x._requires_grad and prim.node is not None:
+            return _view_history(prim, t, x, base, (x,), params, None)
+        return t
     if prim.special:
         return _finish_p(prim, out, x, {prim.params[0]: p0}, dev)
     return _plain_p(prim, out, x, dev, p0, None, 1)
@@ -397,7 +414,27 @@ def apply_p2(prim: Primitive, x, p0, p1):
     if prim.special:
         names = prim.params
         return _finish_p(prim, out, x, {names[0]: p0, names[1]: p1}, dev)
-    return _plain_p(prim, out, x, dev, p0, p1, 2)
+    # _plain_p written out (sum is the hottest op here)
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    if x._requires_grad:
+        node_cls = prim.node
+        if node_cls is not None and grad_state.enabled:
+            node = node_cls()
+            node.inputs = (x,)
+            node.edges = (x._node or x,)
+            names = prim.params
+            setattr(node, names[0], p0)
+            setattr(node, names[1], p1)
+            t._node = node
+            t._requires_grad = True
+            if prim.save_out:
+                _save_out(t, out)
+    return t
 
 
 def _plain_p(prim: Primitive, out, x, dev, p0, p1, n: int) -> Tensor:
@@ -625,7 +662,16 @@ def _view_history(prim: Primitive, t: Tensor, x: Tensor, base: Tensor, inputs: t
         t._requires_grad = True
         t._no_grad_view = True
         return t
-    _record(prim.node, t, inputs, params, attrs)
+    if attrs is None and len(inputs) == 1:  # _record written out for the usual view: one input
+        node = prim.node()
+        node.inputs = inputs
+        node.edges = (x._node or x,)
+        for k, v in params.items():
+            setattr(node, k, v)
+        t._node = node
+        t._requires_grad = True
+    else:
+        _record(prim.node, t, inputs, params, attrs)
     if base._node is not None:
         # An in-place op on the base (or another view) gives the base new history; this view
         # must then be re-derived from it (inplace.refresh_views). Leaves never get history.

@@ -414,8 +414,8 @@ def add(input, other, *, alpha=1, out=None) -> Tensor:
 def sub(input, other, *, alpha=1, out=None) -> Tensor:
     """``input - alpha * other`` with broadcasting."""
     # _any_bool written inline: this check is most of sub's cost beyond add's on small tensors
-    if (input._data.dtype.kind == "b" if isinstance(input, Tensor) else input.__class__ is bool) or (
-        other._data.dtype.kind == "b" if isinstance(other, Tensor) else other.__class__ is bool
+    if (input._data.dtype is _BOOL if isinstance(input, Tensor) else input.__class__ is bool) or (
+        other._data.dtype is _BOOL if isinstance(other, Tensor) else other.__class__ is bool
     ):
         if _is_bool(input) and _is_bool(other):
             raise RuntimeError(
@@ -431,6 +431,9 @@ def sub(input, other, *, alpha=1, out=None) -> Tensor:
     if out is None:
         return apply2(_SUB, input, other)
     return _maybe_out(apply2(_SUB, input, other), out)
+
+
+_BOOL = np.dtype(np.bool_)  # (one instance: the identity test is the cheapest)
 
 
 def rsub(input, other, *, alpha=1) -> Tensor:

@@ -198,7 +198,7 @@ _PLAIN = (int, type(None))  # slice bounds the fast path of getitem passes on un
 def _getitem_impl(x, key, basic):
     d = x._data
     out = d[key]
-    if basic and isinstance(out, np.generic):
+    if basic and out.__class__ is not np.ndarray and isinstance(out, np.generic):
         out = d[key + (Ellipsis,)]  # a 0-d view rather than a NumPy scalar
     return out
 

@@ -157,20 +157,15 @@ def reshape(input, *shape) -> Tensor:
         >>> ember.arange(6).reshape(2, 3).shape
         ember.Size([2, 3])
     """
-    if _plain_shape(shape, input._data.size) is None:
-        shape = _infer_shape(_shape_arg(shape), input._data.size, "reshape")
-    return apply_p1(_RESHAPE, input, shape)
-
-
-def _plain_shape(shape: tuple, numel: int):
-    """``shape`` when it is non-negative Python ints whose product is ``numel`` (the common call,
-    ``x.view(4, 4)``: valid as given), else None (the general path converts, infers, checks)."""
-    p = 1
+    p = 1  # non-negative Python ints whose product is the size (x.reshape(4, 4)) pass as they are
     for s in shape:
         if s.__class__ is not int or s < 0:
-            return None
+            p = -1
+            break
         p *= s
-    return shape if p == numel else None
+    if p != input._data.size:
+        shape = _infer_shape(_shape_arg(shape), input._data.size, "reshape")
+    return apply_p1(_RESHAPE, input, shape)
 
 
 # A view when NumPy's reshape gives one (``apply`` checks), else a copy.
@@ -214,7 +209,13 @@ def view(input, *shape) -> Tensor:
 
     ``x.view(dtype)`` reinterprets the bytes as another dtype of the same size.
     """
-    if _plain_shape(shape, input._data.size) is None:
+    p = 1  # non-negative Python ints whose product is the size (x.view(4, 4)) pass as they are
+    for s in shape:
+        if s.__class__ is not int or s < 0:
+            p = -1
+            break
+        p *= s
+    if p != input._data.size:
         if len(shape) == 1 and isinstance(shape[0], _dtype.dtype):
             target = shape[0]
             if target.itemsize != input._data.itemsize:
