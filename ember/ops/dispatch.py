@@ -386,12 +386,21 @@ def apply_p1(prim: Primitive, x, p0):
         if base is None:
             base = x
         t._base = base
-        params = {prim.params[0]: p0}
+        name = prim.params[0]
+        params = {name: p0}
         t._view_of = (x, prim, params)
         vc = x._vc
         if vc is not None:
             t._vc = vc
         if x._requires_grad and prim.node is not None:
+            if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
+                node = prim.node()
+                node.inputs = (x,)
+                node.edges = (x._node or x,)
+                setattr(node, name, p0)
+                t._node = node
+                t._requires_grad = True
+                return t
             return _view_history(prim, t, x, base, (x,), params, None)
         return t
     if prim.special:
@@ -488,6 +497,15 @@ def _finish_p(prim: Primitive, out, x, params: dict, dev) -> Tensor:
     if vc is not None:
         t._vc = vc
     if x._requires_grad and prim.node is not None:
+        if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
+            node = prim.node()
+            node.inputs = (x,)
+            node.edges = (x._node or x,)
+            for k, v in params.items():
+                setattr(node, k, v)
+            t._node = node
+            t._requires_grad = True
+            return t
         return _view_history(prim, t, x, base, (x,), params, None)
     return t
 
