@@ -377,7 +377,15 @@ def apply_p1(prim: Primitive, x, p0):
     if impl is None:
         impl = prim.impl_for(dev)
     out = impl(x, p0)
-    if prim.view is True:  # view, permute, expand: _wrap_view written out (the hottest kind here)
+    view = prim.view
+    if view:  # view, permute, expand, reshape: _wrap_view written out (the hottest kind here)
+        if view is not True:  # "maybe" (reshape): a view when the array is one
+            if prim.extras:
+                return _finish_p(prim, out, x, {prim.params[0]: p0}, dev)
+            b = out.base
+            d = x._data
+            if b is None or not (b is d or (d.base is not None and b is d.base)):
+                return _finish(prim, out, (x,), {prim.params[0]: p0}, dev)
         t = _new(Tensor)
         t._data = out
         if dev is not CPU:
