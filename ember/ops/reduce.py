@@ -183,7 +183,8 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         dt = d.dtype
         n = d.size
         if (dt is _F32 or dt is _F64) and n and d.ndim < 33:
-            return _divide_sum(apply_p2(_SUM, input, _ALL_AXES[d.ndim], keepdim), n)
+            s = apply_p2(_SUM, input, _ALL_AXES[d.ndim], keepdim)
+            return _divide_sum(s, n) if s._node is None else apply2(_DIV, s, n)
     if not isinstance(input, Tensor):
         check_tensor(input, "mean")
     if dtype is not None:
