@@ -346,14 +346,20 @@ def apply2(prim: Primitive, a, b):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if (
-        node_cls is not None
-        and grad_state.enabled
-        and ((isinstance(a, Tensor) and a._requires_grad) or (isinstance(b, Tensor) and b._requires_grad))
-    ):
-        _record(node_cls, t, (a, b), None)
-        if prim.save_out:
-            _save_out(t, out)
+    if node_cls is not None and grad_state.enabled:
+        ga = isinstance(a, Tensor) and a._requires_grad
+        gb = isinstance(b, Tensor) and b._requires_grad
+        if ga or gb:  # _record written out for two inputs
+            node = node_cls()
+            node.inputs = (a, b)
+            node.edges = (
+                (a._node or a) if ga else (a._node if isinstance(a, Tensor) else None),
+                (b._node or b) if gb else (b._node if isinstance(b, Tensor) else None),
+            )
+            t._node = node
+            t._requires_grad = True
+            if prim.save_out:
+                _save_out(t, out)
     return t
 
 
@@ -428,6 +434,40 @@ def apply_p2(prim: Primitive, x, p0, p1):
     if impl is None:
         impl = prim.impl_for(dev)
     out = impl(x, p0, p1)
+    view = prim.view
+    if view and not prim.extras:  # getitem: _wrap_view written out, as in apply_p1
+        if view is not True:  # "maybe": a view when the array is one
+            b = out.base
+            d = x._data
+            if b is None or not (b is d or (d.base is not None and b is d.base)):
+                names = prim.params
+                return _finish(prim, out, (x,), {names[0]: p0, names[1]: p1}, dev)
+        t = _new(Tensor)
+        t._data = out
+        if dev is not CPU:
+            t._device = dev
+        base = x._base
+        if base is None:
+            base = x
+        t._base = base
+        names = prim.params
+        params = {names[0]: p0, names[1]: p1}
+        t._view_of = (x, prim, params)
+        vc = x._vc
+        if vc is not None:
+            t._vc = vc
+        if x._requires_grad and prim.node is not None:
+            if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
+                node = prim.node()
+                node.inputs = (x,)
+                node.edges = (x._node or x,)
+                setattr(node, names[0], p0)
+                setattr(node, names[1], p1)
+                t._node = node
+                t._requires_grad = True
+                return t
+            return _view_history(prim, t, x, base, (x,), params, None)
+        return t
     if prim.special:
         names = prim.params
         return _finish_p(prim, out, x, {names[0]: p0, names[1]: p1}, dev)
