@@ -39,6 +39,8 @@ __all__ = [
     "apply",
     "apply1",
     "apply2",
+    "apply_p1",
+    "apply_p2",
     "run",
     "composite",
     "mode",
@@ -97,6 +99,9 @@ class Primitive:
         multi: the implementation returns a tuple of arrays (None where an output is not
             wanted), and ``apply`` a tuple of tensors (the gradient kernels of fused ops are of
             this kind); a node, if any, is the history of the first output only.
+        params: the names of the parameters, in order, that :func:`apply_p1` and
+            :func:`apply_p2` pass positionally
+            (hot one-input ops: views, reductions); ``apply`` takes them by keyword as ever.
 
     Example:
         >>> import numpy as np
@@ -119,6 +124,7 @@ class Primitive:
         "out_device",
         "multi",
         "special",
+        "params",
         "__weakref__",
     )
 
@@ -136,6 +142,7 @@ class Primitive:
         out_device: bool = False,
         multi: bool = False,
         jvp=None,
+        params: tuple = (),
     ):
         self.name = name
         self.node = node
@@ -153,6 +160,7 @@ class Primitive:
         self.inplace = inplace
         self.out_device = out_device
         self.multi = multi
+        self.params = params
         # apply's slow path; a saved output alone is handled where the node is made (no cost without one)
         self.special = extras or view or inplace or out_device or multi
         if view is True and (extras or inplace or multi or out_device):
@@ -338,15 +346,239 @@ def apply2(prim: Primitive, a, b):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if (
-        node_cls is not None
-        and grad_state.enabled
-        and ((isinstance(a, Tensor) and a._requires_grad) or (isinstance(b, Tensor) and b._requires_grad))
-    ):
-        _record(node_cls, t, (a, b), None)
-        if prim.save_out:
-            _save_out(t, out)
+    if node_cls is not None and grad_state.enabled:
+        ga = isinstance(a, Tensor) and a._requires_grad
+        gb = isinstance(b, Tensor) and b._requires_grad
+        if ga or gb:  # _record written out for two inputs
+            node = node_cls()
+            node.inputs = (a, b)
+            node.edges = (
+                (a._node or a) if ga else (a._node if isinstance(a, Tensor) else None),
+                (b._node or b) if gb else (b._node if isinstance(b, Tensor) else None),
+            )
+            t._node = node
+            t._requires_grad = True
+            if prim.save_out:
+                _save_out(t, out)
     return t
+
+
+# --------------------------------------------------------------------------- positional forms
+# apply_p1/apply_p2: one tensor input and one or two parameters, passed positionally (views,
+# indexing, reductions). On 16 elements the keyword form's packing (a dict, a keyword call, the
+# attribute loop) costs more than NumPy's work. Fixed arities, because *args costs as much.
+
+
+def apply_p1(prim: Primitive, x, p0):
+    """``apply(prim, x, **{prim.params[0]: p0})`` without the keyword packing.
+
+    A mode's handler sees the call exactly as through :func:`apply` (the same primitive, inputs
+    and params dict), and the node gets the same attributes. ``x`` must be a Tensor.
+    """
+    handler = mode.handler
+    if handler is not None:
+        return handler(prim, (x,), {prim.params[0]: p0})
+    dev = x._device
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(x, p0)
+    view = prim.view
+    if view:  # view, permute, expand, reshape: _wrap_view written out (the hottest kind here)
+        if view is not True:  # "maybe" (reshape): a view when the array is one
+            if prim.extras:
+                return _finish_p(prim, out, x, {prim.params[0]: p0}, dev)
+            b = out.base
+            d = x._data
+            if b is None or not (b is d or (d.base is not None and b is d.base)):
+                return _finish(prim, out, (x,), {prim.params[0]: p0}, dev)
+        t = _new(Tensor)
+        t._data = out
+        if dev is not CPU:
+            t._device = dev
+        base = x._base
+        if base is None:
+            base = x
+        t._base = base
+        name = prim.params[0]
+        params = {name: p0}
+        t._view_of = (x, prim, params)
+        vc = x._vc
+        if vc is not None:
+            t._vc = vc
+        if x._requires_grad and prim.node is not None:
+            if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
+                node = prim.node()
+                node.inputs = (x,)
+                node.edges = (x._node or x,)
+                setattr(node, name, p0)
+                t._node = node
+                t._requires_grad = True
+                return t
+            return _view_history(prim, t, x, base, (x,), params, None)
+        return t
+    if prim.special:
+        return _finish_p(prim, out, x, {prim.params[0]: p0}, dev)
+    return _plain_p(prim, out, x, dev, p0, None, 1)
+
+
+def apply_p2(prim: Primitive, x, p0, p1):
+    """``apply(prim, x, **{prim.params[0]: p0, prim.params[1]: p1})`` without the keyword
+    packing; as :func:`apply_p1`."""
+    handler = mode.handler
+    if handler is not None:
+        names = prim.params
+        return handler(prim, (x,), {names[0]: p0, names[1]: p1})
+    dev = x._device
+    impl = prim.cpu if dev is CPU else None
+    if impl is None:
+        impl = prim.impl_for(dev)
+    out = impl(x, p0, p1)
+    view = prim.view
+    if view and not prim.extras:  # getitem: _wrap_view written out, as in apply_p1
+        if view is not True:  # "maybe": a view when the array is one
+            b = out.base
+            d = x._data
+            if b is None or not (b is d or (d.base is not None and b is d.base)):
+                names = prim.params
+                return _finish(prim, out, (x,), {names[0]: p0, names[1]: p1}, dev)
+        t = _new(Tensor)
+        t._data = out
+        if dev is not CPU:
+            t._device = dev
+        base = x._base
+        if base is None:
+            base = x
+        t._base = base
+        names = prim.params
+        params = {names[0]: p0, names[1]: p1}
+        t._view_of = (x, prim, params)
+        vc = x._vc
+        if vc is not None:
+            t._vc = vc
+        if x._requires_grad and prim.node is not None:
+            if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
+                node = prim.node()
+                node.inputs = (x,)
+                node.edges = (x._node or x,)
+                setattr(node, names[0], p0)
+                setattr(node, names[1], p1)
+                t._node = node
+                t._requires_grad = True
+                return t
+            return _view_history(prim, t, x, base, (x,), params, None)
+        return t
+    if prim.special:
+        names = prim.params
+        return _finish_p(prim, out, x, {names[0]: p0, names[1]: p1}, dev)
+    # _plain_p written out (sum is the hottest op here)
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    if x._requires_grad:
+        node_cls = prim.node
+        if node_cls is not None and grad_state.enabled:
+            node = node_cls()
+            node.inputs = (x,)
+            node.edges = (x._node or x,)
+            names = prim.params
+            setattr(node, names[0], p0)
+            setattr(node, names[1], p1)
+            t._node = node
+            t._requires_grad = True
+            if prim.save_out:
+                _save_out(t, out)
+    return t
+
+
+def _plain_p(prim: Primitive, out, x, dev, p0, p1, n: int) -> Tensor:
+    """The plain output of apply_p1/apply_p2: a tensor, with a node when x requires grad."""
+    if out.__class__ is not _ndarray and isinstance(out, _generic):
+        out = _asarray(out)
+    t = _new(Tensor)
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    if x._requires_grad:
+        node_cls = prim.node
+        if node_cls is not None and grad_state.enabled:
+            node = node_cls()
+            node.inputs = (x,)
+            node.edges = (x._node or x,)
+            names = prim.params
+            setattr(node, names[0], p0)
+            if n == 2:
+                setattr(node, names[1], p1)
+            t._node = node
+            t._requires_grad = True
+            if prim.save_out:
+                _save_out(t, out)
+    return t
+
+
+def _finish_p(prim: Primitive, out, x, params: dict, dev) -> Tensor:
+    """The special outputs of apply_p1/apply_p2: views written out (the most common kind),
+    the others through :func:`_finish`."""
+    view = prim.view
+    if view is not True:
+        if prim.multi and prim.extras and not prim.out_device:
+            return _finish_pair(prim, out, x, params, dev)
+        if not view or prim.extras:
+            return _finish(prim, out, (x,), params, dev)
+        b = out.base  # "maybe": a view when the array is one (reshape, indexing)
+        d = x._data
+        if b is None or not (b is d or (d.base is not None and b is d.base)):
+            return _finish(prim, out, (x,), params, dev)
+    t = _new(Tensor)  # _wrap_view written out
+    t._data = out
+    if dev is not CPU:
+        t._device = dev
+    base = x._base
+    if base is None:
+        base = x
+    t._base = base
+    t._view_of = (x, prim, params)
+    vc = x._vc
+    if vc is not None:
+        t._vc = vc
+    if x._requires_grad and prim.node is not None:
+        if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
+            node = prim.node()
+            node.inputs = (x,)
+            node.edges = (x._node or x,)
+            for k, v in params.items():
+                setattr(node, k, v)
+            t._node = node
+            t._requires_grad = True
+            return t
+        return _view_history(prim, t, x, base, (x,), params, None)
+    return t
+
+
+def _finish_pair(prim: Primitive, out, x, params: dict, dev):
+    """:func:`_finish` for the usual multi-output kind (values and indices, with node attributes)
+    written out: the first output carries the node, as there."""
+    arrays, attrs = out
+    if len(arrays) != 2 or arrays[0] is None:
+        return _finish(prim, out, (x,), params, dev)
+    a0, a1 = arrays
+    if a0.__class__ is not _ndarray and isinstance(a0, _generic):
+        a0 = _asarray(a0)
+    t = _new(Tensor)
+    t._data = a0
+    if dev is not CPU:
+        t._device = dev
+    if a1 is not None:
+        a1 = _plain(a1, dev)
+    node_cls = prim.node
+    if node_cls is not None and x._requires_grad and grad_state.enabled:
+        _record(node_cls, t, (x,), params, attrs)
+        if prim.save_out:
+            _save_out(t, a0)
+    return t, a1
 
 
 def run(prim: Primitive, inputs: tuple, params: dict):
@@ -485,13 +717,27 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
         t._vc = x._vc
     if not x._requires_grad or prim.node is None:
         return t
+    return _view_history(prim, t, x, base, inputs, params, attrs)
+
+
+def _view_history(prim: Primitive, t: Tensor, x: Tensor, base: Tensor, inputs: tuple, params: dict, attrs):
+    """The autograd part of a view ``t`` of ``x`` (which requires grad); ``base`` is t's base."""
     if not grad_state.enabled:
         # As in PyTorch: a view made under no_grad of a tensor that requires grad requires grad
         # too (as a leaf), and may not be modified in place once grad mode is back on.
         t._requires_grad = True
         t._no_grad_view = True
         return t
-    _record(prim.node, t, inputs, params, attrs)
+    if attrs is None and len(inputs) == 1:  # _record written out for the usual view: one input
+        node = prim.node()
+        node.inputs = inputs
+        node.edges = (x._node or x,)
+        for k, v in params.items():
+            setattr(node, k, v)
+        t._node = node
+        t._requires_grad = True
+    else:
+        _record(prim.node, t, inputs, params, attrs)
     if base._node is not None:
         # An in-place op on the base (or another view) gives the base new history; this view
         # must then be re-derived from it (inplace.refresh_views). Leaves never get history.

@@ -18,7 +18,7 @@ from ember._mode import mode as _mode
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
-from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch import Primitive, apply, apply_p2
 
 __all__ = [
     "argsort",
@@ -180,10 +180,10 @@ def getitem(input: Tensor, key) -> Tensor:
     if kc is int:  # the common cases first: one in-range int, or one slice of ints with no step
         shape = input._data.shape
         if shape and -shape[0] <= key < shape[0]:
-            return apply(_GETITEM, input, key=(key,), basic=True)
+            return apply_p2(_GETITEM, input, (key,), True)
     elif kc is slice and key.step is None and key.start.__class__ in _PLAIN and key.stop.__class__ in _PLAIN:
         if input._data.ndim:
-            return apply(_GETITEM, input, key=(key,), basic=True)
+            return apply_p2(_GETITEM, input, (key,), True)
     if _mode.handler is not None and "ember.func" in sys.modules:  # inside vmap (needs ember.func)
         from ember.func import _batched_index
 
@@ -199,13 +199,13 @@ _PLAIN = (int, type(None))  # slice bounds the fast path of getitem passes on un
 def _getitem_impl(x, key, basic):
     d = x._data
     out = d[key]
-    if basic and isinstance(out, np.generic):
+    if basic and out.__class__ is not np.ndarray and isinstance(out, np.generic):
         out = d[key + (Ellipsis,)]  # a 0-d view rather than a NumPy scalar
     return out
 
 
 # Basic indexing gives a view (``apply`` sees that the array is one); "index" never does.
-_GETITEM = Primitive("getitem", Index, _getitem_impl, view="maybe")
+_GETITEM = Primitive("getitem", Index, _getitem_impl, view="maybe", params=("key", "basic"))
 _INDEX = Primitive("index", Index, lambda x, key, basic: x._data[key])
 
 

@@ -37,6 +37,7 @@ __all__ = [
 
 _matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
 _dot, _ndarray = np.dot, np.ndarray
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _einsum = f32_compute(np.einsum)
 
 
@@ -91,6 +92,23 @@ def matmul(input, other, *, out=None) -> Tensor:
         >>> (ember.ones(2, 3) @ ember.ones(3, 4)).shape
         ember.Size([2, 4])
     """
+    try:  # the common call first: two float matrices that fit, no autocast, no out
+        ad, bd = input._data, other._data
+        dt = ad.dtype
+        if (
+            ad.ndim == 2
+            and bd.ndim == 2
+            and (dt is _F32 or dt is _F64)
+            and bd.dtype is dt
+            and ad.shape[1] == bd.shape[0]
+            and out is None
+            and not amp_state.local.active
+            and not input.is_sparse
+            and not other.is_sparse
+        ):
+            return apply2(_MATMUL, input, other)
+    except AttributeError:  # not tensors: the checks below say so
+        pass
     if amp_state.local.active:
         input, other = autocast_args("matmul", input, other)
     if not isinstance(input, Tensor):
@@ -117,7 +135,8 @@ def matmul(input, other, *, out=None) -> Tensor:
 
 def _matmul_impl(input, other):
     ad, bd = input._data, other._data
-    if ad.__class__ is _ndarray and ad.ndim == 2 and bd.ndim == 2 and ad.dtype.kind == "f" and ad.dtype.itemsize > 2:
+    dt = ad.dtype
+    if ad.__class__ is _ndarray and ad.ndim == 2 and bd.ndim == 2 and (dt is _F32 or dt is _F64):
         return _dot(ad, bd)  # shapes checked by matmul(); np.dot's 2-D path costs less per call
     try:
         if ad.ndim > 2 and bd.ndim == 2 and ad.flags.c_contiguous:

@@ -16,7 +16,7 @@ from ember import _dtype
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, wrap_dims
-from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch import Primitive, apply, apply_p1
 
 __all__ = [
     "adjoint",
@@ -157,12 +157,19 @@ def reshape(input, *shape) -> Tensor:
         >>> ember.arange(6).reshape(2, 3).shape
         ember.Size([2, 3])
     """
-    shape = _infer_shape(_shape_arg(shape), input._data.size, "reshape")
-    return apply(_RESHAPE, input, shape=shape)
+    p = 1  # non-negative Python ints whose product is the size (x.reshape(4, 4)) pass as they are
+    for s in shape:
+        if s.__class__ is not int or s < 0:
+            p = -1
+            break
+        p *= s
+    if p != input._data.size:
+        shape = _infer_shape(_shape_arg(shape), input._data.size, "reshape")
+    return apply_p1(_RESHAPE, input, shape)
 
 
 # A view when NumPy's reshape gives one (``apply`` checks), else a copy.
-_RESHAPE = Primitive("reshape", Reshape, lambda x, shape: x._data.reshape(shape), view="maybe")
+_RESHAPE = Primitive("reshape", Reshape, lambda x, shape: x._data.reshape(shape), view="maybe", params=("shape",))
 
 
 def _view_impl(x, shape):
@@ -183,7 +190,16 @@ def _view_impl(x, shape):
         ) from None
 
 
-_VIEW = Primitive("view", Reshape, _view_impl, view=True)
+def _view_cpu(x, shape):
+    out = x._data.reshape(shape)  # (reshape(copy=False) costs twice this on small arrays)
+    b = out.base
+    d = x._data
+    if b is d or (b is not None and b is d.base):
+        return out
+    return _view_impl(x, shape)  # the strides allow no view: raises
+
+
+_VIEW = Primitive("view", Reshape, _view_impl, cpu=_view_cpu, view=True, params=("shape",))
 # Shares memory but is no autograd view (it has no gradient), as before the dispatcher.
 _VIEW_DTYPE = Primitive("view_dtype", None, lambda x, dtype: x._data.view(dtype.np))
 
@@ -193,13 +209,20 @@ def view(input, *shape) -> Tensor:
 
     ``x.view(dtype)`` reinterprets the bytes as another dtype of the same size.
     """
-    if len(shape) == 1 and isinstance(shape[0], _dtype.dtype):
-        target = shape[0]
-        if target.itemsize != input._data.itemsize:
-            raise RuntimeError("view(dtype): only dtypes of the same element size are supported")
-        return apply(_VIEW_DTYPE, input, dtype=target)
-    shape = _infer_shape(_shape_arg(shape), input._data.size, "view")
-    return apply(_VIEW, input, shape=shape)
+    p = 1  # non-negative Python ints whose product is the size (x.view(4, 4)) pass as they are
+    for s in shape:
+        if s.__class__ is not int or s < 0:
+            p = -1
+            break
+        p *= s
+    if p != input._data.size:
+        if len(shape) == 1 and isinstance(shape[0], _dtype.dtype):
+            target = shape[0]
+            if target.itemsize != input._data.itemsize:
+                raise RuntimeError("view(dtype): only dtypes of the same element size are supported")
+            return apply(_VIEW_DTYPE, input, dtype=target)
+        shape = _infer_shape(_shape_arg(shape), input._data.size, "view")
+    return apply_p1(_VIEW, input, shape)
 
 
 def view_as(input, other) -> Tensor:
@@ -282,21 +305,24 @@ def permute(input, *dims) -> Tensor:
     return apply(_PERMUTE, input, dims=dims)
 
 
-_PERMUTE = Primitive("permute", Permute, lambda x, dims: x._data.transpose(dims), view=True)
+_PERMUTE = Primitive("permute", Permute, lambda x, dims: x._data.transpose(dims), view=True, params=("dims",))
 
 
 def transpose(input, dim0: int, dim1: int) -> Tensor:
     """Swap two dims (a view)."""
     n = input._data.ndim
+    if n == 2 and dim0.__class__ is int and dim1.__class__ is int and -2 <= dim0 < 2 and -2 <= dim1 < 2:
+        return apply_p1(_PERMUTE, input, _T2 if (dim0 - dim1) % 2 else _T1)  # a matrix: no helpers
     if n == 0:
         return apply(_RESHAPE, input, shape=())
     a, b = _wrap_dim(dim0, n, "transpose"), _wrap_dim(dim1, n, "transpose")
     dims = list(range(n))
     dims[a], dims[b] = dims[b], dims[a]
-    return apply(_PERMUTE, input, dims=tuple(dims))  # valid by construction: no permute() checks
+    return apply_p1(_PERMUTE, input, tuple(dims))  # valid by construction: no permute() checks
 
 
 _T2 = (1, 0)
+_T1 = (0, 1)
 
 
 swapaxes = swapdims = transpose
@@ -306,7 +332,7 @@ def t(input) -> Tensor:
     """Transpose a matrix (tensors of at most 2 dims)."""
     n = input._data.ndim
     if n == 2:
-        return apply(_PERMUTE, input, dims=_T2)
+        return apply_p1(_PERMUTE, input, _T2)
     if n > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {n}D")
     return apply(_RESHAPE, input, shape=input._data.shape)
@@ -371,7 +397,7 @@ def expand(input, *sizes) -> Tensor:
     return apply(_EXPAND, input, target=target)
 
 
-_EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True)
+_EXPAND = Primitive("expand", Expand, lambda x, target: np.broadcast_to(x._data, target), view=True, params=("target",))
 
 
 @_EXPAND.register("cpu")

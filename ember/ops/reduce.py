@@ -8,6 +8,7 @@ by ``gather`` at the argmax, so its gradient goes to exactly one element, as in 
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -17,7 +18,8 @@ from ember._lowp import LOW_NP, is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
-from ember.ops.dispatch import Primitive, apply, composite, mode
+from ember.ops.dispatch import Primitive, apply, apply2, apply_p1, apply_p2, composite, mode
+from ember.ops.elementwise import _DIV
 
 __all__ = [
     "all",
@@ -55,8 +57,10 @@ values_indices = namedtuple("values_indices", ["values", "indices"])
 
 def _expand_back(g: Tensor, shape: tuple, axes: tuple, keepdim: bool) -> Tensor:
     """Broadcast a reduced gradient back to ``shape`` (re-inserting reduced axes)."""
-    from ember.ops.movement import expand, reshape
+    from ember.ops.movement import _EXPAND, expand, reshape
 
+    if not g._data.ndim and shape:  # a 0-d g (a full sum's gradient): what expand() dispatches, unchecked
+        return apply_p1(_EXPAND, g, shape)
     if not keepdim and axes and g._data.ndim:  # a 0-d g expands to any shape as it is
         kept = list(shape)
         for a in axes:
@@ -117,8 +121,8 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if dim is None and dtype is None:  # the most common call, x.sum(): no helper calls
         dt = d.dtype
         n = d.ndim
-        if dt.kind == "f" and dt.itemsize > 2 and n < 33:
-            return apply(_SUM, input, axes=_ALL_AXES[n], keepdim=keepdim)
+        if (dt is _F32 or dt is _F64) and n < 33:
+            return apply_p2(_SUM, input, _ALL_AXES[n], keepdim)
     axes = _reduce_axes(dim, d.ndim, "sum")
     if dtype is not None:
         npd = _dtype.to_dtype(dtype).np
@@ -129,7 +133,7 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         if d.dtype.itemsize == 2:  # float16/bfloat16 accumulate in float32, as torch, rounded back once
             return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=np.float32, out_dtype=d.dtype)
     if npd is None:  # the common case: one parameter less to pass and to set on the node
-        return apply(_SUM, input, axes=axes, keepdim=keepdim)
+        return apply_p2(_SUM, input, axes, keepdim)
     return apply(_SUM, input, axes=axes, keepdim=keepdim, dtype=npd)
 
 
@@ -145,11 +149,24 @@ def _sum_impl(x, axes, keepdim, dtype=None, out_dtype=None):
 
 def _sum_cpu(x, axes, keepdim, dtype=None, out_dtype=None):
     # np.add.reduce directly on CPU: np.sum's wrapper costs more than the reduction on small inputs.
+    if _ARRAY_OUT and out_dtype is None:
+        # out=...: a 0-d array rather than a NumPy scalar, which apply would wrap in a second call
+        return _add_reduce(x._data, axes, dtype, out=..., keepdims=keepdim)
     out = _add_reduce(x._data, axes, dtype, None, keepdim)  # positional: keywords cost a dict
     return out if out_dtype is None else _round_low(out, out_dtype)
 
 
-_SUM = Primitive("sum", Sum, _sum_impl, cpu=_sum_cpu)
+def _array_out() -> bool:
+    """Whether this NumPy's ufuncs take ``out=...`` (return arrays, never scalars: NumPy >= 2.1)."""
+    try:
+        return np.add.reduce(np.zeros(2), None, out=...).__class__ is np.ndarray
+    except TypeError:
+        return False
+
+
+_ARRAY_OUT = _array_out()
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_SUM = Primitive("sum", Sum, _sum_impl, cpu=_sum_cpu, params=("axes", "keepdim"))
 
 
 def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
@@ -161,6 +178,13 @@ def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
 @composite
 def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Arithmetic mean over ``dim``; floating-point inputs only, as in PyTorch."""
+    if dim is None and dtype is None and isinstance(input, Tensor):  # x.mean(): no helper calls
+        d = input._data
+        dt = d.dtype
+        n = d.size
+        if (dt is _F32 or dt is _F64) and n and d.ndim < 33:
+            s = apply_p2(_SUM, input, _ALL_AXES[d.ndim], keepdim)
+            return _divide_sum(s, n) if s._node is None else apply2(_DIV, s, n)
     if not isinstance(input, Tensor):
         check_tensor(input, "mean")
     if dtype is not None:
@@ -181,7 +205,11 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if d.dtype in LOW_NP:  # sum and scale in float32, one rounding (a float16 sum alone may overflow)
         return (sum(input.float(), axes, keepdim) * (1.0 / n)).to(input.dtype)
     # sum, then divide by n, as PyTorch's CPU mean: d(mean)/dx is d(sum)/dx / n.
-    s = sum(input, None if dim is None else axes, keepdim)  # (None: sum's fast path)
+    return _divide_sum(sum(input, None if dim is None else axes, keepdim), n)  # (None: sum's fast path)
+
+
+def _divide_sum(s: Tensor, n: int) -> Tensor:
+    """``s / n``: the mean from its sum."""
     if s._node is None:
         sd = s._data
         if mode.handler is None and sd.__class__ is np.ndarray:
@@ -193,7 +221,7 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
                 sd[()] = sd.item() / n
             return s
         return s.div_(n)
-    return s / n
+    return apply2(_DIV, s, n)  # s / n, without the operator's two calls
 
 
 def nanmean(input, dim=None, keepdim: bool = False) -> Tensor:
@@ -496,19 +524,78 @@ class Min(MaxMinDim):
     __slots__ = ()
 
 
-_MAX_DIM = Primitive("max_dim", Max, _max_min_dim_impl(np.argmax, np.max), extras=True, multi=True)
-_MIN_DIM = Primitive("min_dim", Min, _max_min_dim_impl(np.argmin, np.min), extras=True, multi=True)
-_MAX_DIM.register("cpu", _max_min_dim_impl(np.ndarray.argmax, np.maximum.reduce))
-_MIN_DIM.register("cpu", _max_min_dim_impl(np.ndarray.argmin, np.minimum.reduce))
+_MAX_DIM = Primitive(
+    "max_dim", Max, _max_min_dim_impl(np.argmax, np.max), extras=True, multi=True, params=("axis", "keepdim")
+)
+_MIN_DIM = Primitive(
+    "min_dim", Min, _max_min_dim_impl(np.argmin, np.min), extras=True, multi=True, params=("axis", "keepdim")
+)
+_I64 = np.dtype(np.int64)
+_GATHER: dict = {}  # (shape, axis, keepdim) -> (flat offsets of each output element, axis stride or None)
+
+
+def _gather_plan(shape: tuple, axis: int, keepdim: bool):
+    """Where each output element of a reduction over ``axis`` starts in the flattened (C-order)
+    input, the flat stride along ``axis`` (None when it is 1), and the keepdim shape."""
+    key = (shape, axis, keepdim)
+    plan = _GATHER.get(key)
+    if plan is None:
+        offs = np.arange(math.prod(shape), dtype=np.int64).reshape(shape).take(0, axis)
+        if keepdim:
+            offs = np.expand_dims(offs, axis)
+        stride = math.prod(shape[axis + 1 :])
+        if len(_GATHER) >= 256:
+            _GATHER.clear()
+        kshape = shape[:axis] + (1,) + shape[axis + 1 :]
+        plan = _GATHER[key] = (offs, np.asarray(stride, np.int64) if stride != 1 else None, kshape)
+    return plan
+
+
+def _max_min_dim_cpu(arg, red):
+    """On small inputs, the values are read at the indices (``take``): NumPy's maximum.reduce over
+    one axis costs six times its argmax there. The value read is the one at the index, as
+    PyTorch's (the two differ only in the sign of a zero among equal zeros)."""
+    general = _max_min_dim_impl(arg, red)
+
+    def impl(x, axis, keepdim):
+        d = x._data
+        if d.size > 4096:
+            return general(x, axis, keepdim)
+        idx = arg(d, axis)
+        if idx.dtype is not _I64:
+            idx = idx.astype(np.int64)
+        offs, stride, kshape = _gather_plan(d.shape, axis, keepdim)
+        idx_k = idx.reshape(kshape)
+        if keepdim:
+            idx = idx_k
+        flat = offs + (idx if stride is None else idx * stride)
+        return (d.take(flat), idx), {"idx": idx_k}
+
+    return impl
+
+
+_MAX_DIM.register("cpu", _max_min_dim_cpu(np.ndarray.argmax, np.maximum.reduce))
+_MIN_DIM.register("cpu", _max_min_dim_cpu(np.ndarray.argmin, np.minimum.reduce))
 
 
 def max(input, dim=None, keepdim: bool = False, *, other=None):
     """``max(x)``: the largest element; ``max(x, dim)``: (values, indices); ``max(x, y)``: maximum."""
+    if dim.__class__ is int and other is None and isinstance(input, Tensor):  # the common call: no helpers
+        shape = input._data.shape
+        if 0 <= dim < len(shape) and shape[dim]:
+            return _tuple_new(values_indices, apply_p2(_MAX_DIM, input, dim, keepdim))
     return _max_min(input, dim, keepdim, other, "max")
 
 
 def min(input, dim=None, keepdim: bool = False, *, other=None):
+    if dim.__class__ is int and other is None and isinstance(input, Tensor):
+        shape = input._data.shape
+        if 0 <= dim < len(shape) and shape[dim]:
+            return _tuple_new(values_indices, apply_p2(_MIN_DIM, input, dim, keepdim))
     return _max_min(input, dim, keepdim, other, "min")
+
+
+_tuple_new = tuple.__new__  # values_indices(v, i) without the namedtuple's own __new__
 
 
 def aminmax(input, *, dim=None, keepdim=False):
