@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${1:-train}"
-debs=(graphviz dataset-fashion-mnist bible-kjv)
+# python3-dev: the headers the small-tensor ufuncs (backends/ckernels/ufuncs.c) build against; without
+# them Ember keeps its NumPy forms.
+debs=(graphviz dataset-fashion-mnist bible-kjv python3-dev)
 
 missing=()
 for p in "${debs[@]}"; do
