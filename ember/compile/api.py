@@ -206,9 +206,6 @@ class CompiledFunction:
         plain = [schedule(v, []) for v in views]
         if self.backend != "inductor":
             return plain, {}
-        if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
-            self._say("fusion", "no fusion: the graph writes tensors in place")
-            return plain, {}
         all_groups, steps = [], []
         try:
             for v in views:
