@@ -66,8 +66,7 @@ class VersionCounts:
                 t._bump_version()
 
 
-def _root(t):
-    a = t._data
+def _root(a):
     while isinstance(getattr(a, "base", None), np.ndarray):
         a = a.base
     return id(a)
@@ -75,9 +74,14 @@ def _root(t):
 
 def aliased(env: dict, written: list) -> bool:
     """Whether a placeholder in ``written`` shares its memory (its NumPy base array) with
-    another placeholder of ``env``: then the graph's ordering constraints do not see it."""
-    roots = {}
+    another placeholder of ``env``: then the graph's ordering constraints do not see it. Cheap
+    per call: only views (arrays with a base) are followed to their owner."""
+    mine = {id(env[p]): p for p in written}
+    roots = {_root(env[p]._data) for p in written}
     for p, t in env.items():
-        if getattr(p, "kind", None) == "placeholder":
-            roots.setdefault(_root(t), []).append(p)
-    return any(len(roots.get(_root(env[p]), ())) > 1 for p in written)
+        if mine.get(id(t)) is p or getattr(p, "kind", None) != "placeholder":
+            continue
+        a = t._data
+        if id(a) in roots or (getattr(a, "base", None) is not None and _root(a) in roots):
+            return True
+    return False
