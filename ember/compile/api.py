@@ -29,10 +29,12 @@ from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
 from ember.compile.effects import Guards, TensorGuards
+from ember.compile.inplace import VersionCounts, aliased, write_counts
 from ember.compile.ir import IRGraph, Node, node_makers, node_readers
 from ember.compile.joint import JointFunction
 from ember.compile.lower import relax_views, schedule
 from ember.compile.passes import fuse, run_passes
+from ember.compile.passes.functionalize import functionalize_writes
 from ember.compile.passes.mincut import min_cut_partition
 from ember.compile.program_runtime import build_programs
 from ember.compile.runtime import BuildError, build_kernels, execute
@@ -79,6 +81,8 @@ class _Entry:
         self.joint = False
         self.ran = False  # set after the first call that succeeded
         self.writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
+        counts = getattr(graph, "write_counts", None)  # placeholders written in place (inplace.py)
+        self.versions = VersionCounts(counts) if counts else None
 
     def make_joint(self, bwd_steps, saved, needs=()) -> None:
         """Set up the forward/backward split (see ``joint.JointFunction``)."""
@@ -102,6 +106,21 @@ class _Entry:
 
     def run(self, arg_tensors: list):
         env = {}
+        if self.versions is not None:  # native writes: count them in the version counters as eager
+            for n in self.placeholders:
+                if n.binding[0] != "gout":
+                    env[n] = arg_tensors[n.binding[1]] if n.binding[0] == "arg" else n.binding[1]
+            versions = self.versions.before(env)
+            if aliased(env, self.versions.written):  # one memory, two placeholders: captured order
+                execute(self.plain_steps, {}, env)
+                out = self._outputs(arg_tensors, env)
+            else:
+                out = self._run(arg_tensors, env)
+            self.versions.after(env, versions)
+            return out
+        return self._run(arg_tensors, env)
+
+    def _run(self, arg_tensors: list, env: dict):
         needs_grad = False
         for n in self.placeholders:
             kind, ref = n.binding
@@ -123,6 +142,9 @@ class _Entry:
                 execute(self.steps, self.kernels, env)
         else:
             execute(self.steps, self.kernels, env)
+        return self._outputs(arg_tensors, env)
+
+    def _outputs(self, arg_tensors: list, env: dict):
         outs = []
         for o in self.graph.outputs[: self.graph.n_out]:
             if isinstance(o, Node):
@@ -206,9 +228,6 @@ class CompiledFunction:
         plain = [schedule(v, []) for v in views]
         if self.backend != "inductor":
             return plain, {}
-        if any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
-            self._say("fusion", "no fusion: the graph writes tensors in place")
-            return plain, {}
         all_groups, steps = [], []
         try:
             for v in views:
@@ -272,6 +291,10 @@ class CompiledFunction:
             return self._fallback(str(e))
         if self._log("graph"):
             self._say("graph", f"captured {_name(self.fn)}:\n{graph}\nops: {dict(graph.counts())}")
+        graph.write_counts = write_counts(graph)
+        if graph.write_counts and not graph.grad_inputs and functionalize_writes(graph) and self._log("graph"):
+            # a chain of writes to an argument or buffer: out-of-place ops that fuse, one copy_
+            self._say("graph", f"after functionalize_writes:\n{graph}")
         run_passes(graph, log=self._log("graph"))
         relax_views(graph)
         makers = node_makers(graph)

@@ -12,7 +12,8 @@ program holds become ordinary tensors. The value-dependent op itself runs eagerl
 
 A segment replays its ops in captured order with the grad mode each ran under, so autograd
 history, ``.grad`` accumulation and in-place updates are eager's. Segments that neither record
-history nor write in place are optimized and fused like a whole graph; the others run op by op.
+history are optimized and fused like a whole graph (in-place writes are ordering constraints
+there, as in compiled functions); the others run op by op.
 
 Example:
     >>> import ember
@@ -194,12 +195,13 @@ class Segments:
 
 
 def _pure(g, tr) -> bool:
-    """A segment that records no history, writes nothing in place and has only plain
-    parameters (no arrays): it can be optimized, fused and cached by its signature."""
+    """A segment that records no history and has only plain parameters (no arrays): it can be
+    optimized, fused and cached by its signature. In-place writes are ordering constraints
+    there (``fusion.order_edges``), as in compiled functions (``inplace.py``)."""
     if tr.node_refs:
         return False
     for r, made in zip(g.ops, tr.made):
-        if r.prim.inplace or any(m._node is not None or m._requires_grad for m in made):
+        if any(m._node is not None or m._requires_grad for m in made):
             return False
         if any(_has_array(v) for v in r.params.values()):
             return False
@@ -225,11 +227,14 @@ def _live(tr) -> set:
     for made in tr.made:
         for m in made:
             held[id(m)] = held.get(id(m), 0) + 1
-    live = set()
+    last: dict = {}  # id(tensor) -> its last value: in-place writes return the tensor again
     for made, r in zip(tr.made, tr.graph.ops):
         for m, vid in zip(made, r.outputs):
-            if sys.getrefcount(m) - 2 > held.get(id(m), 0):  # 2: the loop variable and the argument
-                live.add(vid)
+            last[id(m)] = (m, vid)
+    live = set()
+    for m, vid in last.values():
+        if sys.getrefcount(m) - 3 > held.get(id(m), 0):  # 3: the tuple, m and the argument
+            live.add(vid)
     return live
 
 
@@ -238,9 +243,11 @@ def _run_compiled(seg, g, tr, ins):
     for the live values (None if it cannot be compiled)."""
     from ember.compile.api import _freeze
     from ember.compile.capture import Traced
+    from ember.compile.inplace import VersionCounts, aliased, write_counts
     from ember.compile.ir import IRGraph
     from ember.compile.lower import relax_views
     from ember.compile.passes import run_passes
+    from ember.compile.passes.functionalize import functionalize_writes
     from ember.compile.runtime import execute
 
     live = sorted(_live(tr))
@@ -259,6 +266,9 @@ def _run_compiled(seg, g, tr, ins):
     if hit is None:
         traced = Traced(g, [("arg", k) for k in range(len(g.inputs))], None, [("value", v) for v in live])
         graph = IRGraph.from_traced(traced)
+        graph.write_counts = write_counts(graph)
+        if graph.write_counts:
+            functionalize_writes(graph)  # a chain of writes to an input: fused ops and one copy_
         run_passes(graph)
         relax_views(graph)
         (steps,), kernels = owner._fuse_and_build(graph, [graph])
@@ -266,10 +276,16 @@ def _run_compiled(seg, g, tr, ins):
         owner._say("graph", f"compiled segment ({len(g.ops)} ops, {sum(k == 'group' for k, _ in steps)} fused groups)")
     graph, steps, kernels = hit
     env = {n: ins[n.binding[1]] for n in graph.nodes if n.kind == "placeholder"}
+    versions = VersionCounts(graph.write_counts) if graph.write_counts else None
+    if versions is not None and aliased(env, versions.written):
+        return None  # two inputs are one memory: replayed in captured order
     handler, hook, read = mode.handler, mode.backward_hook, mode.data_read
     mode.handler = mode.backward_hook = mode.data_read = None
     try:
+        before = versions.before(env) if versions is not None else None
         execute(steps, kernels, env)
+        if versions is not None:
+            versions.after(env, before)
     finally:
         mode.handler, mode.backward_hook, mode.data_read = handler, hook, read
     return {vid: env[o] for vid, o in zip(live, graph.outputs)}

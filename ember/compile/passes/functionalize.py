@@ -3,7 +3,7 @@
 ``x.mean(0)`` is captured as ``sum`` then ``mul_`` on the sum's fresh result; ``y = x * 2;
 y.add_(x)`` writes a temporary nobody else reads. Such writes change no value anybody can see,
 and out of place they let the other passes (simplification, fusion) work, which a graph with
-in-place writes turns off.
+in-place writes restricts (decomposition, view rewrites).
 
 Example:
     >>> from ember.compile.passes.functionalize import functionalize  # see tests/test_compile_cpass.py

@@ -75,6 +75,25 @@ def _max_flow_min_cut(edges: dict, source, sink) -> set:
             res[v][u] += f
 
 
+def written_storage(graph) -> set:
+    """The nodes whose memory (``fusion._storage``) some in-place call of ``graph`` writes."""
+    from ember.compile.passes.fusion import _storage
+
+    out = set()
+    for n in graph.nodes:
+        if n.kind == "call" and n.prim.inplace:
+            out |= {_storage(a) for a in n.args[: n.params.get("n_written", 1)] if isinstance(a, Node)}
+    return out
+
+
+def _reads(n: Node, written: set) -> bool:
+    if not written:
+        return False
+    from ember.compile.passes.fusion import _storage
+
+    return any(_storage(a) in written for a in n.inputs())
+
+
 def min_cut_partition(graph, log=None) -> tuple:
     """Split a joint graph into ``(forward view, backward view, saved forward nodes)`` (as
     ``joint.partition``), saving the cheapest set of forward values the backward can recompute
@@ -89,13 +108,16 @@ def min_cut_partition(graph, log=None) -> tuple:
         if a in in_fwd and a not in needed:  # gradients that are forward values themselves
             needed.append(a)
     makers = node_makers(graph)  # their autograd node is made in the forward (step.node_steps)
+    # memory the graph writes in place: a value read from it is computed where captured (a
+    # recomputation in the backward would read it after the writes)
+    written = written_storage(graph)
     S, T = "source", "sink"
     edges: dict = {S: {}, T: {}}
     for n in ph + fwd:
         cap = 0 if n.kind == "placeholder" else (nbytes(n) if n.dtype is not None else _INF)
         edges.setdefault(("in", n), {})[("out", n)] = cap
         edges.setdefault(("out", n), {})
-        if n.kind == "placeholder" or n in makers or not _recomputable(n):
+        if n.kind == "placeholder" or n in makers or not _recomputable(n) or _reads(n, written):
             edges[S][("in", n)] = _INF
         for a in n.inputs():
             edges.setdefault(("out", a), {})[("in", n)] = _INF
