@@ -102,6 +102,7 @@ class ProgramSpec:
     source: str = ""
     native_nodes: int = 0
     eager_nodes: list = field(default_factory=list)
+    seg_blocks: list = field(default_factory=list)  # (segment name, [C block]): codegen/chunked.py
 
 
 class _Ctx:
@@ -341,15 +342,19 @@ class _Builder:
             home = slot_of.get(r, ("arena", offsets.get(r)))
             spec.homes[n] = (home, off)
         segs, cur, k = [], [], 0
+        blocks = []  # each unit's C text (bases resolved): chunked.py compiles them in pieces
         for kind, x, _s, node in units + [("end", None, n_steps, None)]:
             if kind == "c":
-                if node is not None:
-                    cur.append(f"/* %{node.id} = {node.op} */")
-                cur += ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
+                unit = [f"/* %{node.id} = {node.op} */"] if node is not None else []
+                unit += ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
+                cur += unit
+                blocks.append(re.sub(r"@[BS](\w+)@", lambda m: base(m), "\n".join("    " + ln for ln in unit)))
                 continue
             if cur:
                 name = f"{self.prefix}_seg{k}"
                 k += 1
+                spec.seg_blocks.append((name, blocks))
+                blocks = []
                 body = "\n".join("    " + line for line in cur)
                 body = re.sub(r"@[BS](\w+)@", lambda m: base(m), body)
                 segs.append(
