@@ -26,7 +26,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
-from ember.compile.codegen.c import prelude
+from ember.compile.codegen import c as _c
 from ember.compile.codegen.program import _ext_decl, gemm_prelude
 
 __all__ = ["Chunk", "split", "MIN_BYTES"]
@@ -119,9 +119,13 @@ def _chunk(name: str, body: str, protos: dict, int_type: str | None, exts: list)
         decls.append(f"static void (*{k})({protos[k]});")
         init.append(f"    {k} = F[{len(table)}];")
         table.append(k)
+    head = _c.prelude()
+    if not any(k in body for k in ("ember_stream", "EMBER_FENCE", "_mm")):
+        # the streaming-store helpers bring in <immintrin.h>: most of a small chunk's compile time
+        head = head.replace(_c._STREAM, "", 1)
     src = "\n".join(
         [
-            prelude(),
+            head,
             *decls,
             "void ember_chunk_init(void **F) {",
             "    (void)F;",

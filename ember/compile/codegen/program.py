@@ -345,9 +345,9 @@ class _Builder:
         blocks = []  # each unit's C text (bases resolved): chunked.py compiles them in pieces
         for kind, x, _s, node in units + [("end", None, n_steps, None)]:
             if kind == "c":
-                unit = [f"/* %{node.id} = {node.op} */"] if node is not None else []
-                unit += ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
-                cur += unit
+                unit = ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
+                cur += ([f"/* %{node.id} = {node.op} */"] if node is not None else []) + unit
+                # without the comment: node ids differ between graphs, the code often does not
                 blocks.append(re.sub(r"@[BS](\w+)@", lambda m: base(m), "\n".join("    " + ln for ln in unit)))
                 continue
             if cur:
