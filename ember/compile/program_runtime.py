@@ -192,7 +192,8 @@ def build_chunked(pieces, b, ext_addresses: dict, log=None) -> tuple:
     sources = [(main_src, "compiled")] + [(c.source, "chunk") for c in chunks]
     workers = max(1, min(len(sources), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # each build waits on its own compiler process
-        libs = list(pool.map(lambda sn: ckernels.load(sn[0], sn[1], {}), sources))
+        # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
+        libs = list(pool.map(lambda sn: ckernels.load(sn[0], sn[1], {}, reapply=sn[1] != "chunk"), sources))
     if any(lib is None for lib in libs):
         if log:
             log("a chunk of the program failed to build; building it as one unit")
