@@ -190,7 +190,9 @@ def build_chunked(pieces, b, ext_addresses: dict, log=None) -> tuple:
     ``(None, [])`` when any part fails (the caller builds the program as one unit)."""
     main_src, chunks = pieces
     sources = [(main_src, "compiled")] + [(c.source, "chunk") for c in chunks]
-    workers = max(1, min(len(sources), os.cpu_count() or 1))
+    cc = ckernels.compiler()
+    cached = cc is not None and all(ckernels.library_path(src, n, cc).exists() for src, n in sources)
+    workers = 1 if cached else max(1, min(len(sources), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # each build waits on its own compiler process
         # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
         libs = list(pool.map(lambda sn: ckernels.load(sn[0], sn[1], {}, reapply=sn[1] != "chunk"), sources))
