@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ember.backends import ckernels
+from ember.compile.codegen import chunked
 from ember.compile.codegen.c import prelude
 from ember.compile.codegen.program import Refused, render_program
 from ember.ops.dispatch import apply
@@ -177,6 +179,49 @@ class Program(list):
                 env[node] = self._value(node, env) if node not in self.views else _wrap(self.views[node].copy())
 
 
+def chunks_enabled() -> bool:
+    """Large programs compile in pieces (``codegen/chunked.py``) unless ``EMBER_PROGRAM_CHUNKS=0``."""
+    return os.environ.get("EMBER_PROGRAM_CHUNKS", "1") != "0"
+
+
+def build_chunked(pieces, b, ext_addresses: dict, log=None) -> tuple:
+    """Build ``chunked.split``'s main library and chunks (each through the source-hash cache, in
+    parallel) and link them by address: ``(main library, [chunk function address])``, or
+    ``(None, [])`` when any part fails (the caller builds the program as one unit)."""
+    main_src, chunks = pieces
+    sources = [(main_src, "compiled")] + [(c.source, "chunk") for c in chunks]
+    cc = ckernels.compiler()
+    cached = cc is not None and all(ckernels.library_path(src, n, cc).exists() for src, n in sources)
+    workers = 1 if cached else max(1, min(len(sources), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:  # each build waits on its own compiler process
+        # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
+        libs = list(pool.map(lambda sn: ckernels.load(sn[0], sn[1], {}, reapply=sn[1] != "chunk"), sources))
+    if any(lib is None for lib in libs):
+        if log:
+            log("a chunk of the program failed to build; building it as one unit")
+        return None, []
+    main, chunk_libs = libs[0], libs[1:]
+    addresses = []
+    for c, clib in zip(chunks, chunk_libs):
+        table = []
+        for sym in c.table:
+            if sym in ("sgemm", "dgemm"):
+                table.append(b[1] if sym == "sgemm" else b[2])
+            elif sym.startswith("ember_k"):
+                table.append(ctypes.cast(getattr(main, sym), ctypes.c_void_p).value)
+            else:
+                table.append(ext_addresses[sym])
+        F = (ctypes.c_void_p * max(1, len(table)))(*table)
+        clib.ember_chunk_init.argtypes = [ctypes.c_void_p]
+        clib.ember_chunk_init.restype = None
+        clib.ember_chunk_init(F)
+        addresses.append(ctypes.cast(getattr(clib, c.name), ctypes.c_void_p).value)
+    main._ember_chunks = chunk_libs  # keep the chunks' libraries with the program's
+    if log:
+        log(f"program compiled in {len(chunks)} chunk(s) ({ckernels.cache_dir()})")
+    return main, addresses
+
+
 def _ext_address(kern, name: str):
     """A hand kernel's address: ``backends/ckernels`` (kernels.c) or its optimizer library."""
     if name.startswith("fused_"):
@@ -204,7 +249,8 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
 
     groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
     try:
-        src, specs, exts = render_program(views, None if b is None else b[0], render_c(groups), force_eager)
+        kernels_src = render_c(groups)
+        src, specs, exts = render_program(views, None if b is None else b[0], kernels_src, force_eager)
         addresses = [_ext_address(kern, e) for e in exts]
     except Refused as e:
         if log:
@@ -212,7 +258,14 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
         return None
     if log:  # without the prelude of math helpers (mathf.c)
         log(f"generated source ({ckernels.library_path(src, 'compiled', cc)}):\n{src[len(prelude()) :]}")
-    lib = ckernels.load(src, "compiled", {})
+    lib = None
+    pieces = chunked.split(specs, kernels_src, None if b is None else b[0], exts) if chunks_enabled() else None
+    if pieces is not None:  # a large program: compiled in cached pieces, in parallel
+        lib, chunk_addresses = build_chunked(pieces, b, dict(zip(exts, addresses)), log)
+        if lib is not None:
+            addresses = addresses + chunk_addresses
+    if lib is None:
+        lib = ckernels.load(src, "compiled", {})
     if lib is None:
         if log:
             where = ckernels.library_path(src, "compiled", cc).parent

@@ -164,7 +164,7 @@ def _compile(src: str, name: str, cc: list[str], flag_sets, target: Path) -> lis
     return errors
 
 
-def load(src: str, name: str, signatures: dict, suffixes=("",), flag_sets=FLAG_SETS):
+def load(src: str, name: str, signatures: dict, suffixes=("",), flag_sets=FLAG_SETS, reapply: bool = True):
     """Build (or reuse) and load a library, declaring ``signatures`` for each suffix.
 
     A cached library that fails to load (corrupt, truncated, missing symbols) is removed and
@@ -181,7 +181,8 @@ def load(src: str, name: str, signatures: dict, suffixes=("",), flag_sets=FLAG_S
                     fn = getattr(lib, sym + suffix)
                     fn.argtypes = argtypes
                     fn.restype = None
-            _threads.reapply()  # the library may have brought libgomp in after set_num_threads
+            if reapply:  # (~1 ms; a caller loading many libraries after one with OpenMP skips it)
+                _threads.reapply()  # the library may have brought libgomp in after set_num_threads
             return lib
         except (OSError, AttributeError) as e:
             log.debug("ember C kernels: cannot load %s (%s)%s", path, e, "; rebuilding" if attempt == 0 else "")

@@ -102,6 +102,7 @@ class ProgramSpec:
     source: str = ""
     native_nodes: int = 0
     eager_nodes: list = field(default_factory=list)
+    seg_blocks: list = field(default_factory=list)  # (segment name, [C block]): codegen/chunked.py
 
 
 class _Ctx:
@@ -340,18 +341,23 @@ class _Builder:
             r, off = self.root(n)
             home = slot_of.get(r, ("arena", offsets.get(r)))
             spec.homes[n] = (home, off)
-        segs, cur, k = [], [], 0
+        segs, cur, k = [], [], 0  # cur: the segment's text pieces, bases resolved
+        blocks = []  # each unit's C text: chunked.py compiles them in pieces
         for kind, x, _s, node in units + [("end", None, n_steps, None)]:
             if kind == "c":
+                unit = ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
+                # without the comment: node ids differ between graphs, the code often does not
+                blocks.append(re.sub(r"@[BS](\w+)@", lambda m: base(m), "\n".join("    " + ln for ln in unit)))
                 if node is not None:
-                    cur.append(f"/* %{node.id} = {node.op} */")
-                cur += ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
+                    cur.append(f"    /* %{node.id} = {node.op} */")
+                cur.append(blocks[-1])
                 continue
             if cur:
                 name = f"{self.prefix}_seg{k}"
                 k += 1
-                body = "\n".join("    " + line for line in cur)
-                body = re.sub(r"@[BS](\w+)@", lambda m: base(m), body)
+                spec.seg_blocks.append((name, blocks))
+                blocks = []
+                body = "\n".join(cur)
                 segs.append(
                     f"int {name}(void **P) {{\n    char *A = (char *)P[0];\n    (void)A;\n{body}\n    return 0;\n}}\n"
                 )
