@@ -22,6 +22,7 @@ import threading
 from itertools import chain, repeat
 from operator import attrgetter, is_
 
+from ember.optim._tracked import MUTATIONS, ParamState, StateDict
 from ember.optim.optimizer import register_optimizer_step_pre_hook
 from ember.tensor import Tensor
 
@@ -142,8 +143,10 @@ class FastGuards:
         self.opts = list(opts)
         self.datas = None
         self._ids = self._flags = self._held = None
+        self._short = None  # (ids, flags) of the signature without the optimizers' states
+        self._epoch = None  # MUTATIONS[0] at the last pass, where every state counts its changes
 
-    def _signature(self, datas) -> tuple:
+    def _signature(self, datas, state: bool = True) -> tuple:
         other: list = []
         flags = list(map(_RG, self.tensors))
         if self.none:
@@ -162,10 +165,12 @@ class FastGuards:
             flags += chain.from_iterable(groups)  # the keys
             flags += map(len, groups)
             flags += [len(g.get("params", ())) for g in groups]
-            state = o.state
-            dicts = list(state.values())
-            other.append(state)
-            other += state  # the parameters
+            other.append(o.state)
+        # The states' contents come last: the signature without them is a prefix of the whole.
+        for o in self.opts if state else ():
+            state_ = o.state
+            dicts = list(state_.values())
+            other += state_  # the parameters
             other += dicts
             other += chain.from_iterable(map(_values, dicts))
             flags += chain.from_iterable(dicts)  # the keys
@@ -176,13 +181,28 @@ class FastGuards:
 
     def check(self) -> bool:
         datas = list(map(_DATA, self.tensors))
+        if self._epoch == MUTATIONS[0]:  # no optimizer state changed since the last pass
+            ids, flags, _ = self._signature(datas, state=False)
+            if ids == self._short[0] and flags == self._short[1]:
+                return True
+        epoch = MUTATIONS[0]
         ids, flags, other = self._signature(datas)
-        if ids == self._ids and flags == self._flags:
-            return True
-        if not self.full():
-            return False
-        self._ids, self._flags, self._held, self.datas = ids, flags, other, datas
+        if ids != self._ids or flags != self._flags:
+            if not self.full():
+                return False
+            self.datas = datas
+        self._ids, self._flags, self._held = ids, flags, other
+        self._epoch = None
+        if all(_tracked(o.state) for o in self.opts):
+            short_ids, short_flags, _ = self._signature(datas, state=False)
+            self._short = (short_ids, short_flags)
+            self._epoch = epoch
         return True
+
+
+def _tracked(state) -> bool:
+    """Whether every change to an optimizer's state advances ``MUTATIONS`` (its dicts count)."""
+    return type(state) is StateDict and all(type(s) is ParamState for s in state.values())
 
 
 class Effects:

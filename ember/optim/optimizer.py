@@ -27,6 +27,7 @@ from ember import _dtype
 from ember.autograd import grad_mode
 from ember.ops.foreach import _foreach_zero_
 from ember.optim._common import step_tensor, to_scalar
+from ember.optim._tracked import StateDict
 from ember.tensor import Tensor
 
 __all__ = ["Optimizer", "register_optimizer_step_post_hook", "register_optimizer_step_pre_hook", "required"]
@@ -148,7 +149,7 @@ class Optimizer:
                 "params argument given to the optimizer should be an iterable of Tensors or dicts, "
                 f"but got {_typename(params)}"
             )
-        self.state: defaultdict = defaultdict(dict)
+        self.state: defaultdict = StateDict()  # a defaultdict(dict) counting changes (_tracked.py)
         self.param_groups: list[dict[str, Any]] = []
 
         param_groups = list(params)
@@ -165,6 +166,8 @@ class Optimizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if isinstance(self.state, dict) and type(self.state) is not StateDict:
+            self.state = StateDict(self.state)
         self.__dict__.setdefault("_optimizer_step_pre_hooks", OrderedDict())
         self.__dict__.setdefault("_optimizer_step_post_hooks", OrderedDict())
         self._patch_step_function()
