@@ -158,3 +158,16 @@ def test_loaded_copied_and_pickled_states():
     opt3.load_state_dict(ember.load(buf))
     assert type(opt3.state) is StateDict
     np.testing.assert_array_equal(opt3.state[params[0]]["exp_avg"].numpy(), opt.state[params[0]]["exp_avg"].numpy())
+
+
+def test_copies_are_counted_dicts_of_the_same_values():
+    _, opt, params = _stepped()
+    for c in (copy.copy(opt.state), opt.state.copy()):
+        assert type(c) is StateDict and c is not opt.state and c[params[0]] is opt.state[params[0]]
+        before = MUTATIONS[0]
+        c[params[0]]["exp_avg"] = ember.zeros(1)
+        assert MUTATIONS[0] > before
+        c[ember.zeros(1)]  # made by the default factory
+        assert len(c) == len(opt.state) + 1
+    s = opt.state[params[1]]
+    assert type(s.copy()) is ParamState and s.copy() == s and copy.copy(s) is not s

@@ -129,6 +129,13 @@ class FastGuards:
     ``OptimizerGuard`` does) and state (keys, per-parameter dicts, their keys and values). The
     objects of the last passing check are held, so their ids cannot be reused by new objects.
 
+    An optimizer's state (a GPT step's Adam: ~1,500 objects, which after the native step come
+    from memory) is read only when ``optim._tracked.MUTATIONS`` moved since the last pass: its
+    ``StateDict``/``ParamState`` dicts advance it on every change. Where a state holds a plain
+    dict (a user's ``opt.state[p] = {...}``), the state is read on every call, as everything else
+    here is (tensors' arrays, ``requires_grad`` and ``.grad`` are set directly by internal code:
+    no counter could see every change).
+
     ``full()`` runs the complete check when something differs; ``datas`` is the list of the
     tensors' arrays at the last pass (the same list object while nothing changed: a program's
     pointer table is refilled only when it is a new list).

@@ -82,6 +82,11 @@ class ParamState(_Counted, dict):
 
     __slots__ = ()
 
+    def copy(self) -> ParamState:
+        return ParamState(self)
+
+    __copy__ = copy
+
     def __reduce__(self):
         return (dict, (dict(self),))
 
@@ -100,6 +105,11 @@ class StateDict(_Counted, defaultdict):
 
     def __reduce__(self):
         return (defaultdict, (dict,), None, None, iter([(k, dict(v)) for k, v in self.items()]))
+
+    def copy(self) -> StateDict:  # defaultdict's copy would call StateDict(factory, items)
+        return StateDict(self)
+
+    __copy__ = copy
 
 
 def tracked_state(value):
