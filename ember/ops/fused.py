@@ -153,7 +153,13 @@ def _writable_contig(a: np.ndarray) -> bool:
 
 
 def _step_values(state_steps: list) -> list[float]:
-    return [float(s.item()) for s in state_steps]
+    # The arrays' own item() (a step count is one element; the Tensor method adds checks and
+    # hooks for tracing, which a running kernel does not need).
+    out = []
+    for s in state_steps:
+        a = s._data
+        out.append(float(a.item() if type(a) is np.ndarray and a.size == 1 else s.item()))
+    return out
 
 
 def _apply_lists(prim: Primitive, written: list, read: list, **params) -> None:
