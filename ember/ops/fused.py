@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -60,24 +61,71 @@ class _Group:
         self.states = [[] for _ in range(n_states)]
 
 
-def _partition(params: list, grads: list, states: list) -> tuple[list, list]:
-    """Split the parameters (one pass) into kernel groups by dtype and the rest (NumPy path).
+#: The last partition made for each fused op: weak references to the parameter, gradient and
+#: state arrays it was made from, and each kernel group's indices. An optimizer passes
+#: the same arrays every step; then only their identity is compared (an array keeps its dtype,
+#: shape and buffer; ``.data`` replacement, new parameters or loaded state give new arrays).
+_PLANS: dict = {}
+
+
+def _same(refs: list, arrays: list) -> bool:
+    if len(refs) != len(arrays):
+        return False
+    for r, a in zip(refs, arrays):
+        if r() is not a:
+            return False
+    return True
+
+
+def _partition(op: str, params: list, grads: list, states: list) -> tuple[list, list]:
+    """Split the parameters into kernel groups by dtype and the rest (NumPy path); cached per ``op``.
 
     The kernel takes a float32/float64 CPU parameter whose gradient and state buffers have its
     dtype and shape, with parameter and state C-contiguous and writable; a non-contiguous
     gradient is copied (it is only read). ``states`` lists the written state lists (None: unused).
     """
     states = [lst for lst in states if lst is not None]
+    pa = [t._data for t in params]
+    ga = [t._data for t in grads]
+    sa = [[t._data for t in lst] for lst in states]
+    flat = pa + ga
+    for lst in sa:
+        flat += lst
+    plan = _PLANS.get(op)
+    if plan is not None and _same(plan[0], flat) and all(p._device is CPU for p in params):
+        groups = []
+        for idx in plan[1]:
+            g = _Group(0)
+            g.idx = idx
+            if len(idx) == len(pa):  # one group, in order
+                g.params, g.grads, g.states = pa, ga, sa
+            else:
+                g.params = [pa[i] for i in idx]
+                g.grads = [ga[i] for i in idx]
+                g.states = [[lst[i] for i in idx] for lst in sa]
+            groups.append(g)
+        return groups, []
+    groups, rest, copied = _split(params, pa, ga, sa)
+    if not rest and not copied:
+        _PLANS[op] = ([weakref.ref(a) for a in flat], [tuple(g.idx) for g in groups.values()])
+    else:
+        _PLANS.pop(op, None)
+    return list(groups.values()), rest
+
+
+def _split(params: list, pa: list, ga: list, sa: list) -> tuple[dict, list, bool]:
+    """The uncached partition: ``{dtype: _Group}``, the indices for NumPy, whether a gradient was copied."""
     groups: dict = {}
     rest = []
+    copied = False
     for i, p in enumerate(params):
-        pd = p._data
+        pd = pa[i]
         dt = pd.dtype
         ok = p._device is CPU and type(pd) is np.ndarray and dt in _KERNEL_DTYPES and _writable_contig(pd)
-        gd = grads[i]._data
+        gd = ga[i]
         ok = ok and type(gd) is np.ndarray and gd.dtype == dt and gd.shape == pd.shape
         if ok:
-            arrays = [lst[i]._data for lst in states]
+            arrays = [lst[i] for lst in sa]
             for a in arrays:
                 if type(a) is not np.ndarray or a.dtype != dt or a.shape != pd.shape or not _writable_contig(a):
                     ok = False
@@ -87,13 +135,16 @@ def _partition(params: list, grads: list, states: list) -> tuple[list, list]:
             continue
         g = groups.get(dt)
         if g is None:
-            g = groups[dt] = _Group(len(states))
+            g = groups[dt] = _Group(len(sa))
         g.idx.append(i)
         g.params.append(pd)
-        g.grads.append(gd if gd.flags.c_contiguous else np.ascontiguousarray(gd))
+        if not gd.flags.c_contiguous:
+            gd = np.ascontiguousarray(gd)
+            copied = True
+        g.grads.append(gd)
         for lst, a in zip(g.states, arrays):
             lst.append(a)
-    return list(groups.values()), rest
+    return groups, rest, copied
 
 
 def _writable_contig(a: np.ndarray) -> bool:
@@ -102,7 +153,13 @@ def _writable_contig(a: np.ndarray) -> bool:
 
 
 def _step_values(state_steps: list) -> list[float]:
-    return [float(s.item()) for s in state_steps]
+    # The arrays' own item() (a step count is one element; the Tensor method adds checks and
+    # hooks for tracing, which a running kernel does not need).
+    out = []
+    for s in state_steps:
+        a = s._data
+        out.append(float(a.item() if type(a) is np.ndarray and a.size == 1 else s.item()))
+    return out
 
 
 def _apply_lists(prim: Primitive, written: list, read: list, **params) -> None:
@@ -178,18 +235,18 @@ def _adam_kernel(decoupled: bool):
     return impl
 
 
-def _kernel_groups(k, params, grads, states) -> tuple[list, list]:
+def _kernel_groups(k, op: str, params, grads, states) -> tuple[list, list]:
     """With the kernels' module ``k`` (the cpu implementation), the groups it takes and the rest;
     without (other devices), every parameter takes the NumPy path."""
     if k is None:
         return [], list(range(len(params)))
-    return _partition(params, grads, states)
+    return _partition(op, params, grads, states)
 
 
 def _adam_arrays(decoupled, params, grads, exp_avgs, exp_avg_sqs, maxs, state_steps, k, **hp):
     amsgrad = hp["amsgrad"]
     steps = _step_values(state_steps)
-    groups, rest = _kernel_groups(k, params, grads, [exp_avgs, exp_avg_sqs, maxs])
+    groups, rest = _kernel_groups(k, "adamw" if decoupled else "adam", params, grads, [exp_avgs, exp_avg_sqs, maxs])
     kw = dict(lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
     for g in groups:
         done = k.fused_adam(
@@ -278,7 +335,7 @@ def _fused_sgd_(
 
 def _sgd_impl(*xs, layout, n_written, first, nesterov, maximize, k=None, **kw):
     params, bufs, grads = _lists(xs, layout)
-    groups, rest = _kernel_groups(k, params, grads, [bufs])
+    groups, rest = _kernel_groups(k, "sgd", params, grads, [bufs])
     for g in groups:
         done = k.fused_sgd(
             g.params, g.grads, g.states[0] if bufs is not None else None, [first[i] for i in g.idx],
@@ -325,7 +382,7 @@ def _fused_adagrad_(
 def _adagrad_impl(*xs, layout, n_written, k=None, **kw):
     params, state_sums, grads, state_steps = _lists(xs, layout)
     steps = _step_values(state_steps)
-    groups, rest = _kernel_groups(k, params, grads, [state_sums])
+    groups, rest = _kernel_groups(k, "adagrad", params, grads, [state_sums])
     for g in groups:
         if not k.fused_adagrad(g.params, g.grads, g.states[0], [steps[i] for i in g.idx], **kw):
             rest.extend(g.idx)

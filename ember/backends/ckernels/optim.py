@@ -106,15 +106,34 @@ def _threads(total: int) -> int:
     return max(1, min(get_num_threads(), total // (PARALLEL_MIN // 2)))
 
 
-# The last pointer array built for each (kernel, buffer role) of the buffers a kernel writes
-# (parameters and state), with weak references to the arrays it was built from: an optimizer
-# passes the same arrays every step, and then only their identity is compared (a dead array
-# never matches, and nothing is kept alive). Gradients are new arrays every step.
+# The last pointer array built for each (kernel, buffer role), with weak references to the
+# arrays it was built from: an optimizer passes the same arrays every step (gradients too, when
+# they are zeroed in place), and then only their identity is compared (a dead array never
+# matches, and nothing is kept alive). A hit skips the per-array checks: they passed when the
+# entry was built, and an ndarray keeps its dtype, size and buffer (``.data`` replacement and
+# state loading give new arrays, which miss).
 _last: dict = {}
 
 
-def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable: bool):
-    """A ``void*[]`` of the arrays' data, after checking each one (dtype, size, contiguity)."""
+def _same(refs: list, arrays) -> bool:
+    if len(refs) != len(arrays):
+        return False
+    for r, a in zip(refs, arrays):
+        if r() is not a:
+            return False
+    return True
+
+
+def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable: bool, plan=None):
+    """A ``void*[]`` of the arrays' data, after checking each one (dtype, size, contiguity).
+
+    ``plan``: the cached plan of the parameters (their ``dtype`` and ``sizes``) on a hit; an
+    identical list of arrays checked against that same plan reuses its pointer array.
+    """
+    key = (kernel, what)
+    last = _last.get(key)
+    if plan is not None and last is not None and last[2] is plan and _same(last[0], arrays):
+        return last[1]
     if len(arrays) != len(sizes):
         raise ValueError(f"{kernel}: expected {len(sizes)} {what} buffers, got {len(arrays)}")
     for i, (a, n) in enumerate(zip(arrays, sizes)):
@@ -129,19 +148,19 @@ def _pointers(kernel: str, what: str, arrays: list, dtype, sizes: list, writable
             raise ValueError(f"{kernel}: {what}[{i}] must be C-contiguous")
         if writable and not flags.writeable:
             raise ValueError(f"{kernel}: {what}[{i}] is read-only")
-    key = (kernel, what)
-    last = _last.get(key) if writable else None
-    if last is not None and len(last[0]) == len(arrays) and all(r() is a for r, a in zip(last[0], arrays)):
-        return last[1]
     addrs = [a.__array_interface__["data"][0] for a in arrays]
     ptrs = (ctypes.c_void_p * len(addrs))(*addrs)
-    if writable:
-        _last[key] = ([weakref.ref(a) for a in arrays], ptrs)
+    _last[key] = ([weakref.ref(a) for a in arrays], ptrs, plan)
     return ptrs
 
 
 def _prepare(kernel: str, params: list):
-    """The kernel function for the params' dtype, their sizes and the size array (or None)."""
+    """The kernel function for the params' dtype, their sizes, the size array and total, and the
+    plan (these five, cached while the params are the same arrays); None without the library."""
+    key = (kernel, "plan")
+    last = _last.get(key)
+    if last is not None and _same(last[0], params):
+        return (*last[1], last[1])
     if not params:
         raise ValueError(f"{kernel}: empty parameter list")
     dtype = params[0].dtype if type(params[0]) is np.ndarray else None
@@ -151,7 +170,14 @@ def _prepare(kernel: str, params: list):
     if lib is None:
         return None
     sizes = [a.size for a in params]
-    return getattr(lib, kernel + _SUFFIX[dtype]), dtype, sizes, (ctypes.c_int64 * len(sizes))(*sizes)
+    c_sizes = (ctypes.c_int64 * len(sizes))(*sizes)
+    fn = getattr(lib, kernel + _SUFFIX[dtype])
+    plan = (fn, dtype, sizes, c_sizes, sum(sizes))
+    # Checked (and cached against this plan) before the plan is kept: a plan is only reused
+    # for parameters that passed the checks.
+    _pointers(kernel, "params", params, dtype, sizes, True, plan)
+    _last[key] = ([weakref.ref(a) for a in params], plan)
+    return (*plan, plan)
 
 
 def fused_adam(
@@ -175,20 +201,20 @@ def fused_adam(
     prep = _prepare("fused_adam", params)
     if prep is None:
         return False
-    fn, dt, sizes, c_sizes = prep
+    fn, dt, sizes, c_sizes, total, plan = prep
     n = len(params)
     args = [
-        _pointers("fused_adam", "params", params, dt, sizes, True),
-        _pointers("fused_adam", "grads", grads, dt, sizes, False),
-        _pointers("fused_adam", "exp_avgs", exp_avgs, dt, sizes, True),
-        _pointers("fused_adam", "exp_avg_sqs", exp_avg_sqs, dt, sizes, True),
-        _pointers("fused_adam", "max_exp_avg_sqs", max_exp_avg_sqs, dt, sizes, True) if amsgrad else None,
+        _pointers("fused_adam", "params", params, dt, sizes, True, plan),
+        _pointers("fused_adam", "grads", grads, dt, sizes, False, plan),
+        _pointers("fused_adam", "exp_avgs", exp_avgs, dt, sizes, True, plan),
+        _pointers("fused_adam", "exp_avg_sqs", exp_avg_sqs, dt, sizes, True, plan),
+        _pointers("fused_adam", "max_exp_avg_sqs", max_exp_avg_sqs, dt, sizes, True, plan) if amsgrad else None,
     ]
     if len(steps) != n:
         raise ValueError(f"fused_adam: expected {n} step counts, got {len(steps)}")
     c_steps = (ctypes.c_double * n)(*steps)
     fn(n, *args, c_sizes, c_steps, lr, beta1, beta2, eps, weight_decay, int(amsgrad), int(maximize),
-       int(decoupled), _threads(sum(sizes)))  # fmt: skip
+       int(decoupled), _threads(total))  # fmt: skip
     return True
 
 
@@ -199,16 +225,16 @@ def fused_sgd(
     prep = _prepare("fused_sgd", params)
     if prep is None:
         return False
-    fn, dt, sizes, c_sizes = prep
+    fn, dt, sizes, c_sizes, total, plan = prep
     n = len(params)
-    p = _pointers("fused_sgd", "params", params, dt, sizes, True)
-    g = _pointers("fused_sgd", "grads", grads, dt, sizes, False)
-    b = _pointers("fused_sgd", "momentum_buffers", momentum_buffers, dt, sizes, True) if momentum != 0 else None
+    p = _pointers("fused_sgd", "params", params, dt, sizes, True, plan)
+    g = _pointers("fused_sgd", "grads", grads, dt, sizes, False, plan)
+    b = _pointers("fused_sgd", "momentum_buffers", momentum_buffers, dt, sizes, True, plan) if momentum != 0 else None
     if len(first_step) != n:
         raise ValueError(f"fused_sgd: expected {n} first-step flags, got {len(first_step)}")
     c_first = (ctypes.c_int8 * n)(*[bool(f) for f in first_step])
     fn(n, p, g, b, c_sizes, c_first, lr, momentum, dampening, weight_decay, int(nesterov), int(maximize),
-       _threads(sum(sizes)))  # fmt: skip
+       _threads(total))  # fmt: skip
     return True
 
 
@@ -217,15 +243,15 @@ def fused_adagrad(params, grads, state_sums, steps, *, lr, lr_decay, weight_deca
     prep = _prepare("fused_adagrad", params)
     if prep is None:
         return False
-    fn, dt, sizes, c_sizes = prep
+    fn, dt, sizes, c_sizes, total, plan = prep
     n = len(params)
-    p = _pointers("fused_adagrad", "params", params, dt, sizes, True)
-    g = _pointers("fused_adagrad", "grads", grads, dt, sizes, False)
-    s = _pointers("fused_adagrad", "state_sums", state_sums, dt, sizes, True)
+    p = _pointers("fused_adagrad", "params", params, dt, sizes, True, plan)
+    g = _pointers("fused_adagrad", "grads", grads, dt, sizes, False, plan)
+    s = _pointers("fused_adagrad", "state_sums", state_sums, dt, sizes, True, plan)
     if len(steps) != n:
         raise ValueError(f"fused_adagrad: expected {n} step counts, got {len(steps)}")
     c_steps = (ctypes.c_double * n)(*steps)
-    fn(n, p, g, s, c_sizes, c_steps, lr, lr_decay, weight_decay, eps, int(maximize), _threads(sum(sizes)))
+    fn(n, p, g, s, c_sizes, c_steps, lr, lr_decay, weight_decay, eps, int(maximize), _threads(total))
     return True
 
 
