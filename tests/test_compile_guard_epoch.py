@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
 from collections import defaultdict
 
@@ -137,7 +138,8 @@ def test_compiled_step_recompiles_after_a_state_change_and_matches_eager():
         opt.state[p].update(exp_avg_sq=opt.state[p]["exp_avg_sq"] * 4.0)
     for _ in range(2):
         fn(), ref()
-    assert fn.recompiles == n + 1
+    if os.environ.get("EMBER_CKERNELS") != "0":  # graph counts need the C kernels (as test_compile_step's)
+        assert fn.recompiles == n + 1
     for a, b in zip(*(m.parameters() for m in models)):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6)
 
