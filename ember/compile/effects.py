@@ -26,7 +26,7 @@ from ember.optim._tracked import MUTATIONS, ParamState, StateDict
 from ember.optim.optimizer import register_optimizer_step_pre_hook
 from ember.tensor import Tensor
 
-__all__ = ["Effects", "FastGuards", "Guards", "OptimizerGuard", "TensorGuards"]
+__all__ = ["Effects", "FastGuards", "Guards", "OptimizerGuard", "TensorGuards", "write_back"]
 
 
 _MISSING = object()
@@ -205,6 +205,18 @@ class FastGuards:
             self._short = (short_ids, short_flags)
             self._epoch = epoch
         return True
+
+
+def write_back(w: tuple, value) -> None:
+    """Apply one writeback of :meth:`Effects.collect` with its value from this call: a ``.grad``,
+    a module's ``training`` or an optimizer state entry, as the eager step would have left it."""
+    if w[0] == "grad":
+        w[1]._grad = None if value is None else value._owned()
+    elif w[0] == "training":
+        w[1].training = value
+    else:
+        _, opt, p, key, _ = w
+        opt.state[p][key] = value
 
 
 def _tracked(state) -> bool:

@@ -36,6 +36,7 @@ from ember.autograd.grad_mode import enable_grad, no_grad
 from ember.autograd.node import Node as AutogradNode
 from ember.backends import meta as _meta
 from ember.compile.capture import Unsupported, unflatten
+from ember.compile.effects import write_back
 from ember.compile.ir import IRGraph, Node
 from ember.compile.passes import dce
 from ember.compile.step_fusion import fuse_step, run_fused
@@ -258,13 +259,7 @@ class StepEntry:
             else:
                 value = _value(env, arg_tensors, g.outputs[k])
                 k += 1
-            if w[0] == "grad":
-                w[1]._grad = None if value is None else value._owned()
-            elif w[0] == "training":
-                w[1].training = value
-            else:
-                _, opt, p, key, _ = w
-                opt.state[p][key] = value
+            write_back(w, value)
         return unflatten(self.traced.out_spec, outs)
 
 

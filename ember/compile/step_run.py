@@ -32,6 +32,7 @@ from operator import attrgetter
 import numpy as np
 
 from ember.compile.capture import unflatten
+from ember.compile.effects import write_back
 from ember.compile.ir import Node
 from ember.tensor import Tensor
 
@@ -285,13 +286,7 @@ class FastStep:
             self.last_grads = list(map(id, map(_GRAD, self.wb_params)))
         for w, src in self.other_wb:
             value = self._value(src, ts, arg_tensors)
-            if w[0] == "grad":
-                w[1]._grad = None if value is None else value._owned()
-            elif w[0] == "training":
-                w[1].training = value
-            else:
-                _, opt, p, key, _ = w
-                opt.state[p][key] = value
+            write_back(w, value)
         outs = [self._value(src, ts, arg_tensors) for src in self.returns]
         return unflatten(self.out_spec, outs)
 
