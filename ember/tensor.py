@@ -344,7 +344,7 @@ class TensorBase:
     def _owned(self) -> Tensor:
         """Self if it owns its memory, else a copy (used for freshly accumulated gradients)."""
         d = self._data
-        if d.base is None and d.flags.c_contiguous and d.flags.writeable:
+        if d.base is None and d.flags.c_contiguous and (type(d) is not np.ndarray or d.flags.writeable):
             return self
         if getattr(d, "is_meta", False):  # under capture (ember.compile): the copy is a recorded op
             return self.clone()

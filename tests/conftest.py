@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-import ember
+if os.environ.get("EMBER_TEST_STRICT_CUPY"):  # the cuda paths on a machine without a GPU (tests/strict_cupy.py)
+    from tests import strict_cupy
+
+    strict_cupy.install()
+
+import ember  # noqa: E402 - after the optional stand-in for CuPy
 from ember.backends import ckernels
 from ember.backends.ckernels import ops as ckops
 from ember.datasets.idx import write_idx

@@ -212,7 +212,9 @@ def test_whole_training_step_as_one_program(name, monkeypatch):
     for (k, a), b in zip(pe["model"].named_parameters(), pc["model"].parameters()):
         np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
         if name == "mlp":  # GPT's key bias has a zero-up-to-rounding gradient that Adam scales to +-lr
-            np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+            # atol: on many cores the sums run in another order, and Adam's m/sqrt(v) magnifies
+            # the rounding of near-zero gradients (seen at 1.5e-5 on 16 threads)
+            np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-4, atol=4e-5, err_msg=k)
 
 
 def test_in_place_writes_reach_non_contiguous_inputs():

@@ -59,7 +59,7 @@ def test_conv_net_forward_and_backward_on_cuda_match_cpu():
         net.to(device).zero_grad()
         out = net(ember.tensor(x, device=device))
         out.sum().backward()
-        outs.append(out.cpu().numpy())
+        outs.append(out.detach().cpu().numpy())
         grads.append(net[0].weight.grad.cpu().numpy())
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-4)

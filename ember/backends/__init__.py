@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["get"]
+import numpy as np
+
+__all__ = ["get", "as_strided", "like", "contiguous"]
 
 _LOADED: dict = {}
 
@@ -24,6 +26,39 @@ def get(kind: str):
         mod = importlib.import_module(f"ember.backends.{kind}")
         _LOADED[kind] = mod
     return mod
+
+
+def _on_host(a) -> bool:
+    return isinstance(a, np.ndarray) or getattr(a, "is_meta", False)
+
+
+def as_strided(a, shape: tuple, strides: tuple):
+    """A read-only strided view of ``a`` in ``a``'s own memory (NumPy's or CuPy's ``as_strided``).
+
+    Example:
+        >>> as_strided(np.arange(4.0), (3, 2), (8, 8)).tolist()
+        [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]
+    """
+    if _on_host(a):
+        return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
+    return get("cuda").xp.lib.stride_tricks.as_strided(a, shape, strides)
+
+
+def contiguous(a):
+    """``a`` in C order: itself when it already is, else a C-ordered copy on its own device
+    (``np.ascontiguousarray`` would pull a CuPy array to the host, which CuPy refuses).
+
+    Example:
+        >>> contiguous(np.arange(6.0).reshape(2, 3).T).flags.c_contiguous
+        True
+    """
+    return a if a.flags.c_contiguous else a.copy()
+
+
+def like(a, host: np.ndarray):
+    """``host`` (a NumPy array) moved to the memory ``a`` lives in: itself for host and meta arrays,
+    a CuPy copy for a CuPy ``a``. For masks and constants that ops build with NumPy."""
+    return host if _on_host(a) else get("cuda").asarray(host)
 
 
 def __getattr__(name: str):

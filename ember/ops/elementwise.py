@@ -944,8 +944,9 @@ def _relu_array(x):
     if zero is None:
         if dt.kind == "b":
             raise _bool_error("relu")
-        zero = _ZEROS[dt] = np.zeros((), dt) if x.__class__ is np.ndarray else 0
-    return np.maximum(x, zero)
+        zero = _ZEROS[dt] = np.zeros((), dt)
+    # CuPy and meta arrays take a Python zero (CuPy refuses NumPy operands)
+    return np.maximum(x, zero if x.__class__ is np.ndarray else 0)
 
 
 # A 0-d zero per dtype: NumPy converts a Python 0 on every call, a 0-d array of the dtype it takes as is.

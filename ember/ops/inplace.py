@@ -189,7 +189,7 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     the ``write_`` primitive; either way the write is one op that ``apply`` sees.
     """
     _check_leaf(self)
-    if not self._data.flags.writeable and self._device is CPU:
+    if self._device is CPU and not self._data.flags.writeable:
         raise RuntimeError(
             f"{op}: unsupported operation: more than one element of the written-to tensor (shape "
             f"{list(self._data.shape)}, strides {list(self.stride())}) refers to a single memory location "

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ember import backends
 from ember._lowp import is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
@@ -187,7 +188,7 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
             raise RuntimeError(
                 "_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True"
             )
-        bool_mask = np.tril(np.ones((L, S), dtype=bool))
+        bool_mask = backends.like(qd, np.tril(np.ones((L, S), dtype=bool)))
     if attn_mask is not None:
         check_tensor(attn_mask, op, "attn_mask")
         if attn_mask._data.dtype == np.bool_:
@@ -203,7 +204,7 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
     if dropout_p > 0.0:
         batch = np.broadcast_shapes(qd.shape[:-2], kd.shape[:-3] + (kd.shape[-3] * rep,) if kd.ndim >= 3 else ())
         keep = numpy_generator(None).random(batch + (L, S)) >= dropout_p
-        drop = keep.astype(qd.dtype) / qd.dtype.type(1.0 - dropout_p)
+        drop = backends.like(qd, keep.astype(qd.dtype) / qd.dtype.type(1.0 - dropout_p))
     spec = _Spec(scale, bool_mask, is_causal, drop, rep, float_mask is not None)
     return spec, float_mask
 

@@ -25,8 +25,8 @@ Backward is three primitives that are closed under differentiation, so double ba
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
+from ember import backends
 from ember._lowp import f32_compute
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
@@ -69,7 +69,7 @@ def _pad_array(x: np.ndarray, pad: tuple, value=0) -> np.ndarray:
     if not (pt or pb or pl or pr):
         return x
     n, c, h, w = x.shape
-    out = np.full((n, c, h + pt + pb, w + pl + pr), value, dtype=x.dtype)
+    out = np.full_like(x, value, shape=(n, c, h + pt + pb, w + pl + pr))  # on x's device
     out[:, :, pt : pt + h, pl : pl + w] = x
     return out
 
@@ -79,7 +79,7 @@ def _windows(xp: np.ndarray, kh: int, kw: int, ho: int, wo: int, geom: _Geom) ->
     n, c = xp.shape[:2]
     s_n, s_c, s_h, s_w = xp.strides
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    return as_strided(xp, (n, c, kh, kw, ho, wo), (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
+    return backends.as_strided(xp, (n, c, kh, kw, ho, wo), (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw))
 
 
 def _im2col(x: np.ndarray, kh: int, kw: int, ho: int, wo: int, geom: _Geom) -> np.ndarray:
@@ -96,7 +96,7 @@ def _im2col(x: np.ndarray, kh: int, kw: int, ho: int, wo: int, geom: _Geom) -> n
 def _grad_rows(gd: np.ndarray, groups: int) -> np.ndarray:
     """The output gradient as ``(groups, N*Ho*Wo, O/groups)`` (a view of one NHWC copy)."""
     n, o, ho, wo = gd.shape
-    gt = np.ascontiguousarray(gd.transpose(0, 2, 3, 1)).reshape(n * ho * wo, groups, o // groups)
+    gt = backends.contiguous(gd.transpose(0, 2, 3, 1)).reshape(n * ho * wo, groups, o // groups)
     return gt.transpose(1, 0, 2)
 
 
@@ -141,7 +141,7 @@ def _padded_cm(xd, geom: _Geom, sh: _Shift):
     """The padded input, channel-major and flat: ``(C, N*Hp*Wp)``."""
     n, c, h, w = xd.shape
     pt, _, pl, _ = geom.pad
-    buf = np.zeros((c, n, sh.hp, sh.wp), xd.dtype)
+    buf = np.zeros_like(xd, shape=(c, n, sh.hp, sh.wp))
     buf[:, :, pt : pt + h, pl : pl + w] = xd.transpose(1, 0, 2, 3)
     return buf.reshape(c, sh.size)
 
@@ -149,14 +149,14 @@ def _padded_cm(xd, geom: _Geom, sh: _Shift):
 def _grad_cm(gd, sh: _Shift):
     """``g`` on the padded output grid, channel-major, after ``smax`` zero columns: ``(O, smax + L)``."""
     n, o = gd.shape[:2]
-    g2 = np.zeros((o, sh.smax + sh.size), gd.dtype)
+    g2 = np.zeros_like(gd, shape=(o, sh.smax + sh.size))
     g2[:, sh.smax :].reshape(o, n, sh.hp, sh.wp)[:, :, : sh.ho, : sh.wo] = gd.transpose(1, 0, 2, 3)
     return g2
 
 
 def _accumulate_taps(taps, acc):
     """``acc = sum_k a_k @ b_k`` over ``taps = [(a_k, b_k)]``, one scratch buffer for the products."""
-    tmp = np.empty(acc.shape, acc.dtype)
+    tmp = np.empty_like(acc)
     for k, (a, b) in enumerate(taps):
         if k == 0:
             np.matmul(a, b, out=acc)
@@ -172,10 +172,10 @@ def _shift_forward(xd, wd, geom: _Geom):
     sh = _Shift(xd.shape, wd.shape, geom)
     lc = sh.size - sh.smax  # every valid output column lies below this
     buf = _padded_cm(xd, geom, sh)
-    wk = np.ascontiguousarray(wd.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
-    acc = np.empty((o, sh.size), xd.dtype)  # the last smax columns are never read
+    wk = backends.contiguous(wd.transpose(2, 3, 0, 1))  # (kh, kw, O, C)
+    acc = np.empty_like(xd, shape=(o, sh.size))  # the last smax columns are never read
     _accumulate_taps([(wk[i, j], buf[:, s : s + lc]) for i, j, s in sh.offsets], acc[:, :lc])
-    return np.ascontiguousarray(acc.reshape(o, n, sh.hp, sh.wp)[:, :, : sh.ho, : sh.wo].transpose(1, 0, 2, 3))
+    return backends.contiguous(acc.reshape(o, n, sh.hp, sh.wp)[:, :, : sh.ho, : sh.wo].transpose(1, 0, 2, 3))
 
 
 def _shift_input_grad(gd, wd, x_shape, geom: _Geom, g2=None):
@@ -187,12 +187,12 @@ def _shift_input_grad(gd, wd, x_shape, geom: _Geom, g2=None):
     # Only the columns of the padded grid that hold real input pixels are computed.
     q0 = pt * sh.wp + pl
     q1 = (n - 1) * sh.hp * sh.wp + (pt + h - 1) * sh.wp + pl + w
-    wk = np.ascontiguousarray(wd.transpose(2, 3, 1, 0))  # (kh, kw, C, O)
+    wk = backends.contiguous(wd.transpose(2, 3, 1, 0))  # (kh, kw, C, O)
     taps = [(wk[i, j], g2[:, sh.smax - s + q0 : sh.smax - s + q1]) for i, j, s in sh.offsets]
-    acc = np.empty((c, sh.size), gd.dtype)  # columns outside [q0, q1) are padding, never read
+    acc = np.empty_like(gd, shape=(c, sh.size))  # columns outside [q0, q1) are padding, never read
     _accumulate_taps(taps, acc[:, q0:q1])
     acc = acc.reshape(c, n, sh.hp, sh.wp)[:, :, pt : pt + h, pl : pl + w]
-    return np.ascontiguousarray(acc.transpose(1, 0, 2, 3))
+    return backends.contiguous(acc.transpose(1, 0, 2, 3))
 
 
 def _shift_weight_grad(xd, gd, w_shape, geom: _Geom, g2=None):
@@ -203,10 +203,10 @@ def _shift_weight_grad(xd, gd, w_shape, geom: _Geom, g2=None):
     buf = _padded_cm(xd, geom, sh)
     gv = g2[:, sh.smax : sh.smax + lc]
     o, c, kh, kw = w_shape
-    out = np.empty((kh, kw, o, c), xd.dtype)
+    out = np.empty_like(xd, shape=(kh, kw, o, c))
     for i, j, s in sh.offsets:
         np.matmul(gv, buf[:, s : s + lc].T, out=out[i, j])
-    return np.ascontiguousarray(out.transpose(2, 3, 0, 1))
+    return backends.contiguous(out.transpose(2, 3, 0, 1))
 
 
 # --------------------------------------------------------------------------- array kernels
@@ -257,14 +257,14 @@ def _im2col_forward(xd, wd, geom: _Geom):
     wo = _out_size(w, pl + pr, kw, geom.stride[1], geom.dilation[1])
     cols = _im2col(xd, kh, kw, ho, wo, geom)
     out = np.matmul(wd.reshape(g, o // g, -1), cols)  # (g, O/g, N*Ho*Wo)
-    return np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+    return backends.contiguous(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
 
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _input_grad(gd, wd, x_shape, geom: _Geom, layout=None, k=None):
     """The input gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
     if gd.size == 0:  # an empty batch (or output): nothing reaches the input
-        return np.zeros(x_shape, gd.dtype)
+        return np.zeros_like(gd, shape=x_shape)
     path, buf = layout or (_input_grad_path(x_shape, wd.shape, geom, gd.dtype, k), None)
     if path == "direct":
         return k.conv2d_input_grad(gd, wd, x_shape, geom.kernel_args, buf)
@@ -287,7 +287,7 @@ def _col2im_input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
     if rows is None:
         rows = _grad_rows(gd, g)
     wt = wd.reshape(g, o // g, cg, kh, kw)
-    acc = np.zeros((n, h + pt + pb, w + pl + pr, g, cg), dtype=gd.dtype)
+    acc = np.zeros_like(gd, shape=(n, h + pt + pb, w + pl + pr, g, cg))
     for i in range(kh):
         for j in range(kw):
             part = np.matmul(rows, wt[:, :, :, i, j])  # (g, N*Ho*Wo, Cg)
@@ -295,14 +295,14 @@ def _col2im_input_grad(gd, wd, x_shape, geom: _Geom, rows=None):
             hs, ws = i * dh, j * dw
             acc[:, hs : hs + sh * (ho - 1) + 1 : sh, ws : ws + sw * (wo - 1) + 1 : sw] += part
     acc = acc[:, pt : pt + h, pl : pl + w].reshape(n, h, w, c)
-    return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
+    return backends.contiguous(acc.transpose(0, 3, 1, 2))
 
 
 @f32_compute  # float16/bfloat16: float32 compute (the C kernels take float32/64)
 def _weight_grad(xd, gd, w_shape, geom: _Geom, layout=None, k=None):
     """The weight gradient: ``layout`` is :func:`_grad_layout`'s result when already made."""
     if gd.size == 0 or xd.size == 0:  # an empty batch: a zero weight gradient
-        return np.zeros(w_shape, gd.dtype)
+        return np.zeros_like(gd, shape=w_shape)
     path, buf = layout or (None, None)
     if k is not None and geom.groups == 1:
         out = k.conv2d_weight_grad(xd, gd, w_shape, geom.kernel_args, buf if path == "direct" else None)

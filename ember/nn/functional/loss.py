@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from ember import backends
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.nn.functional.activation import _LOG_SOFTMAX, _logsigmoid, log_softmax, softmax
@@ -100,6 +101,12 @@ class _ClassTargets:
         wt = np.ones(flat.shape, dtype=d.dtype) if self.w is None else self.w[self.t].astype(d.dtype)
         self.wt = wt * self.valid  # w[t_i], zero for ignored samples
         self.rows = np.arange(flat.size)
+        if not isinstance(d, np.ndarray) and not getattr(d, "is_meta", False):
+            # checked on the host; the arrays the loss reads go to the logits' device
+            self.t, self.valid, self.wt, self.rows = (
+                backends.like(d, a) for a in (self.t, self.valid, self.wt, self.rows)
+            )
+            self.w = None if self.w is None else backends.like(d, self.w)
 
     def to_2d(self, d):
         if d.ndim == 1:
@@ -128,9 +135,9 @@ class _ClassTargets:
     def q(self, ls: float, dtype):
         """The dense target distribution q (M, C)."""
         m = self.t.size
-        q = np.zeros((m, self.c), dtype=dtype)
+        q = np.zeros_like(self.wt, dtype=dtype, shape=(m, self.c))  # on the logits' device
         if ls:
-            base = np.ones(self.c, dtype=dtype) if self.w is None else self.w.astype(dtype)
+            base = np.ones_like(q, shape=(self.c,)) if self.w is None else self.w.astype(dtype)
             q += (ls / self.c) * base[None, :] * self.valid[:, None]
         q[self.rows, self.t] += (1.0 - ls) * self.wt
         return q
@@ -187,6 +194,7 @@ def _class_loss_backward_impl(g, x, node):
 
 _CLASS_LOSS_BACKWARD = Primitive("class_loss_backward", None, cpu=_class_loss_backward_impl)
 _CLASS_LOSS_BACKWARD.register("meta", lambda g, x, node: np.zeros_like(x._data))
+_CLASS_LOSS_BACKWARD.register("cuda", _class_loss_backward_impl)
 
 
 class CrossEntropy(_ClassLoss):
@@ -240,12 +248,17 @@ def _class_loss_impl(input, target, weight, ignore_index, reduction, ls, softmax
     if reduction == "none":
         out = loss.reshape(ct.out_shape)
     elif reduction == "sum":
-        out = np.asarray(loss.sum(), dtype=loss.dtype)
+        out = _zero_dim(loss.sum(), loss.dtype)
     else:
         denom = ct.denominator()
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.asarray(loss.sum() / denom, dtype=loss.dtype)
+            out = _zero_dim(loss.sum() / denom, loss.dtype)
     return out, {"ct": ct, "denom": denom, "logp": logp if softmax_mode else None}
+
+
+def _zero_dim(value, dtype):
+    """A reduction's result as a 0-d array: NumPy gives a scalar, CuPy already a 0-d device array."""
+    return np.asarray(value, dtype=dtype) if isinstance(value, (np.generic, float)) else value.astype(dtype, copy=False)
 
 
 def _class_loss_meta(input, target, weight, ignore_index, reduction, ls, softmax_mode, op):
@@ -264,6 +277,7 @@ _CROSS_ENTROPY = Primitive("cross_entropy", CrossEntropy, cpu=_class_loss_impl, 
 _NLL_LOSS = Primitive("nll_loss", NllLoss, cpu=_class_loss_impl, extras=True)
 for _prim in (_CROSS_ENTROPY, _NLL_LOSS):
     _prim.register("meta", _class_loss_meta)
+    _prim.register("cuda", _class_loss_impl)
 
 
 def nll_loss(

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
+from ember import backends
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap, check_tensor
 from ember.ops.dispatch import Primitive, apply
@@ -97,7 +97,7 @@ class _Pool:
         bh, bw = max(need_h - h - ph, 0), max(need_w - w - pw, 0)
         if not (ph or pw or bh or bw):
             return xd
-        out = np.full(xd.shape[:-2] + (h + ph + bh, w + pw + bw), value, dtype=xd.dtype)
+        out = np.full_like(xd, value, shape=xd.shape[:-2] + (h + ph + bh, w + pw + bw))  # on xd's device
         out[..., ph : ph + h, pw : pw + w] = xd
         return out
 
@@ -108,7 +108,7 @@ class _Pool:
         (ho, wo), (kh, kw) = self.out_hw, self.k
         shape = (n, c, ho, wo, kh, kw)
         strides = (s_n, s_c, s_h * self.s[0], s_w * self.s[1], s_h * self.d[0], s_w * self.d[1])
-        return as_strided(xp, shape, strides, writeable=False)
+        return backends.as_strided(xp, shape, strides)
 
 
 def _batched(x: Tensor, op: str):
@@ -155,7 +155,7 @@ def _max_scatter_impl(g, idx, in_shape):
     n, c = idx.shape[:2]
     hw = in_shape[2] * in_shape[3]
     # One bincount over (plane, position) keys: repeated argmaxes of overlapping windows add up.
-    keys = idx.reshape(n * c, -1) + (np.arange(n * c, dtype=np.int64) * hw)[:, None]
+    keys = idx.reshape(n * c, -1) + backends.like(idx, (np.arange(n * c, dtype=np.int64) * hw)[:, None])
     out = np.bincount(keys.ravel(), weights=g._data.ravel(), minlength=n * c * hw)
     return out.astype(g._data.dtype, copy=False).reshape(in_shape)
 
@@ -186,8 +186,8 @@ def _max_pool_numpy(xd: np.ndarray, geo: _Pool):
     out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
     # Flat index into the unpadded H*W plane of the chosen element.
     ki, kj = np.divmod(arg, kw)
-    rows = np.arange(ho)[:, None] * geo.s[0] - geo.p[0] + ki * geo.d[0]
-    cols = np.arange(wo)[None, :] * geo.s[1] - geo.p[1] + kj * geo.d[1]
+    rows = backends.like(arg, np.arange(ho)[:, None] * geo.s[0] - geo.p[0]) + ki * geo.d[0]
+    cols = backends.like(arg, np.arange(wo)[None, :] * geo.s[1] - geo.p[1]) + kj * geo.d[1]
     return out, (rows * geo.in_hw[1] + cols).astype(np.int64)
 
 
@@ -287,7 +287,7 @@ def _avg_sum(x: Tensor, geo: _Pool, div: np.ndarray) -> Tensor:
 def _avg_sum_impl(x, geo, div, in_shape):
     xd = x._data
     win = geo.windows(geo.padded(xd, 0))
-    return (win.sum(axis=(-2, -1)) / div).astype(xd.dtype, copy=False)
+    return (win.sum(axis=(-2, -1)) / backends.like(xd, div)).astype(xd.dtype, copy=False)
 
 
 def _avg_spread(g: Tensor, geo: _Pool, div: np.ndarray, in_shape: tuple) -> Tensor:
@@ -295,15 +295,15 @@ def _avg_spread(g: Tensor, geo: _Pool, div: np.ndarray, in_shape: tuple) -> Tens
 
 
 def _avg_spread_impl(g, geo, div, in_shape):
-    gd = (g._data / div).astype(g._data.dtype, copy=False)
+    gd = (g._data / backends.like(g._data, div)).astype(g._data.dtype, copy=False)
     (h, w), (ho, wo) = geo.in_hw, geo.out_hw
-    acc = geo.padded(np.zeros(in_shape, dtype=gd.dtype), 0)
+    acc = geo.padded(np.zeros_like(gd, shape=in_shape), 0)
     for i in range(geo.k[0]):
         for j in range(geo.k[1]):
             hs, ws = i * geo.d[0], j * geo.d[1]
             acc[:, :, hs : hs + geo.s[0] * (ho - 1) + 1 : geo.s[0], ws : ws + geo.s[1] * (wo - 1) + 1 : geo.s[1]] += gd
     ph, pw = geo.p
-    return np.ascontiguousarray(acc[:, :, ph : ph + h, pw : pw + w])
+    return backends.contiguous(acc[:, :, ph : ph + h, pw : pw + w])
 
 
 _AVG_POOL = Primitive("avg_pool2d", AvgPool, _avg_sum_impl)
@@ -357,7 +357,7 @@ def _avg_matrix(n: int, o: int, like: Tensor) -> Tensor:
     a = np.zeros((o, n), dtype=like._data.dtype)
     for i, (s, e) in enumerate(_adaptive_ranges(n, o)):
         a[i, s:e] = 1.0 / (e - s)
-    return _wrap(a, like._device)
+    return _wrap(backends.like(like._data, a), like._device)
 
 
 def _out_pair(output_size, in_hw) -> tuple:
