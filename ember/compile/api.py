@@ -27,6 +27,7 @@ from ember.autograd.grad_mode import no_grad
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
+from ember.compile.cuda_runtime import build_cuda_kernels, cuda_groups
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
 from ember.compile.effects import Guards, TensorGuards
 from ember.compile.inplace import VersionCounts, aliased, write_counts
@@ -175,6 +176,8 @@ class CompiledFunction:
         self.segment_cache: dict = {}  # a pure segment's signature -> (graph, steps, kernels)
         self.recompiles = 0
         self.gave_up = None  # reason every call runs eagerly
+        self.on_cuda = False  # the call being compiled has CUDA tensors
+        self.arg_kinds: set = set()  # the device kinds of its tensor arguments
         self._hit = None  # (entry, module.training, grad mode) of the last call without arguments
         functools.update_wrapper(self, fn)
 
@@ -228,6 +231,8 @@ class CompiledFunction:
         plain = [schedule(v, []) for v in views]
         if self.backend != "inductor":
             return plain, {}
+        if self.on_cuda:
+            return self._build_cuda(graph, views, plain)
         all_groups, steps = [], []
         try:
             for v in views:
@@ -257,6 +262,27 @@ class CompiledFunction:
             return plain, {}
         return steps, dict(enumerate(fns))
 
+    def _build_cuda(self, graph, views, plain):
+        """CUDA tensors: the fused groups as CUDA kernels, the rest through apply (cuda_runtime.py)."""
+        if getattr(graph, "write_counts", None):
+            return plain, {}  # in-place writes keep eager order: op by op
+        groups_of, steps, all_groups = [], [], []
+        try:
+            for v in views:
+                groups = cuda_groups(fuse(v, log=self._log("fusion")))
+                for g in groups:
+                    g.id = len(all_groups)
+                    all_groups.append(g)
+                groups_of.append(groups)
+                s = schedule(v, groups)
+                s.plan = None  # no arena: each output is a fresh device array
+                steps.append(s)
+            kernels = build_cuda_kernels(all_groups, log=self._log("codegen"))
+        except Exception as e:  # noqa: BLE001 - NVRTC, CuPy or fusion: never fail the call
+            self._fallback(f"CUDA code generation failed ({type(e).__name__}: {e}); the graph runs op by op")
+            return plain, {}
+        return steps, kernels
+
     def _compile(self, args, kwargs):
         try:
             traced = self._trace(args, kwargs)
@@ -273,6 +299,10 @@ class CompiledFunction:
 
     def _build(self, traced, args, kwargs):
         """Optimize, fuse and build a capture into a cache entry (or the reason it runs eagerly)."""
+        kinds = self.arg_kinds | {b[1]._device.type for b in traced.bindings if b[0] == "const"}
+        self.on_cuda = kinds == {"cuda"}  # a function of no arguments: its parameters' device
+        if kinds - {"cpu"} and not self.on_cuda:
+            return self._fallback(f"tensors on several devices ({', '.join(sorted(kinds))})")
         if traced.writebacks and not traced.step:
             # Python state the function changes (train()/eval(), a .grad): only a step graph
             # replays it, and its results carry no autograd history.
@@ -280,6 +310,8 @@ class CompiledFunction:
                 return self._fallback("the function changes Python state (train/eval mode, .grad) and needs gradients")
             traced.step = True
         if traced.step:  # the function ran backward() itself: the whole step is one graph
+            if self.on_cuda:
+                return self._fallback("whole training steps compile to CPU programs only; on CUDA it runs eagerly")
             try:
                 return prepare_step(traced, log=self._log("graph"))
             except Unsupported as e:
@@ -332,9 +364,12 @@ class CompiledFunction:
             flatten((args, kwargs), tensors)
             self.dyn_dims = [(k, d) for k, t in enumerate(tensors) for d in range(t.dim())]
         key, tensors = self._key(args, kwargs)
-        if any(t.device.type != "cpu" for t in tensors):
-            return self.fn(*args, **kwargs)  # generated code is CPU-only for now
-        old = mark_dynamic(self, key, tensors) if key not in self.cache and self.dynamic is None else None
+        kinds = self.arg_kinds = {t._device.type for t in tensors}
+        self.on_cuda = kinds == {"cuda"}  # fused groups as CUDA kernels (cuda_runtime.py)
+        if kinds - {"cpu"} and not self.on_cuda:
+            return self.fn(*args, **kwargs)  # meta, or tensors on several devices: eager
+        dyn = self.dynamic is None and not self.on_cuda  # CUDA: a graph per shape (no dynamic replanning)
+        old = mark_dynamic(self, key, tensors) if key not in self.cache and dyn else None
         if old is not None:
             key, tensors = self._key(args, kwargs)
             if key not in self.cache and not isinstance(old, str) and old is not _LAZY and old.consts_ok():

@@ -89,8 +89,13 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
     if hasattr(steps, "run"):
         return steps.run(env)
     plan = getattr(steps, "plan", None)
+    on_cuda = kernels.__class__.__name__ == "CudaKernels"
     for kind, x in steps:
-        if kind == "group":
+        if kind == "group" and on_cuda:
+            from ember.compile.cuda_runtime import launch
+
+            launch(x, kernels[x.id], env)
+        elif kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]
             # each output's own dtype: a group may cast between float32 and bfloat16/float16
             outs = [_out_buffer(plan, env, o, np.dtype(str(o.dtype).replace("ember.", ""))) for o in x.outputs]
