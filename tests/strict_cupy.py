@@ -201,8 +201,8 @@ def asnumpy(a, stream=None, order="C", out=None):
 
 def _module_function(name):
     fn = getattr(np, name)
-    if not callable(fn) or isinstance(fn, type):
-        return fn
+    if not callable(fn) or isinstance(fn, (type, np.ufunc)):
+        return fn  # a ufunc dispatches to ndarray.__array_ufunc__ by itself (``add.at`` too)
 
     def call(*args, **kwargs):
         args = _unwrap(list(args), name)
