@@ -47,7 +47,13 @@ def to_host(arr) -> np.ndarray:
 
 
 def scatter_add(target, index, values) -> None:
-    xp.add.at(target, index, values)  # unbuffered: repeated indices accumulate (cupyx.scatter_add is deprecated)
+    # unbuffered: repeated indices accumulate (cupyx.scatter_add is deprecated); host index arrays
+    # (np.indices of a gather's shape) move to the device first
+    if isinstance(index, tuple):
+        index = tuple(xp.asarray(i) if isinstance(i, np.ndarray) else i for i in index)
+    elif isinstance(index, np.ndarray):
+        index = xp.asarray(index)
+    xp.add.at(target, index, values)
 
 
 def new_generator(seed: int):
