@@ -3,6 +3,7 @@
 # (no virtual environment is made: the GPU image's own packages are used). Logs go to ${OUT:-gpu-logs}/.
 #   bash scripts/gpu_check.sh           # the gpu-marked tests and the device-parametrized oracle tests on cuda
 #   bash scripts/gpu_check.sh full      # ... and then the whole default suite, in parallel
+#   bash scripts/gpu_check.sh bench     # ... and then bench/gpu.py (Ember on CUDA beside PyTorch on CUDA)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-logs}
@@ -19,4 +20,7 @@ timeout 100 python3 -m pytest -p no:cacheprovider -rfE --tb=short -o addopts="" 
 if [ "${1:-}" = full ]; then
     timeout 170 python3 -m pytest -p no:cacheprovider -q -rfE --tb=line -o addopts="" -m "not slow" -n 16 tests \
         2>&1 | tee "$out/full.log" | tail -80
+fi
+if [ "${1:-}" = bench ]; then
+    timeout 240 python3 bench/gpu.py --out "$out/gpu_bench.md" 2>&1 | tee "$out/gpu_bench.log"
 fi
