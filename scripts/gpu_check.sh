@@ -17,6 +17,10 @@ timeout 150 python3 -m pytest -p no:cacheprovider -rfE --tb=short -o addopts="" 
     2>&1 | tee "$out/gpu_marked.log"
 timeout 100 python3 -m pytest -p no:cacheprovider -rfE --tb=short -o addopts="" -k cuda tests/test_devices.py \
     2>&1 | tee "$out/devices_cuda.log"
+# the PyTorch-oracle suites with Ember on cuda (tests/helpers.py reads EMBER_TEST_DEVICE)
+suites=$(python3 -c "from tests.test_strict_cupy_paths import ORACLE_SUITES; print(' '.join(ORACLE_SUITES))")
+EMBER_TEST_DEVICE=cuda timeout 200 python3 -m pytest -p no:cacheprovider -q -rfE --tb=short -o addopts="" -n 8 $suites \
+    2>&1 | tee "$out/oracle_cuda.log" | tail -40
 if [ "${1:-}" = full ]; then
     timeout 170 python3 -m pytest -p no:cacheprovider -q -rfE --tb=line -o addopts="" -m "not slow" -n 16 tests \
         2>&1 | tee "$out/full.log" | tail -80

@@ -4,9 +4,16 @@
 ``lib=torch`` on tensors made from the same NumPy arrays, then compares outputs (values, shapes,
 dtypes) and, when ``grad=True``, the gradients of every float input under the same random
 upstream gradient. Inputs may be marked non-contiguous: both sides then see a transposed view.
+
+Ember's side runs on ``$EMBER_TEST_DEVICE`` (default ``cpu``): with ``EMBER_TEST_DEVICE=cuda`` the
+whole oracle suite checks the CUDA backend against PyTorch on CPU (``scripts/gpu_check.sh``; on a
+machine without a GPU, with ``EMBER_TEST_STRICT_CUPY=1``, see tests/strict_cupy.py).
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import numpy as np
 import torch
@@ -15,6 +22,9 @@ import ember
 
 RTOL = {np.float16: 1e-2, np.float32: 1e-4, np.float64: 1e-7}
 ATOL = {np.float16: 1e-2, np.float32: 1e-5, np.float64: 1e-9}
+
+
+DEVICE = os.environ.get("EMBER_TEST_DEVICE", "cpu")
 
 
 class NonContig:
@@ -36,22 +46,28 @@ def rand(*shape, dtype=np.float32, low=-2.0, high=2.0, positive=False) -> np.nda
 
 
 def _make(lib, x, requires_grad: bool):
+    dev = {"device": DEVICE} if lib is ember and DEVICE != "cpu" else {}
     if isinstance(x, NonContig):
         base = np.ascontiguousarray(np.swapaxes(x.array, 0, -1)) if x.array.ndim > 1 else x.array[::-1].copy()
-        t = lib.tensor(base, requires_grad=requires_grad and base.dtype.kind == "f")
+        t = lib.tensor(base, requires_grad=requires_grad and base.dtype.kind == "f", **dev)
         view = t.transpose(0, -1) if x.array.ndim > 1 else t.flip(0)
         return t, view
     if isinstance(x, np.ndarray):
-        t = lib.tensor(x, requires_grad=requires_grad and x.dtype.kind == "f")
+        t = lib.tensor(x, requires_grad=requires_grad and x.dtype.kind == "f", **dev)
         return t, t
     return None, x
+
+
+def on_device():
+    """Ember's factories inside an op function make tensors on the test device."""
+    return ember.device(DEVICE) if DEVICE != "cpu" else contextlib.nullcontext()
 
 
 def _np(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().numpy()
     if isinstance(x, ember.Tensor):
-        return x.detach().numpy()
+        return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
@@ -87,7 +103,8 @@ def check(fn, *inputs, grad: bool = True, rtol=None, atol=None, check_dtype: boo
     """Compare ``fn(ember, *xs)`` with ``fn(torch, *xs)``; returns the Ember output."""
     e_pairs = [_make(ember, x, grad) for x in inputs]
     t_pairs = [_make(torch, x, grad) for x in inputs]
-    e_out = fn(ember, *[v for _, v in e_pairs])
+    with on_device():
+        e_out = fn(ember, *[v for _, v in e_pairs])
     t_out = fn(torch, *[v for _, v in t_pairs])
     e_flat, t_flat = _flatten(e_out), _flatten(t_out)
     assert len(e_flat) == len(t_flat), "different number of outputs"
@@ -107,7 +124,7 @@ def check(fn, *inputs, grad: bool = True, rtol=None, atol=None, check_dtype: boo
     rng = np.random.default_rng(1)
     upstream = [rng.standard_normal(t.shape).astype(_np(t).dtype) for t in t_diff]
     torch.autograd.backward(t_diff, [torch.tensor(u) for u in upstream])
-    ember.autograd.backward(e_diff, [ember.tensor(u) for u in upstream])
+    ember.autograd.backward(e_diff, [ember.tensor(u, device=e.device) for u, e in zip(upstream, e_diff)])
     for i, ((e_leaf, _), (t_leaf, _)) in enumerate(zip(e_pairs, t_pairs)):
         if t_leaf is None or not t_leaf.requires_grad:
             continue

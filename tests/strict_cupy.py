@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import types
+import weakref
 
 import numpy as np
 
@@ -44,6 +45,8 @@ def _unwrap(x, what: str):
 def _wrap(x):
     if isinstance(x, np.ndarray):
         return ndarray(x)
+    if isinstance(x, np.generic):  # CuPy's reductions and ufuncs give 0-d device arrays, never scalars
+        return ndarray(np.asarray(x))
     if isinstance(x, tuple):
         return tuple(_wrap(v) for v in x)
     if isinstance(x, list):
@@ -60,11 +63,16 @@ def _index(key):
     return key
 
 
+_OWNERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id(host array) -> its device array
+
+
 class ndarray:  # noqa: N801 - CuPy's name
     __array_priority__ = 100
 
     def __init__(self, a: np.ndarray):
         self._a = a
+        if a.base is None:
+            _OWNERS[id(a)] = self  # ``view.base is x``, as in CuPy (ops test identity)
 
     # ----- CuPy's strictness -----
     def __array__(self, dtype=None, copy=None):
@@ -91,7 +99,10 @@ class ndarray:  # noqa: N801 - CuPy's name
     @property
     def base(self):
         b = self._a.base
-        return None if b is None else ndarray(b) if isinstance(b, np.ndarray) else b
+        if not isinstance(b, np.ndarray):
+            return None
+        owner = _OWNERS.get(id(b))
+        return owner if owner is not None else ndarray(b)
 
     @property
     def T(self):
@@ -115,6 +126,17 @@ class ndarray:  # noqa: N801 - CuPy's name
             return _wrap(attr(*args, **{k: _unwrap(v, name) if k == "out" else v for k, v in kwargs.items()}))
 
         return method
+
+    def diagonal(self, offset=0, axis1=0, axis2=1):
+        """A writable view, as CuPy's (NumPy's is read-only): the same strides from the first element."""
+        d = self._a
+        out = d.diagonal(offset, axis1, axis2)
+        if not out.size:
+            return ndarray(out)
+        key = [slice(None)] * d.ndim
+        key[axis1] = slice(max(-offset, 0), None)
+        key[axis2] = slice(max(offset, 0), None)
+        return ndarray(np.lib.stride_tricks.as_strided(d[tuple(key)], out.shape, out.strides))
 
     def get(self):
         return self._a.copy()

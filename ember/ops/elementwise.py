@@ -132,6 +132,18 @@ def _broadcast_error(op: str, a, b) -> RuntimeError:
     return RuntimeError(f"{op}: shapes {sa} and {sb} cannot be broadcast together")
 
 
+def _cross_device(ad, bd, da, db, op: str):
+    """Operands on two devices: as in PyTorch, a 0-d CPU tensor acts as a scalar and joins the
+    other tensor's device; anything else is an error."""
+    if not bd.ndim and db.type == "cpu":
+        return ad, da.backend.xp.asarray(bd), da
+    if not ad.ndim and da.type == "cpu":
+        return db.backend.xp.asarray(ad), bd, db
+    raise RuntimeError(
+        f"{op}: Expected all tensors to be on the same device, but found at least two devices, {da} and {db}!"
+    )
+
+
 def _operands(a, b, op: str, float_result: bool = False):
     """Arrays of ``a`` and ``b`` cast to the promoted dtype; either may be a Python number."""
     if isinstance(a, Tensor):
@@ -139,11 +151,8 @@ def _operands(a, b, op: str, float_result: bool = False):
         device = a._device
         if isinstance(b, Tensor):
             bd = b._data
-            if b._device is not device and b._device != device and bd.ndim:
-                raise RuntimeError(
-                    f"{op}: Expected all tensors to be on the same device, but found at least two "
-                    f"devices, {device} and {b._device}!"
-                )
+            if b._device is not device and b._device != device:
+                ad, bd, device = _cross_device(ad, bd, device, b._device, op)
             if ad.dtype is bd.dtype and (not float_result or ad.dtype.kind in "fV"):
                 return ad, bd, device
         elif isinstance(b, (int, float)) and ad.dtype.kind == "f":  # a float result either way

@@ -759,22 +759,27 @@ def _topk_indices_impl(x, k, axis, largest):
     """The indices of the ``k`` largest (smallest) elements along ``axis``, in sorted order."""
     d = x._data
     if d.ndim == 0:
-        return np.zeros((), dtype=np.int64)
+        return np.zeros_like(d, dtype=np.int64)
     size = d.shape[axis]
     if k < size // 8 and size > 64:
         # Partition first: O(n) selection, then sort only the k survivors.
         if largest:  # the k largest sit at the end of an ascending partition (NaN counts as largest)
             part = np.argpartition(d, size - k, axis=axis)
-            cand = np.take(part, np.arange(size - k, size), axis=axis)
+            cand = _along(part, axis, size - k, size)
         else:
             part = np.argpartition(d, k - 1, axis=axis)
-            cand = np.take(part, np.arange(k), axis=axis)
+            cand = _along(part, axis, 0, k)
         vals = np.take_along_axis(d, cand, axis)
         order = _argsort(vals, axis, largest)
         idx = np.take_along_axis(cand, order, axis)
     else:
-        idx = np.take(_argsort(d, axis, largest), np.arange(k), axis=axis)
+        idx = _along(_argsort(d, axis, largest), axis, 0, k)
     return idx.astype(np.int64)
+
+
+def _along(a, axis: int, start: int, stop: int):
+    """``a[..., start:stop, ...]`` on ``axis`` (a slice, so on any device)."""
+    return a[(slice(None),) * axis + (slice(start, stop),)]
 
 
 def _topk_indices_meta(x, k, axis, largest):

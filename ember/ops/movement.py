@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ember import _dtype
+from ember import _dtype, backends
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, wrap_dims
@@ -480,9 +480,12 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None) -> Ten
 
 
 # The indices 0..n-1, each repeated by its count (the counts' values are read: no meta form).
-_REPEAT_COUNTS = Primitive(
-    "repeat_interleave_counts", None, lambda r: np.repeat(np.arange(r._data.size, dtype=np.int64), r._data)
-)
+def _repeat_counts(r):
+    counts = r._device.backend.to_host(r._data)  # the output's size is the counts' sum: read on the host
+    return backends.like(r._data, np.repeat(np.arange(counts.size, dtype=np.int64), counts))
+
+
+_REPEAT_COUNTS = Primitive("repeat_interleave_counts", None, _repeat_counts)
 
 
 # --------------------------------------------------------------------------- copies

@@ -13,7 +13,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ember import _dtype
+from ember import _dtype, backends
 from ember._lowp import LOW_NP, is_low
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
@@ -852,7 +852,7 @@ def cummax(input, dim: int):
 def _cummax_indices_impl(x, axis):
     d = x._data
     vals = np.maximum.accumulate(d, axis=axis)
-    ar = np.arange(d.shape[axis]).reshape([-1 if i == axis else 1 for i in range(d.ndim)])
+    ar = backends.like(d, np.arange(d.shape[axis]).reshape([-1 if i == axis else 1 for i in range(d.ndim)]))
     return np.maximum.accumulate(np.where(d == vals, ar, 0), axis=axis).astype(np.int64)
 
 
