@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ember
-from tests.helpers import NonContig, check, rand
+from tests.helpers import DEVICE, NonContig, check, rand
 
 
 def _idx(L, values, dtype="long"):
@@ -186,6 +186,8 @@ FAMILY = {
 
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_index_family(name):
+    if DEVICE == "cuda" and name == "scatter_src":
+        pytest.skip("a repeated index: which write wins is undefined on CUDA, as in PyTorch")
     fn, inputs = FAMILY[name]
     check(fn, *inputs)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ember
-from tests.helpers import check, rand
+from tests.helpers import DEVICE, check, rand
 
 
 def _t(L, v, dtype="long"):
@@ -125,6 +125,8 @@ def test_write_through_view_then_use_other_view():
 
 def test_augmented_index_assign_repeated_indices():
     """``x[idx] += v`` reads, adds, writes: repeated indices are written once (last wins)."""
+    if DEVICE == "cuda":
+        pytest.skip("a repeated index: which write wins is undefined on CUDA, as in PyTorch")
 
     def fn(L, x, v):
         y = x * 1
