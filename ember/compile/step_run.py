@@ -25,14 +25,16 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import sys
 import weakref
-from operator import attrgetter
+from operator import attrgetter, is_
 
 import numpy as np
 
+from ember._mutations import MUTATIONS
 from ember.compile.capture import unflatten
-from ember.compile.effects import write_back
+from ember.compile.effects import keeps_guards, write_back
 from ember.compile.ir import Node
 from ember.tensor import Tensor
 
@@ -58,24 +60,26 @@ def _unshared(_ref) -> None:
 
 
 def _probe() -> tuple:
-    """The reference counts :meth:`FastStep._reusable` sees for an output held by nothing but
+    """The reference counts :meth:`FastStep._outputs` and its slow path see for an output held by nothing but
     the structures it uses itself (one more per ``p.grad`` holding it): measured, not assumed,
     so they follow the interpreter's own counting."""
     t = _wrap(np.empty(1))
     arrs = [t._data]  # Program.arrs
+    kept = [t._data]  # FastStep.arrays
     ref = weakref.ref(t, _unshared)
     refs = [ref]
     del ref
     holder = [t]  # stands for one p.grad
     del t
     ts = list(map(_call, refs))
-    datas = list(map(_DATA, ts))
-    counts = (list(map(_rc, ts))[0] - 1, list(map(_rc, datas))[0])
-    del holder, arrs
+    direct = list(map(_rc, kept))[0]  # the arrays read from FastStep.arrays
+    datas = list(map(_DATA, ts))  # ... or through the tensors
+    counts = (list(map(_rc, ts))[0] - 1, list(map(_rc, datas))[0], direct)
+    del holder, arrs, kept
     return counts
 
 
-_BASE_T, _BASE_A = _probe()
+_BASE_T, _BASE_A, _BASE_DIRECT = _probe()
 
 
 class _Gone:
@@ -83,6 +87,8 @@ class _Gone:
 
 
 _DEAD = weakref.ref(_Gone())  # a reference whose object is gone: no output yet
+_TOKENS = itertools.count(1)  # one per FastStep
+_WRITER = [0]  # the token of the FastStep that wrote .grad last (its writes may not count)
 
 
 def fast_step(entry, program):
@@ -154,12 +160,17 @@ class FastStep:
         self.reused = [j for j, h in enumerate(holders) if h]  # outputs that may be reused
         self.always = [j for j, h in enumerate(holders) if not h]  # new arrays every call
         self.refs = [_DEAD] * len(self.reused)  # weak references to the last call's tensors
-        self.arrays = [None] * len(self.reused)  # ... and the ids of their arrays (which arrs holds)
+        self.arrays = [None] * len(self.reused)  # ... and their arrays (which arrs holds too)
         self.expect_t = [_BASE_T + holders[j] for j in self.reused]
         self.expect_a = [_BASE_A] * len(self.reused)
+        self.expect_direct = [_BASE_DIRECT] * len(self.reused)
         self.ones = [1] * len(self.reused)
         self.last_grads: list = []  # ids of the tensors last written to wb_params' .grad
+        # writebacks that leave this graph's guards as they were need not advance MUTATIONS
+        self.quiet = keeps_guards(entry.traced.writebacks, entry.guards, [p for p, _, _ in entry.grad_reads])
         self.new_arrays = 0  # output arrays made (the rest were reused)
+        self.token = next(_TOKENS)
+        self.wb_epoch = None  # MUTATIONS[0] after this step's last writeback
 
     # ----- inputs
     def _set_inputs(self, datas, arg_tensors) -> list:
@@ -204,12 +215,25 @@ class FastStep:
         every call: one still alive is the user's."""
         kept = list(map(_call, self.refs))  # the last call's tensors of the reusable outputs
         bad = None
-        if _NoneType not in map(type, kept):  # (`in` would compare tensors with ==)
+        if _NoneType in map(type, kept):  # (`in` would compare tensors with ==)
+            pass
+        elif _WRITER[0] == self.token and MUTATIONS[0] == self.wb_epoch:
+            # Nothing rebound a .grad or an array since this step's last writeback (each such
+            # write counts, and no other step wrote since): each p.grad is still its tensor, each
+            # tensor's _data its array (read from the table, not through the tensor).
+            if (
+                list(map(_rc, kept)) == self.expect_t
+                and list(map(_rc, self.arrays)) == self.expect_direct
+                and list(map(_nrefs, kept)) == self.ones
+                and list(map(len, map(vars, kept))) == self.ones
+            ):
+                bad = ()
+        else:
             datas = list(map(_DATA, kept))
             if (
                 list(map(_rc, kept)) == self.expect_t
                 and list(map(_rc, datas)) == self.expect_a
-                and list(map(id, datas)) == self.arrays
+                and False not in map(is_, datas, self.arrays)
                 and list(map(_nrefs, kept)) == self.ones
                 and list(map(len, map(vars, kept))) == self.ones
                 and list(map(id, map(_GRAD, self.wb_params))) == self.last_grads
@@ -235,7 +259,7 @@ class FastStep:
         for i in bad:
             t = ts[self.reused[i]]
             self.refs[i] = weakref.ref(t, _unshared)
-            self.arrays[i] = id(t._data)
+            self.arrays[i] = t._data
         return ts, bool(bad)
 
     def _not_free(self, kept) -> list:
@@ -251,7 +275,7 @@ class FastStep:
                 t is not None
                 and rc_t[i] == self.expect_t[i]
                 and rc_a[i] == self.expect_a[i]
-                and id(datas[i]) == self.arrays[i]
+                and datas[i] is self.arrays[i]
                 and _nrefs(t) == 1
                 and len(vars(t)) == 1
             )
@@ -270,6 +294,7 @@ class FastStep:
             if not entry.fast_guards.check():
                 self.datas = None  # the general path sets every pointer from the tensors
                 self.refs = [_DEAD] * len(self.reused)
+                self.arrays = [None] * len(self.reused)
                 return general(arg_tensors)
             datas = entry.fast_guards.datas
         back = self._set_inputs(datas, arg_tensors)
@@ -283,10 +308,13 @@ class FastStep:
         if changed:
             for p, j in self.grad_wb:
                 p._grad = ts[j]
+            if not self.quiet:
+                MUTATIONS[0] += 1
             self.last_grads = list(map(id, map(_GRAD, self.wb_params)))
         for w, src in self.other_wb:
             value = self._value(src, ts, arg_tensors)
-            write_back(w, value)
+            write_back(w, value, self.quiet)
+        _WRITER[0], self.wb_epoch = self.token, MUTATIONS[0]  # each written p.grad is ours now
         outs = [self._value(src, ts, arg_tensors) for src in self.returns]
         return unflatten(self.out_spec, outs)
 
