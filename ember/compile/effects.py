@@ -40,6 +40,7 @@ __all__ = [
 
 
 _MISSING = object()
+_NO_DICT: dict = {}  # stands for a module's missing _parameters/_buffers/_modules
 _DATA = attrgetter("_data")
 _RG = attrgetter("_requires_grad")
 _GRAD = attrgetter("_grad")
@@ -223,7 +224,7 @@ class FastGuards:
         if self.modules:
             flags += map(_TRAINING, self.modules)
         if self.owners:
-            dicts = [m.__dict__.get(name) or {} for m, name in self.owners]
+            dicts = [m.__dict__.get(name, _NO_DICT) for m, name in self.owners]
             other += dicts
             other += chain.from_iterable(map(_values, dicts))
             flags += chain.from_iterable(dicts)  # the names
