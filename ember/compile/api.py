@@ -23,6 +23,7 @@ import sys
 import warnings
 
 from ember._mode import mode as _dispatch_mode
+from ember.amp.state import USED as _AMP_USED  # (ember.amp.state imports nothing of Ember)
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.breaks import run_lazily
@@ -322,7 +323,7 @@ class CompiledFunction:
             entry, training, grad = hit
             if (
                 grad_state.enabled is grad
-                and not _amp_state().local.active
+                and not (_AMP_USED[0] and _amp_state().local.active)  # no thread turned autocast on
                 and (self.module is None or self.module.training is training)
                 and entry.consts_ok()
             ):

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import sys
 import weakref
@@ -138,6 +139,8 @@ class FastStep:
         g = entry.graph
         self.returns = [source(o) for o in g.outputs[: g.n_ret]]
         self.out_spec = entry.traced.out_spec
+        self.constant = self.out_spec[0] == "C"
+        self.P_addr = ctypes.addressof(program.P)
         # writebacks: gradients whose value is an output (skipped when reused), then the rest
         self.grad_wb: list = []  # (parameter, output index)
         self.other_wb: list = []  # (writeback, source)
@@ -297,9 +300,12 @@ class FastStep:
                 self.arrays = [None] * len(self.reused)
                 return general(arg_tensors)
             datas = entry.fast_guards.datas
-        back = self._set_inputs(datas, arg_tensors)
+        if datas is not self.datas or self.copies or self.arg_in or self.grad_in:
+            back = self._set_inputs(datas, arg_tensors)
+        else:
+            back = ()
         ts, changed = self._outputs()
-        P = self.prog.P
+        P = self.P_addr  # (an int: ctypes converts it faster than the array)
         for fn, _x in self.prog.plan:
             if fn(P):
                 raise IndexError("index out of range in self")
@@ -315,6 +321,8 @@ class FastStep:
             value = self._value(src, ts, arg_tensors)
             write_back(w, value, self.quiet)
         _WRITER[0], self.wb_epoch = self.token, MUTATIONS[0]  # each written p.grad is ours now
+        if self.constant:  # the function returns no tensor (a training step returning None)
+            return self.out_spec[1]
         outs = [self._value(src, ts, arg_tensors) for src in self.returns]
         return unflatten(self.out_spec, outs)
 
