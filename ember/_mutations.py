@@ -32,10 +32,16 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["MUTATIONS", "bump"]
+__all__ = ["GRAD_READS", "MUTATIONS", "bump"]
 
 #: The count (one list cell: cheap to read and to advance).
 MUTATIONS = [0]
+#: Reads of ``.grad`` through the ``grad`` property, the public way to get hold of a gradient
+#: tensor (``p.grad``, ``p.grad.numpy()``, ``weakref.ref(p.grad)``, a view of it): while it
+#: stands, a compiled step's gradient outputs are held by nothing but their ``p.grad`` and are
+#: reused without reading them (``compile/step_run.py``). Reaching ``_grad`` by introspection
+#: (``vars(p)``, ``p.__dict__``, ``gc``) bypasses it: don't.
+GRAD_READS = [0]
 
 
 def bump() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from ember import _dtype
 from ember._device import CPU
 from ember._mode import mode as _mode
-from ember._mutations import MUTATIONS  # compiled steps' guards: see ember/_mutations.py
+from ember._mutations import GRAD_READS, MUTATIONS  # compiled steps' guards: ember/_mutations.py
 from ember.autograd.node import tick
 
 __all__ = ["Size", "TensorBase", "Tensor"]
@@ -195,6 +195,7 @@ class TensorBase:
 
     @property
     def grad(self):
+        GRAD_READS[0] += 1  # a compiled step's reuse of its gradients' arrays (ember/_mutations.py)
         return self._grad
 
     @grad.setter

@@ -9,13 +9,14 @@ the change to both, and compares parameters, gradients and losses."""
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import pytest
 
 import ember
 import ember.nn.functional as F
-from ember._mutations import MUTATIONS
+from ember._mutations import GRAD_READS, MUTATIONS
 from ember.compile import effects, step_run
 from ember.models import MLP
 
@@ -32,7 +33,7 @@ def paranoid(monkeypatch):
     """On every call: where the stamp lets the guard check pass, the full signature it skipped
     must equal the last one; where the output check skips reading each ``p.grad`` and array,
     they must be what it assumes. Returns the counts of fast passes."""
-    seen = {"guards": 0, "outputs": 0}
+    seen = {"guards": 0, "outputs": 0, "quiet": 0}
     check, outputs = effects.FastGuards.check, step_run.FastStep._outputs
 
     def checked(self):
@@ -49,10 +50,13 @@ def paranoid(monkeypatch):
         if step_run._WRITER[0] == self.token and MUTATIONS[0] == self.wb_epoch:
             kept = [r() for r in self.refs]
             if all(t is not None for t in kept):  # the fast check runs: what it assumes holds
-                for t, a in zip(kept, self.arrays):
-                    assert t._data is a
+                assert all(t._data is a for t, a in zip(kept, self.arrays))  # (no name left holding one)
                 assert [id(p._grad) for p in self.wb_params] == self.last_grads
                 seen["outputs"] += 1
+            if self.unseen and GRAD_READS[0] == self.reads_epoch:  # nothing is read: all is free
+                assert all(t is not None for t in kept) and self._not_free(kept) == []
+                seen["quiet"] += 1
+            del kept
         return outputs(self)
 
     monkeypatch.setattr(effects.FastGuards, "check", checked)
@@ -123,18 +127,19 @@ def test_the_stamp_stands_in_steady_state_and_the_step_writes_quietly(paranoid):
     fn = pair[0][0]
     entry = list(fn.cache.values())[-1]
     assert entry.fast_step.quiet  # the .grad writebacks keep the graph's guards
-    paranoid.update(guards=0, outputs=0)
+    paranoid.update(guards=0, outputs=0, quiet=0)
     before = MUTATIONS[0]
     got = [fn().item() for _ in range(4)]
     assert MUTATIONS[0] == before  # the compiled step's own writebacks do not count
-    # the first call follows the eager step of _run (its backward counts): compared in full
-    assert paranoid == {"guards": 3, "outputs": 3}
+    # the first call follows the eager step of _run (its backward counts): compared in full;
+    # then nobody read a .grad: the gradients' arrays are reused without reading them
+    assert paranoid == {"guards": 3, "outputs": 3, "quiet": 3}
     want = [pair[1][0]().item() for _ in range(4)]
     assert MUTATIONS[0] > before
     _same(pair, zip(got, want))
-    paranoid.update(guards=0, outputs=0)
+    paranoid.update(guards=0, outputs=0, quiet=0)
     fn()
-    assert paranoid == {"guards": 0, "outputs": 0}
+    assert paranoid == {"guards": 0, "outputs": 0, "quiet": 0}
 
 
 def _assign_data(m, opt):
@@ -394,3 +399,34 @@ def test_each_tensor_rebinding_counts(name):
     with ember.no_grad() if name in ("resize_", "unsqueeze_") else ember.enable_grad():
         TENSOR_CHANGES[name](t)
     assert MUTATIONS[0] > before
+
+
+ACCESS = {
+    "tensor": lambda p: p.grad,
+    "array": lambda p: p.grad.numpy(),
+    "view": lambda p: p.grad[0],
+    "weakref": lambda p: weakref.ref(p.grad),
+}
+
+
+@pytest.mark.parametrize("name", list(ACCESS))
+def test_a_gradient_reached_through_grad_is_never_reused(name, paranoid):
+    """While nobody reads ``.grad``, a step reuses its gradients' arrays without looking at them;
+    one read (the public way to reach a gradient) makes the next call check each by count."""
+    pair = _pair()
+    _run(pair, 4, eager_first=True)
+    fn = pair[0][0]
+    fn()
+    paranoid.update(quiet=0)
+    fn()
+    assert paranoid["quiet"] == 1  # nothing read: nothing checked
+    p = _param(pair[0][1])
+    held = ACCESS[name](p)
+    if name == "weakref":
+        fn()
+        assert held() is None  # eager drops the old gradient tensor; so does the step
+    else:
+        values = np.array(held.numpy() if name != "array" else held, copy=True)
+        fn()
+        np.testing.assert_array_equal(held.numpy() if name != "array" else held, values)
+        assert p.grad is not held

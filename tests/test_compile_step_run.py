@@ -208,5 +208,5 @@ def test_overhead_breakdown_bench_reports_each_section():
     from bench.compiled_overhead import breakdown
 
     r = breakdown(ember, "mlp", calls=5, native=True)
-    assert set(r) == {"guards", "outputs", "python", "rest"}
-    assert 0 < r["guards"] < r["python"] and r["outputs"] > 0
+    assert set(r) == {"guards", "outputs", "python", "rest", "bare"}
+    assert 0 < r["guards"] < r["python"] and r["outputs"] > 0 and r["bare"] > 0

@@ -33,7 +33,7 @@ from operator import attrgetter, is_
 
 import numpy as np
 
-from ember._mutations import MUTATIONS
+from ember._mutations import GRAD_READS, MUTATIONS
 from ember.compile.capture import unflatten
 from ember.compile.effects import keeps_guards, write_back
 from ember.compile.ir import Node
@@ -174,6 +174,16 @@ class FastStep:
         self.new_arrays = 0  # output arrays made (the rest were reused)
         self.token = next(_TOKENS)
         self.wb_epoch = None  # MUTATIONS[0] after this step's last writeback
+        self.reads_epoch = None  # GRAD_READS[0] then
+        # Whether the call hands none of the reusable outputs to anyone but their p.grad (no
+        # result and no other writeback is one, or a .grad the graph reads).
+        reusable = set(self.reused)
+
+        def hands_out(src) -> bool:
+            kind, x = src
+            return (kind == "out" and x in reusable) or (kind == "input" and x[0] == "grad")
+
+        self.unseen = not any(map(hands_out, self.returns + [src for _w, src in self.other_wb]))
 
     # ----- inputs
     def _set_inputs(self, datas, arg_tensors) -> list:
@@ -216,7 +226,46 @@ class FastStep:
         """``(tensors, changed)``: this call's output tensors, and whether a reusable one is new
         (its ``p.grad`` must be set). Outputs no ``p.grad`` is set to (a returned loss) are new
         every call: one still alive is the user's."""
-        kept = list(map(_call, self.refs))  # the last call's tensors of the reusable outputs
+        if (
+            self.unseen
+            and _WRITER[0] == self.token
+            and MUTATIONS[0] == self.wb_epoch
+            and GRAD_READS[0] == self.reads_epoch
+        ):
+            # Since this step's last writeback nothing rebound a .grad or an array (each such
+            # write counts), no other step wrote .grad, and no .grad was read (the only public way
+            # to reach these tensors; the step returns none of them): each is still only its
+            # p.grad's, with its own array. Nothing to read.
+            if not self.always:
+                return None, False
+            kept, bad = None, ()
+        else:
+            kept, bad = self._kept()
+            if not bad and not self.always:
+                return kept, False
+        ts = [None] * len(self.outputs)
+        if kept is not None:
+            for i, j in enumerate(self.reused):
+                ts[j] = kept[i]
+        P, arrs = self.prog.P, self.prog.arrs
+        made = self.always + [self.reused[i] for i in bad]
+        self.new_arrays += len(made)
+        for j in made:
+            k, shape, dt = self.outputs[j]
+            a = np.empty(shape, dt)
+            arrs[k] = a
+            P[k] = a.ctypes.data
+            ts[j] = _wrap(a)
+        for i in bad:
+            t = ts[self.reused[i]]
+            self.refs[i] = weakref.ref(t, _unshared)
+            self.arrays[i] = t._data
+        return ts, bool(bad)
+
+    def _kept(self) -> tuple:
+        """``(tensors, positions)``: the last call's tensors of the reusable outputs, and the
+        positions of those that need a new array."""
+        kept = list(map(_call, self.refs))
         bad = None
         if _NoneType in map(type, kept):  # (`in` would compare tensors with ==)
             pass
@@ -245,25 +294,7 @@ class FastStep:
             del datas
         if bad is None:
             bad = self._not_free(kept)
-        if not bad and not self.always:
-            return kept, False
-        ts = [None] * len(self.outputs)
-        for i, j in enumerate(self.reused):
-            ts[j] = kept[i]
-        P, arrs = self.prog.P, self.prog.arrs
-        made = self.always + [self.reused[i] for i in bad]
-        self.new_arrays += len(made)
-        for j in made:
-            k, shape, dt = self.outputs[j]
-            a = np.empty(shape, dt)
-            arrs[k] = a
-            P[k] = a.ctypes.data
-            ts[j] = _wrap(a)
-        for i in bad:
-            t = ts[self.reused[i]]
-            self.refs[i] = weakref.ref(t, _unshared)
-            self.arrays[i] = t._data
-        return ts, bool(bad)
+        return kept, bad
 
     def _not_free(self, kept) -> list:
         """Positions in ``kept`` that need a new array: no tensor left from the last call, or one
@@ -298,6 +329,7 @@ class FastStep:
                 self.datas = None  # the general path sets every pointer from the tensors
                 self.refs = [_DEAD] * len(self.reused)
                 self.arrays = [None] * len(self.reused)
+                self.wb_epoch = None
                 return general(arg_tensors)
             datas = entry.fast_guards.datas
         if datas is not self.datas or self.copies or self.arg_in or self.grad_in:
@@ -320,7 +352,8 @@ class FastStep:
         for w, src in self.other_wb:
             value = self._value(src, ts, arg_tensors)
             write_back(w, value, self.quiet)
-        _WRITER[0], self.wb_epoch = self.token, MUTATIONS[0]  # each written p.grad is ours now
+        # each written p.grad is ours now, nobody has read one since
+        _WRITER[0], self.wb_epoch, self.reads_epoch = self.token, MUTATIONS[0], GRAD_READS[0]
         if self.constant:  # the function returns no tensor (a training step returning None)
             return self.out_spec[1]
         outs = [self._value(src, ts, arg_tensors) for src in self.returns]
