@@ -13,6 +13,8 @@ depend on may have changed:
 - an optimizer's state (``optim/_tracked.py``: its counted dicts share this counter).
 
 A new tensor needs no bump: nothing guarded can be a new object (guards hold what they read).
+A compiled step's own ``.grad`` writebacks do not count where they keep its guards
+(``compile/effects.keeps_guards``).
 ``compile/effects.FastGuards`` remembers the count at its last passing check: while it has not
 moved, everything it guards is unchanged and the check is one integer comparison (an
 optimizer's ``param_groups``, plain dicts, are still compared, a few dozen objects). Code that

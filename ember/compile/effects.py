@@ -313,7 +313,12 @@ def keeps_guards(writebacks: list, guards: Guards, read: list) -> bool:
     comparison): only ``.grad`` writebacks, each giving its parameter a gradient exactly when
     the guard expects one (``None`` where it expects None), none on a ``.grad`` the graph reads
     (``read``: its identity is guarded). A state entry or ``training`` written back is counted
-    as usual (``ParamState``, ``Module.__setattr__``)."""
+    as usual (``ParamState``, ``Module.__setattr__``).
+
+    Such writebacks keep whether each ``.grad`` is None (the call's check just saw the state its
+    guards expect), so no other graph's guard changes either; only which tensor a ``.grad`` is
+    changes, and what depends on that compares it itself: ``FastGuards`` reads the ``.grad`` a
+    graph reads on every call, ``step_run`` notes the last step that wrote ``.grad``."""
     expect = {id(p): was_none for p, was_none in guards.grads}
     read_ids = {id(p) for p in read}
     for w in writebacks:
