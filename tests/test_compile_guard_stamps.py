@@ -23,7 +23,8 @@ from ember.models import MLP
 pytestmark = pytest.mark.skipif(
     __import__("ember.backends.ckernels", fromlist=["x"]).compiler() is None
     or os.environ.get("EMBER_CKERNELS") == "0"
-    or os.environ.get("EMBER_STEP_PROGRAM") == "0",
+    or os.environ.get("EMBER_STEP_PROGRAM") == "0"
+    or os.environ.get("EMBER_PROGRAM") == "0",
     reason="whole-step programs need the C kernels and a compiler",
 )
 
