@@ -184,6 +184,14 @@ def _replace_module(m, opt):
     m.net[-1] = ember.nn.Linear(8, 3)
 
 
+def _insert_module(m, opt):
+    m.net.insert(len(m.net) - 1, ember.nn.Tanh())  # Sequential.insert writes _modules directly
+
+
+def _delete_module(m, opt):
+    del m.net[2]  # the ReLU
+
+
 def _delete_bias(m, opt):
     lin = _first_linear(m)
     del lin.bias
@@ -256,6 +264,8 @@ CHANGES = [
     _training_attr,
     _replace_parameter,
     _replace_module,
+    _insert_module,
+    _delete_module,
     _delete_bias,
     _add_param_group,
     _load_state_dict,
