@@ -34,7 +34,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["GRAD_READS", "MUTATIONS", "bump"]
+__all__ = ["GRAD_READS", "MUTATIONS", "STRUCTURE", "bump", "structure_changed"]
 
 #: The count (one list cell: cheap to read and to advance).
 MUTATIONS = [0]
@@ -44,8 +44,19 @@ MUTATIONS = [0]
 #: reused without reading them (``compile/step_run.py``). Reaching ``_grad`` by introspection
 #: (``vars(p)``, ``p.__dict__``, ``gc``) bypasses it: don't.
 GRAD_READS = [0]
+#: Changes to a module's parameters, buffers or children (registered, replaced, deleted; each
+#: also advances ``MUTATIONS``): a module-only ``ember.compile`` compares the modules it traced
+#: through only when this moved (``compile/api._Entry``), as a backward moves ``MUTATIONS``
+#: every step.
+STRUCTURE = [0]
 
 
 def bump() -> None:
     """Count one change."""
     MUTATIONS[0] += 1
+
+
+def structure_changed() -> None:
+    """Count a change to a module's parameters, buffers or children."""
+    MUTATIONS[0] += 1
+    STRUCTURE[0] += 1

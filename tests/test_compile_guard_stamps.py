@@ -443,3 +443,35 @@ def test_a_gradient_reached_through_grad_is_never_reused(name, paranoid):
         fn()
         np.testing.assert_array_equal(held.numpy() if name != "array" else held, values)
         assert p.grad is not held
+
+
+MODULE_CHANGES = {
+    "parameter replaced": lambda m: setattr(m[0], "weight", ember.nn.Parameter(ember.ones(8, 6) * 0.1)),
+    "module replaced": lambda m: m.__setitem__(2, ember.nn.Tanh()),
+    "module inserted": lambda m: m.insert(2, ember.nn.Tanh()),
+    "module deleted": lambda m: m.__delitem__(1),
+    "buffer registered": lambda m: m[0].register_buffer("extra", ember.zeros(1)),
+}
+
+
+@pytest.mark.parametrize("name", list(MODULE_CHANGES))
+def test_module_only_compile_follows_its_modules(name):
+    """``ember.compile(model)`` (a forward graph) compares its modules' parameters, buffers and
+    children only when one of them changed anywhere (``STRUCTURE``), and then recompiles."""
+    ember.manual_seed(0)
+    model = ember.nn.Sequential(ember.nn.Linear(6, 8), ember.nn.ReLU(), ember.nn.Linear(8, 3))
+    cm = ember.compile(model)
+    x = ember.randn(4, 6)
+    with ember.no_grad():
+        cm(x), cm(x)
+    entry = list(cm._compiled.cache.values())[-1]
+    seen, before = entry.structure_seen, MUTATIONS[0]
+    model(x).sum().backward()  # moves MUTATIONS, not STRUCTURE
+    with ember.no_grad():
+        cm(x)
+    assert MUTATIONS[0] > before and entry.structure_seen == seen  # the modules not compared again
+    n = cm._compiled.recompiles
+    MODULE_CHANGES[name](model)
+    with ember.no_grad():  # the same key (grad mode off) as before
+        np.testing.assert_allclose(cm(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+    assert cm._compiled.recompiles == n + 1

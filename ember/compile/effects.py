@@ -35,6 +35,7 @@ __all__ = [
     "TensorGuards",
     "keeps_guards",
     "structure",
+    "structure_holds",
     "write_back",
 ]
 
@@ -122,6 +123,18 @@ def structure(modules) -> list:
     return out
 
 
+def structure_holds(items: list) -> bool:
+    """Whether every module of :func:`structure`'s ``items`` still has the same parameters,
+    buffers and children."""
+    for m, name, d, snapshot in items:
+        if m.__dict__.get(name) is not d or len(d) != len(snapshot):
+            return False
+        for k, v in snapshot:
+            if d.get(k, _MISSING) is not v:
+                return False
+    return True
+
+
 class Guards:
     """What a step graph assumed about Python state: ``check()`` is True when it still holds."""
 
@@ -138,12 +151,8 @@ class Guards:
         for m, t in self.modules:
             if m.training != t:
                 return False
-        for m, name, d, items in self.structure:
-            if m.__dict__.get(name) is not d or len(d) != len(items):
-                return False
-            for k, v in items:
-                if d.get(k, _MISSING) is not v:
-                    return False
+        if self.structure and not structure_holds(self.structure):
+            return False
         for o in self.opts:
             if not o.check():
                 return False

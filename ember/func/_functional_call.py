@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ember._mutations import bump
+from ember._mutations import structure_changed as bump  # parameters swapped: a structure change
 
 __all__ = ["functional_call"]
 

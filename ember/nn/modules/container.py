@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
-from ember._mutations import bump
+from ember._mutations import structure_changed as bump  # (also counts for the structure guard)
 from ember.nn.modules.module import Module, _addindent
 from ember.nn.parameter import Parameter
 from ember.tensor import Tensor
