@@ -2,7 +2,8 @@
 guard check, the output reuse check and the rest (key, pointer table, writebacks, return), less
 the time inside the native segment; once with the real step (its native code evicts the caches,
 so Python's objects and the interpreter's own code come back from memory) and once with the
-segment replaced by a no-op (warm caches).
+segment replaced by a no-op (warm caches). ``bare`` is the Python time of the same calls timed
+without the section timers (each timer is a system call, several microseconds with cold caches).
 
 Run: ``PYTHONPATH=. python bench/compiled_overhead.py [--only mlp gpt] [--calls 300]``
 """
@@ -66,12 +67,22 @@ def breakdown(ember, name: str, calls: int = 300, native: bool = True) -> dict |
             t0 = time.thread_time_ns()
             step()
             total.append(time.thread_time_ns() - t0)
+        py = [t - n for t, n in zip(total, acc.pop("native"))]
+        for obj, attr in ((entry, "consts_ok"), (fast, "_outputs")):  # the section timers off
+            if obj is not None:
+                vars(obj).pop(attr, None)
+        total = []
+        for _ in range(calls):
+            t0 = time.thread_time_ns()
+            step()
+            total.append(time.thread_time_ns() - t0)
+        bare = [t - n for t, n in zip(total, acc.pop("native"))]
     finally:
         prog.plan = saved
-    py = [t - n for t, n in zip(total, acc.pop("native"))]
     out = {k: statistics.median(v) / 1e3 for k, v in acc.items()}
     out["python"] = statistics.median(py) / 1e3
     out["rest"] = out["python"] - sum(v for k, v in out.items() if k != "python")
+    out["bare"] = statistics.median(bare) / 1e3
     return out
 
 

@@ -11,6 +11,7 @@ To give Tensor a new method, add one line to the class of its family.
 
 from __future__ import annotations
 
+from ember._mutations import bump as _bump
 from ember.ops import convert, creation, index, inplace, linalg, movement, reduce, special
 from ember.ops import elementwise as ew
 from ember.ops.inplace import _generic_inplace
@@ -281,6 +282,7 @@ def _inplace_view(fn):
                 self._view_of = res._view_of
         else:
             res = fn(self, *args)
+        _bump()  # a new array: compiled steps' guards (ember/_mutations.py)
         self._data = res._data
         return self
 
@@ -464,6 +466,7 @@ class InplaceOps:
 
     def resize_(self, *size):
         """Give this tensor a new shape (its values become zeros)."""
+        _bump()
         self._data = creation.zeros(*size, dtype=self.dtype)._data
         return self
 
@@ -477,6 +480,7 @@ class InplaceOps:
     def map_(self, other, fn):
         """Replace each element ``x`` with ``fn(x, y)``, ``y`` the matching element of ``other``."""
         res = creation.tensor([fn(a, b) for a, b in zip(self.tolist(), other.tolist())], dtype=self.dtype)
+        _bump()
         self._data = res._data
         return self
 

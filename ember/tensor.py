@@ -19,6 +19,7 @@ import numpy as np
 from ember import _dtype
 from ember._device import CPU
 from ember._mode import mode as _mode
+from ember._mutations import GRAD_READS, MUTATIONS  # compiled steps' guards: ember/_mutations.py
 from ember.autograd.node import tick
 
 __all__ = ["Size", "TensorBase", "Tensor"]
@@ -182,7 +183,10 @@ class TensorBase:
             )
         if value and self._data.dtype.kind not in "fV":
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients (got {self.dtype})")
-        self._requires_grad = bool(value)
+        value = bool(value)
+        if value is not self._requires_grad:
+            MUTATIONS[0] += 1
+        self._requires_grad = value
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` in place and return self."""
@@ -191,6 +195,7 @@ class TensorBase:
 
     @property
     def grad(self):
+        GRAD_READS[0] += 1  # a compiled step's reuse of its gradients' arrays (ember/_mutations.py)
         return self._grad
 
     @grad.setter
@@ -202,6 +207,8 @@ class TensorBase:
                 raise RuntimeError(
                     f"assigned grad has data of a different size: {list(value.shape)} vs {list(self.shape)}"
                 )
+        if value is not self._grad:
+            MUTATIONS[0] += 1
         self._grad = value
 
     @property
@@ -317,6 +324,7 @@ class TensorBase:
         return out
 
     def detach_(self) -> Tensor:
+        MUTATIONS[0] += 1
         self._node = None
         self._requires_grad = False
         return self
@@ -327,6 +335,7 @@ class TensorBase:
 
     @data.setter
     def data(self, value: Tensor) -> None:
+        MUTATIONS[0] += 1
         self._data = value._data
 
     def _shared_vc(self) -> list:

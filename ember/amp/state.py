@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["local", "current", "suspended"]
+__all__ = ["USED", "local", "current", "suspended"]
 
 
 class _Local(threading.local):
@@ -23,10 +23,15 @@ class _Local(threading.local):
 
 
 local = _Local()
+#: True once autocast was turned on in any thread: until then no thread's ``local.active`` can be
+#: True, so a hot path (a compiled call's guard) may skip reading the thread-local state.
+USED = [False]
 
 
 def refresh() -> None:
     local.active = any(on for on, _ in local.devices.values())
+    if local.active:
+        USED[0] = True
 
 
 def current(device_type: str):

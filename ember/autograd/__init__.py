@@ -20,6 +20,7 @@ import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode as _mode
+from ember._mutations import bump as _bump
 from ember.autograd import engine
 from ember.autograd.function import Function, FunctionCtx, once_differentiable
 from ember.autograd.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
@@ -117,6 +118,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph: bool =
             if g is None:
                 continue
             x._grad = g if x._grad is None else x._grad + g
+            _bump()  # compiled steps' guards (ember/_mutations.py)
         return
     engine.run_backward(roots, grads, retain_graph, create_graph)
 

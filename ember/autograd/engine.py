@@ -10,6 +10,7 @@ result list (``autograd.grad``).
 from __future__ import annotations
 
 from ember._mode import mode as _mode
+from ember._mutations import MUTATIONS
 from ember.amp import state as amp_state
 from ember.autograd import grad_mode
 from ember.autograd._hook_checks import checked_hook_result
@@ -109,6 +110,7 @@ def run_backward(roots, root_grads, retain_graph: bool, create_graph: bool, capt
                 if t is not None:
                     g = grad if create_graph else grad.detach()
                     t._grad = g if t._grad is None else t._grad + g  # accumulates, as on leaves
+                    MUTATIONS[0] += 1  # compiled steps' guards (ember/_mutations.py)
             if capture is not None:
                 if id(node) in wanted:
                     captured[id(node)] = grad
@@ -204,6 +206,7 @@ def _finalize_leaf(leaf, g, create_graph: bool, handed: set) -> None:
         leaf._grad = g
     else:
         leaf._grad = leaf._grad + g if create_graph else leaf._grad._accumulate_(g)
+    MUTATIONS[0] += 1  # compiled steps' guards (ember/_mutations.py)
     if leaf._post_acc_hooks:
         for hook in list(leaf._post_acc_hooks):
             hook(leaf)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 
+from ember._mutations import bump
 from ember.autograd import grad_mode
 from ember.autograd.node import Node
 
@@ -199,6 +200,7 @@ class Function:
                 sel.edges = (ctx,)
                 o._node = sel
             o._requires_grad = True
+        bump()  # an output may be an input returned (mark_dirty): compiled steps' guards
         return wrapped[0] if single else tuple(wrapped)
 
 

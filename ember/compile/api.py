@@ -23,13 +23,15 @@ import sys
 import warnings
 
 from ember._mode import mode as _dispatch_mode
+from ember._mutations import STRUCTURE
+from ember.amp.state import USED as _AMP_USED  # (ember.amp.state imports nothing of Ember)
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.grad_mode import state as grad_state
 from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.cuda_runtime import build_cuda_kernels, cuda_groups
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
-from ember.compile.effects import Guards, TensorGuards
+from ember.compile.effects import Guards, TensorGuards, structure, structure_holds
 from ember.compile.inplace import VersionCounts, aliased, write_counts
 from ember.compile.ir import IRGraph, Node, node_makers, node_readers
 from ember.compile.joint import JointFunction
@@ -84,6 +86,10 @@ class _Entry:
         self.writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
         counts = getattr(graph, "write_counts", None)  # placeholders written in place (inplace.py)
         self.versions = VersionCounts(counts) if counts else None
+        # the modules' parameters, buffers and children (a replaced parameter is another input),
+        # compared only when ``STRUCTURE`` moved (set by CompiledFunction._build)
+        self.structure: list = []
+        self.structure_seen = None
 
     def make_joint(self, bwd_steps, saved, needs=()) -> None:
         """Set up the forward/backward split (see ``joint.JointFunction``)."""
@@ -103,6 +109,11 @@ class _Entry:
             self.joint = False  # a differentiable output that is not a graph value: op by op
 
     def consts_ok(self) -> bool:
+        if self.structure_seen != STRUCTURE[0]:
+            now = STRUCTURE[0]
+            if not structure_holds(self.structure):
+                return False
+            self.structure_seen = now
         return self.consts.check() and self.guards.check()
 
     def run(self, arg_tensors: list):
@@ -333,15 +344,24 @@ class CompiledFunction:
         needs = [n for n in graph.nodes if n in makers]  # what the passes left of them
         if not graph.grad_inputs:
             (steps,), kernels = self._fuse_and_build(graph, [graph])
-            return _Entry(traced, graph, steps, kernels, schedule(graph, []))
+            return self._modules_of(_Entry(traced, graph, steps, kernels, schedule(graph, [])))
         fwd, bwd, saved = min_cut_partition(graph, log=self._log("graph"))
         plain = schedule(fwd, [])  # op by op through apply: eager's backward
         if not any(isinstance(o, Node) for o in graph.outputs[graph.n_out + graph.n_diff :]):
             (steps,), kernels = self._fuse_and_build(graph, [fwd])
-            return _Entry(traced, graph, steps, kernels, plain)
+            return self._modules_of(_Entry(traced, graph, steps, kernels, plain))
         (steps, bwd_steps), kernels = self._fuse_and_build(graph, [fwd, bwd])
-        entry = _Entry(traced, graph, steps, kernels, plain)
+        entry = self._modules_of(_Entry(traced, graph, steps, kernels, plain))
         entry.make_joint(bwd_steps, saved, needs)
+        return entry
+
+    def _modules_of(self, entry):
+        """Give a forward entry the structure guard of the modules its capture ran (and the
+        compiled module itself, whose ``__call__`` the capture does not see)."""
+        mods = [m for m, _ in entry.traced.module_guards or ()]
+        if self.module is not None and all(m is not self.module for m in mods):
+            mods.append(self.module)
+        entry.structure = structure(mods)
         return entry
 
     def __call__(self, *args, **kwargs):
@@ -354,7 +374,7 @@ class CompiledFunction:
             entry, training, grad = hit
             if (
                 grad_state.enabled is grad
-                and not _amp_state().local.active
+                and not (_AMP_USED[0] and _amp_state().local.active)  # no thread turned autocast on
                 and (self.module is None or self.module.training is training)
                 and entry.consts_ok()
             ):

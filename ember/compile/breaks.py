@@ -36,6 +36,7 @@ import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode
+from ember._mutations import bump
 from ember.autograd.grad_mode import set_grad_enabled
 from ember.autograd.grad_mode import state as grad_state
 from ember.autograd.node import Node as AutogradNode
@@ -109,6 +110,7 @@ class Segments:
         hit = self.real_arrays.get(id(t._data))
         if hit is not None:
             r = hit[1]
+            bump()  # compiled steps' guards (ember/_mutations.py)
             t._data, t._device = r._data, r._device
 
     # ----- the mode's hooks -----
@@ -300,6 +302,7 @@ def materialize(g, tr, env) -> None:
             t = env[vid]
             if t is m:
                 continue
+            bump()
             m._data, m._device, m._node, m._requires_grad = t._data, t._device, t._node, t._requires_grad
             if t._vc is not None:
                 m._vc = t._vc

@@ -29,6 +29,7 @@ import numpy as np
 
 from ember import _device
 from ember._mode import mode
+from ember._mutations import bump
 from ember.autograd.node import Node as AutogradNode
 from ember.backends import meta as _meta
 from ember.compile.ir import IMPURE
@@ -122,6 +123,7 @@ class _BindingTracer(_Tracer):
 
     def restore(self) -> None:
         """Give every swapped tensor back its data, device, history and version."""
+        bump()  # compiled steps' guards (ember/_mutations.py)
         for x, data, dev, node, rg, vc, v in self.swapped.values():
             x._data, x._device, x._node, x._requires_grad, x._vc = data, dev, node, rg, vc
             x.__dict__.pop("_traced_from", None)
@@ -348,6 +350,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
                             raise Unsupported(f"'{r.op}' takes an autograd node as a parameter")
                 writebacks, guard_grads, opts = effects.collect(lambda t: _ref(tracer, t), Unsupported)
             finally:
+                bump()
                 for t, before in effects.grad_before.values():
                     t._grad = before  # also when the trace failed
                 for m, before in effects.modules.values():

@@ -22,14 +22,26 @@ import threading
 from itertools import chain, repeat
 from operator import attrgetter, is_
 
-from ember.optim._tracked import MUTATIONS, ParamState, StateDict
+from ember._mutations import MUTATIONS
+from ember.optim._tracked import ParamState, StateDict
 from ember.optim.optimizer import register_optimizer_step_pre_hook
 from ember.tensor import Tensor
 
-__all__ = ["Effects", "FastGuards", "Guards", "OptimizerGuard", "TensorGuards", "write_back"]
+__all__ = [
+    "Effects",
+    "FastGuards",
+    "Guards",
+    "OptimizerGuard",
+    "TensorGuards",
+    "keeps_guards",
+    "structure",
+    "structure_holds",
+    "write_back",
+]
 
 
 _MISSING = object()
+_NO_DICT: dict = {}  # stands for a module's missing _parameters/_buffers/_modules
 _DATA = attrgetter("_data")
 _RG = attrgetter("_requires_grad")
 _GRAD = attrgetter("_grad")
@@ -95,13 +107,42 @@ class TensorGuards:
         return True
 
 
+_STRUCTURE = ("_parameters", "_buffers", "_modules")
+
+
+def structure(modules) -> list:
+    """``(module, attribute, dict, its items)`` for each module's parameters, buffers and children:
+    the objects a captured graph was traced with (a parameter replaced by a new one is another
+    graph input)."""
+    out = []
+    for m in modules:
+        for name in _STRUCTURE:
+            d = m.__dict__.get(name)
+            if d is not None:
+                out.append((m, name, d, list(d.items())))
+    return out
+
+
+def structure_holds(items: list) -> bool:
+    """Whether every module of :func:`structure`'s ``items`` still has the same parameters,
+    buffers and children."""
+    for m, name, d, snapshot in items:
+        if m.__dict__.get(name) is not d or len(d) != len(snapshot):
+            return False
+        for k, v in snapshot:
+            if d.get(k, _MISSING) is not v:
+                return False
+    return True
+
+
 class Guards:
     """What a step graph assumed about Python state: ``check()`` is True when it still holds."""
 
-    def __init__(self, grads: list, opts: list, modules: list = ()):
+    def __init__(self, grads: list, opts: list, modules: list = (), structure: list = ()):
         self.grads = grads  # (tensor, grad was None)
         self.opts = opts  # OptimizerGuard
         self.modules = modules  # (module, .training): dropout and batch norm depend on it
+        self.structure = structure  # see structure(): the modules' parameters, buffers, children
 
     def check(self) -> bool:
         for p, was_none in self.grads:
@@ -110,6 +151,8 @@ class Guards:
         for m, t in self.modules:
             if m.training != t:
                 return False
+        if self.structure and not structure_holds(self.structure):
+            return False
         for o in self.opts:
             if not o.check():
                 return False
@@ -117,50 +160,54 @@ class Guards:
 
 
 class FastGuards:
-    """A guard check that, once the full check passed, passes again while every object it read is
-    the same one (by identity) and every flag has the same value: a handful of C-level ``map``s
-    over the objects instead of the full check's Python loops (a few microseconds for a GPT step's
-    200 tensors and its optimizer).
+    """A guard check that, once the full check passed, passes again in one integer comparison
+    while nothing it reads can have changed, else in a few C-level ``map``s while every object it
+    read is the same one (by identity) and every flag has the same value.
 
     What it reads: the guarded tensors' arrays (a tensor's shape, dtype and device change only
     with its ``_data``) and ``requires_grad``; whether each ``.grad`` in ``none`` is None; each
-    ``.grad`` in ``read`` and its array; each module's ``training``; each optimizer's groups
-    (dicts, their keys and values: hyperparameters are numbers, compared by identity as
-    ``OptimizerGuard`` does) and state (keys, per-parameter dicts, their keys and values). The
-    objects of the last passing check are held, so their ids cannot be reused by new objects.
+    ``.grad`` in ``read`` and its array; each module's ``training`` and the dicts of its
+    parameters, buffers and children (``structure``: a parameter replaced is another input);
+    each optimizer's groups (dicts, their keys and values: hyperparameters are numbers, compared
+    by identity as ``OptimizerGuard`` does) and state (keys, per-parameter dicts, their keys and
+    values). The objects of the last passing check are held, so their ids cannot be reused by
+    new objects.
 
-    An optimizer's state (a GPT step's Adam: ~1,500 objects, which after the native step come
-    from memory) is read only when ``optim._tracked.MUTATIONS`` moved since the last pass: its
-    ``StateDict``/``ParamState`` dicts advance it on every change. Where a state holds a plain
-    dict (a user's ``opt.state[p] = {...}``), the state is read on every call, as everything else
-    here is (tensors' arrays, ``requires_grad`` and ``.grad`` are set directly by internal code:
-    no counter could see every change).
+    **Stamp**: every change to a tensor's ``_data``/``_grad``/``_requires_grad``, a module's
+    attributes and an optimizer's counted state advances ``ember._mutations.MUTATIONS`` (see
+    that module for the list). While it equals its value at the last pass, only what it does not
+    cover is compared: the ``.grad`` in ``read``, the optimizers' ``param_groups`` (plain dicts:
+    ``g["lr"] = ...``), the ``state`` objects themselves, and a state holding plain dicts (a
+    user's ``opt.state[p] = {...}``: not counted, so read in full). After the native step evicted the
+    caches, that is a few dozen objects instead of ~700 (GPT), each a read from memory.
 
     ``full()`` runs the complete check when something differs; ``datas`` is the list of the
     tensors' arrays at the last pass (the same list object while nothing changed: a program's
     pointer table is refilled only when it is a new list).
     """
 
-    def __init__(self, full, tensors=(), none=(), read=(), modules=(), opts=()):
+    def __init__(self, full, tensors=(), none=(), read=(), modules=(), opts=(), structure=()):
         self.full = full
         self.tensors = list(tensors)
         self.none = list(none)
         self.read = list(read)
         self.modules = list(modules)
         self.opts = list(opts)
+        self.owners = [(m, name) for m, name, _d, _items in structure]
         self.datas = None
         self._ids = self._flags = self._held = None
-        self._short = None  # (ids, flags) of the signature without the optimizers' states
-        self._epoch = None  # MUTATIONS[0] at the last pass, where every state counts its changes
+        self._valid = None  # MUTATIONS[0] at the last pass
+        self._uncounted: list = []  # optimizers whose state holds plain dicts (read every call)
+        self._loose = None  # (ids, flags) of what the stamp does not cover, at the last pass
+        self._groups: list = []  # (optimizer, param_groups, state, per group) at the last pass
 
-    def _signature(self, datas, state: bool = True) -> tuple:
+    def _loose_signature(self, uncounted) -> tuple:
+        """What ``MUTATIONS`` does not cover: the ``.grad`` in ``read`` (a compiled step's own
+        writebacks set ``.grad`` without counting, see ``keeps_guards``), the optimizers' groups,
+        their ``state`` objects and the states in ``uncounted``."""
         other: list = []
-        flags = list(map(_RG, self.tensors))
-        if self.none:
-            flags += map(is_, map(_GRAD, self.none), repeat(None))
-        if self.modules:
-            flags += map(_TRAINING, self.modules)
-        if self.read:
+        flags: list = []
+        if self.read:  # another graph's writeback may give them new tensors without a count
             grads = list(map(_GRAD, self.read))
             other += grads
             other += [getattr(g, "_data", None) for g in grads]
@@ -173,50 +220,123 @@ class FastGuards:
             flags += map(len, groups)
             flags += [len(g.get("params", ())) for g in groups]
             other.append(o.state)
-        # The states' contents come last: the signature without them is a prefix of the whole.
-        for o in self.opts if state else ():
-            state_ = o.state
-            dicts = list(state_.values())
-            other += state_  # the parameters
+        for o in uncounted:
+            _state_signature(o.state, other, flags)
+        return list(map(id, other)), flags, other
+
+    def _signature(self, datas, uncounted) -> tuple:
+        ids, flags, other = self._loose_signature(uncounted)
+        n_ids, n_flags = len(ids), len(flags)
+        flags += map(_RG, self.tensors)
+        if self.none:
+            flags += map(is_, map(_GRAD, self.none), repeat(None))
+        if self.modules:
+            flags += map(_TRAINING, self.modules)
+        if self.owners:
+            dicts = [m.__dict__.get(name, _NO_DICT) for m, name in self.owners]
             other += dicts
             other += chain.from_iterable(map(_values, dicts))
-            flags += chain.from_iterable(dicts)  # the keys
+            flags += chain.from_iterable(dicts)  # the names
             flags += map(len, dicts)
-        ids = list(map(id, datas))
-        ids += map(id, other)
-        return ids, flags, other
+        for o in self.opts:
+            if o not in uncounted:
+                _state_signature(o.state, other, flags)
+        ids += map(id, datas)
+        ids += map(id, other[n_ids:])
+        return ids, flags, other, (n_ids, n_flags)
+
+    def _loose_same(self) -> bool:
+        """Whether what ``MUTATIONS`` does not cover is as at the last pass: the same objects
+        as :meth:`_loose_signature` compares, in fewer steps (each object read here is a read
+        from memory after the native step)."""
+        if self._uncounted or self.read:
+            ids, flags, _ = self._loose_signature(self._uncounted)
+            return ids == self._loose[0] and flags == self._loose[1]
+        for o, groups, state, per in self._groups:
+            if o.param_groups is not groups or o.state is not state or len(groups) != len(per):
+                return False
+            for g, (g0, keys, values, params, n) in zip(groups, per):
+                if g is not g0 or len(g) != len(keys):
+                    return False
+                if False in map(is_, g.values(), values) or False in map(is_, g, keys):  # by identity
+                    return False
+                if g.get("params") is not params or len(params) != n:
+                    return False
+        return True
 
     def check(self) -> bool:
+        now = MUTATIONS[0]
+        if now == self._valid and self._loose_same():  # nothing the stamp covers changed
+            return True
         datas = list(map(_DATA, self.tensors))
-        if self._epoch == MUTATIONS[0]:  # no optimizer state changed since the last pass
-            ids, flags, _ = self._signature(datas, state=False)
-            if ids == self._short[0] and flags == self._short[1]:
-                return True
-        epoch = MUTATIONS[0]
-        ids, flags, other = self._signature(datas)
+        uncounted = [o for o in self.opts if not _tracked(o.state)]
+        ids, flags, other, (n_ids, n_flags) = self._signature(datas, uncounted)
         if ids != self._ids or flags != self._flags:
             if not self.full():
+                self._valid = None
                 return False
             self.datas = datas
         self._ids, self._flags, self._held = ids, flags, other
-        self._epoch = None
-        if all(_tracked(o.state) for o in self.opts):
-            short_ids, short_flags, _ = self._signature(datas, state=False)
-            self._short = (short_ids, short_flags)
-            self._epoch = epoch
+        self._uncounted = uncounted
+        self._loose = (ids[:n_ids], flags[:n_flags])
+        self._groups = [
+            (
+                o,
+                o.param_groups,
+                o.state,
+                [(g, list(g), list(g.values()), g.get("params"), len(g.get("params", ()))) for g in o.param_groups],
+            )
+            for o in self.opts
+        ]
+        self._valid = now
         return True
 
 
-def write_back(w: tuple, value) -> None:
+def _state_signature(state, other: list, flags: list) -> None:
+    dicts = list(state.values())
+    other += state  # the parameters
+    other += dicts
+    other += chain.from_iterable(map(_values, dicts))
+    flags += chain.from_iterable(dicts)  # the keys
+    flags += map(len, dicts)
+
+
+def write_back(w: tuple, value, quiet: bool = False) -> None:
     """Apply one writeback of :meth:`Effects.collect` with its value from this call: a ``.grad``,
-    a module's ``training`` or an optimizer state entry, as the eager step would have left it."""
+    a module's ``training`` or an optimizer state entry, as the eager step would have left it.
+    ``quiet``: a ``.grad`` set without advancing ``MUTATIONS`` (see :func:`keeps_guards`)."""
     if w[0] == "grad":
+        if not quiet:
+            MUTATIONS[0] += 1
         w[1]._grad = None if value is None else value._owned()
     elif w[0] == "training":
         w[1].training = value
     else:
         _, opt, p, key, _ = w
         opt.state[p][key] = value
+
+
+def keeps_guards(writebacks: list, guards: Guards, read: list) -> bool:
+    """Whether a step's writebacks leave every guard of its own graph as it was when the call's
+    check passed, so they need not advance ``MUTATIONS`` (the next call's check stays one
+    comparison): only ``.grad`` writebacks, each giving its parameter a gradient exactly when
+    the guard expects one (``None`` where it expects None), none on a ``.grad`` the graph reads
+    (``read``: its identity is guarded). A state entry or ``training`` written back is counted
+    as usual (``ParamState``, ``Module.__setattr__``).
+
+    Such writebacks keep whether each ``.grad`` is None (the call's check just saw the state its
+    guards expect), so no other graph's guard changes either; only which tensor a ``.grad`` is
+    changes, and what depends on that compares it itself: ``FastGuards`` reads the ``.grad`` a
+    graph reads on every call, ``step_run`` notes the last step that wrote ``.grad``."""
+    expect = {id(p): was_none for p, was_none in guards.grads}
+    read_ids = {id(p) for p in read}
+    for w in writebacks:
+        if w[0] != "grad":
+            return False
+        p = w[1]
+        if id(p) in read_ids or id(p) not in expect or (w[-1] is None) is not expect[id(p)]:
+            return False
+    return True
 
 
 def _tracked(state) -> bool:
@@ -308,6 +428,7 @@ class Effects:
             if changed or id(t) in self.accessed:
                 guard_grads.append((t, before is None))
             t._grad = before
+            MUTATIONS[0] += 1
         for m, before in self.modules.values():  # train()/eval() inside the function
             if m.training != before:
                 writebacks.append(("training", m, ("python", m.training)))

@@ -182,7 +182,7 @@ class StepEntry:
     steps = ()  # the schedule with fused groups (step_fusion.fuse_step), if any
 
     def __init__(self, traced, graph: IRGraph):
-        from ember.compile.effects import FastGuards, Guards, TensorGuards
+        from ember.compile.effects import FastGuards, Guards, TensorGuards, structure
 
         self.traced = traced
         self.graph = graph
@@ -192,7 +192,8 @@ class StepEntry:
         self.reads_node = {
             n for n in self.order if n.kind == "call" and any(isinstance(v, NodeRef) for v in n.params.values())
         }
-        self.guards = Guards(traced.guard_grads, traced.opt_guards, traced.module_guards)
+        shape = structure([m for m, _ in traced.module_guards])  # parameters, buffers, children
+        self.guards = Guards(traced.guard_grads, traced.opt_guards, traced.module_guards, shape)
         self.consts = TensorGuards([b[1] for b in traced.bindings if b[0] == "const"])
         self.grad_reads = [
             (b[1], n.shape, n.dtype) for n, b in zip(self.placeholders, traced.bindings) if b[0] == "grad"
@@ -205,6 +206,7 @@ class StepEntry:
             read=[p for p, _, _ in self.grad_reads],
             modules=[m for m, _ in self.guards.modules],
             opts=[o.opt for o in self.guards.opts],
+            structure=shape,
         )
         self.checked = None  # the guarded arrays of a passing check (a program run takes them)
 

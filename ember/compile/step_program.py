@@ -23,6 +23,7 @@ import copy
 import os
 import types
 
+from ember._mutations import bump
 from ember.autograd.grad_mode import no_grad
 from ember.compile.program_runtime import build_programs
 from ember.compile.step_run import fast_step
@@ -131,6 +132,7 @@ def _run(self, arg_tensors: list):
             value = _step._value(env, arg_tensors, g.outputs[k])
             k += 1
         if w[0] == "grad":
+            bump()  # compiled steps' guards (ember/_mutations.py)
             w[1]._grad = None if value is None else value._owned()
         else:
             _, opt, p, key, _ = w

@@ -1,5 +1,5 @@
 """The fast call path of a whole-step program (``step_program.attach``): Python per call in tens of
-microseconds for a GPT step of ~200 tensors.
+microseconds, whatever the number of tensors (a few microseconds with warm caches).
 
 A step program with no eager node runs here instead of ``Program.run`` and ``StepEntry.run``:
 
@@ -15,9 +15,15 @@ A step program with no eager node runs here instead of ``Program.run`` and ``Ste
   the writeback anyway, so eager would have dropped the old object: nobody can tell the
   difference. A tensor a user holds (``g = p.grad``, a returned loss kept in a variable, a view
   or NumPy array of it) is left alone and a new array is made, as eager does. The cache holds
-  outputs by weak reference only, so it keeps no memory alive.
+  outputs by weak reference only, so it keeps no memory alive. These counts are read only when
+  something may have changed (``ember/_mutations.py``): while ``MUTATIONS`` (no ``.grad`` or
+  array rebound), ``GRAD_READS`` (no ``.grad`` read: the public way to reach a gradient) and
+  ``_WRITER`` (no other step wrote ``.grad``) are as this step left them, and it returns none
+  of its gradients, nothing is read at all; while only ``GRAD_READS`` moved, the counts are read
+  but not the ``.grad`` of each parameter.
 - **writebacks**: a reused gradient is already ``p.grad``; the rest are set as ``StepEntry.run``
-  does.
+  does, without advancing ``MUTATIONS`` where they keep the graph's guards
+  (``effects.keeps_guards``).
 
 Example:
     >>> from ember.compile.step_run import FastStep  # attached by step_program.attach
@@ -25,14 +31,17 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import sys
 import weakref
-from operator import attrgetter
+from operator import attrgetter, is_
 
 import numpy as np
 
+from ember._mutations import GRAD_READS, MUTATIONS
 from ember.compile.capture import unflatten
-from ember.compile.effects import write_back
+from ember.compile.effects import keeps_guards, write_back
 from ember.compile.ir import Node
 from ember.tensor import Tensor
 
@@ -58,24 +67,26 @@ def _unshared(_ref) -> None:
 
 
 def _probe() -> tuple:
-    """The reference counts :meth:`FastStep._reusable` sees for an output held by nothing but
+    """The reference counts :meth:`FastStep._outputs` and its slow path see for an output held by nothing but
     the structures it uses itself (one more per ``p.grad`` holding it): measured, not assumed,
     so they follow the interpreter's own counting."""
     t = _wrap(np.empty(1))
     arrs = [t._data]  # Program.arrs
+    kept = [t._data]  # FastStep.arrays
     ref = weakref.ref(t, _unshared)
     refs = [ref]
     del ref
     holder = [t]  # stands for one p.grad
     del t
     ts = list(map(_call, refs))
-    datas = list(map(_DATA, ts))
-    counts = (list(map(_rc, ts))[0] - 1, list(map(_rc, datas))[0])
-    del holder, arrs
+    direct = list(map(_rc, kept))[0]  # the arrays read from FastStep.arrays
+    datas = list(map(_DATA, ts))  # ... or through the tensors
+    counts = (list(map(_rc, ts))[0] - 1, list(map(_rc, datas))[0], direct)
+    del holder, arrs, kept
     return counts
 
 
-_BASE_T, _BASE_A = _probe()
+_BASE_T, _BASE_A, _BASE_DIRECT = _probe()
 
 
 class _Gone:
@@ -83,6 +94,8 @@ class _Gone:
 
 
 _DEAD = weakref.ref(_Gone())  # a reference whose object is gone: no output yet
+_TOKENS = itertools.count(1)  # one per FastStep
+_WRITER = [0]  # the token of the FastStep that wrote .grad last (its writes may not count)
 
 
 def fast_step(entry, program):
@@ -132,6 +145,8 @@ class FastStep:
         g = entry.graph
         self.returns = [source(o) for o in g.outputs[: g.n_ret]]
         self.out_spec = entry.traced.out_spec
+        self.constant = self.out_spec[0] == "C"
+        self.P_addr = ctypes.addressof(program.P)
         # writebacks: gradients whose value is an output (skipped when reused), then the rest
         self.grad_wb: list = []  # (parameter, output index)
         self.other_wb: list = []  # (writeback, source)
@@ -154,12 +169,27 @@ class FastStep:
         self.reused = [j for j, h in enumerate(holders) if h]  # outputs that may be reused
         self.always = [j for j, h in enumerate(holders) if not h]  # new arrays every call
         self.refs = [_DEAD] * len(self.reused)  # weak references to the last call's tensors
-        self.arrays = [None] * len(self.reused)  # ... and the ids of their arrays (which arrs holds)
+        self.arrays = [None] * len(self.reused)  # ... and their arrays (which arrs holds too)
         self.expect_t = [_BASE_T + holders[j] for j in self.reused]
         self.expect_a = [_BASE_A] * len(self.reused)
+        self.expect_direct = [_BASE_DIRECT] * len(self.reused)
         self.ones = [1] * len(self.reused)
         self.last_grads: list = []  # ids of the tensors last written to wb_params' .grad
+        # writebacks that leave this graph's guards as they were need not advance MUTATIONS
+        self.quiet = keeps_guards(entry.traced.writebacks, entry.guards, [p for p, _, _ in entry.grad_reads])
         self.new_arrays = 0  # output arrays made (the rest were reused)
+        self.token = next(_TOKENS)
+        self.wb_epoch = None  # MUTATIONS[0] after this step's last writeback
+        self.reads_epoch = None  # GRAD_READS[0] then
+        # Whether the call hands none of the reusable outputs to anyone but their p.grad (no
+        # result and no other writeback is one, or a .grad the graph reads).
+        reusable = set(self.reused)
+
+        def hands_out(src) -> bool:
+            kind, x = src
+            return (kind == "out" and x in reusable) or (kind == "input" and x[0] == "grad")
+
+        self.unseen = not any(map(hands_out, self.returns + [src for _w, src in self.other_wb]))
 
     # ----- inputs
     def _set_inputs(self, datas, arg_tensors) -> list:
@@ -202,27 +232,27 @@ class FastStep:
         """``(tensors, changed)``: this call's output tensors, and whether a reusable one is new
         (its ``p.grad`` must be set). Outputs no ``p.grad`` is set to (a returned loss) are new
         every call: one still alive is the user's."""
-        kept = list(map(_call, self.refs))  # the last call's tensors of the reusable outputs
-        bad = None
-        if _NoneType not in map(type, kept):  # (`in` would compare tensors with ==)
-            datas = list(map(_DATA, kept))
-            if (
-                list(map(_rc, kept)) == self.expect_t
-                and list(map(_rc, datas)) == self.expect_a
-                and list(map(id, datas)) == self.arrays
-                and list(map(_nrefs, kept)) == self.ones
-                and list(map(len, map(vars, kept))) == self.ones
-                and list(map(id, map(_GRAD, self.wb_params))) == self.last_grads
-            ):
-                bad = ()
-            del datas
-        if bad is None:
-            bad = self._not_free(kept)
-        if not bad and not self.always:
-            return kept, False
+        if (
+            self.unseen
+            and _WRITER[0] == self.token
+            and MUTATIONS[0] == self.wb_epoch
+            and GRAD_READS[0] == self.reads_epoch
+        ):
+            # Since this step's last writeback nothing rebound a .grad or an array (each such
+            # write counts), no other step wrote .grad, and no .grad was read (the only public way
+            # to reach these tensors; the step returns none of them): each is still only its
+            # p.grad's, with its own array. Nothing to read.
+            if not self.always:
+                return None, False
+            kept, bad = None, ()
+        else:
+            kept, bad = self._kept()
+            if not bad and not self.always:
+                return kept, False
         ts = [None] * len(self.outputs)
-        for i, j in enumerate(self.reused):
-            ts[j] = kept[i]
+        if kept is not None:
+            for i, j in enumerate(self.reused):
+                ts[j] = kept[i]
         P, arrs = self.prog.P, self.prog.arrs
         made = self.always + [self.reused[i] for i in bad]
         self.new_arrays += len(made)
@@ -235,8 +265,42 @@ class FastStep:
         for i in bad:
             t = ts[self.reused[i]]
             self.refs[i] = weakref.ref(t, _unshared)
-            self.arrays[i] = id(t._data)
+            self.arrays[i] = t._data
         return ts, bool(bad)
+
+    def _kept(self) -> tuple:
+        """``(tensors, positions)``: the last call's tensors of the reusable outputs, and the
+        positions of those that need a new array."""
+        kept = list(map(_call, self.refs))
+        bad = None
+        if _NoneType in map(type, kept):  # (`in` would compare tensors with ==)
+            pass
+        elif _WRITER[0] == self.token and MUTATIONS[0] == self.wb_epoch:
+            # Nothing rebound a .grad or an array since this step's last writeback (each such
+            # write counts, and no other step wrote since): each p.grad is still its tensor, each
+            # tensor's _data its array (read from the table, not through the tensor).
+            if (
+                list(map(_rc, kept)) == self.expect_t
+                and list(map(_rc, self.arrays)) == self.expect_direct
+                and list(map(_nrefs, kept)) == self.ones
+                and list(map(len, map(vars, kept))) == self.ones
+            ):
+                bad = ()
+        else:
+            datas = list(map(_DATA, kept))
+            if (
+                list(map(_rc, kept)) == self.expect_t
+                and list(map(_rc, datas)) == self.expect_a
+                and False not in map(is_, datas, self.arrays)
+                and list(map(_nrefs, kept)) == self.ones
+                and list(map(len, map(vars, kept))) == self.ones
+                and list(map(id, map(_GRAD, self.wb_params))) == self.last_grads
+            ):
+                bad = ()
+            del datas
+        if bad is None:
+            bad = self._not_free(kept)
+        return kept, bad
 
     def _not_free(self, kept) -> list:
         """Positions in ``kept`` that need a new array: no tensor left from the last call, or one
@@ -251,7 +315,7 @@ class FastStep:
                 t is not None
                 and rc_t[i] == self.expect_t[i]
                 and rc_a[i] == self.expect_a[i]
-                and id(datas[i]) == self.arrays[i]
+                and datas[i] is self.arrays[i]
                 and _nrefs(t) == 1
                 and len(vars(t)) == 1
             )
@@ -270,11 +334,16 @@ class FastStep:
             if not entry.fast_guards.check():
                 self.datas = None  # the general path sets every pointer from the tensors
                 self.refs = [_DEAD] * len(self.reused)
+                self.arrays = [None] * len(self.reused)
+                self.wb_epoch = None
                 return general(arg_tensors)
             datas = entry.fast_guards.datas
-        back = self._set_inputs(datas, arg_tensors)
+        if datas is not self.datas or self.copies or self.arg_in or self.grad_in:
+            back = self._set_inputs(datas, arg_tensors)
+        else:
+            back = ()
         ts, changed = self._outputs()
-        P = self.prog.P
+        P = self.P_addr  # (an int: ctypes converts it faster than the array)
         for fn, _x in self.prog.plan:
             if fn(P):
                 raise IndexError("index out of range in self")
@@ -283,10 +352,16 @@ class FastStep:
         if changed:
             for p, j in self.grad_wb:
                 p._grad = ts[j]
+            if not self.quiet:
+                MUTATIONS[0] += 1
             self.last_grads = list(map(id, map(_GRAD, self.wb_params)))
         for w, src in self.other_wb:
             value = self._value(src, ts, arg_tensors)
-            write_back(w, value)
+            write_back(w, value, self.quiet)
+        # each written p.grad is ours now, nobody has read one since
+        _WRITER[0], self.wb_epoch, self.reads_epoch = self.token, MUTATIONS[0], GRAD_READS[0]
+        if self.constant:  # the function returns no tensor (a training step returning None)
+            return self.out_spec[1]
         outs = [self._value(src, ts, arg_tensors) for src in self.returns]
         return unflatten(self.out_spec, outs)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+from ember._mutations import structure_changed as bump  # parameters swapped: a structure change
+
 __all__ = ["functional_call"]
 
 
@@ -51,6 +53,7 @@ def _reparametrize(module, tensors: dict, tie_weights: bool, strict: bool):
             for n in names:
                 tensors[n] = first
     saved = []
+    bump()  # module attributes swapped: compiled steps' guards (ember/_mutations.py)
     try:
         for name, t in tensors.items():
             owner, leaf = _owner(module, name)
@@ -65,6 +68,7 @@ def _reparametrize(module, tensors: dict, tie_weights: bool, strict: bool):
                 owner.__dict__[leaf] = t
         yield
     finally:
+        bump()
         for d, leaf, old in reversed(saved):
             if old is _MISSING:
                 d.pop(leaf, None)

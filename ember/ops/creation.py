@@ -8,6 +8,7 @@ import numpy as np
 
 from ember import _dtype
 from ember._device import CPU, to_device
+from ember._mutations import bump as _bump
 from ember.ops._base import Tensor, _wrap
 from ember.ops.dispatch import Primitive, apply
 from ember.ops.sampling import bernoulli, multinomial, poisson  # noqa: F401 - primitives, in their own module
@@ -206,6 +207,7 @@ def _filled(size, value, dtype, device, requires_grad, out=None) -> Tensor:
     if requires_grad:
         t.requires_grad = True
     if out is not None:
+        _bump()  # compiled steps' guards (ember/_mutations.py)
         out._data = t._data
         return out
     return t
@@ -481,6 +483,7 @@ def _tensor_init(self: Tensor, args, dtype, device, requires_grad) -> None:
         src = tensor(args[0], dtype=dtype or _dtype.defaults.float, device=device)
     else:
         src = zeros(*args, dtype=dtype, device=device)
+    _bump()  # __init__ may be called again on an existing tensor
     self._data = src._data
     if src._device is not CPU:
         self._device = src._device

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember import _dtype
+from ember._mutations import bump as _bump
 from ember.autograd.function import FunctionCtx
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.node import Node, tick
@@ -213,6 +214,7 @@ def apply_inplace(self: Tensor, fn, args=(), raw=None, op: str = "inplace") -> T
     if _reads_old_value(res, snap, since):
         snap._data = snap._data.copy()
     apply(_WRITE, self, res, op=op)
+    _bump()  # self (and its base, views) may get requires_grad: compiled steps' guards
     if self._base is None:
         self._node = res._node
         self._requires_grad = res._requires_grad

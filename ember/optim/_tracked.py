@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ember._mutations import MUTATIONS  # the one global count (tensors and modules advance it too)
+
 __all__ = ["MUTATIONS", "ParamState", "StateDict", "tracked_state"]
 
-#: Advanced by every change to a StateDict or ParamState (one list cell: cheap to read and bump).
-MUTATIONS = [0]
 _MISSING = object()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember._mutations import bump
 from ember.nn.parameter import Parameter
 from ember.tensor import _wrap
 
@@ -124,6 +125,7 @@ class GradientShards:
         from ember.distributed.collectives import _reduce_scatter_unchecked
 
         flat = b.flatten(lambda p: p._grad._data if p._grad is not None else None, g.dtype)
+        bump()  # compiled steps' guards (ember/_mutations.py)
         for p in b.params:
             p._grad = None  # only this rank's slice of the gradient is kept
         out = np.empty(b.size, g.dtype)
@@ -146,6 +148,7 @@ class GradientShards:
                 acc = grads.setdefault(id(g), np.zeros(g.shard_size, g.dtype))
                 acc[b.at : b.at + b.size] += out  # twice when gradients were accumulated over backwards
         self.inflight = []
+        bump()
         for g in self.groups:
             for b in g.buckets:
                 b.launched = False
@@ -156,6 +159,7 @@ class GradientShards:
         for _, _, work, _, _ in self.inflight:
             work.wait()
         self.inflight = []
+        bump()
         for g in self.groups:
             g.shard_param._grad = None
             for b in g.buckets:

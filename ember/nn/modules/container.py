@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from ember._mutations import structure_changed as bump  # (also counts for the structure guard)
 from ember.nn.modules.module import Module, _addindent
 from ember.nn.parameter import Parameter
 from ember.tensor import Tensor
@@ -123,6 +124,7 @@ class Sequential(Module):
             raise IndexError(f"Index out of range: {index}")
         if index < 0:
             index += n
+        bump()  # children rebound directly: compiled steps' guards (ember/_mutations.py)
         for i in range(n, index, -1):
             self._modules[str(i)] = self._modules[str(i - 1)]
         self._modules[str(index)] = module
@@ -211,6 +213,7 @@ class ModuleList(Module):
         return [k for k in super().__dir__() if not k.isdigit()]
 
     def insert(self, index: int, module: Module) -> None:
+        bump()  # children rebound directly: compiled steps' guards (ember/_mutations.py)
         for i in range(len(self._modules), index, -1):
             self._modules[str(i)] = self._modules[str(i - 1)]
         self._modules[str(index)] = module
@@ -261,6 +264,7 @@ class ModuleDict(Module):
         self.add_module(key, module)
 
     def __delitem__(self, key: str) -> None:
+        bump()
         del self._modules[key]
 
     def __len__(self) -> int:
@@ -273,6 +277,7 @@ class ModuleDict(Module):
         return key in self._modules
 
     def clear(self) -> None:
+        bump()
         self._modules.clear()
 
     def pop(self, key: str) -> Module:

@@ -13,12 +13,15 @@ from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ember._mutations import MUTATIONS, STRUCTURE, structure_changed
 from ember.autograd.grad_mode import no_grad
 from ember.nn.modules._backward_hooks import call_with_backward_hooks
 from ember.nn.parameter import Buffer, Parameter
 from ember.tensor import Tensor
 
 __all__ = ["Module", "RemovableHandle"]
+
+_MISSING = object()
 
 
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
@@ -240,6 +243,7 @@ class Module:
         if isinstance(tensor, Buffer):
             persistent = tensor.persistent
             tensor = _plain(tensor)
+        structure_changed()  # compiled graphs' guards (ember/_mutations.py)
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -253,6 +257,7 @@ class Module:
         _check_name("parameter", name, self)
         if hasattr(self, name) and name not in self._parameters:
             raise KeyError(f"attribute '{name}' already exists")
+        structure_changed()  # compiled graphs' guards (ember/_mutations.py)
         if param is None:
             self._parameters[name] = None
             return
@@ -276,12 +281,15 @@ class Module:
         _check_name("module", name, self)
         if hasattr(self, name) and name not in self._modules:
             raise KeyError(f"attribute '{name}' already exists")
+        structure_changed()
         self._modules[name] = module
 
     register_module = add_module
 
     def __setattr__(self, name: str, value) -> None:
         d = self.__dict__
+        if d.get(name, _MISSING) is not value:  # training, a parameter...: compiled steps' guards
+            MUTATIONS[0] += 1
         params = d.get("_parameters")
 
         def remove_from(*dicts_or_sets):
@@ -309,12 +317,14 @@ class Module:
             if modules is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
             remove_from(d, self._parameters, self._buffers, self._non_persistent_buffers_set)
+            STRUCTURE[0] += 1
             modules[name] = value
         elif d.get("_modules") is not None and name in d["_modules"]:
             if value is not None:
                 raise TypeError(
                     f"cannot assign '{_tensor_type_name(value)}' as child module '{name}' (torch.nn.Module or None expected)"
                 )
+            STRUCTURE[0] += 1
             d["_modules"][name] = value
         elif isinstance(value, Buffer):
             if d.get("_buffers") is None:
@@ -326,8 +336,11 @@ class Module:
                 raise TypeError(
                     f"cannot assign '{_tensor_type_name(value)}' as buffer '{name}' (torch.Tensor or None expected)"
                 )
+            STRUCTURE[0] += 1
             d["_buffers"][name] = value
         else:
+            if name in ("_parameters", "_buffers", "_modules"):
+                STRUCTURE[0] += 1
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str):
@@ -340,6 +353,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
+        structure_changed()
         if name in self._parameters:
             del self._parameters[name]
         elif name in self._buffers:
@@ -351,6 +365,7 @@ class Module:
             object.__delattr__(self, name)
 
     def __setstate__(self, state: dict) -> None:
+        structure_changed()
         self.__dict__.update(state)
         # Modules pickled by older code may lack the newer hook dicts.
         for key in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
@@ -506,6 +521,7 @@ class Module:
         if recurse:
             for module in self.children():
                 module._apply(fn)
+        structure_changed()  # parameters' arrays and buffers rebound below: compiled graphs' guards
         with no_grad():
             for param in self._parameters.values():
                 if param is None:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ember._mutations import bump
 from ember.nn.modules.module import Module
 
 __all__ = ["DistributedDataParallel", "average_gradients"]
@@ -232,6 +233,7 @@ class DistributedDataParallel(Module):
             if self.gradient_as_bucket_view:
                 from ember.tensor import _wrap
 
+                bump()  # compiled steps' guards (ember/_mutations.py)
                 p._grad = _wrap(view)
 
     def _launch_ready(self) -> None:
@@ -267,6 +269,7 @@ class DistributedDataParallel(Module):
                 b.work.wait()
         for b in self._buckets:
             b.flat /= n
+        bump()  # .grad rebound below: compiled steps' guards (ember/_mutations.py)
         for k, p in enumerate(self._params):
             b, i = self._where[id(p)]
             if globally_used is not None and not globally_used[k]:
