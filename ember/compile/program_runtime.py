@@ -27,6 +27,7 @@ import numpy as np
 
 from ember.backends import ckernels
 from ember.compile.codegen import chunked
+from ember.compile.codegen.blocks import render_kernels
 from ember.compile.codegen.c import prelude
 from ember.compile.codegen.program import Refused, render_program
 from ember.ops.dispatch import apply
@@ -201,13 +202,13 @@ def build_chunked(pieces, b, ext_addresses: dict, log=None) -> tuple:
             log("a chunk of the program failed to build; building it as one unit")
         return None, []
     main, chunk_libs = libs[0], libs[1:]
-    addresses = []
+    addresses = []  # every block function's, in table order (the chunks hold them in that order)
     for c, clib in zip(chunks, chunk_libs):
         table = []
         for sym in c.table:
             if sym in ("sgemm", "dgemm"):
                 table.append(b[1] if sym == "sgemm" else b[2])
-            elif sym.startswith("ember_k"):
+            elif sym.startswith("ember_kernel_"):
                 table.append(ctypes.cast(getattr(main, sym), ctypes.c_void_p).value)
             else:
                 table.append(ext_addresses[sym])
@@ -215,7 +216,7 @@ def build_chunked(pieces, b, ext_addresses: dict, log=None) -> tuple:
         clib.ember_chunk_init.argtypes = [ctypes.c_void_p]
         clib.ember_chunk_init.restype = None
         clib.ember_chunk_init(F)
-        addresses.append(ctypes.cast(getattr(clib, c.name), ctypes.c_void_p).value)
+        addresses += [ctypes.cast(getattr(clib, f), ctypes.c_void_p).value for f in c.functions]
     main._ember_chunks = chunk_libs  # keep the chunks' libraries with the program's
     if log:
         log(f"program compiled in {len(chunks)} chunk(s) ({ckernels.cache_dir()})")
@@ -245,12 +246,10 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
     if cc is None or kern is None:
         return None
     b = blas()
-    from ember.compile.runtime import render_c
-
     groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
     try:
-        kernels_src = render_c(groups)
-        src, specs, exts = render_program(views, None if b is None else b[0], kernels_src, force_eager)
+        kernels_src, names = render_kernels(groups)
+        src, specs, exts = render_program(views, None if b is None else b[0], kernels_src, force_eager, names)
         addresses = [_ext_address(kern, e) for e in exts]
     except Refused as e:
         if log:

@@ -19,13 +19,12 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ember.compile.arena import plan
-from ember.compile.codegen import lowp
+from ember.compile.codegen import blocks, lowp
 from ember.compile.codegen.c import kernel_sizes
 from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
 from ember.compile.codegen.lowerings_conv import CONV_PROTOS
@@ -102,7 +101,8 @@ class ProgramSpec:
     source: str = ""
     native_nodes: int = 0
     eager_nodes: list = field(default_factory=list)
-    seg_blocks: list = field(default_factory=list)  # (segment name, [C block]): codegen/chunked.py
+    seg_tables: list = field(default_factory=list)  # (segment, C table of its calls, its length): blocks.py
+    templates: list = field(default_factory=list)  # (name, C definition) of every view's blocks, in table order
 
 
 class _Ctx:
@@ -155,8 +155,10 @@ class _Ctx:
 
 
 class _Builder:
-    def __init__(self, view, steps, prefix: str, int_type, exts: set, force_eager=()):
+    def __init__(self, view, steps, prefix: str, int_type, exts: set, force_eager=(), templates=None, kernels=None):
         self.view, self.steps, self.prefix = view, steps, prefix
+        self.templates = {} if templates is None else templates  # name -> (index, C definition)
+        self.kernel_names = kernels or {}  # group id -> the name of its kernel (equal kernels: one)
         self.force_eager = set(force_eager)
         self.written: set = set()  # roots written in place
         self.int_type, self.exts = int_type, exts
@@ -215,7 +217,7 @@ class _Builder:
         produced_c = set()
         for s, (kind, x) in enumerate(self.steps):
             if kind == "group":
-                name = f"ember_k{x.id}"  # rendered by runtime.render_c (codegen/c.py)
+                name = self.kernel_names.get(x.id, f"ember_k{x.id}")  # rendered by codegen/c.py
                 args = [self.use(a, s) for a in x.inputs]
                 for o in x.outputs:
                     self.defined[o] = s
@@ -341,28 +343,36 @@ class _Builder:
             r, off = self.root(n)
             home = slot_of.get(r, ("arena", offsets.get(r)))
             spec.homes[n] = (home, off)
-        segs, cur, k = [], [], 0  # cur: the segment's text pieces, bases resolved
-        blocks = []  # each unit's C text: chunked.py compiles them in pieces
+
+        def arg(key: str, nbytes: int) -> tuple:  # a pointer parameter: (slot, byte offset)
+            if key.startswith("S"):
+                return 0, offsets[key[1:]] + nbytes
+            node = self._node_by_id[int(key[1:])]
+            return (slot_of[node], nbytes) if node in slot_of else (0, offsets[node] + nbytes)
+
+        segs, entries, k = [], [], 0  # entries: (comment, template index, args) of the segment
         for kind, x, _s, node in units + [("end", None, n_steps, None)]:
             if kind == "c":
-                unit = ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
-                # without the comment: node ids differ between graphs, the code often does not
-                blocks.append(re.sub(r"@[BS](\w+)@", lambda m: base(m), "\n".join("    " + ln for ln in unit)))
-                if node is not None:
-                    cur.append(f"    /* %{node.id} = {node.op} */")
-                cur.append(blocks[-1])
+                comment = "/* group */" if node is None else f"/* %{node.id} = {node.op} */"
+                text = "\n".join("        " + line for line in x)
+                if not text.strip():
+                    entries.append((comment, None, ()))
+                    continue
+                body, params = blocks.templatize(text)
+                tname, definition = blocks.function(body, params)
+                index = self.templates.setdefault(tname, (len(self.templates), definition))[0]
+                args = [v for t, key, off in params for v in arg(key, off * blocks.SIZES[t])]
+                entries.append((comment, index, args))
                 continue
-            if cur:
+            if entries:
                 name = f"{self.prefix}_seg{k}"
                 k += 1
-                spec.seg_blocks.append((name, blocks))
-                blocks = []
-                body = "\n".join(cur)
-                segs.append(
-                    f"int {name}(void **P) {{\n    char *A = (char *)P[0];\n    (void)A;\n{body}\n    return 0;\n}}\n"
-                )
+                tab = blocks.table(name, entries)
+                n = sum(2 + len(a) for _c, i, a in entries if i is not None)
+                spec.seg_tables.append((name, tab, n))
+                segs.append(f"{tab}int {name}(void **P) {{ return ember_run(P, {name}_t, {n}); }}\n")
                 spec.plan.append(("c", name))
-                cur = []
+                entries = []
             if kind == "eager":
                 spec.plan.append(("eager", x))
         spec.results = [o for o in dict.fromkeys(self.out_set) if o in produced_c or o in self.eager_defined]
@@ -370,26 +380,44 @@ class _Builder:
         return spec, "\n".join(segs)
 
 
-def render_program(views: list, int_type: str | None, kernels_src: str, force_eager=()) -> tuple:
-    """``views``: ``[(graph view, steps)]``; ``kernels_src``: the C of every fused group
-    (``runtime.render_c``: the math prelude and one ``ember_k<id>`` function per group).
+def render_program(views: list, int_type: str | None, kernels_src: str, force_eager=(), kernels=None) -> tuple:
+    """``views``: ``[(graph view, steps)]``; ``kernels_src``, ``kernels``: the C of every fused group
+    and each group's kernel name (``blocks.render_kernels``; without names, ``ember_k<id>``).
     ``force_eager``: nodes that must run through the eager path (see ``step_program.py``).
-    Returns ``(source, [ProgramSpec per view], externals)``; raises :class:`Refused`."""
+    Returns ``(source, [ProgramSpec per view], externals)``; raises :class:`Refused`. The source
+    is one unit: the kernels, each distinct op block once (``codegen/blocks.py``) and per segment
+    its table of calls (``codegen/chunked.py`` builds large programs in pieces instead)."""
     exts: set = set()
+    templates: dict = {}
     specs, bodies = [], []
     for i, (view, steps) in enumerate(views):
-        spec, body = _Builder(view, steps, f"ember_p{i}", int_type, exts, force_eager).build()
+        spec, body = _Builder(view, steps, f"ember_p{i}", int_type, exts, force_eager, templates, kernels).build()
         specs.append(spec)
         bodies.append(body)
     ext_list = sorted(exts)
     decls = "\n".join(_ext_decl(e) for e in ext_list)
-    init = ["void ember_program_init(void **F) {"]
+    init = ["void ember_program_init(void **F) {", "    (void)F;"]
     if int_type is not None:
         init += ["    ember_sgemm = F[0];", "    ember_dgemm = F[1];"]
     init += [f"    ember_{e} = F[{2 + i}];" for i, e in enumerate(ext_list)]
     init.append("}")
     init.append("int ember_noop(void **P) { (void)P; return 0; }  /* for measuring the Python side */")
-    src = kernels_src + "\n" + gemm_prelude(int_type) + decls + "\n" + "\n".join(init) + "\n\n" + "\n".join(bodies)
+    defs = [d for _i, d in templates.values()]
+    fns = ", ".join(templates) or "0"
+    src = "\n".join(
+        [
+            kernels_src,
+            gemm_prelude(int_type) + decls,
+            *defs,
+            f"static int (*ember_fns[])(void **, const int64_t *) = {{{fns}}};",
+            blocks.RUNNER,
+            *init,
+            "",
+            *bodies,
+        ]
+    )
+    listed = [(name, d) for name, (_i, d) in templates.items()]
     for spec in specs:
         spec.source = src
+        spec.templates = listed
     return src, specs, ext_list
