@@ -119,13 +119,14 @@ static int ember_run(void **P, const int64_t *t, int64_t n) {
 
 
 def render_kernels(groups: list) -> tuple:
-    """``(C source, {group id: kernel name})``: the fused groups' kernels (``codegen/c.py``) after
-    the math prelude, each distinct kernel once as ``ember_kernel_<hash>`` (a name blocks call, the same
-    in every program), and ``ember_k<id>`` for each group (what ``runtime`` looks up), a call of it."""
+    """``(kernels, wrappers, {group id: kernel name})``: the fused groups' kernels (``codegen/c.py``)
+    after the math prelude, each distinct kernel once as ``ember_kernel_<hash>`` (a name blocks
+    call, the same in every program), and in ``wrappers`` an ``ember_k<id>`` for each group (what
+    ``runtime`` looks up in a one-unit program), a call of it."""
     from ember.compile.codegen.c import CRenderer, kernel_args, prelude
 
     r = CRenderer()
-    out, names, seen = [prelude()], {}, {}
+    out, wrappers, names, seen = [prelude()], [], {}, {}
     for g in groups:
         text = r.render(g, "EMBER_KERNEL")
         name = seen.get(text)
@@ -134,8 +135,8 @@ def render_kernels(groups: list) -> tuple:
             out.append(text.replace("EMBER_KERNEL", name))
         names[g.id] = name
         args = kernel_args(g)
-        out.append(
+        wrappers.append(
             f"void ember_k{g.id}({', '.join(f'{t} {a}' for t, a in args)}) "
             f"{{ {name}({', '.join(a for _t, a in args)}); }}\n"
         )
-    return "\n".join(out), names
+    return "\n".join(out), "\n".join(wrappers), names

@@ -70,9 +70,12 @@ def _pieces(blocks: list) -> list:
 
 def split(specs: list, kernels_src: str, int_type: str | None, exts: list) -> tuple:
     """``(main source, [Chunk])`` for the programs of ``specs`` (``render_program``'s), or None when
-    their blocks are small enough to compile as one unit. ``exts``: the hand kernels they call,
-    in the order of ``ember_program_init``'s table (after the two gemm pointers), which then
-    holds every block function's address, in the order of ``specs[0].templates``."""
+    their blocks are small enough to compile as one unit. ``kernels_src``: the fused groups'
+    kernels (``blocks.render_kernels``), a library of their own that the chunks call (the same
+    for both graphs of a step). ``exts``: the hand kernels the blocks call, in the order of
+    ``ember_program_init``'s table (after the two gemm pointers), which then holds every block
+    function's address, in the order of ``specs[0].templates``. The main library is only the
+    segments' call tables: it compiles in a few milliseconds."""
     templates = specs[0].templates if specs else []
     if sum(len(d) for _n, d in templates) < MIN_BYTES:
         return None
@@ -86,9 +89,6 @@ def split(specs: list, kernels_src: str, int_type: str | None, exts: list) -> tu
         chunks.append(chunk)
     n = len(templates)
     init = ["void ember_program_init(void **F) {", "    (void)F;"]
-    if int_type is not None:
-        init += ["    ember_sgemm = F[0];", "    ember_dgemm = F[1];"]
-    init += [f"    ember_{e} = F[{2 + i}];" for i, e in enumerate(exts)]
     init += [
         f"    for (int i = 0; i < {n}; i++) ember_fns[i] = (int (*)(void **, const int64_t *))F[{2 + len(exts)} + i];"
     ]
@@ -96,9 +96,7 @@ def split(specs: list, kernels_src: str, int_type: str | None, exts: list) -> tu
     init.append("int ember_noop(void **P) { (void)P; return 0; }  /* for measuring the Python side */")
     main = "\n".join(
         [
-            kernels_src,
-            gemm_prelude(int_type),
-            *(_ext_decl(e) for e in exts),
+            "#include <stdint.h>",
             f"static int (*ember_fns[{max(n, 1)}])(void **, const int64_t *);",
             blocks.RUNNER,
             *init,

@@ -167,6 +167,7 @@ class _Builder:
         self.out_set = {o for o in view.outputs if hasattr(o, "kind") and not (o.kind == "call" and o.prim.multi)}
         self.alias: dict = {}  # node -> (base node, elem offset)
         self.defined: dict = {}  # root node -> step of definition
+        self.journal = None  # (root, its previous last step) per use() while a lowering runs
         self.last: dict = {}  # root node -> last step reading it
         self.eager_defined: set = set()
         self.scratches: list = []  # (key, nbytes, step)
@@ -189,7 +190,10 @@ class _Builder:
 
     def use(self, node, step) -> str:
         r, off = self.root(node)
-        self.last[r] = max(self.last.get(r, step), step)
+        last = self.last.get(r)
+        if self.journal is not None:
+            self.journal.append((r, last))
+        self.last[r] = step if last is None or last < step else last
         # bfloat16/float16 values are passed to fused groups as their bits (codegen/lowp.py)
         T = "uint16_t" if lowp.is_low(dname(node)) else CTYPES[dname(node)]
         return f"(({T} *)@B{r.id}@ + {off})"
@@ -237,16 +241,22 @@ class _Builder:
                 self.eager_defined.add(x)
                 self.defined[x] = s
                 continue
-            saved = (dict(self.last), len(self.scratches), set(self.exts), dict(self.keeps))
+            saved = (len(self.scratches), set(self.exts), dict(self.keeps))
+            self.journal = []
             res = None if x in self.force_eager else lower(x, _Ctx(self, s))
+            journal, self.journal = self.journal, None
             if res is None:
                 if x not in self.force_eager and any(type(v).__name__ == "NodeRef" for v in x.params.values()):
                     raise Refused(f"'{x.op}' (%{x.id}) reads an autograd node and has no lowering here")
-                self.last = saved[0]  # forget what the failed lowering asked for
-                del self.scratches[saved[1] :]
+                for r, last in reversed(journal):  # forget what the failed lowering asked for
+                    if last is None:
+                        del self.last[r]
+                    else:
+                        self.last[r] = last
+                del self.scratches[saved[0] :]
                 self.exts.clear()
-                self.exts.update(saved[2])
-                self.keeps = saved[3]
+                self.exts.update(saved[1])
+                self.keeps = saved[2]
                 for a in x.inputs():
                     r, _ = self.root(a)
                     self.last[r] = max(self.last.get(r, s), s)
