@@ -194,10 +194,17 @@ def build_chunked(pieces, kernels_src: str, b, ext_addresses: dict, log=None) ->
     sources = [(main_src, "compiled"), (kernels_src, "groups")] + [(c.source, "chunk") for c in chunks]
     cc = ckernels.compiler()
     cached = cc is not None and all(ckernels.library_path(src, n, cc).exists() for src, n in sources)
-    workers = 1 if cached else max(1, min(len(sources), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:  # each build waits on its own compiler process
-        # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
-        libs = list(pool.map(lambda sn: ckernels.load(sn[0], sn[1], {}, reapply=sn[1] == "groups"), sources))
+    # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
+    def load(sn):
+        return ckernels.load(sn[0], sn[1], {}, reapply=sn[1] == "groups")
+
+    if cached:
+        libs = [load(sn) for sn in sources]
+    else:  # each build waits on its own compiler process; the longest sources first
+        order = sorted(range(len(sources)), key=lambda i: -len(sources[i][0]))
+        with ThreadPoolExecutor(max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+            built = dict(zip(order, pool.map(lambda i: load(sources[i]), order)))
+        libs = [built[i] for i in range(len(sources))]
     if any(lib is None for lib in libs):
         if log:
             log("a chunk of the program failed to build; building it as one unit")
