@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import bisect
+
 __all__ = ["ALIGN", "plan"]
 
 ALIGN = 64
@@ -31,19 +33,23 @@ def plan(buffers: list) -> tuple:
         by_start.setdefault(first, []).append((key, _up(max(nbytes, 1))))
         by_end.setdefault(max(first, last), []).append(key)
     live: dict = {}  # key -> (offset, size)
+    taken: list = []  # live.values(), kept sorted
     offsets: dict = {}
     size = 0
     for step in sorted(set(by_start) | set(by_end)):
         for key, nbytes in by_start.get(step, ()):
-            taken = sorted(live.values())
             off = 0
             for o, s in taken:  # first gap big enough
                 if o - off >= nbytes:
                     break
                 off = max(off, o + s)
+            if key in live:
+                taken.remove(live[key])
             live[key] = (off, nbytes)
+            bisect.insort(taken, (off, nbytes))
             offsets[key] = off
             size = max(size, off + nbytes)
         for key in by_end.get(step, ()):
-            live.pop(key, None)
+            if key in live:
+                taken.remove(live.pop(key))
     return offsets, size

@@ -194,6 +194,7 @@ def build_chunked(pieces, kernels_src: str, b, ext_addresses: dict, log=None) ->
     sources = [(main_src, "compiled"), (kernels_src, "groups")] + [(c.source, "chunk") for c in chunks]
     cc = ckernels.compiler()
     cached = cc is not None and all(ckernels.library_path(src, n, cc).exists() for src, n in sources)
+
     # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
     def load(sn):
         return ckernels.load(sn[0], sn[1], {}, reapply=sn[1] == "groups")
