@@ -32,7 +32,7 @@ from ember.compile.codegen.program import _ext_decl, gemm_prelude
 
 __all__ = ["Chunk", "split", "MIN_BYTES"]
 
-MIN_BYTES = 8_000  # programs with fewer bytes of blocks than this compile as one unit (a library costs a process)
+MIN_BYTES = 14_000  # programs with fewer bytes of blocks than this compile as one unit (a library costs a process)
 _SOFT, _HARD = 6_000, 24_000  # a chunk ends at a content boundary past _SOFT bytes, always at _HARD
 _KERNEL = re.compile(r"^void (ember_kernel_\w+)\(([^)]*)\) \{", re.M)
 _FUNCTION = re.compile(r"^int (ember_b\w+)\(", re.M)
