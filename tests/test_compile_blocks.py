@@ -81,3 +81,18 @@ def test_identical_layers_and_experts_are_emitted_once():
         eager_step()
     for (k, a), b in zip(eager_model.named_parameters(), model.parameters()):
         np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_the_step_graphs_of_one_function_share_one_arena():
+    step, _model = _moe_gpt(1)
+    fn = ember.compile(step)
+    for _ in range(3):
+        fn()
+    entries = list(fn.cache.values()) + [e for es in fn.others.values() for e in es]
+    programs = [e.program for e in entries]
+    assert len(programs) == 2  # the first step's graph (it creates the optimizer state), the steady state's
+    first, steady = sorted(programs, key=lambda p: p.arena.size)
+    assert first.arena.size and first.arena.ctypes.data == steady.arena.ctypes.data  # one allocation
+    other = ember.compile(_moe_gpt(1)[0])
+    other()
+    assert not np.shares_memory(list(other.cache.values())[0].program.arena, steady.arena)  # per function

@@ -26,6 +26,7 @@ import warnings
 from ember._mode import mode as _dispatch_mode
 from ember.autograd.grad_mode import no_grad
 from ember.autograd.grad_mode import state as grad_state
+from ember.compile.arena import ArenaPool
 from ember.compile.breaks import run_lazily
 from ember.compile.capture import GraphBreak, Unsupported, flatten, trace, unflatten
 from ember.compile.dynamic import build_template, dynamic_entry, mark_dynamic
@@ -293,6 +294,8 @@ class CompiledFunction:
                 return self._fallback("the function changes Python state (train/eval mode, .grad) and needs gradients")
             traced.step = True
         if traced.step:  # the function ran backward() itself: the whole step is one graph
+            # its graphs (first step, steady state) never run at once: one arena (arena.py)
+            traced.arena_pool = self.__dict__.setdefault("_arena_pool", ArenaPool())
             try:
                 return prepare_step(traced, log=self._log("graph"))
             except Unsupported as e:

@@ -57,7 +57,7 @@ def _wrap(arr) -> Tensor:
 class Program(list):
     """One view's steps as native segments and eager steps over a pointer table and an arena."""
 
-    def __init__(self, steps, spec, lib, eager=None):
+    def __init__(self, steps, spec, lib, eager=None, arena_pool=None):
         super().__init__(steps)
         self.memplan = getattr(steps, "plan", None)  # the steps' own memory plan (kernels path)
         # constants go into env as the step-by-step path puts them (a joint forward saves them)
@@ -65,9 +65,12 @@ class Program(list):
         self.spec = spec
         self.eager_call = eager  # eager(node, args, env) -> output, instead of apply (autograd nodes)
         self.P = (ctypes.c_void_p * spec.n_slots)()
-        self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
-        shift = (-self.arena.ctypes.data) % 64
-        self.arena = self.arena[shift : shift + spec.arena_bytes] if spec.arena_bytes else self.arena[:0]
+        if arena_pool is not None:  # (arena.ArenaPool: shared with programs never run at the same time)
+            self.arena = arena_pool.get(spec.arena_bytes)
+        else:
+            self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
+            shift = (-self.arena.ctypes.data) % 64
+            self.arena = self.arena[shift : shift + spec.arena_bytes] if spec.arena_bytes else self.arena[:0]
         self.P[0] = self.arena.ctypes.data
         self.arrs: list = [None] * spec.n_slots
         for k, arr in spec.consts:
@@ -244,10 +247,11 @@ def _ext_address(kern, name: str):
     return ctypes.cast(getattr(kern, name), ctypes.c_void_p).value
 
 
-def build_programs(views: list, log=None, force_eager=(), eager=None):
+def build_programs(views: list, log=None, force_eager=(), eager=None, arena_pool=None):
     """``views``: ``[(graph view, steps)]`` -> ``([Program per view], {group id: its C function})``,
     or None (no compiler, a build error or programs turned off: the caller keeps its steps).
-    ``force_eager`` nodes run through ``eager(node, args, env)`` (default ``apply``) between segments."""
+    ``force_eager`` nodes run through ``eager(node, args, env)`` (default ``apply``) between segments.
+    ``arena_pool``: an ``arena.ArenaPool`` the programs take their arena from (else their own)."""
     if not enabled():
         return None
     cc = ckernels.compiler()
@@ -300,4 +304,4 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
         fn.argtypes = [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
         fn.argtypes += [ctypes.c_int64] * 3  # n, rows, cols (codegen/c.py's kernel_args)
         fn.restype = None
-    return [Program(steps, spec, lib, eager) for (_view, steps), spec in zip(views, specs)], kernels
+    return [Program(steps, spec, lib, eager, arena_pool) for (_view, steps), spec in zip(views, specs)], kernels
