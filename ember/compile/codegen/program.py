@@ -10,7 +10,9 @@ Values live in slots of a pointer table ``P`` (``P[0]`` is the arena): inputs (p
 values made outside this graph, constants), outputs (fresh arrays per call, so results never
 alias the arena) and values made by eager steps. A node without a lowering ends the native
 segment; it runs through ``apply`` and the next segment continues, so a graph never fails to run.
-Each segment is one C function ``int name(void **P)`` (0, or 1 on an out-of-range index).
+Each segment is one C function ``int name(void **P)`` (0, or 1 on an out-of-range index): a
+table of calls of the op blocks, each distinct block one function (``codegen/blocks.py``), so
+identical layers and experts compile once.
 
 Example:
     >>> from ember.compile.codegen.program import render_program  # see tests/test_compile_program.py
