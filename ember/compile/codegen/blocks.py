@@ -21,7 +21,7 @@ libraries that the two graphs of a training step (and other programs) share.
 Example:
     >>> body, params = templatize("    x(((float *)@B7@ + 64), ((char *)@Ss0@));")
     >>> body
-    '    x(p0, ((char *)p1));'
+    '    x(p0, p1);'
     >>> params
     [('float', 'B7', 64), ('char', 'Ss0', 0)]
 """
