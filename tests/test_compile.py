@@ -206,9 +206,10 @@ def test_no_compiler_falls_back(monkeypatch):
 
 
 def test_compile_error_falls_back(monkeypatch):
-    from ember.compile import runtime
+    from ember.compile import program_runtime, runtime
 
     monkeypatch.setattr(runtime, "render_c", lambda groups: "this is not C;")
+    monkeypatch.setattr(program_runtime, "render_kernels", lambda groups: ("this is not C;", "", {}))
     cf = ember.compile(lambda x: (x * 3).exp() - 1)
     x = ember.randn(5)
     with pytest.warns(UserWarning, match="C compiler failed"):

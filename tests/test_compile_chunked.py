@@ -92,11 +92,15 @@ def test_chunks_come_from_the_cache_and_are_shared_between_step_graphs(small_chu
 
 
 def test_split_names_only_what_a_chunk_calls():
-    body = "    {\n        ember_k3(P[1], P[2], 4, 1, 4);\n    }"
-    protos = {"ember_k3": "const float * in0, float * out0, int64_t n, int64_t rows, int64_t cols"}
+    from ember.compile.codegen import blocks
+
+    name, body = blocks.function(
+        *blocks.templatize("ember_kernel_ab3(((float *)@B1@ + 0), ((float *)@B2@ + 8), 4, 1, 4);")
+    )
+    protos = {"ember_kernel_ab3": "const float * in0, float * out0, int64_t n, int64_t rows, int64_t cols"}
     c = chunked._chunk("ember_cx", body, protos, "int64_t", ["layer_norm_fwd_f32"])
-    assert c.table == ["sgemm", "dgemm", "ember_k3"]
-    assert "immintrin" not in c.source and "int ember_cx(void **P)" in c.source
+    assert c.table == ["sgemm", "dgemm", "ember_kernel_ab3"]
+    assert "immintrin" not in c.source and f"int {name}(void **P, const int64_t *ember_a)" in c.source
 
 
 def test_failed_chunk_build_falls_back_to_one_unit(small_chunks, monkeypatch):

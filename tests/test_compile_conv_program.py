@@ -197,7 +197,8 @@ def test_batch_norm_relu_and_residual_fold_into_one_pass():
     assert src.count("= batch_norm */") == 2
     # ReLU's gradients: gt(out, 0) (and the residual's gradient add) folded into the mul's loop
     gts = [n for n in entry.graph.nodes if n.op == "gt"]
-    assert len(gts) == 2 and all(re.search(rf"/\* %{n.id} = gt \*/\n\s*\{{\n\s*\}}", src) for n in gts)
+    # (an op with no code of its own: its comment in the segment's call table, with no call)
+    assert len(gts) == 2 and all(re.search(rf"/\* %{n.id} = gt \*/\n\s*(/\*|\}})", src) for n in gts)
 
 
 def _pool_step(mp, ap, dtype):

@@ -27,6 +27,7 @@ import numpy as np
 
 from ember.backends import ckernels
 from ember.compile.codegen import chunked
+from ember.compile.codegen.blocks import render_kernels
 from ember.compile.codegen.c import prelude
 from ember.compile.codegen.program import Refused, render_program
 from ember.ops.dispatch import apply
@@ -56,7 +57,7 @@ def _wrap(arr) -> Tensor:
 class Program(list):
     """One view's steps as native segments and eager steps over a pointer table and an arena."""
 
-    def __init__(self, steps, spec, lib, eager=None):
+    def __init__(self, steps, spec, lib, eager=None, arena_pool=None):
         super().__init__(steps)
         self.memplan = getattr(steps, "plan", None)  # the steps' own memory plan (kernels path)
         # constants go into env as the step-by-step path puts them (a joint forward saves them)
@@ -64,9 +65,12 @@ class Program(list):
         self.spec = spec
         self.eager_call = eager  # eager(node, args, env) -> output, instead of apply (autograd nodes)
         self.P = (ctypes.c_void_p * spec.n_slots)()
-        self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
-        shift = (-self.arena.ctypes.data) % 64
-        self.arena = self.arena[shift : shift + spec.arena_bytes] if spec.arena_bytes else self.arena[:0]
+        if arena_pool is not None:  # (arena.ArenaPool: shared with programs never run at the same time)
+            self.arena = arena_pool.get(spec.arena_bytes)
+        else:
+            self.arena = np.empty(spec.arena_bytes + 64, np.uint8)
+            shift = (-self.arena.ctypes.data) % 64
+            self.arena = self.arena[shift : shift + spec.arena_bytes] if spec.arena_bytes else self.arena[:0]
         self.P[0] = self.arena.ctypes.data
         self.arrs: list = [None] * spec.n_slots
         for k, arr in spec.consts:
@@ -184,42 +188,51 @@ def chunks_enabled() -> bool:
     return os.environ.get("EMBER_PROGRAM_CHUNKS", "1") != "0"
 
 
-def build_chunked(pieces, b, ext_addresses: dict, log=None) -> tuple:
-    """Build ``chunked.split``'s main library and chunks (each through the source-hash cache, in
-    parallel) and link them by address: ``(main library, [chunk function address])``, or
-    ``(None, [])`` when any part fails (the caller builds the program as one unit)."""
+def build_chunked(pieces, kernels_src: str, b, ext_addresses: dict, log=None) -> tuple:
+    """Build ``chunked.split``'s main library, the fused kernels' library (``kernels_src``) and the
+    chunks (each through the source-hash cache, in parallel) and link them by address:
+    ``(main library, kernels' library, [block function address])``, or ``(None, None, [])`` when
+    any part fails (the caller builds the program as one unit)."""
     main_src, chunks = pieces
-    sources = [(main_src, "compiled")] + [(c.source, "chunk") for c in chunks]
+    sources = [(main_src, "compiled"), (kernels_src, "groups")] + [(c.source, "chunk") for c in chunks]
     cc = ckernels.compiler()
     cached = cc is not None and all(ckernels.library_path(src, n, cc).exists() for src, n in sources)
-    workers = 1 if cached else max(1, min(len(sources), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:  # each build waits on its own compiler process
-        # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
-        libs = list(pool.map(lambda sn: ckernels.load(sn[0], sn[1], {}, reapply=sn[1] != "chunk"), sources))
+
+    # libgomp came with the hand kernels (ckernels.get(), above): chunks need no thread reapply
+    def load(sn):
+        return ckernels.load(sn[0], sn[1], {}, reapply=sn[1] == "groups")
+
+    if cached:
+        libs = [load(sn) for sn in sources]
+    else:  # each build waits on its own compiler process; the longest sources first
+        order = sorted(range(len(sources)), key=lambda i: -len(sources[i][0]))
+        with ThreadPoolExecutor(max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+            built = dict(zip(order, pool.map(lambda i: load(sources[i]), order)))
+        libs = [built[i] for i in range(len(sources))]
     if any(lib is None for lib in libs):
         if log:
             log("a chunk of the program failed to build; building it as one unit")
-        return None, []
-    main, chunk_libs = libs[0], libs[1:]
-    addresses = []
+        return None, None, []
+    main, glib, chunk_libs = libs[0], libs[1], libs[2:]
+    addresses = []  # every block function's, in table order (the chunks hold them in that order)
     for c, clib in zip(chunks, chunk_libs):
         table = []
         for sym in c.table:
             if sym in ("sgemm", "dgemm"):
                 table.append(b[1] if sym == "sgemm" else b[2])
-            elif sym.startswith("ember_k"):
-                table.append(ctypes.cast(getattr(main, sym), ctypes.c_void_p).value)
+            elif sym.startswith("ember_kernel_"):
+                table.append(ctypes.cast(getattr(glib, sym), ctypes.c_void_p).value)
             else:
                 table.append(ext_addresses[sym])
         F = (ctypes.c_void_p * max(1, len(table)))(*table)
         clib.ember_chunk_init.argtypes = [ctypes.c_void_p]
         clib.ember_chunk_init.restype = None
         clib.ember_chunk_init(F)
-        addresses.append(ctypes.cast(getattr(clib, c.name), ctypes.c_void_p).value)
-    main._ember_chunks = chunk_libs  # keep the chunks' libraries with the program's
+        addresses += [ctypes.cast(getattr(clib, f), ctypes.c_void_p).value for f in c.functions]
+    main._ember_chunks = [glib, *chunk_libs]  # keep the libraries it calls with the program's
     if log:
         log(f"program compiled in {len(chunks)} chunk(s) ({ckernels.cache_dir()})")
-    return main, addresses
+    return main, glib, addresses
 
 
 def _ext_address(kern, name: str):
@@ -234,10 +247,11 @@ def _ext_address(kern, name: str):
     return ctypes.cast(getattr(kern, name), ctypes.c_void_p).value
 
 
-def build_programs(views: list, log=None, force_eager=(), eager=None):
+def build_programs(views: list, log=None, force_eager=(), eager=None, arena_pool=None):
     """``views``: ``[(graph view, steps)]`` -> ``([Program per view], {group id: its C function})``,
     or None (no compiler, a build error or programs turned off: the caller keeps its steps).
-    ``force_eager`` nodes run through ``eager(node, args, env)`` (default ``apply``) between segments."""
+    ``force_eager`` nodes run through ``eager(node, args, env)`` (default ``apply``) between segments.
+    ``arena_pool``: an ``arena.ArenaPool`` the programs take their arena from (else their own)."""
     if not enabled():
         return None
     cc = ckernels.compiler()
@@ -245,12 +259,12 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
     if cc is None or kern is None:
         return None
     b = blas()
-    from ember.compile.runtime import render_c
-
     groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
     try:
-        kernels_src = render_c(groups)
-        src, specs, exts = render_program(views, None if b is None else b[0], kernels_src, force_eager)
+        kernels_src, wrappers, names = render_kernels(groups)
+        src, specs, exts = render_program(
+            views, None if b is None else b[0], kernels_src + "\n" + wrappers, force_eager, names
+        )
         addresses = [_ext_address(kern, e) for e in exts]
     except Refused as e:
         if log:
@@ -258,10 +272,10 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
         return None
     if log:  # without the prelude of math helpers (mathf.c)
         log(f"generated source ({ckernels.library_path(src, 'compiled', cc)}):\n{src[len(prelude()) :]}")
-    lib = None
+    lib = glib = None  # glib: the fused kernels' own library (chunked builds)
     pieces = chunked.split(specs, kernels_src, None if b is None else b[0], exts) if chunks_enabled() else None
     if pieces is not None:  # a large program: compiled in cached pieces, in parallel
-        lib, chunk_addresses = build_chunked(pieces, b, dict(zip(exts, addresses)), log)
+        lib, glib, chunk_addresses = build_chunked(pieces, kernels_src, b, dict(zip(exts, addresses)), log)
         if lib is not None:
             addresses = addresses + chunk_addresses
     if lib is None:
@@ -277,16 +291,17 @@ def build_programs(views: list, log=None, force_eager=(), eager=None):
     lib.ember_program_init.argtypes = [ctypes.c_void_p]
     lib.ember_program_init.restype = None
     lib.ember_program_init(F)
+    klib = lib if glib is None else glib
     if any(g.kind == "gemm" for g in groups):  # fused GEMM groups call BLAS through c.py's pointers
         from ember.compile.codegen import blas as group_blas
 
-        lib.ember_set_blas.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        lib.ember_set_blas.restype = None
-        lib.ember_set_blas(*group_blas.gemm_addresses())
+        klib.ember_set_blas.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        klib.ember_set_blas.restype = None
+        klib.ember_set_blas(*group_blas.gemm_addresses())
     kernels = {}  # each fused group's function, as ``runtime.build_kernels`` gives them
     for g in groups:
-        fn = kernels[g.id] = getattr(lib, f"ember_k{g.id}")
+        fn = kernels[g.id] = getattr(klib, f"ember_k{g.id}" if glib is None else names[g.id])
         fn.argtypes = [ctypes.c_void_p] * (len(g.inputs) + len(g.outputs))
         fn.argtypes += [ctypes.c_int64] * 3  # n, rows, cols (codegen/c.py's kernel_args)
         fn.restype = None
-    return [Program(steps, spec, lib, eager) for (_view, steps), spec in zip(views, specs)], kernels
+    return [Program(steps, spec, lib, eager, arena_pool) for (_view, steps), spec in zip(views, specs)], kernels

@@ -89,10 +89,11 @@ def attach(entry, log=None) -> bool:
         still |= {v.op for v in n.params.values() if type(v).__name__ == "NodeRef"}
     optimistic = (set(entry.reads_node) - free) | (set(entry.needs_node) & still)
     built = None
+    pool = getattr(entry.traced, "arena_pool", None)  # the compiled function's (api.py)
     if optimistic != force:
-        built = build_programs([(view, steps)], log=log, force_eager=optimistic, eager=eager)
+        built = build_programs([(view, steps)], log=log, force_eager=optimistic, eager=eager, arena_pool=pool)
     if built is None:
-        built = build_programs([(view, steps)], log=log, force_eager=force, eager=eager)
+        built = build_programs([(view, steps)], log=log, force_eager=force, eager=eager, arena_pool=pool)
     if built is None:
         return False
     (program,), _kernels = built

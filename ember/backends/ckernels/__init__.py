@@ -90,10 +90,16 @@ def compiler() -> list[str] | None:
     cc = os.environ.get("CC")
     if cc:
         return shlex.split(cc)
+    found = _which_cc(os.environ.get("PATH"))  # (a PATH search costs ~1 ms: once per PATH)
+    return None if found is None else list(found)
+
+
+@functools.lru_cache(maxsize=8)
+def _which_cc(path_var):
     for name in ("cc", "gcc", "clang"):
-        path = shutil.which(name)
+        path = shutil.which(name, path=path_var)
         if path:
-            return [path]
+            return (path,)
     return None
 
 

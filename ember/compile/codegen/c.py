@@ -71,7 +71,7 @@ _FAST_F32 = {"EXP": "exp_f32", "TANH": "tanh_f32", "ERF": "erf_f32"}
 # page through the cache, and the streaming store must then evict those lines).
 STREAM_MIN = 1 << 26
 _STREAM = r"""
-#if defined(__AVX512F__) || defined(__AVX__)
+#if (defined(__AVX512F__) || defined(__AVX__)) && !(defined(__GNUC__) && !defined(__clang__))
 #include <immintrin.h>
 #endif
 /* Threads for n elements, as the hand kernels choose them: up to omp_get_max_threads()
@@ -91,7 +91,26 @@ static inline int ember_nt(int64_t n, int64_t minimum) {
         for (; k + W <= m; k += W) STORE;                                               \
         for (; k < m; k++) dst[k] = src[k];                                             \
     }
+#if (defined(__AVX512F__) || defined(__AVX__)) && defined(__GNUC__) && !defined(__clang__)
+/* GCC: its builtins for the two instructions used (an unaligned load is a may_alias vector read,
+ * as in GCC's headers): parsing <immintrin.h> is most of a small library's compile time. */
 #if defined(__AVX512F__)
+#define EMBER_VB 64
+#define EMBER_NT_float __builtin_ia32_movntps512
+#define EMBER_NT_double __builtin_ia32_movntpd512
+#else
+#define EMBER_VB 32
+#define EMBER_NT_float __builtin_ia32_movntps256
+#define EMBER_NT_double __builtin_ia32_movntpd256
+#endif
+typedef float ember_vfloat __attribute__((vector_size(EMBER_VB)));
+typedef double ember_vdouble __attribute__((vector_size(EMBER_VB)));
+typedef float ember_ufloat __attribute__((vector_size(EMBER_VB), may_alias, aligned(1)));
+typedef double ember_udouble __attribute__((vector_size(EMBER_VB), may_alias, aligned(1)));
+EMBER_STREAM(float, ember_vfloat, EMBER_VB / 4, EMBER_NT_float(dst + k, (ember_vfloat)*(const ember_ufloat *)(src + k)))
+EMBER_STREAM(double, ember_vdouble, EMBER_VB / 8, EMBER_NT_double(dst + k, (ember_vdouble)*(const ember_udouble *)(src + k)))
+#define EMBER_FENCE() __builtin_ia32_sfence()
+#elif defined(__AVX512F__)
 EMBER_STREAM(float, __m512, 16, _mm512_stream_ps(dst + k, _mm512_loadu_ps(src + k)))
 EMBER_STREAM(double, __m512d, 8, _mm512_stream_pd(dst + k, _mm512_loadu_pd(src + k)))
 #define EMBER_FENCE() _mm_sfence()

@@ -62,7 +62,9 @@ class Alias:
 
 
 def dname(node) -> str:
-    return str(node.dtype).replace("ember.", "")
+    dt = node.dtype
+    name = getattr(dt, "name", None)  # (an ember dtype's name: what its str() gives, less "ember.")
+    return name if type(name) is str else str(dt).replace("ember.", "")
 
 
 def _numel(shape) -> int:

@@ -25,7 +25,8 @@ LOW = {"bfloat16": "bf16", "float16": "f16"}
 
 
 def _name(dtype) -> str:
-    return str(dtype).replace("ember.", "")
+    name = getattr(dtype, "name", None)  # (an ember dtype's name: what its str() gives, less "ember.")
+    return name if type(name) is str else str(dtype).replace("ember.", "")
 
 
 def is_low(dtype) -> bool:

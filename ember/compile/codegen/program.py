@@ -10,7 +10,9 @@ Values live in slots of a pointer table ``P`` (``P[0]`` is the arena): inputs (p
 values made outside this graph, constants), outputs (fresh arrays per call, so results never
 alias the arena) and values made by eager steps. A node without a lowering ends the native
 segment; it runs through ``apply`` and the next segment continues, so a graph never fails to run.
-Each segment is one C function ``int name(void **P)`` (0, or 1 on an out-of-range index).
+Each segment is one C function ``int name(void **P)`` (0, or 1 on an out-of-range index): a
+table of calls of the op blocks, each distinct block one function (``codegen/blocks.py``), so
+identical layers and experts compile once.
 
 Example:
     >>> from ember.compile.codegen.program import render_program  # see tests/test_compile_program.py
@@ -19,13 +21,12 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ember.compile.arena import plan
-from ember.compile.codegen import lowp
+from ember.compile.codegen import blocks, lowp
 from ember.compile.codegen.c import kernel_sizes
 from ember.compile.codegen.lowerings import CTYPES, Alias, Inplace, dname, lower
 from ember.compile.codegen.lowerings_conv import CONV_PROTOS
@@ -102,7 +103,8 @@ class ProgramSpec:
     source: str = ""
     native_nodes: int = 0
     eager_nodes: list = field(default_factory=list)
-    seg_blocks: list = field(default_factory=list)  # (segment name, [C block]): codegen/chunked.py
+    seg_tables: list = field(default_factory=list)  # (segment, C table of its calls, its length): blocks.py
+    templates: list = field(default_factory=list)  # (name, C definition) of every view's blocks, in table order
 
 
 class _Ctx:
@@ -155,8 +157,10 @@ class _Ctx:
 
 
 class _Builder:
-    def __init__(self, view, steps, prefix: str, int_type, exts: set, force_eager=()):
+    def __init__(self, view, steps, prefix: str, int_type, exts: set, force_eager=(), templates=None, kernels=None):
         self.view, self.steps, self.prefix = view, steps, prefix
+        self.templates = {} if templates is None else templates  # name -> (index, C definition)
+        self.kernel_names = kernels or {}  # group id -> the name of its kernel (equal kernels: one)
         self.force_eager = set(force_eager)
         self.written: set = set()  # roots written in place
         self.int_type, self.exts = int_type, exts
@@ -165,6 +169,7 @@ class _Builder:
         self.out_set = {o for o in view.outputs if hasattr(o, "kind") and not (o.kind == "call" and o.prim.multi)}
         self.alias: dict = {}  # node -> (base node, elem offset)
         self.defined: dict = {}  # root node -> step of definition
+        self.journal = None  # (root, its previous last step) per use() while a lowering runs
         self.last: dict = {}  # root node -> last step reading it
         self.eager_defined: set = set()
         self.scratches: list = []  # (key, nbytes, step)
@@ -187,7 +192,10 @@ class _Builder:
 
     def use(self, node, step) -> str:
         r, off = self.root(node)
-        self.last[r] = max(self.last.get(r, step), step)
+        last = self.last.get(r)
+        if self.journal is not None:
+            self.journal.append((r, last))
+        self.last[r] = step if last is None or last < step else last
         # bfloat16/float16 values are passed to fused groups as their bits (codegen/lowp.py)
         T = "uint16_t" if lowp.is_low(dname(node)) else CTYPES[dname(node)]
         return f"(({T} *)@B{r.id}@ + {off})"
@@ -215,7 +223,7 @@ class _Builder:
         produced_c = set()
         for s, (kind, x) in enumerate(self.steps):
             if kind == "group":
-                name = f"ember_k{x.id}"  # rendered by runtime.render_c (codegen/c.py)
+                name = self.kernel_names.get(x.id, f"ember_k{x.id}")  # rendered by codegen/c.py
                 args = [self.use(a, s) for a in x.inputs]
                 for o in x.outputs:
                     self.defined[o] = s
@@ -235,16 +243,22 @@ class _Builder:
                 self.eager_defined.add(x)
                 self.defined[x] = s
                 continue
-            saved = (dict(self.last), len(self.scratches), set(self.exts), dict(self.keeps))
+            saved = (len(self.scratches), set(self.exts), dict(self.keeps))
+            self.journal = []
             res = None if x in self.force_eager else lower(x, _Ctx(self, s))
+            journal, self.journal = self.journal, None
             if res is None:
                 if x not in self.force_eager and any(type(v).__name__ == "NodeRef" for v in x.params.values()):
                     raise Refused(f"'{x.op}' (%{x.id}) reads an autograd node and has no lowering here")
-                self.last = saved[0]  # forget what the failed lowering asked for
-                del self.scratches[saved[1] :]
+                for r, last in reversed(journal):  # forget what the failed lowering asked for
+                    if last is None:
+                        del self.last[r]
+                    else:
+                        self.last[r] = last
+                del self.scratches[saved[0] :]
                 self.exts.clear()
-                self.exts.update(saved[2])
-                self.keeps = saved[3]
+                self.exts.update(saved[1])
+                self.keeps = saved[2]
                 for a in x.inputs():
                     r, _ = self.root(a)
                     self.last[r] = max(self.last.get(r, s), s)
@@ -341,28 +355,36 @@ class _Builder:
             r, off = self.root(n)
             home = slot_of.get(r, ("arena", offsets.get(r)))
             spec.homes[n] = (home, off)
-        segs, cur, k = [], [], 0  # cur: the segment's text pieces, bases resolved
-        blocks = []  # each unit's C text: chunked.py compiles them in pieces
+
+        def arg(key: str, nbytes: int) -> tuple:  # a pointer parameter: (slot, byte offset)
+            if key.startswith("S"):
+                return 0, offsets[key[1:]] + nbytes
+            node = self._node_by_id[int(key[1:])]
+            return (slot_of[node], nbytes) if node in slot_of else (0, offsets[node] + nbytes)
+
+        segs, entries, k = [], [], 0  # entries: (comment, template index, args) of the segment
         for kind, x, _s, node in units + [("end", None, n_steps, None)]:
             if kind == "c":
-                unit = ["{", *("    " + line for line in x), "}"]  # a scope per node: locals never clash
-                # without the comment: node ids differ between graphs, the code often does not
-                blocks.append(re.sub(r"@[BS](\w+)@", lambda m: base(m), "\n".join("    " + ln for ln in unit)))
-                if node is not None:
-                    cur.append(f"    /* %{node.id} = {node.op} */")
-                cur.append(blocks[-1])
+                comment = "/* group */" if node is None else f"/* %{node.id} = {node.op} */"
+                text = "\n".join("        " + line for line in x)
+                if not text.strip():
+                    entries.append((comment, None, ()))
+                    continue
+                body, params = blocks.templatize(text)
+                tname, definition = blocks.function(body, params)
+                index = self.templates.setdefault(tname, (len(self.templates), definition))[0]
+                args = [v for t, key, off in params for v in arg(key, off * blocks.SIZES[t])]
+                entries.append((comment, index, args))
                 continue
-            if cur:
+            if entries:
                 name = f"{self.prefix}_seg{k}"
                 k += 1
-                spec.seg_blocks.append((name, blocks))
-                blocks = []
-                body = "\n".join(cur)
-                segs.append(
-                    f"int {name}(void **P) {{\n    char *A = (char *)P[0];\n    (void)A;\n{body}\n    return 0;\n}}\n"
-                )
+                tab = blocks.table(name, entries)
+                n = sum(2 + len(a) for _c, i, a in entries if i is not None)
+                spec.seg_tables.append((name, tab, n))
+                segs.append(f"{tab}int {name}(void **P) {{ return ember_run(P, {name}_t, {n}); }}\n")
                 spec.plan.append(("c", name))
-                cur = []
+                entries = []
             if kind == "eager":
                 spec.plan.append(("eager", x))
         spec.results = [o for o in dict.fromkeys(self.out_set) if o in produced_c or o in self.eager_defined]
@@ -370,26 +392,44 @@ class _Builder:
         return spec, "\n".join(segs)
 
 
-def render_program(views: list, int_type: str | None, kernels_src: str, force_eager=()) -> tuple:
-    """``views``: ``[(graph view, steps)]``; ``kernels_src``: the C of every fused group
-    (``runtime.render_c``: the math prelude and one ``ember_k<id>`` function per group).
+def render_program(views: list, int_type: str | None, kernels_src: str, force_eager=(), kernels=None) -> tuple:
+    """``views``: ``[(graph view, steps)]``; ``kernels_src``, ``kernels``: the C of every fused group
+    and each group's kernel name (``blocks.render_kernels``; without names, ``ember_k<id>``).
     ``force_eager``: nodes that must run through the eager path (see ``step_program.py``).
-    Returns ``(source, [ProgramSpec per view], externals)``; raises :class:`Refused`."""
+    Returns ``(source, [ProgramSpec per view], externals)``; raises :class:`Refused`. The source
+    is one unit: the kernels, each distinct op block once (``codegen/blocks.py``) and per segment
+    its table of calls (``codegen/chunked.py`` builds large programs in pieces instead)."""
     exts: set = set()
+    templates: dict = {}
     specs, bodies = [], []
     for i, (view, steps) in enumerate(views):
-        spec, body = _Builder(view, steps, f"ember_p{i}", int_type, exts, force_eager).build()
+        spec, body = _Builder(view, steps, f"ember_p{i}", int_type, exts, force_eager, templates, kernels).build()
         specs.append(spec)
         bodies.append(body)
     ext_list = sorted(exts)
     decls = "\n".join(_ext_decl(e) for e in ext_list)
-    init = ["void ember_program_init(void **F) {"]
+    init = ["void ember_program_init(void **F) {", "    (void)F;"]
     if int_type is not None:
         init += ["    ember_sgemm = F[0];", "    ember_dgemm = F[1];"]
     init += [f"    ember_{e} = F[{2 + i}];" for i, e in enumerate(ext_list)]
     init.append("}")
     init.append("int ember_noop(void **P) { (void)P; return 0; }  /* for measuring the Python side */")
-    src = kernels_src + "\n" + gemm_prelude(int_type) + decls + "\n" + "\n".join(init) + "\n\n" + "\n".join(bodies)
+    defs = [d for _i, d in templates.values()]
+    fns = ", ".join(templates) or "0"
+    src = "\n".join(
+        [
+            kernels_src,
+            gemm_prelude(int_type) + decls,
+            *defs,
+            f"static int (*ember_fns[])(void **, const int64_t *) = {{{fns}}};",
+            blocks.RUNNER,
+            *init,
+            "",
+            *bodies,
+        ]
+    )
+    listed = [(name, d) for name, (_i, d) in templates.items()]
     for spec in specs:
         spec.source = src
+        spec.templates = listed
     return src, specs, ext_list

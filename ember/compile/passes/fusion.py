@@ -343,8 +343,13 @@ def fuse(graph, log=None, reductions: bool = True) -> list:
     order = {n: i for i, n in enumerate(graph.nodes)}
     extra = order_edges(graph)
 
+    ins_of: dict = {}  # (fusion changes no node's arguments: each node's list is made once)
+
     def ins(n) -> list:  # data inputs and ordering constraints
-        return n.inputs() + extra.get(n, [])
+        r = ins_of.get(n)
+        if r is None:
+            r = ins_of[n] = n.inputs() + extra.get(n, [])
+        return r
 
     group_of: dict = {}  # node -> FusionGroup (follow ``merged`` for the live one)
     merged: dict = {}  # group id -> the group it was merged into
@@ -475,15 +480,21 @@ def _merge_siblings(graph, groups: list, group_of: dict, log, ins=None) -> list:
     order = {n: i for i, n in enumerate(graph.nodes)}
     while True:
         owner = {n: g for g in groups for n in g.nodes}
-        reach: dict = {}  # node -> ids of the groups it depends on (through any path)
+        bit = {id(g): 1 << k for k, g in enumerate(groups)}
+        reach: dict = {}  # node -> the groups it depends on (through any path), one bit each
         for n in graph.nodes:
-            r = set()
+            r = 0
             for a in ins(n):
-                r |= reach.get(a, set())
+                r |= reach.get(a, 0)
                 if a in owner:
-                    r.add(id(owner[a]))
+                    r |= bit[id(owner[a])]
             reach[n] = r
-        dep = {id(g): set().union(*(reach[n] for n in g.nodes)) - {id(g)} for g in groups}
+        dep = {}
+        for g in groups:
+            r = 0
+            for n in g.nodes:
+                r |= reach[n]
+            dep[id(g)] = r & ~bit[id(g)]
         readers: dict = {}
         for g in groups:
             for n in g.nodes:
@@ -496,7 +507,7 @@ def _merge_siblings(graph, groups: list, group_of: dict, log, ins=None) -> list:
         for a, gs in readers.items():
             for i, g1 in enumerate(gs):
                 for g2 in gs[i + 1 :]:
-                    if id(g1) in dep[id(g2)] or id(g2) in dep[id(g1)]:
+                    if dep[id(g2)] & bit[id(g1)] or dep[id(g1)] & bit[id(g2)]:
                         continue
                     if _compatible(g1, g2):
                         pair = (g1, g2, a)
