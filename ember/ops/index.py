@@ -18,7 +18,7 @@ from ember._mode import mode as _mode
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
-from ember.ops.dispatch import Primitive, apply, apply_p2
+from ember.ops.dispatch import Primitive, apply
 from ember.ops.dispatch_views import apply_index
 
 __all__ = [
