@@ -5,7 +5,8 @@ it Python calls. :func:`apply_reshape` and :func:`apply_index` are ``apply_p1(pr
 and ``apply_p2(prim, x, key, True)`` with the eager CPU case written out: the array view is
 made here (``ndarray.reshape``, ``ndarray[key]``, what the primitives' CPU implementations
 compute) rather than through the implementation's call, and the view tensor and its node are
-built with direct stores. Everything else (a mode's handler, another device, a result that is no
+built with direct stores, and ``_view_of`` holds the params by position
+(``(parent, prim, None, *values)``), not as a dict. Everything else (a mode's handler, another device, a result that is no
 view) goes through ``apply_p1``/``apply_p2``, so modes see the same primitive and params, and the
 node gets the same attributes.
 
@@ -53,8 +54,7 @@ def apply_reshape(prim: Primitive, x, shape: tuple):
     if base is None:
         base = x
     t._base = base
-    params = {"shape": shape}
-    t._view_of = (x, prim, params)
+    t._view_of = (x, prim, None, shape)  # params by position: no dict (ops.movement.view_chain)
     vc = x._vc
     if vc is not None:
         t._vc = vc
@@ -67,7 +67,7 @@ def apply_reshape(prim: Primitive, x, shape: tuple):
             t._node = node
             t._requires_grad = True
             return t
-        return _view_history(prim, t, x, base, (x,), params, None)
+        return _view_history(prim, t, x, base, (x,), {"shape": shape}, None)
     return t
 
 
@@ -89,8 +89,7 @@ def apply_index(prim: Primitive, x, key: tuple):
     if base is None:
         base = x
     t._base = base
-    params = {"key": key, "basic": True}
-    t._view_of = (x, prim, params)
+    t._view_of = (x, prim, None, key, True)
     vc = x._vc
     if vc is not None:
         t._vc = vc
@@ -104,5 +103,5 @@ def apply_index(prim: Primitive, x, key: tuple):
             t._node = node
             t._requires_grad = True
             return t
-        return _view_history(prim, t, x, base, (x,), params, None)
+        return _view_history(prim, t, x, base, (x,), {"key": key, "basic": True}, None)
     return t

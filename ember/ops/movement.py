@@ -87,7 +87,9 @@ def view_chain(view: Tensor) -> tuple:
     chain = []
     t = view
     while t._view_of is not None and t is not view._base:
-        parent, prim, params = t._view_of
+        parent, prim, params, *values = t._view_of
+        if params is None:  # ops.dispatch_views: the values of prim.params, by position
+            params = dict(zip(prim.params, values))
         chain.append((prim, params))
         t = parent
     chain.reverse()
