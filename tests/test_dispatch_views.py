@@ -151,3 +151,17 @@ def test_adam_step_counts_and_state_dict_as_pytorch():
         out[lib.__name__] = (p.detach().numpy().copy(), step.item(), str(step.dtype).split(".")[1], step.dim())
     assert out["ember"][1:] == out["torch"][1:]
     np.testing.assert_allclose(out["ember"][0], out["torch"][0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_full_mean_is_still_a_composite_under_the_profiler(requires_grad):
+    from ember.profiler import profile
+
+    x = ember.tensor(rand(16), requires_grad=requires_grad)
+    with profile() as prof:
+        m = x.mean()
+    stats = {e.key: e for e in prof.key_averages()}
+    assert stats["mean"].count == 1 and stats["sum"].count == 1
+    assert stats["mean"].cpu_time_total >= stats["sum"].cpu_time_total
+    np.testing.assert_allclose(m.item(), torch.tensor(rand(16)).mean().item(), rtol=1e-6)
+    assert (m.grad_fn is not None) == requires_grad
