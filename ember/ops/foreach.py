@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ember.autograd.node import tick
 from ember.ops._base import Tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 
@@ -121,8 +122,18 @@ def _writable(op: str, t: Tensor):
 
 
 def _done(ts) -> None:
-    for t in ts[1:]:  # apply bumps the first written tensor (an in-place primitive's result)
-        t._bump_version()
+    """Count the in-place write of every tensor of ``ts`` but the first (apply bumps that one,
+    an in-place primitive's result), all with one stamp of the graph clock: one op wrote them."""
+    stamp = None
+    for t in ts[1:]:
+        vc = t._vc
+        if vc is not None and len(vc) == 2:  # counted and stamped before: Tensor._bump_version inline
+            if stamp is None:
+                stamp = tick()
+            vc[0] += 1
+            vc[1] = stamp
+        else:
+            t._bump_version()
 
 
 def _list_prim(name: str, impl) -> Primitive:
