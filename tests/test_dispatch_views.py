@@ -165,3 +165,20 @@ def test_full_mean_is_still_a_composite_under_the_profiler(requires_grad):
     assert stats["mean"].cpu_time_total >= stats["sum"].cpu_time_total
     np.testing.assert_allclose(m.item(), torch.tensor(rand(16)).mean().item(), rtol=1e-6)
     assert (m.grad_fn is not None) == requires_grad
+
+
+@pytest.mark.parametrize("op", ["_foreach_add_", "_foreach_mul_"])
+def test_foreach_writes_are_counted_and_seen_by_saved_values(op):
+    """Every written tensor's version moves (one clock stamp for the op), so a node that saved one
+    of them refuses to run, as in PyTorch."""
+    for lib in (ember, torch):
+        x = lib.ones(3, requires_grad=True)
+        ws = [lib.full((3,), 2.0), lib.full((3,), 3.0), lib.tensor(4.0)]
+        for w in ws:
+            w.add_(0.0)  # each has a counter already (the inline path)
+        y = (x * ws[1]).sum()  # saves ws[1]
+        before = [w._version for w in ws]
+        getattr(lib, op)(ws, 1)
+        assert [w._version for w in ws] == [v + 1 for v in before]
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
