@@ -28,7 +28,10 @@ tick = _clock.__next__
 class Node:
     """Base class of backward-graph vertices (``Tensor.grad_fn``)."""
 
-    __slots__ = ("inputs", "edges", "saved_versions", "freed", "out_hooks", "retained", "seq", "__weakref__")
+    # Only what every node sets is a slot. The rarely set attributes are class-level defaults,
+    # written to the instance ``__dict__`` (made on the first write) when a node needs them: each
+    # store in ``__init__`` costs every op call in grad mode.
+    __slots__ = ("inputs", "edges", "seq", "__dict__", "__weakref__")
 
     #: True when ``backward`` reads input or output values, so a freed graph can't be re-run.
     saves_values = True
@@ -37,12 +40,16 @@ class Node:
     #: as in a product: d(a*b)/da reads b). Nodes that keep their output instead (``out_vc``,
     #: checked by the node itself) are exempt.
     reads_inputs = True
+    #: ``((tensor, version), ...)`` whose values backward reads (``save_versions``).
+    saved_versions = None
+    #: Set when a backward without ``retain_graph`` ran this node: it may not run again.
+    freed = False
+    #: Hooks on the gradient of this node's output (``register_hook``).
+    out_hooks = None
+    #: A weak reference to the non-leaf tensor whose ``.grad`` is retained (``retain_grad``).
+    retained = None
 
     def __init__(self):
-        self.saved_versions = None
-        self.freed = False
-        self.out_hooks = None
-        self.retained = None
         self.seq = tick()
 
     def backward(self, grad):  # pragma: no cover - every op defines it

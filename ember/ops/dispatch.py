@@ -80,6 +80,9 @@ def register_tensor_class(cls) -> None:
     path's creation and isinstance checks as cheap as a module-level class."""
     global Tensor
     Tensor = cls
+    from ember.ops import dispatch_views
+
+    dispatch_views.Tensor = cls
 
 
 class Primitive:

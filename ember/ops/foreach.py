@@ -20,10 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import numpy as np
 
+from ember.autograd.node import tick
 from ember.ops._base import Tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
 
@@ -120,8 +122,18 @@ def _writable(op: str, t: Tensor):
 
 
 def _done(ts) -> None:
-    for t in ts[1:]:  # apply bumps the first written tensor (an in-place primitive's result)
-        t._bump_version()
+    """Count the in-place write of every tensor of ``ts`` but the first (apply bumps that one,
+    an in-place primitive's result), all with one stamp of the graph clock: one op wrote them."""
+    stamp = None
+    for t in ts[1:]:
+        vc = t._vc
+        if vc is not None and len(vc) == 2:  # counted and stamped before: Tensor._bump_version inline
+            if stamp is None:
+                stamp = tick()
+            vc[0] += 1
+            vc[1] = stamp
+        else:
+            t._bump_version()
 
 
 def _list_prim(name: str, impl) -> Primitive:
@@ -141,6 +153,11 @@ def _run(prim: Primitive, self: list, *lists, **params) -> list:
 
 
 # --------------------------------------------------------------------------- binary ops
+_PY_OPS = {np.add: operator.add, np.subtract: operator.sub, np.multiply: operator.mul}
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_EXACT = 1 << 24  # ints up to this are exact in float32, as NumPy converts them
+
+
 def _binary(name: str, ufunc, method: str):
     op_ = f"_foreach_{name}_"
     op = f"_foreach_{name}"
@@ -155,8 +172,24 @@ def _binary(name: str, ufunc, method: str):
             return self
         return _run(prim, self, others, alpha=alpha)
 
+    pyop = _PY_OPS.get(ufunc)
+
     def impl(*xs, n_written, alpha):
         for t, o in zip(xs[:n_written], xs[n_written:]):
+            a = t._data
+            if pyop is not None and o.__class__ is int and alpha.__class__ is int and a.__class__ is np.ndarray:
+                v = o * alpha
+                dt = a.dtype
+                if not a.ndim and (dt is _F32 or dt is _F64) and -_EXACT <= v <= _EXACT:
+                    # A 0-d float and a small int (an optimizer's step count + 1): NumPy's scalar
+                    # handling costs ~2 us a call. In double, then rounded once to the array's
+                    # dtype, this is NumPy's correctly rounded float32/float64 result.
+                    try:
+                        a[()] = pyop(a.item(), v)
+                    except ValueError:  # read-only
+                        _writable(op_, t)
+                        raise
+                    continue
             a = _writable(op_, t)
             od = _arr(o)
             if alpha != 1:

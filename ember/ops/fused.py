@@ -31,7 +31,7 @@ import numpy as np
 
 from ember.ops._base import CPU, Tensor, grad_state
 from ember.ops.dispatch import Primitive, apply
-from ember.ops.foreach import _lerp_array
+from ember.ops.foreach import _done, _lerp_array
 
 __all__ = ["_fused_adagrad_", "_fused_adam_", "_fused_adamw_", "_fused_sgd_"]
 
@@ -175,8 +175,7 @@ def _apply_lists(prim: Primitive, written: list, read: list, **params) -> None:
     if not n_written:
         return
     apply(prim, *flat, layout=layout, n_written=n_written, **params)
-    for t in flat[1:n_written]:
-        t._bump_version()
+    _done(flat[:n_written])
 
 
 def _lists(xs: tuple, layout: tuple) -> list:

@@ -18,7 +18,8 @@ from ember._mode import mode as _mode
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor
 from ember.ops._checks import check_gather_bounds, check_index_vector_bounds
-from ember.ops.dispatch import Primitive, apply, apply_p2
+from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch_views import apply_index
 
 __all__ = [
     "argsort",
@@ -180,10 +181,10 @@ def getitem(input: Tensor, key) -> Tensor:
     if kc is int:  # the common cases first: one in-range int, or one slice of ints with no step
         shape = input._data.shape
         if shape and -shape[0] <= key < shape[0]:
-            return apply_p2(_GETITEM, input, (key,), True)
+            return apply_index(_GETITEM, input, (key,))
     elif kc is slice and key.step is None and key.start.__class__ in _PLAIN and key.stop.__class__ in _PLAIN:
         if input._data.ndim:
-            return apply_p2(_GETITEM, input, (key,), True)
+            return apply_index(_GETITEM, input, (key,))
     if _mode.handler is not None and "ember.func" in sys.modules:  # inside vmap (needs ember.func)
         from ember.func import _batched_index
 

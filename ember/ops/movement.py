@@ -17,6 +17,7 @@ from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, wrap_dims
 from ember.ops.dispatch import Primitive, apply, apply_p1
+from ember.ops.dispatch_views import apply_reshape
 
 __all__ = [
     "adjoint",
@@ -86,7 +87,9 @@ def view_chain(view: Tensor) -> tuple:
     chain = []
     t = view
     while t._view_of is not None and t is not view._base:
-        parent, prim, params = t._view_of
+        parent, prim, params, *values = t._view_of
+        if params is None:  # ops.dispatch_views: the values of prim.params, by position
+            params = dict(zip(prim.params, values))
         chain.append((prim, params))
         t = parent
     chain.reverse()
@@ -165,7 +168,7 @@ def reshape(input, *shape) -> Tensor:
         p *= s
     if p != input._data.size:
         shape = _infer_shape(_shape_arg(shape), input._data.size, "reshape")
-    return apply_p1(_RESHAPE, input, shape)
+    return apply_reshape(_RESHAPE, input, shape)
 
 
 # A view when NumPy's reshape gives one (``apply`` checks), else a copy.
@@ -222,7 +225,7 @@ def view(input, *shape) -> Tensor:
                 raise RuntimeError("view(dtype): only dtypes of the same element size are supported")
             return apply(_VIEW_DTYPE, input, dtype=target)
         shape = _infer_shape(_shape_arg(shape), input._data.size, "view")
-    return apply_p1(_VIEW, input, shape)
+    return apply_reshape(_VIEW, input, shape)
 
 
 def view_as(input, other) -> Tensor:

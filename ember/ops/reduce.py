@@ -175,9 +175,28 @@ def nansum(input, dim=None, keepdim: bool = False) -> Tensor:
     return sum(where(isnan(input), 0.0, input), dim, keepdim)
 
 
-@composite
 def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
-    """Arithmetic mean over ``dim``; floating-point inputs only, as in PyTorch."""
+    """Arithmetic mean over ``dim``; floating-point inputs only, as in PyTorch.
+
+    A composite (``sum``, then a scale; see :func:`~ember.ops.dispatch.composite`). The eager
+    ``x.mean()`` of a float tensor runs here without the composite wrapper's call.
+
+    Example:
+        >>> import ember
+        >>> ember.tensor([1.0, 2.0, 6.0]).mean()
+        tensor(3.)
+    """
+    if dim is None and dtype is None and mode.composite is None and isinstance(input, Tensor):
+        d = input._data
+        dt = d.dtype
+        n = d.size
+        if (dt is _F32 or dt is _F64) and n and d.ndim < 33:
+            s = apply_p2(_SUM, input, _ALL_AXES[d.ndim], keepdim)
+            return _divide_sum(s, n) if s._node is None else apply2(_DIV, s, n)
+    return _mean(input, dim, keepdim, dtype=dtype)
+
+
+def _mean_body(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if dim is None and dtype is None and isinstance(input, Tensor):  # x.mean(): no helper calls
         d = input._data
         dt = d.dtype
@@ -206,6 +225,10 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         return (sum(input.float(), axes, keepdim) * (1.0 / n)).to(input.dtype)
     # sum, then divide by n, as PyTorch's CPU mean: d(mean)/dx is d(sum)/dx / n.
     return _divide_sum(sum(input, None if dim is None else axes, keepdim), n)  # (None: sum's fast path)
+
+
+_mean_body.__name__ = _mean_body.__qualname__ = "mean"  # what a mode sees (the profiler's table)
+_mean = composite(_mean_body)
 
 
 def _divide_sum(s: Tensor, n: int) -> Tensor:
