@@ -365,6 +365,9 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
         raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
     finally:
         mode.handler = mode.backward_hook = mode.data_read = None
+        # tensors that did not require grad and do now: an in-place write of a value that does
+        # (``p.add_(x)``) gives them autograd history in eager (compile/api.py runs such a call op by op)
+        gained = [x for x, *_, rg, _vc, _v in tracer.swapped.values() if not rg and x._requires_grad]
         tracer.restore()
         drew = rng.state != rng_before
         rng.state = rng_before  # the capture draws nothing: the program's random stream is eager's
@@ -410,6 +413,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
         step, node_refs, writebacks, guard_grads, opt_guards, module_guards,
     )  # fmt: skip
     traced.outputs_require_grad = outputs_require_grad
+    traced.gained_grad = len(gained)
     return traced
 
 

@@ -25,6 +25,7 @@ import types
 
 from ember.autograd.grad_mode import no_grad
 from ember.compile.program_runtime import build_programs
+from ember.compile.step_fusion import write_into
 from ember.compile.step_run import fast_step
 from ember.ops.dispatch import apply
 
@@ -79,6 +80,8 @@ def attach(entry, log=None) -> bool:
     # need not return stay in its arena instead of being new arrays per call.
     view = copy.copy(entry.graph)
     view.outputs = entry.graph.outputs[: len(entry.graph.outputs) - len(entry.graph.needs_node)]
+    if entry.steps:  # update loops write parameters and optimizer state in place (step_fusion.py)
+        entry.steps.write_into = write_into(entry.steps, view.outputs)
     # First without the nodes that lowerings recompute (the fused loss's and layer norm's
     # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
     # node either. A lowering that fails there refuses the program; then all run eagerly.
