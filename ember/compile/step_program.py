@@ -39,7 +39,7 @@ _RECOMPUTED = frozenset(
         "layer_norm_backward",
         "gelu_backward",
         "scaled_dot_product_attention_backward",
-        "recurrent_sequence_backward",  # the LSTM's: reads what its lowered forward kept (lowerings_rnn.py)
+        "recurrent_sequence_backward",  # reads what its lowered forward kept (lowerings_rnn.py, lowerings_gru.py)
         "batch_norm_backward",  # these read what the forward lowering kept (lowerings_conv.py)
         "max_pool2d_backward",
         "avg_pool2d_backward",
@@ -48,9 +48,7 @@ _RECOMPUTED = frozenset(
 
 
 def _recomputed(n) -> bool:
-    if n.op == "recurrent_sequence_backward":  # GRU/RNN sequences have no lowering
-        return all(v.op.params.get("kind") == "LSTM" for v in n.params.values() if type(v).__name__ == "NodeRef")
-    return n.op in _RECOMPUTED
+    return n.op in _RECOMPUTED  # LSTM, GRU and RNN sequences alike (lowerings_rnn.py, lowerings_gru.py)
 
 
 def attach(entry, log=None) -> bool:
