@@ -68,3 +68,27 @@ def test_without_gradients_the_graph_still_runs():
     assert out.item() == 6.0
     f(ember.zeros(3), ember.ones(3))  # x not requiring grad: compiled as well
     assert all(isinstance(e, _Entry) for e in f.cache.values())
+
+
+def test_a_non_leaf_that_requires_grad_gets_the_write_in_its_history():
+    """``p = w * 1`` already has history: the write replaces it (AddBackward), so a backward
+    through ``p`` reaches ``x`` as well as ``w``."""
+
+    def f(p, x):
+        p.add_(x)
+        return p.sum()
+
+    grads = []
+    for compiled in (False, True):
+        w, x = ember.ones(3, requires_grad=True), ember.ones(3, requires_grad=True)
+        p = w * 1
+        (ember.compile(f) if compiled else f)(p, x)
+        (p * 3).sum().backward()
+        grads.append((w.grad.numpy(), x.grad.numpy()))
+    tw, tx = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    tp = tw * 1
+    f(tp, tx)
+    (tp * 3).sum().backward()
+    for gw, gx in grads:
+        np.testing.assert_allclose(gw, tw.grad.numpy())
+        np.testing.assert_allclose(gx, tx.grad.numpy())

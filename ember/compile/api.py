@@ -280,11 +280,11 @@ class CompiledFunction:
                 return self._fallback("the function changes Python state (train/eval mode, .grad) and needs gradients")
             traced.step = True
         if getattr(traced, "gained_grad", 0) and not traced.step:
-            # ``p.add_(x)`` with x requiring grad and p not: eager gives p autograd history
-            # (AddBackward, or CopySlices on a view's base) that a graph's outputs do not carry;
-            # these calls run the function itself, silently (the key includes requires_grad:
-            # calls under no_grad, or with x not requiring grad, still run the graph)
-            reason = "an in-place write gives a tensor that does not require grad autograd history"
+            # ``p.add_(x)`` with x requiring grad: eager gives p new autograd history (AddBackward,
+            # or CopySlices on a view's base) that a graph's outputs do not carry; these calls run
+            # the function itself, silently (the key includes requires_grad and grad mode: calls
+            # under no_grad, or with x not requiring grad, still run the graph)
+            reason = "an in-place write gives a tensor new autograd history"
             self._say("graph", f"{_name(self.fn)} runs eagerly for this guard set: {reason}")
             log.info("ember.compile: %s runs eagerly: %s", _name(self.fn), reason)
             return reason

@@ -365,9 +365,12 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
         raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
     finally:
         mode.handler = mode.backward_hook = mode.data_read = None
-        # tensors that did not require grad and do now: an in-place write of a value that does
-        # (``p.add_(x)``) gives them autograd history in eager (compile/api.py runs such a call op by op)
-        gained = [x for x, *_, rg, _vc, _v in tracer.swapped.values() if not rg and x._requires_grad]
+        # tensors an in-place write recorded by autograd gave new history (``p.add_(x)``, x
+        # requiring grad): eager's p then has it (compile/api.py runs the function itself)
+        gained = [
+            x for x, _d, _dev, node, rg, _vc, _v in tracer.swapped.values()
+            if x._node is not node or (not rg and x._requires_grad)
+        ]  # fmt: skip
         tracer.restore()
         drew = rng.state != rng_before
         rng.state = rng_before  # the capture draws nothing: the program's random stream is eager's
