@@ -18,6 +18,9 @@ _OPTS = {
     "adam-l2-max": lambda ps: ember.optim.Adam(ps, lr=1e-2, weight_decay=0.1, maximize=True, fused=True),
     "adamw": lambda ps: ember.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, fused=True),
     "adam-beta0": lambda ps: ember.optim.Adam(ps, lr=1e-2, betas=(0.3, 0.0), fused=True),
+    # foreach: the step counts stay tensors under capture (optim/adam.py), so the step is one graph
+    "adam-foreach": lambda ps: ember.optim.Adam(ps, lr=1e-2, foreach=True),
+    "adamw-foreach": lambda ps: ember.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=True),
     "sgd": lambda ps: ember.optim.SGD(ps, lr=0.05, fused=True),
     "sgd-momentum": lambda ps: ember.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01, fused=True),
     "sgd-nesterov": lambda ps: ember.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, fused=True),

@@ -241,12 +241,13 @@ def decompose_updates(graph) -> int:
     would be slower than the hand kernel's one pass)."""
     if not enabled():
         return 0
-    from ember.compile.passes.functionalize import functionalize_writes
+    from ember.compile.passes.functionalize import functionalize, functionalize_writes
 
     saved = (list(graph.nodes), list(graph.outputs), [(n, n.args, n.prim) for n in graph.nodes])
     changed, writes = _decompose(graph)
     if not changed:
         return 0
+    functionalize(graph)  # writes into temporaries (the foreach path's denominators)
     functionalize_writes(graph)
     if any(w.prim.inplace for w in writes):  # some chain stayed in place: undo everything
         graph.nodes, graph.outputs = saved[0], saved[1]
@@ -269,9 +270,9 @@ def _decompose(graph) -> tuple:
         if a in gone:
             s = gone[a]
             return cur.get(s, s)
-        if a.kind == "placeholder" or (a.kind == "call" and a.prim.inplace):
-            s = _storage(a)
-            if s in cur and (a is s or a.prim.inplace):
+        if a.kind in ("placeholder", "call"):
+            s = _storage(a)  # the tensor itself, or an earlier write's result: its last write
+            if s in cur and (a is s or (a.kind == "call" and a.prim.inplace)):
                 return cur[s]
         return a
 
@@ -282,10 +283,11 @@ def _decompose(graph) -> tuple:
         if n.kind == "call" and (n.prim.view or n.op in _ALIASING):
             viewed |= {_storage(a) for a in n.inputs()}
 
-    def plain(n) -> bool:  # every tensor the op writes is a placeholder nothing views
+    def plain(n) -> bool:  # every tensor the op writes is a placeholder or a temporary nothing views
         k = n.params.get("n_written", 1)
         ss = [_storage(a) for a in n.args[:k] if isinstance(a, Node)]
-        return all(s.kind == "placeholder" and s not in viewed for s in ss)
+        fresh = lambda s: s.kind == "call" and not s.prim.view and not s.prim.inplace  # noqa: E731
+        return all((s.kind == "placeholder" or fresh(s)) and s not in viewed for s in ss)
 
     next_id = max(n.id for n in graph.nodes) + 1
     out, changed, writes = [], 0, []
