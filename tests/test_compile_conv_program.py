@@ -77,7 +77,7 @@ def test_resnet_step_is_one_native_segment_and_matches_eager():
     assert (segments, eager_ops) == (1, [])
     ops = entry.graph.counts()
     assert ops["conv2d"] == ops["conv2d_backward"] == 9 and ops["batch_norm_backward"] == 9
-    assert ops["_fused_sgd_"] == 1
+    assert "_fused_sgd_" not in ops  # SGD's update from primitives (passes/updates.py)
 
 
 def _conv_step(cin, cout, k, stride, padding, dilation, bias, dtype, hw=9):

@@ -146,7 +146,8 @@ def test_twenty_compiled_steps_match_eager(name):
     # one graph for the first step (it creates the optimizer state), one for every later step
     assert fn.recompiles == 2 and all(isinstance(e, StepEntry) for e in fn.cache.values())
     (entry,) = fn.cache.values()
-    assert entry.graph.counts()["_fused_adamw_"] == 1
+    ops = entry.graph.counts()  # the update from primitives (passes/updates.py), no hand kernel
+    assert not [k for k in ops if k.startswith(("_fused_", "_foreach_"))] and ops["expm1"] > 0
 
 
 @pytest.mark.parametrize("opt", ["sgd-momentum", "sgd-forloop"])
@@ -185,7 +186,8 @@ def test_step_graph_holds_backward_and_update_and_returns_loss():
     loss = step(x)
     (entry,) = step.cache.values()
     phases = {n.phase for n in entry.graph.nodes if n.kind == "call"}
-    assert phases == {"forward", "backward"} and entry.graph.counts()["_fused_sgd_"] == 1
+    ops = entry.graph.counts()  # SGD's update from primitives (passes/updates.py)
+    assert phases == {"forward", "backward"} and "_fused_sgd_" not in ops and ops["copy_"] == 1
     assert not loss.requires_grad
     t = np.tanh(x.numpy() @ w0)
     np.testing.assert_allclose(loss.item(), t.sum(), rtol=1e-5)

@@ -334,6 +334,15 @@ class CompiledFunction:
             if traced.outputs_require_grad:
                 return self._fallback("the function changes Python state (train/eval mode, .grad) and needs gradients")
             traced.step = True
+        if getattr(traced, "gained_grad", 0) and not traced.step:
+            # ``p.add_(x)`` with x requiring grad: eager gives p new autograd history (AddBackward,
+            # or CopySlices on a view's base) that a graph's outputs do not carry; these calls run
+            # the function itself, silently (the key includes requires_grad and grad mode: calls
+            # under no_grad, or with x not requiring grad, still run the graph)
+            reason = "an in-place write gives a tensor new autograd history"
+            self._say("graph", f"{_name(self.fn)} runs eagerly for this guard set: {reason}")
+            log.info("ember.compile: %s runs eagerly: %s", _name(self.fn), reason)
+            return reason
         if traced.step:  # the function ran backward() itself: the whole step is one graph
             if self.on_cuda:
                 return self._fallback("whole training steps compile to CPU programs only; on CUDA it runs eagerly")

@@ -368,6 +368,12 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
         raise Unsupported(f"{type(e).__name__}: {e} (at {_where(e)})") from e
     finally:
         mode.handler = mode.backward_hook = mode.data_read = None
+        # tensors an in-place write recorded by autograd gave new history (``p.add_(x)``, x
+        # requiring grad): eager's p then has it (compile/api.py runs the function itself)
+        gained = [
+            x for x, _d, _dev, node, rg, _vc, _v in tracer.swapped.values()
+            if x._node is not node or (not rg and x._requires_grad)
+        ]  # fmt: skip
         tracer.restore()
         drew = rng.state != rng_before
         rng.state = rng_before  # the capture draws nothing: the program's random stream is eager's
@@ -413,6 +419,7 @@ def trace(fn, args: tuple, kwargs: dict, joint: bool = False) -> Traced:
         step, node_refs, writebacks, guard_grads, opt_guards, module_guards,
     )  # fmt: skip
     traced.outputs_require_grad = outputs_require_grad
+    traced.gained_grad = len(gained)
     return traced
 
 

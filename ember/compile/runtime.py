@@ -17,7 +17,7 @@ import numpy as np
 
 from ember.backends import ckernels
 from ember.compile.codegen import blas
-from ember.compile.codegen.c import CRenderer, kernel_sizes, prelude
+from ember.compile.codegen.c import CRenderer, kernel_args, kernel_sizes, prelude
 from ember.compile.ir import Node
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
@@ -30,8 +30,25 @@ class BuildError(Exception):
 
 
 def render_c(groups: list) -> str:
+    """The C source of ``groups``: the prelude and one ``ember_k<id>`` function per group. A
+    kernel whose text (its name aside) an earlier group already has is one call to that one: a
+    step's per-parameter optimizer updates are a few distinct kernels, and the compiler's time
+    goes with the distinct code."""
     r = CRenderer()
-    return prelude() + "\n".join(r.render(g, f"ember_k{g.id}") for g in groups)
+    seen: dict = {}  # kernel text with its name blanked -> the first group's name
+    out = []
+    for g in groups:
+        name = f"ember_k{g.id}"
+        text = r.render(g, name)
+        key = text.replace(name, "@K@")
+        first = seen.setdefault(key, name)
+        if first == name:
+            out.append(text)
+            continue
+        params = kernel_args(g)
+        decl = ", ".join(f"{t} {a}" for t, a in params)
+        out.append(f"void {name}({decl}) {{ {first}({', '.join(a for _t, a in params)}); }}\n")
+    return prelude() + "\n".join(out)
 
 
 def build_kernels(groups: list, log=None) -> list:

@@ -29,11 +29,12 @@ from ember.compile.ir import Node
 from ember.compile.lower import schedule
 from ember.compile.passes import functionalize
 from ember.compile.passes.functionalize import functionalize_writes
-from ember.compile.passes.fusion import _ALIASING, fuse
+from ember.compile.passes.fusion import _ALIASING, _storage, fuse
+from ember.compile.passes.updates import decompose_updates
 from ember.compile.runtime import BuildError, build_kernels, execute
 from ember.ops.dispatch import apply
 
-__all__ = ["fuse_step", "run_fused"]
+__all__ = ["fuse_step", "in_place_copies", "run_fused", "write_into"]
 
 
 def fuse_step(entry, log=None) -> int:
@@ -44,7 +45,10 @@ def fuse_step(entry, log=None) -> int:
     if os.environ.get("EMBER_STEP_FUSION", "1") == "0":
         return 0
     graph = entry.graph
-    k = functionalize(graph) + functionalize_writes(graph)
+    k = decompose_updates(graph)  # the optimizer's update from primitives (passes/updates.py)
+    if k and log:
+        log(f"after decompose_updates ({k} changes):\n{graph}")
+    k += functionalize(graph) + functionalize_writes(graph)
     if k:  # the replay without kernels runs the rewritten graph too
         entry.order = [n for n in graph.nodes if n.kind != "placeholder"]
         if log:
@@ -87,25 +91,24 @@ def run_fused(entry, env: dict) -> bool:
     return True
 
 
-def _write_in_place(base, steps):
-    """Let an elementwise group write an output straight into the placeholder a ``copy_`` then
-    fills with it (``functionalize_writes``' copies: an optimizer update's new parameter, ``m``
-    and ``v``), when the group reads that placeholder in full (each element read before it is
-    written) and nothing reads it after the group starts: ``plan.over_eager`` gives the group
-    the placeholder's array (``runtime._out_buffer``: when contiguous and its own), and the
-    ``copy_`` only copies when the group wrote elsewhere. ``base``: the schedule before
-    ``step.node_steps`` wrapped it into ``steps`` (step for step). Returns ``steps``, changed."""
-    plan = getattr(steps, "plan", None)
-    if plan is None:
-        return steps
+def in_place_copies(base, outputs=()) -> list:
+    """The ``copy_`` steps of schedule ``base`` whose source an elementwise group may write
+    straight into their destination: ``[(copy step index, copy node, group output, placeholder)]``.
+
+    ``functionalize_writes``' copies (an optimizer update's new parameter, ``m`` and ``v``): the
+    group reads that placeholder in full (each element read before it is written), its output
+    has the placeholder's shape and dtype and is no graph output (``outputs``), nothing views
+    the placeholder, and from the group on nothing but the copy reads or writes its memory."""
     made = {o: (k, g) for k, (kind, g) in enumerate(base) if kind == "group" for o in g.outputs}
-    readers: dict = {}
+    readers: dict = {}  # storage -> steps reading it (a write reads what it writes)
     viewed = set()  # placeholders some view or alias reads: their memory is read under another name
     for k, (kind, x) in enumerate(base):
         for a in x.inputs if kind == "group" else x.inputs():
-            readers.setdefault(a, []).append(k)
+            readers.setdefault(_storage(a), []).append(k)
             if kind == "node" and x.kind == "call" and (x.prim.view or x.op in _ALIASING):
-                viewed.add(a)
+                viewed.add(_storage(a))
+    outs = set(outputs)
+    found, taken = [], set()
     for k, (kind, c) in enumerate(base):
         if kind != "node" or c.kind != "call" or c.op != "copy_" or c.params or len(c.args) != 2:
             continue
@@ -115,9 +118,33 @@ def _write_in_place(base, steps):
         kg, g = made[o]
         if g.kind != "elementwise" or dst not in g.inputs or access(dst.shape, g.shape) != ("full",):
             continue
-        if o.shape != dst.shape or o.dtype != dst.dtype or o in plan.over_eager or dst in plan.over_eager.values():
+        if o.shape != dst.shape or o.dtype != dst.dtype or o in outs or o in taken or dst in taken:
             continue
         if any(j > kg and j != k for j in readers.get(dst, ())):
+            continue
+        taken |= {o, dst}
+        found.append((k, c, o, dst))
+    return found
+
+
+def write_into(steps, outputs) -> dict:
+    """For a whole-step program (``codegen/program.py``): ``{copy_ node: (group output,
+    placeholder)}`` of :func:`in_place_copies`: the group's kernel takes the placeholder's
+    memory as that output and the copy is no step (an optimizer update is one pass, in place)."""
+    return {c: (o, dst) for _k, c, o, dst in in_place_copies(steps, outputs)}
+
+
+def _write_in_place(base, steps):
+    """Let an elementwise group write an output straight into the placeholder a ``copy_`` then
+    fills with it (:func:`in_place_copies`): ``plan.over_eager`` gives the group the
+    placeholder's array (``runtime._out_buffer``: when contiguous and its own), and the
+    ``copy_`` only copies when the group wrote elsewhere. ``base``: the schedule before
+    ``step.node_steps`` wrapped it into ``steps`` (step for step). Returns ``steps``, changed."""
+    plan = getattr(steps, "plan", None)
+    if plan is None:
+        return steps
+    for k, c, o, dst in in_place_copies(base):
+        if o in plan.over_eager or dst in plan.over_eager.values():
             continue
         plan.offsets.pop(o, None)
         plan.over_eager[o] = dst

@@ -26,6 +26,7 @@ import types
 from ember._mutations import bump
 from ember.autograd.grad_mode import no_grad
 from ember.compile.program_runtime import build_programs
+from ember.compile.step_fusion import write_into
 from ember.compile.step_run import fast_step
 from ember.ops.dispatch import apply
 
@@ -39,7 +40,7 @@ _RECOMPUTED = frozenset(
         "layer_norm_backward",
         "gelu_backward",
         "scaled_dot_product_attention_backward",
-        "recurrent_sequence_backward",  # the LSTM's: reads what its lowered forward kept (lowerings_rnn.py)
+        "recurrent_sequence_backward",  # reads what its lowered forward kept (lowerings_rnn.py, lowerings_gru.py)
         "batch_norm_backward",  # these read what the forward lowering kept (lowerings_conv.py)
         "max_pool2d_backward",
         "avg_pool2d_backward",
@@ -48,9 +49,7 @@ _RECOMPUTED = frozenset(
 
 
 def _recomputed(n) -> bool:
-    if n.op == "recurrent_sequence_backward":  # GRU/RNN sequences have no lowering
-        return all(v.op.params.get("kind") == "LSTM" for v in n.params.values() if type(v).__name__ == "NodeRef")
-    return n.op in _RECOMPUTED
+    return n.op in _RECOMPUTED  # LSTM, GRU and RNN sequences alike (lowerings_rnn.py, lowerings_gru.py)
 
 
 def attach(entry, log=None) -> bool:
@@ -80,6 +79,8 @@ def attach(entry, log=None) -> bool:
     # need not return stay in its arena instead of being new arrays per call.
     view = copy.copy(entry.graph)
     view.outputs = entry.graph.outputs[: len(entry.graph.outputs) - len(entry.graph.needs_node)]
+    if entry.steps:  # update loops write parameters and optimizer state in place (step_fusion.py)
+        entry.steps.write_into = write_into(entry.steps, view.outputs)
     # First without the nodes that lowerings recompute (the fused loss's and layer norm's
     # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
     # node either. A lowering that fails there refuses the program; then all run eagerly.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from ember._mode import mode as _mode
 from ember.ops import creation
 from ember.ops import fused as fused_ops
 from ember.optim._common import FOR_EACH, FOR_LOOP, check_hyperparameters, step_tensor, to_scalar
@@ -134,13 +135,30 @@ class Adam(Optimizer):
         F.lerp_(exp_avgs, grads, 1 - beta1)
         F.mul_(exp_avg_sqs, beta2)
         F.addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        counts = [s.item() for s in steps]
+        # under ember.compile's capture, where reading a count would break the graph
+        traced = _mode.data_read is not None and steps[0]._device.type == "meta"
+        counts = None if traced else [s.item() for s in steps]
         if amsgrad:
             F.maximum_(max_sqs, exp_avg_sqs)
         denom = F.sqrt(max_sqs if amsgrad else exp_avg_sqs)
+        if traced:  # the step counts stay tensors (as torch's _get_value when compiling): one graph
+            F.div_(denom, [_bias_correction(s, beta2).sqrt() for s in steps])
+            F.add_(denom, eps)
+            update = F.div(exp_avgs, denom)
+            F.mul_(update, [_bias_correction(s, beta1).reciprocal() * -lr for s in steps])
+            F.add_(params, update)
+            return
         F.div_(denom, [math.sqrt(1 - beta2**t) for t in counts])
         F.add_(denom, eps)
         F.addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in counts])
+
+
+def _bias_correction(step: Tensor, beta: float) -> Tensor:
+    """``1 - beta**step`` of a step count tensor, as ``-expm1(step * log(beta))``: in float32,
+    ``1 - 0.999**1`` loses four digits to cancellation."""
+    if beta == 0:
+        return step * 0 + 1
+    return -(step * math.log(beta)).expm1()
 
 
 class AdamW(Adam):

@@ -160,19 +160,40 @@ def kernel_sizes(group) -> tuple:
     return (group.numel(), *group.rows_cols())
 
 
-def _aligned_blocks(anchor: str) -> str:
-    """The head of a flat elementwise loop: block 0 runs up to the first 64-byte boundary of
-    ``anchor``, then blocks of ``BLOCK`` elements start on cache lines (so do their vector loads,
-    and their streaming stores when the output shares the anchor's offset). Opens the block loop
-    with ``start`` and ``end`` set; the caller closes it."""
+def _block_setup(anchor: str) -> str:
+    """The block count of a flat loop: block 0 runs up to the first 64-byte boundary of
+    ``anchor`` (``h`` elements), then blocks of ``BLOCK`` elements start on cache lines."""
     return (
         f"    const int64_t h0 = (int64_t)(((64 - (uintptr_t){anchor} % 64) % 64) / sizeof(*{anchor}));\n"
         "    const int64_t h = h0 < n ? h0 : n;  /* elements before the first aligned block */\n"
         f"    const int64_t nb = 1 + (n - h + {BLOCK} - 1) / {BLOCK};\n"
-        f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
-        "    for (int64_t b = 0; b < nb; b++) {\n"
-        f"        const int64_t start = b ? h + (b - 1) * {BLOCK} : 0;\n"
-        f"        const int64_t end = !b ? h : (start + {BLOCK} < n ? start + {BLOCK} : n);\n"
+    )
+
+
+_BOUNDS = (
+    f"        const int64_t start = b ? h + (b - 1) * {BLOCK} : 0;\n"
+    f"        const int64_t end = !b ? h : (start + {BLOCK} < n ? start + {BLOCK} : n);\n"
+)
+
+
+def _outlined(group, name: str, setup: str, var: str, count: str, loop: str, tail: str = "") -> str:
+    """``name``: ``setup``, then ``for var < count: loop`` in threads from ``PARALLEL_MIN``
+    elements, else in one call of ``name_loop``. The loop is a function of its own (never
+    inlined: one copy of its code): an OpenMP ``if`` clause that is false still sets up a team
+    of one thread, about 0.5 us a call, which a step of many small parameter updates pays per
+    kernel."""
+    params = ", ".join(f"{t} {a}" for t, a in kernel_args(group))
+    args = ", ".join(a for _, a in kernel_args(group))
+    return (
+        f"static __attribute__((noinline)) void {name}_loop({params}, int64_t h, int64_t {var}0, int64_t {var}1) {{\n"
+        f"    (void)h; (void)rows; (void)cols;\n"
+        f"    for (int64_t {var} = {var}0; {var} < {var}1; {var}++) {{\n{loop}    }}\n}}\n"
+        f"void {name}({params}) {{\n{setup}"
+        f"    const int64_t cnt = {count};\n"
+        f"    if (n >= {PARALLEL_MIN}) {{\n"
+        f"        #pragma omp parallel for schedule(static) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+        f"        for (int64_t {var} = 0; {var} < cnt; {var}++) {name}_loop({args}, h, {var}, {var} + 1);\n"
+        f"    }} else {{\n        {name}_loop({args}, h, 0, cnt);\n    }}\n{tail}}}\n"
     )
 
 
@@ -197,58 +218,62 @@ class CRenderer(CStyleRenderer):
         if group.kind == "gemm":
             pre, names = self._gemm(group)
         body = self.body(group, names)
-        T = self.ctype(group.dtype)
         outs = group.outputs
         direct = body + [self.store(o, f"out{k}[i]", names[o]) for k, o in enumerate(outs)]
         inner = self.inner(group)
-        if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
-            free = "    free(ga);\n" if "malloc(" in pre else ""  # a 2-byte GEMM's float32 scratch
-            return (
-                head
-                + pre
-                + (
-                    "    (void)rows; (void)cols;\n"
-                    f"    const int64_t nr = n / {inner};\n"
-                    f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
-                    f"    for (int64_t r = 0; r < nr; r++) {{\n"
-                    f"        #pragma omp simd\n"
-                    f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
-                    f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
-                    f"    }}\n{free}}}\n"
-                )
-            )
-        if any(self.storage(o.dtype) != T for o in outs):  # 2-byte stores: no streaming; blocks
-            return head + self._blocks(direct, self._anchor(group))
-        staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
-        bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
-        stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
+        if group.kind == "elementwise":  # no prologue: the loop nest is outlined (_outlined)
+            return self._elementwise(group, name, direct, body, names, inner)
+        # a GEMM group: the epilogue over rows of the product (``inner`` is its row length)
+        free = "    free(ga);\n" if "malloc(" in pre else ""  # a 2-byte GEMM's float32 scratch
         return (
             head
             + pre
             + (
                 "    (void)rows; (void)cols;\n"
-                + _aligned_blocks(self._anchor(group))
-                + f"        if (n < {STREAM_MIN}) {{\n"
-                f"            #pragma omp simd\n"
-                f"            for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 16)}\n            }}\n"
-                f"        }} else {{  /* compute a block in L1, then stream it out */\n"
-                f"{_indent(bufs, 12)}\n"
-                f"            #pragma omp simd\n"
-                f"            for (int64_t i = start; i < end; i++) {{\n{_indent(staged, 16)}\n            }}\n"
-                f"{_indent(stream, 12)}\n"
-                f"        }}\n"
-                f"    }}\n"
-                f"    if (n >= {STREAM_MIN}) EMBER_FENCE();\n}}\n"
+                f"    const int64_t nr = n / {inner};\n"
+                f"    #pragma omp parallel for schedule(static) if(n >= {PARALLEL_MIN}) num_threads(ember_nt(n, {PARALLEL_MIN}))\n"
+                f"    for (int64_t r = 0; r < nr; r++) {{\n"
+                f"        #pragma omp simd\n"
+                f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
+                f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
+                f"    }}\n{free}}}\n"
             )
         )
 
-    def _blocks(self, direct: list, anchor: str) -> str:
-        """An elementwise loop body over blocks of ``BLOCK`` elements (parallel when long)."""
-        return (
-            "    (void)rows; (void)cols;\n" + _aligned_blocks(anchor) + f"        #pragma omp simd\n"
-            f"        for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 12)}\n        }}\n"
-            f"    }}\n}}\n"
+    def _elementwise(self, group, name: str, direct: list, body: list, names: dict, inner) -> str:
+        """An elementwise group: the loop over rows (broadcast reads) or aligned blocks, in a
+        function of its own called once (one thread) or per row/block from a parallel loop."""
+        if inner is not None:  # broadcast reads: rows of ``inner`` elements, j indexes the row
+            loop = (
+                "        #pragma omp simd\n"
+                f"        for (int64_t j = 0; j < {inner}; j++) {{\n"
+                f"            const int64_t i = r * {inner} + j;\n{_indent(direct, 12)}\n        }}\n"
+            )
+            return _outlined(group, name, "    const int64_t h = 0;\n", "r", f"n / {inner}", loop)
+        T = self.ctype(group.dtype)
+        outs = group.outputs
+        setup = _block_setup(self._anchor(group))
+        if any(self.storage(o.dtype) != T for o in outs):  # 2-byte stores: no streaming; blocks
+            loop = (
+                _BOUNDS + "        #pragma omp simd\n"
+                f"        for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 12)}\n        }}\n"
+            )
+            return _outlined(group, name, setup, "b", "nb", loop)
+        staged = body + [f"buf{k}[i - start] = {names[o]};" for k, o in enumerate(outs)]
+        bufs = [f"{T} buf{k}[{BLOCK}] __attribute__((aligned(64)));" for k in range(len(outs))]
+        stream = [f"ember_stream_{T}(out{k} + start, buf{k}, end - start);" for k in range(len(outs))]
+        loop = (
+            _BOUNDS + f"        if (n < {STREAM_MIN}) {{\n"
+            f"            #pragma omp simd\n"
+            f"            for (int64_t i = start; i < end; i++) {{\n{_indent(direct, 16)}\n            }}\n"
+            f"        }} else {{  /* compute a block in L1, then stream it out */\n"
+            f"{_indent(bufs, 12)}\n"
+            f"            #pragma omp simd\n"
+            f"            for (int64_t i = start; i < end; i++) {{\n{_indent(staged, 16)}\n            }}\n"
+            f"{_indent(stream, 12)}\n"
+            f"        }}\n"
         )
+        return _outlined(group, name, setup, "b", "nb", loop, f"    if (n >= {STREAM_MIN}) EMBER_FENCE();\n")
 
     @staticmethod
     def _anchor(group) -> str:

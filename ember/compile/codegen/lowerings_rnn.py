@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+from ember.compile.codegen import lowerings_gru as gru
 from ember.compile.codegen.lowerings import _FLOAT, CTYPES, dname
 from ember.compile.codegen.lowerings_nn import _gemm, _noderef, np_size
 
@@ -70,7 +71,9 @@ def _threads(ctx, B, H) -> int:
 
 
 def _sequence(n, ctx):
-    """The forward time loop: ``out (T, B, 2H)`` of ``[h | c]`` per step."""
+    """The forward time loop: ``out (T, B, 2H)`` of ``[h | c]`` per step (GRU/RNN: ``lowerings_gru.py``)."""
+    if n.params.get("kind") in ("GRU", "RNN"):
+        return gru.sequence(n, ctx)
     dims = _dims(n, ctx)
     if dims is None:
         return None
@@ -111,6 +114,8 @@ def _sequence_backward(n, ctx):
     """Backpropagation through time from the forward's kept activations: ``(dgi_all, dstate0,
     dw_hh, db_hh)``, the ones ``need`` asks for."""
     fwd = _noderef(n.params.get("node"), "recurrent_sequence")
+    if fwd is not None and fwd.params.get("kind") in ("GRU", "RNN"):
+        return gru.sequence_backward(n, fwd, ctx)
     need = n.params.get("need")
     if fwd is None or need is None or len(need) != 4 or len(n.args) != 4:
         return None

@@ -176,6 +176,10 @@ class _Builder:
         self.keeps: dict = {}  # (node id, key) -> (nbytes, first step, last step): see _Ctx.keep
         self.items: dict = {}
         self.readers: dict = {}  # forward node -> gradient ops reading its autograd node
+        # copy_ node -> (group output, placeholder): the group writes the placeholder itself
+        # (step_fusion.write_into: an optimizer update in place)
+        self.into = getattr(steps, "write_into", None) or {}
+        self.into_out = {o: dst for o, dst in self.into.values()}
         for n in view.nodes:
             if n.kind == "item":
                 self.items.setdefault(n.args[0], {})[n.index] = n
@@ -226,6 +230,9 @@ class _Builder:
                 name = self.kernel_names.get(x.id, f"ember_k{x.id}")  # rendered by codegen/c.py
                 args = [self.use(a, s) for a in x.inputs]
                 for o in x.outputs:
+                    if o in self.into_out:  # its home is the placeholder it replaces
+                        self.alias[o] = (self.into_out[o], 0)
+                        self.written.add(self.into_out[o])
                     self.defined[o] = s
                     produced_c.add(o)
                     args.append(self.use(o, s))
@@ -235,6 +242,11 @@ class _Builder:
                 continue
             if x.kind == "constant":
                 continue  # a slot set once, at build time
+            if x in self.into:  # the group wrote the placeholder already: the copy is an alias
+                self.alias[x] = (self.into[x][1], 0)
+                produced_c.add(x)
+                spec.native_nodes += 1
+                continue
             if x.kind == "item":
                 parent = x.args[0]
                 if parent in produced_c:

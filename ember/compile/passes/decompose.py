@@ -198,10 +198,14 @@ def _runs_op_by_op(graph) -> bool:
 
 def decompose(graph) -> int:
     """Rewrite each decomposable call (see :data:`DECOMPOSABLE`) into primitives; returns how
-    many were rewritten. A graph that writes in place is left alone (the rewrite would move
-    reads across writes), and so is one that will run op by op under autograd."""
+    many were rewritten. A graph that will run op by op under autograd is left alone.
+
+    In a graph that writes in place, the primitives take the composite's place in captured order
+    and read the same inputs, so ``fusion.order_edges`` orders them as it ordered the composite:
+    after the writes before it, before the writes after it (the composite's result is a fresh
+    value: a later write into it writes the last primitive's result)."""
     changed = _forget_meta_saves(graph)
-    if _runs_op_by_op(graph) or any(n.kind == "call" and n.prim.inplace for n in graph.nodes):
+    if _runs_op_by_op(graph):
         return changed
     read_nodes = node_makers(graph)
     for n in list(graph.nodes):

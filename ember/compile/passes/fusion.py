@@ -249,9 +249,25 @@ def _try_join(g: FusionGroup, n: Node, members) -> str | None:
     return None
 
 
-def _compatible(a: FusionGroup, b: FusionGroup) -> bool:
-    """Both loop over the same shape, and reduce (if at all) over the same axes."""
+# At most this many buffers (inputs and outputs) per kernel: a merge beyond it saves nothing
+# worth the call (ctypes takes at most 1024 arguments; a step's many same-shape parameter updates
+# reading one shared value would otherwise merge into one kernel of thousands).
+MAX_BUFFERS = 256
+
+
+def _buffers(nodes: list, users: dict) -> int:
+    """The inputs and outputs a kernel of ``nodes`` would take (outputs: nodes read outside)."""
+    members = set(nodes)
+    ins = {a for n in nodes for a in n.inputs() if a not in members}
+    return len(ins) + sum(1 for n in nodes if any(u not in members for u in users.get(n, ())))
+
+
+def _compatible(a: FusionGroup, b: FusionGroup, users: dict | None = None) -> bool:
+    """Both loop over the same shape, and reduce (if at all) over the same axes (and, given the
+    graph's ``users``, the merged kernel takes at most ``MAX_BUFFERS`` buffers)."""
     if a.shape != b.shape or a.dtype != b.dtype or "gemm" in (a.kind, b.kind):
+        return False
+    if users is not None and _buffers(a.nodes + b.nodes, users) > MAX_BUFFERS:
         return False
     return "elementwise" in (a.kind, b.kind) or (a.kind, a.split) == (b.kind, b.split)
 
@@ -267,9 +283,9 @@ def _relevel(g: FusionGroup) -> None:
             g.level[n] = max((g.level[a] for a in ins), default=0)
 
 
-def _merge_into(target: FusionGroup, g: FusionGroup, order: dict) -> bool:
+def _merge_into(target: FusionGroup, g: FusionGroup, order: dict, users: dict | None = None) -> bool:
     """Merge ``g`` into ``target`` when both loop over the same shape and axes."""
-    if not _compatible(target, g):
+    if not _compatible(target, g, users):
         return False
     if target.kind == "elementwise":
         target.kind, target.split = g.kind, g.split
@@ -374,6 +390,7 @@ def fuse(graph, log=None, reductions: bool = True) -> list:
         return g
 
     plain = node_makers(graph) | node_readers(graph)  # they run with autograd (step.node_steps)
+    users = graph.users()
     for n in graph.nodes:
         d = set()
         for a in ins(n):
@@ -421,7 +438,7 @@ def fuse(graph, log=None, reductions: bool = True) -> list:
                 not any(a in g.reduced for a in n.inputs())
                 and not _depends(g, target, rdeps, ins)
                 and not _depends(target, g, rdeps, ins, but=n)
-                and _merge_into(target, g, order)
+                and _merge_into(target, g, order, users)
             ):
                 merged[g.id] = target  # an independent sibling group read by n
         if target is None:
@@ -432,7 +449,6 @@ def fuse(graph, log=None, reductions: bool = True) -> list:
     groups = [g for g in groups if g.id not in merged]
     groups = _merge_siblings(graph, groups, group_of, log, ins)
     groups = [g for g in groups if len(g.nodes) > 1]
-    users = graph.users()
     outs = graph.output_nodes()
     for k, g in enumerate(groups):
         g.id = k
@@ -478,6 +494,7 @@ def _merge_siblings(graph, groups: list, group_of: dict, log, ins=None) -> list:
     ``ins(node)``: its inputs and ordering constraints)."""
     ins = ins or (lambda n: n.inputs())
     order = {n: i for i, n in enumerate(graph.nodes)}
+    users = graph.users()
     while True:
         owner = {n: g for g in groups for n in g.nodes}
         bit = {id(g): 1 << k for k, g in enumerate(groups)}
@@ -509,7 +526,7 @@ def _merge_siblings(graph, groups: list, group_of: dict, log, ins=None) -> list:
                 for g2 in gs[i + 1 :]:
                     if dep[id(g2)] & bit[id(g1)] or dep[id(g1)] & bit[id(g2)]:
                         continue
-                    if _compatible(g1, g2):
+                    if _compatible(g1, g2, users):
                         pair = (g1, g2, a)
                         break
                 if pair:

@@ -4,6 +4,7 @@ chains and casts to the same dtype."""
 from __future__ import annotations
 
 from ember.compile.ir import Node
+from ember.compile.passes.fusion import _storage
 
 __all__ = ["simplify"]
 
@@ -15,8 +16,9 @@ def _same(n: Node, x) -> bool:
     return isinstance(x, Node) and x.shape == n.shape and x.dtype == n.dtype
 
 
-def _rewrite(n: Node, has_writes: bool):
-    """What ``n`` simplifies to: a node to use instead, or None. May edit ``n`` in place."""
+def _rewrite(n: Node, written: set):
+    """What ``n`` simplifies to: a node to use instead, or None. May edit ``n`` in place.
+    ``written``: the memory (``fusion._storage``) the graph writes in place."""
     op = n.op
     if op in _IDENTITY and len(n.args) == 2 and not n.params:
         a, b = n.args
@@ -25,13 +27,17 @@ def _rewrite(n: Node, has_writes: bool):
             return a
         if op in ("mul", "add") and not isinstance(a, Node) and type(a) in (int, float) and a == unit and _same(n, b):
             return b
-    if has_writes:
-        return None  # views alias memory that a write may change: keep them as they are
+    # An identity view (same-shape reshape, identity permute, same-dtype ``to``) is its input's
+    # memory either way; a chain of views, where the memory is written, may not be: a reshape
+    # copies a tensor it cannot view, and meta tracers carry no strides to tell.
+    chains = not written or _storage(n) not in written
     if op == "permute":
         x = n.args[0]
         dims = tuple(n.params["dims"])
         if dims == tuple(range(len(dims))):
             return x if _same(n, x) else None
+        if not chains:
+            return None
         if isinstance(x, Node) and x.op == "permute":
             inner = tuple(x.params["dims"])
             composed = tuple(inner[d] for d in dims)
@@ -43,7 +49,7 @@ def _rewrite(n: Node, has_writes: bool):
         x = n.args[0]
         if _same(n, x):
             return x
-        if isinstance(x, Node) and x.op in ("reshape", "view") and op == "reshape":
+        if chains and isinstance(x, Node) and x.op in ("reshape", "view") and op == "reshape":
             n.args = (x.args[0],) + n.args[1:]
             return n
     if op == "to" and _same(n, n.args[0]):
@@ -59,12 +65,15 @@ def simplify(graph) -> int:
     Example:
         >>> from ember.compile.passes.simplify import simplify  # see tests/test_compile_passes.py
     """
-    has_writes = any(n.kind == "call" and n.prim.inplace for n in graph.nodes)
+    written = set()
+    for n in graph.nodes:
+        if n.kind == "call" and n.prim.inplace:
+            written |= {_storage(a) for a in n.args[: n.params.get("n_written", 1)] if isinstance(a, Node)}
     changed = 0
     for n in list(graph.nodes):
         if n.kind != "call":
             continue
-        new = _rewrite(n, has_writes)
+        new = _rewrite(n, written)
         if new is None:
             continue
         changed += 1
