@@ -35,6 +35,7 @@ __all__ = [
     "vdot",
 ]
 
+_AMP_USED = amp_state.USED
 _matmul = f32_compute(np.matmul)  # float16/bfloat16 accumulate in float32, as PyTorch's
 _dot, _ndarray = np.dot, np.ndarray
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -102,7 +103,7 @@ def matmul(input, other, *, out=None) -> Tensor:
             and bd.dtype is dt
             and ad.shape[1] == bd.shape[0]
             and out is None
-            and not amp_state.local.active
+            and not (_AMP_USED[0] and amp_state.local.active)  # thread-local read only once autocast was used
             and not input.is_sparse
             and not other.is_sparse
         ):
