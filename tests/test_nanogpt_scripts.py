@@ -86,3 +86,19 @@ def test_nanogpt_train_resume_sample(tmp_path):
         "--num_samples=1", "--max_new_tokens=20", "--start=F",
     )  # fmt: skip
     assert sample.splitlines()[-2].startswith("F") and len(sample.splitlines()[-2]) == 21
+
+
+@pytest.mark.slow
+def test_nanogpt_train_with_compile_matches_eager(tmp_path):
+    """``--compile=True`` (issue 9): nanoGPT calls ``torch.compile(model)``, here ``ember.compile``;
+    the losses of 10 steps match the uncompiled run's (4 printed decimals, float32 sums in another
+    order)."""
+    _copy_scripts(tmp_path)
+    _data(tmp_path)
+    args = [a for a in ARGS if not a.startswith("--compile")] + ["--max_iters=10", "--lr_decay_iters=20"]
+    runs = {}
+    for flag in ("False", "True"):
+        out = _run(tmp_path, "train.py", *args, f"--compile={flag}", f"--out_dir=out_{flag}")
+        runs[flag] = [float(v) for v in re.findall(r"iter \d+: loss ([0-9.]+)", out)]
+    assert len(runs["True"]) == 11 and runs["True"][-1] < runs["True"][0]
+    np.testing.assert_allclose(runs["True"], runs["False"], rtol=1e-3)
