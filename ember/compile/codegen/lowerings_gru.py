@@ -21,8 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from ember.compile.codegen.lowerings import _FLOAT, CTYPES, dname
-from ember.compile.codegen.lowerings_nn import _gemm, np_size
+from ember.compile.codegen.lowerings import CTYPES
+from ember.compile.codegen.lowerings_nn import _gemm, np_size, recurrence_args
 
 __all__ = ["gru_rnn_dims", "sequence", "sequence_backward"]
 
@@ -30,18 +30,10 @@ __all__ = ["gru_rnn_dims", "sequence", "sequence_backward"]
 def gru_rnn_dims(fwd, ctx):
     """``(T, B, H, G, dtype)`` of a GRU/RNN ``recurrent_sequence`` node these lowerings take, or None."""
     kind = fwd.params.get("kind")
-    if kind not in ("GRU", "RNN") or len(fwd.args) != 4:
+    args = recurrence_args(fwd, ctx) if kind in ("GRU", "RNN") else None
+    if args is None:
         return None
-    gi, state, w, b = fwd.args
-    dt = dname(fwd)
-    if dt not in _FLOAT or ctx.gemm(dt) is None:
-        return None
-    if any(t is not None and dname(t) != dt for t in (gi, state, w, b)):
-        return None
-    if len(gi.shape) != 3 or len(w.shape) != 2 or len(state.shape) != 2:
-        return None
-    T, B, G = gi.shape
-    H = w.shape[1]
+    _gi, state, w, b, dt, T, B, G, H = args
     if G != (3 if kind == "GRU" else 1) * H or w.shape[0] != G or state.shape != (B, H):
         return None
     if (b is not None and b.shape != (G,)) or fwd.shape != (T, B, H) or not (T and B and H):

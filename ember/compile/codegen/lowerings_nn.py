@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Inplace, _numel, dname
 
-__all__ = ["NN_LOWERINGS", "np_size"]
+__all__ = ["NN_LOWERINGS", "np_size", "recurrence_args"]
 
 
 def _gemm(ctx, dt, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) -> str:
@@ -550,3 +550,21 @@ NN_LOWERINGS = {
     "_fused_adam_": _fused_adam,
     "_fused_adamw_": _fused_adam,
 }
+
+
+def recurrence_args(fwd, ctx):
+    """``(gi, state, w, b, dtype, T, B, G, H)`` of a ``recurrent_sequence`` node whose arguments a
+    recurrence lowering (LSTM, GRU, RNN) can take: one float dtype with a GEMM, a 3-d input, a 2-d
+    weight and state; else None. Each lowering then checks its own gate count and state width."""
+    if len(fwd.args) != 4:
+        return None
+    gi, state, w, b = fwd.args
+    dt = dname(fwd)
+    if dt not in _FLOAT or ctx.gemm(dt) is None:
+        return None
+    if any(t is not None and dname(t) != dt for t in (gi, state, w, b)):
+        return None
+    if len(gi.shape) != 3 or len(w.shape) != 2 or len(state.shape) != 2:
+        return None
+    T, B, G = gi.shape
+    return gi, state, w, b, dt, T, B, G, w.shape[1]

@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 from ember.compile.codegen import lowerings_gru as gru
-from ember.compile.codegen.lowerings import _FLOAT, CTYPES, dname
-from ember.compile.codegen.lowerings_nn import _gemm, _noderef, np_size
+from ember.compile.codegen.lowerings import CTYPES
+from ember.compile.codegen.lowerings_nn import _gemm, _noderef, np_size, recurrence_args
 
 __all__ = ["RNN_LOWERINGS", "packed_loops"]
 
@@ -41,18 +41,10 @@ def packed_loops(dt: str) -> bool:
 
 def _dims(fwd, ctx):
     """``(T, B, H, dtype)`` of an LSTM ``recurrent_sequence`` node this lowering takes, or None."""
-    if fwd.params.get("kind") != "LSTM" or len(fwd.args) != 4:
+    args = recurrence_args(fwd, ctx) if fwd.params.get("kind") == "LSTM" else None
+    if args is None:
         return None
-    gi, state, w, b = fwd.args
-    dt = dname(fwd)
-    if dt not in _FLOAT or ctx.gemm(dt) is None:
-        return None
-    if any(t is not None and dname(t) != dt for t in (gi, state, w, b)):
-        return None
-    if len(gi.shape) != 3 or len(w.shape) != 2 or len(state.shape) != 2:
-        return None
-    T, B, G = gi.shape
-    H = w.shape[1]
+    _gi, state, w, b, dt, T, B, G, H = args
     if G != 4 * H or w.shape[0] != G or state.shape != (B, 2 * H) or (b is not None and b.shape != (G,)):
         return None
     if fwd.shape != (T, B, 2 * H) or not (T and B and H):
