@@ -12,7 +12,7 @@ import importlib
 
 import numpy as np
 
-__all__ = ["get", "as_strided", "like", "contiguous"]
+__all__ = ["get", "on_host", "as_strided", "like", "contiguous"]
 
 _LOADED: dict = {}
 
@@ -28,7 +28,8 @@ def get(kind: str):
     return mod
 
 
-def _on_host(a) -> bool:
+def on_host(a) -> bool:
+    """Whether array ``a`` lives in host memory (NumPy) or has none (meta): not on a GPU."""
     return isinstance(a, np.ndarray) or getattr(a, "is_meta", False)
 
 
@@ -39,7 +40,7 @@ def as_strided(a, shape: tuple, strides: tuple):
         >>> as_strided(np.arange(4.0), (3, 2), (8, 8)).tolist()
         [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]
     """
-    if _on_host(a):
+    if on_host(a):
         return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
     return get("cuda").xp.lib.stride_tricks.as_strided(a, shape, strides)
 
@@ -58,7 +59,7 @@ def contiguous(a):
 def like(a, host: np.ndarray):
     """``host`` (a NumPy array) moved to the memory ``a`` lives in: itself for host and meta arrays,
     a CuPy copy for a CuPy ``a``. For masks and constants that ops build with NumPy."""
-    return host if _on_host(a) else get("cuda").asarray(host)
+    return host if on_host(a) else get("cuda").asarray(host)
 
 
 def __getattr__(name: str):

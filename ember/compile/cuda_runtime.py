@@ -40,7 +40,7 @@ def cuda_groups(groups: list) -> list:
     keep = []
     for g in groups:
         values = list(g.inputs) + list(g.outputs) + list(g.nodes)
-        if g.kind != "gemm" and all(str(getattr(v, "dtype", "ember.float32")) in _DTYPES for v in values):
+        if g.kind != "gemm" and all(str(v.dtype) in _DTYPES for v in values):
             keep.append(g)
     return keep
 

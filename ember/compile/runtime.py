@@ -17,7 +17,9 @@ import numpy as np
 
 from ember.backends import ckernels
 from ember.compile.codegen import blas
-from ember.compile.codegen.c import CRenderer, kernel_args, kernel_sizes, prelude
+from ember.compile.codegen.blocks import render_kernels
+from ember.compile.codegen.c import kernel_sizes, prelude
+from ember.compile.cuda_runtime import CudaKernels, launch
 from ember.compile.ir import Node
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
@@ -30,25 +32,12 @@ class BuildError(Exception):
 
 
 def render_c(groups: list) -> str:
-    """The C source of ``groups``: the prelude and one ``ember_k<id>`` function per group. A
-    kernel whose text (its name aside) an earlier group already has is one call to that one: a
-    step's per-parameter optimizer updates are a few distinct kernels, and the compiler's time
-    goes with the distinct code."""
-    r = CRenderer()
-    seen: dict = {}  # kernel text with its name blanked -> the first group's name
-    out = []
-    for g in groups:
-        name = f"ember_k{g.id}"
-        text = r.render(g, name)
-        key = text.replace(name, "@K@")
-        first = seen.setdefault(key, name)
-        if first == name:
-            out.append(text)
-            continue
-        params = kernel_args(g)
-        decl = ", ".join(f"{t} {a}" for t, a in params)
-        out.append(f"void {name}({decl}) {{ {first}({', '.join(a for _t, a in params)}); }}\n")
-    return prelude() + "\n".join(out)
+    """The C source of ``groups``: the prelude, each distinct kernel once, and an ``ember_k<id>``
+    function per group that calls its kernel (``codegen/blocks.render_kernels``): a step's
+    per-parameter optimizer updates are a few distinct kernels, and the compiler's time goes with
+    the distinct code."""
+    kernels, wrappers, _names = render_kernels(groups)
+    return kernels + "\n" + wrappers
 
 
 def build_kernels(groups: list, log=None) -> list:
@@ -106,11 +95,9 @@ def execute(steps: list, kernels: dict, env: dict) -> None:
     if hasattr(steps, "run"):
         return steps.run(env)
     plan = getattr(steps, "plan", None)
-    on_cuda = kernels.__class__.__name__ == "CudaKernels"
+    on_cuda = isinstance(kernels, CudaKernels)
     for kind, x in steps:
         if kind == "group" and on_cuda:
-            from ember.compile.cuda_runtime import launch
-
             launch(x, kernels[x.id], env)
         elif kind == "group":
             ins = [np.ascontiguousarray(env[a]._data) for a in x.inputs]

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from ember.compile.codegen.lowerings import CTYPES
-from ember.compile.codegen.lowerings_nn import _gemm, np_size, recurrence_args
+from ember.compile.codegen.lowerings_nn import _gemm, grad_outputs, np_size, recurrence_args
 
 __all__ = ["gru_rnn_dims", "sequence", "sequence_backward"]
 
@@ -124,11 +124,7 @@ def sequence_backward(n, fwd, ctx):
     if kind == "GRU" and kept is None:
         return None  # the forward ran eagerly: its node holds what it saved
     sz, Tc = np_size(dt), CTYPES[dt]
-    items, outs, j = ctx.items(n), [], 0
-    for flag in need:
-        item = items.get(j) if flag else None
-        j += bool(flag)
-        outs.append(ctx.ptr(item) if item is not None else None)
+    outs = grad_outputs(n, ctx, need)
     dgi = outs[0] or f"(({Tc} *){ctx.scratch(T * B * G * sz)})"
     dgh = f"(({Tc} *){ctx.scratch(T * B * G * sz)})" if kind == "GRU" else "dgi"
     prev = f"(({Tc} *){ctx.scratch(T * B * H * sz)})"

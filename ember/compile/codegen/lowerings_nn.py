@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ember.compile.codegen.lowerings import _FLOAT, _R, CTYPES, Inplace, _numel, dname
 
-__all__ = ["NN_LOWERINGS", "np_size", "recurrence_args"]
+__all__ = ["NN_LOWERINGS", "np_size", "recurrence_args", "grad_outputs"]
 
 
 def _gemm(ctx, dt, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) -> str:
@@ -568,3 +568,14 @@ def recurrence_args(fwd, ctx):
         return None
     T, B, G = gi.shape
     return gi, state, w, b, dt, T, B, G, w.shape[1]
+
+
+def grad_outputs(n, ctx, need) -> list:
+    """A gradient node's output pointers, one per input in ``need`` order: None where that input
+    needs no gradient or the graph never reads it (the outputs are numbered by the needed ones)."""
+    items, outs, j = ctx.items(n), [], 0
+    for flag in need:
+        item = items.get(j) if flag else None
+        j += bool(flag)
+        outs.append(ctx.ptr(item) if item is not None else None)
+    return outs

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ember.compile.codegen import lowerings_gru as gru
 from ember.compile.codegen.lowerings import CTYPES
-from ember.compile.codegen.lowerings_nn import _gemm, _noderef, np_size, recurrence_args
+from ember.compile.codegen.lowerings_nn import _gemm, _noderef, grad_outputs, np_size, recurrence_args
 
 __all__ = ["RNN_LOWERINGS", "packed_loops"]
 
@@ -122,11 +122,7 @@ def _sequence_backward(n, ctx):
     if act is None or tc is None:
         return None  # the forward ran eagerly: its node holds what it saved
     sfx, sz, Tc = ("f32" if dt == "float32" else "f64"), np_size(dt), CTYPES[dt]
-    items, outs, j = ctx.items(n), [], 0
-    for flag in need:
-        item = items.get(j) if flag else None
-        j += bool(flag)
-        outs.append(ctx.ptr(item) if item is not None else None)
+    outs = grad_outputs(n, ctx, need)
     dg = outs[0] or f"(({Tc} *){ctx.scratch(T * B * 4 * H * sz)})"
     prev = f"(({Tc} *){ctx.scratch(T * B * 2 * H * sz)})"
     carry = f"(({Tc} *){ctx.scratch(2 * B * H * sz)})"

@@ -101,7 +101,7 @@ class _ClassTargets:
         wt = np.ones(flat.shape, dtype=d.dtype) if self.w is None else self.w[self.t].astype(d.dtype)
         self.wt = wt * self.valid  # w[t_i], zero for ignored samples
         self.rows = np.arange(flat.size)
-        if not isinstance(d, np.ndarray) and not getattr(d, "is_meta", False):
+        if not backends.on_host(d):
             # checked on the host; the arrays the loss reads go to the logits' device
             self.t, self.valid, self.wt, self.rows = (
                 backends.like(d, a) for a in (self.t, self.valid, self.wt, self.rows)
