@@ -33,7 +33,7 @@ from ember.compile.codegen.program import Refused, render_program
 from ember.ops.dispatch import apply
 from ember.tensor import Tensor
 
-__all__ = ["Program", "build_programs", "blas", "enabled"]
+__all__ = ["Program", "Rendered", "build_programs", "render_programs", "link_programs", "blas", "enabled"]
 
 
 def enabled() -> bool:
@@ -252,11 +252,26 @@ def build_programs(views: list, log=None, force_eager=(), eager=None, arena_pool
     or None (no compiler, a build error or programs turned off: the caller keeps its steps).
     ``force_eager`` nodes run through ``eager(node, args, env)`` (default ``apply``) between segments.
     ``arena_pool``: an ``arena.ArenaPool`` the programs take their arena from (else their own)."""
+    rendered = render_programs(views, log, force_eager)
+    return None if rendered is None else link_programs(rendered, views, log, eager, arena_pool)
+
+
+class Rendered:
+    """What :func:`render_programs` made of some views: every source and each view's
+    ``ProgramSpec``; plain data over the views' nodes (``step_cache.py`` stores it)."""
+
+    def __init__(self, kernels_src, names, src, specs, exts, pieces):
+        self.kernels_src, self.names, self.src = kernels_src, names, src
+        self.specs, self.exts, self.pieces = specs, exts, pieces
+
+
+def render_programs(views: list, log=None, force_eager=()):
+    """Render ``views`` (``[(graph view, steps)]``) into one program's C: a :class:`Rendered`, or
+    None (programs turned off, no compiler or BLAS table, or a step the program refuses)."""
     if not enabled():
         return None
     cc = ckernels.compiler()
-    kern = ckernels.get()
-    if cc is None or kern is None:
+    if cc is None or ckernels.get() is None:
         return None
     b = blas()
     groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
@@ -265,17 +280,41 @@ def build_programs(views: list, log=None, force_eager=(), eager=None, arena_pool
         src, specs, exts = render_program(
             views, None if b is None else b[0], kernels_src + "\n" + wrappers, force_eager, names
         )
-        addresses = [_ext_address(kern, e) for e in exts]
     except Refused as e:
         if log:
             log(f"no program: {e}")
         return None
     if log:  # without the prelude of math helpers (mathf.c)
         log(f"generated source ({ckernels.library_path(src, 'compiled', cc)}):\n{src[len(prelude()) :]}")
-    lib = glib = None  # glib: the fused kernels' own library (chunked builds)
     pieces = chunked.split(specs, kernels_src, None if b is None else b[0], exts) if chunks_enabled() else None
-    if pieces is not None:  # a large program: compiled in cached pieces, in parallel
-        lib, glib, chunk_addresses = build_chunked(pieces, kernels_src, b, dict(zip(exts, addresses)), log)
+    return Rendered(kernels_src, names, src, specs, exts, pieces)
+
+
+def link_programs(rendered: Rendered, views: list, log=None, eager=None, arena_pool=None):
+    """Build (or load from the cache) ``rendered``'s libraries and make one :class:`Program` per
+    view: ``([Program], {group id: its C function})``, or None when a library cannot be built."""
+    cc = ckernels.compiler()
+    kern = ckernels.get()
+    if cc is None or kern is None:
+        return None
+    b = blas()
+    groups = [g for _view, steps in views for kind, g in steps if kind == "group"]
+    kernels_src, names, src, specs, exts = (
+        rendered.kernels_src,
+        rendered.names,
+        rendered.src,
+        rendered.specs,
+        rendered.exts,
+    )
+    try:
+        addresses = [_ext_address(kern, e) for e in exts]
+    except Refused as e:
+        if log:
+            log(f"no program: {e}")
+        return None
+    lib = glib = None  # glib: the fused kernels' own library (chunked builds)
+    if rendered.pieces is not None:  # a large program: compiled in cached pieces, in parallel
+        lib, glib, chunk_addresses = build_chunked(rendered.pieces, kernels_src, b, dict(zip(exts, addresses)), log)
         if lib is not None:
             addresses = addresses + chunk_addresses
     if lib is None:

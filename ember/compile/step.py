@@ -287,16 +287,40 @@ def _run_with_node(n: Node, args: list, params: dict):
 
 def prepare(traced, log=None) -> StepEntry:
     """Build the step graph, drop dead code, fuse (``step_fusion.py``: only passes that are safe
-    around in-place writes and aliasing) and return the entry that runs it."""
+    around in-place writes and aliasing) and return the entry that runs it. What follows the
+    capture is kept on disk (``step_cache.py``): a new process with the same graph loads it."""
+    from ember.compile import step_cache
+    from ember.compile.step_program import attach  # a whole-step native program, where it builds
+
     graph = build_step_graph(traced)
     if log:
         log(f"captured step:\n{graph}\nops: {dict(graph.counts())}")
     k = dce(graph)
     if log and k:
         log(f"after dce ({k} changes):\n{graph}")
+    key = None if log else step_cache.step_key(graph)  # with logs on, every pass runs and prints
+    if key is not None:
+        stored = step_cache.load(key[0], key[1], graph.traced)
+        if stored is not None:
+            return _from_cache(traced, stored)
     entry = StepEntry(traced, graph)
     fuse_step(entry, log)  # in-place writes order the groups (step_fusion.py)
-    from ember.compile.step_program import attach  # a whole-step native program, where it builds
-
     attach(entry, log)
+    if key is not None:  # before any run: a run's state is not the compile's result
+        stored = {"graph": entry.graph, "order": entry.order, "steps": entry.steps, "rendered": entry.rendered}
+        step_cache.save(key[0], key[1], graph.traced, stored)
+    return entry
+
+
+def _from_cache(traced, stored: dict) -> StepEntry:
+    """The entry of a step graph whose passes and rendering a previous process did."""
+    from ember.compile.step_program import attach
+
+    entry = StepEntry(traced, stored["graph"])
+    entry.order = stored["order"]
+    if stored["steps"]:
+        entry.steps = stored["steps"]
+        entry.fused = None
+    if stored["rendered"] is not None:
+        attach(entry, None, stored["rendered"])
     return entry

@@ -25,7 +25,7 @@ import types
 
 from ember._mutations import bump
 from ember.autograd.grad_mode import no_grad
-from ember.compile.program_runtime import build_programs
+from ember.compile.program_runtime import link_programs, render_programs
 from ember.compile.step_fusion import write_into
 from ember.compile.step_run import fast_step
 from ember.ops.dispatch import apply
@@ -52,9 +52,12 @@ def _recomputed(n) -> bool:
     return n.op in _RECOMPUTED  # LSTM, GRU and RNN sequences alike (lowerings_rnn.py, lowerings_gru.py)
 
 
-def attach(entry, log=None) -> bool:
+def attach(entry, log=None, rendered=None) -> bool:
     """Run ``entry`` (a ``StepEntry``) as a program from now on; False if none could be built
-    (or ``EMBER_STEP_PROGRAM`` is ``0``)."""
+    (or ``EMBER_STEP_PROGRAM`` is ``0``). ``rendered``: the program's C as a previous process
+    rendered it for this graph (``step_cache.py``), linked instead of rendered again. The
+    rendering used is left in ``entry.rendered`` (None without a program)."""
+    entry.rendered = None
     if os.environ.get("EMBER_STEP_PROGRAM", "1") == "0":
         return False
     from ember.compile import step as _step
@@ -81,22 +84,32 @@ def attach(entry, log=None) -> bool:
     view.outputs = entry.graph.outputs[: len(entry.graph.outputs) - len(entry.graph.needs_node)]
     if entry.steps:  # update loops write parameters and optimizer state in place (step_fusion.py)
         entry.steps.write_into = write_into(entry.steps, view.outputs)
-    # First without the nodes that lowerings recompute (the fused loss's and layer norm's
-    # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
-    # node either. A lowering that fails there refuses the program; then all run eagerly.
-    free = {n for n in entry.reads_node if _recomputed(n)}
-    still = set()
-    for n in entry.reads_node - free:
-        still |= {v.op for v in n.params.values() if type(v).__name__ == "NodeRef"}
-    optimistic = (set(entry.reads_node) - free) | (set(entry.needs_node) & still)
-    built = None
+    views = [(view, steps)]
+
+    def build(force_eager):
+        r = render_programs(views, log, force_eager)
+        linked = None if r is None else link_programs(r, views, log, eager, pool)
+        return (r, linked) if linked is not None else (None, None)
+
     pool = getattr(entry.traced, "arena_pool", None)  # the compiled function's (api.py)
-    if optimistic != force:
-        built = build_programs([(view, steps)], log=log, force_eager=optimistic, eager=eager, arena_pool=pool)
+    built = None if rendered is None else link_programs(rendered, views, log, eager, pool)
     if built is None:
-        built = build_programs([(view, steps)], log=log, force_eager=force, eager=eager, arena_pool=pool)
+        # First without the nodes that lowerings recompute (the fused loss's and layer norm's
+        # gradients recompute what the node saved, gelu's reads x): their forward ops then need no
+        # node either. A lowering that fails there refuses the program; then all run eagerly.
+        free = {n for n in entry.reads_node if _recomputed(n)}
+        still = set()
+        for n in entry.reads_node - free:
+            still |= {v.op for v in n.params.values() if type(v).__name__ == "NodeRef"}
+        optimistic = (set(entry.reads_node) - free) | (set(entry.needs_node) & still)
+        rendered = None
+        if optimistic != force:
+            rendered, built = build(optimistic)
+        if built is None:
+            rendered, built = build(force)
     if built is None:
         return False
+    entry.rendered = rendered
     (program,), _kernels = built
     entry.program = program
     entry._program_nodes = nodes
