@@ -12,8 +12,8 @@ The key is exact, not a fingerprint of what is printed: every node's op, argumen
 (floats by value, arrays by their bytes), shapes and dtypes, the outputs, the values of constants,
 which graph inputs are the same tensor, and what the passes read besides the graph: the thread
 count the generated code was planned for, the ``EMBER_*`` switches, the BLAS integer type, the
-compiler, and the source of the ``ember`` package itself (an edited pass never reads a stale
-entry). A parameter of a type the key cannot state exactly makes the step uncacheable (it compiles
+compiler, and the ``ember`` package's files (their sizes and modification times: an edited pass
+never reads a stale entry). A parameter of a type the key cannot state exactly makes the step uncacheable (it compiles
 as before).
 
 Tensors the graph is bound to (parameters, gradients, optimizer state, constants) are never
@@ -46,6 +46,7 @@ import numpy as np
 import ember
 from ember._device import device as Device
 from ember._dtype import dtype as DType
+from ember.compile.ir import Node
 from ember.tensor import Tensor
 
 __all__ = ["Uncacheable", "enabled", "step_key", "load", "save"]
@@ -63,13 +64,17 @@ def enabled() -> bool:
 
 @functools.cache
 def _source_hash() -> str:
-    """A hash of the ``ember`` package's Python source (passes and lowerings change results)."""
-    root = Path(ember.__file__).parent
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+    """A hash of the ``ember`` package's Python files (passes and lowerings change results): their
+    names, sizes and modification times (reading them all would cost a warm compile 8 ms)."""
+    root = os.path.dirname(ember.__file__)
+    rows = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                rows.append(f"{os.path.relpath(folder, root)}/{name}\0{st.st_size}\0{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
 
 
 def _environment() -> tuple:
@@ -123,10 +128,14 @@ class _Key:
 
     def value(self, v):
         t = type(v)
-        if v is None or t in (bool, int, float, str, complex):
-            return v if t is not float else ("f", v.hex())
+        if t is Node:  # the commonest: an argument that is another node
+            return ("n", v.id)
+        if v is None or t in (bool, int, str, complex):
+            return v
+        if t is float:
+            return ("f", v.hex())  # every bit
         if t in (tuple, list):
-            return (t.__name__, *[self.value(x) for x in v])
+            return (t.__name__, *[("n", x.id) if type(x) is Node else self.value(x) for x in v])
         if t is dict:
             return ("dict", *[(k, self.value(x)) for k, x in v.items()])
         if isinstance(v, Tensor):
@@ -149,8 +158,6 @@ class _Key:
             return ("npdtype", v.str)
         if t.__name__ == "NodeRef":
             return ("ref", v.op.id, v.attr)
-        if t.__name__ == "Node":
-            return ("n", v.id)
         if t.__module__.startswith("ember.") and not t.__module__.startswith(_LIVE):
             return (t.__module__, t.__qualname__, *[(f, self.value(getattr(v, f, None))) for f in _fields(v)])
         raise Uncacheable(f"a parameter of type {t.__name__}")
