@@ -23,8 +23,10 @@ torch.set_num_threads(2)
 # The warm cache of compiled training steps (ember/compile/step_cache.py) is keyed by the graph
 # and the settings, not by code a test patches (a lowering, a tile switch): off in the suite, so a
 # test never reads what another made under its patches, nor leaves entries in the user's cache.
-# tests/test_compile_step_cache.py turns it on, over its own folder.
-os.environ["EMBER_STEP_CACHE"] = "0"
+# tests/test_compile_step_cache.py turns it on, over its own folder. EMBER_TEST_STEP_CACHE=1 leaves
+# it on, to run the compile tests through it (twice, with EMBER_STEP_CACHE_DIR: the second run loads).
+if os.environ.get("EMBER_TEST_STEP_CACHE") != "1":
+    os.environ["EMBER_STEP_CACHE"] = "0"
 
 
 @pytest.fixture(autouse=True)
