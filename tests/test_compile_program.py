@@ -267,3 +267,16 @@ def test_copy_lowers_in_programs():
     np.testing.assert_allclose(a.numpy(), a0.numpy() * 2 + 1, rtol=1e-6)
     np.testing.assert_allclose(b.numpy(), np.broadcast_to(np.exp(r0.numpy()), (3, 4)), rtol=1e-6)
     np.testing.assert_allclose(c.numpy(), np.full((2, 4), r0.numpy().sum()), rtol=1e-5)
+
+
+def test_explain_reports_the_program_arenas_plan(capsys):
+    """With ``explain``, each program reports its arena's liveness plan: the bytes it takes and
+    what its buffers would take without reuse (a chain of temporaries reuses dead buffers)."""
+    f = ember.compile(lambda x: ((x.exp() @ x).relu() @ x).tanh() @ x, options={"explain": True})
+    f(ember.randn(64, 64))
+    out = capsys.readouterr()
+    line = next(ln for ln in (out.out + out.err).splitlines() if "program:" in ln and "arena" in ln)
+    words = line.replace("(", " ").split()
+    arena = int(words[words.index("arena") + 1])
+    naive = int(words[words.index("without") - 2])
+    assert 0 < arena < naive

@@ -286,6 +286,8 @@ def render_programs(views: list, log=None, force_eager=()):
         return None
     if log:  # without the prelude of math helpers (mathf.c)
         log(f"generated source ({ckernels.library_path(src, 'compiled', cc)}):\n{src[len(prelude()) :]}")
+        for spec in specs:
+            log(str(spec))  # the liveness plan of its arena (passes/memplan.py's is for the kernels path)
     pieces = chunked.split(specs, kernels_src, None if b is None else b[0], exts) if chunks_enabled() else None
     return Rendered(kernels_src, names, src, specs, exts, pieces)
 

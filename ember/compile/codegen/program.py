@@ -88,10 +88,14 @@ def _ext_decl(name: str) -> str:
 
 @dataclass
 class ProgramSpec:
-    """What the runtime needs to run one view's program (see ``program_runtime.Program``)."""
+    """What the runtime needs to run one view's program (see ``program_runtime.Program``).
+
+    ``str(spec)`` is its one-line report: C and eager nodes, and the arena's planned bytes."""
 
     n_slots: int = 1
     arena_bytes: int = 0
+    naive_bytes: int = 0  # the arena's buffers without reuse (what the liveness plan saves)
+    n_buffers: int = 0
     inputs: list = field(default_factory=list)  # (slot, node, numpy dtype)
     consts: list = field(default_factory=list)  # (slot, array)
     outputs: list = field(default_factory=list)  # (slot, node, shape, numpy dtype) made per call
@@ -105,6 +109,12 @@ class ProgramSpec:
     eager_nodes: list = field(default_factory=list)
     seg_tables: list = field(default_factory=list)  # (segment, C table of its calls, its length): blocks.py
     templates: list = field(default_factory=list)  # (name, C definition) of every view's blocks, in table order
+
+    def __str__(self) -> str:
+        return (
+            f"program: {self.native_nodes} nodes in C, {len(self.eager_nodes)} eager; arena {self.arena_bytes} "
+            f"bytes for {self.n_buffers} buffers ({self.naive_bytes} bytes without reuse)"
+        )
 
 
 class _Ctx:
@@ -352,6 +362,8 @@ class _Builder:
         buffers += [(k, nb, s, s) for k, nb, s in self.scratches]
         buffers += [(f"sk{nid}_{key}", nb, s0, s1) for (nid, key), (nb, s0, s1) in self.keeps.items()]
         offsets, spec.arena_bytes = plan(buffers)
+        spec.n_buffers = len(buffers)
+        spec.naive_bytes = sum((nb + 63) // 64 * 64 for _k, nb, _s0, _s1 in buffers)
 
         def base(m) -> str:
             key = m.group(1)
