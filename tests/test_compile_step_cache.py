@@ -168,3 +168,14 @@ def test_a_new_process_loads_what_another_stored(tmp_path):
     first, second = child(), child()
     assert int(first[0]) == 2 and int(second[0]) == 0  # two step graphs: first step, steady state
     assert first[1:] == second[1:]
+
+
+def test_a_folder_that_cannot_be_written_only_costs_the_cache(cache, monkeypatch, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("EMBER_STEP_CACHE_DIR", str(blocked / "steps"))
+    want, _ = _train("mlp", 3, compiled=False)
+    got, _ = _train("mlp", 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    got, _ = _train("mlp", 3)  # compiled again (nothing was stored), the same again
+    np.testing.assert_allclose(got, want, rtol=1e-5)
