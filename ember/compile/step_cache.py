@@ -98,6 +98,7 @@ def _environment() -> tuple:
         None if b is None else b[0],
         group_blas.tiles_active(),  # gemm.c's register tiles or BLAS, for small GEMMs
         tuple(ckernels.compiler() or ()),
+        ckernels._cpu_id(),  # lowerings pick AVX-512 loops where the CPU has them
         tuple(switches),
     )
 
@@ -261,12 +262,16 @@ def save(key: str, tensors: list, traced, payload) -> bool:
     except Exception:  # something that cannot be stored (Uncacheable, an unpicklable object)
         return False
     path = _path(key)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".step-", delete=False) as f:
+            tmp = f.name
             f.write(buf.getvalue())
-        os.replace(f.name, path)  # atomic: a reader sees no entry or a whole one
-    except OSError:
+        os.replace(tmp, path)  # atomic: a reader sees no entry or a whole one
+    except OSError:  # a full disk, a folder we may not write: no entry, and no partial file left
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
         return False
     return True
 
