@@ -179,3 +179,15 @@ def test_a_folder_that_cannot_be_written_only_costs_the_cache(cache, monkeypatch
     np.testing.assert_allclose(got, want, rtol=1e-5)
     got, _ = _train("mlp", 3)  # compiled again (nothing was stored), the same again
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_the_least_recently_used_entries_are_evicted(cache, monkeypatch):
+    folder, runs = cache
+    monkeypatch.setattr(step_cache, "MAX_ENTRIES", 2)
+    _train("mlp", 2)  # two graphs: the first step's and the steady state's
+    kept = sorted(folder.glob("*.pkl"))
+    assert len(kept) == 2
+    _train("mlp", 2)  # hits: each touches its entry
+    _train("mlp", 1, lr_scale=0.5)  # a third graph: the oldest entry goes
+    left = sorted(folder.glob("*.pkl"))
+    assert len(left) == 2 and len(set(left) & set(kept)) == 1

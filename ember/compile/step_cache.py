@@ -19,15 +19,15 @@ as before).
 Tensors the graph is bound to (parameters, gradients, optimizer state, constants) are never
 stored: the stored graph names them by their position in the capture, and a hit binds it to this
 process's tensors. An entry that cannot be read (truncated, corrupt, another Python) is ignored
-and written again; writes are atomic. Entries live in ``steps/`` of the kernels' cache folder, or in
+and written again; writes are atomic; beyond :data:`MAX_ENTRIES` entries the least recently used
+are removed. Entries live in ``steps/`` of the kernels' cache folder, or in
 ``$EMBER_STEP_CACHE_DIR``. ``EMBER_STEP_CACHE=0`` turns the cache off; with compile
 logs on (``EMBER_LOGS=graph`` or ``options={"explain": True}``) it is not read, so every pass prints.
 
-Example:
-    >>> import ember
-    >>> from ember.compile.step_cache import enabled
-    >>> enabled()
-    True
+Example (where entries go, unless ``$EMBER_STEP_CACHE_DIR`` says otherwise):
+    >>> from ember.compile import step_cache
+    >>> step_cache.folder().name
+    'steps'
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from ember.tensor import Tensor
 __all__ = ["Uncacheable", "enabled", "step_key", "load", "save"]
 
 _VERSION = 1  # of the stored layout
+MAX_ENTRIES = 256  # beyond this many entries, storing one removes the least recently used
 
 
 class Uncacheable(Exception):
@@ -273,7 +274,24 @@ def save(key: str, tensors: list, traced, payload) -> bool:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         return False
+    _evict(path.parent)
     return True
+
+
+def _evict(where: Path) -> None:
+    """Keep at most :data:`MAX_ENTRIES` entries: the least recently used go (a hit touches its
+    entry). Another process may remove the same files at once: a missing file is no error."""
+    entries = []
+    for p in where.glob("*.pkl"):
+        try:
+            entries.append((p.stat().st_mtime_ns, p))
+        except OSError:
+            continue
+    for _t, p in sorted(entries)[: max(0, len(entries) - MAX_ENTRIES)]:
+        try:
+            p.unlink()
+        except OSError:
+            pass
 
 
 def load(key: str, tensors: list, traced):
@@ -285,10 +303,15 @@ def load(key: str, tensors: list, traced):
     except OSError:
         return None
     try:
-        return _Unpickler(io.BytesIO(data), tensors, traced).load()
+        payload = _Unpickler(io.BytesIO(data), tensors, traced).load()
     except Exception:  # truncated or corrupt (any unpickling error): compile again
         try:
             path.unlink()
         except OSError:
             pass
         return None
+    try:
+        os.utime(path)  # recently used: the last to be evicted
+    except OSError:
+        pass
+    return payload
