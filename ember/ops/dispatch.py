@@ -31,6 +31,7 @@ import numpy as np
 from ember._device import CPU
 from ember._mode import mode
 from ember.autograd.grad_mode import state as grad_state
+from ember.autograd.node import Node, tick
 from ember.tensor import TensorBase as Tensor  # the full class once ember.tensor registers it
 
 __all__ = [
@@ -71,6 +72,9 @@ _ndarray = np.ndarray
 _generic = np.generic
 _asarray = np.asarray
 _new = object.__new__
+# _NEW_NODE: a node is made as ``_new(cls)`` plus ``node.seq = tick()``, which is what ``cls()``
+# does (Node.__init__), without the class call running a Python __init__ (about 90 ns of a 1 us
+# op in grad mode). Primitive() refuses a node class with an __init__ of its own.
 
 
 def register_tensor_class(cls) -> None:
@@ -147,6 +151,8 @@ class Primitive:
         jvp=None,
         params: tuple = (),
     ):
+        if node is not None and node.__init__ is not Node.__init__:
+            raise TypeError(f"{name}: a node class may not define __init__ (apply makes nodes without calling it)")
         self.name = name
         self.node = node
         self.impls = {}
@@ -353,7 +359,8 @@ def apply2(prim: Primitive, a, b):
         ga = isinstance(a, Tensor) and a._requires_grad
         gb = isinstance(b, Tensor) and b._requires_grad
         if ga or gb:  # _record written out for two inputs
-            node = node_cls()
+            node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+            node.seq = tick()
             node.inputs = (a, b)
             node.edges = (
                 (a._node or a) if ga else (a._node if isinstance(a, Tensor) else None),
@@ -411,9 +418,10 @@ def apply_p1(prim: Primitive, x, p0):
             t._vc = vc
         if x._requires_grad and prim.node is not None:
             if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-                node = prim.node()
-                node.inputs = (x,)
-                node.edges = (x._node or x,)
+                node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+                node.seq = tick()
+                node.inputs = xs = (x,)
+                node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
                 setattr(node, name, p0)
                 t._node = node
                 t._requires_grad = True
@@ -461,9 +469,10 @@ def apply_p2(prim: Primitive, x, p0, p1):
             t._vc = vc
         if x._requires_grad and prim.node is not None:
             if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-                node = prim.node()
-                node.inputs = (x,)
-                node.edges = (x._node or x,)
+                node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+                node.seq = tick()
+                node.inputs = xs = (x,)
+                node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
                 setattr(node, names[0], p0)
                 setattr(node, names[1], p1)
                 t._node = node
@@ -484,9 +493,10 @@ def apply_p2(prim: Primitive, x, p0, p1):
     if x._requires_grad:
         node_cls = prim.node
         if node_cls is not None and grad_state.enabled:
-            node = node_cls()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+            node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             names = prim.params
             setattr(node, names[0], p0)
             setattr(node, names[1], p1)
@@ -508,9 +518,10 @@ def _plain_p(prim: Primitive, out, x, dev, p0, p1, n: int) -> Tensor:
     if x._requires_grad:
         node_cls = prim.node
         if node_cls is not None and grad_state.enabled:
-            node = node_cls()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+            node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             names = prim.params
             setattr(node, names[0], p0)
             if n == 2:
@@ -549,9 +560,10 @@ def _finish_p(prim: Primitive, out, x, params: dict, dev) -> Tensor:
         t._vc = vc
     if x._requires_grad and prim.node is not None:
         if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-            node = prim.node()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+            node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             for k, v in params.items():
                 setattr(node, k, v)
             t._node = node
@@ -625,12 +637,13 @@ def _save_out(t: Tensor, out) -> None:
 
 
 def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Tensor:
-    node = node_cls()
+    node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+    node.seq = tick()
     node.inputs = inputs
     n = len(inputs)
     if n == 1:
         x = inputs[0]  # a node is made only when an input requires grad: this one
-        node.edges = (x._node or x,)
+        node.edges = inputs if x._node is None else (x._node,)  # a leaf's edge: itself
     elif n == 2:  # edge() inline: binary arithmetic is the hottest path
         a, b = inputs
         node.edges = (
@@ -732,9 +745,10 @@ def _view_history(prim: Primitive, t: Tensor, x: Tensor, base: Tensor, inputs: t
         t._no_grad_view = True
         return t
     if attrs is None and len(inputs) == 1:  # _record written out for the usual view: one input
-        node = prim.node()
+        node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+        node.seq = tick()
         node.inputs = inputs
-        node.edges = (x._node or x,)
+        node.edges = inputs if x._node is None else (x._node,)  # a leaf's edge: itself
         for k, v in params.items():
             setattr(node, k, v)
         t._node = node

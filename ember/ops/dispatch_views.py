@@ -27,6 +27,7 @@ import numpy as np
 from ember._device import CPU
 from ember._mode import mode
 from ember.autograd.grad_mode import state as grad_state
+from ember.autograd.node import tick
 from ember.ops.dispatch import Primitive, _finish, _view_history, apply_p1, apply_p2
 
 __all__ = ["apply_reshape", "apply_index"]
@@ -60,9 +61,10 @@ def apply_reshape(prim: Primitive, x, shape: tuple):
         t._vc = vc
     if x._requires_grad:
         if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-            node = prim.node()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+            node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             node.shape = shape
             t._node = node
             t._requires_grad = True
@@ -95,9 +97,10 @@ def apply_index(prim: Primitive, x, key: tuple):
         t._vc = vc
     if x._requires_grad:
         if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-            node = prim.node()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+            node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             node.key = key
             node.basic = True
             t._node = node
