@@ -84,9 +84,9 @@ def register_tensor_class(cls) -> None:
     path's creation and isinstance checks as cheap as a module-level class."""
     global Tensor
     Tensor = cls
-    from ember.ops import dispatch_views
+    from ember.ops import dispatch_fast, dispatch_views
 
-    dispatch_views.Tensor = cls
+    dispatch_views.Tensor = dispatch_fast.Tensor = cls
 
 
 class Primitive:
