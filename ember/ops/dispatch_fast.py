@@ -35,6 +35,7 @@ __all__ = ["ARRAY_OUT", "apply_sum", "apply_values_indices", "divide_sum", "matm
 _new = object.__new__
 _ndarray = np.ndarray
 _asarray = np.asarray
+_generic = np.generic
 _add_reduce = np.add.reduce
 _F32 = np.dtype(np.float32)
 Tensor = None  # the full Tensor class: set by ember.ops.dispatch.register_tensor_class
@@ -99,9 +100,9 @@ def apply_values_indices(prim: Primitive, x, axis: int, keepdim: bool):
     if mode.handler is not None or x._device is not CPU:
         return apply_p2(prim, x, axis, keepdim)
     (v, i), attrs = prim.cpu(x, axis, keepdim)
-    if v.__class__ is not _ndarray:  # a NumPy scalar (a 1-D input): a 0-d array, as _finish_pair
+    if v.__class__ is not _ndarray and isinstance(v, _generic):  # a NumPy scalar (a 1-D input): 0-d
         v = _asarray(v)
-    if i.__class__ is not _ndarray:
+    if i.__class__ is not _ndarray and isinstance(i, _generic):
         i = _asarray(i)
     t = _new(Tensor)
     t._data = v
