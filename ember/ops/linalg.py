@@ -18,6 +18,8 @@ from ember.autograd.node import Node
 from ember.ops._base import Tensor, check_tensor
 from ember.ops.dispatch import Primitive, apply, apply2
 from ember.ops.dispatch_fast import matmul2d
+from ember.ops.elementwise import sum_to  # (Matmul.backward: not a function-level import, 1 us a call)
+from ember.ops.movement import reshape, unsqueeze
 
 __all__ = [
     "addmm",
@@ -48,9 +50,6 @@ class Matmul(Node):
     reads_inputs = "others"  # d(a@b)/da reads only b
 
     def backward(self, g):
-        from ember.ops.elementwise import sum_to
-        from ember.ops.movement import reshape, unsqueeze
-
         a, b = self.inputs
         if a._data.ndim == 1 and b._data.ndim == 1:  # dot product: g is 0-dim
             return (g * b if a._requires_grad else None), (g * a if b._requires_grad else None)
