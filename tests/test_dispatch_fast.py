@@ -179,3 +179,40 @@ def test_a_node_class_with_its_own_init_is_refused():
 
     with pytest.raises(TypeError, match="may not define __init__"):
         Primitive("odd_node_test", Odd, lambda x: x._data)
+
+
+def test_grad_mode_flag_of_every_thread_follows_each_thread():
+    """``grad_mode.ALL_ENABLED`` (what the hot paths test before the thread-local) is True exactly
+    while no thread has recording off; each thread still records by its own switch."""
+    import threading
+
+    from ember.autograd import grad_mode
+
+    x = ember.ones(2, requires_grad=True)
+    assert grad_mode.ALL_ENABLED[0]
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def other():
+        with ember.no_grad():
+            seen["other"] = (x * 2.0).grad_fn
+            inside.set()
+            release.wait(10)
+
+    th = threading.Thread(target=other)
+    th.start()
+    inside.wait(10)
+    assert not grad_mode.ALL_ENABLED[0]
+    assert (x * 2.0).grad_fn is not None and x.sum(0).grad_fn is not None  # this thread records
+    assert x.t() is not None and x.view(2, 1).grad_fn is not None
+    release.set()
+    th.join()
+    assert seen["other"] is None and grad_mode.ALL_ENABLED[0]
+    with ember.no_grad():
+        assert not grad_mode.ALL_ENABLED[0] and (x * 2.0).grad_fn is None and x.sum().grad_fn is None
+        with ember.enable_grad():
+            assert grad_mode.ALL_ENABLED[0] and (x @ x.view(2, 1)).grad_fn is not None
+        grad_mode.state.enabled = False  # a repeated write counts once
+        assert x.view(1, 2).grad_fn is None
+    assert grad_mode.ALL_ENABLED[0] and grad_mode._off[0] == 0
+    x.sum().backward()  # the engine switches recording off and back
+    assert grad_mode.ALL_ENABLED[0] and x.grad.tolist() == [1.0, 1.0]
