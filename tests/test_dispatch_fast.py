@@ -181,38 +181,47 @@ def test_a_node_class_with_its_own_init_is_refused():
         Primitive("odd_node_test", Odd, lambda x: x._data)
 
 
-def test_grad_mode_flag_of_every_thread_follows_each_thread():
-    """``grad_mode.ALL_ENABLED`` (what the hot paths test before the thread-local) is True exactly
-    while no thread has recording off; each thread still records by its own switch."""
+def test_grad_mode_set_of_threads_with_recording_off_follows_each_thread():
+    """``grad_mode.OFF_THREADS`` (what the hot paths test before the thread-local) holds exactly the
+    threads with recording off; each thread still records by its own switch."""
     import threading
 
     from ember.autograd import grad_mode
 
+    off = grad_mode.OFF_THREADS
+    me = threading.get_ident()
     x = ember.ones(2, requires_grad=True)
-    assert grad_mode.ALL_ENABLED[0]
+    assert me not in off
     inside, release, seen = threading.Event(), threading.Event(), {}
 
     def other():
         with ember.no_grad():
             seen["other"] = (x * 2.0).grad_fn
+            seen["id"] = threading.get_ident()
             inside.set()
             release.wait(10)
 
     th = threading.Thread(target=other)
     th.start()
     inside.wait(10)
-    assert not grad_mode.ALL_ENABLED[0]
+    assert seen["id"] in off and me not in off
     assert (x * 2.0).grad_fn is not None and x.sum(0).grad_fn is not None  # this thread records
-    assert x.t() is not None and x.view(2, 1).grad_fn is not None
+    assert x.t().grad_fn is not None and x.view(2, 1).grad_fn is not None
     release.set()
     th.join()
-    assert seen["other"] is None and grad_mode.ALL_ENABLED[0]
+    assert seen["other"] is None and seen["id"] not in off
     with ember.no_grad():
-        assert not grad_mode.ALL_ENABLED[0] and (x * 2.0).grad_fn is None and x.sum().grad_fn is None
+        assert me in off and (x * 2.0).grad_fn is None and x.sum().grad_fn is None and x.t().grad_fn is None
         with ember.enable_grad():
-            assert grad_mode.ALL_ENABLED[0] and (x @ x.view(2, 1)).grad_fn is not None
-        grad_mode.state.enabled = False  # a repeated write counts once
-        assert x.view(1, 2).grad_fn is None
-    assert grad_mode.ALL_ENABLED[0] and grad_mode._off[0] == 0
+            assert me not in off and (x @ x.view(2, 1)).grad_fn is not None
+        grad_mode.state.enabled = False  # a repeated write changes nothing
+        assert me in off and x.view(1, 2).grad_fn is None
+    assert me not in off
     x.sum().backward()  # the engine switches recording off and back
-    assert grad_mode.ALL_ENABLED[0] and x.grad.tolist() == [1.0, 1.0]
+    assert me not in off and x.grad.tolist() == [1.0, 1.0]
+    grad_mode.state.enabled = None  # a falsy value switches off, as the thread-local reads it
+    try:
+        assert me in off and (x * 2.0).grad_fn is None
+    finally:
+        grad_mode.state.enabled = True
+    assert me not in off

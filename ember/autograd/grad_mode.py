@@ -15,24 +15,23 @@ __all__ = ["state", "is_grad_enabled", "no_grad", "enable_grad", "set_grad_enabl
 
 
 # Every op in grad mode reads ``state.enabled``: a thread-local read, about 50 ns of a 1 us op.
-# ``ALL_ENABLED[0]`` is True while no thread has recording off, so the hot paths (ember.ops.dispatch)
-# test ``ALL_ENABLED[0] or state.enabled`` and read the thread-local only when some thread has
-# turned recording off. Every write of ``state.enabled`` keeps the count of such threads, under a
-# lock (a write that switches costs about 0.3 us, paid by no_grad blocks and each backward, not by
-# every op). A thread that ends with recording off leaves the flag False: the test is then as before.
-ALL_ENABLED = [True]
-_off = [0]  # threads whose state.enabled is false
-_lock = threading.Lock()
+# ``OFF_THREADS`` holds the id of every thread that has recording off, so the hot paths
+# (ember.ops.dispatch) test ``not OFF_THREADS or state.enabled`` and read the thread-local only when
+# some thread has it off. A write that switches ``state.enabled`` adds or discards the thread's id
+# (one atomic set operation: no lock), paid by no_grad blocks and each backward, not by every op.
+# A thread that ends with recording off leaves its id behind: the test is then as before.
+OFF_THREADS: set = set()
 
 
 class _State(threading.local):
     enabled = True  # ops record the graph
 
     def __setattr__(self, name, value, _set=threading.local.__setattr__):
-        if name == "enabled" and bool(value) is not bool(self.enabled):  # this thread switches: count it
-            with _lock:
-                _off[0] += -1 if value else 1
-                ALL_ENABLED[0] = not _off[0]
+        if name == "enabled" and bool(value) is not bool(self.enabled):  # this thread switches
+            if value:
+                OFF_THREADS.discard(threading.get_ident())
+            else:
+                OFF_THREADS.add(threading.get_ident())
         _set(self, name, value)
 
 

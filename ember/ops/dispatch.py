@@ -30,7 +30,7 @@ import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode
-from ember.autograd.grad_mode import ALL_ENABLED as _ALL_ON  # see grad_mode.ALL_ENABLED
+from ember.autograd.grad_mode import OFF_THREADS as _OFF  # see grad_mode.OFF_THREADS
 from ember.autograd.grad_mode import state as grad_state
 from ember.autograd.node import Node, tick
 from ember.tensor import TensorBase as Tensor  # the full class once ember.tensor registers it
@@ -289,7 +289,7 @@ def apply(prim: Primitive, *inputs, **params):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and (_ALL_ON[0] or grad_state.enabled):
+    if node_cls is not None and (not _OFF or grad_state.enabled):
         for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
                 _record(node_cls, t, inputs, params)
@@ -328,7 +328,7 @@ def apply1(prim: Primitive, x):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and (_ALL_ON[0] or grad_state.enabled) and x._requires_grad:
+    if node_cls is not None and (not _OFF or grad_state.enabled) and x._requires_grad:
         _record(node_cls, t, (x,), None)
         if prim.save_out:
             _save_out(t, out)
@@ -356,7 +356,7 @@ def apply2(prim: Primitive, a, b):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and (_ALL_ON[0] or grad_state.enabled):
+    if node_cls is not None and (not _OFF or grad_state.enabled):
         ga = isinstance(a, Tensor) and a._requires_grad
         gb = isinstance(b, Tensor) and b._requires_grad
         if ga or gb:  # _record written out for two inputs
@@ -418,7 +418,7 @@ def apply_p1(prim: Primitive, x, p0):
         if vc is not None:
             t._vc = vc
         if x._requires_grad and prim.node is not None:
-            if base._node is None and (_ALL_ON[0] or grad_state.enabled):  # a view of a leaf: _view_history's node
+            if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
                 node = _new(prim.node)  # = prim.node(): see _NEW_NODE
                 node.seq = tick()
                 node.inputs = xs = (x,)
@@ -469,7 +469,7 @@ def apply_p2(prim: Primitive, x, p0, p1):
         if vc is not None:
             t._vc = vc
         if x._requires_grad and prim.node is not None:
-            if base._node is None and (_ALL_ON[0] or grad_state.enabled):  # a view of a leaf: _view_history's node
+            if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
                 node = _new(prim.node)  # = prim.node(): see _NEW_NODE
                 node.seq = tick()
                 node.inputs = xs = (x,)
@@ -493,7 +493,7 @@ def apply_p2(prim: Primitive, x, p0, p1):
         t._device = dev
     if x._requires_grad:
         node_cls = prim.node
-        if node_cls is not None and (_ALL_ON[0] or grad_state.enabled):
+        if node_cls is not None and (not _OFF or grad_state.enabled):
             node = _new(node_cls)  # = node_cls(): see _NEW_NODE
             node.seq = tick()
             node.inputs = xs = (x,)
@@ -518,7 +518,7 @@ def _plain_p(prim: Primitive, out, x, dev, p0, p1, n: int) -> Tensor:
         t._device = dev
     if x._requires_grad:
         node_cls = prim.node
-        if node_cls is not None and (_ALL_ON[0] or grad_state.enabled):
+        if node_cls is not None and (not _OFF or grad_state.enabled):
             node = _new(node_cls)  # = node_cls(): see _NEW_NODE
             node.seq = tick()
             node.inputs = xs = (x,)
@@ -560,7 +560,7 @@ def _finish_p(prim: Primitive, out, x, params: dict, dev) -> Tensor:
     if vc is not None:
         t._vc = vc
     if x._requires_grad and prim.node is not None:
-        if base._node is None and (_ALL_ON[0] or grad_state.enabled):  # a view of a leaf: _view_history's node
+        if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
             node = _new(prim.node)  # = prim.node(): see _NEW_NODE
             node.seq = tick()
             node.inputs = xs = (x,)
@@ -590,7 +590,7 @@ def _finish_pair(prim: Primitive, out, x, params: dict, dev):
     if a1 is not None:
         a1 = _plain(a1, dev)
     node_cls = prim.node
-    if node_cls is not None and x._requires_grad and (_ALL_ON[0] or grad_state.enabled):
+    if node_cls is not None and x._requires_grad and (not _OFF or grad_state.enabled):
         _record(node_cls, t, (x,), params, attrs)
         if prim.save_out:
             _save_out(t, a0)
@@ -617,7 +617,7 @@ def run(prim: Primitive, inputs: tuple, params: dict):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and (_ALL_ON[0] or grad_state.enabled):
+    if node_cls is not None and (not _OFF or grad_state.enabled):
         for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
                 _record(node_cls, t, inputs, params)
@@ -703,7 +703,7 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is None or not (_ALL_ON[0] or grad_state.enabled):
+    if node_cls is None or not (not _OFF or grad_state.enabled):
         return t
     for x in inputs:
         if isinstance(x, Tensor) and x._requires_grad:
@@ -739,7 +739,7 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
 
 def _view_history(prim: Primitive, t: Tensor, x: Tensor, base: Tensor, inputs: tuple, params: dict, attrs):
     """The autograd part of a view ``t`` of ``x`` (which requires grad); ``base`` is t's base."""
-    if not (_ALL_ON[0] or grad_state.enabled):
+    if not (not _OFF or grad_state.enabled):
         # As in PyTorch: a view made under no_grad of a tensor that requires grad requires grad
         # too (as a leaf), and may not be modified in place once grad mode is back on.
         t._requires_grad = True

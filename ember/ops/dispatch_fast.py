@@ -26,7 +26,7 @@ import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode
-from ember.autograd.grad_mode import ALL_ENABLED as _ALL_ON  # see grad_mode.ALL_ENABLED
+from ember.autograd.grad_mode import OFF_THREADS as _OFF  # see grad_mode.OFF_THREADS
 from ember.autograd.grad_mode import state as grad_state
 from ember.autograd.node import tick
 from ember.ops.dispatch import Primitive, apply2, apply_p2
@@ -63,7 +63,7 @@ def matmul2d(prim: Primitive, a, b):
     t = _new(Tensor)
     t._data = a._data.dot(b._data)
     ga = a._requires_grad
-    if (ga or b._requires_grad) and (_ALL_ON[0] or grad_state.enabled):  # apply2's node
+    if (ga or b._requires_grad) and (not _OFF or grad_state.enabled):  # apply2's node
         node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
         node.seq = tick()
         node.inputs = (a, b)
@@ -82,7 +82,7 @@ def apply_sum(prim: Primitive, x, axes: tuple, keepdim: bool):
         return apply_p2(prim, x, axes, keepdim)
     t = _new(Tensor)
     t._data = _add_reduce(x._data, axes, None, out=..., keepdims=keepdim)
-    if x._requires_grad and (_ALL_ON[0] or grad_state.enabled):  # apply_p2's node
+    if x._requires_grad and (not _OFF or grad_state.enabled):  # apply_p2's node
         node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
         node.seq = tick()
         node.inputs = xs = (x,)
@@ -109,7 +109,7 @@ def apply_values_indices(prim: Primitive, x, axis: int, keepdim: bool):
     t._data = v
     ti = _new(Tensor)
     ti._data = i
-    if x._requires_grad and (_ALL_ON[0] or grad_state.enabled):  # _finish_pair's node
+    if x._requires_grad and (not _OFF or grad_state.enabled):  # _finish_pair's node
         node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
         node.seq = tick()
         node.inputs = xs = (x,)
@@ -137,7 +137,7 @@ def divide_sum(prim: Primitive, s, n: int):
     out[()] = sd.item() / n
     t = _new(Tensor)
     t._data = out
-    if s._requires_grad and (_ALL_ON[0] or grad_state.enabled):  # apply2's node: s has one (a sum in grad mode)
+    if s._requires_grad and (not _OFF or grad_state.enabled):  # apply2's node: s has one (a sum in grad mode)
         node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
         node.seq = tick()
         node.inputs = (s, n)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode
-from ember.autograd.grad_mode import ALL_ENABLED as _ALL_ON  # see grad_mode.ALL_ENABLED
+from ember.autograd.grad_mode import OFF_THREADS as _OFF  # see grad_mode.OFF_THREADS
 from ember.autograd.grad_mode import state as grad_state
 from ember.autograd.node import tick
 from ember.ops.dispatch import Primitive, _finish, _view_history, apply_p1, apply_p2
@@ -62,7 +62,7 @@ def apply_reshape(prim: Primitive, x, shape: tuple):
     if vc is not None:
         t._vc = vc
     if x._requires_grad:
-        if base._node is None and (_ALL_ON[0] or grad_state.enabled):  # a view of a leaf: _view_history's node
+        if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
             node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
             node.seq = tick()
             node.inputs = xs = (x,)
@@ -91,7 +91,7 @@ def apply_permute(prim: Primitive, x, dims: tuple):
     if vc is not None:
         t._vc = vc
     if x._requires_grad:
-        if base._node is None and (_ALL_ON[0] or grad_state.enabled):  # a view of a leaf: _view_history's node
+        if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
             node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
             node.seq = tick()
             node.inputs = xs = (x,)
@@ -127,7 +127,7 @@ def apply_index(prim: Primitive, x, key: tuple):
     if vc is not None:
         t._vc = vc
     if x._requires_grad:
-        if base._node is None and (_ALL_ON[0] or grad_state.enabled):  # a view of a leaf: _view_history's node
+        if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
             node = _new(prim.node)  # = prim.node(): see dispatch._NEW_NODE
             node.seq = tick()
             node.inputs = xs = (x,)
