@@ -1,5 +1,5 @@
-"""The eager CPU fast forms (``ember/ops/dispatch_fast.py``, ``dispatch_views.apply_permute``) and
-the node creation of ``apply`` give what the general path gives.
+"""The eager CPU fast forms (``ember/ops/dispatch_fast.py``, ``dispatch_views.apply_permute``,
+relu's CPU implementation) and the node creation of ``apply`` give what the general path gives.
 
 Each case runs an op twice: eagerly (the fast form) and under a pass-through mode handler, which
 sends every primitive through ``dispatch.run`` (the general path). Values must agree bit for
@@ -76,6 +76,8 @@ CASES = {
     "t() of a non-leaf": lambda x, y: (x * 2.0).t(),
     "view then t()": lambda x, y: x.view(4, 4).t(),
     "3-D transpose": lambda x, y: x.view(2, 2, 4).transpose(0, 2),
+    "relu()": lambda x, y: x.relu(),
+    "relu() of -0.0 and nan": lambda x, y: (x * ember.tensor([-0.0, float("nan"), 1.0, -1.0])).relu(),
 }
 
 
@@ -225,3 +227,19 @@ def test_grad_mode_set_of_threads_with_recording_off_follows_each_thread():
     finally:
         grad_mode.state.enabled = True
     assert me not in off
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.int64])
+def test_relu_cpu_implementation_matches_the_unary_one(dtype):
+    from ember.ops.elementwise import _relu_cpu, _relu_impl
+
+    vals = [-2.0, -0.0, 0.0, 3.0] + ([float("nan"), float("inf"), -float("inf")] if np.dtype(dtype).kind == "f" else [])
+    x = ember.tensor(np.array(vals).astype(dtype))
+    for _ in range(2):  # the first call of a dtype may fill the cache of zeros
+        got, want = _relu_cpu(x), _relu_impl(x)
+        _same_array(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    with pytest.raises(RuntimeError, match="Boolean inputs not supported for relu"):
+        _relu_cpu(ember.tensor([True, False]))
+    with pytest.raises(TypeError, match="must be Tensor"):
+        ember.relu([1.0])
