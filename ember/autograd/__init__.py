@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import ember
 from ember._device import CPU
 from ember._mode import mode as _mode
 from ember._mutations import bump as _bump
@@ -56,9 +57,9 @@ def _as_tuple(x):
 
 
 def _root_grads(outputs, grad_outputs, create_graph: bool):
-    from ember.ops.creation import ones_like
-    from ember.tensor import Tensor, _wrap
-
+    # ember.ops imports this package: its modules are read at call time, as attributes (two
+    # function-level imports would cost 1 us per backward call).
+    ops = ember.ops
     grads = []
     for i, out in enumerate(outputs):
         g = grad_outputs[i] if grad_outputs is not None else None
@@ -71,8 +72,8 @@ def _root_grads(outputs, grad_outputs, create_graph: bool):
             # The seed gradient: np.ones directly on CPU (ones_like's argument handling costs
             # more than the rest of a small backward's first step).
             eager_cpu = out._device is CPU and _mode.handler is None  # modes see ones_like as an op
-            g = _wrap(np.ones(d.shape, d.dtype)) if eager_cpu else ones_like(out)
-        elif not isinstance(g, Tensor):
+            g = ops._base._wrap(np.ones(d.shape, d.dtype)) if eager_cpu else ops.creation.ones_like(out)
+        elif not isinstance(g, ops._base.Tensor):
             raise TypeError(f"grad_outputs[{i}] must be a Tensor or None, not {type(g).__name__}")
         elif g._data.shape != out._data.shape:
             raise RuntimeError(
@@ -85,8 +86,7 @@ def _root_grads(outputs, grad_outputs, create_graph: bool):
 
 
 def _check_roots(outputs) -> list:
-    from ember.ops.dispatch import edge
-
+    edge = ember.ops.dispatch.edge  # (read as in _root_grads)
     roots = []
     for i, out in enumerate(outputs):
         if not out._requires_grad:

@@ -14,8 +14,25 @@ import threading
 __all__ = ["state", "is_grad_enabled", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode"]
 
 
+# Every op in grad mode reads ``state.enabled``: a thread-local read, about 50 ns of a 1 us op.
+# ``OFF_THREADS`` holds the id of every thread that has recording off, so the hot paths
+# (ember.ops.dispatch) test ``not OFF_THREADS or state.enabled`` and read the thread-local only when
+# some thread has it off. A write that switches ``state.enabled`` adds or discards the thread's id
+# (one atomic set operation: no lock), paid by no_grad blocks and each backward, not by every op.
+# A thread that ends with recording off leaves its id behind: the test is then as before.
+OFF_THREADS: set = set()
+
+
 class _State(threading.local):
     enabled = True  # ops record the graph
+
+    def __setattr__(self, name, value, _set=threading.local.__setattr__):
+        if name == "enabled" and bool(value) is not bool(self.enabled):  # this thread switches
+            if value:
+                OFF_THREADS.discard(threading.get_ident())
+            else:
+                OFF_THREADS.add(threading.get_ident())
+        _set(self, name, value)
 
 
 state = _State()

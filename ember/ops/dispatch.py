@@ -30,7 +30,9 @@ import numpy as np
 
 from ember._device import CPU
 from ember._mode import mode
+from ember.autograd.grad_mode import OFF_THREADS as _OFF  # see grad_mode.OFF_THREADS
 from ember.autograd.grad_mode import state as grad_state
+from ember.autograd.node import Node, tick
 from ember.tensor import TensorBase as Tensor  # the full class once ember.tensor registers it
 
 __all__ = [
@@ -71,6 +73,9 @@ _ndarray = np.ndarray
 _generic = np.generic
 _asarray = np.asarray
 _new = object.__new__
+# _NEW_NODE: a node is made as ``_new(cls)`` plus ``node.seq = tick()``, which is what ``cls()``
+# does (Node.__init__), without the class call running a Python __init__ (about 90 ns of a 1 us
+# op in grad mode). Primitive() refuses a node class with an __init__ of its own.
 
 
 def register_tensor_class(cls) -> None:
@@ -80,9 +85,9 @@ def register_tensor_class(cls) -> None:
     path's creation and isinstance checks as cheap as a module-level class."""
     global Tensor
     Tensor = cls
-    from ember.ops import dispatch_views
+    from ember.ops import dispatch_fast, dispatch_views
 
-    dispatch_views.Tensor = cls
+    dispatch_views.Tensor = dispatch_fast.Tensor = cls
 
 
 class Primitive:
@@ -147,6 +152,8 @@ class Primitive:
         jvp=None,
         params: tuple = (),
     ):
+        if node is not None and node.__init__ is not Node.__init__:
+            raise TypeError(f"{name}: a node class may not define __init__ (apply makes nodes without calling it)")
         self.name = name
         self.node = node
         self.impls = {}
@@ -282,7 +289,7 @@ def apply(prim: Primitive, *inputs, **params):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and grad_state.enabled:
+    if node_cls is not None and (not _OFF or grad_state.enabled):
         for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
                 _record(node_cls, t, inputs, params)
@@ -321,7 +328,7 @@ def apply1(prim: Primitive, x):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and grad_state.enabled and x._requires_grad:
+    if node_cls is not None and (not _OFF or grad_state.enabled) and x._requires_grad:
         _record(node_cls, t, (x,), None)
         if prim.save_out:
             _save_out(t, out)
@@ -349,11 +356,12 @@ def apply2(prim: Primitive, a, b):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and grad_state.enabled:
+    if node_cls is not None and (not _OFF or grad_state.enabled):
         ga = isinstance(a, Tensor) and a._requires_grad
         gb = isinstance(b, Tensor) and b._requires_grad
         if ga or gb:  # _record written out for two inputs
-            node = node_cls()
+            node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+            node.seq = tick()
             node.inputs = (a, b)
             node.edges = (
                 (a._node or a) if ga else (a._node if isinstance(a, Tensor) else None),
@@ -410,10 +418,11 @@ def apply_p1(prim: Primitive, x, p0):
         if vc is not None:
             t._vc = vc
         if x._requires_grad and prim.node is not None:
-            if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-                node = prim.node()
-                node.inputs = (x,)
-                node.edges = (x._node or x,)
+            if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
+                node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+                node.seq = tick()
+                node.inputs = xs = (x,)
+                node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
                 setattr(node, name, p0)
                 t._node = node
                 t._requires_grad = True
@@ -460,10 +469,11 @@ def apply_p2(prim: Primitive, x, p0, p1):
         if vc is not None:
             t._vc = vc
         if x._requires_grad and prim.node is not None:
-            if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-                node = prim.node()
-                node.inputs = (x,)
-                node.edges = (x._node or x,)
+            if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
+                node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+                node.seq = tick()
+                node.inputs = xs = (x,)
+                node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
                 setattr(node, names[0], p0)
                 setattr(node, names[1], p1)
                 t._node = node
@@ -483,10 +493,11 @@ def apply_p2(prim: Primitive, x, p0, p1):
         t._device = dev
     if x._requires_grad:
         node_cls = prim.node
-        if node_cls is not None and grad_state.enabled:
-            node = node_cls()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+        if node_cls is not None and (not _OFF or grad_state.enabled):
+            node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             names = prim.params
             setattr(node, names[0], p0)
             setattr(node, names[1], p1)
@@ -507,10 +518,11 @@ def _plain_p(prim: Primitive, out, x, dev, p0, p1, n: int) -> Tensor:
         t._device = dev
     if x._requires_grad:
         node_cls = prim.node
-        if node_cls is not None and grad_state.enabled:
-            node = node_cls()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+        if node_cls is not None and (not _OFF or grad_state.enabled):
+            node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             names = prim.params
             setattr(node, names[0], p0)
             if n == 2:
@@ -548,10 +560,11 @@ def _finish_p(prim: Primitive, out, x, params: dict, dev) -> Tensor:
     if vc is not None:
         t._vc = vc
     if x._requires_grad and prim.node is not None:
-        if base._node is None and grad_state.enabled:  # a view of a leaf: _view_history's node
-            node = prim.node()
-            node.inputs = (x,)
-            node.edges = (x._node or x,)
+        if base._node is None and (not _OFF or grad_state.enabled):  # a view of a leaf: _view_history's node
+            node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+            node.seq = tick()
+            node.inputs = xs = (x,)
+            node.edges = xs if x._node is None else (x._node,)  # a leaf's edge: itself
             for k, v in params.items():
                 setattr(node, k, v)
             t._node = node
@@ -577,7 +590,7 @@ def _finish_pair(prim: Primitive, out, x, params: dict, dev):
     if a1 is not None:
         a1 = _plain(a1, dev)
     node_cls = prim.node
-    if node_cls is not None and x._requires_grad and grad_state.enabled:
+    if node_cls is not None and x._requires_grad and (not _OFF or grad_state.enabled):
         _record(node_cls, t, (x,), params, attrs)
         if prim.save_out:
             _save_out(t, a0)
@@ -604,7 +617,7 @@ def run(prim: Primitive, inputs: tuple, params: dict):
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is not None and grad_state.enabled:
+    if node_cls is not None and (not _OFF or grad_state.enabled):
         for x in inputs:
             if isinstance(x, Tensor) and x._requires_grad:
                 _record(node_cls, t, inputs, params)
@@ -625,12 +638,13 @@ def _save_out(t: Tensor, out) -> None:
 
 
 def _record(node_cls, t: Tensor, inputs: tuple, params: dict, attrs=None) -> Tensor:
-    node = node_cls()
+    node = _new(node_cls)  # = node_cls(): see _NEW_NODE
+    node.seq = tick()
     node.inputs = inputs
     n = len(inputs)
     if n == 1:
         x = inputs[0]  # a node is made only when an input requires grad: this one
-        node.edges = (x._node or x,)
+        node.edges = inputs if x._node is None else (x._node,)  # a leaf's edge: itself
     elif n == 2:  # edge() inline: binary arithmetic is the hottest path
         a, b = inputs
         node.edges = (
@@ -689,7 +703,7 @@ def _finish(prim: Primitive, out, inputs: tuple, params: dict, dev) -> Tensor:
     if dev is not CPU:
         t._device = dev
     node_cls = prim.node
-    if node_cls is None or not grad_state.enabled:
+    if node_cls is None or not (not _OFF or grad_state.enabled):
         return t
     for x in inputs:
         if isinstance(x, Tensor) and x._requires_grad:
@@ -725,16 +739,17 @@ def _wrap_view(prim: Primitive, out, x: Tensor, inputs: tuple, params: dict, att
 
 def _view_history(prim: Primitive, t: Tensor, x: Tensor, base: Tensor, inputs: tuple, params: dict, attrs):
     """The autograd part of a view ``t`` of ``x`` (which requires grad); ``base`` is t's base."""
-    if not grad_state.enabled:
+    if not (not _OFF or grad_state.enabled):
         # As in PyTorch: a view made under no_grad of a tensor that requires grad requires grad
         # too (as a leaf), and may not be modified in place once grad mode is back on.
         t._requires_grad = True
         t._no_grad_view = True
         return t
     if attrs is None and len(inputs) == 1:  # _record written out for the usual view: one input
-        node = prim.node()
+        node = _new(prim.node)  # = prim.node(): see _NEW_NODE
+        node.seq = tick()
         node.inputs = inputs
-        node.edges = (x._node or x,)
+        node.edges = inputs if x._node is None else (x._node,)  # a leaf's edge: itself
         for k, v in params.items():
             setattr(node, k, v)
         t._node = node

@@ -1030,6 +1030,24 @@ atanh = _make_unary("atanh", Atanh, np.arctanh)
 arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
 erf = _make_unary("erf", Erf, _erf_array)
 relu = _make_unary("relu", Relu, _relu_array, keep_int=True, save_out=True, doc="``max(input, 0)`` elementwise.")
+_RELU = REGISTRY["relu"]
+_relu_impl = _RELU.cpu
+_maximum = np.maximum
+
+
+def _relu_cpu(x):
+    """The relu implementation on CPU in one call (not the unary wrapper's two): ``np.maximum``
+    with the dtype's cached zero, as :func:`_relu_array`; anything else (not a tensor, bool,
+    a dtype's first call) goes through the general implementation."""
+    try:
+        d = x._data
+        zero = _ZEROS[d.dtype]
+    except (AttributeError, KeyError):
+        return _relu_impl(x)
+    return _maximum(d, zero) if d.__class__ is np.ndarray else _relu_impl(x)
+
+
+_RELU.register("cpu", _relu_cpu)
 abs = _make_unary("abs", Abs, np.abs, keep_int=True, no_bool=True, doc="Elementwise absolute value.")
 absolute = abs
 

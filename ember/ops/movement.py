@@ -16,8 +16,8 @@ from ember import _dtype, backends
 from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import CPU, Tensor, _wrap_dim, check_tensor, wrap_dims
-from ember.ops.dispatch import Primitive, apply, apply_p1
-from ember.ops.dispatch_views import apply_reshape
+from ember.ops.dispatch import Primitive, apply
+from ember.ops.dispatch_views import apply_permute, apply_reshape
 
 __all__ = [
     "adjoint",
@@ -305,7 +305,7 @@ def permute(input, *dims) -> Tensor:
     dims = tuple(_wrap_dim(p, d.ndim, "permute") for p in dims)
     if len(set(dims)) != len(dims):
         raise RuntimeError("permute(): duplicate dims are not allowed.")
-    return apply(_PERMUTE, input, dims=dims)
+    return apply_permute(_PERMUTE, input, dims)
 
 
 _PERMUTE = Primitive("permute", Permute, lambda x, dims: x._data.transpose(dims), view=True, params=("dims",))
@@ -315,13 +315,13 @@ def transpose(input, dim0: int, dim1: int) -> Tensor:
     """Swap two dims (a view)."""
     n = input._data.ndim
     if n == 2 and dim0.__class__ is int and dim1.__class__ is int and -2 <= dim0 < 2 and -2 <= dim1 < 2:
-        return apply_p1(_PERMUTE, input, _T2 if (dim0 - dim1) % 2 else _T1)  # a matrix: no helpers
+        return apply_permute(_PERMUTE, input, _T2 if (dim0 - dim1) % 2 else _T1)  # a matrix: no helpers
     if n == 0:
         return apply(_RESHAPE, input, shape=())
     a, b = _wrap_dim(dim0, n, "transpose"), _wrap_dim(dim1, n, "transpose")
     dims = list(range(n))
     dims[a], dims[b] = dims[b], dims[a]
-    return apply_p1(_PERMUTE, input, tuple(dims))  # valid by construction: no permute() checks
+    return apply_permute(_PERMUTE, input, tuple(dims))  # valid by construction: no permute() checks
 
 
 _T2 = (1, 0)
@@ -335,7 +335,7 @@ def t(input) -> Tensor:
     """Transpose a matrix (tensors of at most 2 dims)."""
     n = input._data.ndim
     if n == 2:
-        return apply_p1(_PERMUTE, input, _T2)
+        return apply_permute(_PERMUTE, input, _T2)
     if n > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {n}D")
     return apply(_RESHAPE, input, shape=input._data.shape)

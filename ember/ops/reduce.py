@@ -19,7 +19,12 @@ from ember.amp.policy import autocast_args
 from ember.autograd.node import Node
 from ember.ops._base import Tensor, _wrap_dim, check_tensor, grad_state, wrap_dims
 from ember.ops.dispatch import Primitive, apply, apply2, apply_p1, apply_p2, composite, mode
+from ember.ops.dispatch_fast import ARRAY_OUT as _ARRAY_OUT
+from ember.ops.dispatch_fast import apply_sum, apply_values_indices, divide_sum
 from ember.ops.elementwise import _DIV
+from ember.ops.movement import _EXPAND
+from ember.ops.movement import expand as _expand  # (a function-level import costs 0.5 us per backward)
+from ember.ops.movement import reshape as _reshape
 
 __all__ = [
     "all",
@@ -57,16 +62,14 @@ values_indices = namedtuple("values_indices", ["values", "indices"])
 
 def _expand_back(g: Tensor, shape: tuple, axes: tuple, keepdim: bool) -> Tensor:
     """Broadcast a reduced gradient back to ``shape`` (re-inserting reduced axes)."""
-    from ember.ops.movement import _EXPAND, expand, reshape
-
     if not g._data.ndim and shape:  # a 0-d g (a full sum's gradient): what expand() dispatches, unchecked
         return apply_p1(_EXPAND, g, shape)
     if not keepdim and axes and g._data.ndim:  # a 0-d g expands to any shape as it is
         kept = list(shape)
         for a in axes:
             kept[a] = 1
-        g = reshape(g, tuple(kept))
-    return expand(g, shape)
+        g = _reshape(g, tuple(kept))
+    return _expand(g, shape)
 
 
 def _axes(dim, ndim: int, op: str) -> tuple:
@@ -118,11 +121,15 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     if not isinstance(input, Tensor):
         check_tensor(input, "sum")
     d = input._data
-    if dim is None and dtype is None:  # the most common call, x.sum(): no helper calls
+    if dtype is None:  # the most common calls, x.sum() and x.sum(1) of a float tensor: no helper calls
         dt = d.dtype
-        n = d.ndim
-        if (dt is _F32 or dt is _F64) and n < 33:
-            return apply_p2(_SUM, input, _ALL_AXES[n], keepdim)
+        if dt is _F32 or dt is _F64:
+            n = d.ndim
+            if dim is None:
+                if n < 33:
+                    return apply_sum(_SUM, input, _ALL_AXES[n], keepdim)
+            elif dim.__class__ is int and -n <= dim < n:
+                return apply_sum(_SUM, input, (dim % n,), keepdim)
     axes = _reduce_axes(dim, d.ndim, "sum")
     if dtype is not None:
         npd = _dtype.to_dtype(dtype).np
@@ -156,15 +163,6 @@ def _sum_cpu(x, axes, keepdim, dtype=None, out_dtype=None):
     return out if out_dtype is None else _round_low(out, out_dtype)
 
 
-def _array_out() -> bool:
-    """Whether this NumPy's ufuncs take ``out=...`` (return arrays, never scalars: NumPy >= 2.1)."""
-    try:
-        return np.add.reduce(np.zeros(2), None, out=...).__class__ is np.ndarray
-    except TypeError:
-        return False
-
-
-_ARRAY_OUT = _array_out()
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _SUM = Primitive("sum", Sum, _sum_impl, cpu=_sum_cpu, params=("axes", "keepdim"))
 
@@ -191,8 +189,8 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
         dt = d.dtype
         n = d.size
         if (dt is _F32 or dt is _F64) and n and d.ndim < 33:
-            s = apply_p2(_SUM, input, _ALL_AXES[d.ndim], keepdim)
-            return _divide_sum(s, n) if s._node is None else apply2(_DIV, s, n)
+            s = apply_sum(_SUM, input, _ALL_AXES[d.ndim], keepdim)
+            return _divide_sum(s, n) if s._node is None else divide_sum(_DIV, s, n)
     return _mean(input, dim, keepdim, dtype=dtype)
 
 
@@ -606,7 +604,7 @@ def max(input, dim=None, keepdim: bool = False, *, other=None):
     if dim.__class__ is int and other is None and isinstance(input, Tensor):  # the common call: no helpers
         shape = input._data.shape
         if 0 <= dim < len(shape) and shape[dim]:
-            return _tuple_new(values_indices, apply_p2(_MAX_DIM, input, dim, keepdim))
+            return _tuple_new(values_indices, apply_values_indices(_MAX_DIM, input, dim, keepdim))
     return _max_min(input, dim, keepdim, other, "max")
 
 
@@ -614,7 +612,7 @@ def min(input, dim=None, keepdim: bool = False, *, other=None):
     if dim.__class__ is int and other is None and isinstance(input, Tensor):
         shape = input._data.shape
         if 0 <= dim < len(shape) and shape[dim]:
-            return _tuple_new(values_indices, apply_p2(_MIN_DIM, input, dim, keepdim))
+            return _tuple_new(values_indices, apply_values_indices(_MIN_DIM, input, dim, keepdim))
     return _max_min(input, dim, keepdim, other, "min")
 
 
