@@ -8,7 +8,9 @@ out: the array is computed here (what the primitive's CPU implementation compute
 tensor and its node are built with direct stores (the node as ``dispatch._NEW_NODE`` says).
 Everything else (a mode's handler: profile, capture, forward AD; another device) goes through
 ``apply2``/``apply_p2``, so modes see the same primitive and params, and the node gets the same
-attributes.
+attributes. The few node-making lines are written out in each function (and in
+``dispatch_views.py``'s view builders) rather than shared through a helper on purpose: a Python
+call costs about 50 ns of a 1 us op.
 
 Example:
     >>> import ember
