@@ -124,7 +124,7 @@ def test_off_with_the_switch_or_with_compile_logs(cache, monkeypatch):
     assert len(runs) > n  # every pass ran (and printed), though an entry was there
 
 
-def test_parameters_the_key_cannot_state_exactly_are_not_cached():
+def test_the_key_states_parameters_exactly_or_refuses_them():
     key = step_cache._Key()
     plain = (1, 2.5, "a", None, slice(0, 3), ember.float32, [True])
     assert key.value(plain) == key.value(plain)
